@@ -1,0 +1,171 @@
+//! The keyed flow hash: SipHash-1-3 with the farm's 128-bit `hash_key`.
+//!
+//! SipHash-1-3 is what the Linux kernel uses for `hsiphash` on 64-bit machines: cheap (one
+//! compression round per 8-byte word), keyed so that a client cannot choose source addresses
+//! that all land on one node, and made only of 64-bit add/rotate/xor, which an eBPF program
+//! reproduces exactly. The round counts are const parameters so the published SipHash-2-4
+//! vectors (see `tests/vectors.rs`) check the very code the packet path runs.
+
+use std::net::IpAddr;
+
+/// A 128-bit SipHash key, as the two little-endian 64-bit halves of the 16 key bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl HashKey {
+    /// The key from its 16 bytes, in the order they are written in the config's hex string.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        let mut i = 0;
+        while i < 8 {
+            lo[i] = bytes[i];
+            hi[i] = bytes[i + 8];
+            i += 1;
+        }
+        Self {
+            k0: u64::from_le_bytes(lo),
+            k1: u64::from_le_bytes(hi),
+        }
+    }
+
+    /// The two key words `(k0, k1)`, as an eBPF program or a BPF map receives them.
+    pub const fn words(&self) -> (u64, u64) {
+        (self.k0, self.k1)
+    }
+}
+
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13);
+    v[1] ^= v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16);
+    v[3] ^= v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21);
+    v[3] ^= v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17);
+    v[1] ^= v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// SipHash-C-D of `data` under `key`, 64-bit output.
+#[inline(always)]
+pub fn siphash<const C: usize, const D: usize>(key: &HashKey, data: &[u8]) -> u64 {
+    let mut v = [
+        key.k0 ^ 0x736f_6d65_7073_6575,
+        key.k1 ^ 0x646f_7261_6e64_6f6d,
+        key.k0 ^ 0x6c79_6765_6e65_7261,
+        key.k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let compress = |m: u64, v: &mut [u64; 4]| {
+        v[3] ^= m;
+        for _ in 0..C {
+            sip_round(v);
+        }
+        v[0] ^= m;
+    };
+    let mut words = data.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        compress(u64::from_le_bytes(w), &mut v);
+    }
+    let tail = words.remainder();
+    let mut last = [0u8; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    // The message length modulo 256 goes into the top byte of the last word.
+    last[7] = data.len() as u8;
+    compress(u64::from_le_bytes(last), &mut v);
+    v[2] ^= 0xff;
+    for _ in 0..D {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// SipHash-1-3, the flow hash of the packet path.
+#[inline(always)]
+pub fn siphash13(key: &HashKey, data: &[u8]) -> u64 {
+    siphash::<1, 3>(key, data)
+}
+
+/// Length of the byte string hashed for a client: a 16-byte address and a 2-byte port.
+pub const IDENTITY_LEN: usize = 18;
+
+/// The client identity as the bytes that are hashed: the IPv6 address (IPv4 as the
+/// IPv4-mapped `::ffff:a.b.c.d`, so the two families never share an identity) followed by the
+/// client port in network byte order, 0 when the affinity is the client address alone.
+#[inline(always)]
+pub fn identity_bytes(client: [u8; 16], port: u16) -> [u8; IDENTITY_LEN] {
+    let mut msg = [0u8; IDENTITY_LEN];
+    msg[..16].copy_from_slice(&client);
+    msg[16..].copy_from_slice(&port.to_be_bytes());
+    msg
+}
+
+/// The 16-byte form of an IPv4 address inside a client identity.
+#[inline(always)]
+pub fn mapped_v4(addr: [u8; 4]) -> [u8; 16] {
+    let mut out = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
+    out[12..].copy_from_slice(&addr);
+    out
+}
+
+/// The flow hash of a client: SipHash-1-3 of its identity bytes.
+#[inline(always)]
+pub fn client_hash(key: &HashKey, client: [u8; 16], port: u16) -> u64 {
+    siphash13(key, &identity_bytes(client, port))
+}
+
+/// [`client_hash`] for an [`IpAddr`], as the command-line tools use it.
+pub fn client_hash_ip(key: &HashKey, client: IpAddr, port: u16) -> u64 {
+    let bytes = match client {
+        IpAddr::V4(v4) => mapped_v4(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    client_hash(key, bytes, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::Hasher;
+
+    fn key() -> HashKey {
+        HashKey::from_bytes(core::array::from_fn(|i| i as u8))
+    }
+
+    #[test]
+    fn siphash13_matches_the_siphasher_crate_for_every_length() {
+        let data: Vec<u8> = (0..64u8).collect();
+        let bytes: [u8; 16] = core::array::from_fn(|i| i as u8);
+        for len in 0..=data.len() {
+            let mut reference = siphasher::sip::SipHasher13::new_with_key(&bytes);
+            reference.write(&data[..len]);
+            assert_eq!(siphash13(&key(), &data[..len]), reference.finish(), "len {len}");
+        }
+    }
+
+    #[test]
+    fn v4_and_v6_identities_differ() {
+        let v4 = client_hash_ip(&key(), "198.18.0.1".parse().unwrap(), 0);
+        let v6 = client_hash_ip(&key(), "::c612:1".parse().unwrap(), 0);
+        let mapped = client_hash_ip(&key(), "::ffff:198.18.0.1".parse().unwrap(), 0);
+        assert_ne!(v4, v6);
+        assert_eq!(v4, mapped, "an IPv4 client hashes as its IPv4-mapped form");
+    }
+
+    #[test]
+    fn the_port_changes_the_hash() {
+        let ip = "198.18.0.1".parse().unwrap();
+        assert_ne!(client_hash_ip(&key(), ip, 0), client_hash_ip(&key(), ip, 1));
+    }
+}

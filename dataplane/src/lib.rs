@@ -1,6 +1,13 @@
 //! herd's packet path: zero-copy views over packet bytes ([`wire`]), the keyed flow hash
-//! ([`hash`]), the bucket table the workers read ([`table`]) and the verdict for each frame
-//! ([`classify`]).
+//! ([`hash`]), the farm's rules compiled for lookups ([`rules`]), the bucket table the workers
+//! read ([`table`]) and the verdict on each frame ([`classify`]).
 
+pub mod classify;
+pub mod craft;
 pub mod hash;
+pub mod rules;
 pub mod table;
+pub mod wire;
+
+pub use classify::{classify, FarmTable, Verdict};
+pub use rules::{DropReason, FarmRules};

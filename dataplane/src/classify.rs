@@ -1,0 +1,320 @@
+//! The verdict on one frame: leave it to the kernel, accept it, drop it, or answer it.
+//!
+//! The rules, in the order they are applied (the eBPF program of the in-kernel mode follows the
+//! same text; a differential test holds the two together):
+//!
+//! 1. Ethernet, looking through up to two VLAN tags (802.1Q, 802.1ad). A frame too short for
+//!    its headers, with more tags, or of another EtherType is `Pass`.
+//! 2. ARP: a well-formed Ethernet/IPv4 request whose target is a VIP, and whose sender address
+//!    is not the target (a gratuitous announcement, which is not answered), is
+//!    `AnswerNeighbor`. Every other ARP packet is `Pass`.
+//! 3. IPv4: a packet too short for the fixed header or not of version 4 is `Pass` (the kernel
+//!    drops it); one whose destination is not a VIP is `Pass`. IPv6: the same with the 40-byte
+//!    header; a destination that is neither a VIP nor a solicited-node multicast address is
+//!    `Pass`.
+//! 4. ICMPv6 neighbour discovery and multicast listener messages (types 130-137, 143, not in a
+//!    fragment) to a VIP or a solicited-node address: a neighbour solicitation with hop limit
+//!    255, code 0 and a VIP as target is `AnswerNeighbor`; all others are `Pass` (each node's
+//!    kernel needs them). Any other packet to a solicited-node address is `Pass`.
+//! 5. From here the packet is for a VIP, and a packet whose headers are truncated or
+//!    impossible is `Drop(Malformed)`. The flow is identified:
+//!    - a fragment (IPv4 MF or offset; an IPv6 fragment header with M or offset) by client
+//!      address alone, balanced when any rule covers its protocol;
+//!    - TCP and UDP by the rule of their destination port: client address (`client-ip`) or
+//!      client address and port (`client-ip-port`);
+//!    - ICMP errors (v4: destination unreachable, time exceeded, parameter problem; v6:
+//!      destination unreachable, packet too big, time exceeded, parameter problem) by the
+//!      packet they quote, which the farm sent: its source must be a VIP, its destination is
+//!      the client, and its source port is the VIP port of the rule. So path-MTU discovery
+//!      reaches the node that owns the connection;
+//!    - other ICMP messages (echo) by the client address, balanced when an `icmp` rule exists;
+//!    - any other protocol is `Drop(NoRule)`, as is a packet no rule covers.
+//! 6. The bucket is the flow hash modulo the bucket count: `Accept` when this node owns it,
+//!    `Drop(NotOwner)` otherwise.
+
+use std::sync::Arc;
+
+use herd_config::Protocol;
+
+use crate::rules::{DropReason, FarmRules, Flow, FlowKey};
+use crate::table::{BucketTable, NodeId, NO_OWNER};
+use crate::wire::arp::{self, ArpPacket};
+use crate::wire::ethernet::{ethertype, EthernetFrame};
+use crate::wire::icmp::IcmpPacket;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::{self, Ipv6Packet, UpperLayer};
+use crate::wire::tcp::TcpPacket;
+use crate::wire::udp::UdpPacket;
+use crate::wire::{ip_proto, transport_ports, Error};
+use crate::hash::mapped_v4;
+
+/// What to do with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Not for a VIP: the kernel gets it untouched.
+    Pass,
+    /// For a VIP, in a bucket this node owns: the kernel gets it.
+    Accept,
+    /// For a VIP, and not this node's to take.
+    Drop(DropReason),
+    /// An ARP request or IPv6 neighbour solicitation asking for a VIP: the dataplane answers it
+    /// with the farm's virtual MAC.
+    AnswerNeighbor,
+}
+
+/// Everything `classify` reads: the farm's rules, the current bucket owners and who we are.
+#[derive(Clone, Debug)]
+pub struct FarmTable {
+    rules: Arc<FarmRules>,
+    buckets: BucketTable,
+    local: NodeId,
+}
+
+impl FarmTable {
+    /// A table for node `local` (`NO_OWNER` for a machine that is not in the farm, which
+    /// accepts nothing).
+    pub fn new(rules: Arc<FarmRules>, buckets: BucketTable, local: NodeId) -> Self {
+        Self {
+            rules,
+            buckets,
+            local,
+        }
+    }
+
+    /// The compiled rules.
+    pub fn rules(&self) -> &Arc<FarmRules> {
+        &self.rules
+    }
+
+    /// The bucket owners.
+    pub fn buckets(&self) -> &BucketTable {
+        &self.buckets
+    }
+
+    /// The node this table classifies for.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    #[inline(always)]
+    fn decide(&self, flow: Result<Flow, DropReason>) -> Verdict {
+        match flow.and_then(|flow| self.rules.flow_hash(&flow)) {
+            Ok(hash) => {
+                let owner = self.buckets.owner(self.buckets.bucket_of(hash));
+                if owner == self.local && owner != NO_OWNER {
+                    Verdict::Accept
+                } else {
+                    Verdict::Drop(DropReason::NotOwner)
+                }
+            }
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+}
+
+/// The verdict on one Ethernet frame. Never panics, whatever the bytes.
+#[inline]
+pub fn classify(frame: &[u8], table: &FarmTable) -> Verdict {
+    let Ok(network) = EthernetFrame::new_checked(frame).and_then(|eth| eth.network()) else {
+        return Verdict::Pass;
+    };
+    match network.ethertype {
+        ethertype::IPV4 => classify_v4(network.payload, table),
+        ethertype::IPV6 => classify_v6(network.payload, table),
+        ethertype::ARP => classify_arp(network.payload, &table.rules),
+        _ => Verdict::Pass,
+    }
+}
+
+fn classify_arp(bytes: &[u8], rules: &FarmRules) -> Verdict {
+    match ArpPacket::new_checked(bytes) {
+        Ok(arp)
+            if arp.operation() == arp::OP_REQUEST
+                && arp.sender_ip() != arp.target_ip()
+                && rules.is_vip_v4(arp.target_ip()) =>
+        {
+            Verdict::AnswerNeighbor
+        }
+        _ => Verdict::Pass,
+    }
+}
+
+#[inline(always)]
+fn classify_v4(bytes: &[u8], table: &FarmTable) -> Verdict {
+    match Ipv4Packet::new_checked(bytes) {
+        Ok(ip) if table.rules.is_vip_v4(ip.dst()) => table.decide(v4_flow(&ip, &table.rules)),
+        _ => Verdict::Pass,
+    }
+}
+
+fn malformed(_: Error) -> DropReason {
+    DropReason::Malformed
+}
+
+/// The protocol a rule would name for an IP protocol number, or `NoRule`.
+fn rule_protocol(number: u8) -> Result<Protocol, DropReason> {
+    match number {
+        ip_proto::TCP => Ok(Protocol::Tcp),
+        ip_proto::UDP => Ok(Protocol::Udp),
+        ip_proto::ICMP | ip_proto::ICMPV6 => Ok(Protocol::Icmp),
+        _ => Err(DropReason::NoRule),
+    }
+}
+
+fn address_only(number: u8, client: [u8; 16]) -> Result<Flow, DropReason> {
+    Ok(Flow {
+        protocol: rule_protocol(number)?,
+        client,
+        key: FlowKey::AddressOnly,
+    })
+}
+
+/// The flow of a TCP or UDP packet arriving from `client`.
+#[inline(always)]
+fn transport_flow(number: u8, payload: &[u8], client: [u8; 16]) -> Result<Flow, DropReason> {
+    let (protocol, (src, dst)) = match number {
+        ip_proto::TCP => {
+            let tcp = TcpPacket::new_checked(payload).map_err(malformed)?;
+            (Protocol::Tcp, (tcp.src_port(), tcp.dst_port()))
+        }
+        _ => {
+            let udp = UdpPacket::new_checked(payload).map_err(malformed)?;
+            (Protocol::Udp, (udp.src_port(), udp.dst_port()))
+        }
+    };
+    Ok(Flow {
+        protocol,
+        client,
+        key: FlowKey::Ports {
+            vip: dst,
+            client: src,
+        },
+    })
+}
+
+/// The flow of the packet an ICMP error quotes: one the farm sent, from a VIP to the client.
+fn quoted_flow(
+    number: u8,
+    l4: &[u8],
+    is_fragment: bool,
+    client: [u8; 16],
+) -> Result<Flow, DropReason> {
+    if is_fragment || !matches!(number, ip_proto::TCP | ip_proto::UDP) {
+        return address_only(number, client);
+    }
+    // Only the first 8 bytes of the quoted transport header are guaranteed: read the ports.
+    let (vip, client_port) = transport_ports(l4).map_err(malformed)?;
+    Ok(Flow {
+        protocol: rule_protocol(number)?,
+        client,
+        key: FlowKey::Ports {
+            vip,
+            client: client_port,
+        },
+    })
+}
+
+fn v4_flow(ip: &Ipv4Packet<'_>, rules: &FarmRules) -> Result<Flow, DropReason> {
+    let payload = ip.payload().map_err(malformed)?;
+    let client = mapped_v4(ip.src());
+    if ip.is_fragment() {
+        return address_only(ip.protocol(), client);
+    }
+    match ip.protocol() {
+        number @ (ip_proto::TCP | ip_proto::UDP) => transport_flow(number, payload, client),
+        ip_proto::ICMP => {
+            let icmp = IcmpPacket::new_checked(payload).map_err(malformed)?;
+            if !icmp.is_v4_error() {
+                return address_only(ip_proto::ICMP, client);
+            }
+            let quoted = Ipv4Packet::new_checked(icmp.quoted()).map_err(malformed)?;
+            if !rules.is_vip_v4(quoted.src()) {
+                return Err(DropReason::Malformed);
+            }
+            let l4 = quoted.quoted_payload().map_err(malformed)?;
+            quoted_flow(
+                quoted.protocol(),
+                l4,
+                quoted.is_fragment(),
+                mapped_v4(quoted.dst()),
+            )
+        }
+        _ => Err(DropReason::NoRule),
+    }
+}
+
+/// Whether an IPv6 address is a solicited-node multicast address (ff02::1:ffxx:xxxx), where
+/// neighbour solicitations for a VIP are sent.
+fn is_solicited_node(addr: [u8; 16]) -> bool {
+    addr[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]
+}
+
+fn classify_v6(bytes: &[u8], table: &FarmTable) -> Verdict {
+    let Ok(ip) = Ipv6Packet::new_checked(bytes) else {
+        return Verdict::Pass;
+    };
+    let for_vip = table.rules.is_vip_v6(ip.dst());
+    if !for_vip && !is_solicited_node(ip.dst()) {
+        return Verdict::Pass;
+    }
+    let upper = ip.upper_layer();
+    if let Ok(upper) = upper {
+        if let Some(verdict) = link_control(&ip, &upper, &table.rules) {
+            return verdict;
+        }
+    }
+    if !for_vip {
+        return Verdict::Pass;
+    }
+    table.decide(upper.map_err(malformed).and_then(|upper| v6_flow(&ip, &upper, &table.rules)))
+}
+
+/// The verdict on ICMPv6 neighbour-discovery and listener messages, or `None` for any other.
+fn link_control(ip: &Ipv6Packet<'_>, upper: &UpperLayer<'_>, rules: &FarmRules) -> Option<Verdict> {
+    if upper.protocol != ip_proto::ICMPV6 || upper.is_fragment {
+        return None;
+    }
+    let icmp = IcmpPacket::new_checked(upper.payload).ok()?;
+    if !icmp.is_v6_link_control() {
+        return None;
+    }
+    // RFC 4861 makes hosts ignore a solicitation whose hop limit is not 255 (it came from off
+    // the link); so do we.
+    let asks_for_vip = ip.hop_limit() == 255
+        && icmp
+            .solicited_target()
+            .is_some_and(|target| rules.is_vip_v6(target));
+    Some(if asks_for_vip {
+        Verdict::AnswerNeighbor
+    } else {
+        Verdict::Pass
+    })
+}
+
+fn v6_flow(
+    ip: &Ipv6Packet<'_>,
+    upper: &UpperLayer<'_>,
+    rules: &FarmRules,
+) -> Result<Flow, DropReason> {
+    let client = ip.src();
+    if upper.is_fragment {
+        return address_only(upper.protocol, client);
+    }
+    match upper.protocol {
+        number @ (ip_proto::TCP | ip_proto::UDP) => transport_flow(number, upper.payload, client),
+        ip_proto::ICMPV6 => {
+            let icmp = IcmpPacket::new_checked(upper.payload).map_err(malformed)?;
+            if !icmp.is_v6_error() {
+                return address_only(ip_proto::ICMPV6, client);
+            }
+            let quoted = Ipv6Packet::new_checked(icmp.quoted()).map_err(malformed)?;
+            if !rules.is_vip_v6(quoted.src()) {
+                return Err(DropReason::Malformed);
+            }
+            let inner = ipv6::upper_layer(quoted.next_header(), quoted.quoted_payload())
+                .map_err(malformed)?;
+            quoted_flow(inner.protocol, inner.payload, inner.is_fragment, quoted.dst())
+        }
+        _ => Err(DropReason::NoRule),
+    }
+}

@@ -1,0 +1,77 @@
+//! Zero-copy, typed views over packet bytes, in the manner of smoltcp's `wire` module.
+//!
+//! Each view wraps a borrowed byte slice. `new_checked` verifies that every byte an accessor
+//! reads is present (and the fields that give lengths are consistent), so accessors never
+//! fail and never panic; nothing is copied. Checksums are not verified here: the kernel does
+//! that for the packets herd accepts.
+
+pub mod arp;
+pub mod ethernet;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
+pub mod tcp;
+pub mod udp;
+
+/// Why bytes could not be viewed as a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The buffer ends before the header (or the length a header field announces) does.
+    Truncated,
+    /// A field holds a value the header cannot have (wrong version, impossible length, ...).
+    Malformed,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "truncated header",
+            Error::Malformed => "malformed header",
+        })
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// IP protocol numbers (IPv4 `protocol`, IPv6 `next header`) that the classifier looks at.
+pub mod ip_proto {
+    /// IPv6 hop-by-hop options.
+    pub const HOP_BY_HOP: u8 = 0;
+    /// ICMP for IPv4.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// IPv6 routing header.
+    pub const ROUTING: u8 = 43;
+    /// IPv6 fragment header.
+    pub const FRAGMENT: u8 = 44;
+    /// IPsec authentication header.
+    pub const AUTH: u8 = 51;
+    /// ICMP for IPv6.
+    pub const ICMPV6: u8 = 58;
+    /// IPv6 destination options.
+    pub const DEST_OPTS: u8 = 60;
+}
+
+#[inline(always)]
+fn be16(buf: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+#[inline(always)]
+fn array<const N: usize>(buf: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&buf[at..at + N]);
+    out
+}
+
+/// The source and destination ports at the start of a TCP or UDP header. Needs only 4 bytes,
+/// so it also reads the header quoted (cut to 8 bytes) in an ICMP error.
+pub fn transport_ports(buf: &[u8]) -> Result<(u16, u16), Error> {
+    if buf.len() < 4 {
+        return Err(Error::Truncated);
+    }
+    Ok((be16(buf, 0), be16(buf, 2)))
+}

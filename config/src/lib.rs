@@ -1,1 +1,290 @@
-//! placeholder being written
+//! The herd farm configuration.
+//!
+//! One TOML file (by default [`FarmConfig::DEFAULT_PATH`]) describes a whole farm and is installed,
+//! identical, on every node: the farm's VIPs and flow-hash parameters, every node, and the rules
+//! that say which VIP traffic is balanced and by which client identity. [`FarmConfig::load`]
+//! reads and validates it; every error names the file, line, column and key at fault and what
+//! was expected there. [`FarmConfig::digest`] fingerprints the farm-wide part so nodes can check
+//! that they run the same configuration.
+
+#![warn(missing_docs)]
+
+mod digest;
+mod error;
+mod locate;
+mod ports;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::de::{DeTable, Deserializer};
+
+pub use digest::FarmDigest;
+pub use error::{ConfigError, IdentifyError, ValueError};
+pub use ports::PortRange;
+
+use locate::Source;
+
+/// A validated farm configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FarmConfig {
+    /// Farm-wide settings, the `[farm]` table.
+    pub farm: Farm,
+    /// The nodes, one per `[[node]]` entry, in file order; indices are node numbers.
+    pub nodes: Vec<Node>,
+    /// The traffic rules, one per `[[rule]]` entry, in file order; the first match wins.
+    pub rules: Vec<Rule>,
+}
+
+/// Farm-wide settings, the `[farm]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Farm {
+    /// Name used in logs and metrics: 1 to 63 characters from `[A-Za-z0-9_.-]`.
+    pub name: String,
+    /// The virtual addresses every node answers for, in file order; 1 to [`Farm::MAX_VIPS`].
+    pub vips: Vec<IpAddr>,
+    /// Default network interface of every node; `None` when every node names its own.
+    pub interface: Option<String>,
+    /// Number of hash buckets the flow space is split into: a power of two from
+    /// [`Farm::MIN_BUCKETS`] to [`Farm::MAX_BUCKETS`].
+    pub buckets: u32,
+    /// 128-bit secret seed of the flow hash, so outsiders cannot aim traffic at one node.
+    pub hash_key: [u8; 16],
+    /// UDP port of the heartbeats.
+    pub port: u16,
+    /// File holding the key that authenticates heartbeats.
+    pub auth_key_file: PathBuf,
+}
+
+impl Farm {
+    /// Bucket count when `buckets` is not given.
+    pub const DEFAULT_BUCKETS: u32 = 4096;
+    /// Fewest buckets: below this, one bucket is too large a share of the traffic to move.
+    pub const MIN_BUCKETS: u32 = 64;
+    /// Most buckets: bounds the size of the ownership table every node keeps.
+    pub const MAX_BUCKETS: u32 = 65536;
+    /// Heartbeat port when `port` is not given.
+    pub const DEFAULT_PORT: u16 = 7400;
+    /// Heartbeat key file when `auth_key_file` is not given.
+    pub const DEFAULT_AUTH_KEY_FILE: &'static str = "/etc/herd/farm.key";
+    /// Most VIPs a farm may have.
+    pub const MAX_VIPS: usize = 16;
+}
+
+/// One node of the farm, a `[[node]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Unique name, same charset as the farm name.
+    pub name: String,
+    /// Unique unicast heartbeat address; a node recognises itself by it.
+    pub address: IpAddr,
+    /// Share of the buckets, 0 to [`Node::MAX_WEIGHT`]; 0 = standby, owning no bucket while a
+    /// weighted node lives.
+    pub weight: u32,
+    /// This node's interface, overriding [`Farm::interface`].
+    pub interface: Option<String>,
+}
+
+impl Node {
+    /// Weight when `weight` is not given.
+    pub const DEFAULT_WEIGHT: u32 = 1;
+    /// Largest weight.
+    pub const MAX_WEIGHT: u32 = 1000;
+}
+
+/// Transport protocol of a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP and ICMPv6; these have no ports.
+    Icmp,
+}
+
+impl Protocol {
+    /// The spellings accepted in the file, in the order of the variants.
+    pub const NAMES: [&'static str; 3] = ["tcp", "udp", "icmp"];
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        })
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "icmp" => Ok(Protocol::Icmp),
+            _ => Err(ValueError::new(
+                format!("`{s}` is not a protocol"),
+                "`tcp`, `udp` or `icmp`",
+            )),
+        }
+    }
+}
+
+/// Which client identity is hashed to pick the bucket, and so the node, of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Affinity {
+    /// The client's address: every connection of a client lands on the same node.
+    ClientIp,
+    /// The client's address and port: a client's connections spread over the nodes.
+    ClientIpPort,
+}
+
+impl Affinity {
+    /// The spellings accepted in the file, in the order of the variants.
+    pub const NAMES: [&'static str; 2] = ["client-ip", "client-ip-port"];
+}
+
+impl fmt::Display for Affinity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Affinity::ClientIp => "client-ip",
+            Affinity::ClientIpPort => "client-ip-port",
+        })
+    }
+}
+
+impl FromStr for Affinity {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s {
+            "client-ip" => Ok(Affinity::ClientIp),
+            "client-ip-port" => Ok(Affinity::ClientIpPort),
+            _ => Err(ValueError::new(
+                format!("`{s}` is not an affinity"),
+                "`client-ip` or `client-ip-port`",
+            )),
+        }
+    }
+}
+
+/// A traffic rule, a `[[rule]]` entry: VIP traffic of `protocol` to one of `ports` is balanced
+/// by `affinity`. VIP traffic that no rule matches is dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Protocol the rule applies to.
+    pub protocol: Protocol,
+    /// Destination ports the rule applies to; `[PortRange::ALL]` for ICMP.
+    pub ports: Vec<PortRange>,
+    /// Client identity that is hashed.
+    pub affinity: Affinity,
+}
+
+impl Rule {
+    /// Whether traffic of `protocol` to destination `port` falls under this rule.
+    pub fn matches(&self, protocol: Protocol, port: u16) -> bool {
+        self.protocol == protocol && self.ports.iter().any(|range| range.contains(port))
+    }
+}
+
+impl FarmConfig {
+    /// Where the configuration is installed unless told otherwise.
+    pub const DEFAULT_PATH: &'static str = "/etc/herd/farm.toml";
+    /// Most nodes a farm may have.
+    pub const MAX_NODES: usize = 64;
+
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<FarmConfig, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => FarmConfig::parse(&text, path),
+            Err(e) => Err(ConfigError::not_utf8(path, e.as_bytes(), e.utf8_error())),
+        }
+    }
+
+    /// Validates the configuration `text`; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<FarmConfig, ConfigError> {
+        let source = Source { file, text };
+        // Parsing to a spanned tree first, rather than straight to structs, keeps a map from
+        // byte offsets to keys: toml's errors carry a span but no key path.
+        let (tree, syntax_errors) = DeTable::parse_recoverable(text);
+        if let Some(error) = syntax_errors.first() {
+            return Err(error::from_toml(&source, tree.get_ref(), error));
+        }
+        raw::check_tables(tree.get_ref(), &source)?;
+        let raw = raw::RawConfig::deserialize(Deserializer::from(tree.clone()))
+            .map_err(|error| error::from_toml(&source, tree.get_ref(), &error))?;
+        validate::validate(raw, &source)
+    }
+
+    /// Fingerprint of everything that must be identical on every node; see [`FarmDigest`].
+    pub fn digest(&self) -> FarmDigest {
+        digest::digest(self)
+    }
+
+    /// Index of the node called `name`.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| node.name == name)
+    }
+
+    /// Interface of node `node`: its own, else the farm default.
+    ///
+    /// Validation guarantees one of the two exists; a hand-built config without either yields
+    /// `""`. Panics if `node` is not an index of [`FarmConfig::nodes`].
+    pub fn interface_of(&self, node: usize) -> &str {
+        self.nodes[node]
+            .interface
+            .as_deref()
+            .or(self.farm.interface.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The first rule matching traffic of `protocol` to destination `port`, if any.
+    pub fn rule_for(&self, protocol: Protocol, port: u16) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.matches(protocol, port))
+    }
+
+    /// Which node this host is: the node called `name` when one is given, else the only node
+    /// whose address is among `local_addrs` (this host's addresses).
+    pub fn identify(
+        &self,
+        name: Option<&str>,
+        local_addrs: &[IpAddr],
+    ) -> Result<usize, IdentifyError> {
+        if let Some(name) = name {
+            return self
+                .node_index(name)
+                .ok_or_else(|| IdentifyError::UnknownName {
+                    name: name.to_owned(),
+                    known: self.nodes.iter().map(|node| node.name.clone()).collect(),
+                });
+        }
+        let local: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| local_addrs.contains(&self.nodes[i].address))
+            .collect();
+        match local.as_slice() {
+            [] => Err(IdentifyError::NoLocalMatch {
+                addresses: local_addrs.to_vec(),
+            }),
+            [only] => Ok(*only),
+            several => Err(IdentifyError::Ambiguous {
+                names: several
+                    .iter()
+                    .map(|&i| self.nodes[i].name.clone())
+                    .collect(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Fingerprint of the farm-wide configuration, so nodes can tell they run the same one.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Affinity, FarmConfig, Protocol};
+
+/// SHA-256 of the part of a [`FarmConfig`] that must be identical on every node.
+///
+/// It hashes a canonical, versioned binary encoding of the values, not the TOML text, so
+/// comments, whitespace, key order and spelling (such as `"80-80"` for `"80"`) do not matter.
+/// Included: the farm name, the VIPs (in file order), the bucket count, the hash key, the
+/// heartbeat port, every node's name, address and weight (in file order) and every rule's
+/// protocol, port ranges and affinity: any of these differing between nodes would make them
+/// disagree on who owns a flow, or not hear each other.
+///
+/// Excluded: the interfaces, as NIC names are host-local and may legitimately differ between
+/// nodes; and `auth_key_file`, which is only a path: the key itself is checked by every
+/// heartbeat's HMAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FarmDigest(pub [u8; 32]);
+
+impl FarmDigest {
+    /// The first 12 hex digits, enough to tell configurations apart in logs.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl fmt::Display for FarmDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// Names the encoding; change it whenever the encoding changes, so that nodes running
+/// different encodings see different digests rather than equal digests of different things.
+const VERSION: &[u8] = b"herd farm digest v1";
+
+/// Feeds values to the hash in a self-delimiting encoding: every variable-length field is
+/// prefixed with its length, so no two different configurations encode to the same bytes.
+struct Encoder(Sha256);
+
+impl Encoder {
+    fn u8(&mut self, value: u8) {
+        self.0.update([value]);
+    }
+
+    fn u16(&mut self, value: u16) {
+        self.0.update(value.to_be_bytes());
+    }
+
+    fn u32(&mut self, value: u32) {
+        self.0.update(value.to_be_bytes());
+    }
+
+    /// A count or length. Counts in a valid configuration are small; saturating keeps this
+    /// total anyway.
+    fn len(&mut self, len: usize) {
+        self.u32(u32::try_from(len).unwrap_or(u32::MAX));
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.len(bytes.len());
+        self.0.update(bytes);
+    }
+
+    fn address(&mut self, address: &IpAddr) {
+        match address {
+            IpAddr::V4(v4) => {
+                self.u8(4);
+                self.0.update(v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                self.u8(6);
+                self.0.update(v6.octets());
+            }
+        }
+    }
+}
+
+/// Wire codes of protocols: their IP protocol numbers, fixed whatever the enum's order.
+fn protocol_code(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::Icmp => 1,
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }
+}
+
+/// Wire codes of affinities, fixed whatever the enum's order.
+fn affinity_code(affinity: Affinity) -> u8 {
+    match affinity {
+        Affinity::ClientIp => 1,
+        Affinity::ClientIpPort => 2,
+    }
+}
+
+pub(crate) fn digest(config: &FarmConfig) -> FarmDigest {
+    let mut encoder = Encoder(Sha256::new());
+    encoder.bytes(VERSION);
+
+    let farm = &config.farm;
+    encoder.bytes(farm.name.as_bytes());
+    encoder.len(farm.vips.len());
+    farm.vips.iter().for_each(|vip| encoder.address(vip));
+    encoder.u32(farm.buckets);
+    encoder.0.update(farm.hash_key);
+    encoder.u16(farm.port);
+
+    encoder.len(config.nodes.len());
+    for node in &config.nodes {
+        encoder.bytes(node.name.as_bytes());
+        encoder.address(&node.address);
+        encoder.u32(node.weight);
+    }
+
+    encoder.len(config.rules.len());
+    for rule in &config.rules {
+        encoder.u8(protocol_code(rule.protocol));
+        encoder.len(rule.ports.len());
+        for range in &rule.ports {
+            encoder.u16(range.first);
+            encoder.u16(range.last);
+        }
+        encoder.u8(affinity_code(rule.affinity));
+    }
+
+    FarmDigest(encoder.0.finalize().into())
+}

@@ -1,0 +1,188 @@
+//! The file as serde reads it, before validation.
+//!
+//! Every value is `Spanned` so that validation, which runs after deserialization, can point
+//! at the offending text. Every key is optional here so that validation, not serde, reports a
+//! missing key, with what was expected. Integers are `i64`, TOML's own integer type, so that
+//! range errors come from validation too, in the schema's terms rather than Rust's.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{Deserializer, Error, Unexpected, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::locate::Source;
+use crate::ConfigError;
+
+/// Rejects a document whose `farm`, `node` or `rule` are not the tables the schema has.
+///
+/// Checked on the tree, before serde, because serde_derive also accepts a struct written as an
+/// array of its field values: `[[farm]]` would otherwise be read field by field and yield
+/// confusing messages about `farm[0]`.
+pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<(), ConfigError> {
+    let wrong = |span: Range<usize>, key: String, value: &DeValue<'_>, expected: &str| {
+        source.error(
+            span,
+            key,
+            format!("invalid type: {}, expected {expected}", value.type_str()),
+        )
+    };
+    for (key, value) in tree.iter() {
+        match (key.get_ref().as_ref(), value.get_ref()) {
+            ("farm", DeValue::Table(_)) => {}
+            ("farm", other) => {
+                return Err(wrong(
+                    value.span(),
+                    "farm".to_owned(),
+                    other,
+                    "a table: [farm]",
+                ))
+            }
+            (name @ ("node" | "rule"), DeValue::Array(entries)) => {
+                for (index, entry) in entries.iter().enumerate() {
+                    if !entry.get_ref().is_table() {
+                        let expected = format!("a table: a [[{name}]] entry");
+                        return Err(wrong(
+                            entry.span(),
+                            format!("{name}[{index}]"),
+                            entry.get_ref(),
+                            &expected,
+                        ));
+                    }
+                }
+            }
+            (name @ ("node" | "rule"), other) => {
+                let expected = format!("an array of tables: [[{name}]] entries");
+                return Err(wrong(value.span(), name.to_owned(), other, &expected));
+            }
+            // Other keys are unknown; serde reports them with the keys it knows.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The whole file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawConfig {
+    pub farm: Option<Spanned<RawFarm>>,
+    pub node: Option<Spanned<Vec<Spanned<RawNode>>>>,
+    pub rule: Option<Spanned<Vec<Spanned<RawRule>>>>,
+}
+
+/// The `[farm]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawFarm {
+    pub name: Option<Spanned<String>>,
+    pub vip: Option<Spanned<Vec<Spanned<String>>>>,
+    pub interface: Option<Spanned<String>>,
+    pub buckets: Option<Spanned<i64>>,
+    pub hash_key: Option<Spanned<RawSecret>>,
+    pub port: Option<Spanned<i64>>,
+    pub auth_key_file: Option<Spanned<String>>,
+}
+
+/// A `[[node]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawNode {
+    pub name: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub weight: Option<Spanned<i64>>,
+    pub interface: Option<Spanned<String>>,
+}
+
+/// A `[[rule]]` entry.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawRule {
+    pub protocol: Option<Spanned<String>>,
+    pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
+    pub affinity: Option<Spanned<String>>,
+}
+
+/// One entry of `ports`: a string, parsed later by validation.
+///
+/// Its own type only to say what a port entry looks like when it is not a string at all:
+/// `ports = [80]` is a likely mistake.
+pub(crate) struct RawPort(pub String);
+
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(PortVisitor)
+    }
+}
+
+struct PortVisitor;
+
+impl Visitor<'_> for PortVisitor {
+    type Value = RawPort;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string such as \"80\", \"8000-8099\" or \"*\"")
+    }
+
+    fn visit_str<E: Error>(self, text: &str) -> Result<RawPort, E> {
+        Ok(RawPort(text.to_owned()))
+    }
+}
+
+/// The hash key: a string, checked later by validation.
+///
+/// Its own type because the key is a secret: serde's messages quote a value of the wrong type
+/// (`hash_key = 0x0011…` would come back as a number), this one only names its type.
+pub(crate) struct RawSecret(pub String);
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(SecretVisitor)
+    }
+}
+
+struct SecretVisitor;
+
+impl SecretVisitor {
+    fn wrong<E: Error>(&self, kind: &str) -> Result<RawSecret, E> {
+        Err(E::invalid_type(Unexpected::Other(kind), self))
+    }
+}
+
+impl Visitor<'_> for SecretVisitor {
+    type Value = RawSecret;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string of 32 hex digits")
+    }
+
+    fn visit_str<E: Error>(self, text: &str) -> Result<RawSecret, E> {
+        Ok(RawSecret(text.to_owned()))
+    }
+
+    fn visit_bool<E: Error>(self, _: bool) -> Result<RawSecret, E> {
+        self.wrong("boolean")
+    }
+
+    fn visit_i64<E: Error>(self, _: i64) -> Result<RawSecret, E> {
+        self.wrong("integer")
+    }
+
+    fn visit_i128<E: Error>(self, _: i128) -> Result<RawSecret, E> {
+        self.wrong("integer")
+    }
+
+    fn visit_u64<E: Error>(self, _: u64) -> Result<RawSecret, E> {
+        self.wrong("integer")
+    }
+
+    fn visit_u128<E: Error>(self, _: u128) -> Result<RawSecret, E> {
+        self.wrong("integer")
+    }
+
+    fn visit_f64<E: Error>(self, _: f64) -> Result<RawSecret, E> {
+        self.wrong("floating point")
+    }
+}

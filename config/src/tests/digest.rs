@@ -1,0 +1,117 @@
+//! The digest covers exactly the farm-wide values.
+
+use super::{base_with, parse, BASE};
+use crate::FarmDigest;
+
+fn digest(text: &str) -> FarmDigest {
+    parse(text)
+        .unwrap_or_else(|error| panic!("{error}\n{text}"))
+        .digest()
+}
+
+#[test]
+fn layout_comments_key_order_and_spelling_do_not_matter() {
+    let reformatted = r#"
+        # The same farm, written differently.
+        [[node]]
+        address = "198.18.0.1"   # alpha
+        name    = 'alpha'
+        weight  = 1
+        [[node]]
+        weight = 2
+        address = "198.18.0.2"
+        name = "bravo"
+
+        [farm]
+        port = 7400
+        hash_key = "00112233445566778899AABBCCDDEEFF"
+        buckets = 4_096
+        interface = "eth0"
+        vip = [ "198.18.0.100", "2001:0db8:0000::0100" ]
+        name = "web"
+        auth_key_file = "/etc/herd/farm.key"
+
+        [[rule]]
+        ports = ["80-80", "443", "8000-8099"]
+        protocol = "tcp"
+        affinity = "client-ip"
+        [[rule]]
+        affinity = "client-ip-port"
+        protocol = "udp"
+        ports = ["*"]
+    "#;
+    assert_eq!(digest(reformatted), digest(BASE));
+}
+
+#[test]
+fn every_farm_wide_value_changes_it() {
+    let changes = [
+        ("name = \"web\"", "name = \"web2\""),
+        (
+            "\"198.18.0.100\", \"2001:db8::100\"",
+            "\"2001:db8::100\", \"198.18.0.100\"",
+        ),
+        (
+            "\"198.18.0.100\", \"2001:db8::100\"",
+            "\"198.18.0.100\", \"2001:db8::101\"",
+        ),
+        ("\"198.18.0.100\", \"2001:db8::100\"", "\"198.18.0.100\""),
+        ("buckets = 4096", "buckets = 1024"),
+        ("aabbccddeeff\"", "aabbccddeefe\""),
+        ("port = 7400", "port = 7401"),
+        ("name = \"alpha\"", "name = \"alpha2\""),
+        ("address = \"198.18.0.1\"", "address = \"198.18.0.3\""),
+        ("address = \"198.18.0.1\"", "address = \"2001:db8::1\""),
+        ("weight = 2", "weight = 3"),
+        ("weight = 2", ""),
+        ("protocol = \"udp\"", "protocol = \"icmp\""),
+        ("\"8000-8099\"", "\"8000-8098\""),
+        ("\"443\", \"8000-8099\"", "\"8000-8099\", \"443\""),
+        ("affinity = \"client-ip-port\"", "affinity = \"client-ip\""),
+    ];
+    let base = digest(BASE);
+    for (from, to) in changes {
+        assert_ne!(digest(&base_with(from, to)), base, "{from} -> {to}");
+    }
+    let swapped = BASE
+        .replacen("name = \"alpha\"\naddress = \"198.18.0.1\"", "NODE", 1)
+        .replacen(
+            "name = \"bravo\"\naddress = \"198.18.0.2\"",
+            "name = \"alpha\"\naddress = \"198.18.0.1\"",
+            1,
+        )
+        .replacen("NODE", "name = \"bravo\"\naddress = \"198.18.0.2\"", 1);
+    assert_ne!(digest(&swapped), base, "node order matters");
+    let extra_node = format!("{BASE}\n[[node]]\nname = \"charlie\"\naddress = \"198.18.0.3\"\n");
+    assert_ne!(digest(&extra_node), base);
+    let extra_rule = format!("{BASE}\n[[rule]]\nprotocol = \"icmp\"\n");
+    assert_ne!(digest(&extra_rule), base);
+}
+
+#[test]
+fn host_local_values_do_not_change_it() {
+    let base = digest(BASE);
+    assert_eq!(
+        digest(&base_with("interface = \"eth0\"", "interface = \"ens3\"")),
+        base
+    );
+    let own_interface = base_with("weight = 2", "weight = 2\ninterface = \"eth7\"");
+    assert_eq!(digest(&own_interface), base);
+    let key_file = base_with(
+        "port = 7400",
+        "port = 7400\nauth_key_file = \"/run/herd.key\"",
+    );
+    assert_eq!(digest(&key_file), base);
+}
+
+#[test]
+fn displays_as_lowercase_hex_and_shortens_to_twelve_digits() {
+    let digest = FarmDigest([0xAB; 32]);
+    assert_eq!(digest.to_string(), "ab".repeat(32));
+    assert_eq!(digest.short(), "abababababab");
+    let real = super::parse(BASE)
+        .map(|config| config.digest())
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(real.to_string().len(), 64);
+    assert!(real.to_string().starts_with(&real.short()));
+}

@@ -1,0 +1,807 @@
+//! Every rejection names the file, line, column and key, and says what was expected.
+
+use std::path::Path;
+
+use super::{base_with, parse, BASE};
+use crate::FarmConfig;
+
+/// Asserts that `text` is rejected at `at` (line, column) about `key`, with a message that has
+/// every one of `fragments` and says what was expected.
+#[track_caller]
+fn assert_error(text: &str, at: (usize, usize), key: &str, fragments: &[&str]) {
+    let error = parse(text).expect_err("the configuration should be rejected");
+    let shown = error.to_string();
+    assert_eq!(
+        (error.location, error.key.as_str()),
+        (Some(at), key),
+        "{shown}"
+    );
+    assert_eq!(error.file, Path::new("farm.toml"));
+    let prefix = format!("farm.toml:{}:{}: {key}: ", at.0, at.1);
+    assert!(
+        shown.starts_with(&prefix),
+        "{shown}\ndoes not start with {prefix:?}"
+    );
+    for fragment in fragments {
+        assert!(
+            error.message.contains(fragment),
+            "{shown}\ndoes not contain {fragment:?}"
+        );
+    }
+    assert!(
+        error.message.contains("expected"),
+        "{shown}\ndoes not say what was expected"
+    );
+}
+
+/// `BASE` up to its nodes, its nodes, and its rules.
+fn base_parts() -> (&'static str, &'static str, &'static str) {
+    let nodes = BASE.find("[[node]]").unwrap_or_default();
+    let rules = BASE.find("[[rule]]").unwrap_or_default();
+    (&BASE[..nodes], &BASE[nodes..rules], &BASE[rules..])
+}
+
+/// 1-based column, in characters, of `needle` in line `line` of `text`.
+fn column_of(text: &str, line: usize, needle: &str) -> usize {
+    let line = text.lines().nth(line - 1).unwrap_or_default();
+    line[..line.find(needle).unwrap_or_default()]
+        .chars()
+        .count()
+        + 1
+}
+
+#[test]
+fn the_base_configuration_is_valid() {
+    assert!(parse(BASE).is_ok(), "{:?}", parse(BASE));
+}
+
+// Unknown keys.
+
+#[test]
+fn a_typo_in_a_key_is_located_and_gets_a_suggestion() {
+    let error = parse(&base_with("buckets = 4096", "bucket = 4096")).expect_err("typo");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:5:1: farm.bucket: unknown key `bucket` (did you mean `buckets`?); expected one of \
+         `name`, `vip`, `interface`, `buckets`, `hash_key`, `port`, `auth_key_file`"
+    );
+}
+
+#[test]
+fn unknown_keys_everywhere_are_rejected() {
+    assert_error(
+        &base_with("weight = 2", "wieght = 2"),
+        (16, 1),
+        "node[1].wieght",
+        &["unknown key `wieght` (did you mean `weight`?)", "`address`"],
+    );
+    assert_error(
+        &base_with("affinity =", "afinity ="),
+        (24, 1),
+        "rule[1].afinity",
+        &["(did you mean `affinity`?)"],
+    );
+    assert_error(
+        &base_with("[[node]]", "[[nodes]]"),
+        (9, 3),
+        "nodes",
+        &["unknown key `nodes` (did you mean `node`?); expected one of `farm`, `node`, `rule`"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = 7400\ncolour = \"red\""),
+        (8, 1),
+        "farm.colour",
+        &["unknown key `colour`; expected one of `name`"],
+    );
+    assert_error(
+        &base_with("[farm]", "[farm.extra]\nx = 1\n[farm]"),
+        (1, 7),
+        "farm.extra",
+        &["unknown key `extra`"],
+    );
+}
+
+// Wrong types.
+
+#[test]
+fn values_of_the_wrong_type_are_rejected() {
+    let cases = [
+        (
+            "buckets = 4096",
+            "buckets = \"4096\"",
+            (5, 11),
+            "farm.buckets",
+            "invalid type: string \"4096\", expected an integer",
+        ),
+        (
+            "name = \"web\"",
+            "name = 5",
+            (2, 8),
+            "farm.name",
+            "invalid type: integer `5`, expected a string",
+        ),
+        (
+            "vip = [",
+            "vip = \"198.18.0.99\"\nx = [",
+            (3, 7),
+            "farm.vip",
+            "expected an array",
+        ),
+        (
+            "weight = 2",
+            "weight = 1.5",
+            (16, 10),
+            "node[1].weight",
+            "invalid type: floating point `1.5`, expected an integer",
+        ),
+        (
+            "protocol = \"tcp\"",
+            "protocol = true",
+            (19, 12),
+            "rule[0].protocol",
+            "invalid type: boolean `true`, expected a string",
+        ),
+        (
+            "\"80\", \"443\"",
+            "80, 443",
+            (20, 10),
+            "rule[0].ports[0]",
+            "invalid type: integer `80`, expected a string such as \"80\"",
+        ),
+        (
+            "[farm]",
+            "[[farm]]",
+            (1, 1),
+            "farm",
+            "invalid type: array, expected a table: [farm]",
+        ),
+        (
+            "[farm]",
+            "farm = 1\n[x]",
+            (1, 8),
+            "farm",
+            "invalid type: integer, expected a table: [farm]",
+        ),
+        (
+            "\"00112233445566778899aabbccddeeff\"",
+            "0x00112233445566778899aabbccddeeff",
+            (6, 12),
+            "farm.hash_key",
+            "invalid type: integer, expected a string of 32 hex digits",
+        ),
+        (
+            "\"00112233445566778899aabbccddeeff\"",
+            "1e9",
+            (6, 12),
+            "farm.hash_key",
+            "invalid type: floating point, expected a string of 32 hex digits",
+        ),
+        (
+            "address = \"198.18.0.1\"",
+            "address = { ip = \"198.18.0.1\" }",
+            (11, 11),
+            "node[0].address",
+            "invalid type: table, expected a string",
+        ),
+    ];
+    for (from, to, at, key, fragment) in cases {
+        assert_error(&base_with(from, to), at, key, &[fragment]);
+    }
+    let (farm, nodes, rules) = base_parts();
+    assert_error(
+        &format!("node = 1\n{farm}{rules}"),
+        (1, 8),
+        "node",
+        &["invalid type: integer, expected an array of tables: [[node]] entries"],
+    );
+    assert_error(
+        &format!("rule = [\"tcp\"]\n{farm}{nodes}"),
+        (1, 9),
+        "rule[0]",
+        &["invalid type: string, expected a table: a [[rule]] entry"],
+    );
+}
+
+// Missing keys and tables.
+
+#[test]
+fn missing_required_keys_point_at_their_table() {
+    let cases = [
+        (
+            "name = \"web\"\n",
+            (1, 1),
+            "farm.name",
+            "required key `name` is missing; expected 1 to 63 characters",
+        ),
+        (
+            "vip = [\"198.18.0.100\", \"2001:db8::100\"]\n",
+            (1, 1),
+            "farm.vip",
+            "required key `vip` is missing",
+        ),
+        (
+            "hash_key = \"00112233445566778899aabbccddeeff\"\n",
+            (1, 1),
+            "farm.hash_key",
+            "expected exactly 32 hex digits",
+        ),
+        (
+            "name = \"alpha\"\n",
+            (9, 1),
+            "node[0].name",
+            "required key `name` is missing",
+        ),
+        (
+            "address = \"198.18.0.2\"\n",
+            (13, 1),
+            "node[1].address",
+            "required key `address` is missing; expected a unicast",
+        ),
+        (
+            "protocol = \"udp\"\n",
+            (22, 1),
+            "rule[1].protocol",
+            "required key `protocol` is missing; expected `tcp`, `udp` or `icmp`",
+        ),
+    ];
+    for (line, at, key, fragment) in cases {
+        assert_error(&base_with(line, ""), at, key, &[fragment]);
+    }
+}
+
+#[test]
+fn missing_tables_are_reported_at_the_start_of_the_file() {
+    let (farm, nodes, rules) = base_parts();
+    assert_error(
+        &format!("{nodes}{rules}"),
+        (1, 1),
+        "farm",
+        &["required table [farm] is missing", "`hash_key`"],
+    );
+    assert_error(
+        &format!("{farm}{rules}"),
+        (1, 1),
+        "node",
+        &["the farm has no node; expected 1 to 64 [[node]] entries"],
+    );
+    assert_error(
+        &format!("{farm}{nodes}"),
+        (1, 1),
+        "rule",
+        &[
+            "the farm has no rule",
+            "VIP traffic no rule matches is dropped",
+        ],
+    );
+    assert_error(
+        &format!("node = []\n{farm}{rules}"),
+        (1, 8),
+        "node",
+        &["the farm has no node"],
+    );
+    assert_error(
+        &format!("rule = []\n{farm}{nodes}"),
+        (1, 8),
+        "rule",
+        &["the farm has no rule"],
+    );
+}
+
+// Duplicates.
+
+#[test]
+fn duplicate_node_names_and_addresses_are_rejected() {
+    assert_error(
+        &base_with("name = \"bravo\"", "name = \"alpha\""),
+        (14, 8),
+        "node[1].name",
+        &["`alpha` is already the name of a node (line 10); expected a name no other node has"],
+    );
+    assert_error(
+        &base_with("address = \"198.18.0.2\"", "address = \"198.18.0.1\""),
+        (15, 11),
+        "node[1].address",
+        &["`198.18.0.1` is already the address of a node (line 11)"],
+    );
+}
+
+#[test]
+fn duplicate_vips_are_rejected_however_written() {
+    assert_error(
+        &base_with("\"2001:db8::100\"", "\"198.18.0.100\""),
+        (3, 24),
+        "farm.vip[1]",
+        &["`198.18.0.100` is already farm.vip[0]; expected every VIP once"],
+    );
+    assert_error(
+        &base_with("\"198.18.0.100\"", "\"2001:DB8:0::100\""),
+        (3, 27),
+        "farm.vip[1]",
+        &["`2001:db8::100` is already farm.vip[0]"],
+    );
+}
+
+#[test]
+fn a_vip_cannot_be_a_node_address() {
+    assert_error(
+        &base_with("address = \"198.18.0.1\"", "address = \"2001:db8::100\""),
+        (11, 11),
+        "node[0].address",
+        &[
+            "`2001:db8::100` is also farm.vip[1]",
+            "expected a node address that is not a VIP",
+        ],
+    );
+}
+
+// Addresses.
+
+#[test]
+fn vips_must_be_unicast_addresses() {
+    let cases = [
+        ("0.0.0.0", "is the unspecified address"),
+        ("::", "is the unspecified address"),
+        ("127.0.0.1", "is a loopback address"),
+        ("::1", "is a loopback address"),
+        ("224.0.0.1", "is a multicast address"),
+        ("ff02::1", "is a multicast address"),
+        ("255.255.255.255", "is the broadcast address"),
+        ("198.18.0.100/24", "is not an IP address"),
+        ("web.example.com", "is not an IP address"),
+        ("", "is not an IP address"),
+        ("::ffff:198.18.0.99", "is an IPv4-mapped IPv6 address; expected a unicast IPv4 or IPv6 address such as 198.18.0.1 or 2001:db8::1; write it as 198.18.0.99"),
+    ];
+    for (bad, fragment) in cases {
+        assert_error(
+            &base_with("\"198.18.0.100\"", &format!("\"{bad}\"")),
+            (3, 8),
+            "farm.vip[0]",
+            &[
+                &format!("`{bad}` {fragment}"),
+                "expected a unicast IPv4 or IPv6 address",
+            ],
+        );
+    }
+}
+
+#[test]
+fn node_addresses_must_be_unicast_addresses() {
+    for (bad, fragment) in [
+        ("127.0.0.2", "loopback"),
+        ("ff05::2", "multicast"),
+        ("198.18.0", "not an IP address"),
+    ] {
+        assert_error(
+            &base_with("\"198.18.0.2\"", &format!("\"{bad}\"")),
+            (15, 11),
+            "node[1].address",
+            &[fragment, "expected a unicast IPv4 or IPv6 address"],
+        );
+    }
+}
+
+// Numbers.
+
+#[test]
+fn buckets_must_be_a_power_of_two_in_range() {
+    let error = parse(&base_with("buckets = 4096", "buckets = 100")).expect_err("100 buckets");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:5:11: farm.buckets: 100 is not a power of two; expected a power of two from 64 to 65536"
+    );
+    for (bad, problem) in [
+        ("4095", "4095 is not a power of two"),
+        ("32", "32 is out of range"),
+        ("131072", "131072 is out of range"),
+        ("0", "0 is out of range"),
+        ("-4096", "-4096 is out of range"),
+        ("9223372036854775807", "9223372036854775807 is out of range"),
+    ] {
+        assert_error(
+            &base_with("buckets = 4096", &format!("buckets = {bad}")),
+            (5, 11),
+            "farm.buckets",
+            &[&format!(
+                "{problem}; expected a power of two from 64 to 65536"
+            )],
+        );
+    }
+}
+
+#[test]
+fn port_and_weight_must_be_in_range() {
+    for bad in ["0", "65536", "-1"] {
+        assert_error(
+            &base_with("port = 7400", &format!("port = {bad}")),
+            (7, 8),
+            "farm.port",
+            &[&format!(
+                "{bad} is out of range; expected an integer from 1 to 65535"
+            )],
+        );
+    }
+    for bad in ["1001", "-1"] {
+        assert_error(
+            &base_with("weight = 2", &format!("weight = {bad}")),
+            (16, 10),
+            "node[1].weight",
+            &[&format!(
+                "{bad} is out of range; expected an integer from 0 to 1000"
+            )],
+        );
+    }
+}
+
+#[test]
+fn the_hash_key_must_be_32_hex_digits_and_is_never_quoted() {
+    let cases = [
+        (
+            "00112233445566778899aabbccddee",
+            "the key has 30 hex digits, too few",
+        ),
+        (
+            "00112233445566778899aabbccddeeff00",
+            "the key has 34 hex digits, too many",
+        ),
+        ("", "the key has 0 hex digits, too few"),
+        (
+            "0x112233445566778899aabbccddeeff",
+            "character 2 of the key, 'x', is not a hex digit",
+        ),
+        (
+            "00112233445566778899aabbccddeefg",
+            "character 32 of the key, 'g', is not a hex digit",
+        ),
+    ];
+    for (bad, problem) in cases {
+        let text = base_with(
+            "\"00112233445566778899aabbccddeeff\"",
+            &format!("\"{bad}\""),
+        );
+        assert_error(
+            &text,
+            (6, 12),
+            "farm.hash_key",
+            &[&format!("{problem}; expected exactly 32 hex digits")],
+        );
+        if let Err(error) = parse(&text) {
+            assert!(
+                bad.is_empty() || !error.message.contains(bad),
+                "the secret leaks: {error}"
+            );
+        }
+    }
+}
+
+// Ports and rules.
+
+#[test]
+fn bad_port_entries_are_rejected() {
+    let cases = [
+        ("90-80", "`90-80` is reversed (90 > 80)"),
+        ("0", "port 0 in `0` is not a port"),
+        ("65536", "port 65536 in `65536` is out of range"),
+        ("1-70000", "port 70000 in `1-70000` is out of range"),
+        ("https", "`https` is not a port or port range"),
+        ("80 - 90", "`80 - 90` is not a port or port range"),
+        ("", "`` is not a port or port range"),
+    ];
+    for (bad, problem) in cases {
+        assert_error(
+            &base_with("\"443\"", &format!("\"{bad}\"")),
+            (20, 16),
+            "rule[0].ports[1]",
+            &[&format!(
+                "{problem}; expected \"N\", \"N-M\" (1 <= N <= M <= 65535) or \"*\""
+            )],
+        );
+    }
+    assert_error(
+        &base_with("ports = [\"80\", \"443\", \"8000-8099\"]", "ports = []"),
+        (20, 9),
+        "rule[0].ports",
+        &["the list of ports is empty; expected at least one entry, or no `ports` key"],
+    );
+}
+
+#[test]
+fn icmp_rules_take_no_ports() {
+    assert_error(
+        &base_with("protocol = \"udp\"", "protocol = \"icmp\"\nports = [\"53\"]"),
+        (24, 10),
+        "rule[1].ports[0]",
+        &["`53` is a port entry, but icmp has no ports; expected [\"*\"] alone, or no `ports` key"],
+    );
+    assert_error(
+        &base_with(
+            "protocol = \"udp\"",
+            "protocol = \"icmp\"\nports = [\"*\", \"*\"]",
+        ),
+        (24, 15),
+        "rule[1].ports[1]",
+        &["icmp has no ports"],
+    );
+    assert!(parse(&base_with(
+        "protocol = \"udp\"",
+        "protocol = \"icmp\"\nports = [\"*\"]"
+    ))
+    .is_ok());
+}
+
+#[test]
+fn protocol_and_affinity_must_be_known_with_suggestions() {
+    assert_error(
+        &base_with("\"tcp\"", "\"tpc\""),
+        (19, 12),
+        "rule[0].protocol",
+        &["`tpc` is not a protocol (did you mean `tcp`?); expected `tcp`, `udp` or `icmp`"],
+    );
+    assert_error(
+        &base_with("\"tcp\"", "\"TCP\""),
+        (19, 12),
+        "rule[0].protocol",
+        &["(did you mean `tcp`?)"],
+    );
+    assert_error(
+        &base_with("\"client-ip-port\"", "\"client_ip_port\""),
+        (24, 12),
+        "rule[1].affinity",
+        &["`client_ip_port` is not an affinity (did you mean `client-ip-port`?); expected `client-ip` or `client-ip-port`"],
+    );
+    assert_error(
+        &base_with("\"client-ip-port\"", "\"sticky\""),
+        (24, 12),
+        "rule[1].affinity",
+        &["`sticky` is not an affinity; expected"],
+    );
+}
+
+#[test]
+fn overlapping_rules_with_different_affinities_are_rejected() {
+    let text = format!("{BASE}\n[[rule]]\nprotocol = \"tcp\"\nports = [\"22\", \"400-500\"]\naffinity = \"client-ip-port\"\n");
+    assert_error(
+        &text,
+        (28, 16),
+        "rule[2].ports[1]",
+        &[
+            "`400-500` overlaps `443` of rule[0] (line 18), a tcp rule with affinity client-ip while this one has client-ip-port",
+            "expected disjoint ports for rules of one protocol with different affinities",
+        ],
+    );
+    // A rule without `ports` covers every port, and so overlaps from its header.
+    let text = format!("{BASE}\n[[rule]]\nprotocol = \"udp\"\n");
+    assert_error(
+        &text,
+        (26, 1),
+        "rule[2].ports",
+        &["`*` overlaps `*` of rule[1] (line 22), a udp rule"],
+    );
+    let text = format!("{BASE}\n[[rule]]\nprotocol = \"icmp\"\n[[rule]]\nprotocol = \"icmp\"\naffinity = \"client-ip-port\"\n");
+    assert_error(
+        &text,
+        (28, 1),
+        "rule[3].ports",
+        &["of rule[2] (line 26), a icmp rule"],
+    );
+}
+
+// Counts.
+
+#[test]
+fn at_most_64_nodes() {
+    let (farm, _, rules) = base_parts();
+    let nodes: String = (0..65)
+        .map(|i| format!("[[node]]\nname = \"n{i}\"\naddress = \"10.0.1.{i}\"\n"))
+        .collect();
+    let text = format!("{farm}{nodes}{rules}");
+    let line = farm.lines().count() + 1 + 64 * 3;
+    assert_error(
+        &text,
+        (line, 1),
+        "node[64]",
+        &["65 nodes are too many; expected 1 to 64 [[node]] entries"],
+    );
+}
+
+#[test]
+fn at_most_16_vips() {
+    let vips: Vec<String> = (1..=17).map(|i| format!("\"10.0.0.{i}\"")).collect();
+    let text = base_with("\"198.18.0.100\", \"2001:db8::100\"", &vips.join(", "));
+    assert_error(
+        &text,
+        (3, column_of(&text, 3, "\"10.0.0.17\"")),
+        "farm.vip[16]",
+        &["17 VIPs are too many; expected at most 16 VIPs"],
+    );
+    assert_error(
+        &base_with("\"198.18.0.100\", \"2001:db8::100\"", ""),
+        (3, 7),
+        "farm.vip",
+        &["no VIP; expected 1 to 16"],
+    );
+}
+
+// Names and interfaces.
+
+#[test]
+fn names_must_be_short_and_plain() {
+    let long = "x".repeat(64);
+    let cases = [
+        ("we b", "`we b` contains ' '"),
+        ("", "the name is empty"),
+        (long.as_str(), "is 64 characters long"),
+        ("wéb", "`wéb` contains 'é'"),
+        ("web/1", "`web/1` contains '/'"),
+    ];
+    for (bad, problem) in cases {
+        assert_error(
+            &base_with("\"web\"", &format!("\"{bad}\"")),
+            (2, 8),
+            "farm.name",
+            &[&format!(
+                "{problem}; expected 1 to 63 characters from A-Z, a-z, 0-9, `_`, `.` and `-`"
+            )],
+        );
+    }
+    assert_error(
+        &base_with("\"alpha\"", "\"al pha\""),
+        (10, 8),
+        "node[0].name",
+        &["`al pha` contains ' '"],
+    );
+    assert!(parse(&base_with("\"web\"", &format!("\"{}\"", "x".repeat(63)))).is_ok());
+}
+
+#[test]
+fn every_node_needs_an_interface() {
+    let no_default = base_with("interface = \"eth0\"", "# no default interface");
+    assert_error(
+        &no_default,
+        (9, 1),
+        "node[0].interface",
+        &["node `alpha` has no `interface` and [farm] sets no default; expected an `interface` key in this [[node]] entry or in [farm]"],
+    );
+    let only_alpha = no_default.replacen(
+        "address = \"198.18.0.1\"",
+        "address = \"198.18.0.1\"\ninterface = \"eth1\"",
+        1,
+    );
+    assert_error(
+        &only_alpha,
+        (14, 1),
+        "node[1].interface",
+        &["node `bravo` has no `interface`"],
+    );
+}
+
+#[test]
+fn interface_names_follow_linux_rules() {
+    let cases = [
+        ("eth0/1", "`eth0/1` contains '/'"),
+        ("eth0:1", "`eth0:1` contains ':'"),
+        ("eth 0", "`eth 0` contains ' '"),
+        ("eth\\u00000", "`eth\\00` contains '\\0'"),
+        ("averyverylongname", "`averyverylongname` is 17 bytes long"),
+        ("", "the interface name is empty"),
+        ("..", "`..` is not allowed"),
+    ];
+    for (bad, problem) in cases {
+        assert_error(
+            &base_with("\"eth0\"", &format!("\"{bad}\"")),
+            (4, 13),
+            "farm.interface",
+            &[problem, "expected a Linux interface name: 1 to 15 bytes"],
+        );
+    }
+    assert_error(
+        &base_with("weight = 2", "weight = 2\ninterface = \"a:b\""),
+        (17, 13),
+        "node[1].interface",
+        &["`a:b` contains ':'"],
+    );
+}
+
+#[test]
+fn the_auth_key_file_cannot_be_empty() {
+    assert_error(
+        &base_with("port = 7400", "port = 7400\nauth_key_file = \"\""),
+        (8, 17),
+        "farm.auth_key_file",
+        &["the path is empty; expected the path of the heartbeat key file"],
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let (farm, _, rules) = base_parts();
+    let text = format!(
+        "node = [{{ name = \"n\", address = \"198.18.0.1\", interface = \"é0\", weight = 5000 }}]\n{farm}{rules}"
+    );
+    let column = column_of(&text, 1, "5000");
+    assert_eq!(
+        column,
+        text.find("5000").unwrap_or_default(),
+        "one two-byte character before"
+    );
+    assert_error(
+        &text,
+        (1, column),
+        "node[0].weight",
+        &["5000 is out of range"],
+    );
+}
+
+// Syntax errors.
+
+#[test]
+fn syntax_errors_are_located() {
+    assert_error(
+        &base_with("buckets = 4096", "buckets = 40x96"),
+        (5, 11),
+        "farm.buckets",
+        &["string values must be quoted"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = 7400\nport = 7401"),
+        (8, 1),
+        "farm.port",
+        &["duplicate key `port`; expected each key at most once per table"],
+    );
+    assert_error(
+        &format!("{BASE}[farm]\n"),
+        (25, 2),
+        "farm",
+        &["table [farm] is defined twice; expected each table once"],
+    );
+    assert_error(
+        &base_with("[[node]]\nname = \"bravo\"", "[node]\nname = \"bravo\""),
+        (13, 2),
+        "node",
+        &[
+            "table [node] is defined twice",
+            "write [[node]] for every entry",
+        ],
+    );
+    // Where the structure itself is broken, the key is only toml's best guess; the place is exact.
+    let error = parse(&base_with("[farm]", "[farm")).expect_err("unclosed header");
+    assert_eq!(error.location, Some((1, 6)), "{error}");
+    assert!(
+        error.message.contains("unclosed table, expected `]`"),
+        "{error}"
+    );
+    let error = parse(&base_with("\"web\"", "\"web")).expect_err("unterminated string");
+    assert_eq!(error.location, Some((2, 12)), "{error}");
+    assert!(error.message.contains("expected"), "{error}");
+}
+
+// Files.
+
+#[test]
+fn an_unreadable_file_is_named() {
+    let path = Path::new("/nonexistent/herd/farm.toml");
+    let error = FarmConfig::load(path).expect_err("no such file");
+    assert_eq!(error.location, None);
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/herd/farm.toml: cannot read: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_located() {
+    let path = std::env::temp_dir().join(format!("herd-config-test-{}.toml", std::process::id()));
+    let mut bytes = BASE.as_bytes().to_vec();
+    let at = BASE.find("web").unwrap_or_default();
+    bytes[at + 1] = 0xff;
+    std::fs::write(&path, &bytes).expect("write a temporary file");
+    let error = FarmConfig::load(&path).expect_err("not UTF-8");
+    std::fs::remove_file(&path).expect("remove the temporary file");
+    assert_eq!(error.location, Some((2, 10)));
+    assert_eq!(error.key, "(top level)");
+    assert!(
+        error.message.contains("expected a UTF-8 text file"),
+        "{error}"
+    );
+}

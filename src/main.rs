@@ -1,1 +1,120 @@
-fn main() {}
+//! `herd`: active-active load balancing with failover for Linux, with no load balancer in front.
+//!
+//! This binary is the command-line entry point; the work is done by the workspace crates
+//! (`herd-config`, `herd-dataplane`, `herd-membership`).
+
+mod commands;
+mod farm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit status of a command that failed (invalid configuration, unknown node, no rule).
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "herd",
+    version,
+    about = "Active-active load balancing with failover for Linux, with no load balancer in front",
+    long_about = "Active-active load balancing with failover for Linux, with no load balancer in front.\n\n\
+Every node of a farm holds the virtual IP addresses (VIPs) and receives every packet sent to \
+them; each node hashes the client's identity into a bucket and keeps only the buckets it owns.",
+    after_help = "Exit status: 0 on success, 1 when the command fails (invalid configuration, \
+unknown node, no rule for the traffic asked about), 2 on a command-line usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the farm configuration and print the farm: VIPs, rules, nodes and their share
+    /// of the buckets, and which node this machine is.
+    CheckConfig {
+        /// The configuration file (the same as --config).
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        /// The node this machine is, instead of finding it by its local addresses.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+    },
+    /// Print which node owns how many buckets when the named nodes are down (what-if).
+    Table {
+        #[command(flatten)]
+        common: Common,
+        /// Nodes to take as down (repeat, or separate with commas).
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        down: Vec<String>,
+    },
+    /// Tell which node handles a client: "who has this client?"
+    Whois {
+        /// The client's address, with its port for client-ip-port rules: 198.51.100.7,
+        /// 198.51.100.7:40000, 2001:db8::7 or [2001:db8::7]:40000.
+        #[arg(value_name = "CLIENT_IP[:PORT]")]
+        client: String,
+        #[command(flatten)]
+        common: Common,
+        /// The protocol of the traffic.
+        #[arg(long = "proto", value_name = "PROTO", default_value = "tcp",
+              value_parser = ["tcp", "udp", "icmp"])]
+        protocol: String,
+        /// The VIP port the client connects to [default: the first port of the first rule for
+        /// the protocol].
+        #[arg(long, value_name = "VIP_PORT")]
+        port: Option<u16>,
+        /// Nodes to take as down (repeat, or separate with commas).
+        #[arg(long, value_name = "NAME", value_delimiter = ',')]
+        down: Vec<String>,
+    },
+}
+
+/// Options every command takes.
+#[derive(Args)]
+struct Common {
+    /// The farm configuration file.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = herd_config::FarmConfig::DEFAULT_PATH)]
+    config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig { file, common, node } => {
+            let path = file.unwrap_or(common.config);
+            commands::check_config::run(&path, node.as_deref(), common.json)
+        }
+        Command::Table { common, down } => commands::table::run(&common.config, &down, common.json),
+        Command::Whois {
+            client,
+            common,
+            protocol,
+            port,
+            down,
+        } => commands::whois::run(
+            &common.config,
+            &commands::whois::Query {
+                client: &client,
+                protocol: &protocol,
+                vip_port: port,
+                down: &down,
+            },
+            common.json,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herd: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

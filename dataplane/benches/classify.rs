@@ -17,7 +17,9 @@ use herd_dataplane::{classify, FarmRules, FarmTable};
 
 const MIX: usize = 1024;
 const VIP4: [u8; 4] = [198, 18, 0, 100];
-const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
 
 fn table() -> FarmTable {
     let rule = |protocol, first, last, affinity| Rule {
@@ -77,7 +79,10 @@ fn mix() -> Vec<Vec<u8>> {
                 let port = if (r >> 48) % 2 == 0 { 80 } else { 443 };
                 (ip_proto::TCP, craft::tcp(src_port, port, 0x10, &[0; 32]))
             } else {
-                (ip_proto::UDP, craft::udp(src_port, 5000 + (r >> 40) as u16 % 100, &[0; 64]))
+                (
+                    ip_proto::UDP,
+                    craft::udp(src_port, 5000 + (r >> 40) as u16 % 100, &[0; 64]),
+                )
             };
             if v6 {
                 let mut src = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -86,7 +91,11 @@ fn mix() -> Vec<Vec<u8>> {
                 if !to_vip {
                     dst[15] = 1;
                 }
-                craft::ethernet(vlans, ethertype::IPV6, &craft::ipv6(src, dst, protocol, 64, &l4))
+                craft::ethernet(
+                    vlans,
+                    ethertype::IPV6,
+                    &craft::ipv6(src, dst, protocol, 64, &l4),
+                )
             } else {
                 let src = [198, 19, client[6], client[7]];
                 let dst = if to_vip { VIP4 } else { [198, 18, 0, 1] };

@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use herd_config::Protocol;
 
+use crate::hash::mapped_v4;
 use crate::rules::{DropReason, FarmRules, Flow, FlowKey};
 use crate::table::{BucketTable, NodeId, NO_OWNER};
 use crate::wire::arp::{self, ArpPacket};
@@ -46,7 +47,6 @@ use crate::wire::ipv6::{self, Ipv6Packet, UpperLayer};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
 use crate::wire::{ip_proto, transport_ports, Error};
-use crate::hash::mapped_v4;
 
 /// What to do with a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -266,7 +266,11 @@ fn classify_v6(bytes: &[u8], table: &FarmTable) -> Verdict {
     if !for_vip {
         return Verdict::Pass;
     }
-    table.decide(upper.map_err(malformed).and_then(|upper| v6_flow(&ip, &upper, &table.rules)))
+    table.decide(
+        upper
+            .map_err(malformed)
+            .and_then(|upper| v6_flow(&ip, &upper, &table.rules)),
+    )
 }
 
 /// The verdict on ICMPv6 neighbour-discovery and listener messages, or `None` for any other.
@@ -313,7 +317,12 @@ fn v6_flow(
             }
             let inner = ipv6::upper_layer(quoted.next_header(), quoted.quoted_payload())
                 .map_err(malformed)?;
-            quoted_flow(inner.protocol, inner.payload, inner.is_fragment, quoted.dst())
+            quoted_flow(
+                inner.protocol,
+                inner.payload,
+                inner.is_fragment,
+                quoted.dst(),
+            )
         }
         _ => Err(DropReason::NoRule),
     }

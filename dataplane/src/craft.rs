@@ -52,7 +52,13 @@ pub struct Fragment {
 }
 
 /// An IPv4 packet (no options) carrying `payload`.
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], protocol: u8, fragment: Fragment, payload: &[u8]) -> Vec<u8> {
+pub fn ipv4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    protocol: u8,
+    fragment: Fragment,
+    payload: &[u8],
+) -> Vec<u8> {
     let total = (20 + payload.len()).min(usize::from(u16::MAX)) as u16;
     let flags = (u16::from(fragment.more) << 13) | (fragment.offset & 0x1fff);
     let mut p = vec![0x45, 0];
@@ -69,7 +75,13 @@ pub fn ipv4(src: [u8; 4], dst: [u8; 4], protocol: u8, fragment: Fragment, payloa
 }
 
 /// An IPv6 packet carrying `payload` (extension headers included) behind `next_header`.
-pub fn ipv6(src: [u8; 16], dst: [u8; 16], next_header: u8, hop_limit: u8, payload: &[u8]) -> Vec<u8> {
+pub fn ipv6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    next_header: u8,
+    hop_limit: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut p = vec![0x60, 0, 0, 0];
     p.extend_from_slice(&(payload.len().min(usize::from(u16::MAX)) as u16).to_be_bytes());
     p.extend_from_slice(&[next_header, hop_limit]);
@@ -177,7 +189,13 @@ mod tests {
 
     #[test]
     fn ipv4_header_checksum_verifies() {
-        let p = ipv4([198, 18, 1, 1], [198, 18, 0, 100], 17, Fragment::default(), &udp(1, 2, b"x"));
+        let p = ipv4(
+            [198, 18, 1, 1],
+            [198, 18, 0, 100],
+            17,
+            Fragment::default(),
+            &udp(1, 2, b"x"),
+        );
         assert_eq!(internet_checksum(&p[..20]), 0);
         let v = Ipv4Packet::new_checked(&p).unwrap();
         assert_eq!(v.payload().unwrap().len(), 9);

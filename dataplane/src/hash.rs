@@ -150,7 +150,11 @@ mod tests {
         for len in 0..=data.len() {
             let mut reference = siphasher::sip::SipHasher13::new_with_key(&bytes);
             reference.write(&data[..len]);
-            assert_eq!(siphash13(&key(), &data[..len]), reference.finish(), "len {len}");
+            assert_eq!(
+                siphash13(&key(), &data[..len]),
+                reference.finish(),
+                "len {len}"
+            );
         }
     }
 

@@ -159,7 +159,9 @@ mod tests {
 
     #[test]
     fn readers_see_whole_tables_while_a_writer_publishes() {
-        let shared = Arc::new(SharedTable::new(BucketTable::new(0, vec![0; 1024]).unwrap()));
+        let shared = Arc::new(SharedTable::new(
+            BucketTable::new(0, vec![0; 1024]).unwrap(),
+        ));
         let writer = {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {

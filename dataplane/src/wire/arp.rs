@@ -68,7 +68,10 @@ mod tests {
         assert_eq!(arp.sender_ip(), [198, 18, 0, 9]);
         assert_eq!(arp.target_mac(), [0; 6]);
         assert_eq!(arp.target_ip(), [198, 18, 0, 100]);
-        assert_eq!(ArpPacket::new_checked(&p[..27]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            ArpPacket::new_checked(&p[..27]).unwrap_err(),
+            Error::Truncated
+        );
         p[5] = 16;
         assert_eq!(ArpPacket::new_checked(&p).unwrap_err(), Error::Malformed);
     }

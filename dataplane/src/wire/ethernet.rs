@@ -110,7 +110,10 @@ mod tests {
     fn untagged() {
         let f = frame(&[ethertype::IPV4]);
         let net = EthernetFrame::new_checked(&f).unwrap().network().unwrap();
-        assert_eq!((net.ethertype, net.tags, net.payload), (ethertype::IPV4, 0, &[0x45, 0][..]));
+        assert_eq!(
+            (net.ethertype, net.tags, net.payload),
+            (ethertype::IPV4, 0, &[0x45, 0][..])
+        );
     }
 
     #[test]
@@ -122,14 +125,22 @@ mod tests {
 
     #[test]
     fn three_tags_are_refused() {
-        let f = frame(&[ethertype::VLAN, ethertype::VLAN, ethertype::VLAN, ethertype::IPV4]);
+        let f = frame(&[
+            ethertype::VLAN,
+            ethertype::VLAN,
+            ethertype::VLAN,
+            ethertype::IPV4,
+        ]);
         let eth = EthernetFrame::new_checked(&f).unwrap();
         assert_eq!(eth.network().unwrap_err(), Error::Malformed);
     }
 
     #[test]
     fn short_frames_and_tags() {
-        assert_eq!(EthernetFrame::new_checked(&[0; 13]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            EthernetFrame::new_checked(&[0; 13]).unwrap_err(),
+            Error::Truncated
+        );
         let mut f = vec![0; 12];
         f.extend_from_slice(&ethertype::VLAN.to_be_bytes());
         f.extend_from_slice(&[0, 7, 0x08]);

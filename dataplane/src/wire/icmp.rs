@@ -121,10 +121,18 @@ mod tests {
         assert!(IcmpPacket::new_checked(&too_big).unwrap().is_v6_error());
         for t in [130, 133, 134, 135, 136, 137, 143] {
             let m = [t, 0, 0, 0, 0, 0, 0, 0];
-            assert!(IcmpPacket::new_checked(&m).unwrap().is_v6_link_control(), "{t}");
+            assert!(
+                IcmpPacket::new_checked(&m).unwrap().is_v6_link_control(),
+                "{t}"
+            );
         }
-        assert!(!IcmpPacket::new_checked(&[128, 0, 0, 0, 0, 0, 0, 0]).unwrap().is_v6_link_control());
-        assert_eq!(IcmpPacket::new_checked(&[3, 4, 0]).unwrap_err(), Error::Truncated);
+        assert!(!IcmpPacket::new_checked(&[128, 0, 0, 0, 0, 0, 0, 0])
+            .unwrap()
+            .is_v6_link_control());
+        assert_eq!(
+            IcmpPacket::new_checked(&[3, 4, 0]).unwrap_err(),
+            Error::Truncated
+        );
     }
 
     #[test]
@@ -133,8 +141,16 @@ mod tests {
         ns.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
         let icmp = IcmpPacket::new_checked(&ns).unwrap();
         assert_eq!(icmp.solicited_target().unwrap()[14], 1);
-        assert_eq!(IcmpPacket::new_checked(&ns[..23]).unwrap().solicited_target(), None);
+        assert_eq!(
+            IcmpPacket::new_checked(&ns[..23])
+                .unwrap()
+                .solicited_target(),
+            None
+        );
         ns[1] = 1;
-        assert_eq!(IcmpPacket::new_checked(&ns).unwrap().solicited_target(), None);
+        assert_eq!(
+            IcmpPacket::new_checked(&ns).unwrap().solicited_target(),
+            None
+        );
     }
 }

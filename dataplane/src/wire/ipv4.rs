@@ -115,7 +115,10 @@ mod tests {
     fn fields() {
         let h = header(5, 28, 0x4000);
         let p = Ipv4Packet::new_checked(&h).unwrap();
-        assert_eq!((p.header_len(), p.total_len(), p.ttl(), p.protocol()), (20, 28, 64, 17));
+        assert_eq!(
+            (p.header_len(), p.total_len(), p.ttl(), p.protocol()),
+            (20, 28, 64, 17)
+        );
         assert_eq!((p.src(), p.dst()), ([198, 18, 1, 1], [198, 18, 0, 100]));
         assert!(!p.is_fragment(), "DF alone is not a fragment");
         assert_eq!(p.payload().unwrap().len(), 8);
@@ -124,7 +127,14 @@ mod tests {
     #[test]
     fn options_are_skipped() {
         let h = header(6, 32, 0);
-        assert_eq!(Ipv4Packet::new_checked(&h).unwrap().payload().unwrap().len(), 8);
+        assert_eq!(
+            Ipv4Packet::new_checked(&h)
+                .unwrap()
+                .payload()
+                .unwrap()
+                .len(),
+            8
+        );
     }
 
     #[test]
@@ -139,13 +149,25 @@ mod tests {
 
     #[test]
     fn bad_lengths() {
-        assert_eq!(Ipv4Packet::new_checked(&[0x45; 19]).unwrap_err(), Error::Truncated);
-        assert_eq!(Ipv4Packet::new_checked(&[0x65; 20]).unwrap_err(), Error::Malformed);
+        assert_eq!(
+            Ipv4Packet::new_checked(&[0x45; 19]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Ipv4Packet::new_checked(&[0x65; 20]).unwrap_err(),
+            Error::Malformed
+        );
         let ihl4 = header(4, 28, 0);
-        assert_eq!(Ipv4Packet::new_checked(&ihl4).unwrap().payload(), Err(Error::Malformed));
+        assert_eq!(
+            Ipv4Packet::new_checked(&ihl4).unwrap().payload(),
+            Err(Error::Malformed)
+        );
         let mut long = header(5, 28, 0);
         long[3] = 200;
-        assert_eq!(Ipv4Packet::new_checked(&long).unwrap().payload(), Err(Error::Truncated));
+        assert_eq!(
+            Ipv4Packet::new_checked(&long).unwrap().payload(),
+            Err(Error::Truncated)
+        );
         let mut short_total = header(5, 28, 0);
         short_total[3] = 12;
         let p = Ipv4Packet::new_checked(&short_total).unwrap();

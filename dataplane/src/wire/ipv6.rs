@@ -144,11 +144,17 @@ mod tests {
     fn fixed_header() {
         let p = packet(ip_proto::UDP, &[1, 2, 3, 4, 5, 6, 7, 8]);
         let v = Ipv6Packet::new_checked(&p).unwrap();
-        assert_eq!((v.payload_len(), v.next_header(), v.hop_limit()), (8, ip_proto::UDP, 64));
+        assert_eq!(
+            (v.payload_len(), v.next_header(), v.hop_limit()),
+            (8, ip_proto::UDP, 64)
+        );
         assert_eq!(v.dst()[15], 0);
         assert_eq!(v.dst()[14], 1);
         let upper = v.upper_layer().unwrap();
-        assert_eq!((upper.protocol, upper.payload.len(), upper.is_fragment), (17, 8, false));
+        assert_eq!(
+            (upper.protocol, upper.payload.len(), upper.is_fragment),
+            (17, 8, false)
+        );
     }
 
     #[test]
@@ -167,25 +173,44 @@ mod tests {
     fn fragment_headers() {
         let first = [ip_proto::UDP, 0, 0, 1, 0, 0, 0, 9, 0xaa, 0xbb];
         let upper = upper_layer(ip_proto::FRAGMENT, &first).unwrap();
-        assert_eq!((upper.protocol, upper.is_fragment, upper.payload.len()), (17, true, 2));
+        assert_eq!(
+            (upper.protocol, upper.is_fragment, upper.payload.len()),
+            (17, true, 2)
+        );
         let later = [ip_proto::UDP, 0, 0x05, 0x00, 0, 0, 0, 9, 0xaa];
         let upper = upper_layer(ip_proto::FRAGMENT, &later).unwrap();
         assert_eq!((upper.protocol, upper.is_fragment), (17, true));
         let atomic = [ip_proto::UDP, 0, 0, 0, 0, 0, 0, 9];
-        assert!(!upper_layer(ip_proto::FRAGMENT, &atomic).unwrap().is_fragment);
+        assert!(
+            !upper_layer(ip_proto::FRAGMENT, &atomic)
+                .unwrap()
+                .is_fragment
+        );
     }
 
     #[test]
     fn hostile_chains() {
         let endless: Vec<u8> = [ip_proto::DEST_OPTS, 0, 0, 0, 0, 0, 0, 0].repeat(20);
-        assert_eq!(upper_layer(ip_proto::DEST_OPTS, &endless), Err(Error::Malformed));
-        assert_eq!(upper_layer(ip_proto::HOP_BY_HOP, &[6]), Err(Error::Truncated));
-        assert_eq!(upper_layer(ip_proto::HOP_BY_HOP, &[6, 1, 0, 0]), Err(Error::Truncated));
+        assert_eq!(
+            upper_layer(ip_proto::DEST_OPTS, &endless),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            upper_layer(ip_proto::HOP_BY_HOP, &[6]),
+            Err(Error::Truncated)
+        );
+        assert_eq!(
+            upper_layer(ip_proto::HOP_BY_HOP, &[6, 1, 0, 0]),
+            Err(Error::Truncated)
+        );
         let mut p = packet(ip_proto::UDP, &[0; 8]);
         p[5] = 9;
         let v = Ipv6Packet::new_checked(&p).unwrap();
         assert_eq!(v.payload(), Err(Error::Truncated));
-        assert_eq!(Ipv6Packet::new_checked(&p[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            Ipv6Packet::new_checked(&p[..39]).unwrap_err(),
+            Error::Truncated
+        );
         p[0] = 0x40;
         assert_eq!(Ipv6Packet::new_checked(&p).unwrap_err(), Error::Malformed);
     }

@@ -53,13 +53,19 @@ mod tests {
         let mut h = vec![0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02];
         h.resize(20, 0);
         let t = TcpPacket::new_checked(&h).unwrap();
-        assert_eq!((t.src_port(), t.dst_port(), t.is_connection_request()), (12345, 80, true));
+        assert_eq!(
+            (t.src_port(), t.dst_port(), t.is_connection_request()),
+            (12345, 80, true)
+        );
         h[13] = 0x12;
         assert!(!TcpPacket::new_checked(&h).unwrap().is_connection_request());
         h[12] = 0x40;
         assert_eq!(TcpPacket::new_checked(&h).unwrap_err(), Error::Malformed);
         h[12] = 0x60;
         assert_eq!(TcpPacket::new_checked(&h).unwrap_err(), Error::Truncated);
-        assert_eq!(TcpPacket::new_checked(&h[..19]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            TcpPacket::new_checked(&h[..19]).unwrap_err(),
+            Error::Truncated
+        );
     }
 }

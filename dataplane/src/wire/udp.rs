@@ -50,6 +50,9 @@ mod tests {
         let h = [0x13, 0x88, 0x00, 0x35, 0, 9, 0, 0, 0xff];
         let u = UdpPacket::new_checked(&h).unwrap();
         assert_eq!((u.src_port(), u.dst_port(), u.len()), (5000, 53, 9));
-        assert_eq!(UdpPacket::new_checked(&h[..7]).unwrap_err(), Error::Truncated);
+        assert_eq!(
+            UdpPacket::new_checked(&h[..7]).unwrap_err(),
+            Error::Truncated
+        );
     }
 }

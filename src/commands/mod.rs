@@ -1,0 +1,5 @@
+//! One module per `herd` command.
+
+pub mod check_config;
+pub mod table;
+pub mod whois;

@@ -1,0 +1,279 @@
+//! End-to-end tests of the `herd` binary's configuration commands.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use herd_config::FarmConfig;
+use herd_dataplane::craft::{self, Fragment};
+use herd_dataplane::table::{BucketTable, NodeId};
+use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
+use herd_dataplane::{classify, FarmRules, FarmTable, Verdict};
+use herd_membership::assign::{assign, Member};
+use serde_json::Value;
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/farm.toml")
+}
+
+fn herd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .output()
+        .expect("herd runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    assert!(output.status.success(), "herd failed: {}", stderr(output));
+    serde_json::from_slice(&output.stdout).expect("JSON output")
+}
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("farm.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("herd-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_config_accepts_the_example_and_shows_the_farm() {
+    let path = example();
+    let out = herd(&["check-config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "alpha",
+        "bravo",
+        "charlie",
+        "198.18.0.100",
+        "2001:db8::100",
+        "client-ip-port",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let report = json(&herd(&[
+        "check-config",
+        "--config",
+        path.to_str().unwrap(),
+        "--node",
+        "bravo",
+        "--json",
+    ]));
+    assert_eq!(report["this_node"], "bravo");
+    let shares: u64 = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["buckets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        shares,
+        report["buckets"].as_u64().unwrap(),
+        "every bucket has an owner"
+    );
+}
+
+#[test]
+fn a_typo_fails_with_file_line_and_column() {
+    let dir = temp_dir("typo");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replacen("buckets = ", "bucket = ", 1);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("bucket = "))
+        .unwrap()
+        + 1;
+    let path = write_config(&dir, &text);
+    let out = herd(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    let location = format!("{}:{line}:1:", path.display());
+    assert!(message.contains(&location), "no {location} in {message}");
+    assert!(message.contains("did you mean `buckets`"), "{message}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn usage_errors_and_missing_files_have_their_exit_codes() {
+    assert_eq!(herd(&["check-config", "--bogus"]).status.code(), Some(2));
+    let out = herd(&["check-config", "/nonexistent/farm.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/farm.toml"),
+        "{}",
+        stderr(&out)
+    );
+    let out = herd(&[
+        "check-config",
+        example().to_str().unwrap(),
+        "--node",
+        "zulu",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("zulu"));
+}
+
+#[test]
+fn table_moves_only_the_buckets_of_a_node_that_is_down() {
+    let path = example();
+    let config = path.to_str().unwrap();
+    let all = json(&herd(&["table", "--config", config, "--json"]));
+    let down = json(&herd(&[
+        "table", "--config", config, "--down", "bravo", "--json",
+    ]));
+    let bravo = &all["nodes"][1];
+    assert_eq!(bravo["name"], "bravo");
+    assert_eq!(down["nodes"][1]["live"], false);
+    assert_eq!(down["nodes"][1]["buckets"], 0);
+    assert_eq!(down["unowned"], 0);
+    let moved = down["moved_from_all_up"].as_u64().unwrap();
+    assert!(
+        moved >= bravo["buckets"].as_u64().unwrap(),
+        "at least bravo's buckets move"
+    );
+    let out = herd(&["table", "--config", config, "--down", "zulu"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("alpha, bravo, charlie"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// What the dataplane of each node decides for a UDP packet from `client` to the first VIP:
+/// the index of the node that accepts it.
+fn dataplane_owner(
+    config: &FarmConfig,
+    down: &[usize],
+    client: [u8; 4],
+    port: u16,
+    vip_port: u16,
+) -> usize {
+    let members: Vec<Member> = config
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !down.contains(i))
+        .map(|(i, n)| Member {
+            id: i as NodeId,
+            name: n.name.clone(),
+            weight: n.weight,
+        })
+        .collect();
+    let key = herd_dataplane::hash::HashKey::from_bytes(config.farm.hash_key);
+    let owners = assign(&key, config.farm.buckets as usize, &members);
+    let buckets = BucketTable::new(1, owners).unwrap();
+    let rules = Arc::new(FarmRules::from_config(config));
+    let IpAddr::V4(vip) = config.farm.vips[0] else {
+        panic!("the example's first VIP is IPv4")
+    };
+    let frame = craft::ethernet(
+        &[],
+        ethertype::IPV4,
+        &craft::ipv4(
+            client,
+            vip.octets(),
+            ip_proto::UDP,
+            Fragment::default(),
+            &craft::udp(port, vip_port, b"hi"),
+        ),
+    );
+    let accepting: Vec<usize> = (0..config.nodes.len())
+        .filter(|&n| {
+            let table = FarmTable::new(Arc::clone(&rules), buckets.clone(), n as NodeId);
+            classify(&frame, &table) == Verdict::Accept
+        })
+        .collect();
+    assert_eq!(accepting.len(), 1);
+    accepting[0]
+}
+
+#[test]
+fn whois_names_the_node_whose_dataplane_accepts_the_client() {
+    let path = example();
+    let config = FarmConfig::load(&path).unwrap();
+    let udp_port = config
+        .rules
+        .iter()
+        .find(|r| r.protocol == herd_config::Protocol::Udp)
+        .unwrap()
+        .ports[0]
+        .first;
+    for (i, down) in [vec![], vec![0usize], vec![2]].iter().enumerate() {
+        for c in 0..12u8 {
+            let client = [198, 19, i as u8, c * 17];
+            let client_port = 10000 + u16::from(c) * 911;
+            let mut args = vec![
+                "whois".to_string(),
+                format!(
+                    "{}.{}.{}.{}:{client_port}",
+                    client[0], client[1], client[2], client[3]
+                ),
+                "--config".into(),
+                path.display().to_string(),
+                "--proto".into(),
+                "udp".into(),
+                "--port".into(),
+                udp_port.to_string(),
+                "--json".into(),
+            ];
+            for d in down {
+                args.push("--down".into());
+                args.push(config.nodes[*d].name.clone());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let answer = json(&herd(&args));
+            let expected = dataplane_owner(&config, down, client, client_port, udp_port);
+            assert_eq!(
+                answer["owner"],
+                config.nodes[expected].name.as_str(),
+                "client {client:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn whois_explains_what_it_cannot_answer() {
+    let path = example();
+    let config = path.to_str().unwrap();
+    let out = herd(&["whois", "198.19.0.1", "--config", config, "--port", "8080"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no rule balances tcp port 8080"),
+        "{}",
+        stderr(&out)
+    );
+    let out = herd(&["whois", "198.19.0.1", "--config", config, "--proto", "udp"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("give the client's port"),
+        "{}",
+        stderr(&out)
+    );
+    let out = herd(&["whois", "not-an-ip", "--config", config]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a client address"),
+        "{}",
+        stderr(&out)
+    );
+    let ok = herd(&["whois", "198.19.0.1", "--config", config]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("owner: "));
+}

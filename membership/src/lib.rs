@@ -1,1 +1,10 @@
-//! placeholder being written
+//! herd's farm membership: which live node owns which bucket.
+//!
+//! Every node of a farm sees every packet to a virtual IP, hashes the client identity into one
+//! of the buckets of its `BucketTable` and keeps only the packets of the buckets it owns. This
+//! crate decides the owners: [`assign()`] maps the set of live members to one owner per bucket,
+//! the same on every node.
+
+pub mod assign;
+
+pub use assign::{assign, Member, MAX_BUCKETS};

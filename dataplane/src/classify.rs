@@ -32,11 +32,11 @@
 //! 6. The bucket is the flow hash modulo the bucket count: `Accept` when this node owns it,
 //!    `Drop(NotOwner)` otherwise.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use herd_config::Protocol;
 
-use crate::hash::mapped_v4;
 use crate::rules::{DropReason, FarmRules, Flow, FlowKey};
 use crate::table::{BucketTable, NodeId, NO_OWNER};
 use crate::wire::arp::{self, ArpPacket};
@@ -96,9 +96,10 @@ impl FarmTable {
         self.local
     }
 
+    /// The verdict on a VIP packet with flow hash `hash`, or the reason it has none.
     #[inline(always)]
-    fn decide(&self, flow: Result<Flow, DropReason>) -> Verdict {
-        match flow.and_then(|flow| self.rules.flow_hash(&flow)) {
+    fn decide(&self, hash: Result<u64, DropReason>) -> Verdict {
+        match hash {
             Ok(hash) => {
                 let owner = self.buckets.owner(self.buckets.bucket_of(hash));
                 if owner == self.local && owner != NO_OWNER {
@@ -142,7 +143,7 @@ fn classify_arp(bytes: &[u8], rules: &FarmRules) -> Verdict {
 #[inline(always)]
 fn classify_v4(bytes: &[u8], table: &FarmTable) -> Verdict {
     match Ipv4Packet::new_checked(bytes) {
-        Ok(ip) if table.rules.is_vip_v4(ip.dst()) => table.decide(v4_flow(&ip, &table.rules)),
+        Ok(ip) if table.rules.is_vip_v4(ip.dst()) => table.decide(v4_hash(&ip, &table.rules)),
         _ => Verdict::Pass,
     }
 }
@@ -161,17 +162,26 @@ fn rule_protocol(number: u8) -> Result<Protocol, DropReason> {
     }
 }
 
-fn address_only(number: u8, client: [u8; 16]) -> Result<Flow, DropReason> {
-    Ok(Flow {
+// The functions below hash the flow where they build it, rather than returning it: a `Flow`
+// that crossed a function boundary inside a `Result` was written to the stack byte by byte and
+// read back whole, a store-forwarding stall that cost more than the parsing itself.
+
+fn address_only(rules: &FarmRules, number: u8, client: IpAddr) -> Result<u64, DropReason> {
+    rules.flow_hash(&Flow {
         protocol: rule_protocol(number)?,
         client,
         key: FlowKey::AddressOnly,
     })
 }
 
-/// The flow of a TCP or UDP packet arriving from `client`.
+/// The flow hash of a TCP or UDP packet arriving from `client`.
 #[inline(always)]
-fn transport_flow(number: u8, payload: &[u8], client: [u8; 16]) -> Result<Flow, DropReason> {
+fn transport_hash(
+    rules: &FarmRules,
+    number: u8,
+    payload: &[u8],
+    client: IpAddr,
+) -> Result<u64, DropReason> {
     let (protocol, (src, dst)) = match number {
         ip_proto::TCP => {
             let tcp = TcpPacket::new_checked(payload).map_err(malformed)?;
@@ -182,7 +192,7 @@ fn transport_flow(number: u8, payload: &[u8], client: [u8; 16]) -> Result<Flow, 
             (Protocol::Udp, (udp.src_port(), udp.dst_port()))
         }
     };
-    Ok(Flow {
+    rules.flow_hash(&Flow {
         protocol,
         client,
         key: FlowKey::Ports {
@@ -192,19 +202,21 @@ fn transport_flow(number: u8, payload: &[u8], client: [u8; 16]) -> Result<Flow, 
     })
 }
 
-/// The flow of the packet an ICMP error quotes: one the farm sent, from a VIP to the client.
-fn quoted_flow(
+/// The flow hash of the packet an ICMP error quotes: one the farm sent, from a VIP to the
+/// client.
+fn quoted_hash(
+    rules: &FarmRules,
     number: u8,
     l4: &[u8],
     is_fragment: bool,
-    client: [u8; 16],
-) -> Result<Flow, DropReason> {
+    client: IpAddr,
+) -> Result<u64, DropReason> {
     if is_fragment || !matches!(number, ip_proto::TCP | ip_proto::UDP) {
-        return address_only(number, client);
+        return address_only(rules, number, client);
     }
     // Only the first 8 bytes of the quoted transport header are guaranteed: read the ports.
     let (vip, client_port) = transport_ports(l4).map_err(malformed)?;
-    Ok(Flow {
+    rules.flow_hash(&Flow {
         protocol: rule_protocol(number)?,
         client,
         key: FlowKey::Ports {
@@ -214,29 +226,30 @@ fn quoted_flow(
     })
 }
 
-fn v4_flow(ip: &Ipv4Packet<'_>, rules: &FarmRules) -> Result<Flow, DropReason> {
+fn v4_hash(ip: &Ipv4Packet<'_>, rules: &FarmRules) -> Result<u64, DropReason> {
     let payload = ip.payload().map_err(malformed)?;
-    let client = mapped_v4(ip.src());
+    let client = IpAddr::from(ip.src());
     if ip.is_fragment() {
-        return address_only(ip.protocol(), client);
+        return address_only(rules, ip.protocol(), client);
     }
     match ip.protocol() {
-        number @ (ip_proto::TCP | ip_proto::UDP) => transport_flow(number, payload, client),
+        number @ (ip_proto::TCP | ip_proto::UDP) => transport_hash(rules, number, payload, client),
         ip_proto::ICMP => {
             let icmp = IcmpPacket::new_checked(payload).map_err(malformed)?;
             if !icmp.is_v4_error() {
-                return address_only(ip_proto::ICMP, client);
+                return address_only(rules, ip_proto::ICMP, client);
             }
             let quoted = Ipv4Packet::new_checked(icmp.quoted()).map_err(malformed)?;
             if !rules.is_vip_v4(quoted.src()) {
                 return Err(DropReason::Malformed);
             }
             let l4 = quoted.quoted_payload().map_err(malformed)?;
-            quoted_flow(
+            quoted_hash(
+                rules,
                 quoted.protocol(),
                 l4,
                 quoted.is_fragment(),
-                mapped_v4(quoted.dst()),
+                IpAddr::from(quoted.dst()),
             )
         }
         _ => Err(DropReason::NoRule),
@@ -269,7 +282,7 @@ fn classify_v6(bytes: &[u8], table: &FarmTable) -> Verdict {
     table.decide(
         upper
             .map_err(malformed)
-            .and_then(|upper| v6_flow(&ip, &upper, &table.rules)),
+            .and_then(|upper| v6_hash(&ip, &upper, &table.rules)),
     )
 }
 
@@ -295,21 +308,23 @@ fn link_control(ip: &Ipv6Packet<'_>, upper: &UpperLayer<'_>, rules: &FarmRules) 
     })
 }
 
-fn v6_flow(
+fn v6_hash(
     ip: &Ipv6Packet<'_>,
     upper: &UpperLayer<'_>,
     rules: &FarmRules,
-) -> Result<Flow, DropReason> {
-    let client = ip.src();
+) -> Result<u64, DropReason> {
+    let client = IpAddr::from(ip.src());
     if upper.is_fragment {
-        return address_only(upper.protocol, client);
+        return address_only(rules, upper.protocol, client);
     }
     match upper.protocol {
-        number @ (ip_proto::TCP | ip_proto::UDP) => transport_flow(number, upper.payload, client),
+        number @ (ip_proto::TCP | ip_proto::UDP) => {
+            transport_hash(rules, number, upper.payload, client)
+        }
         ip_proto::ICMPV6 => {
             let icmp = IcmpPacket::new_checked(upper.payload).map_err(malformed)?;
             if !icmp.is_v6_error() {
-                return address_only(ip_proto::ICMPV6, client);
+                return address_only(rules, ip_proto::ICMPV6, client);
             }
             let quoted = Ipv6Packet::new_checked(icmp.quoted()).map_err(malformed)?;
             if !rules.is_vip_v6(quoted.src()) {
@@ -317,11 +332,12 @@ fn v6_flow(
             }
             let inner = ipv6::upper_layer(quoted.next_header(), quoted.quoted_payload())
                 .map_err(malformed)?;
-            quoted_flow(
+            quoted_hash(
+                rules,
                 inner.protocol,
                 inner.payload,
                 inner.is_fragment,
-                quoted.dst(),
+                IpAddr::from(quoted.dst()),
             )
         }
         _ => Err(DropReason::NoRule),

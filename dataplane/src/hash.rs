@@ -97,41 +97,27 @@ pub fn siphash13(key: &HashKey, data: &[u8]) -> u64 {
     siphash::<1, 3>(key, data)
 }
 
-/// Length of the byte string hashed for a client: a 16-byte address and a 2-byte port.
-pub const IDENTITY_LEN: usize = 18;
-
-/// The client identity as the bytes that are hashed: the IPv6 address (IPv4 as the
-/// IPv4-mapped `::ffff:a.b.c.d`, so the two families never share an identity) followed by the
-/// client port in network byte order, 0 when the affinity is the client address alone.
+/// The flow hash of a client: SipHash-1-3 of its identity bytes, which are the client address
+/// (4 bytes for IPv4, 16 for IPv6) followed by the client port in network byte order (0 when
+/// the affinity is the client address alone).
+///
+/// IPv4 identities are 6 bytes, so they hash in a single compression round; SipHash mixes the
+/// message length into the last word, so the two families never share an identity.
 #[inline(always)]
-pub fn identity_bytes(client: [u8; 16], port: u16) -> [u8; IDENTITY_LEN] {
-    let mut msg = [0u8; IDENTITY_LEN];
-    msg[..16].copy_from_slice(&client);
-    msg[16..].copy_from_slice(&port.to_be_bytes());
-    msg
-}
-
-/// The 16-byte form of an IPv4 address inside a client identity.
-#[inline(always)]
-pub fn mapped_v4(addr: [u8; 4]) -> [u8; 16] {
-    let mut out = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
-    out[12..].copy_from_slice(&addr);
-    out
-}
-
-/// The flow hash of a client: SipHash-1-3 of its identity bytes.
-#[inline(always)]
-pub fn client_hash(key: &HashKey, client: [u8; 16], port: u16) -> u64 {
-    siphash13(key, &identity_bytes(client, port))
-}
-
-/// [`client_hash`] for an [`IpAddr`], as the command-line tools use it.
-pub fn client_hash_ip(key: &HashKey, client: IpAddr, port: u16) -> u64 {
-    let bytes = match client {
-        IpAddr::V4(v4) => mapped_v4(v4.octets()),
-        IpAddr::V6(v6) => v6.octets(),
-    };
-    client_hash(key, bytes, port)
+pub fn client_hash(key: &HashKey, client: IpAddr, port: u16) -> u64 {
+    let port = port.to_be_bytes();
+    match client {
+        IpAddr::V4(addr) => {
+            let a = addr.octets();
+            siphash13(key, &[a[0], a[1], a[2], a[3], port[0], port[1]])
+        }
+        IpAddr::V6(addr) => {
+            let mut msg = [0u8; 18];
+            msg[..16].copy_from_slice(&addr.octets());
+            msg[16..].copy_from_slice(&port);
+            siphash13(key, &msg)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -159,17 +145,30 @@ mod tests {
     }
 
     #[test]
-    fn v4_and_v6_identities_differ() {
-        let v4 = client_hash_ip(&key(), "198.18.0.1".parse().unwrap(), 0);
-        let v6 = client_hash_ip(&key(), "::c612:1".parse().unwrap(), 0);
-        let mapped = client_hash_ip(&key(), "::ffff:198.18.0.1".parse().unwrap(), 0);
-        assert_ne!(v4, v6);
-        assert_eq!(v4, mapped, "an IPv4 client hashes as its IPv4-mapped form");
+    fn identities_are_the_address_bytes_then_the_port() {
+        let v4 = client_hash(&key(), "198.18.0.1".parse().unwrap(), 0x1f90);
+        assert_eq!(v4, siphash13(&key(), &[198, 18, 0, 1, 0x1f, 0x90]));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut msg = [0u8; 18];
+        msg[..16].copy_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        assert_eq!(client_hash(&key(), v6, 0), siphash13(&key(), &msg));
+    }
+
+    #[test]
+    fn an_ipv4_client_and_its_mapped_ipv6_form_differ() {
+        let v4 = client_hash(&key(), "198.18.0.1".parse().unwrap(), 0);
+        let mapped = client_hash(&key(), "::ffff:198.18.0.1".parse().unwrap(), 0);
+        assert_ne!(v4, mapped);
     }
 
     #[test]
     fn the_port_changes_the_hash() {
         let ip = "198.18.0.1".parse().unwrap();
-        assert_ne!(client_hash_ip(&key(), ip, 0), client_hash_ip(&key(), ip, 1));
+        assert_ne!(client_hash(&key(), ip, 0), client_hash(&key(), ip, 1));
     }
 }

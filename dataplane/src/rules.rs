@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use herd_config::{Affinity, FarmConfig, Protocol};
 
-use crate::hash::{client_hash, mapped_v4, HashKey};
+use crate::hash::{client_hash, HashKey};
 
 /// Why a VIP packet is dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,8 +40,8 @@ pub enum FlowKey {
 pub struct Flow {
     /// The protocol the rules are looked up for.
     pub protocol: Protocol,
-    /// The client's address, IPv4 in its IPv4-mapped form.
-    pub client: [u8; 16],
+    /// The client's address.
+    pub client: IpAddr,
     /// How the flow is identified.
     pub key: FlowKey,
 }
@@ -160,10 +160,6 @@ impl FarmRules {
         client: IpAddr,
         client_port: u16,
     ) -> Result<u64, DropReason> {
-        let client = match client {
-            IpAddr::V4(a) => mapped_v4(a.octets()),
-            IpAddr::V6(a) => a.octets(),
-        };
         let key = match protocol {
             Protocol::Icmp => FlowKey::AddressOnly,
             Protocol::Tcp | Protocol::Udp => FlowKey::Ports {

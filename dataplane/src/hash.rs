@@ -56,39 +56,61 @@ fn sip_round(v: &mut [u64; 4]) {
     v[2] = v[2].rotate_left(32);
 }
 
+/// The SipHash-C-D state, fed one little-endian 64-bit message word at a time.
+struct SipState<const C: usize, const D: usize> {
+    v: [u64; 4],
+}
+
+impl<const C: usize, const D: usize> SipState<C, D> {
+    #[inline(always)]
+    fn new(key: &HashKey) -> Self {
+        Self {
+            v: [
+                key.k0 ^ 0x736f_6d65_7073_6575,
+                key.k1 ^ 0x646f_7261_6e64_6f6d,
+                key.k0 ^ 0x6c79_6765_6e65_7261,
+                key.k1 ^ 0x7465_6462_7974_6573,
+            ],
+        }
+    }
+
+    #[inline(always)]
+    fn compress(&mut self, m: u64) {
+        self.v[3] ^= m;
+        for _ in 0..C {
+            sip_round(&mut self.v);
+        }
+        self.v[0] ^= m;
+    }
+
+    /// Compresses the last word (the message's tail bytes with the length modulo 256 in its
+    /// top byte) and finalises.
+    #[inline(always)]
+    fn finish(mut self, last: u64) -> u64 {
+        self.compress(last);
+        self.v[2] ^= 0xff;
+        for _ in 0..D {
+            sip_round(&mut self.v);
+        }
+        self.v[0] ^ self.v[1] ^ self.v[2] ^ self.v[3]
+    }
+}
+
 /// SipHash-C-D of `data` under `key`, 64-bit output.
 #[inline(always)]
 pub fn siphash<const C: usize, const D: usize>(key: &HashKey, data: &[u8]) -> u64 {
-    let mut v = [
-        key.k0 ^ 0x736f_6d65_7073_6575,
-        key.k1 ^ 0x646f_7261_6e64_6f6d,
-        key.k0 ^ 0x6c79_6765_6e65_7261,
-        key.k1 ^ 0x7465_6462_7974_6573,
-    ];
-    let compress = |m: u64, v: &mut [u64; 4]| {
-        v[3] ^= m;
-        for _ in 0..C {
-            sip_round(v);
-        }
-        v[0] ^= m;
-    };
+    let mut state = SipState::<C, D>::new(key);
     let mut words = data.chunks_exact(8);
     for word in words.by_ref() {
         let mut w = [0u8; 8];
         w.copy_from_slice(word);
-        compress(u64::from_le_bytes(w), &mut v);
+        state.compress(u64::from_le_bytes(w));
     }
     let tail = words.remainder();
     let mut last = [0u8; 8];
     last[..tail.len()].copy_from_slice(tail);
-    // The message length modulo 256 goes into the top byte of the last word.
     last[7] = data.len() as u8;
-    compress(u64::from_le_bytes(last), &mut v);
-    v[2] ^= 0xff;
-    for _ in 0..D {
-        sip_round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    state.finish(u64::from_le_bytes(last))
 }
 
 /// SipHash-1-3, the flow hash of the packet path.
@@ -102,20 +124,25 @@ pub fn siphash13(key: &HashKey, data: &[u8]) -> u64 {
 /// the affinity is the client address alone).
 ///
 /// IPv4 identities are 6 bytes, so they hash in a single compression round; SipHash mixes the
-/// message length into the last word, so the two families never share an identity.
+/// message length into the last word, so the two families never share an identity. The words
+/// are assembled directly rather than through [`siphash13`] over a byte buffer, which measured
+/// a third of the packet path's instructions; a test holds the two together.
 #[inline(always)]
 pub fn client_hash(key: &HashKey, client: IpAddr, port: u16) -> u64 {
-    let port = port.to_be_bytes();
+    // The port's two bytes in network order, as they sit after the address in a word.
+    let port = u64::from(port.swap_bytes());
+    let state = SipState::<1, 3>::new(key);
     match client {
         IpAddr::V4(addr) => {
-            let a = addr.octets();
-            siphash13(key, &[a[0], a[1], a[2], a[3], port[0], port[1]])
+            let addr = u64::from(u32::from_le_bytes(addr.octets()));
+            state.finish(addr | port << 32 | 6 << 56)
         }
         IpAddr::V6(addr) => {
-            let mut msg = [0u8; 18];
-            msg[..16].copy_from_slice(&addr.octets());
-            msg[16..].copy_from_slice(&port);
-            siphash13(key, &msg)
+            let addr = u128::from_le_bytes(addr.octets());
+            let mut state = state;
+            state.compress(addr as u64);
+            state.compress((addr >> 64) as u64);
+            state.finish(port | 18 << 56)
         }
     }
 }

@@ -175,15 +175,14 @@ mod tests {
     fn identities_are_the_address_bytes_then_the_port() {
         let v4 = client_hash(&key(), "198.18.0.1".parse().unwrap(), 0x1f90);
         assert_eq!(v4, siphash13(&key(), &[198, 18, 0, 1, 0x1f, 0x90]));
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6: std::net::Ipv6Addr = "2001:db8::1:2:3".parse().unwrap();
         let mut msg = [0u8; 18];
-        msg[..16].copy_from_slice(
-            &"2001:db8::1"
-                .parse::<std::net::Ipv6Addr>()
-                .unwrap()
-                .octets(),
+        msg[..16].copy_from_slice(&v6.octets());
+        msg[16..].copy_from_slice(&[0xab, 0xcd]);
+        assert_eq!(
+            client_hash(&key(), v6.into(), 0xabcd),
+            siphash13(&key(), &msg)
         );
-        assert_eq!(client_hash(&key(), v6, 0), siphash13(&key(), &msg));
     }
 
     #[test]

@@ -1,18 +1,11 @@
-//! What the commands share: loading the farm configuration, choosing the live set and
-//! computing the bucket table every node would compute for it.
-
-use std::path::Path;
+//! What the commands share: choosing the live set and computing the bucket table every node
+//! would compute for it.
 
 use anyhow::bail;
 use herd_config::FarmConfig;
 use herd_dataplane::hash::HashKey;
 use herd_dataplane::table::{BucketTable, NodeId};
 use herd_membership::assign::{assign, Member};
-
-/// Loads and validates the configuration; the error names file, line, column and key.
-pub fn load(path: &Path) -> anyhow::Result<FarmConfig> {
-    Ok(FarmConfig::load(path)?)
-}
 
 /// Which nodes are live when the named ones are down, indexed like `config.nodes`.
 pub fn live_set(config: &FarmConfig, down: &[String]) -> anyhow::Result<Vec<bool>> {

@@ -27,7 +27,8 @@
 //!      packet they quote, which the farm sent: its source must be a VIP, its destination is
 //!      the client, and its source port is the VIP port of the rule. So path-MTU discovery
 //!      reaches the node that owns the connection;
-//!    - other ICMP messages (echo) by the client address, balanced when an `icmp` rule exists;
+//!    - other ICMP messages (echo) by the client address, balanced when an `icmp` rule exists
+//!      (an `icmp` rule covers IP protocols 1 and 58, whichever the family);
 //!    - any other protocol is `Drop(NoRule)`, as is a packet no rule covers.
 //! 6. The bucket is the flow hash modulo the bucket count: `Accept` when this node owns it,
 //!    `Drop(NotOwner)` otherwise.
@@ -79,21 +80,6 @@ impl FarmTable {
             buckets,
             local,
         }
-    }
-
-    /// The compiled rules.
-    pub fn rules(&self) -> &Arc<FarmRules> {
-        &self.rules
-    }
-
-    /// The bucket owners.
-    pub fn buckets(&self) -> &BucketTable {
-        &self.buckets
-    }
-
-    /// The node this table classifies for.
-    pub fn local(&self) -> NodeId {
-        self.local
     }
 
     /// The verdict on a VIP packet with flow hash `hash`, or the reason it has none.

@@ -68,14 +68,6 @@ pub struct FarmRules {
 impl FarmRules {
     /// Compiles the rules of a validated configuration.
     pub fn from_config(config: &FarmConfig) -> Self {
-        let mut rules = Self {
-            key: HashKey::from_bytes(config.farm.hash_key),
-            vips_v4: Box::default(),
-            vips_v6: Box::default(),
-            tcp: vec![None; PORTS].into_boxed_slice(),
-            udp: vec![None; PORTS].into_boxed_slice(),
-            covered: [false; 3],
-        };
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for vip in &config.farm.vips {
             match vip {
@@ -83,8 +75,14 @@ impl FarmRules {
                 IpAddr::V6(a) => v6.push(a.octets()),
             }
         }
-        rules.vips_v4 = v4.into_boxed_slice();
-        rules.vips_v6 = v6.into_boxed_slice();
+        let mut rules = Self {
+            key: HashKey::from_bytes(config.farm.hash_key),
+            vips_v4: v4.into_boxed_slice(),
+            vips_v6: v6.into_boxed_slice(),
+            tcp: vec![None; PORTS].into_boxed_slice(),
+            udp: vec![None; PORTS].into_boxed_slice(),
+            covered: [false; 3],
+        };
         // Rules are applied in reverse so that, where they overlap, the first one listed wins,
         // as `FarmConfig::rule_for` reads them (validation refuses overlaps that disagree).
         for rule in config.rules.iter().rev() {
@@ -101,11 +99,6 @@ impl FarmRules {
             }
         }
         rules
-    }
-
-    /// The flow-hash key.
-    pub fn key(&self) -> &HashKey {
-        &self.key
     }
 
     /// Whether an IPv4 address is one of the farm's VIPs.

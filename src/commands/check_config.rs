@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use herd_config::FarmConfig;
 use serde::Serialize;
 
 use crate::farm;
@@ -40,7 +41,7 @@ struct NodeReport {
 
 /// Runs the command.
 pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let config = farm::load(path)?;
+    let config = FarmConfig::load(path)?;
     let all_up = vec![true; config.nodes.len()];
     let counts = farm::table(&config, &all_up)?.counts(config.nodes.len());
     let (this_node, this_node_note) = identify(&config, node)?;
@@ -88,7 +89,7 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
 /// unknown node is an error; finding none by address is not (a machine may check a farm it
 /// does not belong to).
 fn identify(
-    config: &herd_config::FarmConfig,
+    config: &FarmConfig,
     node: Option<&str>,
 ) -> anyhow::Result<(Option<String>, String)> {
     let local: Vec<IpAddr> = if node.is_some() {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use herd_config::FarmConfig;
 use serde::Serialize;
 
 use crate::farm;
@@ -27,7 +28,7 @@ struct NodeRow {
 
 /// Runs the command.
 pub fn run(path: &Path, down: &[String], json: bool) -> anyhow::Result<()> {
-    let config = farm::load(path)?;
+    let config = FarmConfig::load(path)?;
     let live = farm::live_set(&config, down)?;
     let table = farm::table(&config, &live)?;
     let all_up = farm::table(&config, &vec![true; config.nodes.len()])?;

@@ -38,7 +38,7 @@ struct Answer {
 
 /// Runs the command.
 pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
-    let config = farm::load(path)?;
+    let config = FarmConfig::load(path)?;
     let protocol: Protocol = query
         .protocol
         .parse()

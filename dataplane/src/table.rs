@@ -10,6 +10,9 @@ pub type NodeId = u16;
 /// The owner of a bucket that no live node owns (no node alive, or not yet acquired).
 pub const NO_OWNER: NodeId = NodeId::MAX;
 
+/// The most buckets a table holds (the configuration's limit).
+pub const MAX_BUCKETS: usize = 65536;
+
 /// One owner per bucket, stamped with the epoch of the membership view that produced it.
 ///
 /// The layout, one `NodeId` per bucket in bucket order, is the value layout of the BPF array map
@@ -29,7 +32,7 @@ impl std::fmt::Display for TableSizeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "a bucket table needs a power-of-two number of buckets from 1 to 65536, not {}",
+            "a bucket table needs a power-of-two number of buckets from 1 to {MAX_BUCKETS}, not {}",
             self.0
         )
     }
@@ -38,10 +41,11 @@ impl std::fmt::Display for TableSizeError {
 impl std::error::Error for TableSizeError {}
 
 impl BucketTable {
-    /// A table with the given owners; their count must be a power of two up to 65536.
+    /// A table with the given owners; their count must be a power of two up to
+    /// [`MAX_BUCKETS`].
     pub fn new(epoch: u64, owners: Vec<NodeId>) -> Result<Self, TableSizeError> {
         let len = owners.len();
-        if !len.is_power_of_two() || len > 65536 {
+        if !len.is_power_of_two() || len > MAX_BUCKETS {
             return Err(TableSizeError(len));
         }
         Ok(Self {
@@ -140,6 +144,12 @@ mod tests {
         assert_eq!(BucketTable::new(0, vec![0; 100]), Err(TableSizeError(100)));
         assert_eq!(BucketTable::new(0, vec![]), Err(TableSizeError(0)));
         assert!(BucketTable::new(0, vec![0; 131072]).is_err());
+    }
+
+    #[test]
+    fn the_configuration_allows_no_more_buckets_than_a_table_holds() {
+        assert_eq!(herd_config::Farm::MAX_BUCKETS as usize, MAX_BUCKETS);
+        assert!(BucketTable::unowned(MAX_BUCKETS).is_ok());
     }
 
     #[test]

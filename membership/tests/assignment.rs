@@ -140,12 +140,12 @@ proptest! {
     }
 
     #[test]
-    fn a_join_takes_its_share_and_moves_few_others(farm in farms(2..=64), index in any::<usize>()) {
+    fn a_join_moves_few_buckets_besides_the_joiners(farm in farms(2..=64), index in any::<usize>()) {
         let (smaller, joiner) = without(&farm, index);
         let before = assign(&farm.key, farm.buckets, &smaller.live);
         let after = assign(&farm.key, farm.buckets, &farm.live);
         prop_assert_eq!(count(&before, joiner.id), 0);
-        // The joiner's own moves are its share, exact by the first property.
+        // The joiner's own moves are its share, exact by the balance property.
         let (_, extra) = moves(&before, &after, joiner.id);
         prop_assert!(extra <= extra_bound(farm.buckets), "{} extra moves", extra);
     }

@@ -11,18 +11,18 @@ use crate::locate::{self, Source};
 
 /// What is wrong with a configuration file, and where.
 ///
-/// Displayed as `{file}:{line}:{column}: {key}: {message}`, or `{file}: cannot read: {error}`
-/// when the file could not be read at all.
+/// Displayed as `{file}:{line}:{column}: {key}: {message}`, or `{file}: {message}` when the
+/// file could not be read at all or is too large.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file, as given to [`crate::FarmConfig::load`] or [`crate::FarmConfig::parse`].
     pub file: PathBuf,
     /// 1-based line and column (counted in characters) of the offending text; `None` only when
-    /// the file could not be read.
+    /// the file could not be read or is too large.
     pub location: Option<(usize, usize)>,
     /// Path of the offending key, such as `farm.buckets`, `node[2].address` or
     /// `rule[1].ports[0]` (array indices are 0-based, in file order); empty when the file could
-    /// not be read.
+    /// not be read or is too large.
     pub key: String,
     /// What is wrong, then what was expected.
     pub message: String,
@@ -36,6 +36,18 @@ impl ConfigError {
             location: None,
             key: String::new(),
             message: format!("cannot read: {error}"),
+        }
+    }
+
+    /// The file is larger than `limit` bytes.
+    pub(crate) fn too_large(file: &Path, limit: u64) -> ConfigError {
+        ConfigError {
+            file: file.to_owned(),
+            location: None,
+            key: String::new(),
+            message: format!(
+                "the file is larger than {limit} bytes; expected a configuration file of at most {limit} bytes"
+            ),
         }
     }
 
@@ -142,6 +154,16 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
         .join(", ")
 }
 
+/// `names` backquoted, as a message lists alternatives: "`a`", "`a` or `b`", "`a`, `b` or `c`".
+pub(crate) fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
 /// The candidate `found` is most likely a typo of, if any is close enough: within an edit
 /// distance of a third of its length (at least 1), ignoring case.
 pub(crate) fn did_you_mean<'a>(found: &str, candidates: &[&'a str]) -> Option<&'a str> {
@@ -181,11 +203,55 @@ pub(crate) fn from_toml(
         let (key, message) = locate::duplicate_key(tree, source.text, &span);
         return source.error(span, key, message);
     }
+    // serde sees a datetime as a map, so only the document can tell it from a table.
+    let datetime = locate::is_datetime(tree, &span);
+    let written = source.text.get(span.clone()).unwrap_or_default();
     source.error(
         span.clone(),
         locate::key_path(tree, source.text, &span),
-        in_toml_terms(message),
+        with_expected(&in_toml_terms(message, datetime), written),
     )
+}
+
+/// Largest nesting of arrays, inline tables and dotted keys toml accepts.
+const TOML_MAX_DEPTH: usize = 80;
+
+/// Gives the messages of toml that lack one a clause saying what was expected, replacing
+/// toml's "expected nothing" (meaning: remove it). `written` is the text at the error's span.
+fn with_expected(message: &str, written: &str) -> String {
+    if let Some(problem) = message.strip_suffix(", expected nothing") {
+        let expected = match problem {
+            "unexpected leading zero" => {
+                "a decimal integer without leading zeros (or one with a 0x, 0o or 0b prefix)"
+            }
+            "integers with a radix cannot be signed" => {
+                "an unsigned 0x, 0o or 0b integer, or a signed decimal one"
+            }
+            "redundant integer number prefix" => "at most one 0x, 0o or 0b prefix",
+            "redundant numeric sign" => "at most one sign",
+            "extra `=`" => "a single `=` between key and value",
+            _ => "the value without it",
+        };
+        return format!("{problem}; expected {expected}");
+    }
+    if message.contains("expected") {
+        return message.to_owned();
+    }
+    let expected = match message {
+        "integer number overflowed" => {
+            return format!(
+                "{written} is out of range; expected an integer from {} to {}",
+                i64::MIN,
+                i64::MAX
+            )
+        }
+        "floating-point number overflowed" => "a finite floating-point number".to_owned(),
+        "cannot recurse further; max recursion depth met" | "recursion limit" => format!(
+            "arrays, inline tables and dotted keys nested at most {TOML_MAX_DEPTH} levels deep"
+        ),
+        _ => "valid TOML, see https://toml.io".to_owned(),
+    };
+    format!("{message}; expected {expected}")
 }
 
 /// Rewrites serde_derive's `deny_unknown_fields` message, adding a suggestion.
@@ -217,13 +283,18 @@ fn unknown_key(message: &str) -> Option<String> {
     )
 }
 
-/// Replaces serde's data-model words in a type error by the TOML ones a user knows.
-fn in_toml_terms(message: &str) -> String {
+/// Replaces serde's data-model words in a type error by the TOML ones a user knows; a map is
+/// a datetime when `datetime` is set, else a table.
+fn in_toml_terms(message: &str, datetime: bool) -> String {
+    let map = if datetime {
+        "invalid type: datetime"
+    } else {
+        "invalid type: table"
+    };
     message
-        .replace("expected i64", "expected an integer")
         .replace("expected a sequence", "expected an array")
         .replace("invalid type: sequence", "invalid type: array")
-        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: map", map)
 }
 
 #[cfg(test)]

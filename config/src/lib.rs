@@ -3,8 +3,9 @@
 //! One TOML file (by default [`FarmConfig::DEFAULT_PATH`]) describes a whole farm and is installed,
 //! identical, on every node: the farm's VIPs and flow-hash parameters, every node, and the rules
 //! that say which VIP traffic is balanced and by which client identity. [`FarmConfig::load`]
-//! reads and validates it; every error names the file, line, column and key at fault and what
-//! was expected there. [`FarmConfig::digest`] fingerprints the farm-wide part so nodes can check
+//! reads and validates it; every error names the file, and every error in its content also the
+//! line, column and key at fault and what was expected there (toml's own messages that lack
+//! an "expected" are given one). [`FarmConfig::digest`] fingerprints the farm-wide part so nodes can check
 //! that they run the same configuration.
 
 #![warn(missing_docs)]
@@ -20,6 +21,8 @@ mod validate;
 mod tests;
 
 use std::fmt;
+use std::fs::File;
+use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -114,15 +117,18 @@ pub enum Protocol {
 impl Protocol {
     /// The spellings accepted in the file, in the order of the variants.
     pub const NAMES: [&'static str; 3] = ["tcp", "udp", "icmp"];
+    /// The variants, in the order of [`Protocol::NAMES`].
+    const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp];
+
+    /// The accepted spellings as messages list them: "`tcp`, `udp` or `icmp`".
+    pub(crate) fn expected() -> String {
+        error::one_of(&Protocol::NAMES)
+    }
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-        })
+        f.write_str(Protocol::NAMES[*self as usize])
     }
 }
 
@@ -130,15 +136,15 @@ impl FromStr for Protocol {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        match s {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            "icmp" => Ok(Protocol::Icmp),
-            _ => Err(ValueError::new(
-                format!("`{s}` is not a protocol"),
-                "`tcp`, `udp` or `icmp`",
-            )),
-        }
+        Protocol::ALL
+            .into_iter()
+            .find(|protocol| Protocol::NAMES[*protocol as usize] == s)
+            .ok_or_else(|| {
+                ValueError::new(
+                    format!("`{}` is not a protocol", s.escape_debug()),
+                    Protocol::expected(),
+                )
+            })
     }
 }
 
@@ -154,14 +160,18 @@ pub enum Affinity {
 impl Affinity {
     /// The spellings accepted in the file, in the order of the variants.
     pub const NAMES: [&'static str; 2] = ["client-ip", "client-ip-port"];
+    /// The variants, in the order of [`Affinity::NAMES`].
+    const ALL: [Affinity; 2] = [Affinity::ClientIp, Affinity::ClientIpPort];
+
+    /// The accepted spellings as messages list them: "`client-ip` or `client-ip-port`".
+    pub(crate) fn expected() -> String {
+        error::one_of(&Affinity::NAMES)
+    }
 }
 
 impl fmt::Display for Affinity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Affinity::ClientIp => "client-ip",
-            Affinity::ClientIpPort => "client-ip-port",
-        })
+        f.write_str(Affinity::NAMES[*self as usize])
     }
 }
 
@@ -169,14 +179,15 @@ impl FromStr for Affinity {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        match s {
-            "client-ip" => Ok(Affinity::ClientIp),
-            "client-ip-port" => Ok(Affinity::ClientIpPort),
-            _ => Err(ValueError::new(
-                format!("`{s}` is not an affinity"),
-                "`client-ip` or `client-ip-port`",
-            )),
-        }
+        Affinity::ALL
+            .into_iter()
+            .find(|affinity| Affinity::NAMES[*affinity as usize] == s)
+            .ok_or_else(|| {
+                ValueError::new(
+                    format!("`{}` is not an affinity", s.escape_debug()),
+                    Affinity::expected(),
+                )
+            })
     }
 }
 
@@ -186,7 +197,8 @@ impl FromStr for Affinity {
 pub struct Rule {
     /// Protocol the rule applies to.
     pub protocol: Protocol,
-    /// Destination ports the rule applies to; `[PortRange::ALL]` for ICMP.
+    /// Destination ports the rule applies to; `[PortRange::ALL]` when the entry has no `ports`
+    /// (always so for ICMP, which has no ports).
     pub ports: Vec<PortRange>,
     /// Client identity that is hashed.
     pub affinity: Affinity,
@@ -204,10 +216,24 @@ impl FarmConfig {
     pub const DEFAULT_PATH: &'static str = "/etc/herd/farm.toml";
     /// Most nodes a farm may have.
     pub const MAX_NODES: usize = 64;
+    /// Largest file [`FarmConfig::load`] reads, in bytes: far above any real farm, it keeps a
+    /// wrong path (a log, a device) from being read into memory whole.
+    pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
 
-    /// Reads and validates the configuration file at `path`.
+    /// Reads and validates the configuration file at `path`, of at most
+    /// [`FarmConfig::MAX_FILE_SIZE`] bytes.
     pub fn load(path: &Path) -> Result<FarmConfig, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|e| ConfigError::unreadable(path, &e))?;
+        let unreadable = |e: std::io::Error| ConfigError::unreadable(path, &e);
+        let file = File::open(path).map_err(unreadable)?;
+        let mut bytes = Vec::new();
+        // One byte more than allowed tells a file at the limit from a larger one, without
+        // reading an endless one such as /dev/zero.
+        file.take(FarmConfig::MAX_FILE_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > FarmConfig::MAX_FILE_SIZE {
+            return Err(ConfigError::too_large(path, FarmConfig::MAX_FILE_SIZE));
+        }
         match String::from_utf8(bytes) {
             Ok(text) => FarmConfig::parse(&text, path),
             Err(e) => Err(ConfigError::not_utf8(path, e.as_bytes(), e.utf8_error())),

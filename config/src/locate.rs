@@ -82,6 +82,8 @@ struct Place {
     span: Range<usize>,
     /// Set for tables written as a `[header]` or `[[header]]`, whose span is the header line.
     header: bool,
+    /// Set for arrays, including arrays of tables.
+    array: bool,
 }
 
 /// Every key and value of `table`, with its path and span, appended to `places`.
@@ -108,6 +110,7 @@ fn walk_table(table: &DeTable<'_>, text: &str, path: &str, depth: usize, places:
             depth: depth + 1,
             span: key.span(),
             header: false,
+            array: false,
         });
         walk_value(value, text, path, depth + 1, places);
     }
@@ -130,6 +133,7 @@ fn walk_value(
                 depth,
                 span,
                 header,
+                array: false,
             });
         }
         DeValue::Array(array) => {
@@ -141,6 +145,7 @@ fn walk_value(
                 depth,
                 span,
                 header: false,
+                array: true,
             });
         }
         _ => places.push(Place {
@@ -148,6 +153,7 @@ fn walk_value(
             depth,
             span,
             header: false,
+            array: false,
         }),
     }
 }
@@ -158,14 +164,18 @@ fn walk_value(
 pub(crate) fn key_path(tree: &DeTable<'_>, text: &str, span: &Range<usize>) -> String {
     let mut places = Vec::new();
     walk_table(tree, text, "", 0, &mut places);
-    let narrowest = places
-        .iter()
-        .filter(|place| place.span.start <= span.start && span.end <= place.span.end)
-        .min_by_key(|place| (place.span.len(), std::cmp::Reverse(place.depth)));
-    match narrowest {
+    match narrowest(&places, span) {
         Some(place) => place.path.clone(),
         None => section(&places, span.start),
     }
+}
+
+/// The narrowest place containing `span`, the deepest on a tie.
+fn narrowest<'a>(places: &'a [Place], span: &Range<usize>) -> Option<&'a Place> {
+    places
+        .iter()
+        .filter(|place| place.span.start <= span.start && span.end <= place.span.end)
+        .min_by_key(|place| (place.span.len(), std::cmp::Reverse(place.depth)))
 }
 
 /// Path of the `[table]` whose section contains `offset`, else [`TOP_LEVEL`].
@@ -177,43 +187,111 @@ fn section(places: &[Place], offset: usize) -> String {
         .map_or_else(|| TOP_LEVEL.to_owned(), |place| place.path.clone())
 }
 
+/// Whether the value spanning exactly `span` is a datetime.
+pub(crate) fn is_datetime(tree: &DeTable<'_>, span: &Range<usize>) -> bool {
+    // Every value is visited: the span of a `[header]` table does not cover its keys.
+    fn in_value(value: &Spanned<DeValue<'_>>, span: &Range<usize>) -> bool {
+        match value.get_ref() {
+            DeValue::Datetime(_) => value.span() == *span,
+            DeValue::Table(table) => in_table(table, span),
+            DeValue::Array(array) => array.iter().any(|element| in_value(element, span)),
+            _ => false,
+        }
+    }
+    fn in_table(table: &DeTable<'_>, span: &Range<usize>) -> bool {
+        table.values().any(|value| in_value(value, span))
+    }
+    in_table(tree, span)
+}
+
 /// Key path and message for toml's "duplicate key" error, whose span is the repeated key.
 ///
 /// The first definition is in the tree but the repeated one is not, so the path is rebuilt
-/// from the section the repetition is in, or from the header it is part of.
+/// from the header the repetition is part of, or from the table it is in (an inline table, else
+/// the section) and the dotted keys written before it.
 pub(crate) fn duplicate_key(
     tree: &DeTable<'_>,
     text: &str,
     span: &Range<usize>,
 ) -> (String, String) {
     let name = text.get(span.clone()).unwrap_or_default();
-    let line_start = text
-        .get(..span.start)
-        .and_then(|before| before.rfind('\n'))
-        .map_or(0, |newline| newline + 1);
+    let before = text.get(..span.start).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
     let line = text.get(line_start..).unwrap_or_default().trim_start();
-    if line.starts_with('[') {
-        let header = line
-            .trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or_default()
-            .trim();
-        let message = format!(
-            "table [{header}] is defined twice; expected each table once (write [[{header}]] for every entry of an array of tables)"
-        );
-        return (header.to_owned(), message);
-    }
     let mut places = Vec::new();
     walk_table(tree, text, "", 0, &mut places);
-    let key = match section(&places, span.start) {
-        table if table == TOP_LEVEL => name.to_owned(),
-        table => format!("{table}.{name}"),
+    if let Some(header) = header_of(line) {
+        let message = duplicate_table(&places, &text[..line_start], header, line.starts_with("[["));
+        return (header.to_owned(), message);
+    }
+    let table = match narrowest(&places, span) {
+        Some(place) => place.path.clone(),
+        None => section(&places, span.start),
     };
+    // The dotted keys before the repeated one, back to the start of its key-value pair.
+    let pair_start = before
+        .rfind(['\n', '{', ','])
+        .map_or(0, |delimiter| delimiter + 1);
+    let mut path: Vec<&str> = if table == TOP_LEVEL {
+        Vec::new()
+    } else {
+        vec![table.as_str()]
+    };
+    path.extend(
+        before[pair_start..]
+            .split('.')
+            .map(str::trim)
+            .filter(|part| !part.is_empty()),
+    );
+    path.push(name);
     (
-        key,
+        path.join("."),
         format!("duplicate key `{name}`; expected each key at most once per table"),
     )
+}
+
+/// The name in `line` when it is a `[header]` or `[[header]]` line.
+fn header_of(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    if !line.starts_with('[') {
+        return None;
+    }
+    line.trim_start_matches('[')
+        .split(']')
+        .next()
+        .map(str::trim)
+}
+
+/// Message for a `[header]` (`[[header]]` when `double`) whose table already exists; `before`
+/// is the text before that header.
+fn duplicate_table(places: &[Place], before: &str, header: &str, double: bool) -> String {
+    let written = if double {
+        format!("[[{header}]]")
+    } else {
+        format!("[{header}]")
+    };
+    // The text, not the tree, tells whether a header came first: the tree, as far as it could
+    // be parsed, may give the table the span of the repeated header.
+    let had_header = before.lines().any(|line| header_of(line) == Some(header));
+    // The last place of a path is its value; the key comes first.
+    let array = places
+        .iter()
+        .rev()
+        .find(|place| place.path == header)
+        .is_some_and(|place| place.array);
+    match (had_header, array) {
+        (true, _) if !double && matches!(header, "node" | "rule") => format!(
+            "table {written} is defined twice; expected [[{header}]] for every entry of an array of tables"
+        ),
+        (true, _) => format!("table {written} is defined twice; expected each table once"),
+        // Arrays of tables may repeat their header, so this array is an inline one.
+        (false, true) => format!(
+            "{written} adds to the array `{header} = [...]` written above; expected the entries of `{header}` either in that array or as [[{header}]] tables, not both"
+        ),
+        (false, false) => format!(
+            "{written} redefines table `{header}`, already defined by dotted keys or an inline table; expected either those keys or the {written} table, not both"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -70,7 +70,12 @@ impl FromStr for PortRange {
         };
         if range.first > range.last {
             return Err(ValueError::new(
-                format!("`{s}` is reversed ({} > {})", range.first, range.last),
+                format!(
+                    "`{}` is reversed ({} > {})",
+                    s.escape_debug(),
+                    range.first,
+                    range.last
+                ),
                 EXPECTED,
             ));
         }
@@ -82,19 +87,19 @@ impl FromStr for PortRange {
 fn port(text: &str, entry: &str) -> Result<u16, ValueError> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ValueError::new(
-            format!("`{entry}` is not a port or port range"),
+            format!("`{}` is not a port or port range", entry.escape_debug()),
             EXPECTED,
         ));
     }
     match text.parse::<u16>() {
         Ok(0) => Err(ValueError::new(
-            format!("port 0 in `{entry}` is not a port"),
+            format!("port 0 in `{}` is not a port", entry.escape_debug()),
             format!("{EXPECTED}; \"*\" already covers every port"),
         )),
         Ok(port) => Ok(port),
         // Only digits, so the parse failed because the number does not fit in 16 bits.
         Err(_) => Err(ValueError::new(
-            format!("port {text} in `{entry}` is out of range"),
+            format!("port {text} in `{}` is out of range", entry.escape_debug()),
             EXPECTED,
         )),
     }

@@ -2,8 +2,9 @@
 //!
 //! Every value is `Spanned` so that validation, which runs after deserialization, can point
 //! at the offending text. Every key is optional here so that validation, not serde, reports a
-//! missing key, with what was expected. Integers are `i64`, TOML's own integer type, so that
-//! range errors come from validation too, in the schema's terms rather than Rust's.
+//! missing key, with what was expected. Integers are [`RawInt`], which takes any integer toml
+//! reads, so that range errors come from validation too, in the schema's terms rather than
+//! Rust's.
 
 use std::fmt;
 use std::ops::Range;
@@ -80,9 +81,9 @@ pub(crate) struct RawFarm {
     pub name: Option<Spanned<String>>,
     pub vip: Option<Spanned<Vec<Spanned<String>>>>,
     pub interface: Option<Spanned<String>>,
-    pub buckets: Option<Spanned<i64>>,
+    pub buckets: Option<Spanned<RawInt>>,
     pub hash_key: Option<Spanned<RawSecret>>,
-    pub port: Option<Spanned<i64>>,
+    pub port: Option<Spanned<RawInt>>,
     pub auth_key_file: Option<Spanned<String>>,
 }
 
@@ -92,7 +93,7 @@ pub(crate) struct RawFarm {
 pub(crate) struct RawNode {
     pub name: Option<Spanned<String>>,
     pub address: Option<Spanned<String>>,
-    pub weight: Option<Spanned<i64>>,
+    pub weight: Option<Spanned<RawInt>>,
     pub interface: Option<Spanned<String>>,
 }
 
@@ -103,6 +104,53 @@ pub(crate) struct RawRule {
     pub protocol: Option<Spanned<String>>,
     pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     pub affinity: Option<Spanned<String>>,
+}
+
+/// An integer, checked later by validation.
+///
+/// TOML's integers are `i64`, but toml also reads larger ones (as `u64`, `i128` or `u128`);
+/// taking them all here, rather than letting serde reject them in Rust's terms, lets
+/// validation say they are out of range like any other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RawInt(pub i128);
+
+impl<'de> Deserialize<'de> for RawInt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_i128(IntVisitor)
+    }
+}
+
+struct IntVisitor;
+
+impl Visitor<'_> for IntVisitor {
+    type Value = RawInt;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: Error>(self, value: i64) -> Result<RawInt, E> {
+        Ok(RawInt(value.into()))
+    }
+
+    fn visit_u64<E: Error>(self, value: u64) -> Result<RawInt, E> {
+        Ok(RawInt(value.into()))
+    }
+
+    fn visit_i128<E: Error>(self, value: i128) -> Result<RawInt, E> {
+        Ok(RawInt(value))
+    }
+
+    fn visit_u128<E: Error>(self, value: u128) -> Result<RawInt, E> {
+        // Above i128::MAX there is no range left to name; the value as written is quoted.
+        i128::try_from(value).map(RawInt).map_err(|_| {
+            E::custom(format!(
+                "{value} is out of range; expected an integer from {} to {}",
+                i64::MIN,
+                i64::MAX
+            ))
+        })
+    }
 }
 
 /// One entry of `ports`: a string, parsed later by validation.

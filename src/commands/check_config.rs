@@ -88,10 +88,7 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
 /// Which node this machine is: the one named, or the one whose address is local. Naming an
 /// unknown node is an error; finding none by address is not (a machine may check a farm it
 /// does not belong to).
-fn identify(
-    config: &FarmConfig,
-    node: Option<&str>,
-) -> anyhow::Result<(Option<String>, String)> {
+fn identify(config: &FarmConfig, node: Option<&str>) -> anyhow::Result<(Option<String>, String)> {
     let local: Vec<IpAddr> = if node.is_some() {
         Vec::new()
     } else {

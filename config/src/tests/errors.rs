@@ -36,15 +36,15 @@ fn assert_error(text: &str, at: (usize, usize), key: &str, fragments: &[&str]) {
 
 /// `BASE` up to its nodes, its nodes, and its rules.
 fn base_parts() -> (&'static str, &'static str, &'static str) {
-    let nodes = BASE.find("[[node]]").unwrap_or_default();
-    let rules = BASE.find("[[rule]]").unwrap_or_default();
+    let nodes = BASE.find("[[node]]").expect("BASE has nodes");
+    let rules = BASE.find("[[rule]]").expect("BASE has rules");
     (&BASE[..nodes], &BASE[nodes..rules], &BASE[rules..])
 }
 
 /// 1-based column, in characters, of `needle` in line `line` of `text`.
 fn column_of(text: &str, line: usize, needle: &str) -> usize {
-    let line = text.lines().nth(line - 1).unwrap_or_default();
-    line[..line.find(needle).unwrap_or_default()]
+    let line = text.lines().nth(line - 1).expect("the line is in the text");
+    line[..line.find(needle).expect("the needle is on the line")]
         .chars()
         .count()
         + 1
@@ -720,7 +720,7 @@ fn columns_count_characters_not_bytes() {
     let column = column_of(&text, 1, "5000");
     assert_eq!(
         column,
-        text.find("5000").unwrap_or_default(),
+        text.find("5000").expect("the weight is in the text"),
         "one two-byte character before"
     );
     assert_error(
@@ -759,7 +759,7 @@ fn syntax_errors_are_located() {
         "node",
         &[
             "table [node] is defined twice",
-            "write [[node]] for every entry",
+            "expected [[node]] for every entry of an array of tables",
         ],
     );
     // Where the structure itself is broken, the key is only toml's best guess; the place is exact.
@@ -793,7 +793,7 @@ fn an_unreadable_file_is_named() {
 fn a_file_that_is_not_utf8_is_located() {
     let path = std::env::temp_dir().join(format!("herd-config-test-{}.toml", std::process::id()));
     let mut bytes = BASE.as_bytes().to_vec();
-    let at = BASE.find("web").unwrap_or_default();
+    let at = BASE.find("web").expect("BASE names the farm");
     bytes[at + 1] = 0xff;
     std::fs::write(&path, &bytes).expect("write a temporary file");
     let error = FarmConfig::load(&path).expect_err("not UTF-8");
@@ -804,4 +804,219 @@ fn a_file_that_is_not_utf8_is_located() {
         error.message.contains("expected a UTF-8 text file"),
         "{error}"
     );
+}
+
+#[test]
+fn a_file_larger_than_the_limit_is_refused_unread() {
+    let dir = std::env::temp_dir();
+    let limit = usize::try_from(FarmConfig::MAX_FILE_SIZE).expect("the limit fits in memory");
+    // Padded with a comment to exactly the limit: still read.
+    let mut text = format!("{BASE}#");
+    text.push_str(&" ".repeat(limit - text.len()));
+    let at_limit = dir.join(format!("herd-config-limit-{}.toml", std::process::id()));
+    std::fs::write(&at_limit, &text).expect("write a temporary file");
+    let loaded = FarmConfig::load(&at_limit);
+    text.push(' ');
+    let over = dir.join(format!("herd-config-over-{}.toml", std::process::id()));
+    std::fs::write(&over, &text).expect("write a temporary file");
+    let refused = FarmConfig::load(&over);
+    std::fs::remove_file(&at_limit).expect("remove the temporary file");
+    std::fs::remove_file(&over).expect("remove the temporary file");
+    assert!(loaded.is_ok(), "{loaded:?}");
+    let error = refused.expect_err("one byte over the limit");
+    assert_eq!((error.location, error.key.as_str()), (None, ""));
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: the file is larger than {limit} bytes; expected a configuration file of at most {limit} bytes",
+            over.display()
+        )
+    );
+}
+
+#[test]
+fn an_endless_file_is_refused() {
+    let error = FarmConfig::load(Path::new("/dev/zero")).expect_err("endless");
+    assert!(
+        error.message.starts_with("the file is larger than"),
+        "{error}"
+    );
+}
+
+#[test]
+fn integers_beyond_i64_are_out_of_range_like_any_other() {
+    assert_error(
+        &base_with("buckets = 4096", "buckets = 9223372036854775808"),
+        (5, 11),
+        "farm.buckets",
+        &["9223372036854775808 is out of range; expected a power of two from 64 to 65536"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = -9223372036854775809"),
+        (7, 8),
+        "farm.port",
+        &["-9223372036854775809 is out of range; expected an integer from 1 to 65535"],
+    );
+    assert_error(
+        &base_with("weight = 2", "weight = 0xffffffffffffffffffffffffffffffff"),
+        (16, 10),
+        "node[1].weight",
+        &["340282366920938463463374607431768211455 is out of range; expected an integer from"],
+    );
+    assert_error(
+        &base_with(
+            "port = 7400",
+            "port = 1000000000000000000000000000000000000000000",
+        ),
+        (7, 8),
+        "farm.port",
+        &["1000000000000000000000000000000000000000000 is out of range; expected an integer from"],
+    );
+}
+
+#[test]
+fn a_datetime_is_called_a_datetime() {
+    assert_error(
+        &base_with(
+            "hash_key = \"00112233445566778899aabbccddeeff\"",
+            "hash_key = 1979-05-27",
+        ),
+        (6, 12),
+        "farm.hash_key",
+        &["invalid type: datetime, expected a string of 32 hex digits"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = 07:32:00"),
+        (7, 8),
+        "farm.port",
+        &["invalid type: datetime, expected an integer"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = { a = 1 }"),
+        (7, 8),
+        "farm.port",
+        &["invalid type: table, expected an integer"],
+    );
+}
+
+#[test]
+fn syntax_errors_without_an_expectation_get_one() {
+    assert_error(
+        &base_with("port = 7400", "port = 07400"),
+        (7, 8),
+        "farm.port",
+        &["unexpected leading zero; expected a decimal integer without leading zeros"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = 1e999"),
+        (7, 8),
+        "farm.port",
+        &["floating-point number overflowed; expected a finite floating-point number"],
+    );
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let error =
+        parse(&base_with("port = 7400", &format!("port = {deep}"))).expect_err("nested too deeply");
+    assert!(
+        error
+            .message
+            .contains("expected arrays, inline tables and dotted keys nested at most 80 levels"),
+        "{error}"
+    );
+    for text in [
+        "[farm]\nx = 1 2\n",
+        "[farm]\nport = +-1\n",
+        "[farm]\nport = 1__0\n",
+    ] {
+        let error = parse(text).expect_err("not TOML");
+        assert!(!error.message.contains("expected nothing"), "{error}");
+        assert!(error.message.contains("expected"), "{error}");
+    }
+}
+
+#[test]
+fn duplicate_keys_in_inline_tables_and_dotted_keys_have_their_full_path() {
+    assert_error(
+        &base_with(
+            "port = 7400",
+            "port = 7400
+x = {a = 1, a = 2}",
+        ),
+        (8, 13),
+        "farm.x.a",
+        &["duplicate key `a`; expected each key at most once per table"],
+    );
+    assert_error(
+        &base_with(
+            "port = 7400",
+            "port = 7400
+a.b = 1
+a . b = 2",
+        ),
+        (9, 5),
+        "farm.a.b",
+        &["duplicate key `b`"],
+    );
+    assert_error(
+        &base_with(
+            "weight = 2",
+            "weight = 2
+x = [{ y.z = 1, y.z = 2 }]",
+        ),
+        (17, 19),
+        "node[1].x[0].y.z",
+        &["duplicate key `z`"],
+    );
+}
+
+#[test]
+fn a_table_defined_two_ways_says_which() {
+    let (farm, nodes, rules) = base_parts();
+    let dotted = format!("farm.name = \"web\"\n{farm}{nodes}{rules}");
+    let error = parse(&dotted).expect_err("[farm] after farm.name");
+    assert_eq!((error.location, error.key.as_str()), (Some((2, 2)), "farm"));
+    assert_eq!(
+        error.message,
+        "[farm] redefines table `farm`, already defined by dotted keys or an inline table; \
+         expected either those keys or the [farm] table, not both"
+    );
+    let inline_array = format!("rule = []\n{farm}{nodes}{rules}");
+    let error = parse(&inline_array).expect_err("[[rule]] after rule = []");
+    assert_eq!(error.key, "rule", "{error}");
+    assert!(
+        error
+            .message
+            .starts_with("[[rule]] adds to the array `rule = [...]` written above"),
+        "{error}"
+    );
+    assert!(!error.message.contains("write [[rule]]"), "{error}");
+    assert_error(
+        &format!("{farm}[farm.x]\n[farm.x]\n{nodes}{rules}"),
+        (10, 7),
+        "farm.x",
+        &["table [farm.x] is defined twice; expected each table once"],
+    );
+}
+
+#[test]
+fn control_characters_in_values_are_escaped() {
+    assert_error(
+        &base_with("name = \"web\"", "name = \"w\\neb\""),
+        (2, 8),
+        "farm.name",
+        &["`w\\neb` contains '\\n'"],
+    );
+    let long = format!("{}\\t", "a".repeat(70));
+    assert_error(
+        &base_with("interface = \"eth0\"", &format!("interface = \"{long}\"")),
+        (4, 13),
+        "farm.interface",
+        &["\\t` is 71 bytes long"],
+    );
+    let error = parse(&base_with("address = \"198.18.0.1\"", "address = \"x\\r\""))
+        .expect_err("not an address");
+    assert!(
+        error.message.starts_with("`x\\r` is not an IP address"),
+        "{error}"
+    );
+    assert!(!error.message.contains('\r'), "{error}");
 }

@@ -1,16 +1,10 @@
 //! Which node this host is.
 
-use std::net::IpAddr;
-
-use super::{parse, BASE};
+use super::{ip, parse, BASE};
 use crate::{FarmConfig, IdentifyError};
 
 fn config() -> FarmConfig {
     parse(BASE).unwrap_or_else(|error| panic!("{error}"))
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().expect("test address")
 }
 
 #[test]

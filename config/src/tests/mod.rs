@@ -6,6 +6,7 @@ mod identify;
 mod robustness;
 mod valid;
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use crate::{ConfigError, FarmConfig};
@@ -45,4 +46,9 @@ fn parse(text: &str) -> Result<FarmConfig, ConfigError> {
 fn base_with(from: &str, to: &str) -> String {
     assert!(BASE.contains(from), "{from:?} is not in BASE");
     BASE.replacen(from, to, 1)
+}
+
+/// The address `text`, which must be one.
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("test address")
 }

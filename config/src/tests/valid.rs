@@ -3,12 +3,8 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::{parse, BASE};
+use super::{ip, parse, BASE};
 use crate::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().expect("test address")
-}
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
     list.iter()

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::{check_interface, check_name, integer, invalid, required, unicast, NAME};
 use crate::locate::Source;
-use crate::raw::RawFarm;
+use crate::raw::{RawFarm, RawInt};
 use crate::{ConfigError, Farm, ValueError};
 
 /// What the hash key may be.
@@ -26,7 +26,7 @@ pub(super) fn check_farm(
         &raw.vip,
         farm,
         "farm.vip",
-        "an array of 1 to 16 unicast IP addresses",
+        &format!("an array of {}", vip_count()),
         source,
     )?;
     let vips = check_vips(vips, source)?;
@@ -42,7 +42,7 @@ pub(super) fn check_farm(
     let hash_key = check_hash_key(&hash_key.get_ref().0)
         .map_err(|error| invalid(source, hash_key.span(), "farm.hash_key", error))?;
     let port = match &raw.port {
-        Some(port) => integer(port, 1..=i64::from(u16::MAX), "farm.port", source)?,
+        Some(port) => integer(port, 1..=i128::from(u16::MAX), "farm.port", source)?,
         None => Farm::DEFAULT_PORT,
     };
     let auth_key_file = match &raw.auth_key_file {
@@ -64,13 +64,18 @@ pub(super) fn check_farm(
     })
 }
 
+/// How many VIPs a farm may have: "1 to 16 unicast IP addresses".
+fn vip_count() -> String {
+    format!("1 to {} unicast IP addresses", Farm::MAX_VIPS)
+}
+
 fn check_vips(
     vips: &Spanned<Vec<Spanned<String>>>,
     source: &Source<'_>,
 ) -> Result<Vec<IpAddr>, ConfigError> {
     let list = vips.get_ref();
     if list.is_empty() {
-        let error = ValueError::new("no VIP", "1 to 16 unicast IP addresses");
+        let error = ValueError::new("no VIP", vip_count());
         return Err(invalid(source, vips.span(), "farm.vip", error));
     }
     if let Some(extra) = list.get(Farm::MAX_VIPS) {
@@ -103,8 +108,8 @@ fn check_vips(
     Ok(addresses)
 }
 
-fn check_buckets(buckets: &Spanned<i64>, source: &Source<'_>) -> Result<u32, ConfigError> {
-    let count = *buckets.get_ref();
+fn check_buckets(buckets: &Spanned<RawInt>, source: &Source<'_>) -> Result<u32, ConfigError> {
+    let count = buckets.get_ref().0;
     let expected = format!(
         "a power of two from {} to {}",
         Farm::MIN_BUCKETS,

@@ -13,14 +13,38 @@ use std::ops::{Range, RangeInclusive};
 use toml::Spanned;
 
 use crate::locate::Source;
-use crate::raw::RawConfig;
+use crate::raw::{RawConfig, RawInt};
 use crate::{ConfigError, FarmConfig, ValueError};
 
+// The two lengths are macros so that the constants and the messages spelling them out, which
+// `concat!` builds at compile time, share one literal.
+macro_rules! name_max_len {
+    () => {
+        63
+    };
+}
+macro_rules! interface_max_len {
+    () => {
+        15
+    };
+}
+
+/// Longest farm or node name, in characters; keeps log lines and metric labels short.
+const NAME_MAX_LEN: usize = name_max_len!();
 /// What a farm or node name may be.
-pub(super) const NAME: &str = "1 to 63 characters from A-Z, a-z, 0-9, `_`, `.` and `-`";
+pub(super) const NAME: &str = concat!(
+    "1 to ",
+    name_max_len!(),
+    " characters from A-Z, a-z, 0-9, `_`, `.` and `-`"
+);
+/// Longest interface name, in bytes: the Linux kernel's `IFNAMSIZ` less the terminating NUL.
+const INTERFACE_MAX_LEN: usize = interface_max_len!();
 /// What an interface name may be: the rules of the Linux kernel's `dev_valid_name`.
-const INTERFACE: &str =
-    "a Linux interface name: 1 to 15 bytes, not `.` or `..`, without `/`, `:`, whitespace or control characters";
+const INTERFACE: &str = concat!(
+    "a Linux interface name: 1 to ",
+    interface_max_len!(),
+    " bytes, not `.` or `..`, without `/`, `:`, whitespace or control characters"
+);
 /// What a VIP or node address may be.
 pub(super) const ADDRESS: &str = "a unicast IPv4 or IPv6 address such as 198.18.0.1 or 2001:db8::1";
 
@@ -67,13 +91,13 @@ pub(super) fn required<'a, T, U>(
 }
 
 /// `value` as a `T`, if it is in `range`.
-pub(super) fn integer<T: TryFrom<i64>>(
-    value: &Spanned<i64>,
-    range: RangeInclusive<i64>,
+pub(super) fn integer<T: TryFrom<i128>>(
+    value: &Spanned<RawInt>,
+    range: RangeInclusive<i128>,
     key: &str,
     source: &Source<'_>,
 ) -> Result<T, ConfigError> {
-    let number = *value.get_ref();
+    let number = value.get_ref().0;
     match T::try_from(number) {
         Ok(converted) if range.contains(&number) => Ok(converted),
         _ => {
@@ -98,9 +122,13 @@ pub(super) fn check_name(
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        Some(format!("`{text}` contains {bad:?}"))
-    } else if text.len() > 63 {
-        Some(format!("`{text}` is {} characters long", text.len()))
+        Some(format!("`{}` contains {bad:?}", text.escape_debug()))
+    } else if text.len() > NAME_MAX_LEN {
+        Some(format!(
+            "`{}` is {} characters long",
+            text.escape_debug(),
+            text.len()
+        ))
     } else {
         None
     };
@@ -123,8 +151,12 @@ pub(super) fn check_interface(
     let text = interface.get_ref();
     let problem = if text.is_empty() {
         Some("the interface name is empty".to_owned())
-    } else if text.len() > 15 {
-        Some(format!("`{text}` is {} bytes long", text.len()))
+    } else if text.len() > INTERFACE_MAX_LEN {
+        Some(format!(
+            "`{}` is {} bytes long",
+            text.escape_debug(),
+            text.len()
+        ))
     } else if text == "." || text == ".." {
         Some(format!("`{text}` is not allowed"))
     } else {
@@ -145,9 +177,12 @@ pub(super) fn check_interface(
 
 /// A unicast address: one a node can own and answer for.
 pub(super) fn unicast(text: &str) -> Result<IpAddr, ValueError> {
-    let address: IpAddr = text
-        .parse()
-        .map_err(|_| ValueError::new(format!("`{text}` is not an IP address"), ADDRESS))?;
+    let address: IpAddr = text.parse().map_err(|_| {
+        ValueError::new(
+            format!("`{}` is not an IP address", text.escape_debug()),
+            ADDRESS,
+        )
+    })?;
     let problem = if address.is_unspecified() {
         "the unspecified address"
     } else if address.is_loopback() {

@@ -90,7 +90,7 @@ pub(super) fn check_nodes(
         let weight = match &raw.weight {
             Some(weight) => integer(
                 weight,
-                0..=i64::from(Node::MAX_WEIGHT),
+                0..=i128::from(Node::MAX_WEIGHT),
                 &key("weight"),
                 source,
             )?,

@@ -57,7 +57,7 @@ fn check_rule(
         &raw.protocol,
         rule,
         &key("protocol"),
-        "`tcp`, `udp` or `icmp`",
+        &Protocol::expected(),
         source,
     )?;
     let protocol = protocol.get_ref().parse::<Protocol>().map_err(|error| {
@@ -85,7 +85,11 @@ fn check_rule(
                 let text = &entry.get_ref().0;
                 if protocol == Protocol::Icmp && (text != "*" || position > 0) {
                     let error = ValueError::new(
-                        format!("`{text}` is a port entry, but icmp has no ports"),
+                        format!(
+                            "`{}` is a port entry, but {} has no ports",
+                            text.escape_debug(),
+                            Protocol::Icmp
+                        ),
                         "[\"*\"] alone, or no `ports` key",
                     );
                     return Err(invalid(source, entry.span(), &entry_key, error));

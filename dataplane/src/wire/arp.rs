@@ -12,15 +12,14 @@ pub const OP_REPLY: u16 = 2;
 /// A view of an Ethernet/IPv4 ARP packet.
 #[derive(Clone, Copy, Debug)]
 pub struct ArpPacket<'a> {
-    buf: &'a [u8],
+    /// The packet, as an array so that its accessors need no bounds checks.
+    buf: &'a [u8; PACKET_LEN],
 }
 
 impl<'a> ArpPacket<'a> {
     /// Views `buf` as ARP; it must be Ethernet (htype 1, hlen 6) over IPv4 (ptype 0x0800, plen 4).
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < PACKET_LEN {
-            return Err(Error::Truncated);
-        }
+        let buf = buf.first_chunk().ok_or(Error::Truncated)?;
         if be16(buf, 0) != 1 || be16(buf, 2) != 0x0800 || buf[4] != 6 || buf[5] != 4 {
             return Err(Error::Malformed);
         }

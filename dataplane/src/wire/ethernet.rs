@@ -27,30 +27,30 @@ pub const MAX_TAGS: usize = 2;
 #[derive(Clone, Copy, Debug)]
 pub struct EthernetFrame<'a> {
     buf: &'a [u8],
+    /// The header, as an array so that its accessors need no bounds checks.
+    header: &'a [u8; HEADER_LEN],
 }
 
 impl<'a> EthernetFrame<'a> {
     /// Views `buf` as an Ethernet frame; it must hold the 14-byte header.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self { buf })
+        let header = buf.first_chunk().ok_or(Error::Truncated)?;
+        Ok(Self { buf, header })
     }
 
     /// Destination MAC address.
     pub fn dst(&self) -> [u8; 6] {
-        array(self.buf, 0)
+        array(self.header, 0)
     }
 
     /// Source MAC address.
     pub fn src(&self) -> [u8; 6] {
-        array(self.buf, 6)
+        array(self.header, 6)
     }
 
     /// The EtherType of the outer header (a VLAN TPID when the frame is tagged).
     pub fn ethertype(&self) -> u16 {
-        be16(self.buf, 12)
+        be16(self.header, 12)
     }
 
     /// Looks through up to [`MAX_TAGS`] VLAN tags: the EtherType of the network-layer packet,

@@ -41,25 +41,25 @@ pub mod v6_type {
 #[derive(Clone, Copy, Debug)]
 pub struct IcmpPacket<'a> {
     buf: &'a [u8],
+    /// The header, as an array so that its accessors need no bounds checks.
+    header: &'a [u8; HEADER_LEN],
 }
 
 impl<'a> IcmpPacket<'a> {
     /// Views `buf` as ICMP/ICMPv6: the 8-byte header present.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self { buf })
+        let header = buf.first_chunk().ok_or(Error::Truncated)?;
+        Ok(Self { buf, header })
     }
 
     /// Message type.
     pub fn msg_type(&self) -> u8 {
-        self.buf[0]
+        self.header[0]
     }
 
     /// Message code.
     pub fn code(&self) -> u8 {
-        self.buf[1]
+        self.header[1]
     }
 
     /// Whether this ICMPv4 message is an error that quotes the packet it is about.

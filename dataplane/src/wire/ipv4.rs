@@ -12,38 +12,38 @@ pub const MIN_HEADER_LEN: usize = 20;
 #[derive(Clone, Copy, Debug)]
 pub struct Ipv4Packet<'a> {
     buf: &'a [u8],
+    /// The fixed header, as an array so that its accessors need no bounds checks.
+    fixed: &'a [u8; MIN_HEADER_LEN],
 }
 
 impl<'a> Ipv4Packet<'a> {
     /// Views `buf` as IPv4: at least 20 bytes, version 4.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        if buf[0] >> 4 != 4 {
+        let fixed = buf.first_chunk().ok_or(Error::Truncated)?;
+        if fixed[0] >> 4 != 4 {
             return Err(Error::Malformed);
         }
-        Ok(Self { buf })
+        Ok(Self { buf, fixed })
     }
 
     /// Header length in bytes, options included (from IHL; not yet checked against the buffer).
     pub fn header_len(&self) -> usize {
-        usize::from(self.buf[0] & 0x0f) * 4
+        usize::from(self.fixed[0] & 0x0f) * 4
     }
 
     /// Total length of the packet in bytes, as the header says.
     pub fn total_len(&self) -> usize {
-        usize::from(be16(self.buf, 2))
+        usize::from(be16(self.fixed, 2))
     }
 
     /// Whether more fragments follow (the MF flag).
     pub fn more_fragments(&self) -> bool {
-        self.buf[6] & 0x20 != 0
+        self.fixed[6] & 0x20 != 0
     }
 
     /// Offset of this fragment in the datagram, in 8-byte units.
     pub fn fragment_offset(&self) -> u16 {
-        be16(self.buf, 6) & 0x1fff
+        be16(self.fixed, 6) & 0x1fff
     }
 
     /// Whether this packet is a fragment of a larger datagram (first, middle or last).
@@ -53,22 +53,22 @@ impl<'a> Ipv4Packet<'a> {
 
     /// Time to live.
     pub fn ttl(&self) -> u8 {
-        self.buf[8]
+        self.fixed[8]
     }
 
     /// The protocol of the payload.
     pub fn protocol(&self) -> u8 {
-        self.buf[9]
+        self.fixed[9]
     }
 
     /// Source address.
     pub fn src(&self) -> [u8; 4] {
-        array(self.buf, 12)
+        array(self.fixed, 12)
     }
 
     /// Destination address.
     pub fn dst(&self) -> [u8; 4] {
-        array(self.buf, 16)
+        array(self.fixed, 16)
     }
 
     /// The payload: from the end of the header to the total length. Fails when IHL is below 5,

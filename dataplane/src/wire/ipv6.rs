@@ -15,43 +15,43 @@ pub const MAX_EXTENSION_HEADERS: usize = 8;
 #[derive(Clone, Copy, Debug)]
 pub struct Ipv6Packet<'a> {
     buf: &'a [u8],
+    /// The fixed header, as an array so that its accessors need no bounds checks.
+    fixed: &'a [u8; HEADER_LEN],
 }
 
 impl<'a> Ipv6Packet<'a> {
     /// Views `buf` as IPv6: at least 40 bytes, version 6.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        if buf[0] >> 4 != 6 {
+        let fixed = buf.first_chunk().ok_or(Error::Truncated)?;
+        if fixed[0] >> 4 != 6 {
             return Err(Error::Malformed);
         }
-        Ok(Self { buf })
+        Ok(Self { buf, fixed })
     }
 
     /// Payload length, as the header says.
     pub fn payload_len(&self) -> usize {
-        usize::from(be16(self.buf, 4))
+        usize::from(be16(self.fixed, 4))
     }
 
     /// The type of the first header after the fixed one.
     pub fn next_header(&self) -> u8 {
-        self.buf[6]
+        self.fixed[6]
     }
 
     /// Hop limit.
     pub fn hop_limit(&self) -> u8 {
-        self.buf[7]
+        self.fixed[7]
     }
 
     /// Source address.
     pub fn src(&self) -> [u8; 16] {
-        array(self.buf, 8)
+        array(self.fixed, 8)
     }
 
     /// Destination address.
     pub fn dst(&self) -> [u8; 16] {
-        array(self.buf, 24)
+        array(self.fixed, 24)
     }
 
     /// The bytes after the fixed header, up to the payload length (Ethernet padding ignored).

@@ -8,39 +8,38 @@ pub const MIN_HEADER_LEN: usize = 20;
 /// A view of a TCP segment.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpPacket<'a> {
-    buf: &'a [u8],
+    /// The header without options, as an array so that its accessors need no bounds checks.
+    header: &'a [u8; MIN_HEADER_LEN],
 }
 
 impl<'a> TcpPacket<'a> {
     /// Views `buf` as TCP: the 20-byte header present, a data offset from 5 words up to the
     /// buffer's length.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < MIN_HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        let header_len = usize::from(buf[12] >> 4) * 4;
+        let header: &[u8; MIN_HEADER_LEN] = buf.first_chunk().ok_or(Error::Truncated)?;
+        let header_len = usize::from(header[12] >> 4) * 4;
         if header_len < MIN_HEADER_LEN {
             return Err(Error::Malformed);
         }
         if header_len > buf.len() {
             return Err(Error::Truncated);
         }
-        Ok(Self { buf })
+        Ok(Self { header })
     }
 
     /// Source port.
     pub fn src_port(&self) -> u16 {
-        be16(self.buf, 0)
+        be16(self.header, 0)
     }
 
     /// Destination port.
     pub fn dst_port(&self) -> u16 {
-        be16(self.buf, 2)
+        be16(self.header, 2)
     }
 
     /// Whether SYN is set without ACK: the first segment of a new connection.
     pub fn is_connection_request(&self) -> bool {
-        self.buf[13] & 0x12 == 0x02
+        self.header[13] & 0x12 == 0x02
     }
 }
 

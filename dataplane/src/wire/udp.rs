@@ -8,31 +8,30 @@ pub const HEADER_LEN: usize = 8;
 /// A view of a UDP datagram.
 #[derive(Clone, Copy, Debug)]
 pub struct UdpPacket<'a> {
-    buf: &'a [u8],
+    /// The header, as an array so that its accessors need no bounds checks.
+    header: &'a [u8; HEADER_LEN],
 }
 
 impl<'a> UdpPacket<'a> {
     /// Views `buf` as UDP: the 8-byte header present.
     pub fn new_checked(buf: &'a [u8]) -> Result<Self, Error> {
-        if buf.len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(Self { buf })
+        let header = buf.first_chunk().ok_or(Error::Truncated)?;
+        Ok(Self { header })
     }
 
     /// Source port.
     pub fn src_port(&self) -> u16 {
-        be16(self.buf, 0)
+        be16(self.header, 0)
     }
 
     /// Destination port.
     pub fn dst_port(&self) -> u16 {
-        be16(self.buf, 2)
+        be16(self.header, 2)
     }
 
     /// Length of header and data, as the header says.
     pub fn len(&self) -> u16 {
-        be16(self.buf, 4)
+        be16(self.header, 4)
     }
 
     /// Whether the header announces no byte at all (never valid: the header alone is 8).

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 pub struct HashKey {
     k0: u64,
     k1: u64,
+    /// SipHash's initial state for this key, computed once rather than for every packet.
+    initial: [u64; 4],
 }
 
 impl HashKey {
@@ -26,9 +28,17 @@ impl HashKey {
             hi[i] = bytes[i + 8];
             i += 1;
         }
+        let (k0, k1) = (u64::from_le_bytes(lo), u64::from_le_bytes(hi));
         Self {
-            k0: u64::from_le_bytes(lo),
-            k1: u64::from_le_bytes(hi),
+            k0,
+            k1,
+            // "somepseudorandomlygeneratedbytes", xored with the key.
+            initial: [
+                k0 ^ 0x736f_6d65_7073_6575,
+                k1 ^ 0x646f_7261_6e64_6f6d,
+                k0 ^ 0x6c79_6765_6e65_7261,
+                k1 ^ 0x7465_6462_7974_6573,
+            ],
         }
     }
 
@@ -64,14 +74,7 @@ struct SipState<const C: usize, const D: usize> {
 impl<const C: usize, const D: usize> SipState<C, D> {
     #[inline(always)]
     fn new(key: &HashKey) -> Self {
-        Self {
-            v: [
-                key.k0 ^ 0x736f_6d65_7073_6575,
-                key.k1 ^ 0x646f_7261_6e64_6f6d,
-                key.k0 ^ 0x6c79_6765_6e65_7261,
-                key.k1 ^ 0x7465_6462_7974_6573,
-            ],
-        }
+        Self { v: key.initial }
     }
 
     #[inline(always)]

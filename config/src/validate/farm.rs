@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
-use super::{check_interface, check_name, integer, invalid, required, unicast, NAME};
+use super::{check_interface, check_name, integer, invalid, name_rule, required, unicast};
 use crate::locate::Source;
 use crate::raw::{RawFarm, RawInt};
 use crate::{ConfigError, Farm, ValueError};
@@ -20,7 +20,7 @@ pub(super) fn check_farm(
     source: &Source<'_>,
 ) -> Result<Farm, ConfigError> {
     let raw = farm.get_ref();
-    let name = required(&raw.name, farm, "farm.name", NAME, source)?;
+    let name = required(&raw.name, farm, "farm.name", &name_rule(), source)?;
     let name = check_name(name, "farm.name", source)?;
     let vips = required(
         &raw.vip,

@@ -16,35 +16,24 @@ use crate::locate::Source;
 use crate::raw::{RawConfig, RawInt};
 use crate::{ConfigError, FarmConfig, ValueError};
 
-// The two lengths are macros so that the constants and the messages spelling them out, which
-// `concat!` builds at compile time, share one literal.
-macro_rules! name_max_len {
-    () => {
-        63
-    };
-}
-macro_rules! interface_max_len {
-    () => {
-        15
-    };
+/// Longest farm or node name, in characters; keeps log lines and metric labels short.
+const NAME_MAX_LEN: usize = 63;
+/// Longest interface name, in bytes: the Linux kernel's `IFNAMSIZ` less the terminating NUL.
+const INTERFACE_MAX_LEN: usize = 15;
+
+/// What a farm or node name may be.
+pub(super) fn name_rule() -> String {
+    format!("1 to {NAME_MAX_LEN} characters from A-Z, a-z, 0-9, `_`, `.` and `-`")
 }
 
-/// Longest farm or node name, in characters; keeps log lines and metric labels short.
-const NAME_MAX_LEN: usize = name_max_len!();
-/// What a farm or node name may be.
-pub(super) const NAME: &str = concat!(
-    "1 to ",
-    name_max_len!(),
-    " characters from A-Z, a-z, 0-9, `_`, `.` and `-`"
-);
-/// Longest interface name, in bytes: the Linux kernel's `IFNAMSIZ` less the terminating NUL.
-const INTERFACE_MAX_LEN: usize = interface_max_len!();
 /// What an interface name may be: the rules of the Linux kernel's `dev_valid_name`.
-const INTERFACE: &str = concat!(
-    "a Linux interface name: 1 to ",
-    interface_max_len!(),
-    " bytes, not `.` or `..`, without `/`, `:`, whitespace or control characters"
-);
+fn interface_rule() -> String {
+    format!(
+        "a Linux interface name: 1 to {INTERFACE_MAX_LEN} bytes, not `.` or `..`, without `/`, `:`, \
+         whitespace or control characters"
+    )
+}
+
 /// What a VIP or node address may be.
 pub(super) const ADDRESS: &str = "a unicast IPv4 or IPv6 address such as 198.18.0.1 or 2001:db8::1";
 
@@ -137,7 +126,7 @@ pub(super) fn check_name(
             source,
             name.span(),
             key,
-            ValueError::new(problem, NAME),
+            ValueError::new(problem, name_rule()),
         )),
         None => Ok(text.clone()),
     }
@@ -169,7 +158,7 @@ pub(super) fn check_interface(
             source,
             interface.span(),
             key,
-            ValueError::new(problem, INTERFACE),
+            ValueError::new(problem, interface_rule()),
         )),
         None => Ok(text.clone()),
     }

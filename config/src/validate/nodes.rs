@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::{check_interface, check_name, integer, invalid, required, unicast, ADDRESS, NAME};
+use super::{check_interface, check_name, integer, invalid, name_rule, required, unicast, ADDRESS};
 use crate::locate::Source;
 use crate::raw::RawNode;
 use crate::{ConfigError, Farm, FarmConfig, Node, ValueError};
@@ -49,7 +49,7 @@ pub(super) fn check_nodes(
         let raw = node.get_ref();
         let key = |field: &str| format!("node[{index}].{field}");
 
-        let name = required(&raw.name, node, &key("name"), NAME, source)?;
+        let name = required(&raw.name, node, &key("name"), &name_rule(), source)?;
         let name_span = name.span();
         let name = check_name(name, &key("name"), source)?;
         if let Some(first) = names.get(&name) {

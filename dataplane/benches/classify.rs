@@ -6,15 +6,13 @@
 
 use std::hint::black_box;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use herd_config::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
+use herd_config::{Affinity, Protocol};
 use herd_dataplane::craft::{self, Fragment};
 use herd_dataplane::hash::{client_hash, HashKey};
-use herd_dataplane::table::{BucketTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::{classify, FarmRules, FarmTable};
+use herd_dataplane::{classify, FarmTable};
 
 const MIX: usize = 1024;
 const VIP4: [u8; 4] = [198, 18, 0, 100];
@@ -22,39 +20,22 @@ const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
 ];
 
+/// Node 0 of a three-node farm balancing web traffic on client-ip and a UDP service on
+/// client-ip-port.
 fn table() -> FarmTable {
-    let rule = |protocol, first, last, affinity| Rule {
-        protocol,
-        ports: vec![PortRange { first, last }],
-        affinity,
-    };
-    let config = FarmConfig {
-        farm: Farm {
-            name: "bench".into(),
-            vips: vec![VIP4.into(), VIP6.into()],
-            interface: Some("eth0".into()),
-            buckets: 4096,
-            hash_key: *b"herd-bench-key-!",
-            port: 7400,
-            auth_key_file: "/etc/herd/farm.key".into(),
-        },
-        nodes: (1..=3)
-            .map(|i| Node {
-                name: format!("n{i}"),
-                address: [198, 18, 0, i].into(),
-                weight: 1,
-                interface: None,
-            })
-            .collect(),
-        rules: vec![
-            rule(Protocol::Tcp, 80, 80, Affinity::ClientIp),
-            rule(Protocol::Tcp, 443, 443, Affinity::ClientIp),
-            rule(Protocol::Udp, 5000, 5099, Affinity::ClientIpPort),
-        ],
-    };
-    let owners: Vec<NodeId> = (0..4096).map(|b| (b % 3) as NodeId).collect();
-    let rules = Arc::new(FarmRules::from_config(&config));
-    FarmTable::new(rules, BucketTable::new(1, owners).unwrap(), 0)
+    let rules = vec![
+        craft::rule(Protocol::Tcp, 80, 80, Affinity::ClientIp),
+        craft::rule(Protocol::Tcp, 443, 443, Affinity::ClientIp),
+        craft::rule(Protocol::Udp, 5000, 5099, Affinity::ClientIpPort),
+    ];
+    let config = craft::farm_config(
+        &[VIP4.into(), VIP6.into()],
+        4096,
+        *b"herd-bench-key-!",
+        3,
+        rules,
+    );
+    craft::round_robin_tables(&config).swap_remove(0)
 }
 
 /// A deterministic mix: 80% VIP traffic (of which 70% TCP, 30% UDP), 20% traffic to the node

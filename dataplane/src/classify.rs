@@ -391,8 +391,7 @@ fn v6_hash(
 mod tests {
     use super::*;
     use crate::craft::{self, Fragment};
-    use crate::table::NodeId;
-    use herd_config::{Affinity, Farm, FarmConfig, Node, PortRange, Rule};
+    use herd_config::Affinity;
     use proptest::prelude::*;
 
     const VIP: [u8; 4] = [198, 18, 0, 100];
@@ -400,32 +399,15 @@ mod tests {
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
     ];
 
-    fn table(local: NodeId) -> FarmTable {
-        let rule = |protocol, first, last, affinity| Rule {
-            protocol,
-            ports: vec![PortRange { first, last }],
-            affinity,
-        };
-        let config = FarmConfig {
-            farm: Farm {
-                name: "fast".into(),
-                vips: vec![VIP.into(), VIP6.into()],
-                interface: Some("eth0".into()),
-                buckets: 64,
-                hash_key: [3; 16],
-                port: 7400,
-                auth_key_file: "/etc/herd/farm.key".into(),
-            },
-            nodes: Vec::<Node>::new(),
-            rules: vec![
-                rule(Protocol::Tcp, 0, 1023, Affinity::ClientIp),
-                rule(Protocol::Tcp, 1024, 1100, Affinity::ClientIpPort),
-                rule(Protocol::Udp, 0, 1023, Affinity::ClientIpPort),
-            ],
-        };
-        let owners = (0..64).map(|b| (b % 2) as NodeId).collect();
-        let rules = Arc::new(FarmRules::from_config(&config));
-        FarmTable::new(rules, BucketTable::new(1, owners).unwrap(), local)
+    /// Node `local` of a two-node farm.
+    fn table(local: usize) -> FarmTable {
+        let rules = vec![
+            craft::rule(Protocol::Tcp, 0, 1023, Affinity::ClientIp),
+            craft::rule(Protocol::Tcp, 1024, 1100, Affinity::ClientIpPort),
+            craft::rule(Protocol::Udp, 0, 1023, Affinity::ClientIpPort),
+        ];
+        let config = craft::farm_config(&[VIP.into(), VIP6.into()], 64, [3; 16], 2, rules);
+        craft::round_robin_tables(&config).swap_remove(local)
     }
 
     /// Well-formed frames around the fast path: IPv4 or IPv6 (to a VIP, to a solicited-node

@@ -1,11 +1,74 @@
-//! Frame builders: well-formed packets of every shape the classifier knows, for tests,
-//! benchmarks and traffic generators.
+//! Builders for tests, benchmarks and traffic generators: well-formed packets of every shape
+//! the classifier knows, and small farms to classify them against.
 //!
 //! Builders produce correct lengths and the IPv4 header checksum; transport checksums are left
 //! zero, which the classifier never reads.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use herd_config::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
+
+use crate::classify::FarmTable;
+use crate::rules::FarmRules;
+use crate::table::{BucketTable, NodeId};
 use crate::wire::ethernet::ethertype;
 use crate::wire::ip_proto;
+
+/// A rule balancing `protocol` traffic to the ports `first..=last` on `affinity`.
+pub fn rule(protocol: Protocol, first: u16, last: u16, affinity: Affinity) -> Rule {
+    Rule {
+        protocol,
+        ports: vec![PortRange { first, last }],
+        affinity,
+    }
+}
+
+/// A farm of `nodes` nodes `n0`, `n1`, ... at 198.18.0.1, 198.18.0.2, ... (weight 1, interface
+/// eth0) with these VIPs, bucket count, hash key and rules, as a validated file would give.
+pub fn farm_config(
+    vips: &[IpAddr],
+    buckets: u32,
+    hash_key: [u8; 16],
+    nodes: u8,
+    rules: Vec<Rule>,
+) -> FarmConfig {
+    FarmConfig {
+        farm: Farm {
+            name: "craft".into(),
+            vips: vips.to_vec(),
+            interface: Some("eth0".into()),
+            buckets,
+            hash_key,
+            port: Farm::DEFAULT_PORT,
+            auth_key_file: Farm::DEFAULT_AUTH_KEY_FILE.into(),
+        },
+        nodes: (0..nodes)
+            .map(|i| Node {
+                name: format!("n{i}"),
+                address: [198, 18, 0, 1 + i].into(),
+                weight: 1,
+                interface: None,
+            })
+            .collect(),
+        rules,
+    }
+}
+
+/// One table per node of `config`, over the same owners: bucket `b` owned by node `b` modulo
+/// the number of nodes. Panics when the bucket count is not a power of two up to 65536, which
+/// validation guarantees.
+pub fn round_robin_tables(config: &FarmConfig) -> Vec<FarmTable> {
+    let nodes = config.nodes.len().max(1);
+    let owners = (0..config.farm.buckets as usize)
+        .map(|b| (b % nodes) as NodeId)
+        .collect();
+    let buckets = BucketTable::new(1, owners).expect("a farm's bucket count is a power of two");
+    let rules = Arc::new(FarmRules::from_config(config));
+    (0..nodes)
+        .map(|local| FarmTable::new(Arc::clone(&rules), buckets.clone(), local as NodeId))
+        .collect()
+}
 
 /// A MAC address of the test hosts: locally administered, unicast.
 pub const MAC_A: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x0a];

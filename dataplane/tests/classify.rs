@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use herd_config::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
+use herd_config::{Affinity, FarmConfig, Protocol, Rule};
 use herd_dataplane::craft::{self, Fragment};
 use herd_dataplane::table::{BucketTable, NodeId, NO_OWNER};
 use herd_dataplane::wire::ethernet::ethertype;
@@ -22,56 +22,28 @@ const CLIENT6: [u8; 16] = [
 const NODE4: [u8; 4] = [198, 18, 0, 1];
 const NODES: usize = 3;
 
-fn rule(protocol: Protocol, ports: &[(u16, u16)], affinity: Affinity) -> Rule {
-    Rule {
-        protocol,
-        ports: ports
-            .iter()
-            .map(|&(first, last)| PortRange { first, last })
-            .collect(),
-        affinity,
-    }
-}
-
 fn config(rules: Vec<Rule>) -> FarmConfig {
-    FarmConfig {
-        farm: Farm {
-            name: "web".into(),
-            vips: vec![VIP4.into(), VIP6.into()],
-            interface: Some("eth0".into()),
-            buckets: 256,
-            hash_key: *b"herd-test-key-16",
-            port: 7400,
-            auth_key_file: "/etc/herd/farm.key".into(),
-        },
-        nodes: (0..NODES)
-            .map(|i| Node {
-                name: format!("node{i}"),
-                address: [198, 18, 0, 1 + i as u8].into(),
-                weight: 1,
-                interface: None,
-            })
-            .collect(),
+    craft::farm_config(
+        &[VIP4.into(), VIP6.into()],
+        256,
+        *b"herd-test-key-16",
+        NODES as u8,
         rules,
-    }
+    )
 }
 
 fn standard_rules() -> Vec<Rule> {
     vec![
-        rule(Protocol::Tcp, &[(80, 80), (443, 443)], Affinity::ClientIp),
-        rule(Protocol::Udp, &[(5000, 5099)], Affinity::ClientIpPort),
-        rule(Protocol::Icmp, &[(0, 65535)], Affinity::ClientIp),
+        craft::rule(Protocol::Tcp, 80, 80, Affinity::ClientIp),
+        craft::rule(Protocol::Tcp, 443, 443, Affinity::ClientIp),
+        craft::rule(Protocol::Udp, 5000, 5099, Affinity::ClientIpPort),
+        craft::rule(Protocol::Icmp, 0, 65535, Affinity::ClientIp),
     ]
 }
 
 /// One table per node over the same owners (bucket b owned by node b mod 3).
 fn farm(rules: Vec<Rule>) -> Vec<FarmTable> {
-    let rules = Arc::new(FarmRules::from_config(&config(rules)));
-    let owners: Vec<NodeId> = (0..256).map(|b| (b % NODES) as NodeId).collect();
-    let buckets = BucketTable::new(1, owners).unwrap();
-    (0..NODES)
-        .map(|local| FarmTable::new(Arc::clone(&rules), buckets.clone(), local as NodeId))
-        .collect()
+    craft::round_robin_tables(&config(rules))
 }
 
 fn verdicts(farm: &[FarmTable], frame: &[u8]) -> Vec<Verdict> {
@@ -228,7 +200,7 @@ fn vip_traffic_no_rule_matches_is_dropped_everywhere() {
     for frame in cases {
         assert_eq!(unanimous(&farm, &frame), Verdict::Drop(DropReason::NoRule));
     }
-    let no_icmp = self::farm(standard_rules()[..2].to_vec());
+    let no_icmp = self::farm(standard_rules()[..3].to_vec());
     let ping = v4(
         CLIENT4,
         VIP4,
@@ -317,7 +289,7 @@ fn all_fragments_of_a_datagram_reach_the_node_of_the_client_address() {
     );
     assert_eq!(single_acceptor(&farm, &ping), v4_owner);
     // A fragment of a protocol no rule covers is dropped everywhere.
-    let tcp_only = self::farm(standard_rules()[..1].to_vec());
+    let tcp_only = self::farm(standard_rules()[..2].to_vec());
     let frag = craft::ipv4(
         CLIENT4,
         VIP4,

@@ -15,6 +15,9 @@ pub struct HashKey {
     k1: u64,
     /// SipHash's initial state for this key, computed once rather than for every packet.
     initial: [u64; 4],
+    /// `v0` and `v1` after the first half of the first round, which reads neither the message
+    /// nor the other two words: also computed once per key.
+    primed: [u64; 2],
 }
 
 impl HashKey {
@@ -29,16 +32,20 @@ impl HashKey {
             i += 1;
         }
         let (k0, k1) = (u64::from_le_bytes(lo), u64::from_le_bytes(hi));
+        // "somepseudorandomlygeneratedbytes", xored with the key.
+        let initial = [
+            k0 ^ 0x736f_6d65_7073_6575,
+            k1 ^ 0x646f_7261_6e64_6f6d,
+            k0 ^ 0x6c79_6765_6e65_7261,
+            k1 ^ 0x7465_6462_7974_6573,
+        ];
+        let mut primed = initial;
+        half_round_01(&mut primed);
         Self {
             k0,
             k1,
-            // "somepseudorandomlygeneratedbytes", xored with the key.
-            initial: [
-                k0 ^ 0x736f_6d65_7073_6575,
-                k1 ^ 0x646f_7261_6e64_6f6d,
-                k0 ^ 0x6c79_6765_6e65_7261,
-                k1 ^ 0x7465_6462_7974_6573,
-            ],
+            initial,
+            primed: [primed[0], primed[1]],
         }
     }
 
@@ -48,12 +55,24 @@ impl HashKey {
     }
 }
 
+/// The first four steps of a SipRound: they read and write only `v0` and `v1`.
 #[inline(always)]
-fn sip_round(v: &mut [u64; 4]) {
+const fn half_round_01(v: &mut [u64; 4]) {
     v[0] = v[0].wrapping_add(v[1]);
     v[1] = v[1].rotate_left(13);
     v[1] ^= v[0];
     v[0] = v[0].rotate_left(32);
+}
+
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    half_round_01(v);
+    rest_of_round(v);
+}
+
+/// A SipRound after [`half_round_01`].
+#[inline(always)]
+fn rest_of_round(v: &mut [u64; 4]) {
     v[2] = v[2].wrapping_add(v[3]);
     v[3] = v[3].rotate_left(16);
     v[3] ^= v[2];
@@ -72,9 +91,19 @@ struct SipState<const C: usize, const D: usize> {
 }
 
 impl<const C: usize, const D: usize> SipState<C, D> {
+    /// The state after compressing the message's first word `m` (every message has one: the
+    /// last word carries the length). The first half-round comes precomputed with the key.
     #[inline(always)]
-    fn new(key: &HashKey) -> Self {
-        Self { v: key.initial }
+    fn start(key: &HashKey, m: u64) -> Self {
+        let [v0, v1] = key.primed;
+        let [_, _, v2, v3] = key.initial;
+        let mut v = [v0, v1, v2, v3 ^ m];
+        rest_of_round(&mut v);
+        for _ in 1..C {
+            sip_round(&mut v);
+        }
+        v[0] ^= m;
+        Self { v }
     }
 
     #[inline(always)]
@@ -86,11 +115,10 @@ impl<const C: usize, const D: usize> SipState<C, D> {
         self.v[0] ^= m;
     }
 
-    /// Compresses the last word (the message's tail bytes with the length modulo 256 in its
-    /// top byte) and finalises.
+    /// Finalises, once the last word (the message's tail bytes with the length modulo 256 in
+    /// its top byte) has been compressed.
     #[inline(always)]
-    fn finish(mut self, last: u64) -> u64 {
-        self.compress(last);
+    fn finish(mut self) -> u64 {
         self.v[2] ^= 0xff;
         for _ in 0..D {
             sip_round(&mut self.v);
@@ -99,21 +127,27 @@ impl<const C: usize, const D: usize> SipState<C, D> {
     }
 }
 
-/// SipHash-C-D of `data` under `key`, 64-bit output.
+/// SipHash-C-D of `data` under `key`, 64-bit output. `C` must be at least 1, as in every
+/// SipHash variant.
 #[inline(always)]
 pub fn siphash<const C: usize, const D: usize>(key: &HashKey, data: &[u8]) -> u64 {
-    let mut state = SipState::<C, D>::new(key);
-    let mut words = data.chunks_exact(8);
-    for word in words.by_ref() {
+    let full = data.len() / 8;
+    let word = |i: usize| {
         let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        state.compress(u64::from_le_bytes(w));
+        if i < full {
+            w.copy_from_slice(&data[8 * i..8 * i + 8]);
+        } else {
+            let tail = &data[8 * full..];
+            w[..tail.len()].copy_from_slice(tail);
+            w[7] = data.len() as u8;
+        }
+        u64::from_le_bytes(w)
+    };
+    let mut state = SipState::<C, D>::start(key, word(0));
+    for i in 1..=full {
+        state.compress(word(i));
     }
-    let tail = words.remainder();
-    let mut last = [0u8; 8];
-    last[..tail.len()].copy_from_slice(tail);
-    last[7] = data.len() as u8;
-    state.finish(u64::from_le_bytes(last))
+    state.finish()
 }
 
 /// SipHash-1-3, the flow hash of the packet path.
@@ -134,18 +168,17 @@ pub fn siphash13(key: &HashKey, data: &[u8]) -> u64 {
 pub fn client_hash(key: &HashKey, client: IpAddr, port: u16) -> u64 {
     // The port's two bytes in network order, as they sit after the address in a word.
     let port = u64::from(port.swap_bytes());
-    let state = SipState::<1, 3>::new(key);
     match client {
         IpAddr::V4(addr) => {
             let addr = u64::from(u32::from_le_bytes(addr.octets()));
-            state.finish(addr | port << 32 | 6 << 56)
+            SipState::<1, 3>::start(key, addr | port << 32 | 6 << 56).finish()
         }
         IpAddr::V6(addr) => {
             let addr = u128::from_le_bytes(addr.octets());
-            let mut state = state;
-            state.compress(addr as u64);
+            let mut state = SipState::<1, 3>::start(key, addr as u64);
             state.compress((addr >> 64) as u64);
-            state.finish(port | 18 << 56)
+            state.compress(port | 18 << 56);
+            state.finish()
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct Flow {
 
 const PORTS: usize = 1 << 16;
 
+/// The affinity of the rule for each port: a fixed-size array, so that indexing it with a
+/// `u16` needs no bounds check.
+type PortRules = [Option<Affinity>; PORTS];
+
 /// The farm settings the packet path needs, in the form it reads fastest.
 ///
 /// Port rules are flattened into one entry per port and protocol (64 KiB each): one load per
@@ -58,8 +62,8 @@ pub struct FarmRules {
     key: HashKey,
     vips_v4: Box<[[u8; 4]]>,
     vips_v6: Box<[[u8; 16]]>,
-    tcp: Box<[Option<Affinity>]>,
-    udp: Box<[Option<Affinity>]>,
+    tcp: Box<PortRules>,
+    udp: Box<PortRules>,
     /// Whether any rule covers TCP, UDP, ICMP: what fragments and ICMP messages are checked
     /// against.
     covered: [bool; 3],
@@ -79,8 +83,8 @@ impl FarmRules {
             key: HashKey::from_bytes(config.farm.hash_key),
             vips_v4: v4.into_boxed_slice(),
             vips_v6: v6.into_boxed_slice(),
-            tcp: vec![None; PORTS].into_boxed_slice(),
-            udp: vec![None; PORTS].into_boxed_slice(),
+            tcp: no_port_rules(),
+            udp: no_port_rules(),
             covered: [false; 3],
         };
         // Rules are applied in reverse so that, where they overlap, the first one listed wins,
@@ -166,6 +170,12 @@ impl FarmRules {
             key,
         })
     }
+}
+
+/// A port table with no rule, built on the heap (64 KiB is too big for a worker's stack).
+fn no_port_rules() -> Box<PortRules> {
+    let ports: Box<[Option<Affinity>]> = vec![None; PORTS].into_boxed_slice();
+    ports.try_into().expect("PORTS entries")
 }
 
 fn protocol_index(protocol: Protocol) -> usize {

@@ -1,6 +1,7 @@
 //! herd's packet path: zero-copy views over packet bytes ([`wire`]), the keyed flow hash
 //! ([`hash`]), the farm's rules compiled for lookups ([`rules`]), the bucket table the workers
-//! read ([`table`]) and the verdict on each frame ([`classify`]).
+//! read ([`table`]), the verdict on each frame ([`classify`]) and the in-kernel program that
+//! makes the same verdict in XDP ([`xdp`]).
 
 pub mod classify;
 pub mod craft;
@@ -8,6 +9,7 @@ pub mod hash;
 pub mod rules;
 pub mod table;
 pub mod wire;
+pub mod xdp;
 
 pub use classify::{classify, FarmTable, Verdict};
 pub use rules::{DropReason, FarmRules};

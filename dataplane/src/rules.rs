@@ -127,9 +127,24 @@ impl FarmRules {
         }
     }
 
+    /// The IPv4 VIPs.
+    pub fn vips_v4(&self) -> &[[u8; 4]] {
+        &self.vips_v4
+    }
+
+    /// The IPv6 VIPs.
+    pub fn vips_v6(&self) -> &[[u8; 16]] {
+        &self.vips_v6
+    }
+
+    /// The key of the flow hash.
+    pub fn key(&self) -> &HashKey {
+        &self.key
+    }
+
     /// Whether any rule balances some traffic of `protocol`.
     #[inline(always)]
-    fn covers(&self, protocol: Protocol) -> bool {
+    pub fn covers(&self, protocol: Protocol) -> bool {
         self.covered[protocol_index(protocol)]
     }
 

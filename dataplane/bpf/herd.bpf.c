@@ -1,0 +1,584 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// herd's in-kernel mode: the whole verdict of `classify` (dataplane/src/classify.rs) in an XDP
+// program. It follows the numbered rules at the top of that file, step for step; a differential
+// test (dataplane/tests/xdp.rs) runs thousands of frames through both and requires the same
+// verdict for each.
+//
+// Pass and Accept are XDP_PASS, every Drop is XDP_DROP. AnswerNeighbor is XDP_PASS for now: the
+// answer with the farm's virtual MAC is built in the VIP address resolution step.
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_VIPS 16
+#define MAX_BUCKETS 65536
+#define PORTS 65536
+// XDP frames fit in a page; bounding every offset by it lets the verifier check the packet
+// accesses (any offset past the frame fails its length check first).
+#define MAX_OFFSET 4096
+#define MAX_EXTENSION_HEADERS 8
+
+#define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define ETH_P_IPV6 0x86dd
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88a8
+
+#define PROTO_HOP_BY_HOP 0
+#define PROTO_ICMP 1
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PROTO_ROUTING 43
+#define PROTO_FRAGMENT 44
+#define PROTO_AUTH 51
+#define PROTO_ICMPV6 58
+#define PROTO_DEST_OPTS 60
+
+#define NO_OWNER 0xffff
+
+// What a port rule says, as the `ports` map holds it.
+#define RULE_NONE 0
+#define RULE_CLIENT_IP 1
+#define RULE_CLIENT_IP_PORT 2
+
+// Rule protocols, as indices of `covered` and blocks of the `ports` map.
+#define RULE_TCP 0
+#define RULE_UDP 1
+#define RULE_ICMP 2
+
+// The verdicts, which are also the indices of the per-CPU counters.
+enum verdict {
+	V_PASS,
+	V_ACCEPT,
+	V_DROP_NOT_OWNER,
+	V_DROP_NO_RULE,
+	V_DROP_MALFORMED,
+	V_ANSWER_NEIGHBOR,
+	V_COUNT,
+};
+
+// The farm settings (one entry), written by userspace before the program is attached. The
+// layout is `FarmSettings` in dataplane/src/xdp.rs.
+struct farm {
+	__u64 key[2];
+	__u32 mask;
+	__u16 local;
+	__u8 covered[3];
+	__u8 vips_v4;
+	__u8 vips_v6;
+	__u8 pad[5];
+	__u8 vip4[MAX_VIPS][4];
+	__u8 vip6[MAX_VIPS][16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct farm);
+} farm SEC(".maps");
+
+// The rule of each port: TCP ports first, then UDP.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * PORTS);
+	__type(key, __u32);
+	__type(value, __u8);
+} ports SEC(".maps");
+
+// Two bucket tables; `active` says which one packets read, so that userspace fills the other
+// and switches with one aligned 4-byte write: no packet sees half a table.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * MAX_BUCKETS);
+	__type(key, __u32);
+	__type(value, __u16);
+} buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, V_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+// A client identity as SipHash message words (see `Identity` in dataplane/src/hash.rs), or
+// the verdict that made hashing unnecessary.
+struct identity {
+	enum verdict verdict; // V_ACCEPT while the identity is to be hashed
+	__u8 words;           // 1 (IPv4) or 3 (IPv6)
+	__u64 word[3];
+};
+
+// A stretch of the frame: `off` from its start, `len` bytes long as the headers say (never past
+// the frame's end).
+struct span {
+	__u32 off;
+	__u32 len;
+};
+
+struct packet {
+	void *data;
+	void *end;
+	__u32 len;
+};
+
+// `n` readable bytes at `off`, or NULL.
+static __always_inline const __u8 *at(const struct packet *pkt, __u32 off, __u32 n)
+{
+	if (off > MAX_OFFSET)
+		return NULL;
+	const __u8 *p = pkt->data + off;
+	// Makes `p` opaque to the compiler, which would otherwise recompute `data + off` for the
+	// access after the check, a pointer the verifier has not seen checked.
+	asm volatile("" : "+r"(p));
+	if ((const void *)(p + n) > pkt->end)
+		return NULL;
+	return p;
+}
+
+static __always_inline __u16 be16(const __u8 *p)
+{
+	return ((__u16)p[0] << 8) | p[1];
+}
+
+static __always_inline __u64 le64(const __u8 *p)
+{
+	__u64 v;
+	__builtin_memcpy(&v, p, 8);
+	return v;
+}
+
+static __always_inline __u32 le32(const __u8 *p)
+{
+	__u32 v;
+	__builtin_memcpy(&v, p, 4);
+	return v;
+}
+
+static __always_inline int is_vip4(const struct farm *f, const __u8 *addr)
+{
+	__u32 a = le32(addr);
+#pragma unroll
+	for (int i = 0; i < MAX_VIPS; i++) {
+		if (i >= f->vips_v4)
+			break;
+		if (le32(f->vip4[i]) == a)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int is_vip6(const struct farm *f, const __u8 *addr)
+{
+	__u64 lo = le64(addr), hi = le64(addr + 8);
+#pragma unroll
+	for (int i = 0; i < MAX_VIPS; i++) {
+		if (i >= f->vips_v6)
+			break;
+		if (le64(f->vip6[i]) == lo && le64(f->vip6[i] + 8) == hi)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline struct identity decided(enum verdict v)
+{
+	struct identity id = {.verdict = v};
+	return id;
+}
+
+// The identity of a client (4 or 16 address bytes) with the port bytes as they sit on the wire
+// (`port` holds them in memory order; 0 for the address alone).
+static __always_inline struct identity client(const __u8 *addr, int v6, __u16 port)
+{
+	struct identity id = {.verdict = V_ACCEPT};
+	if (v6) {
+		id.words = 3;
+		id.word[0] = le64(addr);
+		id.word[1] = le64(addr + 8);
+		id.word[2] = (__u64)port | (18ULL << 56);
+	} else {
+		id.words = 1;
+		id.word[0] = (__u64)le32(addr) | ((__u64)port << 32) | (6ULL << 56);
+	}
+	return id;
+}
+
+static __always_inline int rule_protocol(__u8 number)
+{
+	switch (number) {
+	case PROTO_TCP:
+		return RULE_TCP;
+	case PROTO_UDP:
+		return RULE_UDP;
+	case PROTO_ICMP:
+	case PROTO_ICMPV6:
+		return RULE_ICMP;
+	default:
+		return -1;
+	}
+}
+
+// A flow identified by the client address alone: balanced when any rule covers its protocol.
+static __always_inline struct identity address_only(const struct farm *f, __u8 number,
+						    const __u8 *addr, int v6)
+{
+	int p = rule_protocol(number);
+	if (p < 0 || !f->covered[p])
+		return decided(V_DROP_NO_RULE);
+	return client(addr, v6, 0);
+}
+
+// A TCP or UDP flow: the rule of the VIP port says whether the client port joins the address.
+static __always_inline struct identity by_ports(int p, const __u8 *l4, const __u8 *addr, int v6)
+{
+	__u32 key = (__u32)p * PORTS + be16(l4 + 2);
+	const __u8 *rule = bpf_map_lookup_elem(&ports, &key);
+	if (!rule || *rule == RULE_NONE)
+		return decided(V_DROP_NO_RULE);
+	__u16 port = 0;
+	if (*rule == RULE_CLIENT_IP_PORT)
+		__builtin_memcpy(&port, l4, 2);
+	return client(addr, v6, port);
+}
+
+static __always_inline struct identity transport(const struct packet *pkt, __u8 number,
+						 struct span l4, const __u8 *addr, int v6)
+{
+	const __u8 *h;
+	if (number == PROTO_TCP) {
+		if (l4.len < 20 || !(h = at(pkt, l4.off, 20)))
+			return decided(V_DROP_MALFORMED);
+		__u32 data_offset = (h[12] >> 4) * 4;
+		if (data_offset < 20 || data_offset > l4.len)
+			return decided(V_DROP_MALFORMED);
+		return by_ports(RULE_TCP, h, addr, v6);
+	}
+	if (l4.len < 8 || !(h = at(pkt, l4.off, 8)))
+		return decided(V_DROP_MALFORMED);
+	return by_ports(RULE_UDP, h, addr, v6);
+}
+
+// The packet an ICMP error quotes was sent by the farm: its destination is the client and its
+// source port the VIP port.
+static __always_inline struct identity quoted(const struct packet *pkt, const struct farm *f,
+					      __u8 number, struct span l4, int fragment,
+					      const __u8 *addr, int v6)
+{
+	if (fragment || (number != PROTO_TCP && number != PROTO_UDP))
+		return address_only(f, number, addr, v6);
+	const __u8 *h;
+	if (l4.len < 4 || !(h = at(pkt, l4.off, 4)))
+		return decided(V_DROP_MALFORMED);
+	__u8 ports_swapped[4] = {h[2], h[3], h[0], h[1]};
+	return by_ports(number == PROTO_TCP ? RULE_TCP : RULE_UDP, ports_swapped, addr, v6);
+}
+
+static __always_inline struct identity ipv4(const struct packet *pkt, const struct farm *f,
+					    __u32 off)
+{
+	const __u8 *ip = at(pkt, off, 20);
+	if (!ip || (ip[0] >> 4) != 4 || !is_vip4(f, ip + 16))
+		return decided(V_PASS);
+	__u32 header_len = (ip[0] & 0x0f) * 4;
+	__u32 total_len = be16(ip + 2);
+	if (header_len < 20 || total_len < header_len || total_len > pkt->len - off)
+		return decided(V_DROP_MALFORMED);
+	struct span l4 = {off + header_len, total_len - header_len};
+	if ((ip[6] & 0x20) || (be16(ip + 6) & 0x1fff))
+		return address_only(f, ip[9], ip + 12, 0);
+	switch (ip[9]) {
+	case PROTO_TCP:
+	case PROTO_UDP:
+		return transport(pkt, ip[9], l4, ip + 12, 0);
+	case PROTO_ICMP:
+		break;
+	default:
+		return decided(V_DROP_NO_RULE);
+	}
+	const __u8 *icmp;
+	if (l4.len < 8 || !(icmp = at(pkt, l4.off, 8)))
+		return decided(V_DROP_MALFORMED);
+	if (icmp[0] != 3 && icmp[0] != 11 && icmp[0] != 12)
+		return address_only(f, PROTO_ICMP, ip + 12, 0);
+	struct span q = {l4.off + 8, l4.len - 8};
+	const __u8 *inner = at(pkt, q.off, 20);
+	if (q.len < 20 || !inner || (inner[0] >> 4) != 4 || !is_vip4(f, inner + 12))
+		return decided(V_DROP_MALFORMED);
+	__u32 inner_header = (inner[0] & 0x0f) * 4;
+	if (inner_header < 20 || inner_header > q.len)
+		return decided(V_DROP_MALFORMED);
+	struct span inner_l4 = {q.off + inner_header, q.len - inner_header};
+	int fragment = (inner[6] & 0x20) || (be16(inner + 6) & 0x1fff);
+	return quoted(pkt, f, inner[9], inner_l4, fragment, inner + 16, 0);
+}
+
+// What follows an IPv6 header's extension headers (see `upper_layer` in wire/ipv6.rs).
+struct upper {
+	int ok;
+	__u8 protocol;
+	int fragment;
+	struct span payload;
+};
+
+static __always_inline struct upper upper_layer(const struct packet *pkt, __u8 next,
+						struct span bytes)
+{
+	struct upper u = {0};
+#pragma unroll
+	for (int i = 0; i <= MAX_EXTENSION_HEADERS; i++) {
+		const __u8 *h;
+		__u32 len;
+		switch (next) {
+		case PROTO_HOP_BY_HOP:
+		case PROTO_ROUTING:
+		case PROTO_DEST_OPTS:
+			if (bytes.len < 2 || !(h = at(pkt, bytes.off, 2)))
+				return u;
+			len = ((__u32)h[1] + 1) * 8;
+			break;
+		case PROTO_AUTH:
+			if (bytes.len < 2 || !(h = at(pkt, bytes.off, 2)))
+				return u;
+			len = ((__u32)h[1] + 2) * 4;
+			break;
+		case PROTO_FRAGMENT:
+			len = 8;
+			break;
+		default:
+			u.ok = 1;
+			u.protocol = next;
+			u.payload = bytes;
+			return u;
+		}
+		if (bytes.len < len || !(h = at(pkt, bytes.off, 4)))
+			return u;
+		if (next == PROTO_FRAGMENT && ((be16(h + 2) >> 3) || (h[3] & 1))) {
+			u.ok = 1;
+			u.protocol = h[0];
+			u.fragment = 1;
+			u.payload.off = bytes.off + 8;
+			u.payload.len = bytes.len - 8;
+			return u;
+		}
+		next = h[0];
+		bytes.off += len;
+		bytes.len -= len;
+	}
+	return u;
+}
+
+// ff02::1:ffxx:xxxx, where solicitations for a VIP are sent.
+static __always_inline int is_solicited_node(const __u8 *a)
+{
+	return le64(a) == 0x02ff && le32(a + 8) == 0x01000000 && a[12] == 0xff;
+}
+
+// Neighbour discovery and listener messages: answered (a solicitation for a VIP) or left to the
+// kernel; -1 for any other packet.
+static __always_inline int link_control(const struct packet *pkt, const struct farm *f,
+					const __u8 *ip, const struct upper *u)
+{
+	const __u8 *icmp;
+	if (u->protocol != PROTO_ICMPV6 || u->fragment || u->payload.len < 8 ||
+	    !(icmp = at(pkt, u->payload.off, 8)))
+		return -1;
+	if (!((icmp[0] >= 130 && icmp[0] <= 137) || icmp[0] == 143))
+		return -1;
+	const __u8 *ns;
+	if (ip[7] == 255 && icmp[0] == 135 && icmp[1] == 0 && u->payload.len >= 24 &&
+	    (ns = at(pkt, u->payload.off, 24)) && is_vip6(f, ns + 8))
+		return V_ANSWER_NEIGHBOR;
+	return V_PASS;
+}
+
+static __always_inline struct identity ipv6(const struct packet *pkt, const struct farm *f,
+					    __u32 off)
+{
+	const __u8 *ip = at(pkt, off, 40);
+	if (!ip || (ip[0] >> 4) != 6)
+		return decided(V_PASS);
+	int for_vip = is_vip6(f, ip + 24);
+	if (!for_vip && !is_solicited_node(ip + 24))
+		return decided(V_PASS);
+	struct upper u = {0};
+	__u32 payload_len = be16(ip + 4);
+	if (40 + payload_len <= pkt->len - off) {
+		struct span payload = {off + 40, payload_len};
+		u = upper_layer(pkt, ip[6], payload);
+	}
+	if (u.ok) {
+		int control = link_control(pkt, f, ip, &u);
+		if (control >= 0)
+			return decided(control);
+	}
+	if (!for_vip)
+		return decided(V_PASS);
+	if (!u.ok)
+		return decided(V_DROP_MALFORMED);
+	if (u.fragment)
+		return address_only(f, u.protocol, ip + 8, 1);
+	switch (u.protocol) {
+	case PROTO_TCP:
+	case PROTO_UDP:
+		return transport(pkt, u.protocol, u.payload, ip + 8, 1);
+	case PROTO_ICMPV6:
+		break;
+	default:
+		return decided(V_DROP_NO_RULE);
+	}
+	const __u8 *icmp;
+	if (u.payload.len < 8 || !(icmp = at(pkt, u.payload.off, 8)))
+		return decided(V_DROP_MALFORMED);
+	if (icmp[0] < 1 || icmp[0] > 4)
+		return address_only(f, PROTO_ICMPV6, ip + 8, 1);
+	struct span q = {u.payload.off + 8, u.payload.len - 8};
+	const __u8 *inner = at(pkt, q.off, 40);
+	if (q.len < 40 || !inner || (inner[0] >> 4) != 6 || !is_vip6(f, inner + 8))
+		return decided(V_DROP_MALFORMED);
+	struct span rest = {q.off + 40, q.len - 40};
+	struct upper iu = upper_layer(pkt, inner[6], rest);
+	if (!iu.ok)
+		return decided(V_DROP_MALFORMED);
+	return quoted(pkt, f, iu.protocol, iu.payload, iu.fragment, inner + 24, 1);
+}
+
+static __always_inline enum verdict arp(const struct packet *pkt, const struct farm *f,
+					__u32 off)
+{
+	const __u8 *a = at(pkt, off, 28);
+	if (!a || be16(a) != 1 || be16(a + 2) != ETH_P_IP || a[4] != 6 || a[5] != 4)
+		return V_PASS;
+	if (be16(a + 6) == 1 && le32(a + 14) != le32(a + 24) && is_vip4(f, a + 24))
+		return V_ANSWER_NEIGHBOR;
+	return V_PASS;
+}
+
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                               \
+	do {                                                                                   \
+		v0 += v1;                                                                      \
+		v1 = ROTL(v1, 13);                                                             \
+		v1 ^= v0;                                                                      \
+		v0 = ROTL(v0, 32);                                                             \
+		v2 += v3;                                                                      \
+		v3 = ROTL(v3, 16);                                                             \
+		v3 ^= v2;                                                                      \
+		v0 += v3;                                                                      \
+		v3 = ROTL(v3, 21);                                                             \
+		v3 ^= v0;                                                                      \
+		v2 += v1;                                                                      \
+		v1 = ROTL(v1, 17);                                                             \
+		v1 ^= v2;                                                                      \
+		v2 = ROTL(v2, 32);                                                             \
+	} while (0)
+
+// SipHash-1-3 of the identity's words (see dataplane/src/hash.rs).
+static __always_inline __u64 flow_hash(const struct farm *f, const struct identity *id)
+{
+	__u64 v0 = f->key[0] ^ 0x736f6d6570736575ULL;
+	__u64 v1 = f->key[1] ^ 0x646f72616e646f6dULL;
+	__u64 v2 = f->key[0] ^ 0x6c7967656e657261ULL;
+	__u64 v3 = f->key[1] ^ 0x7465646279746573ULL;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		if (i >= id->words)
+			break;
+		v3 ^= id->word[i];
+		SIPROUND;
+		v0 ^= id->word[i];
+	}
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static __always_inline enum verdict owner_verdict(const struct farm *f, __u64 hash)
+{
+	__u32 zero = 0;
+	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
+	if (!table)
+		return V_DROP_NOT_OWNER;
+	__u32 key = (*table & 1) * MAX_BUCKETS + ((__u32)hash & f->mask & (MAX_BUCKETS - 1));
+	const __u16 *owner = bpf_map_lookup_elem(&buckets, &key);
+	if (owner && *owner == f->local && *owner != NO_OWNER)
+		return V_ACCEPT;
+	return V_DROP_NOT_OWNER;
+}
+
+static __always_inline enum verdict classify(struct xdp_md *ctx)
+{
+	struct packet pkt = {
+		.data = (void *)(long)ctx->data,
+		.end = (void *)(long)ctx->data_end,
+	};
+	pkt.len = pkt.end - pkt.data;
+	__u32 zero = 0;
+	const struct farm *f = bpf_map_lookup_elem(&farm, &zero);
+	if (!f)
+		return V_PASS;
+	const __u8 *eth = at(&pkt, 0, 14);
+	if (!eth)
+		return V_PASS;
+	__u16 ethertype = be16(eth + 12);
+	__u32 off = 14;
+#pragma unroll
+	for (int tags = 0; tags < 2; tags++) {
+		if (ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD)
+			break;
+		const __u8 *tag = at(&pkt, off, 4);
+		if (!tag)
+			return V_PASS;
+		ethertype = be16(tag + 2);
+		off += 4;
+	}
+	struct identity id;
+	switch (ethertype) {
+	case ETH_P_IP:
+		id = ipv4(&pkt, f, off);
+		break;
+	case ETH_P_IPV6:
+		id = ipv6(&pkt, f, off);
+		break;
+	case ETH_P_ARP:
+		return arp(&pkt, f, off);
+	default:
+		// Other EtherTypes, and a third VLAN tag.
+		return V_PASS;
+	}
+	if (id.verdict != V_ACCEPT)
+		return id.verdict;
+	return owner_verdict(f, flow_hash(f, &id));
+}
+
+SEC("xdp")
+int herd_classify(struct xdp_md *ctx)
+{
+	enum verdict v = classify(ctx);
+	__u32 index = v;
+	__u64 *count = bpf_map_lookup_elem(&counters, &index);
+	if (count)
+		*count += 1;
+	switch (v) {
+	case V_DROP_NOT_OWNER:
+	case V_DROP_NO_RULE:
+	case V_DROP_MALFORMED:
+		return XDP_DROP;
+	default:
+		return XDP_PASS;
+	}
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

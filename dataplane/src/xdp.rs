@@ -1,0 +1,198 @@
+//! The in-kernel mode: the eBPF program of `bpf/herd.bpf.c`, which makes the whole verdict of
+//! [`crate::classify`] in XDP, loaded with aya, and the maps that carry the farm into it.
+
+use aya::maps::{Array, MapData, PerCpuArray};
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfError, Pod};
+use herd_config::{Affinity, Protocol};
+
+use crate::classify::Verdict;
+use crate::rules::{DropReason, FarmRules};
+use crate::table::{BucketTable, NodeId, MAX_BUCKETS};
+
+/// The program object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herd.bpf.o"));
+
+/// The program's name in the object (its function name).
+const PROGRAM: &str = "herd_classify";
+
+/// The most VIPs of each family the program holds (the configuration's limit).
+const MAX_VIPS: usize = herd_config::Farm::MAX_VIPS;
+
+/// The farm settings as the program's `farm` map holds them: `struct farm` in herd.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FarmSettings {
+    key: [u64; 2],
+    mask: u32,
+    local: NodeId,
+    covered: [u8; 3],
+    vips_v4: u8,
+    vips_v6: u8,
+    pad: [u8; 5],
+    vip4: [[u8; 4]; MAX_VIPS],
+    vip6: [[u8; 16]; MAX_VIPS],
+}
+
+// SAFETY: `FarmSettings` is `repr(C)` plain data whose fields leave no padding (the explicit
+// `pad` fills the only gap), so every byte pattern is a valid value.
+unsafe impl Pod for FarmSettings {}
+
+/// The counters of the program's verdicts, in the order of `enum verdict` in herd.bpf.c.
+const VERDICTS: [Verdict; 6] = [
+    Verdict::Pass,
+    Verdict::Accept,
+    Verdict::Drop(DropReason::NotOwner),
+    Verdict::Drop(DropReason::NoRule),
+    Verdict::Drop(DropReason::Malformed),
+    Verdict::AnswerNeighbor,
+];
+
+/// What can go wrong with the in-kernel program.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The object could not be loaded (the verifier's log is in the message).
+    #[error("cannot load the eBPF program: {0} (loading eBPF programs needs root or CAP_BPF)")]
+    Load(#[from] EbpfError),
+    /// The program could not be loaded, run or attached.
+    #[error("eBPF program: {0}")]
+    Program(#[from] ProgramError),
+    /// A map could not be read or written.
+    #[error("eBPF map: {0}")]
+    Map(#[from] aya::maps::MapError),
+    /// The object lacks a program or map this code expects (a build mismatch).
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    /// The farm has more VIPs of a family than the program holds.
+    #[error("the eBPF program holds at most {MAX_VIPS} VIPs of each family")]
+    TooManyVips,
+    /// A test run did not count exactly one verdict.
+    #[error("a test run counted {0} verdicts instead of one")]
+    Uncounted(u64),
+}
+
+/// The in-kernel classifier, loaded and filled with one farm's settings, not yet attached.
+pub struct XdpClassifier {
+    ebpf: Ebpf,
+    /// Which half of the `buckets` map packets read.
+    active: u32,
+}
+
+impl XdpClassifier {
+    /// Loads the program (the kernel verifies it here) and fills its maps with the farm's
+    /// rules and `table`, as node `local`.
+    pub fn load(rules: &FarmRules, table: &BucketTable, local: NodeId) -> Result<Self, XdpError> {
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("herd_classify program"))?
+            .try_into()?;
+        program.load()?;
+        let mut classifier = Self { ebpf, active: 0 };
+        classifier.write_rules(rules, table, local)?;
+        classifier.install_table(table)?;
+        Ok(classifier)
+    }
+
+    fn write_rules(
+        &mut self,
+        rules: &FarmRules,
+        table: &BucketTable,
+        local: NodeId,
+    ) -> Result<(), XdpError> {
+        let (v4, v6) = (rules.vips_v4(), rules.vips_v6());
+        if v4.len() > MAX_VIPS || v6.len() > MAX_VIPS {
+            return Err(XdpError::TooManyVips);
+        }
+        let (k0, k1) = rules.key().words();
+        let mut settings = FarmSettings {
+            key: [k0, k1],
+            mask: (table.len() - 1) as u32,
+            local,
+            covered: [Protocol::Tcp, Protocol::Udp, Protocol::Icmp]
+                .map(|protocol| u8::from(rules.covers(protocol))),
+            vips_v4: v4.len() as u8,
+            vips_v6: v6.len() as u8,
+            pad: [0; 5],
+            vip4: [[0; 4]; MAX_VIPS],
+            vip6: [[0; 16]; MAX_VIPS],
+        };
+        settings.vip4[..v4.len()].copy_from_slice(v4);
+        settings.vip6[..v6.len()].copy_from_slice(v6);
+        self.array::<FarmSettings>("farm")?.set(0, settings, 0)?;
+        let mut ports = self.array::<u8>("ports")?;
+        for (block, protocol) in [Protocol::Tcp, Protocol::Udp].into_iter().enumerate() {
+            for port in 0..=u16::MAX {
+                let rule = match rules.affinity(protocol, port) {
+                    None => continue,
+                    Some(Affinity::ClientIp) => 1,
+                    Some(Affinity::ClientIpPort) => 2,
+                };
+                ports.set(block as u32 * 65536 + u32::from(port), rule, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs a new bucket table without stopping traffic: it is written into the half of
+    /// the `buckets` map that packets do not read, then one 4-byte write switches them to it.
+    /// The table must have the bucket count the classifier was loaded with.
+    pub fn install_table(&mut self, table: &BucketTable) -> Result<(), XdpError> {
+        let next = self.active ^ 1;
+        let mut buckets = self.array::<NodeId>("buckets")?;
+        for (bucket, &owner) in table.owners().iter().enumerate() {
+            buckets.set(next * MAX_BUCKETS as u32 + bucket as u32, owner, 0)?;
+        }
+        self.array::<u32>("active")?.set(0, next, 0)?;
+        self.active = next;
+        Ok(())
+    }
+
+    /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`.
+    fn verdict_counts(&self) -> Result<[u64; VERDICTS.len()], XdpError> {
+        let map = self
+            .ebpf
+            .map("counters")
+            .ok_or(XdpError::Missing("counters map"))?;
+        let counters = PerCpuArray::<_, u64>::try_from(map)?;
+        let mut counts = [0; VERDICTS.len()];
+        for (index, count) in counts.iter_mut().enumerate() {
+            *count = counters.get(&(index as u32), 0)?.iter().sum();
+        }
+        Ok(counts)
+    }
+
+    /// The program's verdict on one frame, run in the kernel with `BPF_PROG_TEST_RUN` (which
+    /// refuses frames shorter than an Ethernet header). For tests: each call reads every
+    /// counter twice.
+    pub fn test_verdict(&self, frame: &[u8]) -> Result<Verdict, XdpError> {
+        let before = self.verdict_counts()?;
+        self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::default()
+        })?;
+        let after = self.verdict_counts()?;
+        let mut counted = VERDICTS.iter().zip(before.iter().zip(after)).filter_map(
+            |(&verdict, (&before, after))| (after != before).then_some((verdict, after - before)),
+        );
+        match (counted.next(), counted.next()) {
+            (Some((verdict, 1)), None) => Ok(verdict),
+            (Some((_, n)), None) => Err(XdpError::Uncounted(n)),
+            (None, _) => Err(XdpError::Uncounted(0)),
+            (Some(_), Some(_)) => Err(XdpError::Uncounted(2)),
+        }
+    }
+
+    fn program(&self) -> Result<&Xdp, XdpError> {
+        let program = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(XdpError::Missing("herd_classify program"))?;
+        Ok(program.try_into()?)
+    }
+
+    fn array<V: Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, XdpError> {
+        let map = self.ebpf.map_mut(name).ok_or(XdpError::Missing(name))?;
+        Ok(Array::try_from(map)?)
+    }
+}

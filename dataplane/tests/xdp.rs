@@ -1,0 +1,277 @@
+//! The in-kernel program against the Rust classifier: thousands of generated frames of every
+//! shape the rules name, well-formed and damaged, run through the eBPF program with
+//! `BPF_PROG_TEST_RUN` and through `classify`; every verdict must be the same.
+//!
+//! Needs root (loading eBPF programs); `scripts/test` runs it as root, as CI does.
+
+use std::sync::Arc;
+
+use herd_config::{Affinity, FarmConfig, Protocol};
+use herd_dataplane::craft::{self, Fragment};
+use herd_dataplane::table::{BucketTable, NodeId};
+use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
+use herd_dataplane::xdp::XdpClassifier;
+use herd_dataplane::{classify, FarmRules, FarmTable, Verdict};
+
+const VIP: [u8; 4] = [198, 18, 0, 100];
+const VIP_B: [u8; 4] = [198, 18, 0, 101];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
+const BUCKETS: u32 = 256;
+
+fn farm(icmp: bool) -> FarmConfig {
+    let mut rules = vec![
+        craft::rule(Protocol::Tcp, 80, 80, Affinity::ClientIp),
+        craft::rule(Protocol::Tcp, 8000, 8099, Affinity::ClientIpPort),
+        craft::rule(Protocol::Udp, 5000, 5099, Affinity::ClientIpPort),
+        craft::rule(Protocol::Udp, 53, 53, Affinity::ClientIp),
+    ];
+    if icmp {
+        rules.push(craft::rule(Protocol::Icmp, 0, 0, Affinity::ClientIp));
+    }
+    craft::farm_config(
+        &[VIP.into(), VIP_B.into(), VIP6.into()],
+        BUCKETS,
+        *b"differential-key",
+        3,
+        rules,
+    )
+}
+
+/// Bucket owners from a seed: nodes 0-2, and some buckets nobody owns.
+fn owners(seed: u64) -> BucketTable {
+    let mut rng = Rng(seed);
+    let owners = (0..BUCKETS)
+        .map(|_| match rng.below(8) {
+            0 => herd_dataplane::table::NO_OWNER,
+            n => (n % 3) as NodeId,
+        })
+        .collect();
+    BucketTable::new(seed, owners).unwrap()
+}
+
+/// A xorshift generator: the same frames on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, in_n: u64) -> bool {
+        self.below(in_n) == 0
+    }
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        std::array::from_fn(|_| self.next() as u8)
+    }
+}
+
+fn port(rng: &mut Rng) -> u16 {
+    rng.pick(&[
+        80, 443, 8000, 8050, 8099, 8100, 5000, 5099, 5100, 53, 0, 65535,
+    ])
+}
+
+fn fragment(rng: &mut Rng) -> Fragment {
+    match rng.below(6) {
+        0 => Fragment {
+            offset: 0,
+            more: true,
+        },
+        1 => Fragment {
+            offset: 185,
+            more: rng.chance(2),
+        },
+        _ => Fragment::default(),
+    }
+}
+
+/// A TCP, UDP or other transport payload; the protocol number comes with it.
+fn transport(rng: &mut Rng, (src_port, dst_port): (u16, u16)) -> (u8, Vec<u8>) {
+    match rng.below(5) {
+        0 | 1 => {
+            let mut segment = craft::tcp(src_port, dst_port, 0x02, &[0; 12]);
+            if rng.chance(5) {
+                segment[12] = (rng.below(16) as u8) << 4;
+            }
+            (ip_proto::TCP, segment)
+        }
+        2 | 3 => (ip_proto::UDP, craft::udp(src_port, dst_port, &[7; 10])),
+        _ => (rng.pick(&[47, 132, 0, 1, 58]), vec![0; 16]),
+    }
+}
+
+fn v4_packet(rng: &mut Rng) -> Vec<u8> {
+    let client = [198, 19, rng.next() as u8, rng.next() as u8];
+    let dst = rng.pick(&[VIP, VIP_B, [198, 18, 0, 1]]);
+    let (protocol, payload) = match rng.below(4) {
+        0 => {
+            // An ICMP error quoting a packet the farm (or someone else) sent to the client.
+            let src = rng.pick(&[VIP, VIP, [198, 18, 0, 9]]);
+            let ports = (port(rng), rng.next() as u16);
+            let (inner_protocol, inner_l4) = transport(rng, ports);
+            let mut inner = craft::ipv4(src, client, inner_protocol, fragment(rng), &inner_l4);
+            inner.truncate(20 + rng.below(12) as usize);
+            if rng.chance(6) {
+                inner[0] = rng.pick(&[0x44, 0x46, 0x65]);
+            }
+            let kind = rng.pick(&[3, 11, 12, 8, 0, 5]);
+            (
+                ip_proto::ICMP,
+                craft::icmp(kind, 4, [0, 0, 5, 0xdc], &inner),
+            )
+        }
+        1 => (ip_proto::ICMP, craft::icmp(8, 0, [0, 1, 0, 1], &[0; 8])),
+        _ => {
+            let ports = (rng.next() as u16, port(rng));
+            transport(rng, ports)
+        }
+    };
+    craft::ipv4(client, dst, protocol, fragment(rng), &payload)
+}
+
+fn v6_packet(rng: &mut Rng) -> Vec<u8> {
+    let mut client = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    client[8..].copy_from_slice(&rng.bytes::<8>());
+    let mut other = VIP6;
+    other[15] = 1;
+    let dst = rng.pick(&[VIP6, VIP6, other, craft::solicited_node(VIP6)]);
+    let hop_limit = rng.pick(&[255, 64]);
+    let (next, mut payload) = match rng.below(5) {
+        0 => {
+            let src = rng.pick(&[VIP6, VIP6, other]);
+            let ports = (port(rng), rng.next() as u16);
+            let (inner_protocol, inner_l4) = transport(rng, ports);
+            let mut inner = craft::ipv6(src, client, inner_protocol, 64, &inner_l4);
+            inner.truncate(40 + rng.below(16) as usize);
+            let kind = rng.pick(&[1, 2, 3, 4, 128, 135, 136, 143]);
+            (ip_proto::ICMPV6, craft::icmp(kind, 0, [0; 4], &inner))
+        }
+        1 => {
+            let target = rng.pick(&[VIP6, other]);
+            let mut message = craft::neighbor_solicitation(target);
+            if rng.chance(4) {
+                message[0] = rng.pick(&[130, 133, 134, 136, 137, 143, 128]);
+            }
+            (ip_proto::ICMPV6, message)
+        }
+        _ => {
+            let ports = (rng.next() as u16, port(rng));
+            transport(rng, ports)
+        }
+    };
+    let mut next = next;
+    match rng.below(6) {
+        0 => {
+            payload = craft::ipv6_fragment(next, fragment(rng), &payload);
+            next = ip_proto::FRAGMENT;
+        }
+        1 => {
+            payload = craft::ipv6_options(next, rng.below(3) as u8, &payload);
+            next = rng.pick(&[ip_proto::HOP_BY_HOP, ip_proto::DEST_OPTS, ip_proto::ROUTING]);
+        }
+        _ => {}
+    }
+    craft::ipv6(client, dst, next, hop_limit, &payload)
+}
+
+fn frame(rng: &mut Rng) -> Vec<u8> {
+    let tags: &[u16] = match rng.below(10) {
+        0 => &[7],
+        1 => &[7, 8],
+        _ => &[],
+    };
+    let mut frame = match rng.below(10) {
+        0 => {
+            let target = rng.pick(&[VIP, [198, 18, 0, 1]]);
+            let sender = rng.pick(&[[198, 19, 0, 1], target]);
+            craft::ethernet(tags, ethertype::ARP, &craft::arp_request(sender, target))
+        }
+        1..=5 => craft::ethernet(tags, ethertype::IPV4, &v4_packet(rng)),
+        _ => craft::ethernet(tags, ethertype::IPV6, &v6_packet(rng)),
+    };
+    if rng.chance(12) {
+        // A third tag, which nothing looks through.
+        frame.splice(12..12, [0x81, 0x00, 0, 9]);
+    }
+    // Damage: flipped bytes, then sometimes a cut or Ethernet padding.
+    for _ in 0..rng.below(3).saturating_sub(1) {
+        let at = rng.below(frame.len().min(90) as u64) as usize;
+        frame[at] = rng.next() as u8;
+    }
+    match rng.below(8) {
+        0 => frame.truncate(14 + rng.below(frame.len() as u64 - 13) as usize),
+        1 => frame.resize(frame.len() + rng.below(20) as usize, 0),
+        _ => {}
+    }
+    frame
+}
+
+fn needs_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads eBPF programs and needs root: run it through scripts/test as root"
+    );
+}
+
+/// Runs `frames` through node `local` of `config` in both classifiers, with two successive
+/// bucket tables, and returns how many frames met each verdict.
+fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(Verdict, usize)> {
+    let rules = Arc::new(FarmRules::from_config(config));
+    let first = owners(1 + u64::from(local));
+    let mut xdp = XdpClassifier::load(&rules, &first, local).expect("loads the eBPF program");
+    let mut seen: Vec<(Verdict, usize)> = Vec::new();
+    for table in [first, owners(7 + u64::from(local))] {
+        xdp.install_table(&table).expect("installs the table");
+        let rust = FarmTable::new(Arc::clone(&rules), table, local);
+        for frame in frames {
+            let expected = classify(frame, &rust);
+            let got = xdp.test_verdict(frame).expect("runs the eBPF program");
+            assert_eq!(got, expected, "frame {frame:02x?}");
+            match seen.iter_mut().find(|(verdict, _)| *verdict == expected) {
+                Some((_, count)) => *count += 1,
+                None => seen.push((expected, 1)),
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn the_ebpf_program_and_classify_agree_on_every_frame() {
+    needs_root();
+    let mut rng = Rng(0x5eed_f00d_d00d_cafe);
+    let frames: Vec<Vec<u8>> = (0..3000).map(|_| frame(&mut rng)).collect();
+    let seen = differential(&farm(true), 0, &frames);
+    // The frames reach every verdict, so agreement is not agreement on a few easy cases.
+    for verdict in [
+        Verdict::Pass,
+        Verdict::Accept,
+        Verdict::Drop(herd_dataplane::DropReason::NotOwner),
+        Verdict::Drop(herd_dataplane::DropReason::NoRule),
+        Verdict::Drop(herd_dataplane::DropReason::Malformed),
+        Verdict::AnswerNeighbor,
+    ] {
+        let count = seen.iter().find(|(v, _)| *v == verdict).map_or(0, |c| c.1);
+        assert!(count >= 20, "only {count} frames met {verdict:?}: {seen:?}");
+    }
+}
+
+#[test]
+fn they_agree_for_another_node_and_a_farm_without_an_icmp_rule() {
+    needs_root();
+    let mut rng = Rng(0x0123_4567_89ab_cdef);
+    let frames: Vec<Vec<u8>> = (0..1500).map(|_| frame(&mut rng)).collect();
+    differential(&farm(false), 2, &frames);
+}

@@ -17,8 +17,10 @@ use crate::{Affinity, FarmConfig, Protocol};
 /// disagree on who owns a flow, or not hear each other.
 ///
 /// Excluded: the interfaces, as NIC names are host-local and may legitimately differ between
-/// nodes; and `auth_key_file`, which is only a path: the key itself is checked by every
-/// heartbeat's HMAC.
+/// nodes; `auth_key_file`, which is only a path: the key itself is checked by every
+/// heartbeat's HMAC; and the whole `[dataplane]` table (mode, cores, zero-copy, batch), a local
+/// performance choice that does not change which packets a node takes, so nodes on different
+/// hardware may tune it differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FarmDigest(pub [u8; 32]);
 

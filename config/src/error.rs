@@ -79,8 +79,9 @@ impl std::error::Error for ConfigError {}
 
 /// A rejected value: what is wrong with it and what was expected instead.
 ///
-/// The error of the `FromStr` impls of [`crate::Protocol`], [`crate::Affinity`] and
-/// [`crate::PortRange`]; validation turns it into a [`ConfigError`] message.
+/// The error of the `FromStr` impls of [`crate::Protocol`], [`crate::Affinity`],
+/// [`crate::PortRange`], [`crate::Mode`] and [`crate::ZeroCopy`]; validation turns it into a
+/// [`ConfigError`] message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{problem}; expected {expected}")]
 pub struct ValueError {

@@ -6,12 +6,14 @@
 //! reads and validates it; every error names the file, and every error in its content also the
 //! line, column and key at fault and what was expected there (toml's own messages that lack
 //! an "expected" are given one). [`FarmConfig::digest`] fingerprints the farm-wide part so nodes can check
-//! that they run the same configuration.
+//! that they run the same configuration. An optional `[dataplane]` table tunes how a node's
+//! packet path runs; it is local to each node and left out of the digest.
 
 #![warn(missing_docs)]
 
 mod digest;
 mod error;
+mod keyword;
 mod locate;
 mod ports;
 mod raw;
@@ -34,6 +36,7 @@ pub use digest::FarmDigest;
 pub use error::{ConfigError, IdentifyError, ValueError};
 pub use ports::PortRange;
 
+use keyword::Keyword;
 use locate::Source;
 
 /// A validated farm configuration.
@@ -45,6 +48,9 @@ pub struct FarmConfig {
     pub nodes: Vec<Node>,
     /// The traffic rules, one per `[[rule]]` entry, in file order; the first match wins.
     pub rules: Vec<Rule>,
+    /// How this node's packet path runs, the `[dataplane]` table; [`Dataplane::default`] when
+    /// the file has none.
+    pub dataplane: Dataplane,
 }
 
 /// Farm-wide settings, the `[farm]` table.
@@ -114,21 +120,15 @@ pub enum Protocol {
     Icmp,
 }
 
-impl Protocol {
-    /// The spellings accepted in the file, in the order of the variants.
-    pub const NAMES: [&'static str; 3] = ["tcp", "udp", "icmp"];
-    /// The variants, in the order of [`Protocol::NAMES`].
-    const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp];
-
-    /// The accepted spellings as messages list them: "`tcp`, `udp` or `icmp`".
-    pub(crate) fn expected() -> String {
-        error::one_of(&Protocol::NAMES)
-    }
+impl Keyword for Protocol {
+    const ALL: &'static [Protocol] = &[Protocol::Tcp, Protocol::Udp, Protocol::Icmp];
+    const NAMES: &'static [&'static str] = &["tcp", "udp", "icmp"];
+    const WHAT: &'static str = "a protocol";
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Protocol::NAMES[*self as usize])
+        f.write_str(self.name())
     }
 }
 
@@ -136,15 +136,7 @@ impl FromStr for Protocol {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        Protocol::ALL
-            .into_iter()
-            .find(|protocol| Protocol::NAMES[*protocol as usize] == s)
-            .ok_or_else(|| {
-                ValueError::new(
-                    format!("`{}` is not a protocol", s.escape_debug()),
-                    Protocol::expected(),
-                )
-            })
+        Self::parse(s)
     }
 }
 
@@ -157,21 +149,15 @@ pub enum Affinity {
     ClientIpPort,
 }
 
-impl Affinity {
-    /// The spellings accepted in the file, in the order of the variants.
-    pub const NAMES: [&'static str; 2] = ["client-ip", "client-ip-port"];
-    /// The variants, in the order of [`Affinity::NAMES`].
-    const ALL: [Affinity; 2] = [Affinity::ClientIp, Affinity::ClientIpPort];
-
-    /// The accepted spellings as messages list them: "`client-ip` or `client-ip-port`".
-    pub(crate) fn expected() -> String {
-        error::one_of(&Affinity::NAMES)
-    }
+impl Keyword for Affinity {
+    const ALL: &'static [Affinity] = &[Affinity::ClientIp, Affinity::ClientIpPort];
+    const NAMES: &'static [&'static str] = &["client-ip", "client-ip-port"];
+    const WHAT: &'static str = "an affinity";
 }
 
 impl fmt::Display for Affinity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Affinity::NAMES[*self as usize])
+        f.write_str(self.name())
     }
 }
 
@@ -179,15 +165,7 @@ impl FromStr for Affinity {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        Affinity::ALL
-            .into_iter()
-            .find(|affinity| Affinity::NAMES[*affinity as usize] == s)
-            .ok_or_else(|| {
-                ValueError::new(
-                    format!("`{}` is not an affinity", s.escape_debug()),
-                    Affinity::expected(),
-                )
-            })
+        Self::parse(s)
     }
 }
 
@@ -208,6 +186,116 @@ impl Rule {
     /// Whether traffic of `protocol` to destination `port` falls under this rule.
     pub fn matches(&self, protocol: Protocol, port: u16) -> bool {
         self.protocol == protocol && self.ports.iter().any(|range| range.contains(port))
+    }
+}
+
+/// How the packet path runs, the `[dataplane]` value of `mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// AF_XDP sockets served by poll-mode worker threads, one per core of
+    /// [`Dataplane::cores`].
+    #[default]
+    Afxdp,
+    /// The whole verdict in the kernel's XDP hook; no worker threads, so
+    /// [`Dataplane::cores`], [`Dataplane::zero_copy`] and [`Dataplane::batch`] are not used.
+    Xdp,
+}
+
+impl Keyword for Mode {
+    const ALL: &'static [Mode] = &[Mode::Afxdp, Mode::Xdp];
+    const NAMES: &'static [&'static str] = &["afxdp", "xdp"];
+    const WHAT: &'static str = "a dataplane mode";
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::parse(s)
+    }
+}
+
+/// Whether AF_XDP sockets use zero-copy, the `[dataplane]` value of `zero_copy`.
+///
+/// Zero-copy needs support from the NIC's driver; copy mode works with every driver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ZeroCopy {
+    /// Try zero-copy and fall back to copy mode where the driver lacks it.
+    #[default]
+    Auto,
+    /// Require zero-copy: a driver without it is an error rather than a slower node.
+    On,
+    /// Copy mode only.
+    Off,
+}
+
+impl Keyword for ZeroCopy {
+    const ALL: &'static [ZeroCopy] = &[ZeroCopy::Auto, ZeroCopy::On, ZeroCopy::Off];
+    const NAMES: &'static [&'static str] = &["auto", "on", "off"];
+    const WHAT: &'static str = "a zero-copy setting";
+}
+
+impl fmt::Display for ZeroCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ZeroCopy {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::parse(s)
+    }
+}
+
+/// How this node's packet path runs, the `[dataplane]` table. The table and each of its keys
+/// are optional.
+///
+/// A local performance choice: it does not change which packets a node takes, so nodes may set
+/// it differently (to suit their hardware) and [`FarmDigest`] leaves it out. Validation checks
+/// the values only; whether the cores exist on the machine is checked by `herd run` on the host
+/// that runs, as the file is shared by hosts of different sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dataplane {
+    /// Where the verdict is taken; [`Mode::Afxdp`] when `mode` is not given.
+    pub mode: Mode,
+    /// CPU cores the AF_XDP workers are pinned to, one worker per core, in file order: distinct,
+    /// each from 0 to [`Dataplane::MAX_CORE`]. Empty (the default) means one worker per RX
+    /// queue of the interface, that of queue `i` on core `i` (cores 0, 1, ...).
+    pub cores: Vec<usize>,
+    /// Whether the AF_XDP sockets use zero-copy; [`ZeroCopy::Auto`] when `zero_copy` is not
+    /// given.
+    pub zero_copy: ZeroCopy,
+    /// Packets a worker takes from its ring at once, 1 to [`Dataplane::MAX_BATCH`].
+    pub batch: u32,
+}
+
+impl Dataplane {
+    /// Batch size when `batch` is not given.
+    pub const DEFAULT_BATCH: u32 = 64;
+    /// Largest batch: it bounds how long a worker spends on one batch before it serves its
+    /// rings again, and keeps a batch within the default AF_XDP ring of 2048 descriptors.
+    pub const MAX_BATCH: u32 = 1024;
+    /// Largest core index: the fixed-size `cpu_set_t` that pins a thread (glibc's
+    /// `CPU_SETSIZE`) holds cores 0 to 1023.
+    pub const MAX_CORE: usize = 1023;
+}
+
+impl Default for Dataplane {
+    fn default() -> Dataplane {
+        Dataplane {
+            mode: Mode::default(),
+            cores: Vec::new(),
+            zero_copy: ZeroCopy::default(),
+            batch: Dataplane::DEFAULT_BATCH,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! reads, so that range errors come from validation too, in the schema's terms rather than
 //! Rust's.
 
+use crate::keyword::Keyword;
 use std::fmt;
 use std::ops::Range;
 
@@ -15,9 +16,10 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::locate::Source;
-use crate::ConfigError;
+use crate::{ConfigError, ZeroCopy};
 
-/// Rejects a document whose `farm`, `node` or `rule` are not the tables the schema has.
+/// Rejects a document whose `farm`, `dataplane`, `node` or `rule` are not the tables the
+/// schema has.
 ///
 /// Checked on the tree, before serde, because serde_derive also accepts a struct written as an
 /// array of its field values: `[[farm]]` would otherwise be read field by field and yield
@@ -32,14 +34,10 @@ pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<()
     };
     for (key, value) in tree.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
-            ("farm", DeValue::Table(_)) => {}
-            ("farm", other) => {
-                return Err(wrong(
-                    value.span(),
-                    "farm".to_owned(),
-                    other,
-                    "a table: [farm]",
-                ))
+            ("farm" | "dataplane", DeValue::Table(_)) => {}
+            (name @ ("farm" | "dataplane"), other) => {
+                let expected = format!("a table: [{name}]");
+                return Err(wrong(value.span(), name.to_owned(), other, &expected));
             }
             (name @ ("node" | "rule"), DeValue::Array(entries)) => {
                 for (index, entry) in entries.iter().enumerate() {
@@ -72,6 +70,7 @@ pub(crate) struct RawConfig {
     pub farm: Option<Spanned<RawFarm>>,
     pub node: Option<Spanned<Vec<Spanned<RawNode>>>>,
     pub rule: Option<Spanned<Vec<Spanned<RawRule>>>>,
+    pub dataplane: Option<Spanned<RawDataplane>>,
 }
 
 /// The `[farm]` table.
@@ -104,6 +103,16 @@ pub(crate) struct RawRule {
     pub protocol: Option<Spanned<String>>,
     pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     pub affinity: Option<Spanned<String>>,
+}
+
+/// The `[dataplane]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawDataplane {
+    pub mode: Option<Spanned<String>>,
+    pub cores: Option<Spanned<Vec<Spanned<RawInt>>>>,
+    pub zero_copy: Option<Spanned<RawZeroCopy>>,
+    pub batch: Option<Spanned<RawInt>>,
 }
 
 /// An integer, checked later by validation.
@@ -176,6 +185,32 @@ impl Visitor<'_> for PortVisitor {
 
     fn visit_str<E: Error>(self, text: &str) -> Result<RawPort, E> {
         Ok(RawPort(text.to_owned()))
+    }
+}
+
+/// The value of `zero_copy`: a string, parsed later by validation.
+///
+/// Its own type only to list the accepted strings when the value is not a string at all:
+/// `zero_copy = true` is a likely mistake for an on/off setting.
+pub(crate) struct RawZeroCopy(pub String);
+
+impl<'de> Deserialize<'de> for RawZeroCopy {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(ZeroCopyVisitor)
+    }
+}
+
+struct ZeroCopyVisitor;
+
+impl Visitor<'_> for ZeroCopyVisitor {
+    type Value = RawZeroCopy;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a string: {}", ZeroCopy::expected())
+    }
+
+    fn visit_str<E: Error>(self, text: &str) -> Result<RawZeroCopy, E> {
+        Ok(RawZeroCopy(text.to_owned()))
     }
 }
 

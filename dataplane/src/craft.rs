@@ -52,6 +52,7 @@ pub fn farm_config(
             })
             .collect(),
         rules,
+        dataplane: Default::default(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The digest covers exactly the farm-wide values.
 
 use super::{base_with, parse, BASE};
-use crate::FarmDigest;
+use crate::{Dataplane, FarmDigest};
 
 fn digest(text: &str) -> FarmDigest {
     parse(text)
@@ -102,6 +102,28 @@ fn host_local_values_do_not_change_it() {
         "port = 7400\nauth_key_file = \"/run/herd.key\"",
     );
     assert_eq!(digest(&key_file), base);
+}
+
+#[test]
+fn the_dataplane_table_does_not_change_it() {
+    let base = digest(BASE);
+    let tables = [
+        "[dataplane]\n",
+        "[dataplane]\nmode = \"xdp\"\n",
+        "[dataplane]\ncores = [2, 3]\n",
+        "[dataplane]\nzero_copy = \"on\"\n",
+        "[dataplane]\nbatch = 512\n",
+        "[dataplane]\nmode = \"afxdp\"\ncores = [7, 0]\nzero_copy = \"off\"\nbatch = 1\n",
+    ];
+    for table in tables {
+        let text = format!("{BASE}\n{table}");
+        let config = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        // The table must have been read, or equal digests would prove nothing.
+        if table != "[dataplane]\n" {
+            assert_ne!(config.dataplane, Dataplane::default(), "{table}");
+        }
+        assert_eq!(config.digest(), base, "{table}");
+    }
 }
 
 #[test]

@@ -50,6 +50,11 @@ fn column_of(text: &str, line: usize, needle: &str) -> usize {
         + 1
 }
 
+/// `BASE` followed by a `[dataplane]` table (line 26) whose keys, `body`, start on line 27.
+fn with_dataplane(body: &str) -> String {
+    format!("{BASE}\n[dataplane]\n{body}")
+}
+
 #[test]
 fn the_base_configuration_is_valid() {
     assert!(parse(BASE).is_ok(), "{:?}", parse(BASE));
@@ -772,6 +777,171 @@ fn syntax_errors_are_located() {
     let error = parse(&base_with("\"web\"", "\"web")).expect_err("unterminated string");
     assert_eq!(error.location, Some((2, 12)), "{error}");
     assert!(error.message.contains("expected"), "{error}");
+}
+
+// The [dataplane] table.
+
+#[test]
+fn unknown_dataplane_keys_are_located_and_get_a_suggestion() {
+    let error = parse(&with_dataplane("bacth = 64\n")).expect_err("typo");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:1: dataplane.bacth: unknown key `bacth` (did you mean `batch`?); \
+         expected one of `mode`, `cores`, `zero_copy`, `batch`"
+    );
+    assert_error(
+        &with_dataplane("mode = \"xdp\"\nzerocopy = \"on\"\n"),
+        (28, 1),
+        "dataplane.zerocopy",
+        &["unknown key `zerocopy` (did you mean `zero_copy`?)"],
+    );
+    assert_error(
+        &with_dataplane("core = [1]\n"),
+        (27, 1),
+        "dataplane.core",
+        &["unknown key `core` (did you mean `cores`?)"],
+    );
+    assert_error(
+        &with_dataplane("threads = 4\n"),
+        (27, 1),
+        "dataplane.threads",
+        &["unknown key `threads`; expected one of `mode`, `cores`, `zero_copy`, `batch`"],
+    );
+    assert_error(
+        &format!("{BASE}\n[dataplan]\nmode = \"xdp\"\n"),
+        (26, 2),
+        "dataplan",
+        &["unknown key `dataplan` (did you mean `dataplane`?); expected one of `farm`, `node`, `rule`, `dataplane`"],
+    );
+}
+
+#[test]
+fn the_dataplane_must_be_a_table_given_once() {
+    assert_error(
+        &format!("{BASE}\n[[dataplane]]\nmode = \"xdp\"\n"),
+        (26, 1),
+        "dataplane",
+        &["invalid type: array, expected a table: [dataplane]"],
+    );
+    assert_error(
+        &format!("dataplane = \"xdp\"\n{BASE}"),
+        (1, 13),
+        "dataplane",
+        &["invalid type: string, expected a table: [dataplane]"],
+    );
+    assert_error(
+        &format!("{}[dataplane]\n", with_dataplane("batch = 32\n")),
+        (28, 2),
+        "dataplane",
+        &["table [dataplane] is defined twice; expected each table once"],
+    );
+}
+
+#[test]
+fn the_dataplane_mode_must_be_known_with_suggestions() {
+    let error = parse(&with_dataplane("mode = \"dpdk\"\n")).expect_err("unknown mode");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:8: dataplane.mode: `dpdk` is not a dataplane mode; expected `afxdp` or `xdp`"
+    );
+    for (bad, guess) in [("af_xdp", "afxdp"), ("AF_XDP", "afxdp"), ("XDP", "xdp")] {
+        assert_error(
+            &with_dataplane(&format!("mode = \"{bad}\"\n")),
+            (27, 8),
+            "dataplane.mode",
+            &[&format!(
+                "`{bad}` is not a dataplane mode (did you mean `{guess}`?); expected `afxdp` or `xdp`"
+            )],
+        );
+    }
+    assert_error(
+        &with_dataplane("mode = 1\n"),
+        (27, 8),
+        "dataplane.mode",
+        &["invalid type: integer `1`, expected a string"],
+    );
+}
+
+#[test]
+fn zero_copy_must_be_auto_on_or_off() {
+    let error = parse(&with_dataplane("zero_copy = \"yes\"\n")).expect_err("unknown setting");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:13: dataplane.zero_copy: `yes` is not a zero-copy setting; expected `auto`, `on` or `off`"
+    );
+    assert_error(
+        &with_dataplane("zero_copy = \"Off\"\n"),
+        (27, 13),
+        "dataplane.zero_copy",
+        &["`Off` is not a zero-copy setting (did you mean `off`?); expected `auto`, `on` or `off`"],
+    );
+    // A boolean is the likely mistake for an on/off setting: the strings are listed.
+    assert_error(
+        &with_dataplane("zero_copy = true\n"),
+        (27, 13),
+        "dataplane.zero_copy",
+        &["invalid type: boolean `true`, expected a string: `auto`, `on` or `off`"],
+    );
+}
+
+#[test]
+fn the_batch_must_be_from_1_to_1024() {
+    for bad in ["0", "1025", "-1", "9223372036854775808"] {
+        assert_error(
+            &with_dataplane(&format!("batch = {bad}\n")),
+            (27, 9),
+            "dataplane.batch",
+            &[&format!(
+                "{bad} is out of range; expected an integer from 1 to 1024"
+            )],
+        );
+    }
+    assert_error(
+        &with_dataplane("batch = \"64\"\n"),
+        (27, 9),
+        "dataplane.batch",
+        &["invalid type: string \"64\", expected an integer"],
+    );
+}
+
+#[test]
+fn cores_must_be_distinct_indices_up_to_1023() {
+    assert_error(
+        &with_dataplane("cores = [0, 1024]\n"),
+        (27, 13),
+        "dataplane.cores[1]",
+        &["1024 is out of range; expected an integer from 0 to 1023"],
+    );
+    assert_error(
+        &with_dataplane("cores = [-1]\n"),
+        (27, 10),
+        "dataplane.cores[0]",
+        &["-1 is out of range; expected an integer from 0 to 1023"],
+    );
+    let error = parse(&with_dataplane("cores = [0, 2, 0]\n")).expect_err("core 0 twice");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:16: dataplane.cores[2]: core 0 is already dataplane.cores[0]; \
+         expected every core once: each core runs one worker"
+    );
+    assert_error(
+        &with_dataplane("cores = [5, 6, 7, 6]\n"),
+        (27, 19),
+        "dataplane.cores[3]",
+        &["core 6 is already dataplane.cores[1]"],
+    );
+    assert_error(
+        &with_dataplane("cores = 4\n"),
+        (27, 9),
+        "dataplane.cores",
+        &["invalid type: integer `4`, expected an array"],
+    );
+    assert_error(
+        &with_dataplane("cores = [\"0\"]\n"),
+        (27, 10),
+        "dataplane.cores[0]",
+        &["invalid type: string \"0\", expected an integer"],
+    );
 }
 
 // Files.

@@ -4,6 +4,10 @@ use proptest::prelude::*;
 
 use super::{parse, BASE};
 
+/// A `[dataplane]` table setting every key, appended to `BASE` for mutation.
+const DATAPLANE: &str =
+    "\n[dataplane]\nmode = \"afxdp\"\ncores = [0, 1]\nzero_copy = \"auto\"\nbatch = 64\n";
+
 /// One edit of a text, applied at a byte position taken modulo the text's length.
 #[derive(Clone, Debug)]
 enum Edit {
@@ -85,5 +89,10 @@ proptest! {
     #[test]
     fn mutations_of_a_valid_file_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
         check(&apply(BASE, &edits));
+    }
+
+    #[test]
+    fn mutations_of_a_dataplane_table_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
+        check(&apply(&format!("{BASE}{DATAPLANE}"), &edits));
     }
 }

@@ -4,7 +4,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::{ip, parse, BASE};
-use crate::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
+use crate::{
+    Affinity, Dataplane, Farm, FarmConfig, Mode, Node, PortRange, Protocol, Rule, ZeroCopy,
+};
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
     list.iter()
@@ -56,6 +58,12 @@ fn example_file_parses_to_what_it_says() {
                 affinity: Affinity::ClientIp,
             },
         ],
+        dataplane: Dataplane {
+            mode: Mode::Afxdp,
+            cores: vec![],
+            zero_copy: ZeroCopy::Auto,
+            batch: 64,
+        },
     };
     assert_eq!(config, expected);
 }
@@ -90,6 +98,67 @@ fn optional_keys_take_their_defaults() {
             ports: vec![PortRange::ALL],
             affinity: Affinity::ClientIp,
         }]
+    );
+}
+
+#[test]
+fn without_a_dataplane_table_the_defaults_apply() {
+    let defaults = Dataplane {
+        mode: Mode::Afxdp,
+        cores: vec![],
+        zero_copy: ZeroCopy::Auto,
+        batch: 64,
+    };
+    assert_eq!(Dataplane::default(), defaults);
+    let config = parse(BASE).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.dataplane, defaults);
+    for table in [
+        "[dataplane]\n",
+        "dataplane = {}\n",
+        "[dataplane]\ncores = []\n",
+    ] {
+        // Before BASE, where an inline table is at the top level.
+        let config = parse(&format!("{table}{BASE}")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.dataplane, defaults, "{table}");
+    }
+}
+
+#[test]
+fn every_dataplane_key_is_read() {
+    let text = format!(
+        "{BASE}\n[dataplane]\nmode = \"xdp\"\ncores = [3, 1, 1023, 0]\nzero_copy = \"off\"\nbatch = 1024\n"
+    );
+    let config = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        config.dataplane,
+        Dataplane {
+            mode: Mode::Xdp,
+            cores: vec![3, 1, 1023, 0],
+            zero_copy: ZeroCopy::Off,
+            batch: 1024,
+        },
+        "cores keep their file order"
+    );
+    let text = format!("dataplane = {{ mode = \"afxdp\", zero_copy = \"on\", batch = 1 }}\n{BASE}");
+    let config = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        config.dataplane,
+        Dataplane {
+            mode: Mode::Afxdp,
+            cores: vec![],
+            zero_copy: ZeroCopy::On,
+            batch: 1,
+        }
+    );
+    // Each key alone leaves the others at their defaults.
+    let config = parse(&format!("{BASE}\n[dataplane]\nbatch = 256\n"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        config.dataplane,
+        Dataplane {
+            batch: 256,
+            ..Dataplane::default()
+        }
     );
 }
 
@@ -167,7 +236,23 @@ fn enums_display_and_parse_their_file_spelling() {
     for affinity in [Affinity::ClientIp, Affinity::ClientIpPort] {
         assert_eq!(affinity.to_string().parse(), Ok(affinity));
     }
+    for mode in [Mode::Afxdp, Mode::Xdp] {
+        assert_eq!(mode.to_string().parse(), Ok(mode));
+    }
+    for zero_copy in [ZeroCopy::Auto, ZeroCopy::On, ZeroCopy::Off] {
+        assert_eq!(zero_copy.to_string().parse(), Ok(zero_copy));
+    }
     assert_eq!(Protocol::Tcp.to_string(), "tcp");
+    assert_eq!(Mode::Afxdp.to_string(), "afxdp");
+    assert_eq!(ZeroCopy::Off.to_string(), "off");
+    assert_eq!(
+        "AFXDP".parse::<Mode>().map_err(|error| error.to_string()),
+        Err("`AFXDP` is not a dataplane mode; expected `afxdp` or `xdp`".to_owned())
+    );
+    assert_eq!(
+        "yes".parse::<ZeroCopy>().map_err(|error| error.to_string()),
+        Err("`yes` is not a zero-copy setting; expected `auto`, `on` or `off`".to_owned())
+    );
     assert_eq!(Affinity::ClientIpPort.to_string(), "client-ip-port");
     let error = "TCP".parse::<Protocol>().expect_err("case matters");
     assert_eq!(

@@ -1,8 +1,9 @@
 //! From the file as read to a [`FarmConfig`], checking every rule of the schema.
 //!
 //! The first error found is returned, in file order as far as the checks allow: `[farm]`,
-//! then the nodes, then the rules.
+//! then the nodes, then the rules, then `[dataplane]`.
 
+mod dataplane;
 mod farm;
 mod nodes;
 mod rules;
@@ -48,7 +49,13 @@ pub(crate) fn validate(raw: RawConfig, source: &Source<'_>) -> Result<FarmConfig
     let farm = farm::check_farm(farm, source)?;
     let nodes = nodes::check_nodes(raw.node.as_ref(), &farm, source)?;
     let rules = rules::check_rules(raw.rule.as_ref(), source)?;
-    Ok(FarmConfig { farm, nodes, rules })
+    let dataplane = dataplane::check_dataplane(raw.dataplane.as_ref(), source)?;
+    Ok(FarmConfig {
+        farm,
+        nodes,
+        rules,
+        dataplane,
+    })
 }
 
 /// The error for `error` about the value at `span`, whose key is `key`.

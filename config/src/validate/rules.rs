@@ -1,5 +1,6 @@
 //! The `[[rule]]` entries.
 
+use crate::keyword::Keyword;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -61,7 +62,7 @@ fn check_rule(
         source,
     )?;
     let protocol = protocol.get_ref().parse::<Protocol>().map_err(|error| {
-        let error = error.suggesting(protocol.get_ref(), &Protocol::NAMES);
+        let error = error.suggesting(protocol.get_ref(), Protocol::NAMES);
         invalid(source, protocol.span(), &key("protocol"), error)
     })?;
 
@@ -105,7 +106,7 @@ fn check_rule(
 
     let affinity = match &raw.affinity {
         Some(affinity) => affinity.get_ref().parse::<Affinity>().map_err(|error| {
-            let error = error.suggesting(affinity.get_ref(), &Affinity::NAMES);
+            let error = error.suggesting(affinity.get_ref(), Affinity::NAMES);
             invalid(source, affinity.span(), &key("affinity"), error)
         })?,
         None => Affinity::ClientIp,

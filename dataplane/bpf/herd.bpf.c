@@ -5,8 +5,16 @@
 // test (dataplane/tests/xdp.rs) runs thousands of frames through both and requires the same
 // verdict for each.
 //
-// Pass and Accept are XDP_PASS, every Drop is XDP_DROP. AnswerNeighbor is XDP_PASS for now: the
-// answer with the farm's virtual MAC is built in the VIP address resolution step.
+// Pass is XDP_PASS; Accept is XDP_PASS after the destination MAC is set to the interface's own
+// (clients address a VIP's virtual MAC); every Drop is XDP_DROP. AnswerNeighbor turns the ARP
+// request or neighbour solicitation into its answer in place, XDP_TX: the VIP's virtual MAC in
+// the ARP or NDP payload, the interface's own MAC as the Ethernet source, so that no switch ever
+// learns the virtual MAC and every node keeps receiving the VIP's traffic. A solicitation that
+// cannot be answered in place (extension headers, the unspecified source of duplicate address
+// detection) is dropped, so the kernel never answers for a VIP with its own MAC.
+//
+// Fail closed: the `liveness` map holds a deadline (CLOCK_MONOTONIC, ns) that herd keeps
+// pushing forward. Once it has passed (herd killed or frozen), the node owns no bucket.
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -68,7 +76,8 @@ struct farm {
 	__u8 covered[3];
 	__u8 vips_v4;
 	__u8 vips_v6;
-	__u8 pad[5];
+	__u8 if_mac[6]; // the interface's own MAC
+	__u8 pad[7];
 	__u8 vip4[MAX_VIPS][4];
 	__u8 vip6[MAX_VIPS][16];
 };
@@ -105,6 +114,13 @@ struct {
 } active SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} liveness SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, V_COUNT);
 	__type(key, __u32);
@@ -132,12 +148,12 @@ struct packet {
 	__u32 len;
 };
 
-// `n` readable bytes at `off`, or NULL.
-static __always_inline const __u8 *at(const struct packet *pkt, __u32 off, __u32 n)
+// `n` bytes at `off`, or NULL.
+static __always_inline __u8 *at(const struct packet *pkt, __u32 off, __u32 n)
 {
 	if (off > MAX_OFFSET)
 		return NULL;
-	const __u8 *p = pkt->data + off;
+	__u8 *p = pkt->data + off;
 	// Makes `p` opaque to the compiler, which would otherwise recompute `data + off` for the
 	// access after the check, a pointer the verifier has not seen checked.
 	asm volatile("" : "+r"(p));
@@ -508,6 +524,9 @@ static __always_inline __u64 flow_hash(const struct farm *f, const struct identi
 static __always_inline enum verdict owner_verdict(const struct farm *f, __u64 hash)
 {
 	__u32 zero = 0;
+	const __u64 *deadline = bpf_map_lookup_elem(&liveness, &zero);
+	if (!deadline || bpf_ktime_get_ns() > *deadline)
+		return V_DROP_NOT_OWNER;
 	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
 	if (!table)
 		return V_DROP_NOT_OWNER;
@@ -518,17 +537,20 @@ static __always_inline enum verdict owner_verdict(const struct farm *f, __u64 ha
 	return V_DROP_NOT_OWNER;
 }
 
-static __always_inline enum verdict classify(struct xdp_md *ctx)
+static __always_inline struct packet packet_of(struct xdp_md *ctx)
 {
 	struct packet pkt = {
 		.data = (void *)(long)ctx->data,
 		.end = (void *)(long)ctx->data_end,
 	};
 	pkt.len = pkt.end - pkt.data;
-	__u32 zero = 0;
-	const struct farm *f = bpf_map_lookup_elem(&farm, &zero);
-	if (!f)
-		return V_PASS;
+	return pkt;
+}
+
+// The verdict on the frame; `*l3` is set to the offset of its network header.
+static __always_inline enum verdict classify(struct xdp_md *ctx, const struct farm *f, __u32 *l3)
+{
+	struct packet pkt = packet_of(ctx);
 	const __u8 *eth = at(&pkt, 0, 14);
 	if (!eth)
 		return V_PASS;
@@ -544,6 +566,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		ethertype = be16(tag + 2);
 		off += 4;
 	}
+	*l3 = off;
 	struct identity id;
 	switch (ethertype) {
 	case ETH_P_IP:
@@ -563,15 +586,130 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 	return owner_verdict(f, flow_hash(f, &id));
 }
 
+// The virtual MAC of a VIP: locally administered unicast, 02:68 and the IPv4 address, or 06:68
+// and the last 4 bytes of the IPv6 address (`virtual_mac` in dataplane/src/neighbor.rs).
+static __always_inline void virtual_mac(__u8 *mac, const __u8 *vip, int v6)
+{
+	mac[0] = v6 ? 0x06 : 0x02;
+	mac[1] = 0x68;
+	const __u8 *low = v6 ? vip + 12 : vip;
+	mac[2] = low[0];
+	mac[3] = low[1];
+	mac[4] = low[2];
+	mac[5] = low[3];
+}
+
+// Ethernet: back to the sender, from the interface's own MAC.
+static __always_inline void reply_ethernet(__u8 *eth, const struct farm *f)
+{
+	__builtin_memcpy(eth, eth + 6, 6);
+	__builtin_memcpy(eth + 6, f->if_mac, 6);
+}
+
+static __always_inline int answer_arp(struct xdp_md *ctx, const struct farm *f, __u32 l3)
+{
+	struct packet pkt = packet_of(ctx);
+	__u8 *eth = at(&pkt, 0, 14);
+	__u8 *a = at(&pkt, l3, 28);
+	if (!eth || !a)
+		return XDP_DROP;
+	__u8 requester[10]; // its MAC and address
+	__builtin_memcpy(requester, a + 8, 10);
+	__u8 vip[4];
+	__builtin_memcpy(vip, a + 24, 4);
+	reply_ethernet(eth, f);
+	a[6] = 0;
+	a[7] = 2; // reply
+	virtual_mac(a + 8, vip, 0);
+	__builtin_memcpy(a + 14, vip, 4);
+	__builtin_memcpy(a + 18, requester, 10);
+	return XDP_TX;
+}
+
+// The ICMPv6 checksum of a neighbour advertisement (32 bytes at `icmp`) from `src` to `dst`.
+static __always_inline __u16 na_checksum(const __u8 *src, const __u8 *dst, const __u8 *icmp)
+{
+	__u32 sum = 32 + PROTO_ICMPV6;
+#pragma unroll
+	for (int i = 0; i < 16; i += 2)
+		sum += be16(src + i) + be16(dst + i) + be16(icmp + i) + be16(icmp + 16 + i);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum & 0xffff;
+}
+
+// Turns a neighbour solicitation for a VIP into the solicited advertisement of its virtual
+// MAC: 40 bytes of IPv6 header, then the 24-byte advertisement and a target link-layer address
+// option.
+static __always_inline int answer_solicitation(struct xdp_md *ctx, const struct farm *f,
+					       __u32 l3)
+{
+	struct packet pkt = packet_of(ctx);
+	const __u8 *ip = at(&pkt, l3, 40 + 24);
+	if (!ip || ip[6] != PROTO_ICMPV6)
+		return XDP_DROP;
+	__u8 client[16], vip[16];
+	__builtin_memcpy(client, ip + 8, 16);
+	__builtin_memcpy(vip, ip + 40 + 8, 16);
+	if (!(le64(client) | le64(client + 8)))
+		return XDP_DROP;
+	if (bpf_xdp_adjust_tail(ctx, (int)(l3 + 40 + 32) - (int)pkt.len))
+		return XDP_DROP;
+	pkt = packet_of(ctx);
+	__u8 *eth = at(&pkt, 0, 14);
+	__u8 *out = at(&pkt, l3, 40 + 32);
+	if (!eth || !out)
+		return XDP_DROP;
+	reply_ethernet(eth, f);
+	__u8 header[8] = {0x60, 0, 0, 0, 0, 32, PROTO_ICMPV6, 255};
+	__builtin_memcpy(out, header, 8);
+	__builtin_memcpy(out + 8, vip, 16);
+	__builtin_memcpy(out + 24, client, 16);
+	__u8 *na = out + 40;
+	__u8 message[8] = {136, 0, 0, 0, 0x60, 0, 0, 0}; // solicited, override
+	__builtin_memcpy(na, message, 8);
+	__builtin_memcpy(na + 8, vip, 16);
+	na[24] = 2; // target link-layer address option, 8 bytes
+	na[25] = 1;
+	virtual_mac(na + 26, vip, 1);
+	__u16 checksum = na_checksum(vip, client, na);
+	na[2] = checksum >> 8;
+	na[3] = checksum & 0xff;
+	return XDP_TX;
+}
+
+static __always_inline int to_stack(struct xdp_md *ctx, const struct farm *f)
+{
+	struct packet pkt = packet_of(ctx);
+	__u8 *eth = at(&pkt, 0, 14);
+	if (eth)
+		__builtin_memcpy(eth, f->if_mac, 6);
+	return XDP_PASS;
+}
+
 SEC("xdp")
 int herd_classify(struct xdp_md *ctx)
 {
-	enum verdict v = classify(ctx);
+	__u32 zero = 0;
+	const struct farm *f = bpf_map_lookup_elem(&farm, &zero);
+	if (!f)
+		return XDP_PASS;
+	__u32 l3 = 0;
+	enum verdict v = classify(ctx, f, &l3);
 	__u32 index = v;
 	__u64 *count = bpf_map_lookup_elem(&counters, &index);
 	if (count)
 		*count += 1;
 	switch (v) {
+	case V_ACCEPT:
+		return to_stack(ctx, f);
+	case V_ANSWER_NEIGHBOR: {
+		struct packet pkt = packet_of(ctx);
+		const __u8 *eth = at(&pkt, l3 - 2, 2);
+		if (eth && be16(eth) == ETH_P_ARP)
+			return answer_arp(ctx, f, l3);
+		return answer_solicitation(ctx, f, l3);
+	}
 	case V_DROP_NOT_OWNER:
 	case V_DROP_NO_RULE:
 	case V_DROP_MALFORMED:

@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod craft;
 pub mod hash;
+pub mod neighbor;
 pub mod rules;
 pub mod table;
 pub mod wire;

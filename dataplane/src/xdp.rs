@@ -1,6 +1,8 @@
 //! The in-kernel mode: the eBPF program of `bpf/herd.bpf.c`, which makes the whole verdict of
 //! [`crate::classify`] in XDP, loaded with aya, and the maps that carry the farm into it.
 
+use std::time::Duration;
+
 use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError, Pod};
@@ -29,7 +31,8 @@ struct FarmSettings {
     covered: [u8; 3],
     vips_v4: u8,
     vips_v6: u8,
-    pad: [u8; 5],
+    if_mac: [u8; 6],
+    pad: [u8; 7],
     vip4: [[u8; 4]; MAX_VIPS],
     vip6: [[u8; 16]; MAX_VIPS],
 }
@@ -71,6 +74,30 @@ pub enum XdpError {
     Uncounted(u64),
 }
 
+/// What one test run of the program did.
+#[derive(Debug)]
+pub struct TestOutcome {
+    /// The verdict it counted.
+    pub verdict: Verdict,
+    /// The XDP action it returned (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3).
+    pub action: u32,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// The time of `CLOCK_MONOTONIC` in nanoseconds, the clock of the program's `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to, and CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
 /// The in-kernel classifier, loaded and filled with one farm's settings, not yet attached.
 pub struct XdpClassifier {
     ebpf: Ebpf,
@@ -80,8 +107,15 @@ pub struct XdpClassifier {
 
 impl XdpClassifier {
     /// Loads the program (the kernel verifies it here) and fills its maps with the farm's
-    /// rules and `table`, as node `local`.
-    pub fn load(rules: &FarmRules, table: &BucketTable, local: NodeId) -> Result<Self, XdpError> {
+    /// rules and `table`, as node `local` on an interface whose MAC is `if_mac`.
+    ///
+    /// The program is loaded alive until [`XdpClassifier::keep_alive`] first sets a deadline.
+    pub fn load(
+        rules: &FarmRules,
+        table: &BucketTable,
+        local: NodeId,
+        if_mac: [u8; 6],
+    ) -> Result<Self, XdpError> {
         let mut ebpf = Ebpf::load(OBJECT)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
@@ -89,8 +123,9 @@ impl XdpClassifier {
             .try_into()?;
         program.load()?;
         let mut classifier = Self { ebpf, active: 0 };
-        classifier.write_rules(rules, table, local)?;
+        classifier.write_rules(rules, table, local, if_mac)?;
         classifier.install_table(table)?;
+        classifier.array::<u64>("liveness")?.set(0, u64::MAX, 0)?;
         Ok(classifier)
     }
 
@@ -99,6 +134,7 @@ impl XdpClassifier {
         rules: &FarmRules,
         table: &BucketTable,
         local: NodeId,
+        if_mac: [u8; 6],
     ) -> Result<(), XdpError> {
         let (v4, v6) = (rules.vips_v4(), rules.vips_v6());
         if v4.len() > MAX_VIPS || v6.len() > MAX_VIPS {
@@ -113,7 +149,8 @@ impl XdpClassifier {
                 .map(|protocol| u8::from(rules.covers(protocol))),
             vips_v4: v4.len() as u8,
             vips_v6: v6.len() as u8,
-            pad: [0; 5],
+            if_mac,
+            pad: [0; 7],
             vip4: [[0; 4]; MAX_VIPS],
             vip6: [[0; 16]; MAX_VIPS],
         };
@@ -148,6 +185,16 @@ impl XdpClassifier {
         Ok(())
     }
 
+    /// Keeps the node owning its buckets for `ttl` from now. Called regularly by a live herd:
+    /// once the last deadline has passed (herd killed or frozen), the program owns no bucket
+    /// and the node accepts no VIP packet, so a dead node cannot take the traffic the others
+    /// took over.
+    pub fn keep_alive(&mut self, ttl: Duration) -> Result<(), XdpError> {
+        let deadline = monotonic_ns().saturating_add(ttl.as_nanos().try_into().unwrap_or(u64::MAX));
+        self.array::<u64>("liveness")?.set(0, deadline, 0)?;
+        Ok(())
+    }
+
     /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`.
     fn verdict_counts(&self) -> Result<[u64; VERDICTS.len()], XdpError> {
         let map = self
@@ -162,21 +209,30 @@ impl XdpClassifier {
         Ok(counts)
     }
 
-    /// The program's verdict on one frame, run in the kernel with `BPF_PROG_TEST_RUN` (which
-    /// refuses frames shorter than an Ethernet header). For tests: each call reads every
+    /// Runs the program on one frame in the kernel with `BPF_PROG_TEST_RUN` (which refuses
+    /// frames shorter than an Ethernet header): its verdict, its XDP action and the frame as it
+    /// left the program (an answer, or a rewritten header). For tests: each call reads every
     /// counter twice.
-    pub fn test_verdict(&self, frame: &[u8]) -> Result<Verdict, XdpError> {
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestOutcome, XdpError> {
         let before = self.verdict_counts()?;
-        self.program()?.test_run(TestRunOptions {
+        // Room for an answer longer than the question.
+        let mut out = vec![0; frame.len() + 256];
+        let result = self.program()?.test_run(TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             ..TestRunOptions::default()
         })?;
+        out.truncate(result.data_size_out as usize);
         let after = self.verdict_counts()?;
         let mut counted = VERDICTS.iter().zip(before.iter().zip(after)).filter_map(
             |(&verdict, (&before, after))| (after != before).then_some((verdict, after - before)),
         );
         match (counted.next(), counted.next()) {
-            (Some((verdict, 1)), None) => Ok(verdict),
+            (Some((verdict, 1)), None) => Ok(TestOutcome {
+                verdict,
+                action: result.return_value,
+                frame: out,
+            }),
             (Some((_, n)), None) => Err(XdpError::Uncounted(n)),
             (None, _) => Err(XdpError::Uncounted(0)),
             (Some(_), Some(_)) => Err(XdpError::Uncounted(2)),

@@ -1,16 +1,21 @@
 //! The in-kernel program against the Rust classifier: thousands of generated frames of every
 //! shape the rules name, well-formed and damaged, run through the eBPF program with
-//! `BPF_PROG_TEST_RUN` and through `classify`; every verdict must be the same.
+//! `BPF_PROG_TEST_RUN` and through `classify`; every verdict must be the same, and what the
+//! program does with each frame must follow from its verdict (passed untouched, accepted with
+//! the interface's MAC as destination, dropped, or answered with the VIP's virtual MAC).
 //!
 //! Needs root (loading eBPF programs); `scripts/test` runs it as root, as CI does.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use herd_config::{Affinity, FarmConfig, Protocol};
 use herd_dataplane::craft::{self, Fragment};
+use herd_dataplane::neighbor::virtual_mac;
 use herd_dataplane::table::{BucketTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::xdp::XdpClassifier;
+use herd_dataplane::xdp::{TestOutcome, XdpClassifier};
 use herd_dataplane::{classify, FarmRules, FarmTable, Verdict};
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
@@ -19,6 +24,12 @@ const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
 ];
 const BUCKETS: u32 = 256;
+/// The MAC of the node's interface.
+const IF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 
 fn farm(icmp: bool) -> FarmConfig {
     let mut rules = vec![
@@ -159,6 +170,10 @@ fn v6_packet(rng: &mut Rng) -> Vec<u8> {
         1 => {
             let target = rng.pick(&[VIP6, other]);
             let mut message = craft::neighbor_solicitation(target);
+            if rng.chance(5) {
+                // Duplicate address detection comes from the unspecified address.
+                client = [0; 16];
+            }
             if rng.chance(4) {
                 message[0] = rng.pick(&[130, 133, 134, 136, 137, 143, 128]);
             }
@@ -230,15 +245,17 @@ fn needs_root() {
 fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(Verdict, usize)> {
     let rules = Arc::new(FarmRules::from_config(config));
     let first = owners(1 + u64::from(local));
-    let mut xdp = XdpClassifier::load(&rules, &first, local).expect("loads the eBPF program");
+    let mut xdp =
+        XdpClassifier::load(&rules, &first, local, IF_MAC).expect("loads the eBPF program");
     let mut seen: Vec<(Verdict, usize)> = Vec::new();
     for table in [first, owners(7 + u64::from(local))] {
         xdp.install_table(&table).expect("installs the table");
         let rust = FarmTable::new(Arc::clone(&rules), table, local);
         for frame in frames {
             let expected = classify(frame, &rust);
-            let got = xdp.test_verdict(frame).expect("runs the eBPF program");
-            assert_eq!(got, expected, "frame {frame:02x?}");
+            let outcome = xdp.test_run(frame).expect("runs the eBPF program");
+            assert_eq!(outcome.verdict, expected, "frame {frame:02x?}");
+            check_action(frame, &outcome);
             match seen.iter_mut().find(|(verdict, _)| *verdict == expected) {
                 Some((_, count)) => *count += 1,
                 None => seen.push((expected, 1)),
@@ -246,6 +263,92 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
         }
     }
     seen
+}
+
+/// What the program did with `frame`, given its verdict.
+fn check_action(frame: &[u8], outcome: &TestOutcome) {
+    let out = &outcome.frame;
+    match outcome.verdict {
+        Verdict::Pass => {
+            assert_eq!(
+                (outcome.action, &out[..]),
+                (XDP_PASS, frame),
+                "passed untouched"
+            );
+        }
+        Verdict::Accept => {
+            assert_eq!(outcome.action, XDP_PASS);
+            assert_eq!(out[..6], IF_MAC, "to the interface's own MAC");
+            assert_eq!(out[6..], frame[6..], "nothing else changed");
+        }
+        Verdict::Drop(_) => assert_eq!(outcome.action, XDP_DROP),
+        Verdict::AnswerNeighbor => check_answer(frame, outcome),
+    }
+}
+
+/// The answer to an ARP request or neighbour solicitation for a VIP.
+fn check_answer(question: &[u8], outcome: &TestOutcome) {
+    let answer = &outcome.frame;
+    // Where the network header starts, under the tags.
+    let mut l3 = 14;
+    while matches!(question[l3 - 2..l3], [0x81, 0x00] | [0x88, 0xa8]) {
+        l3 += 4;
+    }
+    let arp = question[l3 - 2..l3] == [0x08, 0x06];
+    if !arp && (question[l3 + 6] != ip_proto::ICMPV6 || question[l3 + 8..l3 + 24] == [0; 16]) {
+        // Behind extension headers, or duplicate address detection: not answered in place,
+        // and not left to the kernel either.
+        assert_eq!(outcome.action, XDP_DROP);
+        return;
+    }
+    assert_eq!(outcome.action, XDP_TX, "answered: {question:02x?}");
+    assert_eq!(answer[..6], question[6..12], "back to the asker");
+    assert_eq!(
+        answer[6..12],
+        IF_MAC,
+        "from the interface's MAC, never the virtual one"
+    );
+    assert_eq!(answer[12..l3], question[12..l3], "same tags and EtherType");
+    if arp {
+        let (q, a) = (&question[l3..l3 + 28], &answer[l3..]);
+        let vip: [u8; 4] = q[24..28].try_into().unwrap();
+        assert_eq!(answer.len(), question.len());
+        assert_eq!(a[..8], [0, 1, 0x08, 0x00, 6, 4, 0, 2], "an ARP reply");
+        assert_eq!(
+            a[8..14],
+            virtual_mac(IpAddr::from(vip)),
+            "the VIP's virtual MAC"
+        );
+        assert_eq!(a[14..18], vip);
+        assert_eq!(a[18..28], q[8..18], "to the asker's MAC and address");
+    } else {
+        let (q, a) = (&question[l3..], &answer[l3..]);
+        let vip: [u8; 16] = q[48..64].try_into().unwrap();
+        assert_eq!(a.len(), 40 + 32, "an advertisement with one option");
+        assert_eq!(a[..8], [0x60, 0, 0, 0, 0, 32, ip_proto::ICMPV6, 255]);
+        assert_eq!(
+            (&a[8..24], &a[24..40]),
+            (&vip[..], &q[8..24]),
+            "VIP to asker"
+        );
+        assert_eq!(
+            a[40..44],
+            [136, 0, a[42], a[43]],
+            "a neighbour advertisement"
+        );
+        assert_eq!(a[44..48], [0x60, 0, 0, 0], "solicited, override");
+        assert_eq!(a[48..64], vip);
+        assert_eq!(a[64..66], [2, 1], "a target link-layer address option");
+        assert_eq!(a[66..72], virtual_mac(IpAddr::from(vip)));
+        let mut pseudo = a[8..40].to_vec();
+        pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, ip_proto::ICMPV6]);
+        pseudo.extend_from_slice(&a[40..72]);
+        assert_eq!(
+            craft::internet_checksum(&pseudo),
+            0,
+            "a valid ICMPv6 checksum"
+        );
+    }
 }
 
 #[test]
@@ -274,4 +377,44 @@ fn they_agree_for_another_node_and_a_farm_without_an_icmp_rule() {
     let mut rng = Rng(0x0123_4567_89ab_cdef);
     let frames: Vec<Vec<u8>> = (0..1500).map(|_| frame(&mut rng)).collect();
     differential(&farm(false), 2, &frames);
+}
+
+#[test]
+fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
+    needs_root();
+    let config = farm(true);
+    let rules = Arc::new(FarmRules::from_config(&config));
+    let table = owners(3);
+    let mut xdp = XdpClassifier::load(&rules, &table, 0, IF_MAC).expect("loads");
+    let mut rng = Rng(0xdead_beef_0bad_f00d);
+    let frames: Vec<Vec<u8>> = (0..1500).map(|_| frame(&mut rng)).collect();
+    let accepted = |xdp: &XdpClassifier| {
+        frames
+            .iter()
+            .filter(|f| xdp.test_run(f).unwrap().verdict == Verdict::Accept)
+            .count()
+    };
+    xdp.keep_alive(Duration::from_secs(60)).unwrap();
+    assert!(accepted(&xdp) > 50, "a live node accepts its share");
+    // The deadline passes at once: as if herd had been killed.
+    xdp.keep_alive(Duration::ZERO).unwrap();
+    let nobody = FarmTable::new(
+        Arc::clone(&rules),
+        BucketTable::unowned(BUCKETS as usize).unwrap(),
+        0,
+    );
+    for frame in &frames {
+        let outcome = xdp.test_run(frame).unwrap();
+        assert_eq!(
+            outcome.verdict,
+            classify(frame, &nobody),
+            "frame {frame:02x?}"
+        );
+        check_action(frame, &outcome);
+    }
+    xdp.keep_alive(Duration::from_secs(60)).unwrap();
+    assert!(
+        accepted(&xdp) > 50,
+        "and takes its share again once renewed"
+    );
 }

@@ -5,11 +5,12 @@
 
 mod commands;
 mod farm;
+mod host;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Exit status of a command that failed (invalid configuration, unknown node, no rule).
 const EXIT_FAILURE: u8 = 1;
@@ -52,6 +53,28 @@ enum Command {
         #[arg(long, value_name = "NAME", value_delimiter = ',')]
         down: Vec<String>,
     },
+    /// Run this node in the foreground until SIGINT or SIGTERM (root). Every configured node
+    /// is taken as alive until the membership protocol exists.
+    ///
+    /// Adds the VIPs to the node's interface, turns on promiscuous mode, sets arp_announce,
+    /// attaches the dataplane and announces the VIPs' virtual MACs; all of it is undone on
+    /// exit. If herd is killed or frozen, the node accepts no VIP traffic within half a second
+    /// (fail closed).
+    Run {
+        #[command(flatten)]
+        config: ConfigFile,
+        /// The node this machine is, instead of finding it by its local addresses.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// How log lines are written.
+        #[arg(long, value_name = "FORMAT", default_value = "human")]
+        log_format: LogFormat,
+        /// Where to pin the XDP attachment so that it outlives a killed herd (fail closed): a
+        /// directory on a BPF file system [default: /sys/fs/bpf/herd, mounting /sys/fs/bpf if
+        /// needed].
+        #[arg(long, value_name = "DIR")]
+        bpf_dir: Option<PathBuf>,
+    },
     /// Tell which node handles a client: "who has this client?"
     Whois {
         /// The client's address, with its port for client-ip-port rules: 198.51.100.7,
@@ -74,6 +97,36 @@ enum Command {
     },
 }
 
+/// The configuration file option alone, for commands that print no data.
+#[derive(Args)]
+struct ConfigFile {
+    /// The farm configuration file.
+    #[arg(long, short = 'c', value_name = "FILE", default_value = herd_config::FarmConfig::DEFAULT_PATH)]
+    config: PathBuf,
+}
+
+/// How `herd run` writes its log.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Logs to standard error, at `info` unless `RUST_LOG` says otherwise.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 /// Options every command takes.
 #[derive(Args)]
 struct Common {
@@ -93,6 +146,15 @@ fn main() -> ExitCode {
             commands::check_config::run(&path, node.as_deref(), common.json)
         }
         Command::Table { common, down } => commands::table::run(&common.config, &down, common.json),
+        Command::Run {
+            config,
+            node,
+            log_format,
+            bpf_dir,
+        } => {
+            init_logging(log_format);
+            commands::run::run(&config.config, node.as_deref(), bpf_dir.as_deref())
+        }
         Command::Whois {
             client,
             common,

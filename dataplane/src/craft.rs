@@ -13,7 +13,7 @@ use crate::classify::FarmTable;
 use crate::rules::FarmRules;
 use crate::table::{BucketTable, NodeId};
 use crate::wire::ethernet::ethertype;
-use crate::wire::ip_proto;
+use crate::wire::{checksum, ip_proto};
 
 /// A rule balancing `protocol` traffic to the ports `first..=last` on `affinity`.
 pub fn rule(protocol: Protocol, first: u16, last: u16, affinity: Affinity) -> Rule {
@@ -132,7 +132,7 @@ pub fn ipv4(
     p.extend_from_slice(&[64, protocol, 0, 0]);
     p.extend_from_slice(&src);
     p.extend_from_slice(&dst);
-    let checksum = internet_checksum(&p);
+    let checksum = checksum(&p);
     p[10..12].copy_from_slice(&checksum.to_be_bytes());
     p.extend_from_slice(payload);
     p
@@ -230,22 +230,6 @@ pub fn icmp_protocol(v6: bool) -> u8 {
     }
 }
 
-/// The Internet checksum (RFC 1071) of `bytes`.
-pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut words = bytes.chunks_exact(2);
-    for word in words.by_ref() {
-        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +244,7 @@ mod tests {
             Fragment::default(),
             &udp(1, 2, b"x"),
         );
-        assert_eq!(internet_checksum(&p[..20]), 0);
+        assert_eq!(checksum(&p[..20]), 0);
         let v = Ipv4Packet::new_checked(&p).unwrap();
         assert_eq!(v.payload().unwrap().len(), 9);
     }

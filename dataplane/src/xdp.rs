@@ -1,10 +1,12 @@
 //! The in-kernel mode: the eBPF program of `bpf/herd.bpf.c`, which makes the whole verdict of
 //! [`crate::classify`] in XDP, loaded with aya, and the maps that carry the farm into it.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray};
-use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, Pod};
 use herd_config::{Affinity, Protocol};
 
@@ -69,6 +71,17 @@ pub enum XdpError {
     /// The farm has more VIPs of a family than the program holds.
     #[error("the eBPF program holds at most {MAX_VIPS} VIPs of each family")]
     TooManyVips,
+    /// The program could not be pinned to, or unpinned from, the BPF file system.
+    #[error("cannot pin the XDP program's link at {path}: {message}")]
+    Pin {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The program could not be attached as a link (the kernel is too old for XDP links).
+    #[error("XDP link: {0}")]
+    Link(#[from] aya::programs::links::LinkError),
     /// A test run did not count exactly one verdict.
     #[error("a test run counted {0} verdicts instead of one")]
     Uncounted(u64),
@@ -83,6 +96,14 @@ pub struct TestOutcome {
     pub action: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
+}
+
+/// Removes a pin; dropping the link it returns detaches the program.
+fn unpin(pinned: PinnedLink, path: &Path) -> Result<(), XdpError> {
+    pinned.unpin().map(drop).map_err(|error| XdpError::Pin {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
 }
 
 /// The time of `CLOCK_MONOTONIC` in nanoseconds, the clock of the program's `bpf_ktime_get_ns`.
@@ -103,6 +124,8 @@ pub struct XdpClassifier {
     ebpf: Ebpf,
     /// Which half of the `buckets` map packets read.
     active: u32,
+    /// The attachment, pinned so that it outlives a killed herd (see [`XdpClassifier::attach`]).
+    attached: Option<(PinnedLink, PathBuf)>,
 }
 
 impl XdpClassifier {
@@ -122,7 +145,11 @@ impl XdpClassifier {
             .ok_or(XdpError::Missing("herd_classify program"))?
             .try_into()?;
         program.load()?;
-        let mut classifier = Self { ebpf, active: 0 };
+        let mut classifier = Self {
+            ebpf,
+            active: 0,
+            attached: None,
+        };
         classifier.write_rules(rules, table, local, if_mac)?;
         classifier.install_table(table)?;
         classifier.array::<u64>("liveness")?.set(0, u64::MAX, 0)?;
@@ -193,6 +220,57 @@ impl XdpClassifier {
         let deadline = monotonic_ns().saturating_add(ttl.as_nanos().try_into().unwrap_or(u64::MAX));
         self.array::<u64>("liveness")?.set(0, deadline, 0)?;
         Ok(())
+    }
+
+    /// Attaches the program to `interface` and pins the attachment at `pin` (on a BPF file
+    /// system), so that it stays attached if herd is killed: then the liveness deadline passes
+    /// and the node accepts no VIP packet (fail closed), where a detached program would let the
+    /// kernel accept them all. [`XdpClassifier::detach`] removes it.
+    ///
+    /// `generic` attaches in the kernel's generic XDP mode instead of the driver's: for virtual
+    /// interfaces, where the driver mode of veth cannot send answers (`XDP_TX`) to a peer that
+    /// has no XDP program of its own.
+    pub fn attach(&mut self, interface: &str, pin: &Path, generic: bool) -> Result<(), XdpError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(XdpError::Missing("herd_classify program"))?
+            .try_into()?;
+        let mode = if generic {
+            XdpMode::Skb
+        } else {
+            XdpMode::Driver
+        };
+        let id = program.attach(interface, mode)?;
+        let link: FdLink = program.take_link(id)?.try_into()?;
+        let pinned = link.pin(pin).map_err(|error| XdpError::Pin {
+            path: pin.to_owned(),
+            message: error.to_string(),
+        })?;
+        self.attached = Some((pinned, pin.to_owned()));
+        Ok(())
+    }
+
+    /// Detaches the program, if attached, and removes its pin.
+    pub fn detach(&mut self) -> Result<(), XdpError> {
+        if let Some((pinned, path)) = self.attached.take() {
+            unpin(pinned, &path)?;
+        }
+        Ok(())
+    }
+
+    /// Detaches a program a previous herd left pinned at `pin` (it was killed); whether there
+    /// was one.
+    pub fn remove_stale(pin: &Path) -> Result<bool, XdpError> {
+        if !pin.exists() {
+            return Ok(false);
+        }
+        let pinned = PinnedLink::from_pin(pin).map_err(|error| XdpError::Pin {
+            path: pin.to_owned(),
+            message: error.to_string(),
+        })?;
+        unpin(pinned, pin)?;
+        Ok(true)
     }
 
     /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`.

@@ -344,7 +344,7 @@ fn check_answer(question: &[u8], outcome: &TestOutcome) {
         pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, ip_proto::ICMPV6]);
         pseudo.extend_from_slice(&a[40..72]);
         assert_eq!(
-            craft::internet_checksum(&pseudo),
+            herd_dataplane::wire::checksum(&pseudo),
             0,
             "a valid ICMPv6 checksum"
         );

@@ -55,6 +55,23 @@ pub mod ip_proto {
     pub const DEST_OPTS: u8 = 60;
 }
 
+/// The Internet checksum (RFC 1071) of `bytes`: 0 over a header or message whose checksum
+/// field is right.
+pub fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut words = bytes.chunks_exact(2);
+    for word in words.by_ref() {
+        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 #[inline(always)]
 fn be16(buf: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([buf[at], buf[at + 1]])

@@ -1,0 +1,243 @@
+//! What `herd run` changes on the host, each change recorded so that it is put back when herd
+//! stops: the VIP addresses, sysctls and promiscuous mode of the interface. Also the host's
+//! facts herd reads (the interface's index and MAC), and sending one raw frame.
+
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+
+/// One interface as herd found it, and the changes made to the host since.
+pub struct Host {
+    interface: String,
+    index: u32,
+    mac: [u8; 6],
+    undo: Vec<Undo>,
+}
+
+/// A change to put back.
+enum Undo {
+    /// A VIP address herd added.
+    Address(IpAddr),
+    /// A sysctl and the value it had.
+    Sysctl { path: String, old: String },
+    /// Promiscuous mode, which was off.
+    Promiscuous,
+}
+
+impl Host {
+    /// The interface named `interface`, which must exist.
+    pub fn open(interface: &str) -> anyhow::Result<Self> {
+        let sys = format!("/sys/class/net/{interface}");
+        let index = fs::read_to_string(format!("{sys}/ifindex"))
+            .with_context(|| format!("interface {interface} not found (no {sys})"))?;
+        let mac = fs::read_to_string(format!("{sys}/address"))
+            .with_context(|| format!("cannot read the MAC address of {interface}"))?;
+        Ok(Self {
+            interface: interface.to_owned(),
+            index: index
+                .trim()
+                .parse()
+                .with_context(|| format!("{sys}/ifindex: not an index"))?,
+            mac: parse_mac(mac.trim())
+                .with_context(|| format!("{interface} has no Ethernet address ({mac:?})"))?,
+            undo: Vec::new(),
+        })
+    }
+
+    /// Whether the interface is virtual (veth, tap, bridge...): it has no device behind it.
+    pub fn is_virtual(&self) -> bool {
+        !Path::new(&format!("/sys/class/net/{}/device", self.interface)).exists()
+    }
+
+    /// The interface's own MAC.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// Adds a VIP to the interface, so the kernel takes the packets herd accepts for it (a
+    /// /32 or /128: no route comes with it; IPv6 without duplicate address detection, which the
+    /// other nodes, holding the same address, would fail). An address already there, left by a
+    /// herd that was killed, is taken over.
+    pub fn add_vip(&mut self, vip: IpAddr) -> anyhow::Result<()> {
+        let address = match vip {
+            IpAddr::V4(_) => format!("{vip}/32"),
+            IpAddr::V6(_) => format!("{vip}/128"),
+        };
+        let mut args = vec!["addr", "add", &address, "dev", &self.interface];
+        if vip.is_ipv6() {
+            args.push("nodad");
+        }
+        if self.has_address(vip)? {
+            tracing::warn!(%vip, interface = %self.interface, "VIP address already present (left by a herd that was killed?); taking it over");
+        } else {
+            ip(&args)?;
+            tracing::info!(%vip, interface = %self.interface, "added VIP address");
+        }
+        self.undo.push(Undo::Address(vip));
+        Ok(())
+    }
+
+    /// Whether `address` is configured on the interface.
+    fn has_address(&self, address: IpAddr) -> anyhow::Result<bool> {
+        let output = Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &self.interface])
+            .output()
+            .context("cannot run `ip` (iproute2; scripts/deps installs it)")?;
+        let listing = String::from_utf8_lossy(&output.stdout);
+        // Lines read "2: vn    inet 198.18.0.100/32 scope global vn ...".
+        Ok(listing.lines().any(|line| {
+            line.split_whitespace()
+                .skip_while(|word| !matches!(*word, "inet" | "inet6"))
+                .nth(1)
+                .and_then(|cidr| cidr.split('/').next())
+                .and_then(|addr| addr.parse::<IpAddr>().ok())
+                == Some(address)
+        }))
+    }
+
+    /// Sets a sysctl of the interface (`net/ipv4/conf/<interface>/<name>`), to be put back.
+    pub fn set_ipv4_conf(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        let path = format!("/proc/sys/net/ipv4/conf/{}/{name}", self.interface);
+        let old = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        fs::write(&path, value).with_context(|| format!("cannot write {value} to {path}"))?;
+        tracing::info!(sysctl = %path, old = old.trim(), new = value, "set sysctl");
+        self.undo.push(Undo::Sysctl {
+            path,
+            old: old.trim().to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Turns promiscuous mode on, so the interface takes frames for the VIPs' virtual MACs.
+    pub fn promiscuous(&mut self) -> anyhow::Result<()> {
+        let flags = fs::read_to_string(format!("/sys/class/net/{}/flags", self.interface))?;
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)?;
+        const IFF_PROMISC: u32 = 0x100;
+        if flags & IFF_PROMISC != 0 {
+            return Ok(());
+        }
+        ip(&["link", "set", "dev", &self.interface, "promisc", "on"])?;
+        tracing::info!(interface = %self.interface, "promiscuous mode on");
+        self.undo.push(Undo::Promiscuous);
+        Ok(())
+    }
+
+    /// Sends one frame, as it is, out of the interface.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: socket() takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data, valid when zeroed.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_ifindex = self.index as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
+        // SAFETY: `frame` and `to` are valid for the lengths passed.
+        let sent = unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Puts back everything changed, newest first; failures are logged, not fatal, so that
+    /// one failure does not leave the rest changed.
+    pub fn restore(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            let result = match &undo {
+                Undo::Address(vip) => {
+                    let suffix = if vip.is_ipv4() { 32 } else { 128 };
+                    ip(&[
+                        "addr",
+                        "del",
+                        &format!("{vip}/{suffix}"),
+                        "dev",
+                        &self.interface,
+                    ])
+                    .map(|()| tracing::info!(%vip, "removed VIP address"))
+                }
+                Undo::Sysctl { path, old } => fs::write(path, old)
+                    .map(|()| tracing::info!(sysctl = %path, value = %old, "restored sysctl"))
+                    .with_context(|| format!("cannot restore {path}")),
+                Undo::Promiscuous => ip(&["link", "set", "dev", &self.interface, "promisc", "off"])
+                    .map(|()| tracing::info!(interface = %self.interface, "promiscuous mode off")),
+            };
+            if let Err(error) = result {
+                tracing::error!("{error:#}");
+            }
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Runs `ip` (iproute2) with `args`; its error output becomes the error.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (iproute2; scripts/deps installs it)")?;
+    if !output.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A MAC address written `02:00:00:00:00:0a`.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|byte| u8::from_str_radix(byte, 16).ok())
+        .collect::<Option<_>>()?;
+    bytes.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_read_as_sysfs_writes_them() {
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 0x0a]));
+        assert_eq!(parse_mac("02:00:00:00:00"), None, "too short");
+        assert_eq!(
+            parse_mac("00:00:00:00:00:00:00:00:00:00"),
+            None,
+            "not Ethernet"
+        );
+        assert_eq!(parse_mac("zz:00:00:00:00:00"), None);
+    }
+
+    #[test]
+    fn a_missing_interface_is_named_in_the_error() {
+        let error = Host::open("herd-no-such-if").err().unwrap();
+        assert!(format!("{error:#}").contains("interface herd-no-such-if not found"));
+    }
+}

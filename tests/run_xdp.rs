@@ -1,6 +1,6 @@
 //! `herd run` in the in-kernel mode, end to end, in network namespaces built for the test: a
-//! client reaches a VIP through its virtual MAC, and herd stopped with SIGTERM leaves the host
-//! as it found it.
+//! client reaches a VIP through its virtual MAC, herd stopped with SIGTERM leaves the host as it
+//! found it, and a node whose herd is killed stops accepting VIP traffic (fail closed).
 //!
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
@@ -37,12 +37,14 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Self {
+    /// A topology whose names hold the process id and `tag`, so that runs and tests do not
+    /// collide.
+    fn new(tag: &str) -> Self {
         let id = std::process::id();
         let topology = Topology {
-            node: format!("herd-n-{id}"),
-            client: format!("herd-c-{id}"),
-            dir: std::env::temp_dir().join(format!("herd-run-xdp-{id}")),
+            node: format!("herd-n{tag}-{id}"),
+            client: format!("herd-c{tag}-{id}"),
+            dir: std::env::temp_dir().join(format!("herd-run-xdp-{tag}-{id}")),
             herd: None,
         };
         ip(&["netns", "add", &topology.node]);
@@ -227,7 +229,7 @@ fn needs_root() {
 #[test]
 fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up() {
     needs_root();
-    let mut topology = Topology::new();
+    let mut topology = Topology::new("a");
     topology.start_herd();
     echo_server(&topology, 1000, Duration::from_secs(30));
 
@@ -284,4 +286,106 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up() {
         !request(&topology.client, "after", Duration::from_millis(300)),
         "a stopped node answers nothing"
     );
+}
+
+/// Sends requests until one is not answered, which must come within the liveness deadline
+/// (renewed every 100 ms, 500 ms ahead) and some slack; then none may be answered.
+fn closes_within_the_deadline(topology: &Topology, what: &str) {
+    let since = Instant::now();
+    let mut first_refused = None;
+    let mut i = 0;
+    while first_refused.is_none() && since.elapsed() < Duration::from_secs(5) {
+        if !request(
+            &topology.client,
+            &format!("{what}{i}"),
+            Duration::from_millis(100),
+        ) {
+            first_refused = Some(since.elapsed());
+        }
+        i += 1;
+    }
+    let first_refused = first_refused.expect("the node stops answering");
+    eprintln!("{what}: first request refused after {first_refused:?}, {i} requests in");
+    assert!(
+        first_refused < Duration::from_secs(2),
+        "stopped after {first_refused:?}"
+    );
+    let late = (0..20)
+        .filter(|i| {
+            request(
+                &topology.client,
+                &format!("late{i}"),
+                Duration::from_millis(200),
+            )
+        })
+        .count();
+    assert_eq!(late, 0, "no VIP packet is accepted once herd is {what}");
+}
+
+#[test]
+fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes() {
+    needs_root();
+    let mut topology = Topology::new("s");
+    topology.start_herd();
+    echo_server(&topology, usize::MAX, Duration::from_secs(20));
+    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
+    let pid = topology.herd.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    closes_within_the_deadline(&topology, "frozen");
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Resumed, herd renews the deadline within 100 ms: wait for the first answer.
+    let resumed = Instant::now();
+    let mut answered = false;
+    while !answered && resumed.elapsed() < Duration::from_secs(5) {
+        answered = request(&topology.client, "again", Duration::from_millis(100));
+    }
+    assert!(answered, "a resumed node takes its traffic again");
+}
+
+#[test]
+fn a_node_whose_herd_is_killed_accepts_no_vip_traffic() {
+    needs_root();
+    let mut topology = Topology::new("k");
+    topology.start_herd();
+    // The server outlasts the test, so that only the node can stop the answers.
+    echo_server(&topology, usize::MAX, Duration::from_secs(20));
+    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
+
+    let pid = topology.herd.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    topology.herd.take().unwrap().wait().unwrap();
+    // The program stays attached (pinned) and stops accepting once the last liveness deadline
+    // has passed.
+    closes_within_the_deadline(&topology, "killed");
+    let link = Command::new("ip")
+        .args(["-n", &topology.node, "link", "show", "vn"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("prog/xdp"),
+        "the program outlives herd, closed"
+    );
+    // The server still answers from inside the node: the program, not the server, refuses.
+    let node = topology.node.clone();
+    let answered = Topology::in_netns(&node, || {
+        let socket = UdpSocket::bind(("198.18.1.1", 0)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        socket.send_to(b"inside", (VIP, PORT)).unwrap();
+        socket.recv_from(&mut [0u8; 64]).is_ok()
+    });
+    assert!(answered, "the server is alive");
 }

@@ -82,6 +82,14 @@ pub enum XdpError {
     /// The program could not be attached as a link (the kernel is too old for XDP links).
     #[error("XDP link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
+    /// A bucket table of another size than the one the program was loaded with.
+    #[error("a table of {got} buckets, but the program was loaded for {expected}")]
+    TableSize {
+        /// The loaded size.
+        expected: usize,
+        /// The offered size.
+        got: usize,
+    },
     /// A test run did not count exactly one verdict.
     #[error("a test run counted {0} verdicts instead of one")]
     Uncounted(u64),
@@ -124,6 +132,8 @@ pub struct XdpClassifier {
     ebpf: Ebpf,
     /// Which half of the `buckets` map packets read.
     active: u32,
+    /// The number of buckets of the farm, which every installed table must have.
+    buckets: usize,
     /// The attachment, pinned so that it outlives a killed herd (see [`XdpClassifier::attach`]).
     attached: Option<(PinnedLink, PathBuf)>,
 }
@@ -148,6 +158,7 @@ impl XdpClassifier {
         let mut classifier = Self {
             ebpf,
             active: 0,
+            buckets: table.len(),
             attached: None,
         };
         classifier.write_rules(rules, table, local, if_mac)?;
@@ -202,6 +213,12 @@ impl XdpClassifier {
     /// the `buckets` map that packets do not read, then one 4-byte write switches them to it.
     /// The table must have the bucket count the classifier was loaded with.
     pub fn install_table(&mut self, table: &BucketTable) -> Result<(), XdpError> {
+        if table.len() != self.buckets {
+            return Err(XdpError::TableSize {
+                expected: self.buckets,
+                got: table.len(),
+            });
+        }
         let next = self.active ^ 1;
         let mut buckets = self.array::<NodeId>("buckets")?;
         for (bucket, &owner) in table.owners().iter().enumerate() {

@@ -418,3 +418,16 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
         "and takes its share again once renewed"
     );
 }
+
+#[test]
+fn a_table_of_another_size_is_refused() {
+    needs_root();
+    let rules = FarmRules::from_config(&farm(true));
+    let mut xdp = XdpClassifier::load(&rules, &owners(1), 0, IF_MAC).expect("loads");
+    let other = BucketTable::unowned(2 * BUCKETS as usize).unwrap();
+    let error = xdp.install_table(&other).unwrap_err().to_string();
+    assert!(
+        error.contains("512 buckets") && error.contains("256"),
+        "{error}"
+    );
+}

@@ -139,6 +139,17 @@ mode = "xdp"
             .expect("herd reports that it runs");
     }
 
+    /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...). `ip netns exec` runs herd in place
+    /// (exec), so the child's pid is herd's.
+    fn signal_herd(&self, signal: &str) {
+        let pid = self.herd.as_ref().expect("herd runs").id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// Runs `f` in a thread that has entered namespace `ns`.
     fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
         let file = File::open(format!("/run/netns/{ns}")).expect("the namespace exists");
@@ -249,9 +260,7 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up() {
     );
 
     // SIGTERM: herd stops and leaves the host as it found it.
-    let pid = topology.herd.as_ref().unwrap().id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
+    topology.signal_herd("TERM");
     let exit = topology.herd.take().unwrap().wait().unwrap();
     assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
     let show = |args: &[&str]| {
@@ -286,6 +295,17 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up() {
         !request(&topology.client, "after", Duration::from_millis(300)),
         "a stopped node answers nothing"
     );
+}
+
+/// A running node whose echo server outlasts the test, so that only the node can stop the
+/// answers; one request has been answered.
+fn serving_node(tag: &str) -> Topology {
+    needs_root();
+    let mut topology = Topology::new(tag);
+    topology.start_herd();
+    echo_server(&topology, usize::MAX, Duration::from_secs(20));
+    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
+    topology
 }
 
 /// Sends requests until one is not answered, which must come within the liveness deadline
@@ -324,23 +344,10 @@ fn closes_within_the_deadline(topology: &Topology, what: &str) {
 
 #[test]
 fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes() {
-    needs_root();
-    let mut topology = Topology::new("s");
-    topology.start_herd();
-    echo_server(&topology, usize::MAX, Duration::from_secs(20));
-    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
-    let pid = topology.herd.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let topology = serving_node("s");
+    topology.signal_herd("STOP");
     closes_within_the_deadline(&topology, "frozen");
-    assert!(Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    topology.signal_herd("CONT");
     // Resumed, herd renews the deadline within 100 ms: wait for the first answer.
     let resumed = Instant::now();
     let mut answered = false;
@@ -352,19 +359,8 @@ fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes() {
 
 #[test]
 fn a_node_whose_herd_is_killed_accepts_no_vip_traffic() {
-    needs_root();
-    let mut topology = Topology::new("k");
-    topology.start_herd();
-    // The server outlasts the test, so that only the node can stop the answers.
-    echo_server(&topology, usize::MAX, Duration::from_secs(20));
-    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
-
-    let pid = topology.herd.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let mut topology = serving_node("k");
+    topology.signal_herd("KILL");
     topology.herd.take().unwrap().wait().unwrap();
     // The program stays attached (pinned) and stops accepting once the last liveness deadline
     // has passed.

@@ -41,6 +41,11 @@ pub fn table(config: &FarmConfig, live: &[bool]) -> anyhow::Result<BucketTable> 
     Ok(BucketTable::new(0, owners)?)
 }
 
+/// This host's addresses, by which it finds its `[[node]]` entry.
+pub fn local_addresses() -> std::io::Result<Vec<std::net::IpAddr>> {
+    Ok(if_addrs::get_if_addrs()?.iter().map(|i| i.ip()).collect())
+}
+
 /// A share of the buckets as a percentage with one decimal, for display.
 pub fn percent(count: usize, total: usize) -> f64 {
     if total == 0 {

@@ -106,6 +106,14 @@ pub struct TestOutcome {
     pub frame: Vec<u8>,
 }
 
+/// The object's XDP program.
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let program = ebpf
+        .program_mut(PROGRAM)
+        .ok_or(XdpError::Missing("herd_classify program"))?;
+    Ok(program.try_into()?)
+}
+
 /// Removes a pin; dropping the link it returns detaches the program.
 fn unpin(pinned: PinnedLink, path: &Path) -> Result<(), XdpError> {
     pinned.unpin().map(drop).map_err(|error| XdpError::Pin {
@@ -150,11 +158,7 @@ impl XdpClassifier {
         if_mac: [u8; 6],
     ) -> Result<Self, XdpError> {
         let mut ebpf = Ebpf::load(OBJECT)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(XdpError::Missing("herd_classify program"))?
-            .try_into()?;
-        program.load()?;
+        xdp_program(&mut ebpf)?.load()?;
         let mut classifier = Self {
             ebpf,
             active: 0,
@@ -248,11 +252,7 @@ impl XdpClassifier {
     /// interfaces, where the driver mode of veth cannot send answers (`XDP_TX`) to a peer that
     /// has no XDP program of its own.
     pub fn attach(&mut self, interface: &str, pin: &Path, generic: bool) -> Result<(), XdpError> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(XdpError::Missing("herd_classify program"))?
-            .try_into()?;
+        let program = xdp_program(&mut self.ebpf)?;
         let mode = if generic {
             XdpMode::Skb
         } else {

@@ -92,9 +92,7 @@ fn identify(config: &FarmConfig, node: Option<&str>) -> anyhow::Result<(Option<S
     let local: Vec<IpAddr> = if node.is_some() {
         Vec::new()
     } else {
-        if_addrs::get_if_addrs()
-            .map(|ifs| ifs.iter().map(|i| i.ip()).collect())
-            .unwrap_or_default()
+        farm::local_addresses().unwrap_or_default()
     };
     match config.identify(node, &local) {
         Ok(index) => {

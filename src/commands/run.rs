@@ -116,11 +116,7 @@ fn identify(config: &FarmConfig, node: Option<&str>) -> anyhow::Result<usize> {
     let local: Vec<std::net::IpAddr> = if node.is_some() {
         Vec::new()
     } else {
-        if_addrs::get_if_addrs()
-            .context("cannot list this host's addresses")?
-            .iter()
-            .map(|i| i.ip())
-            .collect()
+        farm::local_addresses().context("cannot list this host's addresses")?
     };
     Ok(config.identify(node, &local)?)
 }

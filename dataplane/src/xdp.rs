@@ -290,6 +290,22 @@ impl XdpClassifier {
         Ok(true)
     }
 
+    /// How many packets met each verdict since the program was loaded, summed over the CPUs.
+    pub fn counts(&self) -> Result<Vec<(Verdict, u64)>, XdpError> {
+        Ok(VERDICTS.into_iter().zip(self.verdict_counts()?).collect())
+    }
+
+    /// The program's mean time per run on `frame`, over `repeat` runs in the kernel with
+    /// `BPF_PROG_TEST_RUN`, as the kernel measures it.
+    pub fn time_per_run(&self, frame: &[u8], repeat: u32) -> Result<Duration, XdpError> {
+        let result = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.duration)
+    }
+
     /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`.
     fn verdict_counts(&self) -> Result<[u64; VERDICTS.len()], XdpError> {
         let map = self

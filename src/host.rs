@@ -59,6 +59,54 @@ impl Host {
         self.mac
     }
 
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.interface
+    }
+
+    /// The interface's index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// How many RX queues the interface has (one AF_XDP socket serves each).
+    pub fn rx_queues(&self) -> anyhow::Result<u32> {
+        let dir = format!("/sys/class/net/{}/queues", self.interface);
+        let entries = fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))?;
+        let mut queues = 0;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {dir}"))?;
+            if entry.file_name().to_string_lossy().starts_with("rx-") {
+                queues += 1;
+            }
+        }
+        if queues == 0 {
+            bail!("{dir} lists no RX queue");
+        }
+        Ok(queues)
+    }
+
+    /// Makes `device`, which herd created to hand accepted frames to the stack, take them:
+    /// the interface's MAC as its own (the frames are addressed to it), no IPv6 address of its
+    /// own (it would send neighbour discovery nobody reads), no reverse-path filter (the
+    /// clients are routed through the interface, not through it), and up. Nothing to undo: the
+    /// device goes with herd.
+    pub fn prepare_stack_device(&self, device: &str) -> anyhow::Result<()> {
+        let strict = fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
+            .is_ok_and(|value| value.trim() == "1");
+        if strict {
+            bail!(
+                "net.ipv4.conf.all.rp_filter is 1 (strict): the kernel would drop every packet herd                  hands it through {device}, since the clients are routed through {}; set it to 2                  (loose) or 0, or run [dataplane] mode = \"xdp\"",
+                self.interface
+            );
+        }
+        let path = format!("/proc/sys/net/ipv4/conf/{device}/rp_filter");
+        fs::write(&path, "0").with_context(|| format!("cannot write 0 to {path}"))?;
+        ip(&["link", "set", "dev", device, "addrgenmode", "none"])?;
+        let mac = self.mac.map(|byte| format!("{byte:02x}")).join(":");
+        ip(&["link", "set", "dev", device, "address", &mac, "up"])
+    }
+
     /// Adds a VIP to the interface, so the kernel takes the packets herd accepts for it (a
     /// /32 or /128: no route comes with it; IPv6 without duplicate address detection, which the
     /// other nodes, holding the same address, would fail). An address already there, left by a

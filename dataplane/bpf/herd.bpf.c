@@ -15,6 +15,14 @@
 //
 // Fail closed: the `liveness` map holds a deadline (CLOCK_MONOTONIC, ns) that herd keeps
 // pushing forward. Once it has passed (herd killed or frozen), the node owns no bucket.
+//
+// The AF_XDP mode loads `herd_redirect` from this file instead: the same rules up to the flow's
+// identity, then, where `herd_classify` would look up the bucket, it redirects the frame to the
+// AF_XDP socket of its RX queue, whose worker hashes it in userspace. Everything else (non-VIP
+// traffic, neighbour answers, VIP traffic no rule balances, malformed VIP packets) is handled
+// here exactly as `herd_classify` handles it, so the workers only see what needs the table.
+// With no live socket on the queue (herd killed) or a stale deadline (herd frozen), VIP
+// traffic is dropped.
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -27,6 +35,8 @@
 // accesses (any offset past the frame fails its length check first).
 #define MAX_OFFSET 4096
 #define MAX_EXTENSION_HEADERS 8
+// RX queues the AF_XDP mode serves (`MAX_QUEUES` in dataplane/src/xdp.rs).
+#define MAX_QUEUES 64
 
 #define ETH_P_IP 0x0800
 #define ETH_P_ARP 0x0806
@@ -64,6 +74,7 @@ enum verdict {
 	V_DROP_NO_RULE,
 	V_DROP_MALFORMED,
 	V_ANSWER_NEIGHBOR,
+	V_REDIRECTED, // herd_redirect only: handed to a worker's AF_XDP socket
 	V_COUNT,
 };
 
@@ -119,6 +130,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } liveness SEC(".maps");
+
+// The AF_XDP socket of each RX queue (herd_redirect).
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} sockets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -521,11 +540,18 @@ static __always_inline __u64 flow_hash(const struct farm *f, const struct identi
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-static __always_inline enum verdict owner_verdict(const struct farm *f, __u64 hash)
+// Whether herd's last sign of life is recent enough for the node to own buckets.
+static __always_inline int alive(void)
 {
 	__u32 zero = 0;
 	const __u64 *deadline = bpf_map_lookup_elem(&liveness, &zero);
-	if (!deadline || bpf_ktime_get_ns() > *deadline)
+	return deadline && bpf_ktime_get_ns() <= *deadline;
+}
+
+static __always_inline enum verdict owner_verdict(const struct farm *f, __u64 hash)
+{
+	__u32 zero = 0;
+	if (!alive())
 		return V_DROP_NOT_OWNER;
 	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
 	if (!table)
@@ -547,13 +573,15 @@ static __always_inline struct packet packet_of(struct xdp_md *ctx)
 	return pkt;
 }
 
-// The verdict on the frame; `*l3` is set to the offset of its network header.
-static __always_inline enum verdict classify(struct xdp_md *ctx, const struct farm *f, __u32 *l3)
+// The frame's flow identity, or the verdict that needs none (V_ACCEPT in `verdict` means
+// "a VIP flow to look up"); `*l3` is set to the offset of its network header.
+static __always_inline struct identity identify(struct xdp_md *ctx, const struct farm *f,
+						 __u32 *l3)
 {
 	struct packet pkt = packet_of(ctx);
 	const __u8 *eth = at(&pkt, 0, 14);
 	if (!eth)
-		return V_PASS;
+		return decided(V_PASS);
 	__u16 ethertype = be16(eth + 12);
 	__u32 off = 14;
 #pragma unroll
@@ -562,28 +590,22 @@ static __always_inline enum verdict classify(struct xdp_md *ctx, const struct fa
 			break;
 		const __u8 *tag = at(&pkt, off, 4);
 		if (!tag)
-			return V_PASS;
+			return decided(V_PASS);
 		ethertype = be16(tag + 2);
 		off += 4;
 	}
 	*l3 = off;
-	struct identity id;
 	switch (ethertype) {
 	case ETH_P_IP:
-		id = ipv4(&pkt, f, off);
-		break;
+		return ipv4(&pkt, f, off);
 	case ETH_P_IPV6:
-		id = ipv6(&pkt, f, off);
-		break;
+		return ipv6(&pkt, f, off);
 	case ETH_P_ARP:
-		return arp(&pkt, f, off);
+		return decided(arp(&pkt, f, off));
 	default:
 		// Other EtherTypes, and a third VLAN tag.
-		return V_PASS;
+		return decided(V_PASS);
 	}
-	if (id.verdict != V_ACCEPT)
-		return id.verdict;
-	return owner_verdict(f, flow_hash(f, &id));
 }
 
 // The virtual MAC of a VIP: locally administered unicast, 02:68 and the IPv4 address, or 06:68
@@ -687,22 +709,19 @@ static __always_inline int to_stack(struct xdp_md *ctx, const struct farm *f)
 	return XDP_PASS;
 }
 
-SEC("xdp")
-int herd_classify(struct xdp_md *ctx)
+static __always_inline void count(enum verdict v)
 {
-	__u32 zero = 0;
-	const struct farm *f = bpf_map_lookup_elem(&farm, &zero);
-	if (!f)
-		return XDP_PASS;
-	__u32 l3 = 0;
-	enum verdict v = classify(ctx, f, &l3);
 	__u32 index = v;
 	__u64 *count = bpf_map_lookup_elem(&counters, &index);
 	if (count)
 		*count += 1;
+}
+
+// The action of every verdict but V_ACCEPT and V_REDIRECTED, which the programs take.
+static __always_inline int act(struct xdp_md *ctx, const struct farm *f, enum verdict v,
+			       __u32 l3)
+{
 	switch (v) {
-	case V_ACCEPT:
-		return to_stack(ctx, f);
 	case V_ANSWER_NEIGHBOR: {
 		struct packet pkt = packet_of(ctx);
 		const __u8 *eth = at(&pkt, l3 - 2, 2);
@@ -717,6 +736,41 @@ int herd_classify(struct xdp_md *ctx)
 	default:
 		return XDP_PASS;
 	}
+}
+
+SEC("xdp")
+int herd_classify(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	const struct farm *f = bpf_map_lookup_elem(&farm, &zero);
+	if (!f)
+		return XDP_PASS;
+	__u32 l3 = 0;
+	struct identity id = identify(ctx, f, &l3);
+	enum verdict v = id.verdict;
+	if (v == V_ACCEPT)
+		v = owner_verdict(f, flow_hash(f, &id));
+	count(v);
+	if (v == V_ACCEPT)
+		return to_stack(ctx, f);
+	return act(ctx, f, v, l3);
+}
+
+SEC("xdp")
+int herd_redirect(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	const struct farm *f = bpf_map_lookup_elem(&farm, &zero);
+	if (!f)
+		return XDP_PASS;
+	__u32 l3 = 0;
+	enum verdict v = identify(ctx, f, &l3).verdict;
+	if (v == V_ACCEPT)
+		v = alive() ? V_REDIRECTED : V_DROP_NOT_OWNER;
+	count(v);
+	if (v == V_REDIRECTED)
+		return bpf_redirect_map(&sockets, ctx->rx_queue_index, XDP_DROP);
+	return act(ctx, f, v, l3);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

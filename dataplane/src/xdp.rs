@@ -1,10 +1,13 @@
-//! The in-kernel mode: the eBPF program of `bpf/herd.bpf.c`, which makes the whole verdict of
-//! [`crate::classify`] in XDP, loaded with aya, and the maps that carry the farm into it.
+//! The eBPF programs of `bpf/herd.bpf.c`, loaded with aya, and the maps that carry the farm
+//! into them: `herd_classify`, which makes the whole verdict of [`crate::classify`] in XDP (the
+//! in-kernel mode), and `herd_redirect`, which hands the VIP flows to the AF_XDP sockets of the
+//! workers instead of looking up their bucket (the AF_XDP mode).
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray, XskMap};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, Pod};
@@ -17,8 +20,15 @@ use crate::table::{BucketTable, NodeId, MAX_BUCKETS};
 /// The program object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herd.bpf.o"));
 
-/// The program's name in the object (its function name).
-const PROGRAM: &str = "herd_classify";
+/// The programs' names in the object (their function names).
+const CLASSIFY: &str = "herd_classify";
+const REDIRECT: &str = "herd_redirect";
+
+/// The most RX queues the AF_XDP mode serves (`MAX_QUEUES` in herd.bpf.c).
+pub const MAX_QUEUES: u32 = 64;
+
+/// The index of the redirect program's counter of frames handed to a socket (`V_REDIRECTED`).
+const REDIRECTED: u32 = 6;
 
 /// The most VIPs of each family the program holds (the configuration's limit).
 const MAX_VIPS: usize = herd_config::Farm::MAX_VIPS;
@@ -90,6 +100,12 @@ pub enum XdpError {
         /// The offered size.
         got: usize,
     },
+    /// A bucket table offered to the redirect program, which has none (the workers do).
+    #[error("the AF_XDP redirect program holds no bucket table")]
+    NoTable,
+    /// A socket for an RX queue past [`MAX_QUEUES`].
+    #[error("RX queue {0}: the AF_XDP mode serves at most {MAX_QUEUES} queues")]
+    Queue(u32),
     /// A test run did not count exactly one verdict.
     #[error("a test run counted {0} verdicts instead of one")]
     Uncounted(u64),
@@ -106,11 +122,9 @@ pub struct TestOutcome {
     pub frame: Vec<u8>,
 }
 
-/// The object's XDP program.
-fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
-    let program = ebpf
-        .program_mut(PROGRAM)
-        .ok_or(XdpError::Missing("herd_classify program"))?;
+/// The object's XDP program `name`.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, XdpError> {
+    let program = ebpf.program_mut(name).ok_or(XdpError::Missing(name))?;
     Ok(program.try_into()?)
 }
 
@@ -135,13 +149,18 @@ fn monotonic_ns() -> u64 {
         .saturating_add(now.tv_nsec as u64)
 }
 
-/// The in-kernel classifier, loaded and filled with one farm's settings, not yet attached.
+/// One of the programs, loaded and filled with one farm's settings, not yet attached: the
+/// in-kernel classifier ([`XdpClassifier::load`]) or the AF_XDP redirect
+/// ([`XdpClassifier::load_redirect`]).
 pub struct XdpClassifier {
     ebpf: Ebpf,
+    /// Which program of the object this is.
+    program: &'static str,
     /// Which half of the `buckets` map packets read.
     active: u32,
-    /// The number of buckets of the farm, which every installed table must have.
-    buckets: usize,
+    /// The number of buckets of the farm, which every installed table must have; `None` for
+    /// the redirect program.
+    buckets: Option<usize>,
     /// The attachment, pinned so that it outlives a killed herd (see [`XdpClassifier::attach`]).
     attached: Option<(PinnedLink, PathBuf)>,
 }
@@ -157,24 +176,58 @@ impl XdpClassifier {
         local: NodeId,
         if_mac: [u8; 6],
     ) -> Result<Self, XdpError> {
+        let mut classifier = Self::load_program(CLASSIFY, Some(table.len()))?;
+        classifier.write_rules(rules, (table.len() - 1) as u32, local, if_mac)?;
+        classifier.install_table(table)?;
+        Ok(classifier)
+    }
+
+    /// Loads the AF_XDP mode's redirect program for a farm with `rules` on an interface whose
+    /// MAC is `if_mac`; [`XdpClassifier::add_socket`] gives it the sockets. Alive until
+    /// [`XdpClassifier::keep_alive`] first sets a deadline.
+    pub fn load_redirect(rules: &FarmRules, if_mac: [u8; 6]) -> Result<Self, XdpError> {
+        let mut redirect = Self::load_program(REDIRECT, None)?;
+        redirect.write_rules(rules, 0, crate::table::NO_OWNER, if_mac)?;
+        Ok(redirect)
+    }
+
+    fn load_program(program: &'static str, buckets: Option<usize>) -> Result<Self, XdpError> {
         let mut ebpf = Ebpf::load(OBJECT)?;
-        xdp_program(&mut ebpf)?.load()?;
-        let mut classifier = Self {
+        xdp_program(&mut ebpf, program)?.load()?;
+        let mut loaded = Self {
             ebpf,
+            program,
             active: 0,
-            buckets: table.len(),
+            buckets,
             attached: None,
         };
-        classifier.write_rules(rules, table, local, if_mac)?;
-        classifier.install_table(table)?;
-        classifier.array::<u64>("liveness")?.set(0, u64::MAX, 0)?;
-        Ok(classifier)
+        loaded.array::<u64>("liveness")?.set(0, u64::MAX, 0)?;
+        Ok(loaded)
+    }
+
+    /// Makes `socket`, an AF_XDP socket bound to RX queue `queue` of the interface, the one
+    /// the redirect program hands that queue's VIP flows to.
+    pub fn add_socket(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), XdpError> {
+        if queue >= MAX_QUEUES {
+            return Err(XdpError::Queue(queue));
+        }
+        let map = self
+            .ebpf
+            .map_mut("sockets")
+            .ok_or(XdpError::Missing("sockets"))?;
+        XskMap::try_from(map)?.set(queue, socket.as_raw_fd(), 0)?;
+        Ok(())
+    }
+
+    /// How many frames the redirect program has handed to the sockets, summed over the CPUs.
+    pub fn redirected(&self) -> Result<u64, XdpError> {
+        Ok(self.per_cpu_counters()?.get(&REDIRECTED, 0)?.iter().sum())
     }
 
     fn write_rules(
         &mut self,
         rules: &FarmRules,
-        table: &BucketTable,
+        mask: u32,
         local: NodeId,
         if_mac: [u8; 6],
     ) -> Result<(), XdpError> {
@@ -185,7 +238,7 @@ impl XdpClassifier {
         let (k0, k1) = rules.key().words();
         let mut settings = FarmSettings {
             key: [k0, k1],
-            mask: (table.len() - 1) as u32,
+            mask,
             local,
             covered: [Protocol::Tcp, Protocol::Udp, Protocol::Icmp]
                 .map(|protocol| u8::from(rules.covers(protocol))),
@@ -217,9 +270,10 @@ impl XdpClassifier {
     /// the `buckets` map that packets do not read, then one 4-byte write switches them to it.
     /// The table must have the bucket count the classifier was loaded with.
     pub fn install_table(&mut self, table: &BucketTable) -> Result<(), XdpError> {
-        if table.len() != self.buckets {
+        let expected = self.buckets.ok_or(XdpError::NoTable)?;
+        if table.len() != expected {
             return Err(XdpError::TableSize {
-                expected: self.buckets,
+                expected,
                 got: table.len(),
             });
         }
@@ -252,7 +306,7 @@ impl XdpClassifier {
     /// interfaces, where the driver mode of veth cannot send answers (`XDP_TX`) to a peer that
     /// has no XDP program of its own.
     pub fn attach(&mut self, interface: &str, pin: &Path, generic: bool) -> Result<(), XdpError> {
-        let program = xdp_program(&mut self.ebpf)?;
+        let program = xdp_program(&mut self.ebpf, self.program)?;
         let mode = if generic {
             XdpMode::Skb
         } else {
@@ -308,11 +362,7 @@ impl XdpClassifier {
 
     /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`.
     fn verdict_counts(&self) -> Result<[u64; VERDICTS.len()], XdpError> {
-        let map = self
-            .ebpf
-            .map("counters")
-            .ok_or(XdpError::Missing("counters map"))?;
-        let counters = PerCpuArray::<_, u64>::try_from(map)?;
+        let counters = self.per_cpu_counters()?;
         let mut counts = [0; VERDICTS.len()];
         for (index, count) in counts.iter_mut().enumerate() {
             *count = counters.get(&(index as u32), 0)?.iter().sum();
@@ -350,11 +400,19 @@ impl XdpClassifier {
         }
     }
 
+    fn per_cpu_counters(&self) -> Result<PerCpuArray<&MapData, u64>, XdpError> {
+        let map = self
+            .ebpf
+            .map("counters")
+            .ok_or(XdpError::Missing("counters map"))?;
+        Ok(PerCpuArray::try_from(map)?)
+    }
+
     fn program(&self) -> Result<&Xdp, XdpError> {
         let program = self
             .ebpf
-            .program(PROGRAM)
-            .ok_or(XdpError::Missing("herd_classify program"))?;
+            .program(self.program)
+            .ok_or(XdpError::Missing(self.program))?;
         Ok(program.try_into()?)
     }
 

@@ -2,6 +2,10 @@
 //!
 //! Until the membership protocol exists, every configured node is taken as alive, so the
 //! node owns its share of the table of the whole farm.
+//!
+//! Both dataplane modes prepare the host the same way and end the same way; they differ in the
+//! XDP program they attach (the whole verdict, or a redirect to AF_XDP sockets) and in the
+//! workers the AF_XDP mode runs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,11 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use core_affinity::CoreId;
 use herd_config::{FarmConfig, Mode};
+use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
+use herd_dataplane::handoff::Port;
 use herd_dataplane::neighbor::announcement;
-use herd_dataplane::table::NodeId;
+use herd_dataplane::table::{BucketTable, NodeId, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
-use herd_dataplane::FarmRules;
+use herd_dataplane::{FarmRules, FarmTable};
 
 use crate::farm;
 use crate::host::Host;
@@ -42,73 +49,256 @@ pub fn run(path: &Path, node: Option<&str>, bpf_dir: Option<&Path>) -> anyhow::R
     }
     let config = FarmConfig::load(path)?;
     let local = identify(&config, node)?;
-    let name = config.nodes[local].name.clone();
-    if config.dataplane.mode == Mode::Afxdp {
-        bail!(
-            "{}: [dataplane] mode = \"afxdp\" (the default) is not available yet; set \
-             mode = \"xdp\" in [dataplane] to run the in-kernel mode",
-            path.display()
-        );
-    }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("herd run needs root: it attaches an XDP program, adds the VIPs to the interface and sets its options");
     }
     let interface = config.interface_of(local).to_owned();
-    let mut host = Host::open(&interface)?;
+    let host = Host::open(&interface)?;
     let table = farm::table(&config, &vec![true; config.nodes.len()])?;
-    let owned = table.counts(config.nodes.len())[local];
-    let rules = FarmRules::from_config(&config);
+    let node = Node {
+        name: config.nodes[local].name.clone(),
+        id: local as NodeId,
+        owned: table.counts(config.nodes.len())[local],
+        rules: FarmRules::from_config(&config),
+        table,
+        pin: pin_dir(bpf_dir)?.join(&interface),
+        config,
+        host,
+        stop,
+    };
+    match node.config.dataplane.mode {
+        Mode::Xdp => run_xdp(node),
+        Mode::Afxdp => run_afxdp(node, path),
+    }
+}
 
-    let pin = pin_dir(bpf_dir)?.join(&interface);
-    let mut xdp = XdpClassifier::load(&rules, &table, local as NodeId, host.mac())?;
-    xdp.keep_alive(LIVENESS_TTL)?;
-    // The kernel must never send an ARP packet with a VIP as its sender address: that would
-    // teach the link this node's own MAC for the VIP. arp_announce 2 makes it use the node's
-    // own address.
-    host.set_ipv4_conf("arp_announce", "2")?;
-    host.promiscuous()?;
-    for &vip in &config.farm.vips {
-        host.add_vip(vip)?;
+/// What both modes start from.
+struct Node {
+    config: FarmConfig,
+    name: String,
+    id: NodeId,
+    /// How many buckets this node owns.
+    owned: usize,
+    rules: FarmRules,
+    table: BucketTable,
+    host: Host,
+    /// Where the XDP attachment is pinned.
+    pin: PathBuf,
+    /// Set by SIGINT and SIGTERM.
+    stop: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Prepares the host for the VIPs' traffic: the kernel must never send an ARP packet with a
+    /// VIP as its sender address, which would teach the link this node's own MAC for the VIP
+    /// (arp_announce 2 makes it use the node's own address); the interface takes the frames
+    /// sent to the virtual MACs (promiscuous mode); the kernel takes the VIPs' packets that
+    /// the dataplane hands it (the VIP addresses).
+    fn prepare_host(&mut self) -> anyhow::Result<()> {
+        self.host.set_ipv4_conf("arp_announce", "2")?;
+        self.host.promiscuous()?;
+        for &vip in &self.config.farm.vips {
+            self.host.add_vip(vip)?;
+        }
+        Ok(())
     }
-    // A program an earlier herd left attached (it was killed) keeps the node closed until the
-    // moment it is replaced, so it is removed only now, with everything else ready.
-    if XdpClassifier::remove_stale(&pin)? {
-        tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
+
+    /// Attaches `program` to the interface, replacing one an earlier herd left attached.
+    fn attach(&self, program: &mut XdpClassifier) -> anyhow::Result<()> {
+        let interface = self.host.name();
+        // A program an earlier herd left attached (it was killed) keeps the node closed until
+        // the moment it is replaced, so it is removed only now, with everything else ready.
+        if XdpClassifier::remove_stale(&self.pin)? {
+            tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
+        }
+        let generic = self.host.is_virtual();
+        program.attach(interface, &self.pin, generic)?;
+        tracing::info!(
+            %interface,
+            xdp = if generic { "generic (a virtual interface)" } else { "driver" },
+            pin = %self.pin.display(),
+            "attached the XDP program"
+        );
+        Ok(())
     }
-    let generic = host.is_virtual();
-    xdp.attach(&interface, &pin, generic)?;
-    tracing::info!(
-        %interface,
-        xdp = if generic { "generic (a virtual interface)" } else { "driver" },
-        pin = %pin.display(),
-        "attached the XDP program"
-    );
-    tracing::info!(
-        node = %name,
-        farm = %config.farm.name,
-        %interface,
-        mode = "xdp",
-        buckets = owned,
-        of = table.len(),
-        "running: every configured node taken as alive"
-    );
-    for &vip in &config.farm.vips {
-        if let Err(error) = host.send(&announcement(host.mac(), vip)) {
-            tracing::warn!(%vip, "cannot announce the VIP's virtual MAC: {error}");
+
+    /// Says the node runs, and announces the VIPs' virtual MACs.
+    fn announce(&self, mode: &str) {
+        tracing::info!(
+            node = %self.name,
+            farm = %self.config.farm.name,
+            interface = %self.host.name(),
+            mode,
+            buckets = self.owned,
+            of = self.table.len(),
+            "running: every configured node taken as alive"
+        );
+        for &vip in &self.config.farm.vips {
+            if let Err(error) = self.host.send(&announcement(self.host.mac(), vip)) {
+                tracing::warn!(%vip, "cannot announce the VIP's virtual MAC: {error}");
+            }
         }
     }
 
-    while !stop.load(Ordering::Relaxed) {
-        xdp.keep_alive(LIVENESS_TTL)?;
-        std::thread::sleep(RENEW_EVERY);
+    /// Renews `program`'s liveness deadline until SIGINT or SIGTERM.
+    fn keep_alive_until_stopped(&self, program: &mut XdpClassifier) -> anyhow::Result<()> {
+        while !self.stop.load(Ordering::Relaxed) {
+            program.keep_alive(LIVENESS_TTL)?;
+            std::thread::sleep(RENEW_EVERY);
+        }
+        tracing::info!("stopping");
+        Ok(())
     }
-    tracing::info!("stopping");
-    // The VIPs go first: once the program is detached the kernel would take every VIP packet.
-    host.restore();
-    xdp.detach()?;
-    tracing::info!("stopped; the host is as herd found it");
-    Ok(())
+
+    /// Undoes everything: the VIPs first, since once the program is detached the kernel would
+    /// take every VIP packet.
+    fn finish(mut self, program: &mut XdpClassifier) -> anyhow::Result<()> {
+        self.host.restore();
+        program.detach()?;
+        tracing::info!("stopped; the host is as herd found it");
+        Ok(())
+    }
+}
+
+/// The in-kernel mode: the whole verdict in the XDP program.
+fn run_xdp(mut node: Node) -> anyhow::Result<()> {
+    let mut xdp = XdpClassifier::load(&node.rules, &node.table, node.id, node.host.mac())?;
+    xdp.keep_alive(LIVENESS_TTL)?;
+    node.prepare_host()?;
+    node.attach(&mut xdp)?;
+    node.announce("xdp");
+    node.keep_alive_until_stopped(&mut xdp)?;
+    node.finish(&mut xdp)
+}
+
+/// The AF_XDP mode: the redirect program hands the VIP flows to one socket per RX queue, each
+/// served by a worker pinned to a core, which hands what this node owns to the stack through
+/// a TAP device.
+fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
+    let interface = node.host.name().to_owned();
+    let queues = node.host.rx_queues()?;
+    let cores = worker_cores(&node.config.dataplane.cores, queues, path)?;
+    let mut redirect = XdpClassifier::load_redirect(&node.rules, node.host.mac())?;
+    redirect.keep_alive(LIVENESS_TTL)?;
+    let mut sockets = Vec::with_capacity(queues as usize);
+    for queue in 0..queues {
+        let socket = QueueSocket::open(&interface, queue, node.config.dataplane.zero_copy)
+            .context("the kernel refused an AF_XDP socket (AF_XDP needs Linux 5.4 or later with CONFIG_XDP_SOCKETS)")?;
+        tracing::info!(
+            %interface,
+            queue,
+            mode = if socket.zero_copy() { "zero-copy" } else { "copy" },
+            "opened the AF_XDP socket"
+        );
+        redirect.add_socket(queue, socket.fd())?;
+        sockets.push(socket);
+    }
+    let stack = format!("herd{}", node.host.index());
+    let ports = Port::tap(&stack, sockets.len())?;
+    node.host.prepare_stack_device(&stack)?;
+    tracing::info!(device = %stack, queues, "created the TAP device that takes accepted frames to the stack");
+
+    let table = Arc::new(SharedTable::new(FarmTable::new(
+        Arc::new(node.rules.clone()),
+        node.table.clone(),
+        node.id,
+    )));
+    node.prepare_host()?;
+    let mut workers = Vec::with_capacity(sockets.len());
+    for ((socket, port), core) in sockets.into_iter().zip(ports).zip(cores) {
+        let queue = socket.queue();
+        let settings = WorkerSettings {
+            core,
+            batch: node.config.dataplane.batch as usize,
+            if_mac: node.host.mac(),
+            table: Arc::clone(&table),
+            stop: Arc::clone(&node.stop),
+        };
+        workers.push(Worker::spawn(socket, port, settings)?);
+        tracing::info!(queue, core = core.id, "started the worker");
+    }
+    node.attach(&mut redirect)?;
+    node.announce("afxdp");
+    let stop = Arc::clone(&node.stop);
+    let result = node.keep_alive_until_stopped(&mut redirect);
+    let finished = node.finish(&mut redirect);
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let queue = worker.queue();
+        let counters = worker.counters();
+        let (received, accepted, dropped, handed_off, errors) = (
+            counters.received.load(Ordering::Relaxed),
+            counters.accepted.load(Ordering::Relaxed),
+            counters.dropped.load(Ordering::Relaxed),
+            counters.handed_off.load(Ordering::Relaxed),
+            counters.errors.load(Ordering::Relaxed),
+        );
+        let batches = worker.join();
+        tracing::info!(
+            queue,
+            received,
+            accepted,
+            dropped,
+            handed_off,
+            errors,
+            batches = batches.len(),
+            batch_p50_ns = batches.value_at_quantile(0.5),
+            batch_p99_ns = batches.value_at_quantile(0.99),
+            "worker stopped"
+        );
+    }
+    result.and(finished)
+}
+
+/// The core of each RX queue's worker: `configured` in order, reused round the list when
+/// the interface has more queues, or queue `i` on core `i` when none is configured. Every
+/// core must exist on this machine.
+fn worker_cores(configured: &[usize], queues: u32, path: &Path) -> anyhow::Result<Vec<CoreId>> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .context("cannot list this machine's CPU cores")?
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    let wanted: Vec<usize> = if configured.is_empty() {
+        (0..queues as usize)
+            .map(|queue| available[queue % available.len()])
+            .collect()
+    } else {
+        (0..queues as usize)
+            .map(|queue| configured[queue % configured.len()])
+            .collect()
+    };
+    if let Some(core) = configured.iter().find(|core| !available.contains(core)) {
+        bail!(
+            "{}: [dataplane] cores: core {core} is not available to herd on this machine (it may use {})",
+            path.display(),
+            describe_cores(&available)
+        );
+    }
+    Ok(wanted.into_iter().map(|id| CoreId { id }).collect())
+}
+
+/// `0-3, 6` for cores 0, 1, 2, 3 and 6.
+fn describe_cores(cores: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &core in cores {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == core => *end = core,
+            _ => ranges.push((core, core)),
+        }
+    }
+    ranges
+        .iter()
+        .map(|&(start, end)| {
+            if start == end {
+                format!("{start}")
+            } else {
+                format!("{start}-{end}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The index of this node in the configuration: named, or found by a local address.

@@ -1,0 +1,386 @@
+//! The AF_XDP mode: one AF_XDP socket per RX queue of the interface, each served by a poll-mode
+//! worker thread pinned to a core. The redirect program (see [`crate::xdp`]) hands the workers
+//! only VIP flows; a worker classifies them in batches with [`crate::classify`], drops what
+//! other nodes own, and hands the rest to the stack through its [`Port`].
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use core_affinity::CoreId;
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+use herd_config::ZeroCopy;
+use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::classify::{classify, FarmTable, Verdict};
+use crate::handoff::Port;
+use crate::table::SharedTable;
+
+/// Frames of a socket's memory, all of them on the fill ring or in the worker's hands: the
+/// socket only receives, so none is kept for sending.
+const FRAMES: u32 = 2048;
+
+/// How many empty polls of the RX ring a worker makes before it sleeps in `poll(2)`: long
+/// enough to ride out the gaps of a busy link, short enough that an idle worker sleeps.
+const SPINS_BEFORE_SLEEP: u32 = 1024;
+
+/// How long a sleeping worker waits for a frame before it looks at the stop flag again.
+const SLEEP_MS: i32 = 100;
+
+/// What can go wrong opening a socket or starting a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    /// The socket's memory could not be created.
+    #[error("AF_XDP memory for queue {queue}: {message}")]
+    Umem {
+        /// The RX queue.
+        queue: u32,
+        /// Why.
+        message: String,
+    },
+    /// The socket could not be created or bound.
+    #[error("AF_XDP socket on {interface} queue {queue} ({mode}): {message}")]
+    Socket {
+        /// The interface.
+        interface: String,
+        /// The RX queue.
+        queue: u32,
+        /// `zero-copy` or `copy`.
+        mode: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The worker thread could not be started.
+    #[error("cannot start the worker of queue {queue}: {source}")]
+    Thread {
+        /// The RX queue.
+        queue: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// An AF_XDP socket bound to one RX queue, with its memory and rings.
+pub struct QueueSocket {
+    queue: u32,
+    zero_copy: bool,
+    umem: Umem,
+    rx: RxQueue,
+    fill: FillQueue,
+    frames: Vec<FrameDesc>,
+    // Held so the socket and its completion ring live as long as the receiving rings.
+    _tx: TxQueue,
+    _completion: CompQueue,
+}
+
+impl QueueSocket {
+    /// Opens a socket on RX queue `queue` of `interface`, in zero-copy mode where `zero_copy`
+    /// allows and the driver supports it, in copy mode otherwise. The socket receives nothing
+    /// until the redirect program has it ([`crate::xdp::XdpClassifier::add_socket`]).
+    pub fn open(interface: &str, queue: u32, zero_copy: ZeroCopy) -> Result<Self, AfXdpError> {
+        match zero_copy {
+            ZeroCopy::Off => Self::bind(interface, queue, false),
+            ZeroCopy::On => Self::bind(interface, queue, true),
+            ZeroCopy::Auto => Self::bind(interface, queue, true).or_else(|error| {
+                tracing::info!(
+                    %interface,
+                    queue,
+                    "zero-copy refused ({error}); using copy mode"
+                );
+                Self::bind(interface, queue, false)
+            }),
+        }
+    }
+
+    fn bind(interface: &str, queue: u32, zero_copy: bool) -> Result<Self, AfXdpError> {
+        let mode = if zero_copy { "zero-copy" } else { "copy" };
+        let socket_error = |message: String| AfXdpError::Socket {
+            interface: interface.to_owned(),
+            queue,
+            mode,
+            message,
+        };
+        let ring = |size| QueueSize::new(size).expect("ring sizes here are powers of two");
+        let umem_config = UmemConfig::builder()
+            .fill_queue_size(ring(FRAMES))
+            .comp_queue_size(ring(64))
+            .build()
+            .map_err(|error| AfXdpError::Umem {
+                queue,
+                message: error.to_string(),
+            })?;
+        let frame_count = NonZeroU32::new(FRAMES).expect("FRAMES is not zero");
+        let (umem, frames) =
+            Umem::new(umem_config, frame_count, false).map_err(|error| AfXdpError::Umem {
+                queue,
+                message: with_source(&error),
+            })?;
+        let mut flags = BindFlags::XDP_USE_NEED_WAKEUP;
+        flags |= if zero_copy {
+            BindFlags::XDP_ZEROCOPY
+        } else {
+            BindFlags::XDP_COPY
+        };
+        let config = SocketConfig::builder()
+            .rx_queue_size(ring(FRAMES))
+            .tx_queue_size(ring(64))
+            // herd attaches its own program, which redirects only VIP flows.
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(flags)
+            .build();
+        let name = interface
+            .parse()
+            .map_err(|_| socket_error("the interface name holds a NUL byte".into()))?;
+        // SAFETY: the memory is new and used by this one socket, so no other socket shares
+        // the (interface, queue) pair through it.
+        let (tx, rx, rings) = unsafe { Socket::new(config, &umem, &name, queue) }
+            .map_err(|error| socket_error(with_source(&error)))?;
+        let (fill, completion) =
+            rings.ok_or_else(|| socket_error("no fill ring for a new memory".into()))?;
+        Ok(Self {
+            queue,
+            zero_copy,
+            umem,
+            rx,
+            fill,
+            frames,
+            _tx: tx,
+            _completion: completion,
+        })
+    }
+
+    /// The RX queue the socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// Whether the socket runs in zero-copy mode.
+    pub fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// The socket's descriptor, for the redirect program's socket map.
+    pub fn fd(&self) -> &xsk_rs::socket::Fd {
+        self.rx.fd()
+    }
+}
+
+/// A worker's counters, each written by the worker alone and read by anyone. On a cache line
+/// of their own, so that workers do not slow each other down by sharing one.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames taken from the socket.
+    pub received: AtomicU64,
+    /// Frames of flows this node owns.
+    pub accepted: AtomicU64,
+    /// Frames dropped: other nodes' flows, and frames the redirect program should have kept.
+    pub dropped: AtomicU64,
+    /// Frames written to the stack's port.
+    pub handed_off: AtomicU64,
+    /// Frames the port refused.
+    pub errors: AtomicU64,
+}
+
+/// What a worker needs besides its socket.
+pub struct WorkerSettings {
+    /// The core to pin the thread to.
+    pub core: CoreId,
+    /// Frames taken from the ring at once.
+    pub batch: usize,
+    /// The interface's own MAC, the destination of the frames handed to the stack.
+    pub if_mac: [u8; 6],
+    /// The table the membership side publishes.
+    pub table: Arc<SharedTable<FarmTable>>,
+    /// Set to make the worker finish.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A running worker.
+pub struct Worker {
+    queue: u32,
+    counters: Arc<CachePadded<Counters>>,
+    thread: JoinHandle<Histogram<u64>>,
+}
+
+impl Worker {
+    /// Starts a worker thread serving `socket` and handing accepted frames to `port`.
+    pub fn spawn(
+        socket: QueueSocket,
+        port: Port,
+        settings: WorkerSettings,
+    ) -> Result<Self, AfXdpError> {
+        let queue = socket.queue;
+        let counters = Arc::new(CachePadded::new(Counters::default()));
+        let shared = Arc::clone(&counters);
+        let thread = std::thread::Builder::new()
+            .name(format!("herd-q{queue}"))
+            .spawn(move || {
+                if !core_affinity::set_for_current(settings.core) {
+                    tracing::warn!(
+                        queue,
+                        core = settings.core.id,
+                        "cannot pin the worker to its core"
+                    );
+                }
+                Loop::new(socket, port, settings, &shared).run()
+            })
+            .map_err(|source| AfXdpError::Thread { queue, source })?;
+        Ok(Self {
+            queue,
+            counters,
+            thread,
+        })
+    }
+
+    /// The RX queue the worker serves.
+    pub fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    /// The worker's counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Waits for the worker to finish (after its stop flag is set): the distribution of its
+    /// batch processing times, in nanoseconds.
+    pub fn join(self) -> Histogram<u64> {
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+/// A worker's running totals, kept in plain integers and published once per batch.
+#[derive(Default)]
+struct Totals {
+    received: u64,
+    accepted: u64,
+    dropped: u64,
+    handed_off: u64,
+    errors: u64,
+}
+
+impl Totals {
+    #[inline]
+    fn hand_off(&mut self, port: &Port, frame: &[u8]) {
+        match port.send(frame) {
+            Ok(()) => self.handed_off += 1,
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn publish(&self, to: &Counters) {
+        // One writer per counter: plain stores, no read-modify-write.
+        to.received.store(self.received, Ordering::Relaxed);
+        to.accepted.store(self.accepted, Ordering::Relaxed);
+        to.dropped.store(self.dropped, Ordering::Relaxed);
+        to.handed_off.store(self.handed_off, Ordering::Relaxed);
+        to.errors.store(self.errors, Ordering::Relaxed);
+    }
+}
+
+/// The worker's loop and everything it owns.
+struct Loop<'a> {
+    socket: QueueSocket,
+    port: Port,
+    settings: WorkerSettings,
+    counters: &'a Counters,
+    totals: Totals,
+    /// Batch processing times in nanoseconds, 1 ns to 10 s: recording never allocates.
+    batches: Histogram<u64>,
+}
+
+impl<'a> Loop<'a> {
+    fn new(
+        socket: QueueSocket,
+        port: Port,
+        settings: WorkerSettings,
+        counters: &'a Counters,
+    ) -> Self {
+        let batches = Histogram::new_with_bounds(1, 10_000_000_000, 3)
+            .expect("the bounds are valid constants");
+        Self {
+            socket,
+            port,
+            settings,
+            counters,
+            totals: Totals::default(),
+            batches,
+        }
+    }
+
+    fn run(mut self) -> Histogram<u64> {
+        let mut batch: Vec<FrameDesc> =
+            self.socket.frames[..self.settings.batch.min(FRAMES as usize)].to_vec();
+        // SAFETY: the frames are this socket's own, and none is in use: all go to the kernel.
+        unsafe { self.socket.fill.produce(&self.socket.frames) };
+        let mut empty_polls = 0;
+        while !self.settings.stop.load(Ordering::Relaxed) {
+            // SAFETY: `batch` holds descriptors of this socket's memory; consume overwrites them.
+            let received = unsafe { self.socket.rx.consume(&mut batch) };
+            if received == 0 {
+                empty_polls += 1;
+                if empty_polls >= SPINS_BEFORE_SLEEP || self.socket.fill.needs_wakeup() {
+                    // Sleeps until a frame arrives (and wakes the driver if it asked to be).
+                    let _ = self.socket.rx.poll(SLEEP_MS);
+                    empty_polls = 0;
+                }
+                continue;
+            }
+            empty_polls = 0;
+            let start = Instant::now();
+            self.process(&mut batch[..received]);
+            // SAFETY: the frames came from this socket's RX ring and are done with.
+            unsafe { self.socket.fill.produce(&batch[..received]) };
+            if self.socket.fill.needs_wakeup() {
+                let _ = self.socket.fill.wakeup(self.socket.rx.fd_mut(), 0);
+            }
+            self.totals.publish(self.counters);
+            self.batches.saturating_record(duration_ns(start.elapsed()));
+        }
+        self.batches
+    }
+
+    /// Classifies a batch and hands the accepted frames to the stack.
+    #[inline]
+    fn process(&mut self, batch: &mut [FrameDesc]) {
+        let table = self.settings.table.load();
+        let totals = &mut self.totals;
+        totals.received += batch.len() as u64;
+        for desc in batch {
+            // SAFETY: `desc` came from this socket's RX ring, so it is a frame of this memory
+            // that the kernel has finished with and that nothing else touches until it goes
+            // back on the fill ring.
+            let mut data = unsafe { self.socket.umem.data_mut(desc) };
+            let frame = data.contents_mut();
+            match classify(frame, &table) {
+                Verdict::Accept => {
+                    totals.accepted += 1;
+                    frame[..6].copy_from_slice(&self.settings.if_mac);
+                    totals.hand_off(&self.port, frame);
+                }
+                // The redirect program keeps these; one reaching a worker goes where the
+                // in-kernel mode would send it.
+                Verdict::Pass => totals.hand_off(&self.port, frame),
+                Verdict::Drop(_) | Verdict::AnswerNeighbor => totals.dropped += 1,
+            }
+        }
+    }
+}
+
+/// An error's message followed by its cause's: xsk-rs keeps the system's error as the source.
+fn with_source(error: &dyn std::error::Error) -> String {
+    match error.source() {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
+}
+
+fn duration_ns(duration: Duration) -> u64 {
+    duration.as_nanos().try_into().unwrap_or(u64::MAX)
+}

@@ -27,9 +27,6 @@ const REDIRECT: &str = "herd_redirect";
 /// The most RX queues the AF_XDP mode serves (`MAX_QUEUES` in herd.bpf.c).
 pub const MAX_QUEUES: u32 = 64;
 
-/// The index of the redirect program's counter of frames handed to a socket (`V_REDIRECTED`).
-const REDIRECTED: u32 = 6;
-
 /// The most VIPs of each family the program holds (the configuration's limit).
 const MAX_VIPS: usize = herd_config::Farm::MAX_VIPS;
 
@@ -53,7 +50,8 @@ struct FarmSettings {
 // `pad` fills the only gap), so every byte pattern is a valid value.
 unsafe impl Pod for FarmSettings {}
 
-/// The counters of the program's verdicts, in the order of `enum verdict` in herd.bpf.c.
+/// The counters of the program's verdicts, in the order of `enum verdict` in herd.bpf.c, which
+/// has one more: `V_REDIRECTED`, the frames the redirect program hands to the sockets.
 const VERDICTS: [Verdict; 6] = [
     Verdict::Pass,
     Verdict::Accept,
@@ -114,9 +112,10 @@ pub enum XdpError {
 /// What one test run of the program did.
 #[derive(Debug)]
 pub struct TestOutcome {
-    /// The verdict it counted.
-    pub verdict: Verdict,
-    /// The XDP action it returned (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3).
+    /// The verdict it counted; `None` when the redirect program handed the frame to an AF_XDP
+    /// socket (or, with none on the queue, dropped it).
+    pub verdict: Option<Verdict>,
+    /// The XDP action it returned (`XDP_DROP` 1, `XDP_PASS` 2, `XDP_TX` 3, `XDP_REDIRECT` 4).
     pub action: u32,
     /// The frame as the program left it.
     pub frame: Vec<u8>,
@@ -221,7 +220,7 @@ impl XdpClassifier {
 
     /// How many frames the redirect program has handed to the sockets, summed over the CPUs.
     pub fn redirected(&self) -> Result<u64, XdpError> {
-        Ok(self.per_cpu_counters()?.get(&REDIRECTED, 0)?.iter().sum())
+        Ok(self.verdict_counts()?[VERDICTS.len()])
     }
 
     fn write_rules(
@@ -360,10 +359,11 @@ impl XdpClassifier {
         Ok(result.duration)
     }
 
-    /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`.
-    fn verdict_counts(&self) -> Result<[u64; VERDICTS.len()], XdpError> {
+    /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`,
+    /// then how many were redirected.
+    fn verdict_counts(&self) -> Result<[u64; VERDICTS.len() + 1], XdpError> {
         let counters = self.per_cpu_counters()?;
-        let mut counts = [0; VERDICTS.len()];
+        let mut counts = [0; VERDICTS.len() + 1];
         for (index, count) in counts.iter_mut().enumerate() {
             *count = counters.get(&(index as u32), 0)?.iter().sum();
         }
@@ -385,9 +385,13 @@ impl XdpClassifier {
         })?;
         out.truncate(result.data_size_out as usize);
         let after = self.verdict_counts()?;
-        let mut counted = VERDICTS.iter().zip(before.iter().zip(after)).filter_map(
-            |(&verdict, (&before, after))| (after != before).then_some((verdict, after - before)),
-        );
+        let decisions = VERDICTS.into_iter().map(Some).chain([None]);
+        let mut counted =
+            decisions
+                .zip(before.iter().zip(after))
+                .filter_map(|(verdict, (&before, after))| {
+                    (after != before).then_some((verdict, after - before))
+                });
         match (counted.next(), counted.next()) {
             (Some((verdict, 1)), None) => Ok(TestOutcome {
                 verdict,

@@ -16,7 +16,7 @@ use herd_dataplane::neighbor::virtual_mac;
 use herd_dataplane::table::{BucketTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
 use herd_dataplane::xdp::{TestOutcome, XdpClassifier};
-use herd_dataplane::{classify, FarmRules, FarmTable, Verdict};
+use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Verdict};
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
 const VIP_B: [u8; 4] = [198, 18, 0, 101];
@@ -254,7 +254,7 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
         for frame in frames {
             let expected = classify(frame, &rust);
             let outcome = xdp.test_run(frame).expect("runs the eBPF program");
-            assert_eq!(outcome.verdict, expected, "frame {frame:02x?}");
+            assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
             check_action(frame, &outcome);
             match seen.iter_mut().find(|(verdict, _)| *verdict == expected) {
                 Some((_, count)) => *count += 1,
@@ -268,7 +268,7 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
 /// What the program did with `frame`, given its verdict.
 fn check_action(frame: &[u8], outcome: &TestOutcome) {
     let out = &outcome.frame;
-    match outcome.verdict {
+    match outcome.verdict.expect("a verdict, not a redirect") {
         Verdict::Pass => {
             assert_eq!(
                 (outcome.action, &out[..]),
@@ -361,9 +361,9 @@ fn the_ebpf_program_and_classify_agree_on_every_frame() {
     for verdict in [
         Verdict::Pass,
         Verdict::Accept,
-        Verdict::Drop(herd_dataplane::DropReason::NotOwner),
-        Verdict::Drop(herd_dataplane::DropReason::NoRule),
-        Verdict::Drop(herd_dataplane::DropReason::Malformed),
+        Verdict::Drop(DropReason::NotOwner),
+        Verdict::Drop(DropReason::NoRule),
+        Verdict::Drop(DropReason::Malformed),
         Verdict::AnswerNeighbor,
     ] {
         let count = seen.iter().find(|(v, _)| *v == verdict).map_or(0, |c| c.1);
@@ -391,7 +391,7 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
     let accepted = |xdp: &XdpClassifier| {
         frames
             .iter()
-            .filter(|f| xdp.test_run(f).unwrap().verdict == Verdict::Accept)
+            .filter(|f| xdp.test_run(f).unwrap().verdict == Some(Verdict::Accept))
             .count()
     };
     xdp.keep_alive(Duration::from_secs(60)).unwrap();
@@ -407,7 +407,7 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
         let outcome = xdp.test_run(frame).unwrap();
         assert_eq!(
             outcome.verdict,
-            classify(frame, &nobody),
+            Some(classify(frame, &nobody)),
             "frame {frame:02x?}"
         );
         check_action(frame, &outcome);
@@ -417,6 +417,51 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
         accepted(&xdp) > 50,
         "and takes its share again once renewed"
     );
+}
+
+#[test]
+fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() {
+    needs_root();
+    let config = farm(true);
+    let rules = Arc::new(FarmRules::from_config(&config));
+    let rust = FarmTable::new(Arc::clone(&rules), owners(5), 1);
+    let mut redirect = XdpClassifier::load_redirect(&rules, IF_MAC).expect("loads");
+    let mut rng = Rng(0x7ed1_4ec7_5eed_0001);
+    let frames: Vec<Vec<u8>> = (0..3000).map(|_| frame(&mut rng)).collect();
+    let looked_up = |verdict| {
+        matches!(
+            verdict,
+            Verdict::Accept | Verdict::Drop(DropReason::NotOwner)
+        )
+    };
+    let check = |redirect: &XdpClassifier, alive: bool| {
+        let mut redirected = 0;
+        for frame in &frames {
+            let expected = classify(frame, &rust);
+            let outcome = redirect.test_run(frame).unwrap();
+            if looked_up(expected) && alive {
+                // No socket on the queue in a test run: the frame is dropped, never left to
+                // the kernel.
+                assert_eq!(outcome.verdict, None, "frame {frame:02x?}");
+                assert_eq!((outcome.action, &outcome.frame), (XDP_DROP, frame));
+                redirected += 1;
+            } else if looked_up(expected) {
+                assert_eq!(outcome.verdict, Some(Verdict::Drop(DropReason::NotOwner)));
+                assert_eq!(outcome.action, XDP_DROP);
+            } else {
+                assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
+                check_action(frame, &outcome);
+            }
+        }
+        redirected
+    };
+    let before = redirect.redirected().unwrap();
+    let redirected = check(&redirect, true);
+    assert!(redirected > 500, "only {redirected} frames redirected");
+    assert_eq!(redirect.redirected().unwrap() - before, redirected);
+    // herd frozen or killed: the deadline passes, and no VIP flow reaches a socket.
+    redirect.keep_alive(Duration::ZERO).unwrap();
+    assert_eq!(check(&redirect, false), 0);
 }
 
 #[test]

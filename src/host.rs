@@ -8,8 +8,10 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use herd_dataplane::neighbor::{holder, probe};
 
 /// One interface as herd found it, and the changes made to the host since.
 pub struct Host {
@@ -177,34 +179,98 @@ impl Host {
 
     /// Sends one frame, as it is, out of the interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // Protocol 0: the socket only sends.
+        send_on(&self.packet_socket(0)?, frame)
+    }
+
+    /// The hosts of the link, other than the farm, that answer for one of `vips` within
+    /// `wait`, with the MAC they answered from: each VIP is probed (see
+    /// [`herd_dataplane::neighbor::probe`]) and the answers read until `wait` has passed.
+    pub fn vip_holders(
+        &self,
+        vips: &[IpAddr],
+        wait: Duration,
+    ) -> io::Result<Vec<(IpAddr, [u8; 6])>> {
+        let socket = self.packet_socket((libc::ETH_P_ALL as u16).to_be())?;
+        for &vip in vips {
+            send_on(&socket, &probe(self.mac, vip))?;
+        }
+        let deadline = Instant::now() + wait;
+        let mut holders: Vec<(IpAddr, [u8; 6])> = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let timeout = libc::timeval {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_usec: left.subsec_micros().max(1) as libc::suseconds_t,
+            };
+            // SAFETY: `timeout` is a valid timeval of the length passed.
+            let set = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            if set < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `buf` is valid for writes of its length.
+            let len =
+                unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if len < 0 {
+                let error = io::Error::last_os_error();
+                match error.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => continue,
+                    _ => return Err(error),
+                }
+            }
+            let frame = &buf[..len as usize];
+            for &vip in vips {
+                if let Some(mac) = holder(frame, vip) {
+                    if !holders.contains(&(vip, mac)) {
+                        holders.push((vip, mac));
+                    }
+                }
+            }
+        }
+        Ok(holders)
+    }
+
+    /// A packet socket bound to the interface, receiving `protocol` (network byte order; 0
+    /// for none).
+    fn packet_socket(&self, protocol: u16) -> io::Result<OwnedFd> {
         // SAFETY: socket() takes no pointers; the result is checked before use.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol),
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a new descriptor that nothing else owns.
         let socket = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: sockaddr_ll is plain data, valid when zeroed.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = self.index as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&frame[..6.min(frame.len())]);
-        // SAFETY: `frame` and `to` are valid for the lengths passed.
-        let sent = unsafe {
-            libc::sendto(
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        address.sll_family = libc::AF_PACKET as u16;
+        address.sll_protocol = protocol;
+        address.sll_ifindex = self.index as i32;
+        // SAFETY: `address` is a valid sockaddr_ll of the length passed.
+        let bound = unsafe {
+            libc::bind(
                 socket.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&to as *const libc::sockaddr_ll).cast(),
+                (&address as *const libc::sockaddr_ll).cast(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        if sent < 0 {
+        if bound < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(())
+        Ok(socket)
     }
 
     /// Puts back everything changed, newest first; failures are logged, not fatal, so that
@@ -242,6 +308,16 @@ impl Drop for Host {
     }
 }
 
+/// Sends `frame` on a packet socket bound to an interface.
+fn send_on(socket: &OwnedFd, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: `frame` is valid for reads of its length.
+    let sent = unsafe { libc::send(socket.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs `ip` (iproute2) with `args`; its error output becomes the error.
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let output = Command::new("ip")
@@ -256,6 +332,11 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A MAC address as `ip` and the logs write it: `02:00:00:00:00:0a`.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|byte| format!("{byte:02x}")).join(":")
 }
 
 /// A MAC address written `02:00:00:00:00:0a`.
@@ -274,6 +355,7 @@ mod tests {
     #[test]
     fn macs_are_read_as_sysfs_writes_them() {
         assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 0x0a]));
+        assert_eq!(format_mac([2, 0, 0, 0, 0, 0x0a]), "02:00:00:00:00:0a");
         assert_eq!(parse_mac("02:00:00:00:00"), None, "too short");
         assert_eq!(
             parse_mac("00:00:00:00:00:00:00:00:00:00"),

@@ -1,5 +1,6 @@
 //! VIP address resolution: the virtual MAC the farm answers ARP requests and neighbour
-//! solicitations for a VIP with.
+//! solicitations for a VIP with, the announcement a node sends when it starts, and the probe
+//! that finds another host already using a VIP.
 //!
 //! The virtual MAC is never the source of a frame (answers carry it only inside the ARP or NDP
 //! payload, and leave from the interface's own MAC), so no switch learns where it is and every
@@ -7,9 +8,14 @@
 
 use std::net::IpAddr;
 
+use crate::wire::arp::ArpPacket;
 use crate::wire::checksum;
-use crate::wire::ethernet::ethertype;
+use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::ip_proto;
+use crate::wire::ipv6::Ipv6Packet;
+
+/// The all-nodes multicast address, ff02::1.
+const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// The virtual MAC of a VIP: a locally administered unicast address, `02:68` then the IPv4
 /// address, or `06:68` then the last 4 bytes of the IPv6 address. The in-kernel program
@@ -44,36 +50,128 @@ pub fn announcement(if_mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
             frame.extend_from_slice(&addr.octets());
         }
         IpAddr::V6(addr) => {
-            const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
             let mut message = vec![136, 0, 0, 0, 0x20, 0, 0, 0]; // override
             message.extend_from_slice(&addr.octets());
             message.extend_from_slice(&[2, 1]); // target link-layer address option
             message.extend_from_slice(&vmac);
-            let mut pseudo = addr.octets().to_vec();
-            pseudo.extend_from_slice(&ALL_NODES);
-            pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
-            pseudo.extend_from_slice(&[0, 0, 0, ip_proto::ICMPV6]);
-            pseudo.extend_from_slice(&message);
-            message[2..4].copy_from_slice(&checksum(&pseudo).to_be_bytes());
-            frame.extend_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
-            frame.extend_from_slice(&if_mac);
-            frame.extend_from_slice(&ethertype::IPV6.to_be_bytes());
-            frame.extend_from_slice(&[0x60, 0, 0, 0]);
-            frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
-            frame.extend_from_slice(&[ip_proto::ICMPV6, 255]);
-            frame.extend_from_slice(&addr.octets());
-            frame.extend_from_slice(&ALL_NODES);
-            frame.extend_from_slice(&message);
+            let all_nodes_mac = [0x33, 0x33, 0, 0, 0, 1];
+            icmpv6_frame(
+                &mut frame,
+                (if_mac, all_nodes_mac),
+                (addr.octets(), ALL_NODES),
+                message,
+            );
         }
     }
     frame
 }
 
+/// A probe for `vip` that only another host using it answers, sent from `if_mac`: an ARP
+/// probe (RFC 5227: sender address 0.0.0.0) for an IPv4 VIP, which the farm answers with the
+/// virtual MAC and another host with its own; a duplicate address detection solicitation (from
+/// ::) for an IPv6 VIP, which the farm's nodes drop and another host answers.
+pub fn probe(if_mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(78);
+    match vip {
+        IpAddr::V4(addr) => {
+            frame.extend_from_slice(&[0xff; 6]);
+            frame.extend_from_slice(&if_mac);
+            frame.extend_from_slice(&ethertype::ARP.to_be_bytes());
+            frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+            frame.extend_from_slice(&if_mac);
+            frame.extend_from_slice(&[0; 4]);
+            frame.extend_from_slice(&[0; 6]);
+            frame.extend_from_slice(&addr.octets());
+        }
+        IpAddr::V6(addr) => {
+            let target = addr.octets();
+            let mut message = vec![135, 0, 0, 0, 0, 0, 0, 0];
+            message.extend_from_slice(&target);
+            let mut solicited = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0, 0];
+            solicited[13..].copy_from_slice(&target[13..]);
+            let mac = [0x33, 0x33, 0xff, target[13], target[14], target[15]];
+            icmpv6_frame(&mut frame, (if_mac, mac), ([0; 16], solicited), message);
+        }
+    }
+    frame
+}
+
+/// The MAC of a host other than the farm that `frame` shows using `vip`: the sender of an ARP
+/// packet from `vip`, or the target link-layer address (else the Ethernet source) of a
+/// neighbour advertisement for `vip`. `None` for anything else, and for the farm's own
+/// virtual MAC. Never panics, whatever the bytes.
+pub fn holder(frame: &[u8], vip: IpAddr) -> Option<[u8; 6]> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    let network = ethernet.network().ok()?;
+    let mac = match (network.ethertype, vip) {
+        (ethertype::ARP, IpAddr::V4(addr)) => {
+            let arp = ArpPacket::new_checked(network.payload).ok()?;
+            (arp.sender_ip() == addr.octets()).then(|| arp.sender_mac())?
+        }
+        (ethertype::IPV6, IpAddr::V6(addr)) => {
+            let upper = Ipv6Packet::new_checked(network.payload)
+                .ok()?
+                .upper_layer()
+                .ok()?;
+            let message = upper.payload;
+            if upper.protocol != ip_proto::ICMPV6
+                || upper.is_fragment
+                || message.first() != Some(&136)
+                || message.get(8..24)? != addr.octets()
+            {
+                return None;
+            }
+            target_link_layer(message.get(24..)?).unwrap_or(ethernet.src())
+        }
+        _ => return None,
+    };
+    (mac != virtual_mac(vip)).then_some(mac)
+}
+
+/// The target link-layer address option among NDP `options`, if any.
+fn target_link_layer(mut options: &[u8]) -> Option<[u8; 6]> {
+    while let [kind, units, ..] = *options {
+        let len = usize::from(units) * 8;
+        if len == 0 || len > options.len() {
+            return None;
+        }
+        if kind == 2 && len == 8 {
+            return options[2..8].try_into().ok();
+        }
+        options = &options[len..];
+    }
+    None
+}
+
+/// Appends to `frame` an ICMPv6 `message` with hop limit 255 (as NDP requires) from `src` to
+/// `dst`, between the `macs` (source, destination), its checksum filled in.
+fn icmpv6_frame(
+    frame: &mut Vec<u8>,
+    (src_mac, dst_mac): ([u8; 6], [u8; 6]),
+    (src, dst): ([u8; 16], [u8; 16]),
+    mut message: Vec<u8>,
+) {
+    let mut pseudo = src.to_vec();
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, ip_proto::ICMPV6]);
+    pseudo.extend_from_slice(&message);
+    message[2..4].copy_from_slice(&checksum(&pseudo).to_be_bytes());
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&ethertype::IPV6.to_be_bytes());
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[ip_proto::ICMPV6, 255]);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&message);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::arp::{self, ArpPacket};
-    use crate::wire::ipv6::Ipv6Packet;
+    use crate::wire::arp;
 
     const IF_MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
 
@@ -107,6 +205,129 @@ mod tests {
         pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, ip_proto::ICMPV6]);
         pseudo.extend_from_slice(message);
         assert_eq!(checksum(&pseudo), 0, "a valid checksum");
+    }
+
+    const OTHER: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+
+    /// An ARP packet from `sender_mac` claiming `sender_ip`.
+    fn arp_reply(sender_mac: [u8; 6], sender_ip: [u8; 4]) -> Vec<u8> {
+        let mut frame = IF_MAC.to_vec();
+        frame.extend_from_slice(&sender_mac);
+        frame.extend_from_slice(&ethertype::ARP.to_be_bytes());
+        frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+        frame.extend_from_slice(&sender_mac);
+        frame.extend_from_slice(&sender_ip);
+        frame.extend_from_slice(&IF_MAC);
+        frame.extend_from_slice(&[0; 4]);
+        frame
+    }
+
+    #[test]
+    fn an_ipv4_probe_asks_for_the_vip_without_claiming_an_address() {
+        let vip = "198.18.0.100".parse().unwrap();
+        let frame = probe(IF_MAC, vip);
+        assert_eq!((&frame[..6], &frame[6..12]), (&[0xff; 6][..], &IF_MAC[..]));
+        let arp = ArpPacket::new_checked(&frame[14..]).unwrap();
+        assert_eq!(arp.operation(), arp::OP_REQUEST);
+        assert_eq!(arp.sender_mac(), IF_MAC);
+        assert_eq!(arp.sender_ip(), [0; 4], "an RFC 5227 probe");
+        assert_eq!(arp.target_ip(), [198, 18, 0, 100]);
+    }
+
+    #[test]
+    fn an_ipv6_probe_is_a_duplicate_address_detection_solicitation() {
+        let target: std::net::Ipv6Addr = "2001:db8::1:100".parse().unwrap();
+        let frame = probe(IF_MAC, target.into());
+        assert_eq!(frame[..6], [0x33, 0x33, 0xff, 0x01, 0x01, 0x00]);
+        let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+        assert_eq!((ip.src(), ip.hop_limit()), ([0; 16], 255));
+        assert_eq!(
+            ip.dst()[..13],
+            [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]
+        );
+        let message = ip.payload().unwrap();
+        assert_eq!((message[0], &message[8..24]), (135, &target.octets()[..]));
+        let mut pseudo = ip.src().to_vec();
+        pseudo.extend_from_slice(&ip.dst());
+        pseudo.extend_from_slice(&[0, 0, 0, 24, 0, 0, 0, ip_proto::ICMPV6]);
+        pseudo.extend_from_slice(message);
+        assert_eq!(checksum(&pseudo), 0, "a valid checksum");
+    }
+
+    #[test]
+    fn a_host_answering_for_an_ipv4_vip_with_its_own_mac_holds_it() {
+        let vip = "198.18.0.100".parse().unwrap();
+        assert_eq!(
+            holder(&arp_reply(OTHER, [198, 18, 0, 100]), vip),
+            Some(OTHER)
+        );
+        assert_eq!(
+            holder(&arp_reply(virtual_mac(vip), [198, 18, 0, 100]), vip),
+            None,
+            "the farm answers with the virtual MAC"
+        );
+        assert_eq!(
+            holder(&arp_reply(OTHER, [198, 18, 0, 101]), vip),
+            None,
+            "another address"
+        );
+        assert_eq!(
+            holder(&probe(OTHER, vip), vip),
+            None,
+            "a probe claims nothing"
+        );
+        assert_eq!(
+            holder(
+                &arp_reply(OTHER, [198, 18, 0, 100]),
+                "2001:db8::1".parse().unwrap()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_host_advertising_an_ipv6_vip_with_its_own_mac_holds_it() {
+        let vip: IpAddr = "2001:db8::100".parse().unwrap();
+        let mut theirs = announcement(OTHER, vip);
+        // Their own MAC in the target link-layer address option.
+        let option = theirs.len() - 6;
+        theirs[option..].copy_from_slice(&OTHER);
+        assert_eq!(holder(&theirs, vip), Some(OTHER));
+        assert_eq!(
+            holder(&announcement(IF_MAC, vip), vip),
+            None,
+            "the farm's own"
+        );
+        assert_eq!(holder(&theirs, "2001:db8::101".parse().unwrap()), None);
+        assert_eq!(
+            holder(&probe(OTHER, vip), vip),
+            None,
+            "a solicitation claims nothing"
+        );
+        // Without the option, the advertisement's source.
+        let mut bare = theirs[..theirs.len() - 8].to_vec();
+        bare[18..20].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(holder(&bare, vip), Some(OTHER));
+    }
+
+    #[test]
+    fn holder_reads_any_bytes_without_panicking() {
+        let vip4 = "198.18.0.100".parse().unwrap();
+        let vip6 = "2001:db8::100".parse().unwrap();
+        let mut zero_option = announcement(OTHER, vip6);
+        let option = zero_option.len() - 7;
+        zero_option[option] = 0;
+        for frame in [
+            arp_reply(OTHER, [198, 18, 0, 100]),
+            announcement(OTHER, vip6),
+            zero_option,
+        ] {
+            for len in 0..=frame.len() {
+                for vip in [vip4, vip6] {
+                    let _ = holder(&frame[..len], vip);
+                }
+            }
+        }
     }
 
     #[test]

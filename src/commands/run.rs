@@ -24,12 +24,15 @@ use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::{FarmRules, FarmTable};
 
 use crate::farm;
-use crate::host::Host;
+use crate::host::{format_mac, Host};
 
 /// How long the node keeps owning its buckets without a sign of life from this process: the
 /// membership protocol's default `dead_after_ms`, so that a frozen node stops accepting no
 /// later than the others take its buckets over.
 const LIVENESS_TTL: Duration = Duration::from_millis(500);
+
+/// How long `herd run` waits for another host to answer for a VIP before it takes it.
+const VIP_PROBE_WAIT: Duration = Duration::from_millis(300);
 
 /// How often the sign of life is renewed.
 const RENEW_EVERY: Duration = Duration::from_millis(100);
@@ -67,6 +70,7 @@ pub fn run(path: &Path, node: Option<&str>, bpf_dir: Option<&Path>) -> anyhow::R
         host,
         stop,
     };
+    node.check_vips_are_free()?;
     match node.config.dataplane.mode {
         Mode::Xdp => run_xdp(node),
         Mode::Afxdp => run_afxdp(node, path),
@@ -100,6 +104,25 @@ impl Node {
         self.host.promiscuous()?;
         for &vip in &self.config.farm.vips {
             self.host.add_vip(vip)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses to start when another host of the link answers for a VIP: the farm would take
+    /// its traffic.
+    fn check_vips_are_free(&self) -> anyhow::Result<()> {
+        let vips = &self.config.farm.vips;
+        let holders = self
+            .host
+            .vip_holders(vips, VIP_PROBE_WAIT)
+            .with_context(|| format!("cannot probe {} for the VIPs", self.host.name()))?;
+        if let Some((vip, mac)) = holders.first() {
+            let mac = format_mac(*mac);
+            bail!(
+                "VIP {vip} is already used by another host on {} (it answered from MAC {mac}); \
+                 the farm would take its traffic: remove the address there or choose another VIP",
+                self.host.name()
+            );
         }
         Ok(())
     }

@@ -136,7 +136,12 @@ impl Node {
             tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
         }
         let generic = self.host.is_virtual();
-        program.attach(interface, &self.pin, generic)?;
+        program.attach(interface, &self.pin, generic).with_context(|| {
+            format!(
+                "cannot attach the XDP program to {interface} (herd needs a kernel with XDP and \
+                 BPF links: Linux 5.9 or later, CONFIG_BPF_SYSCALL and CONFIG_XDP_SOCKETS)"
+            )
+        })?;
         tracing::info!(
             %interface,
             xdp = if generic { "generic (a virtual interface)" } else { "driver" },

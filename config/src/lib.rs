@@ -266,9 +266,10 @@ impl FromStr for ZeroCopy {
 pub struct Dataplane {
     /// Where the verdict is taken; [`Mode::Afxdp`] when `mode` is not given.
     pub mode: Mode,
-    /// CPU cores the AF_XDP workers are pinned to, one worker per core, in file order: distinct,
-    /// each from 0 to [`Dataplane::MAX_CORE`]. Empty (the default) means one worker per RX
-    /// queue of the interface, that of queue `i` on core `i` (cores 0, 1, ...).
+    /// CPU cores the AF_XDP workers are pinned to: distinct, each from 0 to
+    /// [`Dataplane::MAX_CORE`]. There is one worker per RX queue of the interface; that of
+    /// queue `i` runs on `cores[i % cores.len()]`, or on core `i` when the list is empty (the
+    /// default).
     pub cores: Vec<usize>,
     /// Whether the AF_XDP sockets use zero-copy; [`ZeroCopy::Auto`] when `zero_copy` is not
     /// given.

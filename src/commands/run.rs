@@ -136,12 +136,14 @@ impl Node {
             tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
         }
         let generic = self.host.is_virtual();
-        program.attach(interface, &self.pin, generic).with_context(|| {
-            format!(
+        program
+            .attach(interface, &self.pin, generic)
+            .with_context(|| {
+                format!(
                 "cannot attach the XDP program to {interface} (herd needs a kernel with XDP and \
                  BPF links: Linux 5.9 or later, CONFIG_BPF_SYSCALL and CONFIG_XDP_SOCKETS)"
             )
-        })?;
+            })?;
         tracing::info!(
             %interface,
             xdp = if generic { "generic (a virtual interface)" } else { "driver" },
@@ -378,4 +380,35 @@ fn on_bpf_fs(dir: &Path) -> bool {
     // SAFETY: `path` is a NUL-terminated string and `stat` a valid statfs to write to.
     let result = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
     result == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_are_written_as_ranges() {
+        assert_eq!(describe_cores(&[0, 1, 2, 3, 6]), "0-3, 6");
+        assert_eq!(describe_cores(&[1]), "1");
+        assert_eq!(describe_cores(&[0, 2, 3]), "0, 2-3");
+    }
+
+    #[test]
+    fn queues_go_round_the_configured_cores() {
+        let path = Path::new("farm.toml");
+        let ids = |cores: Vec<CoreId>| cores.into_iter().map(|core| core.id).collect::<Vec<_>>();
+        assert_eq!(ids(worker_cores(&[0], 3, path).unwrap()), [0, 0, 0]);
+        let first = core_affinity::get_core_ids().unwrap()[0].id;
+        assert_eq!(ids(worker_cores(&[], 1, path).unwrap()), [first]);
+    }
+
+    #[test]
+    fn a_core_the_machine_lacks_is_named() {
+        let error = worker_cores(&[0, 1023], 2, Path::new("farm.toml")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("farm.toml: [dataplane] cores: core 1023 is not available"),
+            "{message}"
+        );
+    }
 }

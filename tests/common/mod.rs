@@ -1,0 +1,245 @@
+//! What the end-to-end tests of `herd run` share: the root check, `ip`, network namespaces and
+//! threads inside them, a scratch directory, a BPF file system for the pins, and herd itself.
+//! Everything made here is removed on drop, whether the test passed or not.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Fails the test unless it runs as root.
+pub fn needs_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test builds network namespaces and needs root: run it through scripts/test as root"
+    );
+}
+
+/// Runs `ip` with `args`, panicking with its message on failure.
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("runs ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// What `ip args` prints, whether it succeeded or not.
+pub fn ip_show(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().expect("runs ip");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Turns off the transmit checksum offload of `device` in `netns`, so that its frames carry
+/// complete checksums, as frames on a wire do. Between veth devices the offload leaves them
+/// unfilled, with a mark in the kernel's packet buffer that an AF_XDP copy does not keep: the
+/// AF_XDP mode would hand the stack packets whose checksums fail.
+pub fn complete_checksums(netns: &Netns, device: &str) {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            netns.name(),
+            "ethtool",
+            "-K",
+            device,
+            "tx",
+            "off",
+        ])
+        .output()
+        .expect("runs ethtool (scripts/deps installs it)");
+    assert!(
+        output.status.success(),
+        "ethtool -K {device} tx off: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A network namespace, deleted on drop (with the interfaces in it, and the XDP programs
+/// attached to them).
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// A new namespace named `name`, with its loopback up.
+    pub fn new(name: String) -> Self {
+        ip(&["netns", "add", &name]);
+        let netns = Netns { name };
+        ip(&["-n", &netns.name, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    /// The namespace's name, for `ip -n` and `ip netns exec`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `f` in a new thread that has entered this namespace; the thread's sockets live in
+    /// it.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        let file = File::open(format!("/run/netns/{}", self.name)).expect("the namespace exists");
+        std::thread::spawn(move || {
+            // SAFETY: `file` is an open namespace file; setns only changes this thread.
+            let entered = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(entered, 0, "enters the namespace");
+            f()
+        })
+    }
+
+    /// Runs `f` in this namespace and returns what it returns.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        self.spawn(f).join().unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A directory of the test's own under the system's temporary directory, removed on drop.
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// A new, empty directory whose name holds `tag` and the process id, so that runs and
+    /// tests do not collide.
+    pub fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("herd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        ScratchDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A BPF file system of the test's own, where herd pins its attachments (`--bpf-dir`), so
+/// that tests running at the same time do not replace each other's programs. Unmounted on
+/// drop, which releases what is still pinned.
+pub struct BpfFs {
+    path: PathBuf,
+}
+
+impl BpfFs {
+    /// Mounts a BPF file system on `path`, which is created.
+    pub fn mount(path: PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounts a BPF file system");
+        BpfFs { path }
+    }
+
+    /// A directory for one node's pins, created.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.path.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A `herd run` process, killed on drop if it still runs.
+pub struct Herd {
+    child: Child,
+}
+
+impl Herd {
+    /// Starts `herd run -c config --bpf-dir bpf_dir [--node node]` in namespace `netns` and
+    /// waits for it to say that it runs. Its log goes to the test's standard error, each line
+    /// prefixed with `label`.
+    pub fn start(netns: &Netns, config: &Path, node: Option<&str>, bpf_dir: &Path) -> Self {
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                netns.name(),
+                env!("CARGO_BIN_EXE_herd"),
+                "run",
+            ])
+            .arg("-c")
+            .arg(config)
+            .arg("--bpf-dir")
+            .arg(bpf_dir)
+            .stderr(Stdio::piped());
+        if let Some(node) = node {
+            command.args(["--node", node]);
+        }
+        let mut child = command.spawn().expect("starts herd");
+        let stderr = child.stderr.take().unwrap();
+        let label = node.unwrap_or("herd").to_owned();
+        let (ready, wait) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{label}: {line}");
+                if line.contains("running:") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        // Owned before waiting, so that a herd that never gets ready is still killed.
+        let herd = Herd { child };
+        wait.recv_timeout(Duration::from_secs(20))
+            .expect("herd reports that it runs");
+        herd
+    }
+
+    /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...). `ip netns exec` runs herd in place
+    /// (exec), so the child's pid is herd's.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for herd to exit.
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

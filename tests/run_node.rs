@@ -1,0 +1,318 @@
+//! `herd run` on one node, end to end, in network namespaces built for the test: a client
+//! reaches a VIP through its virtual MAC, herd stopped with SIGTERM leaves the host as it found
+//! it, and a node whose herd is frozen or killed stops accepting VIP traffic (fail closed). Each
+//! test takes the dataplane mode; the `xdp` and `afxdp` modules run them in each.
+//!
+//! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{complete_checksums, ip, ip_show, needs_root, BpfFs, Herd, Netns, ScratchDir};
+use herd_config::Mode;
+
+const VIP: &str = "198.18.1.100";
+const PORT: u16 = 7;
+
+/// A node namespace and a client namespace joined by a veth pair, a BPF file system for the
+/// pin, and the herd process; all removed on drop, whether the test passed or not. Fields are
+/// dropped in this order: herd is killed, the namespaces go (with the veth pair and the
+/// program attached to it), then the BPF file system and the scratch directory.
+struct Topology {
+    herd: Option<Herd>,
+    node: Netns,
+    client: Netns,
+    _bpf: BpfFs,
+    pins: PathBuf,
+    dir: ScratchDir,
+}
+
+impl Topology {
+    /// A topology for a node in `mode`, whose names hold the process id, `tag` and the mode, so
+    /// that runs and tests do not collide.
+    fn new(tag: &str, mode: Mode) -> Self {
+        let id = std::process::id();
+        let dir = ScratchDir::new(&format!("run-{tag}-{mode}"));
+        let node = Netns::new(format!("herd-n{tag}-{mode}-{id}"));
+        let client = Netns::new(format!("herd-c{tag}-{mode}-{id}"));
+        ip(&[
+            "link",
+            "add",
+            "vn",
+            "netns",
+            node.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vc",
+            "netns",
+            client.name(),
+        ]);
+        for (ns, dev, addr) in [
+            (&node, "vn", "198.18.1.1/24"),
+            (&client, "vc", "198.18.1.50/24"),
+        ] {
+            ip(&["-n", ns.name(), "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns.name(), "link", "set", dev, "up"]);
+        }
+        complete_checksums(&client, "vc");
+        let bpf = BpfFs::mount(dir.path().join("bpf"));
+        let pins = bpf.dir("alpha");
+        std::fs::write(
+            dir.path().join("farm.toml"),
+            format!(
+                r#"
+[farm]
+name = "e2e"
+vip = ["{VIP}"]
+interface = "vn"
+buckets = 64
+hash_key = "00112233445566778899aabbccddeeff"
+
+[[node]]
+name = "alpha"
+address = "198.18.1.1"
+
+[[rule]]
+protocol = "udp"
+ports = ["{PORT}"]
+
+[dataplane]
+mode = "{mode}"
+"#
+            ),
+        )
+        .unwrap();
+        Topology {
+            herd: None,
+            node,
+            client,
+            _bpf: bpf,
+            pins,
+            dir,
+        }
+    }
+
+    /// Starts `herd run` in the node namespace and waits for it to say it is attached.
+    fn start_herd(&mut self) {
+        self.herd = Some(Herd::start(
+            &self.node,
+            &self.dir.path().join("farm.toml"),
+            None,
+            &self.pins,
+        ));
+    }
+
+    /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...).
+    fn signal_herd(&self, signal: &str) {
+        self.herd.as_ref().expect("herd runs").signal(signal);
+    }
+}
+
+/// A UDP echo server on the VIP in the node namespace that answers `count` requests (or
+/// stops after `for_at_most`), prefixing them with the node's name. Returns once it listens.
+fn echo_server(topology: &Topology, count: usize, for_at_most: Duration) {
+    let (listening, wait) = mpsc::channel();
+    topology.node.spawn(move || {
+        let socket = UdpSocket::bind((VIP, PORT)).expect("binds the VIP");
+        listening.send(()).unwrap();
+        let end = Instant::now() + for_at_most;
+        let mut buf = [0u8; 64];
+        for _ in 0..count {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            socket.set_read_timeout(Some(left)).unwrap();
+            let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                break;
+            };
+            let mut answer = b"alpha:".to_vec();
+            answer.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&answer, from);
+        }
+    });
+    wait.recv().expect("the server listens");
+}
+
+/// One request from a new client port: whether the node answered it within `wait`.
+fn request(client: &Netns, text: &str, wait: Duration) -> bool {
+    let text = text.to_owned();
+    client.run(move || {
+        let socket = UdpSocket::bind(("198.18.1.50", 0)).unwrap();
+        socket.set_read_timeout(Some(wait)).unwrap();
+        socket.send_to(text.as_bytes(), (VIP, PORT)).unwrap();
+        let mut buf = [0u8; 64];
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                assert_eq!(&buf[..n], format!("alpha:{text}").as_bytes());
+                true
+            }
+            Err(_) => false,
+        }
+    })
+}
+
+fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Mode) {
+    needs_root();
+    let mut topology = Topology::new("a", mode);
+    topology.start_herd();
+    echo_server(&topology, 1000, Duration::from_secs(30));
+
+    // The first request also resolves the VIP: the answer must carry the virtual MAC.
+    let answered = (0..30)
+        .filter(|i| request(&topology.client, &format!("r{i}"), Duration::from_secs(1)))
+        .count();
+    assert_eq!(answered, 30, "every request to the VIP is answered");
+    let neighbours = ip_show(&["-n", topology.client.name(), "neigh", "show", VIP]);
+    assert!(
+        neighbours.contains("02:68:c6:12:01:64"),
+        "the client learnt the VIP's virtual MAC: {neighbours}"
+    );
+
+    // SIGTERM: herd stops and leaves the host as it found it.
+    topology.signal_herd("TERM");
+    let exit = topology.herd.take().unwrap().wait();
+    assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
+    let link = ip_show(&["-n", topology.node.name(), "link", "show", "vn"]);
+    assert!(
+        !link.contains("prog/xdp"),
+        "the program is detached: {link}"
+    );
+    assert!(!link.contains("PROMISC"), "promiscuous mode is off: {link}");
+    // Lines read "3: herd2: <BROADCAST,...": the second field is the device's name.
+    let links = ip_show(&["-n", topology.node.name(), "-o", "link", "show"]);
+    assert!(
+        !links.lines().any(|line| line
+            .split(": ")
+            .nth(1)
+            .is_some_and(|name| name.starts_with("herd"))),
+        "no device of herd's is left: {links}"
+    );
+    let addresses = ip_show(&["-n", topology.node.name(), "addr", "show", "vn"]);
+    assert!(!addresses.contains(VIP), "the VIP is removed: {addresses}");
+    assert!(!topology.pins.join("vn").exists(), "the pin is removed");
+    // A thread reads the sysctls of the namespace it is in.
+    let arp_announce = topology
+        .node
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/vn/arp_announce").unwrap());
+    assert_eq!(arp_announce.trim(), "0", "arp_announce restored");
+    assert!(
+        !request(&topology.client, "after", Duration::from_millis(300)),
+        "a stopped node answers nothing"
+    );
+}
+
+/// A running node whose echo server outlasts the test, so that only the node can stop the
+/// answers; one request has been answered.
+fn serving_node(tag: &str, mode: Mode) -> Topology {
+    needs_root();
+    let mut topology = Topology::new(tag, mode);
+    topology.start_herd();
+    echo_server(&topology, usize::MAX, Duration::from_secs(20));
+    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
+    topology
+}
+
+/// Sends requests until one is not answered, which must come within the liveness deadline
+/// (renewed every 100 ms, 500 ms ahead) and some slack; then none may be answered.
+fn closes_within_the_deadline(topology: &Topology, what: &str) {
+    let since = Instant::now();
+    let mut first_refused = None;
+    let mut i = 0;
+    while first_refused.is_none() && since.elapsed() < Duration::from_secs(5) {
+        if !request(
+            &topology.client,
+            &format!("{what}{i}"),
+            Duration::from_millis(100),
+        ) {
+            first_refused = Some(since.elapsed());
+        }
+        i += 1;
+    }
+    let first_refused = first_refused.expect("the node stops answering");
+    eprintln!("{what}: first request refused after {first_refused:?}, {i} requests in");
+    assert!(
+        first_refused < Duration::from_secs(2),
+        "stopped after {first_refused:?}"
+    );
+    let late = (0..20)
+        .filter(|i| {
+            request(
+                &topology.client,
+                &format!("late{i}"),
+                Duration::from_millis(200),
+            )
+        })
+        .count();
+    assert_eq!(late, 0, "no VIP packet is accepted once herd is {what}");
+}
+
+fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes(mode: Mode) {
+    let topology = serving_node("s", mode);
+    topology.signal_herd("STOP");
+    closes_within_the_deadline(&topology, "frozen");
+    topology.signal_herd("CONT");
+    // Resumed, herd renews the deadline within 100 ms: wait for the first answer.
+    let resumed = Instant::now();
+    let mut answered = false;
+    while !answered && resumed.elapsed() < Duration::from_secs(5) {
+        answered = request(&topology.client, "again", Duration::from_millis(100));
+    }
+    assert!(answered, "a resumed node takes its traffic again");
+}
+
+fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: Mode) {
+    let mut topology = serving_node("k", mode);
+    topology.signal_herd("KILL");
+    topology.herd.take().unwrap().wait();
+    // The program stays attached (pinned) and stops accepting once the last liveness deadline
+    // has passed.
+    closes_within_the_deadline(&topology, "killed");
+    let link = ip_show(&["-n", topology.node.name(), "link", "show", "vn"]);
+    assert!(
+        link.contains("prog/xdp"),
+        "the program outlives herd, closed"
+    );
+    // The server still answers from inside the node: the program, not the server, refuses.
+    let answered = topology.node.run(|| {
+        let socket = UdpSocket::bind(("198.18.1.1", 0)).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        socket.send_to(b"inside", (VIP, PORT)).unwrap();
+        socket.recv_from(&mut [0u8; 64]).is_ok()
+    });
+    assert!(answered, "the server is alive");
+}
+
+/// Generates, for each mode, a module of `#[test]` wrappers around the tests above.
+macro_rules! in_mode {
+    ($($module:ident: $mode:expr),*) => {$(
+        mod $module {
+            use super::*;
+
+            #[test]
+            fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up() {
+                super::a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up($mode);
+            }
+
+            #[test]
+            fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes() {
+                super::a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes($mode);
+            }
+
+            #[test]
+            fn a_node_whose_herd_is_killed_accepts_no_vip_traffic() {
+                super::a_node_whose_herd_is_killed_accepts_no_vip_traffic($mode);
+            }
+        }
+    )*};
+}
+
+in_mode!(xdp: Mode::Xdp, afxdp: Mode::Afxdp);

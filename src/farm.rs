@@ -1,11 +1,8 @@
-//! What the commands share: choosing the live set and computing the bucket table every node
-//! would compute for it.
+//! What the commands share: choosing the live set, finding this host's addresses, showing a
+//! share.
 
 use anyhow::bail;
 use herd_config::FarmConfig;
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::{BucketTable, NodeId};
-use herd_membership::assign::{assign, Member};
 
 /// Which nodes are live when the named ones are down, indexed like `config.nodes`.
 pub fn live_set(config: &FarmConfig, down: &[String]) -> anyhow::Result<Vec<bool>> {
@@ -21,24 +18,6 @@ pub fn live_set(config: &FarmConfig, down: &[String]) -> anyhow::Result<Vec<bool
         live[index] = false;
     }
     Ok(live)
-}
-
-/// The bucket table of a live set: what every node computes from the same view.
-pub fn table(config: &FarmConfig, live: &[bool]) -> anyhow::Result<BucketTable> {
-    let members: Vec<Member> = config
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| live[*i])
-        .map(|(i, node)| Member {
-            id: i as NodeId,
-            name: node.name.clone(),
-            weight: node.weight,
-        })
-        .collect();
-    let key = HashKey::from_bytes(config.farm.hash_key);
-    let owners = assign(&key, config.farm.buckets as usize, &members);
-    Ok(BucketTable::new(0, owners)?)
 }
 
 /// This host's addresses, by which it finds its `[[node]]` entry.

@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 
 use common::{complete_checksums, ip, ip_show, needs_root, BpfFs, Herd, Netns, ScratchDir};
 use herd_config::{FarmConfig, Mode, Protocol};
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::{BucketTable, NodeId};
+use herd_dataplane::table::BucketTable;
 use herd_dataplane::FarmRules;
-use herd_membership::{assign, Member};
+use herd_membership::farm_table;
 use serde_json::Value;
 
 /// The farm's VIP.
@@ -117,21 +116,9 @@ struct Owners {
 impl Owners {
     /// The owners with every node of `config` up, as `herd run` takes them for now.
     fn new(config: &FarmConfig) -> Self {
-        let members: Vec<Member> = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| Member {
-                id: i as NodeId,
-                name: node.name.clone(),
-                weight: node.weight,
-            })
-            .collect();
-        let key = HashKey::from_bytes(config.farm.hash_key);
-        let owners = assign(&key, config.farm.buckets as usize, &members);
         Owners {
             rules: FarmRules::from_config(config),
-            table: BucketTable::new(0, owners).unwrap(),
+            table: farm_table(config, &[true; NODES.len()]).unwrap(),
         }
     }
 

@@ -47,8 +47,9 @@
 
 use std::collections::BinaryHeap;
 
+use herd_config::FarmConfig;
 use herd_dataplane::hash::{siphash13, HashKey};
-use herd_dataplane::table::{NodeId, NO_OWNER};
+use herd_dataplane::table::{BucketTable, NodeId, TableSizeError, NO_OWNER};
 
 pub use herd_dataplane::table::MAX_BUCKETS;
 
@@ -90,6 +91,25 @@ pub fn assign(key: &HashKey, buckets: usize, live: &[Member]) -> Vec<NodeId> {
     let nodes = eligible(key, live);
     let quotas = quotas(buckets, &nodes);
     match_buckets(key, &nodes, &quotas, buckets)
+}
+
+/// The bucket table of `config`'s farm when the nodes marked in `live` (indexed like
+/// `config.nodes`) are alive: what every node computes from the same view. A valid
+/// configuration always has a size the table takes.
+pub fn farm_table(config: &FarmConfig, live: &[bool]) -> Result<BucketTable, TableSizeError> {
+    let members: Vec<Member> = config
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| live.get(i).copied().unwrap_or(false))
+        .map(|(i, node)| Member {
+            id: i as NodeId,
+            name: node.name.clone(),
+            weight: node.weight,
+        })
+        .collect();
+    let key = HashKey::from_bytes(config.farm.hash_key);
+    BucketTable::new(0, assign(&key, config.farm.buckets as usize, &members))
 }
 
 /// A node that may own buckets, as the matching uses it.
@@ -309,6 +329,28 @@ mod tests {
             name: name.to_string(),
             weight,
         }
+    }
+
+    #[test]
+    fn a_farm_table_holds_the_configured_live_nodes_by_index() {
+        let config = FarmConfig::parse(
+            "[farm]\nname = \"t\"\nvip = [\"198.18.0.100\"]\ninterface = \"eth0\"\nbuckets = 64\n\
+             hash_key = \"00112233445566778899aabbccddeeff\"\n\
+             [[node]]\nname = \"a\"\naddress = \"198.18.0.1\"\n\
+             [[node]]\nname = \"b\"\naddress = \"198.18.0.2\"\nweight = 3\n\
+             [[rule]]\nprotocol = \"udp\"\nports = [\"7\"]\n",
+            std::path::Path::new("farm.toml"),
+        )
+        .unwrap();
+        let key = HashKey::from_bytes(config.farm.hash_key);
+        let both = farm_table(&config, &[true, true]).unwrap();
+        let expected = assign(&key, 64, &[member(0, "a", 1), member(1, "b", 3)]);
+        assert_eq!(both.owners(), &expected[..]);
+        assert_eq!(both.counts(2), [16, 48]);
+        let only_b = farm_table(&config, &[false, true]).unwrap();
+        assert_eq!(only_b.counts(2), [0, 64]);
+        let nobody = farm_table(&config, &[]).unwrap();
+        assert!(nobody.owners().iter().all(|&owner| owner == NO_OWNER));
     }
 
     fn count(owners: &[NodeId], id: NodeId) -> usize {

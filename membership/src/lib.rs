@@ -3,8 +3,8 @@
 //! Every node of a farm sees every packet to a virtual IP, hashes the client identity into one
 //! of the buckets of its `BucketTable` and keeps only the packets of the buckets it owns. This
 //! crate decides the owners: [`assign()`] maps the set of live members to one owner per bucket,
-//! the same on every node.
+//! the same on every node, and [`farm_table()`] builds the table of a configured farm from it.
 
 pub mod assign;
 
-pub use assign::{assign, Member, MAX_BUCKETS};
+pub use assign::{assign, farm_table, Member, MAX_BUCKETS};

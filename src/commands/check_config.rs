@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use herd_config::FarmConfig;
+use herd_membership::farm_table;
 use serde::Serialize;
 
 use crate::farm;
@@ -43,7 +44,7 @@ struct NodeReport {
 pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
     let config = FarmConfig::load(path)?;
     let all_up = vec![true; config.nodes.len()];
-    let counts = farm::table(&config, &all_up)?.counts(config.nodes.len());
+    let counts = farm_table(&config, &all_up)?.counts(config.nodes.len());
     let (this_node, this_node_note) = identify(&config, node)?;
     let report = Report {
         file: path.display().to_string(),

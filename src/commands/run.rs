@@ -22,6 +22,7 @@ use herd_dataplane::neighbor::announcement;
 use herd_dataplane::table::{BucketTable, NodeId, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::{FarmRules, FarmTable};
+use herd_membership::farm_table;
 
 use crate::farm;
 use crate::host::{format_mac, Host};
@@ -58,7 +59,7 @@ pub fn run(path: &Path, node: Option<&str>, bpf_dir: Option<&Path>) -> anyhow::R
     }
     let interface = config.interface_of(local).to_owned();
     let host = Host::open(&interface)?;
-    let table = farm::table(&config, &vec![true; config.nodes.len()])?;
+    let table = farm_table(&config, &vec![true; config.nodes.len()])?;
     let node = Node {
         name: config.nodes[local].name.clone(),
         id: local as NodeId,

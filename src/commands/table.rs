@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use herd_config::FarmConfig;
+use herd_membership::farm_table;
 use serde::Serialize;
 
 use crate::farm;
@@ -30,8 +31,8 @@ struct NodeRow {
 pub fn run(path: &Path, down: &[String], json: bool) -> anyhow::Result<()> {
     let config = FarmConfig::load(path)?;
     let live = farm::live_set(&config, down)?;
-    let table = farm::table(&config, &live)?;
-    let all_up = farm::table(&config, &vec![true; config.nodes.len()])?;
+    let table = farm_table(&config, &live)?;
+    let all_up = farm_table(&config, &vec![true; config.nodes.len()])?;
     let counts = table.counts(config.nodes.len());
     let total = table.len();
     let report = Report {

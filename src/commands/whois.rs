@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail};
 use herd_config::{Affinity, FarmConfig, Protocol};
 use herd_dataplane::FarmRules;
+use herd_membership::farm_table;
 use serde::Serialize;
 
 use crate::farm;
@@ -79,7 +80,7 @@ pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
         )
         .map_err(|_| anyhow!("no rule balances this traffic"))?;
     let live = farm::live_set(&config, query.down)?;
-    let table = farm::table(&config, &live)?;
+    let table = farm_table(&config, &live)?;
     let bucket = table.bucket_of(hash);
     let owner = config
         .nodes

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// The helper programs of herd-perf, none of which is part of herd:
+//
+// - `perf_generate`, the traffic generator. herd-perf runs it with BPF_PROG_RUN in live-frames
+//   mode on the sender's veth: the kernel hands it a template frame, it gives the frame a
+//   client from the `clients4`/`clients6` maps (a per-CPU sequence number picks which, so the
+//   receiver sees every flow in turn), stamps the send time into the payload and returns
+//   XDP_TX, which live-frames mode turns into a transmission out of the sender's veth, that is
+//   into the receiver.
+// - `perf_drop`, the baseline: counts the frame and drops it, the least any XDP filter does.
+// - `perf_pass`, an empty program: the reference herd's cost per packet is measured against,
+//   and what makes the receiver's veth take XDP frames for the nftables contender (veth only
+//   receives frames sent by XDP when its peer has an XDP program or GRO on).
+//
+// The templates are built by herd-perf (src/mix.rs): Ethernet, IPv4 without options or IPv6
+// without extension headers, UDP, and a payload that starts with the 8-byte send time.
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_CLIENTS 65536
+#define ETH_LEN 14
+#define IPV4_LEN 20
+#define IPV6_LEN 40
+#define UDP_LEN 8
+#define STAMP_LEN 8
+
+// A client of each family: its address, then its UDP port in network order, then padding. The
+// layouts are `Client4`/`Client6` in src/generator.rs.
+struct client4 {
+	__u8 addr[4];
+	__u8 port[2];
+	__u8 pad[2];
+};
+
+struct client6 {
+	__u8 addr[16];
+	__u8 port[2];
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CLIENTS);
+	__type(key, __u32);
+	__type(value, struct client4);
+} clients4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CLIENTS);
+	__type(key, __u32);
+	__type(value, struct client6);
+} clients6 SEC(".maps");
+
+// How many entries of `clients4` (index 0) and `clients6` (index 1) are in use.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} client_count SEC(".maps");
+
+// The generator's sequence number, per CPU so that it needs no atomic operation.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sequence SEC(".maps");
+
+// The frames `perf_drop` dropped.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropped SEC(".maps");
+
+// Adds the change of one 16-bit word from `old` to `new` to a ones'-complement sum (RFC 1624,
+// equation 3). The words are loaded and stored in the same byte order, so the sum is right in
+// either order.
+static __always_inline __u32 csum_replace(__u32 sum, __u16 old, __u16 new)
+{
+	return sum + (__u16)~old + new;
+}
+
+static __always_inline __u16 csum_fold(__u32 sum)
+{
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)sum;
+}
+
+static __always_inline __u16 load16(const __u8 *p)
+{
+	__u16 v;
+	__builtin_memcpy(&v, p, 2);
+	return v;
+}
+
+static __always_inline void store16(__u8 *p, __u16 v)
+{
+	__builtin_memcpy(p, &v, 2);
+}
+
+// Writes `n` bytes (a multiple of 2) of `from` over `to`, adding each word's change to `sum`.
+static __always_inline __u32 rewrite(__u8 *to, const __u8 *from, int n, __u32 sum)
+{
+#pragma unroll
+	for (int i = 0; i < n; i += 2) {
+		sum = csum_replace(sum, load16(to + i), load16(from + i));
+		store16(to + i, load16(from + i));
+	}
+	return sum;
+}
+
+static __always_inline __u64 next_sequence(void)
+{
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&sequence, &zero);
+	if (!seq)
+		return 0;
+	return (*seq)++;
+}
+
+static __always_inline __u32 clients(__u32 family)
+{
+	const __u32 *count = bpf_map_lookup_elem(&client_count, &family);
+	return count ? *count : 0;
+}
+
+// IPv4: the client's address into the source (the header checksum follows), its port into the
+// UDP source port and the send time into the payload. The UDP checksum stays 0 ("none"), which
+// IPv4 allows.
+static __always_inline int generate_v4(__u8 *data, const void *end)
+{
+	__u8 *ip = data + ETH_LEN;
+	__u8 *udp = ip + IPV4_LEN;
+	if ((void *)(udp + UDP_LEN + STAMP_LEN) > end)
+		return XDP_DROP;
+	__u32 n = clients(0);
+	if (!n)
+		return XDP_DROP;
+	__u32 index = next_sequence() % n;
+	const struct client4 *c = bpf_map_lookup_elem(&clients4, &index);
+	if (!c)
+		return XDP_DROP;
+	__u32 sum = (__u16)~load16(ip + 10);
+	sum = rewrite(ip + 12, c->addr, 4, sum);
+	store16(ip + 10, ~csum_fold(sum));
+	__builtin_memcpy(udp, c->port, 2);
+	__u64 now = bpf_ktime_get_ns();
+	__builtin_memcpy(udp + UDP_LEN, &now, STAMP_LEN);
+	return XDP_TX;
+}
+
+// IPv6: the same, but the UDP checksum is mandatory, so every rewritten word updates it.
+static __always_inline int generate_v6(__u8 *data, const void *end)
+{
+	__u8 *ip = data + ETH_LEN;
+	__u8 *udp = ip + IPV6_LEN;
+	if ((void *)(udp + UDP_LEN + STAMP_LEN) > end)
+		return XDP_DROP;
+	__u32 n = clients(1);
+	if (!n)
+		return XDP_DROP;
+	__u32 index = next_sequence() % n;
+	const struct client6 *c = bpf_map_lookup_elem(&clients6, &index);
+	if (!c)
+		return XDP_DROP;
+	__u32 sum = (__u16)~load16(udp + 6);
+	sum = rewrite(ip + 8, c->addr, 16, sum);
+	sum = rewrite(udp, c->port, 2, sum);
+	__u64 now = bpf_ktime_get_ns();
+	sum = rewrite(udp + UDP_LEN, (const __u8 *)&now, STAMP_LEN, sum);
+	__u16 checksum = ~csum_fold(sum);
+	// 0 means "no checksum", which IPv6 forbids; 0xffff is the same value in ones' complement.
+	store16(udp + 6, checksum ? checksum : 0xffff);
+	return XDP_TX;
+}
+
+SEC("xdp")
+int perf_generate(struct xdp_md *ctx)
+{
+	__u8 *data = (void *)(long)ctx->data;
+	const void *end = (void *)(long)ctx->data_end;
+	if ((void *)(data + ETH_LEN) > end)
+		return XDP_DROP;
+	__u16 ethertype = ((__u16)data[12] << 8) | data[13];
+	if (ethertype == 0x0800)
+		return generate_v4(data, end);
+	if (ethertype == 0x86dd)
+		return generate_v6(data, end);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int perf_drop(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	__u64 *count = bpf_map_lookup_elem(&dropped, &zero);
+	if (count)
+		*count += 1;
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int perf_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

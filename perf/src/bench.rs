@@ -1,0 +1,413 @@
+//! The measurements: for each contender and traffic, the contender set up on the receiver,
+//! the generator sending, a warm-up, then a window over which the contender's counters, the
+//! CPU time of the receiver's threads and the latency of accepted packets are taken.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::{self, ScopedJoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use hdrhistogram::Histogram;
+
+use crate::contender::{Contender, Counts, Kind, Receiver};
+use crate::farm::{BenchFarm, PORT, VIP4, VIP6};
+use crate::generator::{self, Generator};
+use crate::latency::{self, Listen};
+use crate::mix::{self, Clients, MixSpec, Template, Traffic};
+use crate::sched;
+use crate::topology::Topology;
+
+/// Sending before the window opens: the receiver's rings and caches reach a steady state.
+const WARM_UP: Duration = Duration::from_millis(500);
+/// How often waits look at the interrupt flag and the generator.
+const TICK: Duration = Duration::from_millis(50);
+/// How long a latency reader may take to listen.
+const READER_START: Duration = Duration::from_secs(2);
+/// How long the generator may outlive its window if the harness fails to stop it.
+const GENERATOR_GRACE: Duration = Duration::from_secs(10);
+
+/// What to measure and where.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The window of each measurement.
+    pub window: Duration,
+    /// The traffic.
+    pub spec: MixSpec,
+    /// The contenders, in order.
+    pub contenders: Vec<Kind>,
+    /// The core the generator is pinned to.
+    pub generator_core: usize,
+    /// The core of the receiver's NAPI thread and latency readers.
+    pub receiver_core: usize,
+}
+
+/// One contender on one traffic.
+#[derive(Debug)]
+pub struct Measurement {
+    /// The contender.
+    pub kind: Kind,
+    /// The traffic.
+    pub traffic: Traffic,
+    /// The window's length.
+    pub elapsed: Duration,
+    /// Packets the generator sent in the window.
+    pub sent: u64,
+    /// Packets the contender counted in the window.
+    pub counts: Counts,
+    /// The CPU time of the receiver's threads over the window: the veth NAPI thread (XDP,
+    /// nftables, the stack) and the latency readers (the application).
+    pub receiver_cpu: Duration,
+    /// The share of the packets the contender should accept.
+    pub expected_share: f64,
+    /// The latencies of accepted packets read by the latency sockets (ns), if any was read.
+    pub latency: Option<Histogram<u64>>,
+}
+
+/// The clients and templates of one traffic.
+struct Prepared {
+    clients: Clients,
+    templates: Vec<Template>,
+    owned_share: f64,
+}
+
+impl Prepared {
+    /// Chooses clients that herd and the nftables rule both keep, or both drop, so that every
+    /// contender sees the same owned share.
+    fn new(spec: &MixSpec, owned_share: f64, farm: &BenchFarm) -> anyhow::Result<Self> {
+        let keeps = |addr, port| {
+            let herd = farm.herd_keeps(addr, port);
+            (herd == BenchFarm::nft_keeps(addr)).then_some(herd)
+        };
+        let clients = Clients::choose(spec, owned_share, keeps)?;
+        Ok(Self {
+            templates: mix::templates(spec, &clients),
+            owned_share: clients.owned_share(spec.ipv6_share),
+            clients,
+        })
+    }
+}
+
+/// The two traffics every contender may be measured on.
+pub struct Traffics {
+    mix: Prepared,
+    drop_path: Prepared,
+}
+
+impl Traffics {
+    /// Chooses the clients of the mix `spec` describes, and of the same mix with nothing
+    /// owned.
+    pub fn new(spec: &MixSpec, farm: &BenchFarm) -> anyhow::Result<Self> {
+        Ok(Self {
+            mix: Prepared::new(spec, spec.owned_share, farm)?,
+            drop_path: Prepared::new(spec, 0.0, farm)?,
+        })
+    }
+
+    /// The share of the mix's packets node 0 owns, after rounding to whole clients.
+    pub fn owned_share(&self) -> f64 {
+        self.mix.owned_share
+    }
+
+    fn get(&self, traffic: Traffic) -> &Prepared {
+        match traffic {
+            Traffic::Mix => &self.mix,
+            Traffic::DropPath => &self.drop_path,
+        }
+    }
+}
+
+/// The harness: the test bed, the generator and the traffics.
+pub struct Bench<'a> {
+    topology: &'a Topology,
+    farm: &'a BenchFarm,
+    settings: &'a Settings,
+    traffics: &'a Traffics,
+    interrupted: &'a AtomicBool,
+    generator: Generator,
+}
+
+/// What one window measured.
+struct Window {
+    elapsed: Duration,
+    sent: u64,
+    counts: Counts,
+    receiver_cpu: Duration,
+    latency: Option<Histogram<u64>>,
+}
+
+/// How a wait ended.
+#[derive(PartialEq, Eq)]
+enum Waited {
+    /// It lasted as long as asked.
+    Full,
+    /// The generator stopped first.
+    GeneratorStopped,
+}
+
+/// What is read at each end of the window.
+struct Snapshot {
+    at: Instant,
+    counts: Counts,
+    receiver_cpu: Duration,
+    sent: u64,
+}
+
+/// Sets a flag when dropped, so that the threads of a window stop whatever path leaves it.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<'a> Bench<'a> {
+    /// Loads the generator. `interrupted` is set by the signal handler.
+    pub fn new(
+        topology: &'a Topology,
+        farm: &'a BenchFarm,
+        settings: &'a Settings,
+        traffics: &'a Traffics,
+        interrupted: &'a AtomicBool,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            topology,
+            farm,
+            settings,
+            traffics,
+            interrupted,
+            generator: Generator::new()?,
+        })
+    }
+
+    /// Measures every contender on each of its traffics, in order.
+    pub fn run(&mut self) -> anyhow::Result<Vec<Measurement>> {
+        let mut measurements = Vec::new();
+        for kind in self.settings.contenders.clone() {
+            for &traffic in kind.traffics() {
+                tracing::info!("measuring {} on the {}", kind.label(), traffic.label());
+                let measurement = self
+                    .measure(kind, traffic)
+                    .with_context(|| format!("{} on the {}", kind.label(), traffic.label()))?;
+                check_share(&measurement);
+                measurements.push(measurement);
+            }
+        }
+        Ok(measurements)
+    }
+
+    fn measure(&mut self, kind: Kind, traffic: Traffic) -> anyhow::Result<Measurement> {
+        let prepared = self.traffics.get(traffic);
+        self.generator
+            .prepare(&prepared.clients, prepared.templates.clone())?;
+        let expected_share = if kind.keeps_owned() {
+            prepared.owned_share
+        } else {
+            0.0
+        };
+        let listen = if expected_share > 0.0 {
+            listen_addrs(&prepared.clients)
+        } else {
+            Vec::new()
+        };
+        let mut contender = kind.build();
+        let receiver = Receiver {
+            netns: &self.topology.receiver,
+            interface: &self.topology.receiver_if,
+            bpf_dir: &self.topology.bpf_dir(),
+            farm: self.farm,
+        };
+        let measured = contender
+            .setup(&receiver)
+            .and_then(|()| self.window(&*contender, &listen));
+        let torn_down = contender.teardown();
+        let window = measured?;
+        torn_down.context("cannot take the contender off the receiver")?;
+        Ok(Measurement {
+            kind,
+            traffic,
+            elapsed: window.elapsed,
+            sent: window.sent,
+            counts: window.counts,
+            receiver_cpu: window.receiver_cpu,
+            expected_share,
+            latency: window.latency,
+        })
+    }
+
+    /// One window with the generator sending and, on `listen`, latency readers.
+    fn window(&self, contender: &dyn Contender, listen: &[SocketAddr]) -> anyhow::Result<Window> {
+        let settings = self.settings;
+        let topology = self.topology;
+        let generator = &self.generator;
+        let napi = topology.thread_receiver_napi(settings.receiver_core)?;
+        if napi.is_empty() {
+            bail!(
+                "no NAPI thread of {} found after threaded NAPI was switched on",
+                topology.receiver_if
+            );
+        }
+        let done = AtomicBool::new(false);
+        let recording = AtomicBool::new(false);
+        thread::scope(|scope| {
+            let _stop_threads = SetOnDrop(&done);
+            let (started, starts) = mpsc::channel();
+            let readers: Vec<_> = listen
+                .iter()
+                .map(|&addr| {
+                    let listen = Listen {
+                        netns: &topology.receiver,
+                        addr,
+                        core: settings.receiver_core,
+                        recording: &recording,
+                        done: &done,
+                        started: started.clone(),
+                    };
+                    scope.spawn(move || latency::read(listen))
+                })
+                .collect();
+            drop(started);
+            let mut receiver_threads = napi.clone();
+            for _ in &readers {
+                match starts.recv_timeout(READER_START) {
+                    Ok(tid) => receiver_threads.push(tid),
+                    Err(_) => return Err(failed_reader(readers, &done)),
+                }
+            }
+            let sender = scope.spawn(|| {
+                generator.run(generator::Run {
+                    netns: &topology.sender,
+                    interface: &topology.sender_if,
+                    core: settings.generator_core,
+                    stop: &done,
+                    until: Instant::now() + WARM_UP + settings.window + GENERATOR_GRACE,
+                })
+            });
+            let snapshot = || -> anyhow::Result<Snapshot> {
+                // Reading the nftables counters starts a process: the middle of the read is
+                // the time.
+                let start = Instant::now();
+                let counts = contender.counts()?;
+                let at = start + start.elapsed() / 2;
+                let mut receiver_cpu = Duration::ZERO;
+                for &tid in &receiver_threads {
+                    receiver_cpu += sched::runtime(tid)?;
+                }
+                Ok(Snapshot {
+                    at,
+                    counts,
+                    receiver_cpu,
+                    sent: generator.sent()?,
+                })
+            };
+            if pause(WARM_UP, self.interrupted, &sender)? == Waited::GeneratorStopped {
+                return Err(stopped(sender));
+            }
+            let before = snapshot()?;
+            recording.store(true, Ordering::Relaxed);
+            if pause(settings.window, self.interrupted, &sender)? == Waited::GeneratorStopped {
+                return Err(stopped(sender));
+            }
+            let after = snapshot()?;
+            done.store(true, Ordering::Relaxed);
+            joined(sender)?;
+            let mut latency: Option<Histogram<u64>> = None;
+            for reader in readers {
+                let read = joined(reader)?;
+                match latency.as_mut() {
+                    Some(all) => all.add(&read).context("cannot merge latency histograms")?,
+                    None => latency = Some(read),
+                }
+            }
+            Ok(Window {
+                elapsed: after.at.duration_since(before.at),
+                sent: after.sent.saturating_sub(before.sent),
+                counts: after.counts.since(&before.counts),
+                receiver_cpu: after.receiver_cpu.saturating_sub(before.receiver_cpu),
+                latency: latency.filter(|h| !h.is_empty()),
+            })
+        })
+    }
+}
+
+/// The latency sockets for a traffic: the VIP of each family that sends.
+fn listen_addrs(clients: &Clients) -> Vec<SocketAddr> {
+    let mut addrs = Vec::new();
+    if !clients.v4.is_empty() {
+        addrs.push(SocketAddr::new(VIP4.into(), PORT));
+    }
+    if !clients.v6.is_empty() {
+        addrs.push(SocketAddr::new(VIP6.into(), PORT));
+    }
+    addrs
+}
+
+/// Waits `duration`, unless the generator stops first; fails if interrupted.
+fn pause(
+    duration: Duration,
+    interrupted: &AtomicBool,
+    sender: &ScopedJoinHandle<'_, anyhow::Result<()>>,
+) -> anyhow::Result<Waited> {
+    let end = Instant::now() + duration;
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        if sender.is_finished() {
+            return Ok(Waited::GeneratorStopped);
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Waited::Full);
+        }
+        thread::sleep(left.min(TICK));
+    }
+}
+
+/// Why the generator stopped before its time.
+fn stopped(sender: ScopedJoinHandle<'_, anyhow::Result<()>>) -> anyhow::Error {
+    match joined(sender) {
+        Ok(()) => anyhow!("the generator stopped before the window ended"),
+        Err(error) => error.context("the generator failed"),
+    }
+}
+
+/// Why a latency reader did not start: the error of the first that failed, once `done` has
+/// stopped the others.
+fn failed_reader(
+    readers: Vec<ScopedJoinHandle<'_, anyhow::Result<Histogram<u64>>>>,
+    done: &AtomicBool,
+) -> anyhow::Error {
+    done.store(true, Ordering::Relaxed);
+    readers
+        .into_iter()
+        .find_map(|reader| joined(reader).err())
+        .unwrap_or_else(|| anyhow!("a latency reader did not start within {READER_START:?}"))
+}
+
+/// The result of a finished thread of the window.
+fn joined<T>(handle: ScopedJoinHandle<'_, anyhow::Result<T>>) -> anyhow::Result<T> {
+    handle
+        .join()
+        .map_err(|_| anyhow!("a measurement thread panicked"))?
+}
+
+/// Warns when a contender did not accept the share of packets the traffic was built for.
+fn check_share(m: &Measurement) {
+    if m.counts.received == 0 {
+        tracing::warn!("{} counted no packet", m.kind.label());
+        return;
+    }
+    let share = m.counts.accepted as f64 / m.counts.received as f64;
+    if (share - m.expected_share).abs() > 0.01 {
+        tracing::warn!(
+            "{} on the {} accepted {:.1} % of the packets, not {:.1} %",
+            m.kind.label(),
+            m.traffic.label(),
+            share * 100.0,
+            m.expected_share * 100.0
+        );
+    }
+}

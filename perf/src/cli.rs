@@ -1,0 +1,193 @@
+//! The command line.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Parser;
+
+use crate::bench::Settings;
+use crate::contender::Kind;
+use crate::mix::{MixSpec, MAX_SIZE, MIN_SIZE};
+
+/// Measures herd's in-kernel mode against a bare XDP_DROP program and an nftables `jhash`
+/// rule, side by side on the same generated traffic, on a veth pair between two network
+/// namespaces that it builds and removes. Needs root.
+///
+/// Each contender filters the receiver's veth as node 0 of a 3-node farm. A generator (the
+/// kernel's BPF_PROG_RUN in live-frames mode) sends UDP to the farm's VIPs from the sender's
+/// namespace. herd and the nftables rule are each measured twice: on the mix, where node 0
+/// owns `--owned-share` of the packets, and on the drop path, where it owns none. Prints a
+/// markdown table (or JSON), the eBPF program's cost per packet, and the goals.
+#[derive(Debug, Parser)]
+#[command(name = "herd-perf", version)]
+pub struct Args {
+    /// Seconds each row is measured for, after a 0.5 s warm-up (0.1 to 600).
+    #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+    pub seconds: f64,
+
+    /// Distinct clients (source address and port) the generator sends from, IPv4 and IPv6
+    /// together; every client sends as often as the others of its family.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub flows: u32,
+
+    /// Share of the packets that are IPv6, 0 to 1.
+    #[arg(long, default_value = "0.25", value_parser = share)]
+    pub ipv6_share: f64,
+
+    /// Frame sizes in bytes, from the Ethernet header to the end of the payload, 60 to 1514;
+    /// a comma-separated list is sent in equal shares. IPv6 frames are at least 70 bytes
+    /// (headers and the 8-byte send time). The generator switches between sizes and families
+    /// every 2^20 packets (about a quarter of a second), so a mix of several needs windows
+    /// (--seconds) of several seconds to hold its shares.
+    #[arg(
+        long = "size",
+        default_value = "64",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u16).range(i64::from(MIN_SIZE)..=i64::from(MAX_SIZE)),
+    )]
+    pub sizes: Vec<u16>,
+
+    /// Share of the mix's packets whose client this node (node 0 of 3) owns, 0 to 1 or a
+    /// fraction such as 1/3 (a 3-node farm's share).
+    #[arg(long, default_value = "1/3", value_parser = share)]
+    pub owned_share: f64,
+
+    /// Prints the results as JSON instead of markdown.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Contenders to measure, comma-separated; all when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Kind>,
+
+    /// The core the generator is pinned to.
+    #[arg(long, default_value_t = 0)]
+    pub generator_core: usize,
+
+    /// The core the receiver's veth NAPI thread and the latency sockets' readers are pinned
+    /// to; must differ from the generator's.
+    #[arg(long, default_value_t = 1)]
+    pub receiver_core: usize,
+}
+
+impl Args {
+    /// The settings of the run, once the cores are checked against this machine.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let cores: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|core| core.id)
+            .collect();
+        for (what, core) in [
+            ("--generator-core", self.generator_core),
+            ("--receiver-core", self.receiver_core),
+        ] {
+            if !cores.contains(&core) {
+                bail!("{what} {core}: this process may run on cores {cores:?} only");
+            }
+        }
+        if self.generator_core == self.receiver_core {
+            bail!(
+                "--generator-core and --receiver-core are both {}: the receiver's cost is only \
+                 seen on a core of its own",
+                self.generator_core
+            );
+        }
+        Ok(Settings {
+            window: Duration::from_secs_f64(self.seconds),
+            spec: MixSpec {
+                flows: self.flows,
+                ipv6_share: self.ipv6_share,
+                sizes: self.sizes.clone(),
+                owned_share: self.owned_share,
+            },
+            contenders: Kind::ALL
+                .into_iter()
+                .filter(|kind| self.only.is_empty() || self.only.contains(kind))
+                .collect(),
+            generator_core: self.generator_core,
+            receiver_core: self.receiver_core,
+        })
+    }
+}
+
+/// A share: a number from 0 to 1, or a fraction `a/b`.
+fn share(text: &str) -> Result<f64, String> {
+    let value = match text.split_once('/') {
+        Some((a, b)) => {
+            let a: f64 = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{a}` is not a number"))?;
+            let b: f64 = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{b}` is not a number"))?;
+            a / b
+        }
+        None => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not a number"))?,
+    };
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{text} is not a share from 0 to 1"))
+    }
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if (0.1..=600.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{text} is not from 0.1 to 600 seconds"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn shares_are_numbers_or_fractions_from_0_to_1() {
+        assert_eq!(share("0.25"), Ok(0.25));
+        assert_eq!(share("1/4"), Ok(0.25));
+        assert_eq!(share("1"), Ok(1.0));
+        assert!(share("1.5").is_err());
+        assert!(share("1/0").is_err());
+        assert!(share("0/0").is_err());
+        assert!(share("-0.1").is_err());
+        assert!(share("a/3").is_err());
+        assert!(share("").is_err());
+    }
+
+    #[test]
+    fn defaults_give_a_short_run_of_everything() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["herd-perf"]).unwrap();
+        assert_eq!(args.seconds, 3.0);
+        assert_eq!(args.sizes, [64]);
+        assert!((args.owned_share - 1.0 / 3.0).abs() < 1e-12);
+        assert!(args.only.is_empty());
+    }
+
+    #[test]
+    fn lists_and_bounds_are_checked() {
+        let args =
+            Args::try_parse_from(["herd-perf", "--size", "64,1514", "--only", "xdp,baseline"])
+                .unwrap();
+        assert_eq!(args.sizes, [64, 1514]);
+        assert_eq!(args.only, [Kind::Xdp, Kind::Baseline]);
+        assert!(Args::try_parse_from(["herd-perf", "--size", "59"]).is_err());
+        assert!(Args::try_parse_from(["herd-perf", "--flows", "0"]).is_err());
+        assert!(Args::try_parse_from(["herd-perf", "--only", "afxdp"]).is_err());
+        assert!(Args::try_parse_from(["herd-perf", "--seconds", "0"]).is_err());
+        assert!(Args::try_parse_from(["herd-perf", "--seconds", "nan"]).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! herd-perf: herd's in-kernel mode against a bare XDP_DROP program and an nftables rule, on
+//! the same generated traffic, on a veth pair between two network namespaces. See `--help`.
+
+mod bench;
+mod cli;
+mod command;
+mod contender;
+mod cost;
+mod farm;
+mod generator;
+mod jhash;
+mod latency;
+mod mix;
+mod programs;
+mod report;
+mod sched;
+mod topology;
+
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing_subscriber::EnvFilter;
+
+use crate::bench::{Bench, Traffics};
+use crate::cli::Args;
+use crate::contender::Kind;
+use crate::farm::BenchFarm;
+use crate::report::{Report, Setup};
+use crate::topology::Topology;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run(&args) {
+        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("herd-perf: cannot write the report as JSON: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{}", report.markdown());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("herd-perf: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<Report> {
+    let settings = args.settings()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "herd-perf needs root: it creates network namespaces and loads eBPF programs (run \
+             it with sudo)"
+        );
+    }
+    if settings.contenders.contains(&Kind::Nftables) {
+        command::run("nft", &["--version"], None)
+            .context("the nftables contender needs nft (add --only to leave it out)")?;
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // A second signal while the first is being handled exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&interrupted))
+            .context("cannot handle signals")?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .context("cannot handle signals")?;
+    }
+    let farm = BenchFarm::new()?;
+    let traffics = Traffics::new(&settings.spec, &farm)?;
+    topology::remove_stale()?;
+    let topology = Topology::create().context("cannot build the test bed")?;
+    tracing::info!(
+        "test bed: {} ({}) -> {} ({})",
+        topology.sender.name(),
+        topology.sender_if,
+        topology.receiver.name(),
+        topology.receiver_if
+    );
+    let mut bench = Bench::new(&topology, &farm, &settings, &traffics, &interrupted)?;
+    let measurements = bench.run()?;
+    tracing::info!("timing the eBPF program with BPF_PROG_TEST_RUN");
+    let costs = cost::measure(&farm)?;
+    let setup = Setup {
+        seconds: args.seconds,
+        generator_core: settings.generator_core,
+        receiver_core: settings.receiver_core,
+        flows: args.flows,
+        ipv6_share: args.ipv6_share,
+        sizes: args.sizes.clone(),
+        owned_share: traffics.owned_share(),
+    };
+    let command = std::iter::once("herd-perf".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Report::new(command, setup, &measurements, costs))
+}

@@ -11,8 +11,6 @@ use std::net::IpAddr;
 /// A 128-bit SipHash key, as the two little-endian 64-bit halves of the 16 key bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HashKey {
-    k0: u64,
-    k1: u64,
     /// SipHash's initial state for this key, computed once rather than for every packet.
     initial: [u64; 4],
     /// `v0` and `v1` after the first half of the first round, which reads neither the message
@@ -42,16 +40,21 @@ impl HashKey {
         let mut primed = initial;
         half_round_01(&mut primed);
         Self {
-            k0,
-            k1,
             initial,
             primed: [primed[0], primed[1]],
         }
     }
 
-    /// The two key words `(k0, k1)`, as an eBPF program or a BPF map receives them.
-    pub const fn words(&self) -> (u64, u64) {
-        (self.k0, self.k1)
+    /// The state every hash with this key starts from, the first half of the first round
+    /// done (`v0`, `v1` primed; `v2`, `v3` initial): what the eBPF program receives in its map,
+    /// so that it too skips that work for every packet.
+    pub const fn primed_state(&self) -> [u64; 4] {
+        [
+            self.primed[0],
+            self.primed[1],
+            self.initial[2],
+            self.initial[3],
+        ]
     }
 }
 

@@ -34,7 +34,7 @@ const MAX_VIPS: usize = herd_config::Farm::MAX_VIPS;
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct FarmSettings {
-    key: [u64; 2],
+    sip: [u64; 4],
     mask: u32,
     local: NodeId,
     covered: [u8; 3],
@@ -135,14 +135,15 @@ fn unpin(pinned: PinnedLink, path: &Path) -> Result<(), XdpError> {
     })
 }
 
-/// The time of `CLOCK_MONOTONIC` in nanoseconds, the clock of the program's `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+/// The time of `CLOCK_MONOTONIC_COARSE` in nanoseconds (the time of the last tick), the clock of
+/// the programs' liveness check (`bpf_ktime_get_coarse_ns`).
+fn coarse_monotonic_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `now` is a valid timespec to write to, and CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    // SAFETY: `now` is a valid timespec to write to, and the clock always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
     (now.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(now.tv_nsec as u64)
@@ -234,9 +235,8 @@ impl XdpClassifier {
         if v4.len() > MAX_VIPS || v6.len() > MAX_VIPS {
             return Err(XdpError::TooManyVips);
         }
-        let (k0, k1) = rules.key().words();
         let mut settings = FarmSettings {
-            key: [k0, k1],
+            sip: rules.key().primed_state(),
             mask,
             local,
             covered: [Protocol::Tcp, Protocol::Udp, Protocol::Icmp]
@@ -291,7 +291,8 @@ impl XdpClassifier {
     /// and the node accepts no VIP packet, so a dead node cannot take the traffic the others
     /// took over.
     pub fn keep_alive(&mut self, ttl: Duration) -> Result<(), XdpError> {
-        let deadline = monotonic_ns().saturating_add(ttl.as_nanos().try_into().unwrap_or(u64::MAX));
+        let deadline =
+            coarse_monotonic_ns().saturating_add(ttl.as_nanos().try_into().unwrap_or(u64::MAX));
         self.array::<u64>("liveness")?.set(0, deadline, 0)?;
         Ok(())
     }

@@ -91,10 +91,16 @@ fn vector_key() -> HashKey {
 }
 
 #[test]
-fn the_key_words_are_little_endian_halves() {
+fn the_primed_state_is_the_little_endian_key_half_a_round_in() {
+    let (k0, k1): (u64, u64) = (0x0706050403020100, 0x0f0e0d0c0b0a0908);
+    let mut v0 = k0 ^ 0x736f6d6570736575;
+    let mut v1 = k1 ^ 0x646f72616e646f6d;
+    v0 = v0.wrapping_add(v1);
+    v1 = v1.rotate_left(13) ^ v0;
+    v0 = v0.rotate_left(32);
     assert_eq!(
-        vector_key().words(),
-        (0x0706050403020100, 0x0f0e0d0c0b0a0908)
+        vector_key().primed_state(),
+        [v0, v1, k0 ^ 0x6c7967656e657261, k1 ^ 0x7465646279746573]
     );
 }
 

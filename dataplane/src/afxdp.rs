@@ -202,6 +202,7 @@ pub struct WorkerSettings {
 /// A running worker.
 pub struct Worker {
     queue: u32,
+    tid: libc::pid_t,
     counters: Arc<CachePadded<Counters>>,
     thread: JoinHandle<Histogram<u64>>,
 }
@@ -216,9 +217,12 @@ impl Worker {
         let queue = socket.queue;
         let counters = Arc::new(CachePadded::new(Counters::default()));
         let shared = Arc::clone(&counters);
+        let (started, tid) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name(format!("herd-q{queue}"))
             .spawn(move || {
+                // SAFETY: gettid has no preconditions and cannot fail.
+                let _ = started.send(unsafe { libc::gettid() });
                 if !core_affinity::set_for_current(settings.core) {
                     tracing::warn!(
                         queue,
@@ -229,8 +233,13 @@ impl Worker {
                 Loop::new(socket, port, settings, &shared).run()
             })
             .map_err(|source| AfXdpError::Thread { queue, source })?;
+        let tid = tid.recv().map_err(|_| AfXdpError::Thread {
+            queue,
+            source: std::io::Error::other("the worker ended before it started"),
+        })?;
         Ok(Self {
             queue,
+            tid,
             counters,
             thread,
         })
@@ -239,6 +248,11 @@ impl Worker {
     /// The RX queue the worker serves.
     pub fn queue(&self) -> u32 {
         self.queue
+    }
+
+    /// The worker thread's id in the kernel, to account for its CPU time.
+    pub fn tid(&self) -> libc::pid_t {
+        self.tid
     }
 
     /// The worker's counters.

@@ -218,6 +218,7 @@ impl<'a> Bench<'a> {
             interface: &self.topology.receiver_if,
             bpf_dir: &self.topology.bpf_dir(),
             farm: self.farm,
+            core: self.settings.receiver_core,
         };
         let measured = contender
             .setup(&receiver)
@@ -270,6 +271,7 @@ impl<'a> Bench<'a> {
                 .collect();
             drop(started);
             let mut receiver_threads = napi.clone();
+            receiver_threads.extend(contender.threads()?);
             for _ in &readers {
                 match starts.recv_timeout(READER_START) {
                     Ok(tid) => receiver_threads.push(tid),

@@ -6,10 +6,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use herd_config::{FarmConfig, Protocol};
-use herd_dataplane::hash::HashKey;
 use herd_dataplane::table::{BucketTable, NodeId};
 use herd_dataplane::FarmRules;
-use herd_membership::{assign, Member};
+use herd_membership::farm_table;
 
 use crate::jhash;
 
@@ -68,19 +67,8 @@ impl BenchFarm {
     pub fn new() -> anyhow::Result<Self> {
         let config = FarmConfig::parse(CONFIG, Path::new("<herd-perf farm>"))
             .context("herd-perf's built-in farm configuration")?;
-        let members: Vec<Member> = config
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(id, node)| Member {
-                id: id as NodeId,
-                name: node.name.clone(),
-                weight: node.weight,
-            })
-            .collect();
-        let key = HashKey::from_bytes(config.farm.hash_key);
-        let owners = assign(&key, config.farm.buckets as usize, &members);
-        let table = BucketTable::new(0, owners).context("the farm's bucket table")?;
+        let table =
+            farm_table(&config, &[true; NODES as usize]).context("the farm's bucket table")?;
         Ok(Self {
             rules: FarmRules::from_config(&config),
             table,

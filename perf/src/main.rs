@@ -1,5 +1,5 @@
-//! herd-perf: herd's in-kernel mode against a bare XDP_DROP program and an nftables rule, on
-//! the same generated traffic, on a veth pair between two network namespaces. See `--help`.
+//! herd-perf: herd's two dataplane modes against a bare XDP_DROP program and an nftables rule,
+//! on the same generated traffic, on a veth pair between two network namespaces. See `--help`.
 
 mod bench;
 mod cli;
@@ -8,6 +8,7 @@ mod contender;
 mod cost;
 mod farm;
 mod generator;
+mod handoff;
 mod jhash;
 mod latency;
 mod mix;
@@ -111,5 +112,18 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(Report::new(command, setup, &measurements, costs))
+    let mut report = Report::new(command, setup, &measurements, costs);
+    if settings
+        .contenders
+        .iter()
+        .any(|kind| matches!(kind, Kind::Afxdp | Kind::AfxdpVeth))
+    {
+        tracing::info!("timing the AF_XDP mode's ways back to the stack");
+        report.handoffs = handoff::measure(
+            &topology.receiver,
+            settings.receiver_core,
+            settings.generator_core,
+        )?;
+    }
+    Ok(report)
 }

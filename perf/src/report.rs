@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::bench::Measurement;
 use crate::contender::Kind;
 use crate::cost::Cost;
+use crate::handoff::HandoffCost;
 use crate::mix::Traffic;
 
 /// Everything one run measured.
@@ -22,6 +23,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The eBPF program's cost per frame kind.
     pub costs: Vec<Cost>,
+    /// The AF_XDP mode's ways back to the stack, each on its own (empty when the afxdp mode
+    /// is not measured).
+    pub handoffs: Vec<HandoffCost>,
     /// The goals, each met or short.
     pub goals: Vec<Goal>,
 }
@@ -123,21 +127,26 @@ pub struct Goal {
     pub target: f64,
     /// Whether the target is a ceiling (else a floor).
     pub at_most: bool,
-    /// The unit of both: `×` for ratios, `ns`.
+    /// The unit of both: `×` for ratios, `Mpps`, `ns`.
     pub unit: &'static str,
     /// Whether the goal is met.
     pub met: bool,
 }
 
 impl Goal {
-    fn at_least(goal: String, measured: f64, received_ratio: Option<f64>, target: f64) -> Self {
+    fn at_least(
+        goal: String,
+        (measured, received_ratio): (f64, Option<f64>),
+        target: f64,
+        unit: &'static str,
+    ) -> Self {
         Self {
             goal,
             measured,
             received_ratio,
             target,
             at_most: false,
-            unit: "×",
+            unit,
             met: measured >= target,
         }
     }
@@ -222,6 +231,7 @@ impl Report {
             setup,
             rows,
             costs,
+            handoffs: Vec::new(),
             goals,
         }
     }
@@ -304,6 +314,24 @@ impl Report {
                 );
             }
         }
+        if !self.handoffs.is_empty() {
+            out.push_str(
+                "\nThe AF_XDP mode's way back to the stack, one thread writing owned UDP frames \
+                 alone on the receiver's core, a socket on the VIP reading on the other:\n\n\
+                 | way | frames per second | writer CPU per frame | delivered |\n\
+                 | --- | ---: | ---: | ---: |\n",
+            );
+            for h in &self.handoffs {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.2} M | {:.0} ns | {:.1} % |",
+                    h.handoff.label(),
+                    h.frames_per_second / 1e6,
+                    h.writer_ns,
+                    h.delivered * 100.0
+                );
+            }
+        }
         if !self.goals.is_empty() {
             out.push_str("\n| goal | measured | target | |\n| --- | ---: | ---: | --- |\n");
             for g in &self.goals {
@@ -347,7 +375,12 @@ fn goals(rows: &[Row], costs: &[Cost]) -> Vec<Goal> {
         let (a, b) = (a?, b?);
         let per_core = ratio(a.mpps_per_core?, b.mpps_per_core?)?;
         let received = ratio(a.received_mpps, b.received_mpps);
-        Some(Goal::at_least(goal.to_owned(), per_core, received, target))
+        Some(Goal::at_least(
+            goal.to_owned(),
+            (per_core, received),
+            target,
+            "×",
+        ))
     };
     let herd_drops = row(Kind::Xdp, Traffic::DropPath);
     let mut goals: Vec<Goal> = [
@@ -367,6 +400,16 @@ fn goals(rows: &[Row], costs: &[Cost]) -> Vec<Goal> {
     .into_iter()
     .flatten()
     .collect();
+    if let Some(afxdp) = row(Kind::Afxdp, Traffic::DropPath) {
+        if let Some(per_core) = afxdp.mpps_per_core {
+            goals.push(Goal::at_least(
+                "herd afxdp drop path, one worker (copy mode)".to_owned(),
+                (per_core, Some(afxdp.received_mpps)),
+                2.0,
+                "Mpps",
+            ));
+        }
+    }
     if let Some(worst) = costs
         .iter()
         .max_by(|a, b| a.added_ns().total_cmp(&b.added_ns()))
@@ -512,6 +555,21 @@ mod tests {
         assert_eq!(report.rows[0].cpu_ns_per_packet, None);
         assert_eq!(report.rows[0].mpps_per_core, None);
         assert!(report.markdown().contains("| 0 % | — | — | — | — |"));
+    }
+
+    #[test]
+    fn markdown_has_the_handoff_table_only_when_measured() {
+        let mut report = report();
+        assert!(!report.markdown().contains("way back to the stack"));
+        report.handoffs = vec![HandoffCost {
+            handoff: crate::handoff::Handoff::Tap,
+            frames_per_second: 700_000.0,
+            writer_ns: 1431.2,
+            delivered: 0.983,
+        }];
+        assert!(report
+            .markdown()
+            .contains("| TAP device | 0.70 M | 1431 ns | 98.3 % |"));
     }
 
     #[test]

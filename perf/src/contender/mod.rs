@@ -1,6 +1,7 @@
 //! The filters herd-perf compares, each on the receiver's veth, each one type behind the
 //! [`Contender`] trait: adding one is a module here and an arm of [`Kind`].
 
+mod afxdp;
 mod baseline;
 mod nftables;
 mod xdp;
@@ -13,6 +14,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::farm::BenchFarm;
+use crate::handoff::Handoff;
 use crate::mix::Traffic;
 use crate::programs::{self, Program};
 use crate::topology::Netns;
@@ -49,6 +51,8 @@ pub struct Receiver<'a> {
     pub bpf_dir: &'a Path,
     /// The farm the receiver is node 0 of.
     pub farm: &'a BenchFarm,
+    /// The receiver's core, where its threads run.
+    pub core: usize,
 }
 
 /// A filter on the receiver's interface that keeps node 0's share of the farm's traffic.
@@ -57,6 +61,11 @@ pub trait Contender {
     fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()>;
     /// What the filter counted since [`Contender::setup`].
     fn counts(&self) -> anyhow::Result<Counts>;
+    /// The threads the filter runs besides the receiver's NAPI thread, whose CPU time is the
+    /// receiver's too.
+    fn threads(&self) -> anyhow::Result<Vec<libc::pid_t>> {
+        Ok(Vec::new())
+    }
     /// Takes the filter off the interface.
     fn teardown(&mut self) -> anyhow::Result<()>;
 }
@@ -72,11 +81,23 @@ pub enum Kind {
     Nftables,
     /// herd's in-kernel mode (`XdpClassifier`, driver mode).
     Xdp,
+    /// herd's AF_XDP mode (copy mode), handing accepted packets to the stack through a TAP
+    /// device, as `herd run` does.
+    Afxdp,
+    /// herd's AF_XDP mode, handing accepted packets to the stack through a veth pair: the
+    /// alternative to the TAP device.
+    AfxdpVeth,
 }
 
 impl Kind {
     /// Every contender, in the report's order.
-    pub const ALL: [Kind; 3] = [Kind::Baseline, Kind::Nftables, Kind::Xdp];
+    pub const ALL: [Kind; 5] = [
+        Kind::Baseline,
+        Kind::Nftables,
+        Kind::Xdp,
+        Kind::Afxdp,
+        Kind::AfxdpVeth,
+    ];
 
     /// The contender's name in the report.
     pub fn label(self) -> &'static str {
@@ -84,6 +105,8 @@ impl Kind {
             Kind::Baseline => "bare XDP_DROP",
             Kind::Nftables => "nftables jhash",
             Kind::Xdp => "herd xdp",
+            Kind::Afxdp => "herd afxdp (TAP)",
+            Kind::AfxdpVeth => "herd afxdp (veth)",
         }
     }
 
@@ -92,7 +115,9 @@ impl Kind {
     pub fn traffics(self) -> &'static [Traffic] {
         match self {
             Kind::Baseline => &[Traffic::Mix],
-            Kind::Nftables | Kind::Xdp => &[Traffic::Mix, Traffic::DropPath],
+            Kind::Nftables | Kind::Xdp | Kind::Afxdp => &[Traffic::Mix, Traffic::DropPath],
+            // The way back to the stack only matters for what is accepted.
+            Kind::AfxdpVeth => &[Traffic::Mix],
         }
     }
 
@@ -107,6 +132,8 @@ impl Kind {
             Kind::Baseline => Box::new(baseline::Baseline::default()),
             Kind::Nftables => Box::new(nftables::Nftables::default()),
             Kind::Xdp => Box::new(xdp::HerdXdp::default()),
+            Kind::Afxdp => Box::new(afxdp::HerdAfxdp::new(Handoff::Tap)),
+            Kind::AfxdpVeth => Box::new(afxdp::HerdAfxdp::new(Handoff::Veth)),
         }
     }
 }

@@ -1,0 +1,109 @@
+//! herd's AF_XDP mode, as `herd run` sets it up with `mode = "afxdp"`: the redirect program on
+//! the receiver's veth (driver mode), one AF_XDP socket on its queue (copy mode: veth has no
+//! zero-copy) and one worker pinned to the receiver's core, handing the packets it accepts to
+//! the stack. Measured with each of the two ways back to the stack that `herd run` chose
+//! between: a TAP device (its choice) and a veth pair.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use core_affinity::CoreId;
+use herd_config::ZeroCopy;
+use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
+use herd_dataplane::craft::MAC_B;
+use herd_dataplane::table::SharedTable;
+use herd_dataplane::xdp::XdpClassifier;
+use herd_dataplane::FarmTable;
+
+use super::{Contender, Counts, Receiver};
+use crate::farm::LOCAL;
+use crate::handoff::Handoff;
+use crate::topology::Netns;
+
+/// How long the program stays alive without renewal: longer than any measurement.
+const ALIVE_FOR: Duration = Duration::from_secs(3600);
+/// Frames the worker takes at once: the default of `[dataplane] batch`.
+const BATCH: usize = 64;
+
+/// The redirect program, the socket's worker and the handoff device.
+pub struct HerdAfxdp {
+    handoff: Handoff,
+    redirect: Option<XdpClassifier>,
+    worker: Option<Worker>,
+    stop: Arc<AtomicBool>,
+    netns: Option<Netns>,
+}
+
+impl HerdAfxdp {
+    /// The contender, handing off through `handoff`.
+    pub fn new(handoff: Handoff) -> Self {
+        Self {
+            handoff,
+            redirect: None,
+            worker: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            netns: None,
+        }
+    }
+}
+
+impl Contender for HerdAfxdp {
+    fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()> {
+        let farm = receiver.farm;
+        let mut redirect = XdpClassifier::load_redirect(farm.rules(), MAC_B)?;
+        redirect.keep_alive(ALIVE_FOR)?;
+        self.netns = Some(receiver.netns.clone());
+        let socket = receiver
+            .netns
+            .run(|| Ok(QueueSocket::open(receiver.interface, 0, ZeroCopy::Auto)?))?;
+        redirect.add_socket(0, socket.fd())?;
+        let port = self.handoff.port(receiver.netns)?;
+        let table = FarmTable::new(Arc::new(farm.rules().clone()), farm.table().clone(), LOCAL);
+        let settings = WorkerSettings {
+            core: CoreId { id: receiver.core },
+            batch: BATCH,
+            if_mac: MAC_B,
+            table: Arc::new(SharedTable::new(table)),
+            stop: Arc::clone(&self.stop),
+        };
+        let worker = Worker::spawn(socket, port, settings)?;
+        self.worker = Some(worker);
+        let pin = receiver.bpf_dir.join("herd-afxdp");
+        receiver
+            .netns
+            .run(|| Ok(redirect.attach(receiver.interface, &pin, false)?))?;
+        self.redirect = Some(redirect);
+        Ok(())
+    }
+
+    fn counts(&self) -> anyhow::Result<Counts> {
+        let worker = self.worker.as_ref().context("herd afxdp is not set up")?;
+        let counters = worker.counters();
+        Ok(Counts {
+            received: counters.received.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed),
+            accepted: counters.accepted.load(Ordering::Relaxed),
+        })
+    }
+
+    fn threads(&self) -> anyhow::Result<Vec<libc::pid_t>> {
+        let worker = self.worker.as_ref().context("herd afxdp is not set up")?;
+        Ok(vec![worker.tid()])
+    }
+
+    fn teardown(&mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(worker) = self.worker.take() {
+            worker.join();
+        }
+        if let Some(mut redirect) = self.redirect.take() {
+            redirect.detach()?;
+        }
+        if let Some(netns) = self.netns.take() {
+            self.handoff.remove(&netns)?;
+        }
+        Ok(())
+    }
+}

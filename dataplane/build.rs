@@ -1,39 +1,8 @@
-//! Builds the in-kernel mode's eBPF program, `bpf/herd.bpf.c`, with clang into `OUT_DIR`,
-//! where `src/xdp.rs` embeds it.
+//! Builds the XDP programs, `bpf/herd.bpf.c`, with clang into `OUT_DIR`, where `src/xdp.rs`
+//! embeds them.
 
-use std::env;
-use std::path::PathBuf;
-use std::process::Command;
-
-const SOURCE: &str = "bpf/herd.bpf.c";
+include!("bpf/clang.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed={SOURCE}");
-    println!("cargo:rerun-if-env-changed=HERD_CLANG");
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("herd.bpf.o");
-    let clang = env::var("HERD_CLANG").unwrap_or_else(|_| "clang".into());
-    let mut command = Command::new(&clang);
-    command.args([
-        "-O2", "-g", "-Wall", "-Werror", "-target", "bpf", "-c", SOURCE, "-o",
-    ]);
-    command.arg(&out);
-    // <asm/types.h>, which <linux/types.h> includes, lives under the multiarch directory.
-    if let Some(triple) = multiarch() {
-        command.arg(format!("-I/usr/include/{triple}"));
-    }
-    match command.status() {
-        Ok(status) if status.success() => {}
-        Ok(status) => panic!("{clang} failed on {SOURCE} ({status}); see its messages above"),
-        Err(error) => panic!(
-            "cannot run {clang} ({error}): the eBPF program of the in-kernel mode is built with \
-             clang and the headers of libbpf-dev; `scripts/deps` installs both (or set \
-             HERD_CLANG to a clang binary)"
-        ),
-    }
-}
-
-fn multiarch() -> Option<String> {
-    let output = Command::new("gcc").arg("-print-multiarch").output().ok()?;
-    let triple = String::from_utf8(output.stdout).ok()?.trim().to_owned();
-    (!triple.is_empty()).then_some(triple)
+    compile_bpf("bpf/herd.bpf.c", "herd.bpf.o", "herd's XDP programs");
 }

@@ -204,7 +204,16 @@ pub struct Worker {
     queue: u32,
     tid: libc::pid_t,
     counters: Arc<CachePadded<Counters>>,
-    thread: JoinHandle<Histogram<u64>>,
+    thread: JoinHandle<Finished>,
+}
+
+/// What a worker did, once it has finished.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its final counts.
+    pub totals: Totals,
+    /// The distribution of its batch processing times, in nanoseconds.
+    pub batches: Histogram<u64>,
 }
 
 impl Worker {
@@ -260,23 +269,28 @@ impl Worker {
         &self.counters
     }
 
-    /// Waits for the worker to finish (after its stop flag is set): the distribution of its
-    /// batch processing times, in nanoseconds.
-    pub fn join(self) -> Histogram<u64> {
+    /// Waits for the worker to finish (after its stop flag is set).
+    pub fn join(self) -> Finished {
         self.thread
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
-/// A worker's running totals, kept in plain integers and published once per batch.
-#[derive(Default)]
-struct Totals {
-    received: u64,
-    accepted: u64,
-    dropped: u64,
-    handed_off: u64,
-    errors: u64,
+/// A worker's counts as plain integers: its running totals, which it publishes into its
+/// [`Counters`] once per batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Frames taken from the socket.
+    pub received: u64,
+    /// Frames of flows this node owns.
+    pub accepted: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Frames written to the stack's port.
+    pub handed_off: u64,
+    /// Frames the port refused.
+    pub errors: u64,
 }
 
 impl Totals {
@@ -328,7 +342,7 @@ impl<'a> Loop<'a> {
         }
     }
 
-    fn run(mut self) -> Histogram<u64> {
+    fn run(mut self) -> Finished {
         let mut batch: Vec<FrameDesc> =
             self.socket.frames[..self.settings.batch.min(FRAMES as usize)].to_vec();
         // SAFETY: the frames are this socket's own, and none is in use: all go to the kernel.
@@ -357,7 +371,10 @@ impl<'a> Loop<'a> {
             self.totals.publish(self.counters);
             self.batches.saturating_record(duration_ns(start.elapsed()));
         }
-        self.batches
+        Finished {
+            totals: self.totals,
+            batches: self.batches,
+        }
     }
 
     /// Classifies a batch and hands the accepted frames to the stack.

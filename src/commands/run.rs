@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use core_affinity::CoreId;
 use herd_config::{FarmConfig, Mode};
-use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
+use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::handoff::Port;
 use herd_dataplane::neighbor::announcement;
 use herd_dataplane::table::{BucketTable, NodeId, SharedTable};
@@ -257,22 +257,14 @@ fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         let queue = worker.queue();
-        let counters = worker.counters();
-        let (received, accepted, dropped, handed_off, errors) = (
-            counters.received.load(Ordering::Relaxed),
-            counters.accepted.load(Ordering::Relaxed),
-            counters.dropped.load(Ordering::Relaxed),
-            counters.handed_off.load(Ordering::Relaxed),
-            counters.errors.load(Ordering::Relaxed),
-        );
-        let batches = worker.join();
+        let Finished { totals, batches } = worker.join();
         tracing::info!(
             queue,
-            received,
-            accepted,
-            dropped,
-            handed_off,
-            errors,
+            received = totals.received,
+            accepted = totals.accepted,
+            dropped = totals.dropped,
+            handed_off = totals.handed_off,
+            errors = totals.errors,
             batches = batches.len(),
             batch_p50_ns = batches.value_at_quantile(0.5),
             batch_p99_ns = batches.value_at_quantile(0.99),

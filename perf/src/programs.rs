@@ -1,5 +1,5 @@
-//! herd-perf's own eBPF programs (`bpf/perf.bpf.c`): the generator, the bare XDP_DROP
-//! baseline and an empty program.
+//! herd-perf's own eBPF programs (`bpf/perf.bpf.c`): the generator, the two XDP_DROP
+//! baselines and an empty program.
 
 use anyhow::{anyhow, Context};
 use aya::programs::Xdp;
@@ -15,6 +15,8 @@ pub enum Program {
     Generate,
     /// Counts and drops every frame.
     Drop,
+    /// Reads every frame's IPv4 destination, then counts and drops it.
+    DropRead,
     /// Passes every frame: an empty program.
     Pass,
 }
@@ -25,6 +27,7 @@ impl Program {
         match self {
             Program::Generate => "perf_generate",
             Program::Drop => "perf_drop",
+            Program::DropRead => "perf_drop_read",
             Program::Pass => "perf_pass",
         }
     }

@@ -1,5 +1,6 @@
-//! The baseline: a bare XDP program that counts every frame and drops it. Nothing that
-//! filters in XDP can be faster on this machine.
+//! The baselines: a bare XDP program that counts every frame and drops it (nothing that
+//! filters in XDP can be faster on this machine), and the same after reading the frame's
+//! destination address (nothing that filters on a header can be faster).
 
 use anyhow::Context;
 use aya::maps::PerCpuArray;
@@ -8,15 +9,25 @@ use aya::Ebpf;
 use super::{attach, Contender, Counts, Receiver};
 use crate::programs::Program;
 
-/// `perf_drop` on the receiver's interface.
-#[derive(Default)]
+/// `perf_drop` or `perf_drop_read` on the receiver's interface.
 pub struct Baseline {
+    kind: Program,
     program: Option<Ebpf>,
+}
+
+impl Baseline {
+    /// The baseline that runs `kind`.
+    pub fn new(kind: Program) -> Self {
+        Self {
+            kind,
+            program: None,
+        }
+    }
 }
 
 impl Contender for Baseline {
     fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()> {
-        self.program = Some(attach(Program::Drop, receiver)?);
+        self.program = Some(attach(self.kind, receiver)?);
         Ok(())
     }
 
@@ -25,7 +36,9 @@ impl Contender for Baseline {
             .program
             .as_ref()
             .context("the baseline is not set up")?;
-        let map = program.map("dropped").context("perf_drop has no counter")?;
+        let map = program
+            .map("dropped")
+            .context("the baseline has no counter")?;
         let dropped: u64 = PerCpuArray::<_, u64>::try_from(map)?
             .get(&0, 0)?
             .iter()

@@ -76,6 +76,9 @@ pub trait Contender {
 pub enum Kind {
     /// A bare XDP program that counts and drops every frame: the ceiling of the machine.
     Baseline,
+    /// The same after reading each frame's IPv4 destination: the ceiling of a filter that
+    /// reads a header.
+    BaselineRead,
     /// An nftables netdev ingress rule `jhash ip saddr mod 3 != 0 drop`: what an
     /// administrator uses since CLUSTERIP was removed.
     Nftables,
@@ -91,8 +94,9 @@ pub enum Kind {
 
 impl Kind {
     /// Every contender, in the report's order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Baseline,
+        Kind::BaselineRead,
         Kind::Nftables,
         Kind::Xdp,
         Kind::Afxdp,
@@ -103,6 +107,7 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Baseline => "bare XDP_DROP",
+            Kind::BaselineRead => "XDP_DROP reading the header",
             Kind::Nftables => "nftables jhash",
             Kind::Xdp => "herd xdp",
             Kind::Afxdp => "herd afxdp (TAP)",
@@ -114,7 +119,7 @@ impl Kind {
     /// path would only repeat its row.
     pub fn traffics(self) -> &'static [Traffic] {
         match self {
-            Kind::Baseline => &[Traffic::Mix],
+            Kind::Baseline | Kind::BaselineRead => &[Traffic::Mix],
             Kind::Nftables | Kind::Xdp | Kind::Afxdp => &[Traffic::Mix, Traffic::DropPath],
             // The way back to the stack only matters for what is accepted.
             Kind::AfxdpVeth => &[Traffic::Mix],
@@ -123,13 +128,14 @@ impl Kind {
 
     /// Whether the contender lets node 0's share through (the baseline drops everything).
     pub fn keeps_owned(self) -> bool {
-        !matches!(self, Kind::Baseline)
+        !matches!(self, Kind::Baseline | Kind::BaselineRead)
     }
 
     /// A contender of this kind, not yet set up.
     pub fn build(self) -> Box<dyn Contender> {
         match self {
-            Kind::Baseline => Box::new(baseline::Baseline::default()),
+            Kind::Baseline => Box::new(baseline::Baseline::new(Program::Drop)),
+            Kind::BaselineRead => Box::new(baseline::Baseline::new(Program::DropRead)),
             Kind::Nftables => Box::new(nftables::Nftables::default()),
             Kind::Xdp => Box::new(xdp::HerdXdp::default()),
             Kind::Afxdp => Box::new(afxdp::HerdAfxdp::new(Handoff::Tap)),

@@ -6,5 +6,6 @@
 //! the same on every node, and [`farm_table()`] builds the table of a configured farm from it.
 
 pub mod assign;
+pub mod auth;
 
 pub use assign::{assign, farm_table, Member, MAX_BUCKETS};

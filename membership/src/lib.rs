@@ -7,5 +7,6 @@
 
 pub mod assign;
 pub mod auth;
+pub mod wire;
 
 pub use assign::{assign, farm_table, Member, MAX_BUCKETS};

@@ -4,9 +4,13 @@
 //! of the buckets of its `BucketTable` and keeps only the packets of the buckets it owns. This
 //! crate decides the owners: [`assign()`] maps the set of live members to one owner per bucket,
 //! the same on every node, and [`farm_table()`] builds the table of a configured farm from it.
+//!
+//! The nodes learn who is alive from heartbeats: [`wire`] is their datagram, [`auth`] the keys
+//! that sign them and the replay guard, [`inbox`] the gate every received datagram passes.
 
 pub mod assign;
 pub mod auth;
+pub mod inbox;
 pub mod wire;
 
 pub use assign::{assign, farm_table, Member, MAX_BUCKETS};

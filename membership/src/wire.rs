@@ -83,7 +83,7 @@ impl State {
 
 /// A member of a view: a node (its index in the configuration) in one incarnation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Member {
+pub struct ViewMember {
     /// The node's index among the configuration's `[[node]]` entries.
     pub node: u8,
     /// The incarnation the view knows it in.
@@ -112,7 +112,7 @@ pub struct Heartbeat {
     /// The epoch up to which the sender has released the buckets it is losing.
     pub released: u64,
     /// The members the sender considers alive, sorted by node.
-    pub view: Vec<Member>,
+    pub view: Vec<ViewMember>,
 }
 
 /// Why a datagram is not a heartbeat to act on.
@@ -231,7 +231,7 @@ impl Heartbeat {
     }
 }
 
-fn view_digest(view: &[Member]) -> [u8; 16] {
+fn view_digest(view: &[ViewMember]) -> [u8; 16] {
     let mut hash = Sha256::new();
     for member in view {
         hash.update([member.node]);
@@ -300,11 +300,14 @@ impl Reader<'_> {
             if usize::from(node) >= MAX_MEMBERS {
                 return Err(WireError::MemberIndex(node));
             }
-            let member = Member {
+            let member = ViewMember {
                 node,
                 incarnation: self.u64()?,
             };
-            if view.last().is_some_and(|last: &Member| last.node >= node) {
+            if view
+                .last()
+                .is_some_and(|last: &ViewMember| last.node >= node)
+            {
                 return Err(WireError::MemberOrder);
             }
             view.push(member);
@@ -349,15 +352,15 @@ mod tests {
             epoch: 9,
             released: 8,
             view: vec![
-                Member {
+                ViewMember {
                     node: 0,
                     incarnation: 5,
                 },
-                Member {
+                ViewMember {
                     node: 1,
                     incarnation: 1_790_000_000_000,
                 },
-                Member {
+                ViewMember {
                     node: 63,
                     incarnation: 1,
                 },
@@ -381,7 +384,7 @@ mod tests {
         let mut largest = heartbeat();
         largest.name = "n".repeat(MAX_NAME);
         largest.view = (0..MAX_MEMBERS as u8)
-            .map(|node| Member {
+            .map(|node| ViewMember {
                 node,
                 incarnation: u64::MAX,
             })

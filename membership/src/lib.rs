@@ -6,10 +6,12 @@
 //! the same on every node, and [`farm_table()`] builds the table of a configured farm from it.
 //!
 //! The nodes learn who is alive from heartbeats: [`wire`] is their datagram, [`auth`] the keys
-//! that sign them and the replay guard, [`inbox`] the gate every received datagram passes.
+//! that sign them and the replay guard, [`inbox`] the gate every received datagram passes,
+//! [`detector`] the failure detector that decides who is alive.
 
 pub mod assign;
 pub mod auth;
+pub mod detector;
 pub mod inbox;
 pub mod wire;
 

@@ -5,16 +5,21 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use crate::{Affinity, FarmConfig, Protocol};
+use crate::{Affinity, FarmConfig, Membership, Protocol};
 
 /// SHA-256 of the part of a [`FarmConfig`] that must be identical on every node.
 ///
 /// It hashes a canonical, versioned binary encoding of the values, not the TOML text, so
 /// comments, whitespace, key order and spelling (such as `"80-80"` for `"80"`) do not matter.
 /// Included: the farm name, the VIPs (in file order), the bucket count, the hash key, the
-/// heartbeat port, every node's name, address and weight (in file order) and every rule's
-/// protocol, port ranges and affinity: any of these differing between nodes would make them
-/// disagree on who owns a flow, or not hear each other.
+/// heartbeat port, every node's name, address and weight (in file order), every rule's
+/// protocol, port ranges and affinity, and the `[membership]` timings and quorum setting: any of
+/// these differing between nodes would make them disagree on who owns a flow, or not hear each
+/// other.
+///
+/// The `[membership]` table, added after the first version of the encoding, is encoded only
+/// when it differs from [`Membership::default`]: a file without it hashes as it did before the
+/// table existed, and as the same file with the defaults written out.
 ///
 /// Excluded: the interfaces, as NIC names are host-local and may legitimately differ between
 /// nodes; `auth_key_file`, which is only a path: the key itself is checked by every
@@ -39,7 +44,17 @@ impl fmt::Display for FarmDigest {
 
 /// Names the encoding; change it whenever the encoding changes, so that nodes running
 /// different encodings see different digests rather than equal digests of different things.
+///
+/// A section added after the fields of v1 does not change it when the section is encoded only
+/// where it differs from its defaults (see [`MEMBERSHIP_TAG`]): every configuration that v1 could
+/// express still encodes to the same bytes. The defaults of such a section are then part of the
+/// encoding: changing one means changing this name.
 const VERSION: &[u8] = b"herd farm digest v1";
+
+/// Tag of the `[membership]` section, encoded after the fields of v1 only when it differs from
+/// its defaults. The v1 encoding is self-delimiting, so a section appended to it can never make
+/// two configurations encode alike; the tag keeps sections added later apart from this one.
+const MEMBERSHIP_TAG: u8 = 1;
 
 /// Feeds values to the hash in a self-delimiting encoding: every variable-length field is
 /// prefixed with its length, so no two different configurations encode to the same bytes.
@@ -128,6 +143,15 @@ pub(crate) fn digest(config: &FarmConfig) -> FarmDigest {
             encoder.u16(range.last);
         }
         encoder.u8(affinity_code(rule.affinity));
+    }
+
+    let membership = &config.membership;
+    if *membership != Membership::default() {
+        encoder.u8(MEMBERSHIP_TAG);
+        encoder.u32(membership.heartbeat_ms);
+        encoder.u32(membership.dead_after_ms);
+        encoder.u32(membership.drain_s);
+        encoder.u8(u8::from(membership.quorum));
     }
 
     FarmDigest(encoder.0.finalize().into())

@@ -6,8 +6,10 @@
 //! reads and validates it; every error names the file, and every error in its content also the
 //! line, column and key at fault and what was expected there (toml's own messages that lack
 //! an "expected" are given one). [`FarmConfig::digest`] fingerprints the farm-wide part so nodes can check
-//! that they run the same configuration. An optional `[dataplane]` table tunes how a node's
-//! packet path runs; it is local to each node and left out of the digest.
+//! that they run the same configuration. An optional `[membership]` table sets the timings of
+//! the heartbeat protocol, the same on every node and so part of the digest. An optional
+//! `[dataplane]` table tunes how a node's packet path runs; it is local to each node and left
+//! out of the digest.
 
 #![warn(missing_docs)]
 
@@ -48,6 +50,9 @@ pub struct FarmConfig {
     pub nodes: Vec<Node>,
     /// The traffic rules, one per `[[rule]]` entry, in file order; the first match wins.
     pub rules: Vec<Rule>,
+    /// How the nodes watch each other, the `[membership]` table; [`Membership::default`] when
+    /// the file has none.
+    pub membership: Membership,
     /// How this node's packet path runs, the `[dataplane]` table; [`Dataplane::default`] when
     /// the file has none.
     pub dataplane: Dataplane,
@@ -186,6 +191,66 @@ impl Rule {
     /// Whether traffic of `protocol` to destination `port` falls under this rule.
     pub fn matches(&self, protocol: Protocol, port: u16) -> bool {
         self.protocol == protocol && self.ports.iter().any(|range| range.contains(port))
+    }
+}
+
+/// How the nodes watch each other and hand buckets over, the `[membership]` table. The table
+/// and each of its keys are optional.
+///
+/// Unlike [`Dataplane`], part of [`FarmDigest`]: nodes that disagree on these would disagree on
+/// when a node is dead, and so on who owns its buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// Period of the heartbeats every node sends, in milliseconds:
+    /// [`Membership::MIN_HEARTBEAT_MS`] to [`Membership::MAX_HEARTBEAT_MS`].
+    pub heartbeat_ms: u32,
+    /// How long a node may stay silent before the others declare it dead and take its buckets,
+    /// in milliseconds: at least [`Membership::DEAD_AFTER_HEARTBEATS`] × `heartbeat_ms`, at most
+    /// [`Membership::MAX_DEAD_AFTER_MS`].
+    pub dead_after_ms: u32,
+    /// How long, in seconds, the old owner of a bucket that moves between two live nodes (when a
+    /// node joins, for instance) keeps the bucket's established connections: 0 (none) to
+    /// [`Membership::MAX_DRAIN_S`].
+    pub drain_s: u32,
+    /// Whether a side of a partition that holds no majority of the configured weight stops
+    /// accepting traffic, so that two sides never serve the same buckets. Needs at least
+    /// [`Membership::QUORUM_MIN_NODES`] nodes.
+    pub quorum: bool,
+}
+
+impl Membership {
+    /// Heartbeat period when `heartbeat_ms` is not given.
+    pub const DEFAULT_HEARTBEAT_MS: u32 = 100;
+    /// Shortest heartbeat period: below it, scheduling delays on a busy node are on the scale of
+    /// the period itself.
+    pub const MIN_HEARTBEAT_MS: u32 = 10;
+    /// Longest heartbeat period: above it, detecting a failure would take most of a minute.
+    pub const MAX_HEARTBEAT_MS: u32 = 10_000;
+    /// Silence after which a node is dead when `dead_after_ms` is not given.
+    pub const DEFAULT_DEAD_AFTER_MS: u32 = 500;
+    /// Fewest heartbeat periods `dead_after_ms` spans, so that one or two lost heartbeats do not
+    /// declare a live node dead.
+    pub const DEAD_AFTER_HEARTBEATS: u32 = 3;
+    /// Longest silence before a node is dead, ten minutes: a dead node's buckets go unserved
+    /// until then.
+    pub const MAX_DEAD_AFTER_MS: u32 = 600_000;
+    /// Drain time when `drain_s` is not given.
+    pub const DEFAULT_DRAIN_S: u32 = 30;
+    /// Longest drain, an hour: it delays every rebalancing by as much.
+    pub const MAX_DRAIN_S: u32 = 3600;
+    /// Fewest nodes `quorum` may be set with: with fewer, the loss of one node can leave no
+    /// majority anywhere and stop the whole farm.
+    pub const QUORUM_MIN_NODES: usize = 3;
+}
+
+impl Default for Membership {
+    fn default() -> Membership {
+        Membership {
+            heartbeat_ms: Membership::DEFAULT_HEARTBEAT_MS,
+            dead_after_ms: Membership::DEFAULT_DEAD_AFTER_MS,
+            drain_s: Membership::DEFAULT_DRAIN_S,
+            quorum: false,
+        }
     }
 }
 

@@ -18,8 +18,8 @@ use toml::Spanned;
 use crate::locate::Source;
 use crate::{ConfigError, ZeroCopy};
 
-/// Rejects a document whose `farm`, `dataplane`, `node` or `rule` are not the tables the
-/// schema has.
+/// Rejects a document whose `farm`, `membership`, `dataplane`, `node` or `rule` are not the
+/// tables the schema has.
 ///
 /// Checked on the tree, before serde, because serde_derive also accepts a struct written as an
 /// array of its field values: `[[farm]]` would otherwise be read field by field and yield
@@ -34,8 +34,8 @@ pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<()
     };
     for (key, value) in tree.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
-            ("farm" | "dataplane", DeValue::Table(_)) => {}
-            (name @ ("farm" | "dataplane"), other) => {
+            ("farm" | "membership" | "dataplane", DeValue::Table(_)) => {}
+            (name @ ("farm" | "membership" | "dataplane"), other) => {
                 let expected = format!("a table: [{name}]");
                 return Err(wrong(value.span(), name.to_owned(), other, &expected));
             }
@@ -70,6 +70,7 @@ pub(crate) struct RawConfig {
     pub farm: Option<Spanned<RawFarm>>,
     pub node: Option<Spanned<Vec<Spanned<RawNode>>>>,
     pub rule: Option<Spanned<Vec<Spanned<RawRule>>>>,
+    pub membership: Option<Spanned<RawMembership>>,
     pub dataplane: Option<Spanned<RawDataplane>>,
 }
 
@@ -103,6 +104,16 @@ pub(crate) struct RawRule {
     pub protocol: Option<Spanned<String>>,
     pub ports: Option<Spanned<Vec<Spanned<RawPort>>>>,
     pub affinity: Option<Spanned<String>>,
+}
+
+/// The `[membership]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawMembership {
+    pub heartbeat_ms: Option<Spanned<RawInt>>,
+    pub dead_after_ms: Option<Spanned<RawInt>>,
+    pub drain_s: Option<Spanned<RawInt>>,
+    pub quorum: Option<Spanned<bool>>,
 }
 
 /// The `[dataplane]` table.

@@ -52,6 +52,7 @@ pub fn farm_config(
             })
             .collect(),
         rules,
+        membership: Default::default(),
         dataplane: Default::default(),
     }
 }

@@ -1,7 +1,7 @@
 //! The digest covers exactly the farm-wide values.
 
 use super::{base_with, parse, BASE};
-use crate::{Dataplane, FarmDigest};
+use crate::{Dataplane, FarmDigest, Membership};
 
 fn digest(text: &str) -> FarmDigest {
     parse(text)
@@ -123,6 +123,71 @@ fn the_dataplane_table_does_not_change_it() {
             assert_ne!(config.dataplane, Dataplane::default(), "{table}");
         }
         assert_eq!(config.digest(), base, "{table}");
+    }
+}
+
+/// The digest of `BASE` as computed before the `[membership]` table existed.
+const BASE_DIGEST: &str = "5b862c844c6f0f10020032b2942275feea9d863b974b3781f5aa205014db69d0";
+
+#[test]
+fn a_file_without_a_membership_table_keeps_its_digest() {
+    assert_eq!(digest(BASE).to_string(), BASE_DIGEST);
+}
+
+#[test]
+fn a_membership_table_of_defaults_is_the_same_as_none() {
+    let tables = [
+        "[membership]\n",
+        "[membership]\nheartbeat_ms = 100\n",
+        "[membership]\ndead_after_ms = 500\n",
+        "[membership]\ndrain_s = 30\n",
+        "[membership]\nquorum = false\n",
+        "[membership]\nheartbeat_ms = 100\ndead_after_ms = 500\ndrain_s = 30\nquorum = false\n",
+    ];
+    for table in tables {
+        let text = format!("{BASE}\n{table}");
+        assert_eq!(digest(&text).to_string(), BASE_DIGEST, "{table}");
+    }
+    let inline = format!("membership = {{ drain_s = 30, quorum = false }}\n{BASE}");
+    assert_eq!(digest(&inline).to_string(), BASE_DIGEST);
+}
+
+#[test]
+fn every_membership_value_changes_it() {
+    // Three nodes, so that quorum may be set.
+    let farm = format!("{BASE}\n[[node]]\nname = \"charlie\"\naddress = \"198.18.0.3\"\n");
+    let tables = [
+        "",
+        "[membership]\nheartbeat_ms = 101\n",
+        "[membership]\nheartbeat_ms = 10\n",
+        "[membership]\ndead_after_ms = 501\n",
+        "[membership]\ndrain_s = 31\n",
+        "[membership]\ndrain_s = 0\n",
+        "[membership]\nquorum = true\n",
+        // The same values in other keys must not collide.
+        "[membership]\nheartbeat_ms = 200\ndead_after_ms = 600\n",
+        "[membership]\nheartbeat_ms = 100\ndead_after_ms = 600\n",
+        "[membership]\nheartbeat_ms = 100\ndead_after_ms = 600\ndrain_s = 200\n",
+        "[membership]\nheartbeat_ms = 10\ndead_after_ms = 30\ndrain_s = 0\nquorum = true\n",
+    ];
+    let digests: Vec<FarmDigest> = tables
+        .iter()
+        .map(|table| {
+            let text = format!("{farm}\n{table}");
+            let config = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+            // The table must have been read, or different digests would prove nothing.
+            assert_eq!(
+                table.is_empty(),
+                config.membership == Membership::default(),
+                "{table}"
+            );
+            config.digest()
+        })
+        .collect();
+    for (i, (first, a)) in tables.iter().zip(&digests).enumerate() {
+        for (second, b) in tables.iter().zip(&digests).skip(i + 1) {
+            assert_ne!(a, b, "{first:?} and {second:?}");
+        }
     }
 }
 

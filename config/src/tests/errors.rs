@@ -50,6 +50,11 @@ fn column_of(text: &str, line: usize, needle: &str) -> usize {
         + 1
 }
 
+/// `BASE` followed by a `[membership]` table (line 26) whose keys, `body`, start on line 27.
+fn with_membership(body: &str) -> String {
+    format!("{BASE}\n[membership]\n{body}")
+}
+
 /// `BASE` followed by a `[dataplane]` table (line 26) whose keys, `body`, start on line 27.
 fn with_dataplane(body: &str) -> String {
     format!("{BASE}\n[dataplane]\n{body}")
@@ -811,7 +816,7 @@ fn unknown_dataplane_keys_are_located_and_get_a_suggestion() {
         &format!("{BASE}\n[dataplan]\nmode = \"xdp\"\n"),
         (26, 2),
         "dataplan",
-        &["unknown key `dataplan` (did you mean `dataplane`?); expected one of `farm`, `node`, `rule`, `dataplane`"],
+        &["unknown key `dataplan` (did you mean `dataplane`?); expected one of `farm`, `node`, `rule`, `membership`, `dataplane`"],
     );
 }
 
@@ -941,6 +946,253 @@ fn cores_must_be_distinct_indices_up_to_1023() {
         (27, 10),
         "dataplane.cores[0]",
         &["invalid type: string \"0\", expected an integer"],
+    );
+}
+
+// The [membership] table.
+
+#[test]
+fn unknown_membership_keys_are_located_and_get_a_suggestion() {
+    let error = parse(&with_membership("heartbeat = 100\n")).expect_err("typo");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:1: membership.heartbeat: unknown key `heartbeat` (did you mean `heartbeat_ms`?); \
+         expected one of `heartbeat_ms`, `dead_after_ms`, `drain_s`, `quorum`"
+    );
+    for (body, at, key, guess) in [
+        (
+            "drain_s = 5\ndead_after = 900\n",
+            (28, 1),
+            "dead_after",
+            "dead_after_ms",
+        ),
+        ("drain = 5\n", (27, 1), "drain", "drain_s"),
+        ("quorom = true\n", (27, 1), "quorom", "quorum"),
+    ] {
+        assert_error(
+            &with_membership(body),
+            at,
+            &format!("membership.{key}"),
+            &[&format!("unknown key `{key}` (did you mean `{guess}`?)")],
+        );
+    }
+    assert_error(
+        &with_membership("timeout_ms = 5\n"),
+        (27, 1),
+        "membership.timeout_ms",
+        &["unknown key `timeout_ms`; expected one of `heartbeat_ms`, `dead_after_ms`, `drain_s`, `quorum`"],
+    );
+    assert_error(
+        &format!("{BASE}\n[membershp]\nquorum = true\n"),
+        (26, 2),
+        "membershp",
+        &["unknown key `membershp` (did you mean `membership`?); expected one of `farm`, `node`, `rule`, `membership`, `dataplane`"],
+    );
+}
+
+#[test]
+fn the_membership_must_be_a_table_given_once() {
+    assert_error(
+        &format!("{BASE}\n[[membership]]\nquorum = false\n"),
+        (26, 1),
+        "membership",
+        &["invalid type: array, expected a table: [membership]"],
+    );
+    assert_error(
+        &format!("membership = 100\n{BASE}"),
+        (1, 14),
+        "membership",
+        &["invalid type: integer, expected a table: [membership]"],
+    );
+    assert_error(
+        &format!("{}[membership]\n", with_membership("drain_s = 5\n")),
+        (28, 2),
+        "membership",
+        &["table [membership] is defined twice; expected each table once"],
+    );
+}
+
+#[test]
+fn membership_values_must_be_integers_and_a_boolean() {
+    let cases = [
+        (
+            "heartbeat_ms = 1.5\n",
+            (27, 16),
+            "membership.heartbeat_ms",
+            "invalid type: floating point `1.5`, expected an integer",
+        ),
+        (
+            "dead_after_ms = \"500ms\"\n",
+            (27, 17),
+            "membership.dead_after_ms",
+            "invalid type: string \"500ms\", expected an integer",
+        ),
+        (
+            "drain_s = true\n",
+            (27, 11),
+            "membership.drain_s",
+            "invalid type: boolean `true`, expected an integer",
+        ),
+        (
+            "quorum = \"yes\"\n",
+            (27, 10),
+            "membership.quorum",
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "quorum = 1\n",
+            (27, 10),
+            "membership.quorum",
+            "invalid type: integer `1`, expected a boolean",
+        ),
+    ];
+    for (body, at, key, fragment) in cases {
+        assert_error(&with_membership(body), at, key, &[fragment]);
+    }
+}
+
+#[test]
+fn the_heartbeat_must_be_from_10_to_10000_ms() {
+    let error = parse(&with_membership("heartbeat_ms = 5\n")).expect_err("too short");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:16: membership.heartbeat_ms: 5 is out of range; expected an integer from 10 to 10000"
+    );
+    for bad in ["9", "10001", "0", "-100", "9223372036854775808"] {
+        assert_error(
+            &with_membership(&format!("heartbeat_ms = {bad}\ndead_after_ms = 600000\n")),
+            (27, 16),
+            "membership.heartbeat_ms",
+            &[&format!(
+                "{bad} is out of range; expected an integer from 10 to 10000"
+            )],
+        );
+    }
+}
+
+#[test]
+fn a_node_is_dead_after_at_least_three_heartbeats() {
+    let error = parse(&with_membership(
+        "heartbeat_ms = 100\ndead_after_ms = 250\n",
+    ))
+    .expect_err("less than three heartbeats");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:28:17: membership.dead_after_ms: 250 is less than 3 × heartbeat_ms = 3 × 100 = 300; \
+         expected an integer from 300 to 600000, so that a node is declared dead only after 3 \
+         heartbeats are missed"
+    );
+    // Keys in any order: the error is still on dead_after_ms, and names the heartbeat.
+    assert_error(
+        &with_membership("dead_after_ms = 2999\nheartbeat_ms = 1000\n"),
+        (27, 17),
+        "membership.dead_after_ms",
+        &["2999 is less than 3 × heartbeat_ms = 3 × 1000 = 3000; expected an integer from 3000 to 600000"],
+    );
+    // Without heartbeat_ms, its default counts and is said to be one.
+    let error = parse(&with_membership("dead_after_ms = 200\n")).expect_err("default heartbeat");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:17: membership.dead_after_ms: 200 is less than 3 × heartbeat_ms = 3 × 100 \
+         (the default) = 300; expected an integer from 300 to 600000, so that a node is declared \
+         dead only after 3 heartbeats are missed"
+    );
+    for bad in ["0", "-500"] {
+        assert_error(
+            &with_membership(&format!("dead_after_ms = {bad}\n")),
+            (27, 17),
+            "membership.dead_after_ms",
+            &[&format!("{bad} is less than 3 × heartbeat_ms")],
+        );
+    }
+}
+
+#[test]
+fn a_heartbeat_too_slow_for_the_default_dead_after_is_reported_on_the_heartbeat() {
+    let error =
+        parse(&with_membership("drain_s = 5\nheartbeat_ms = 200\n")).expect_err("3 × 200 > 500");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:28:16: membership.heartbeat_ms: 3 × 200 = 600 is more than dead_after_ms = 500 \
+         (the default); expected an integer from 10 to 166, or dead_after_ms set to at least 600, \
+         so that a node is declared dead only after 3 heartbeats are missed"
+    );
+    assert_error(
+        &with_membership("heartbeat_ms = 167\n"),
+        (27, 16),
+        "membership.heartbeat_ms",
+        &["3 × 167 = 501 is more than dead_after_ms = 500 (the default)"],
+    );
+}
+
+#[test]
+fn a_node_is_dead_after_at_most_ten_minutes() {
+    let error = parse(&with_membership("dead_after_ms = 600001\n")).expect_err("too long");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:17: membership.dead_after_ms: 600001 is out of range; expected an integer from 300 to 600000"
+    );
+    assert_error(
+        &with_membership("heartbeat_ms = 10\ndead_after_ms = 18446744073709551616\n"),
+        (28, 17),
+        "membership.dead_after_ms",
+        &["18446744073709551616 is out of range; expected an integer from 30 to 600000"],
+    );
+}
+
+#[test]
+fn the_drain_must_be_from_0_to_3600_s() {
+    let error = parse(&with_membership("drain_s = 3601\n")).expect_err("too long");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:11: membership.drain_s: 3601 is out of range; expected an integer from 0 to 3600"
+    );
+    assert_error(
+        &with_membership("drain_s = -1\n"),
+        (27, 11),
+        "membership.drain_s",
+        &["-1 is out of range; expected an integer from 0 to 3600"],
+    );
+}
+
+#[test]
+fn a_quorum_needs_three_nodes() {
+    let error = parse(&with_membership("quorum = true\n")).expect_err("two nodes");
+    assert_eq!(
+        error.to_string(),
+        "farm.toml:27:10: membership.quorum: `true` needs at least 3 nodes, and the farm has 2; \
+         expected `false` for a farm of fewer than 3 nodes, where the loss of one node could leave \
+         no side with a majority and stop the whole farm"
+    );
+    let (farm, nodes, rules) = base_parts();
+    let one_node = &nodes[..nodes.rfind("[[node]]").expect("BASE has two nodes")];
+    let text = format!("membership = {{ drain_s = 0, quorum = true }}\n{farm}{one_node}{rules}");
+    assert_error(
+        &text,
+        (1, column_of(&text, 1, "true")),
+        "membership.quorum",
+        &["`true` needs at least 3 nodes, and the farm has 1"],
+    );
+}
+
+#[test]
+fn membership_errors_come_after_those_of_the_nodes_and_rules() {
+    // The nodes are checked before quorum, which counts them.
+    assert_error(
+        &format!(
+            "{}quorum = true\n",
+            with_membership("").replacen("weight = 2", "weight = -2", 1)
+        ),
+        (16, 10),
+        "node[1].weight",
+        &["-2 is out of range"],
+    );
+    // Within the table, the heartbeat comes first.
+    assert_error(
+        &with_membership("dead_after_ms = 1\nheartbeat_ms = 1\n"),
+        (28, 16),
+        "membership.heartbeat_ms",
+        &["1 is out of range; expected an integer from 10 to 10000"],
     );
 }
 

@@ -4,6 +4,10 @@ use proptest::prelude::*;
 
 use super::{parse, BASE};
 
+/// A `[membership]` table setting every key, appended to `BASE` for mutation.
+const MEMBERSHIP: &str =
+    "\n[membership]\nheartbeat_ms = 100\ndead_after_ms = 500\ndrain_s = 30\nquorum = false\n";
+
 /// A `[dataplane]` table setting every key, appended to `BASE` for mutation.
 const DATAPLANE: &str =
     "\n[dataplane]\nmode = \"afxdp\"\ncores = [0, 1]\nzero_copy = \"auto\"\nbatch = 64\n";
@@ -89,6 +93,11 @@ proptest! {
     #[test]
     fn mutations_of_a_valid_file_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
         check(&apply(BASE, &edits));
+    }
+
+    #[test]
+    fn mutations_of_a_membership_table_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
+        check(&apply(&format!("{BASE}{MEMBERSHIP}"), &edits));
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{ip, parse, BASE};
 use crate::{
-    Affinity, Dataplane, Farm, FarmConfig, Mode, Node, PortRange, Protocol, Rule, ZeroCopy,
+    Affinity, Dataplane, Farm, FarmConfig, Membership, Mode, Node, PortRange, Protocol, Rule,
+    ZeroCopy,
 };
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
@@ -58,6 +59,12 @@ fn example_file_parses_to_what_it_says() {
                 affinity: Affinity::ClientIp,
             },
         ],
+        membership: Membership {
+            heartbeat_ms: 100,
+            dead_after_ms: 500,
+            drain_s: 30,
+            quorum: false,
+        },
         dataplane: Dataplane {
             mode: Mode::Afxdp,
             cores: vec![],
@@ -99,6 +106,130 @@ fn optional_keys_take_their_defaults() {
             affinity: Affinity::ClientIp,
         }]
     );
+}
+
+#[test]
+fn without_a_membership_table_the_defaults_apply() {
+    let defaults = Membership {
+        heartbeat_ms: 100,
+        dead_after_ms: 500,
+        drain_s: 30,
+        quorum: false,
+    };
+    assert_eq!(Membership::default(), defaults);
+    let config = parse(BASE).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.membership, defaults);
+    for table in ["[membership]\n", "membership = {}\n"] {
+        // Before BASE, where an inline table is at the top level.
+        let config = parse(&format!("{table}{BASE}")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.membership, defaults, "{table}");
+    }
+}
+
+/// `BASE` with a third node, enough for `quorum`.
+fn with_charlie() -> String {
+    format!("{BASE}\n[[node]]\nname = \"charlie\"\naddress = \"198.18.0.3\"\n")
+}
+
+#[test]
+fn every_membership_key_is_read() {
+    let text = format!(
+        "{}\n[membership]\nheartbeat_ms = 50\ndead_after_ms = 1000\ndrain_s = 0\nquorum = true\n",
+        with_charlie()
+    );
+    let config = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        config.membership,
+        Membership {
+            heartbeat_ms: 50,
+            dead_after_ms: 1000,
+            drain_s: 0,
+            quorum: true,
+        }
+    );
+    let text = format!(
+        "membership = {{ heartbeat_ms = 200, dead_after_ms = 600, drain_s = 3600, quorum = false }}\n{BASE}"
+    );
+    let config = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        config.membership,
+        Membership {
+            heartbeat_ms: 200,
+            dead_after_ms: 600,
+            drain_s: 3600,
+            quorum: false,
+        }
+    );
+    // Each key alone leaves the others at their defaults.
+    for (body, expected) in [
+        (
+            "heartbeat_ms = 20",
+            Membership {
+                heartbeat_ms: 20,
+                ..Membership::default()
+            },
+        ),
+        (
+            "dead_after_ms = 2000",
+            Membership {
+                dead_after_ms: 2000,
+                ..Membership::default()
+            },
+        ),
+        (
+            "drain_s = 5",
+            Membership {
+                drain_s: 5,
+                ..Membership::default()
+            },
+        ),
+    ] {
+        let config = parse(&format!("{BASE}\n[membership]\n{body}\n"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.membership, expected, "{body}");
+    }
+}
+
+#[test]
+fn membership_limits_are_accepted() {
+    let cases = [
+        // The shortest heartbeat, and a node dead after exactly three of them.
+        ("heartbeat_ms = 10\ndead_after_ms = 30", (10, 30)),
+        (
+            "heartbeat_ms = 10000\ndead_after_ms = 30000",
+            (10_000, 30_000),
+        ),
+        (
+            "heartbeat_ms = 10000\ndead_after_ms = 600000",
+            (10_000, 600_000),
+        ),
+        ("dead_after_ms = 300", (100, 300)),
+        // The longest heartbeat the default dead_after_ms allows: 3 × 166 = 498.
+        ("heartbeat_ms = 166", (166, 500)),
+    ];
+    for (body, (heartbeat_ms, dead_after_ms)) in cases {
+        let config = parse(&format!("{BASE}\n[membership]\n{body}\n"))
+            .unwrap_or_else(|error| panic!("{error}\n{body}"));
+        assert_eq!(
+            (
+                config.membership.heartbeat_ms,
+                config.membership.dead_after_ms
+            ),
+            (heartbeat_ms, dead_after_ms),
+            "{body}"
+        );
+    }
+    // quorum = false needs no particular number of nodes; true needs three.
+    let config = parse(&format!("{BASE}\n[membership]\nquorum = false\n"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(!config.membership.quorum);
+    let config = parse(&format!(
+        "{}\n[membership]\nquorum = true\n",
+        with_charlie()
+    ))
+    .unwrap_or_else(|error| panic!("{error}"));
+    assert!(config.membership.quorum);
+    assert_eq!(config.nodes.len(), Membership::QUORUM_MIN_NODES);
 }
 
 #[test]

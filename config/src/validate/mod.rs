@@ -1,10 +1,11 @@
 //! From the file as read to a [`FarmConfig`], checking every rule of the schema.
 //!
 //! The first error found is returned, in file order as far as the checks allow: `[farm]`,
-//! then the nodes, then the rules, then `[dataplane]`.
+//! then the nodes, then the rules, then `[membership]`, then `[dataplane]`.
 
 mod dataplane;
 mod farm;
+mod membership;
 mod nodes;
 mod rules;
 
@@ -49,11 +50,13 @@ pub(crate) fn validate(raw: RawConfig, source: &Source<'_>) -> Result<FarmConfig
     let farm = farm::check_farm(farm, source)?;
     let nodes = nodes::check_nodes(raw.node.as_ref(), &farm, source)?;
     let rules = rules::check_rules(raw.rule.as_ref(), source)?;
+    let membership = membership::check_membership(raw.membership.as_ref(), nodes.len(), source)?;
     let dataplane = dataplane::check_dataplane(raw.dataplane.as_ref(), source)?;
     Ok(FarmConfig {
         farm,
         nodes,
         rules,
+        membership,
         dataplane,
     })
 }

@@ -27,16 +27,8 @@ use herd_membership::farm_table;
 use crate::farm;
 use crate::host::{format_mac, Host};
 
-/// How long the node keeps owning its buckets without a sign of life from this process: the
-/// membership protocol's default `dead_after_ms`, so that a frozen node stops accepting no
-/// later than the others take its buckets over.
-const LIVENESS_TTL: Duration = Duration::from_millis(500);
-
 /// How long `herd run` waits for another host to answer for a VIP before it takes it.
 const VIP_PROBE_WAIT: Duration = Duration::from_millis(300);
-
-/// How often the sign of life is renewed.
-const RENEW_EVERY: Duration = Duration::from_millis(100);
 
 /// Where the BPF file system is mounted, and where herd pins its programs.
 const BPF_FS: &str = "/sys/fs/bpf";
@@ -95,6 +87,18 @@ struct Node {
 }
 
 impl Node {
+    /// How long the node keeps owning its buckets without a sign of life from this process:
+    /// the membership's `dead_after_ms`, so that a frozen node stops accepting no later than
+    /// the others take its buckets over.
+    fn liveness_ttl(&self) -> Duration {
+        Duration::from_millis(self.config.membership.dead_after_ms.into())
+    }
+
+    /// How often the sign of life is renewed: every heartbeat period.
+    fn renew_every(&self) -> Duration {
+        Duration::from_millis(self.config.membership.heartbeat_ms.into())
+    }
+
     /// Prepares the host for the VIPs' traffic: the kernel must never send an ARP packet with a
     /// VIP as its sender address, which would teach the link this node's own MAC for the VIP
     /// (arp_announce 2 makes it use the node's own address); the interface takes the frames
@@ -175,8 +179,8 @@ impl Node {
     /// Renews `program`'s liveness deadline until SIGINT or SIGTERM.
     fn keep_alive_until_stopped(&self, program: &mut XdpClassifier) -> anyhow::Result<()> {
         while !self.stop.load(Ordering::Relaxed) {
-            program.keep_alive(LIVENESS_TTL)?;
-            std::thread::sleep(RENEW_EVERY);
+            program.keep_alive(self.liveness_ttl())?;
+            std::thread::sleep(self.renew_every());
         }
         tracing::info!("stopping");
         Ok(())
@@ -195,7 +199,7 @@ impl Node {
 /// The in-kernel mode: the whole verdict in the XDP program.
 fn run_xdp(mut node: Node) -> anyhow::Result<()> {
     let mut xdp = XdpClassifier::load(&node.rules, &node.table, node.id, node.host.mac())?;
-    xdp.keep_alive(LIVENESS_TTL)?;
+    xdp.keep_alive(node.liveness_ttl())?;
     node.prepare_host()?;
     node.attach(&mut xdp)?;
     node.announce("xdp");
@@ -211,7 +215,7 @@ fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
     let queues = node.host.rx_queues()?;
     let cores = worker_cores(&node.config.dataplane.cores, queues, path)?;
     let mut redirect = XdpClassifier::load_redirect(&node.rules, node.host.mac())?;
-    redirect.keep_alive(LIVENESS_TTL)?;
+    redirect.keep_alive(node.liveness_ttl())?;
     let mut sockets = Vec::with_capacity(queues as usize);
     for queue in 0..queues {
         let socket = QueueSocket::open(&interface, queue, node.config.dataplane.zero_copy)

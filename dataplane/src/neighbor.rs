@@ -39,16 +39,7 @@ pub fn announcement(if_mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
     let vmac = virtual_mac(vip);
     let mut frame = Vec::with_capacity(86);
     match vip {
-        IpAddr::V4(addr) => {
-            frame.extend_from_slice(&[0xff; 6]);
-            frame.extend_from_slice(&if_mac);
-            frame.extend_from_slice(&ethertype::ARP.to_be_bytes());
-            frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-            frame.extend_from_slice(&vmac);
-            frame.extend_from_slice(&addr.octets());
-            frame.extend_from_slice(&[0; 6]);
-            frame.extend_from_slice(&addr.octets());
-        }
+        IpAddr::V4(addr) => arp_request(&mut frame, if_mac, (vmac, addr.octets()), addr.octets()),
         IpAddr::V6(addr) => {
             let mut message = vec![136, 0, 0, 0, 0x20, 0, 0, 0]; // override
             message.extend_from_slice(&addr.octets());
@@ -73,16 +64,7 @@ pub fn announcement(if_mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
 pub fn probe(if_mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
     let mut frame = Vec::with_capacity(78);
     match vip {
-        IpAddr::V4(addr) => {
-            frame.extend_from_slice(&[0xff; 6]);
-            frame.extend_from_slice(&if_mac);
-            frame.extend_from_slice(&ethertype::ARP.to_be_bytes());
-            frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
-            frame.extend_from_slice(&if_mac);
-            frame.extend_from_slice(&[0; 4]);
-            frame.extend_from_slice(&[0; 6]);
-            frame.extend_from_slice(&addr.octets());
-        }
+        IpAddr::V4(addr) => arp_request(&mut frame, if_mac, (if_mac, [0; 4]), addr.octets()),
         IpAddr::V6(addr) => {
             let target = addr.octets();
             let mut message = vec![135, 0, 0, 0, 0, 0, 0, 0];
@@ -141,6 +123,24 @@ fn target_link_layer(mut options: &[u8]) -> Option<[u8; 6]> {
         options = &options[len..];
     }
     None
+}
+
+/// Appends to `frame` a broadcast ARP request from `if_mac`, whose sender is `(mac, address)`
+/// and whose target is `target`.
+fn arp_request(
+    frame: &mut Vec<u8>,
+    if_mac: [u8; 6],
+    (mac, address): ([u8; 6], [u8; 4]),
+    target: [u8; 4],
+) {
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&if_mac);
+    frame.extend_from_slice(&ethertype::ARP.to_be_bytes());
+    frame.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&address);
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target);
 }
 
 /// Appends to `frame` an ICMPv6 `message` with hop limit 255 (as NDP requires) from `src` to

@@ -5,12 +5,13 @@
 use std::fs;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use herd_dataplane::handoff::packet_socket;
 use herd_dataplane::neighbor::{holder, probe};
 
 /// One interface as herd found it, and the changes made to the host since.
@@ -180,7 +181,7 @@ impl Host {
     /// Sends one frame, as it is, out of the interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // Protocol 0: the socket only sends.
-        send_on(&self.packet_socket(0)?, frame)
+        send_on(&packet_socket(self.index, 0)?, frame)
     }
 
     /// The hosts of the link, other than the farm, that answer for one of `vips` within
@@ -191,7 +192,7 @@ impl Host {
         vips: &[IpAddr],
         wait: Duration,
     ) -> io::Result<Vec<(IpAddr, [u8; 6])>> {
-        let socket = self.packet_socket((libc::ETH_P_ALL as u16).to_be())?;
+        let socket = packet_socket(self.index, (libc::ETH_P_ALL as u16).to_be())?;
         for &vip in vips {
             send_on(&socket, &probe(self.mac, vip))?;
         }
@@ -236,41 +237,6 @@ impl Host {
             }
         }
         Ok(holders)
-    }
-
-    /// A packet socket bound to the interface, receiving `protocol` (network byte order; 0
-    /// for none).
-    fn packet_socket(&self, protocol: u16) -> io::Result<OwnedFd> {
-        // SAFETY: socket() takes no pointers; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(protocol),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_ll is plain data, valid when zeroed.
-        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = protocol;
-        address.sll_ifindex = self.index as i32;
-        // SAFETY: `address` is a valid sockaddr_ll of the length passed.
-        let bound = unsafe {
-            libc::bind(
-                socket.as_raw_fd(),
-                (&address as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if bound < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(socket)
     }
 
     /// Puts back everything changed, newest first; failures are logged, not fatal, so that

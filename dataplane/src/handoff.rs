@@ -67,35 +67,45 @@ impl Port {
     /// `count` packet sockets that send out of the interface with index `ifindex` (the sending
     /// end of a veth pair).
     pub fn packet(ifindex: u32, count: usize) -> io::Result<Vec<Port>> {
-        (0..count).map(|_| Self::packet_socket(ifindex)).collect()
+        (0..count)
+            .map(|_| packet_socket(ifindex, 0).map(Port))
+            .collect()
     }
+}
 
-    fn packet_socket(ifindex: u32) -> io::Result<Port> {
-        // SAFETY: socket() takes no pointers; the result is checked before use. Protocol 0:
-        // the socket only sends.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let port = Port(unsafe { OwnedFd::from_raw_fd(fd) });
-        // SAFETY: sockaddr_ll is plain data, valid when zeroed.
-        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_ifindex = ifindex as i32;
-        // SAFETY: `address` is a valid sockaddr_ll of the length passed.
-        let bound = unsafe {
-            libc::bind(
-                port.0.as_raw_fd(),
-                (&address as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if bound < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(port)
+/// A raw packet socket bound to the interface with index `ifindex`, receiving frames of
+/// `protocol` (an EtherType in network byte order; 0 for a socket that only sends).
+pub fn packet_socket(ifindex: u32, protocol: u16) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes no pointers; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(protocol),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data, valid when zeroed.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = protocol;
+    address.sll_ifindex = ifindex as i32;
+    // SAFETY: `address` is a valid sockaddr_ll of the length passed.
+    let bound = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&address as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if bound < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(socket)
 }
 
 /// `name` as the kernel takes an interface name: at most 15 bytes, no NUL.

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use herd_config::FarmConfig;
 use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::table::{BucketTable, NodeId};
+use herd_dataplane::table::{BucketTable, ModeTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::{classify, FarmRules, FarmTable, Verdict};
+use herd_dataplane::{classify, FarmRules, FarmTable, Flows, Verdict};
 use herd_membership::assign::{assign, Member};
 use serde_json::Value;
 
@@ -195,8 +195,9 @@ fn dataplane_owner(
     );
     let accepting: Vec<usize> = (0..config.nodes.len())
         .filter(|&n| {
-            let table = FarmTable::new(Arc::clone(&rules), buckets.clone(), n as NodeId);
-            classify(&frame, &table) == Verdict::Accept
+            let modes = ModeTable::of_owner(&buckets, n as NodeId);
+            let table = FarmTable::new(Arc::clone(&rules), modes);
+            classify(&frame, &table, &mut Flows::with_capacity(8), 0) == Verdict::Accept
         })
         .collect();
     assert_eq!(accepting.len(), 1);

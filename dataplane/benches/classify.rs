@@ -1,4 +1,5 @@
-//! Cost of the packet path: `classify` per packet on a realistic mix, and the flow hash alone.
+//! Cost of the packet path: `classify` per packet on a realistic mix, on one kind of segment in
+//! a bucket owned outright or not at all, and the flow hash alone.
 //!
 //! Run: `cargo bench -p herd-dataplane --bench classify`. Criterion reports the time per batch
 //! of `MIX` frames and, through `Throughput::Elements`, packets per second; the time per packet
@@ -6,13 +7,15 @@
 
 use std::hint::black_box;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herd_config::{Affinity, Protocol};
 use herd_dataplane::craft::{self, Fragment};
 use herd_dataplane::hash::{client_hash, HashKey};
+use herd_dataplane::table::{Mode, ModeTable};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::{classify, FarmTable};
+use herd_dataplane::{classify, FarmRules, FarmTable, Flows};
 
 const MIX: usize = 1024;
 const VIP4: [u8; 4] = [198, 18, 0, 100];
@@ -20,28 +23,40 @@ const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
 ];
 
-/// Node 0 of a three-node farm balancing web traffic on client-ip and a UDP service on
-/// client-ip-port.
-fn table() -> FarmTable {
+/// A three-node farm balancing web traffic on client-ip and a UDP service on client-ip-port.
+fn config() -> herd_config::FarmConfig {
     let rules = vec![
         craft::rule(Protocol::Tcp, 80, 80, Affinity::ClientIp),
         craft::rule(Protocol::Tcp, 443, 443, Affinity::ClientIp),
         craft::rule(Protocol::Udp, 5000, 5099, Affinity::ClientIpPort),
     ];
-    let config = craft::farm_config(
+    craft::farm_config(
         &[VIP4.into(), VIP6.into()],
         4096,
         *b"herd-bench-key-!",
         3,
         rules,
-    );
-    craft::round_robin_tables(&config).swap_remove(0)
+    )
+}
+
+/// Node 0 of the farm.
+fn table() -> FarmTable {
+    craft::round_robin_tables(&config()).swap_remove(0)
+}
+
+/// The farm's rules with every bucket in `mode`.
+fn every_bucket(mode: Mode) -> FarmTable {
+    let rules = Arc::new(FarmRules::from_config(&config()));
+    FarmTable::new(
+        rules,
+        ModeTable::new(1, vec![mode; 4096]).expect("4096 buckets"),
+    )
 }
 
 /// A deterministic mix: 80% VIP traffic (of which 70% TCP, 30% UDP), 20% traffic to the node
 /// itself; a quarter IPv6; one frame in eight VLAN-tagged; many clients and ports. `uniform`
-/// makes every frame an untagged IPv4 TCP segment to the VIP from a different client: the
-/// same work per packet without the branch mispredictions of a mix.
+/// makes every frame an untagged IPv4 TCP segment (ACK, no SYN, FIN or RST) to the VIP from a
+/// different client: the same work per packet without the branch mispredictions of a mix.
 fn mix(uniform: bool) -> Vec<Vec<u8>> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
@@ -95,10 +110,16 @@ fn mix(uniform: bool) -> Vec<Vec<u8>> {
 }
 
 fn bench_classify(c: &mut Criterion) {
-    let table = table();
+    let mut flows = Flows::new();
     let mut group = c.benchmark_group("classify");
     group.throughput(Throughput::Elements(MIX as u64));
-    for (name, uniform) in [("mix_1024", false), ("v4_tcp_vip_1024", true)] {
+    let cases = [
+        ("mix_1024", false, table()),
+        ("v4_tcp_vip_1024", true, table()),
+        ("v4_tcp_own_1024", true, every_bucket(Mode::OWN)),
+        ("v4_tcp_none_1024", true, every_bucket(Mode::NONE)),
+    ];
+    for (name, uniform, table) in cases {
         let frames = mix(uniform);
         group.bench_function(name, |b| {
             b.iter(|| {
@@ -107,7 +128,7 @@ fn bench_classify(c: &mut Criterion) {
                 // back, a store-forwarding delay per frame that a worker reading descriptors
                 // does not have. The verdicts go through `black_box` so none is skipped.
                 for frame in &frames {
-                    black_box(classify(frame, &table));
+                    black_box(classify(frame, &table, &mut flows, 0));
                 }
             })
         });

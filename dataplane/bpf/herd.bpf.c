@@ -13,8 +13,13 @@
 // cannot be answered in place (extension headers, the unspecified source of duplicate address
 // detection) is dropped, so the kernel never answers for a VIP with its own MAC.
 //
+// Each bucket has a mode, the bits of `Mode` in dataplane/src/table.rs, and TCP connections
+// whose SYN this node took are kept in the `flows` map (an LRU hash: the least recently used
+// connections go when it is full), so that a bucket moving between two live nodes keeps its
+// connections: step 6 of the rules.
+//
 // Fail closed: the `liveness` map holds a deadline (CLOCK_MONOTONIC_COARSE, ns) that herd keeps
-// pushing forward. Once it has passed (herd killed or frozen), the node owns no bucket.
+// pushing forward. Once it has passed (herd killed or frozen), the node accepts no VIP packet.
 //
 // The AF_XDP mode loads `herd_redirect` from this file instead: the same rules up to the flow's
 // identity, then, where `herd_classify` would look up the bucket, it redirects the frame to the
@@ -37,6 +42,9 @@
 #define MAX_EXTENSION_HEADERS 8
 // RX queues the AF_XDP mode serves (`MAX_QUEUES` in dataplane/src/xdp.rs).
 #define MAX_QUEUES 64
+// TCP connections the flow table holds (`FLOWS` in dataplane/src/flows.rs; the redirect
+// program is loaded with a one-entry map).
+#define FLOWS 262144
 
 #define ETH_P_IP 0x0800
 #define ETH_P_ARP 0x0806
@@ -54,7 +62,16 @@
 #define PROTO_ICMPV6 58
 #define PROTO_DEST_OPTS 60
 
-#define NO_OWNER 0xffff
+// The bits of a bucket's mode (`Mode` in dataplane/src/table.rs).
+#define MODE_SYN 1     // a SYN without ACK, recorded in `flows`
+#define MODE_KNOWN 2   // any other TCP segment of a connection in `flows`
+#define MODE_TCP_ANY 4 // any other TCP segment, without lookup
+#define MODE_OTHER 8   // every VIP packet that is not TCP
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
 
 // What a port rule says, as the `ports` map holds it.
 #define RULE_NONE 0
@@ -85,12 +102,11 @@ struct farm {
 	// (`HashKey::primed_state` in dataplane/src/hash.rs): every hash starts from it.
 	__u64 sip[4];
 	__u32 mask;
-	__u16 local;
 	__u8 covered[3];
 	__u8 vips_v4;
 	__u8 vips_v6;
 	__u8 if_mac[6]; // the interface's own MAC
-	__u8 pad[7];
+	__u8 pad[9];
 	__u8 vip4[MAX_VIPS][4];
 	__u8 vip6[MAX_VIPS][16];
 };
@@ -110,13 +126,13 @@ struct {
 	__type(value, __u8);
 } ports SEC(".maps");
 
-// Two bucket tables; `active` says which one packets read, so that userspace fills the other
-// and switches with one aligned 4-byte write: no packet sees half a table.
+// Two tables of bucket modes; `active` says which one packets read, so that userspace fills
+// the other and switches with one aligned 4-byte write: no packet sees half a table.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2 * MAX_BUCKETS);
 	__type(key, __u32);
-	__type(value, __u16);
+	__type(value, __u8);
 } buckets SEC(".maps");
 
 struct {
@@ -132,6 +148,32 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } liveness SEC(".maps");
+
+// A TCP connection (`Connection` in dataplane/src/flows.rs): IPv4 addresses in the first 4
+// bytes of their 16, the rest zero; ports as on the wire; family 4 or 6.
+struct flow_key {
+	__u8 client[16];
+	__u8 vip[16];
+	__u8 client_port[2];
+	__u8 vip_port[2];
+	__u8 family;
+	__u8 pad[3];
+};
+
+// What the flow table records of a connection (`FlowValue` in dataplane/src/xdp.rs).
+struct flow {
+	__u64 last_seen; // CLOCK_MONOTONIC_COARSE, ns
+	__u32 bucket;
+	__u8 closed; // a FIN or RST seen
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+} flows SEC(".maps");
 
 // The AF_XDP socket of each RX queue (herd_redirect).
 struct {
@@ -153,6 +195,9 @@ struct {
 struct identity {
 	enum verdict verdict; // V_ACCEPT while the identity is to be hashed
 	__u8 words;           // 1 (IPv4) or 3 (IPv6)
+	__u8 tcp;             // a TCP segment (not a fragment, not quoted by an ICMP error)
+	__u8 flags;           // its flags
+	__u32 l4;             // the offset of its TCP header
 	__u64 word[3];
 };
 
@@ -299,7 +344,11 @@ static __always_inline struct identity transport(const struct packet *pkt, __u8 
 		__u32 data_offset = (h[12] >> 4) * 4;
 		if (data_offset < 20 || data_offset > l4.len)
 			return decided(V_DROP_MALFORMED);
-		return by_ports(RULE_TCP, h, addr, v6);
+		struct identity id = by_ports(RULE_TCP, h, addr, v6);
+		id.tcp = 1;
+		id.flags = h[13];
+		id.l4 = l4.off;
+		return id;
 	}
 	if (l4.len < 8 || !(h = at(pkt, l4.off, 8)))
 		return decided(V_DROP_MALFORMED);
@@ -551,32 +600,6 @@ static __always_inline __u64 flow_hash(const struct farm *f, const struct identi
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
-// Whether herd's last sign of life is recent enough for the node to own buckets.
-static __always_inline int alive(void)
-{
-	__u32 zero = 0;
-	const __u64 *deadline = bpf_map_lookup_elem(&liveness, &zero);
-	// CLOCK_MONOTONIC_COARSE, the clock herd writes the deadline in: the time of the last tick,
-	// exact enough for a deadline half a second ahead and about 30 ns cheaper per packet than
-	// the exact clock. A deadline set to now has passed.
-	return deadline && bpf_ktime_get_coarse_ns() < *deadline;
-}
-
-static __always_inline enum verdict owner_verdict(const struct farm *f, __u64 hash)
-{
-	__u32 zero = 0;
-	if (!alive())
-		return V_DROP_NOT_OWNER;
-	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
-	if (!table)
-		return V_DROP_NOT_OWNER;
-	__u32 key = (*table & 1) * MAX_BUCKETS + ((__u32)hash & f->mask & (MAX_BUCKETS - 1));
-	const __u16 *owner = bpf_map_lookup_elem(&buckets, &key);
-	if (owner && *owner == f->local && *owner != NO_OWNER)
-		return V_ACCEPT;
-	return V_DROP_NOT_OWNER;
-}
-
 static __always_inline struct packet packet_of(struct xdp_md *ctx)
 {
 	struct packet pkt = {
@@ -585,6 +608,108 @@ static __always_inline struct packet packet_of(struct xdp_md *ctx)
 	};
 	pkt.len = pkt.end - pkt.data;
 	return pkt;
+}
+
+// Whether herd's last sign of life is recent enough for the node to accept VIP packets at
+// `now`: the time of the last tick of CLOCK_MONOTONIC_COARSE, the clock herd writes the
+// deadline in, exact enough for a deadline half a second ahead and about 30 ns cheaper per
+// packet than the exact clock. A deadline set to now has passed.
+static __always_inline int alive(__u64 now)
+{
+	__u32 zero = 0;
+	const __u64 *deadline = bpf_map_lookup_elem(&liveness, &zero);
+	return deadline && now < *deadline;
+}
+
+// The flow-table key of the TCP segment `id` describes, its IP header at `l3`; 0 when the
+// headers cannot be read (never, once `identify` has read them).
+static __always_inline int flow_key(const struct packet *pkt, const struct identity *id,
+				    __u32 l3, struct flow_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	const __u8 *ports = at(pkt, id->l4, 4);
+	if (!ports)
+		return 0;
+	if (id->words == 3) {
+		const __u8 *ip = at(pkt, l3, 40);
+		if (!ip)
+			return 0;
+		__builtin_memcpy(key->client, ip + 8, 16);
+		__builtin_memcpy(key->vip, ip + 24, 16);
+		key->family = 6;
+	} else {
+		const __u8 *ip = at(pkt, l3, 20);
+		if (!ip)
+			return 0;
+		__builtin_memcpy(key->client, ip + 12, 4);
+		__builtin_memcpy(key->vip, ip + 16, 4);
+		key->family = 4;
+	}
+	__builtin_memcpy(key->client_port, ports, 2);
+	__builtin_memcpy(key->vip_port, ports + 2, 2);
+	return 1;
+}
+
+// Whether a TCP segment whose bucket's mode calls for the flow table is accepted, with the
+// table kept as step 6 says: a SYN (in a mode with SYN) is recorded and accepted; any other
+// segment, in a mode with TCP_ANY or KNOWN, updates its connection if recorded, and is
+// accepted with TCP_ANY or when recorded.
+static __always_inline int flow_accepted(struct xdp_md *ctx, const struct identity *id,
+					 __u32 l3, __u32 mode, __u32 bucket, __u64 now)
+{
+	struct packet pkt = packet_of(ctx);
+	struct flow_key key;
+	if (!flow_key(&pkt, id, l3, &key))
+		return 0;
+	if ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		struct flow opened = {.last_seen = now, .bucket = bucket};
+		bpf_map_update_elem(&flows, &key, &opened, BPF_ANY);
+		return 1;
+	}
+	struct flow *known = bpf_map_lookup_elem(&flows, &key);
+	if (!known)
+		return (mode & MODE_TCP_ANY) != 0;
+	known->last_seen = now;
+	if (id->flags & (TCP_FIN | TCP_RST))
+		known->closed = 1;
+	return 1;
+}
+
+// Step 6: what this node's mode of the packet's bucket says. The common packets of a bucket
+// owned outright (OWN) or not at all (NONE) never touch the flow table.
+static __always_inline enum verdict mode_verdict(struct xdp_md *ctx, const struct farm *f,
+						 const struct identity *id, __u32 l3)
+{
+	__u32 zero = 0;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	if (!alive(now))
+		return V_DROP_NOT_OWNER;
+	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
+	if (!table)
+		return V_DROP_NOT_OWNER;
+	__u32 bucket = (__u32)flow_hash(f, id) & f->mask & (MAX_BUCKETS - 1);
+	__u32 key = (*table & 1) * MAX_BUCKETS + bucket;
+	const __u8 *entry = bpf_map_lookup_elem(&buckets, &key);
+	if (!entry)
+		return V_DROP_NOT_OWNER;
+	__u32 mode = *entry;
+	int accepted, needs_flow;
+	if (!id->tcp) {
+		accepted = mode & MODE_OTHER;
+		needs_flow = 0;
+	} else if ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		accepted = 0;
+		needs_flow = mode & MODE_SYN;
+	} else if (mode & MODE_TCP_ANY) {
+		accepted = 1;
+		needs_flow = id->flags & (TCP_FIN | TCP_RST);
+	} else {
+		accepted = 0;
+		needs_flow = mode & MODE_KNOWN;
+	}
+	if (needs_flow)
+		accepted = flow_accepted(ctx, id, l3, mode, bucket, now);
+	return accepted ? V_ACCEPT : V_DROP_NOT_OWNER;
 }
 
 // The frame's flow identity, or the verdict that needs none (V_ACCEPT in `verdict` means
@@ -763,7 +888,7 @@ int herd_classify(struct xdp_md *ctx)
 	struct identity id = identify(ctx, f, &l3);
 	enum verdict v = id.verdict;
 	if (v == V_ACCEPT)
-		v = owner_verdict(f, flow_hash(f, &id));
+		v = mode_verdict(ctx, f, &id, l3);
 	count(v);
 	if (v == V_ACCEPT)
 		return to_stack(ctx, f);
@@ -780,7 +905,7 @@ int herd_redirect(struct xdp_md *ctx)
 	__u32 l3 = 0;
 	enum verdict v = identify(ctx, f, &l3).verdict;
 	if (v == V_ACCEPT)
-		v = alive() ? V_REDIRECTED : V_DROP_NOT_OWNER;
+		v = alive(bpf_ktime_get_coarse_ns()) ? V_REDIRECTED : V_DROP_NOT_OWNER;
 	count(v);
 	if (v == V_REDIRECTED)
 		return bpf_redirect_map(&sockets, ctx->rx_queue_index, XDP_DROP);

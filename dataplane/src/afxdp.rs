@@ -1,7 +1,9 @@
 //! The AF_XDP mode: one AF_XDP socket per RX queue of the interface, each served by a poll-mode
 //! worker thread pinned to a core. The redirect program (see [`crate::xdp`]) hands the workers
-//! only VIP flows; a worker classifies them in batches with [`crate::classify`], drops what
-//! other nodes own, and hands the rest to the stack through its [`Port`].
+//! only VIP flows; a worker classifies them in batches with [`crate::classify()`], drops what
+//! other nodes own, and hands the rest to the stack through its [`Port`]. Each worker keeps
+//! the TCP connections it takes in a flow table of its own ([`Flows`]), which it alone reads
+//! and writes.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +19,7 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::classify::{classify, FarmTable, Verdict};
+use crate::flows::{coarse_monotonic_ns, DrainCount, Flows};
 use crate::handoff::Port;
 use crate::table::SharedTable;
 
@@ -183,6 +186,10 @@ pub struct Counters {
     pub handed_off: AtomicU64,
     /// Frames the port refused.
     pub errors: AtomicU64,
+    /// Open connections of the worker's flow table whose bucket drains (see
+    /// [`crate::flows::FlowState::is_draining`]): how far a bucket handover has come. Recounted
+    /// at most every [`crate::flows::RECOUNT_NS`], a few sets of the table between batches.
+    pub draining_flows: AtomicU64,
 }
 
 /// What a worker needs besides its socket.
@@ -319,6 +326,10 @@ struct Loop<'a> {
     settings: WorkerSettings,
     counters: &'a Counters,
     totals: Totals,
+    /// The TCP connections this worker has taken.
+    flows: Flows,
+    /// The count of those that drain, under way.
+    draining: DrainCount,
     /// Batch processing times in nanoseconds, 1 ns to 10 s: recording never allocates.
     batches: Histogram<u64>,
 }
@@ -338,6 +349,8 @@ impl<'a> Loop<'a> {
             settings,
             counters,
             totals: Totals::default(),
+            flows: Flows::new(),
+            draining: DrainCount::default(),
             batches,
         }
     }
@@ -351,7 +364,9 @@ impl<'a> Loop<'a> {
         while !self.settings.stop.load(Ordering::Relaxed) {
             // SAFETY: `batch` holds descriptors of this socket's memory; consume overwrites them.
             let received = unsafe { self.socket.rx.consume(&mut batch) };
+            let now = coarse_monotonic_ns();
             if received == 0 {
+                self.count_draining(now);
                 empty_polls += 1;
                 if empty_polls >= SPINS_BEFORE_SLEEP || self.socket.fill.needs_wakeup() {
                     // Sleeps until a frame arrives (and wakes the driver if it asked to be).
@@ -362,7 +377,7 @@ impl<'a> Loop<'a> {
             }
             empty_polls = 0;
             let start = Instant::now();
-            self.process(&mut batch[..received]);
+            self.process(&mut batch[..received], now);
             // SAFETY: the frames came from this socket's RX ring and are done with.
             unsafe { self.socket.fill.produce(&batch[..received]) };
             if self.socket.fill.needs_wakeup() {
@@ -370,6 +385,7 @@ impl<'a> Loop<'a> {
             }
             self.totals.publish(self.counters);
             self.batches.saturating_record(duration_ns(start.elapsed()));
+            self.count_draining(now);
         }
         Finished {
             totals: self.totals,
@@ -377,11 +393,12 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Classifies a batch and hands the accepted frames to the stack.
+    /// Classifies a batch that arrived at `now` and hands the accepted frames to the stack.
     #[inline]
-    fn process(&mut self, batch: &mut [FrameDesc]) {
+    fn process(&mut self, batch: &mut [FrameDesc], now: u64) {
         let table = self.settings.table.load();
         let totals = &mut self.totals;
+        let flows = &mut self.flows;
         totals.received += batch.len() as u64;
         for desc in batch {
             // SAFETY: `desc` came from this socket's RX ring, so it is a frame of this memory
@@ -389,7 +406,7 @@ impl<'a> Loop<'a> {
             // back on the fill ring.
             let mut data = unsafe { self.socket.umem.data_mut(desc) };
             let frame = data.contents_mut();
-            match classify(frame, &table) {
+            match classify(frame, &table, flows, now) {
                 Verdict::Accept => {
                     totals.accepted += 1;
                     frame[..6].copy_from_slice(&self.settings.if_mac);
@@ -400,6 +417,17 @@ impl<'a> Loop<'a> {
                 Verdict::Pass => totals.hand_off(&self.port, frame),
                 Verdict::Drop(_) | Verdict::AnswerNeighbor => totals.dropped += 1,
             }
+        }
+    }
+
+    /// Counts the next sets of the flow table, and publishes the count of draining flows when
+    /// a pass is complete.
+    fn count_draining(&mut self, now: u64) {
+        let table = self.settings.table.load();
+        if let Some(count) = self.draining.step(&self.flows, table.modes(), now) {
+            self.counters
+                .draining_flows
+                .store(count as u64, Ordering::Relaxed);
         }
     }
 }

@@ -30,8 +30,23 @@
 //!    - other ICMP messages (echo) by the client address, balanced when an `icmp` rule exists
 //!      (an `icmp` rule covers IP protocols 1 and 58, whichever the family);
 //!    - any other protocol is `Drop(NoRule)`, as is a packet no rule covers.
-//! 6. The bucket is the flow hash modulo the bucket count: `Accept` when this node owns it,
-//!    `Drop(NotOwner)` otherwise.
+//! 6. The bucket is the flow hash modulo the bucket count, and its [`Mode`] says what this node
+//!    accepts; everything refused is `Drop(NotOwner)`. A TCP segment (one identified by its
+//!    TCP header, not a fragment, nor a segment an ICMP error quotes) is keyed in the flow
+//!    table by family, client address, VIP address, client port and VIP port:
+//!    - SYN without ACK: `Accept` when the mode has `SYN`, which also records the connection
+//!      (seen now, open, in this bucket), replacing any earlier record;
+//!    - any other segment: `Accept` when the mode has `TCP_ANY`, marking a recorded
+//!      connection closed (and seen now) on FIN or RST; otherwise, when the mode has `KNOWN`,
+//!      `Accept` if the connection is recorded, which is then seen now and closed on FIN or
+//!      RST;
+//!    - every other VIP packet (UDP, ICMP and ICMP errors, fragments): `Accept` when the mode
+//!      has `OTHER`.
+//!
+//!    In a bucket owned outright (`OWN`) or not at all (`NONE`), only an accepted SYN, or a
+//!    FIN or RST, touches the flow table; the mode alone decides every other packet. Modes let
+//!    a bucket move between live nodes without breaking connections: the old owner keeps the
+//!    ones it knows (`DRAIN`) while the new one takes the new ones (`GAIN`).
 //!
 //! The most common frame, untagged IPv4 TCP or UDP without options or fragmentation, is decided
 //! by a straight-line fast path first (`fast_v4`); everything else, and anything malformed,
@@ -42,14 +57,15 @@ use std::sync::Arc;
 
 use herd_config::Protocol;
 
+use crate::flows::{Connection, FlowState, Flows};
 use crate::rules::{DropReason, FarmRules, Flow, FlowKey};
-use crate::table::{BucketTable, NodeId, NO_OWNER};
+use crate::table::{Mode, ModeTable};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::icmp::IcmpPacket;
 use crate::wire::ipv4::Ipv4Packet;
 use crate::wire::ipv6::{self, Ipv6Packet, UpperLayer};
-use crate::wire::tcp::TcpPacket;
+use crate::wire::tcp::{self, TcpPacket};
 use crate::wire::udp::UdpPacket;
 use crate::wire::{ip_proto, transport_ports, Error};
 
@@ -67,60 +83,139 @@ pub enum Verdict {
     AnswerNeighbor,
 }
 
-/// Everything `classify` reads: the farm's rules, the current bucket owners and who we are.
+/// Everything `classify` reads besides the flow table: the farm's rules and what this node
+/// accepts in each bucket.
 #[derive(Clone, Debug)]
 pub struct FarmTable {
     rules: Arc<FarmRules>,
-    buckets: BucketTable,
-    local: NodeId,
+    modes: ModeTable,
 }
 
 impl FarmTable {
-    /// A table for node `local` (`NO_OWNER` for a machine that is not in the farm, which
-    /// accepts nothing).
-    pub fn new(rules: Arc<FarmRules>, buckets: BucketTable, local: NodeId) -> Self {
-        Self {
-            rules,
-            buckets,
-            local,
-        }
+    /// A table accepting, in each bucket, what `modes` says.
+    pub fn new(rules: Arc<FarmRules>, modes: ModeTable) -> Self {
+        Self { rules, modes }
     }
 
-    /// The verdict on a VIP packet with flow hash `hash`, or the reason it has none.
+    /// What this node accepts in each bucket.
+    pub fn modes(&self) -> &ModeTable {
+        &self.modes
+    }
+
+    /// The verdict on a VIP packet with flow hash `hash`, or the reason it has none, by step 6
+    /// of the rules; `segment` gives the packet's TCP segment, if it is one.
     #[inline(always)]
-    fn decide(&self, hash: Result<u64, DropReason>) -> Verdict {
-        match hash {
-            Ok(hash) => {
-                let owner = self.buckets.owner(self.buckets.bucket_of(hash));
-                if owner == self.local && owner != NO_OWNER {
-                    Verdict::Accept
-                } else {
-                    Verdict::Drop(DropReason::NotOwner)
-                }
-            }
-            Err(reason) => Verdict::Drop(reason),
+    fn decide(
+        &self,
+        hash: Result<u64, DropReason>,
+        segment: impl FnOnce() -> Option<Segment>,
+        flows: &mut Flows,
+        now: u64,
+    ) -> Verdict {
+        let hash = match hash {
+            Ok(hash) => hash,
+            Err(reason) => return Verdict::Drop(reason),
+        };
+        let bucket = self.modes.bucket_of(hash);
+        let mode = self.modes.mode(bucket);
+        let accepted = match segment() {
+            Some(segment) => segment.accepted(mode, bucket, flows, now),
+            None => mode.contains(Mode::OTHER),
+        };
+        if accepted {
+            Verdict::Accept
+        } else {
+            Verdict::Drop(DropReason::NotOwner)
         }
     }
 }
 
-/// The verdict on one Ethernet frame. Never panics, whatever the bytes.
+/// A TCP segment to a VIP, as step 6 reads it.
+#[derive(Clone, Copy)]
+struct Segment {
+    flags: u8,
+    connection: Connection,
+}
+
+impl Segment {
+    /// Whether a bucket in `mode` takes the segment; updates the flow table as step 6 says.
+    #[inline(always)]
+    fn accepted(&self, mode: Mode, bucket: u32, flows: &mut Flows, now: u64) -> bool {
+        if self.flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
+            if mode.contains(Mode::SYN) {
+                opened(flows, self.connection, bucket, now);
+                return true;
+            }
+            return false;
+        }
+        let ends = self.flags & (tcp::FIN | tcp::RST) != 0;
+        if mode.contains(Mode::TCP_ANY) {
+            if ends {
+                closed(flows, &self.connection, now);
+            }
+            true
+        } else {
+            mode.contains(Mode::KNOWN) && known(flows, &self.connection, ends, now)
+        }
+    }
+}
+
+// The flow table's three uses, out of line: the common packets of a bucket owned outright, or
+// not at all, never reach them.
+
+/// Records a connection whose SYN was accepted.
+#[inline(never)]
+fn opened(flows: &mut Flows, connection: Connection, bucket: u32, now: u64) {
+    let state = FlowState {
+        last_seen: now,
+        bucket,
+        closed: false,
+    };
+    flows.insert(connection, state);
+}
+
+/// Marks a recorded connection closed, on a FIN or RST taken without lookup.
+#[inline(never)]
+fn closed(flows: &mut Flows, connection: &Connection, now: u64) {
+    if let Some(flow) = flows.get_mut(connection) {
+        flow.closed = true;
+        flow.last_seen = now;
+    }
+}
+
+/// Whether a connection is recorded; if so, it is seen now, and closed when `ends`.
+#[inline(never)]
+fn known(flows: &mut Flows, connection: &Connection, ends: bool, now: u64) -> bool {
+    match flows.get_mut(connection) {
+        Some(flow) => {
+            flow.last_seen = now;
+            flow.closed |= ends;
+            true
+        }
+        None => false,
+    }
+}
+
+/// The verdict on one Ethernet frame, updating `flows` (the connections this node has taken)
+/// at time `now_ns` (`CLOCK_MONOTONIC_COARSE`, see [`crate::flows::coarse_monotonic_ns`]).
+/// Never panics, whatever the bytes; never allocates.
 #[inline]
-pub fn classify(frame: &[u8], table: &FarmTable) -> Verdict {
-    if let Some(verdict) = fast_v4(frame, table) {
+pub fn classify(frame: &[u8], table: &FarmTable, flows: &mut Flows, now_ns: u64) -> Verdict {
+    if let Some(verdict) = fast_v4(frame, table, flows, now_ns) {
         return verdict;
     }
-    classify_general(frame, table)
+    classify_general(frame, table, flows, now_ns)
 }
 
 /// The bytes [`fast_v4`] reads: Ethernet, an IPv4 header without options, and the UDP header
-/// or the first 8 bytes of a TCP header.
+/// or the first 8 bytes of a TCP header (the rest of which it reads once it knows it is there).
 const FAST_LEN: usize = 14 + 20 + 8;
 
 /// The most common frame in straight-line code: untagged IPv4 without options or
 /// fragmentation, carrying TCP or UDP. `None` for anything else, and for anything malformed,
 /// which [`classify_general`] then decides; a test holds the two to the same verdicts.
 #[inline(always)]
-fn fast_v4(frame: &[u8], table: &FarmTable) -> Option<Verdict> {
+fn fast_v4(frame: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Option<Verdict> {
     let head: &[u8; FAST_LEN] = frame.first_chunk()?;
     // EtherType IPv4, version 4 with a 20-byte header, no MF flag and a zero fragment offset.
     if head[12..14] != [0x08, 0x00] || head[14] != 0x45 || head[20] & 0x3f != 0 || head[21] != 0 {
@@ -146,25 +241,35 @@ fn fast_v4(frame: &[u8], table: &FarmTable) -> Option<Verdict> {
         return None;
     }
     let src = [head[26], head[27], head[28], head[29]];
+    let (vip_port, client_port) = (
+        u16::from_be_bytes([head[36], head[37]]),
+        u16::from_be_bytes([head[34], head[35]]),
+    );
     let flow = Flow {
         protocol,
         client: IpAddr::from(src),
         key: FlowKey::Ports {
-            vip: u16::from_be_bytes([head[36], head[37]]),
-            client: u16::from_be_bytes([head[34], head[35]]),
+            vip: vip_port,
+            client: client_port,
         },
     };
-    Some(table.decide(table.rules.flow_hash(&flow)))
+    let segment = || {
+        (protocol == Protocol::Tcp).then(|| Segment {
+            flags: frame[14 + 20 + tcp::FLAGS_OFFSET],
+            connection: Connection::v4(src, dst, client_port, vip_port),
+        })
+    };
+    Some(table.decide(table.rules.flow_hash(&flow), segment, flows, now))
 }
 
 /// The verdict on any frame, by the rules at the top of this module.
-fn classify_general(frame: &[u8], table: &FarmTable) -> Verdict {
+fn classify_general(frame: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Verdict {
     let Ok(network) = EthernetFrame::new_checked(frame).and_then(|eth| eth.network()) else {
         return Verdict::Pass;
     };
     match network.ethertype {
-        ethertype::IPV4 => classify_v4(network.payload, table),
-        ethertype::IPV6 => classify_v6(network.payload, table),
+        ethertype::IPV4 => classify_v4(network.payload, table, flows, now),
+        ethertype::IPV6 => classify_v6(network.payload, table, flows, now),
         ethertype::ARP => classify_arp(network.payload, &table.rules),
         _ => Verdict::Pass,
     }
@@ -184,11 +289,38 @@ fn classify_arp(bytes: &[u8], rules: &FarmRules) -> Verdict {
 }
 
 #[inline(always)]
-fn classify_v4(bytes: &[u8], table: &FarmTable) -> Verdict {
+fn classify_v4(bytes: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Verdict {
     match Ipv4Packet::new_checked(bytes) {
-        Ok(ip) if table.rules.is_vip_v4(ip.dst()) => table.decide(v4_hash(&ip, &table.rules)),
+        Ok(ip) if table.rules.is_vip_v4(ip.dst()) => {
+            let segment = || v4_segment(&ip);
+            table.decide(v4_hash(&ip, &table.rules), segment, flows, now)
+        }
         _ => Verdict::Pass,
     }
+}
+
+/// The TCP segment an IPv4 packet carries (not a fragment of one), if any.
+fn v4_segment(ip: &Ipv4Packet<'_>) -> Option<Segment> {
+    if ip.is_fragment() || ip.protocol() != ip_proto::TCP {
+        return None;
+    }
+    let segment = TcpPacket::new_checked(ip.payload().ok()?).ok()?;
+    Some(Segment {
+        flags: segment.flags(),
+        connection: Connection::v4(ip.src(), ip.dst(), segment.src_port(), segment.dst_port()),
+    })
+}
+
+/// The TCP segment above an IPv6 header (not in a fragment), if any.
+fn v6_segment(ip: &Ipv6Packet<'_>, upper: &UpperLayer<'_>) -> Option<Segment> {
+    if upper.is_fragment || upper.protocol != ip_proto::TCP {
+        return None;
+    }
+    let segment = TcpPacket::new_checked(upper.payload).ok()?;
+    Some(Segment {
+        flags: segment.flags(),
+        connection: Connection::v6(ip.src(), ip.dst(), segment.src_port(), segment.dst_port()),
+    })
 }
 
 fn malformed(_: Error) -> DropReason {
@@ -305,7 +437,7 @@ fn is_solicited_node(addr: [u8; 16]) -> bool {
     addr[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]
 }
 
-fn classify_v6(bytes: &[u8], table: &FarmTable) -> Verdict {
+fn classify_v6(bytes: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Verdict {
     let Ok(ip) = Ipv6Packet::new_checked(bytes) else {
         return Verdict::Pass;
     };
@@ -322,11 +454,12 @@ fn classify_v6(bytes: &[u8], table: &FarmTable) -> Verdict {
     if !for_vip {
         return Verdict::Pass;
     }
-    table.decide(
-        upper
-            .map_err(malformed)
-            .and_then(|upper| v6_hash(&ip, &upper, &table.rules)),
-    )
+    let upper = match upper {
+        Ok(upper) => upper,
+        Err(error) => return Verdict::Drop(malformed(error)),
+    };
+    let segment = || v6_segment(&ip, &upper);
+    table.decide(v6_hash(&ip, &upper, &table.rules), segment, flows, now)
 }
 
 /// The verdict on ICMPv6 neighbour-discovery and listener messages, or `None` for any other.
@@ -399,20 +532,26 @@ mod tests {
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x64,
     ];
 
-    /// Node `local` of a two-node farm.
-    fn table(local: usize) -> FarmTable {
+    /// Both nodes of a two-node farm, then a node with every mode (bucket `b` in mode
+    /// `b % 16`).
+    fn tables() -> Vec<FarmTable> {
         let rules = vec![
             craft::rule(Protocol::Tcp, 0, 1023, Affinity::ClientIp),
             craft::rule(Protocol::Tcp, 1024, 1100, Affinity::ClientIpPort),
             craft::rule(Protocol::Udp, 0, 1023, Affinity::ClientIpPort),
         ];
         let config = craft::farm_config(&[VIP.into(), VIP6.into()], 64, [3; 16], 2, rules);
-        craft::round_robin_tables(&config).swap_remove(local)
+        let mut tables = craft::round_robin_tables(&config);
+        let every_mode = (0..64).map(|bucket| Mode(bucket % 16)).collect();
+        let every_mode = ModeTable::new(1, every_mode).unwrap();
+        tables.push(FarmTable::new(Arc::clone(&tables[0].rules), every_mode));
+        tables
     }
 
     /// Well-formed frames around the fast path: IPv4 or IPv6 (to a VIP, to a solicited-node
     /// address, or elsewhere) carrying TCP, UDP or a neighbour solicitation, with VIP ports
-    /// balanced on either affinity or on none and any TCP data offset.
+    /// balanced on either affinity or on none, and TCP segments of any data offset with the
+    /// flags of every step of a connection.
     fn frames() -> impl Strategy<Value = Vec<u8>> {
         (
             (0..3u8, 0..3u8, any::<bool>()),
@@ -422,13 +561,14 @@ mod tests {
                 any::<u16>(),
             ],
             (any::<u16>(), any::<[u8; 16]>(), 0..40usize, 0..16u8),
+            prop::sample::select(vec![0x02u8, 0x12, 0x10, 0x18, 0x11, 0x14, 0x04, 0x03, 0]),
         )
             .prop_map(
-                |((kind, to, v6), vip_port, (client_port, src, data, offset))| {
+                |((kind, to, v6), vip_port, (client_port, src, data, offset), flags)| {
                     let data = vec![0; data];
                     let (protocol, l4) = match kind {
                         0 => {
-                            let mut segment = craft::tcp(client_port, vip_port, 0x10, &data);
+                            let mut segment = craft::tcp(client_port, vip_port, flags, &data);
                             segment[12] = offset << 4;
                             (ip_proto::TCP, segment)
                         }
@@ -494,10 +634,33 @@ mod tests {
             })
     }
 
+    /// The same verdict from both paths, and the same flow records after it. Each path's flow
+    /// table first takes the frame's connection opening (the frame with SYN alone), through
+    /// the general rules in a bucket owned outright, so that `KNOWN` lookups can succeed.
     fn same_verdicts(frame: &[u8]) -> Result<(), TestCaseError> {
-        for local in 0..2 {
-            let table = table(local);
-            prop_assert_eq!(classify(frame, &table), classify_general(frame, &table));
+        let mut syn = frame.to_vec();
+        let ip_header = if syn.get(12..14) == Some(&[0x86, 0xdd]) {
+            40
+        } else {
+            20
+        };
+        if let Some(flags) = syn.get_mut(14 + ip_header + tcp::FLAGS_OFFSET) {
+            *flags = tcp::SYN;
+        }
+        for table in tables() {
+            let owned = ModeTable::new(0, vec![Mode::OWN; table.modes.len()]).unwrap();
+            let owned = FarmTable::new(Arc::clone(&table.rules), owned);
+            let (mut fast, mut general) = (Flows::with_capacity(64), Flows::with_capacity(64));
+            classify_general(&syn, &owned, &mut fast, 1);
+            classify_general(&syn, &owned, &mut general, 1);
+            prop_assert_eq!(
+                classify(frame, &table, &mut fast, 2),
+                classify_general(frame, &table, &mut general, 2)
+            );
+            prop_assert_eq!(fast.len(), general.len());
+            for (connection, state) in fast.iter() {
+                prop_assert_eq!(general.get(connection), Some(state));
+            }
         }
         Ok(())
     }
@@ -518,7 +681,8 @@ mod tests {
 
     #[test]
     fn the_fast_path_decides_the_common_case() {
-        let table = table(0);
+        let table = &tables()[0];
+        let mut flows = Flows::with_capacity(64);
         let segment = craft::tcp(1, 80, 2, &[]);
         let ip = craft::ipv4(
             [198, 19, 0, 1],
@@ -527,10 +691,11 @@ mod tests {
             Fragment::default(),
             &segment,
         );
-        assert!(fast_v4(&craft::ethernet(&[], ethertype::IPV4, &ip), &table).is_some());
+        let frame = craft::ethernet(&[], ethertype::IPV4, &ip);
+        assert!(fast_v4(&frame, table, &mut flows, 0).is_some());
         let tagged = craft::ethernet(&[5], ethertype::IPV4, &ip);
         assert!(
-            fast_v4(&tagged, &table).is_none(),
+            fast_v4(&tagged, table, &mut flows, 0).is_none(),
             "tagged frames take the general path"
         );
     }

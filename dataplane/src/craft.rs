@@ -11,7 +11,7 @@ use herd_config::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
 
 use crate::classify::FarmTable;
 use crate::rules::FarmRules;
-use crate::table::{BucketTable, NodeId};
+use crate::table::{BucketTable, ModeTable, NodeId};
 use crate::wire::ethernet::ethertype;
 use crate::wire::{checksum, ip_proto};
 
@@ -58,7 +58,8 @@ pub fn farm_config(
 }
 
 /// One table per node of `config`, over the same owners: bucket `b` owned by node `b` modulo
-/// the number of nodes. Panics when the bucket count is not a power of two up to 65536, which
+/// the number of nodes, so each node's buckets are [`crate::table::Mode::OWN`] and the others
+/// [`crate::table::Mode::NONE`]. Panics when the bucket count is not a power of two up to 65536, which
 /// validation guarantees.
 pub fn round_robin_tables(config: &FarmConfig) -> Vec<FarmTable> {
     let nodes = config.nodes.len().max(1);
@@ -68,7 +69,10 @@ pub fn round_robin_tables(config: &FarmConfig) -> Vec<FarmTable> {
     let buckets = BucketTable::new(1, owners).expect("a farm's bucket count is a power of two");
     let rules = Arc::new(FarmRules::from_config(config));
     (0..nodes)
-        .map(|local| FarmTable::new(Arc::clone(&rules), buckets.clone(), local as NodeId))
+        .map(|local| {
+            let modes = ModeTable::of_owner(&buckets, local as NodeId);
+            FarmTable::new(Arc::clone(&rules), modes)
+        })
         .collect()
 }
 

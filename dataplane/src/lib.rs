@@ -1,12 +1,14 @@
 //! herd's packet path: zero-copy views over packet bytes ([`wire`]), the keyed flow hash
-//! ([`hash`]), the farm's rules compiled for lookups ([`rules`]), the bucket table the workers
-//! read ([`table`]), the verdict on each frame ([`classify`]), the in-kernel program that
-//! makes the same verdict in XDP ([`xdp`]), and the AF_XDP workers ([`afxdp`]) with their way
-//! back to the stack ([`handoff`]).
+//! ([`hash`]), the farm's rules compiled for lookups ([`rules`]), the bucket owners and the
+//! per-bucket modes the workers read ([`table`]), the TCP connections a node has taken
+//! ([`flows`]), the verdict on each frame ([`mod@classify`]), the in-kernel program that makes the
+//! same verdict in XDP ([`xdp`]), and the AF_XDP workers ([`afxdp`]) with their way back to the
+//! stack ([`handoff`]).
 
 pub mod afxdp;
 pub mod classify;
 pub mod craft;
+pub mod flows;
 pub mod handoff;
 pub mod hash;
 pub mod neighbor;
@@ -16,4 +18,5 @@ pub mod wire;
 pub mod xdp;
 
 pub use classify::{classify, FarmTable, Verdict};
+pub use flows::Flows;
 pub use rules::{DropReason, FarmRules};

@@ -1,4 +1,10 @@
-//! The bucket table: which node owns each bucket, and its lock-free publication to the workers.
+//! The bucket tables: which node owns each bucket ([`BucketTable`], what membership computes),
+//! what this node accepts in each bucket ([`ModeTable`], what the dataplane reads), and their
+//! lock-free publication to the workers.
+//!
+//! The dataplane reads modes rather than owners so that a bucket can move between two live
+//! nodes without breaking connections: for a while the old owner keeps the connections it
+//! knows (`DRAIN`) while the new one takes the new ones (`GAIN`).
 
 use std::sync::Arc;
 
@@ -109,6 +115,161 @@ impl BucketTable {
     }
 }
 
+/// What this node accepts in one bucket: a set of the bits below (see [`mod@crate::classify`] for
+/// how the verdict reads them).
+///
+/// One byte, the value of the BPF array map that mirrors a [`ModeTable`] in the in-kernel mode.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Mode(pub u8);
+
+impl Mode {
+    /// Accepts nothing.
+    pub const NONE: Mode = Mode(0);
+    /// Accepts a TCP SYN without ACK (a new connection) and remembers the connection in the
+    /// flow table.
+    pub const SYN: Mode = Mode(1);
+    /// Accepts any other TCP packet of a connection in the flow table.
+    pub const KNOWN: Mode = Mode(2);
+    /// Accepts any other TCP packet without looking it up.
+    pub const TCP_ANY: Mode = Mode(4);
+    /// Accepts every VIP packet that is not TCP (UDP, ICMP and ICMP errors, fragments).
+    pub const OTHER: Mode = Mode(8);
+    /// A bucket this node owns outright.
+    pub const OWN: Mode = Mode(Self::SYN.0 | Self::TCP_ANY.0 | Self::OTHER.0);
+    /// A bucket this node is giving up: its own connections, and (still) everything but TCP.
+    pub const DRAIN: Mode = Mode(Self::KNOWN.0 | Self::OTHER.0);
+    /// A bucket this node is taking while another drains it: new connections, and those it
+    /// has seen start.
+    pub const GAIN: Mode = Mode(Self::SYN.0 | Self::KNOWN.0);
+
+    /// Whether every bit of `bits` is set.
+    #[inline(always)]
+    pub const fn contains(self, bits: Mode) -> bool {
+        self.0 & bits.0 == bits.0
+    }
+
+    /// Whether the bucket's connections are draining away from this node: it keeps the ones
+    /// it knows ([`Mode::KNOWN`]) and takes no new one ([`Mode::SYN`]).
+    #[inline]
+    pub const fn drains(self) -> bool {
+        self.contains(Self::KNOWN) && !self.contains(Self::SYN)
+    }
+}
+
+impl std::ops::BitOr for Mode {
+    type Output = Mode;
+
+    fn bitor(self, other: Mode) -> Mode {
+        Mode(self.0 | other.0)
+    }
+}
+
+/// One [`Mode`] per bucket, stamped with the epoch of the membership view that produced it:
+/// what the dataplane of one node reads.
+///
+/// The layout, one byte per bucket in bucket order, is the value layout of the BPF array map
+/// that mirrors it in the in-kernel mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeTable {
+    epoch: u64,
+    modes: Box<[Mode]>,
+    mask: u32,
+    /// Whether some bucket [`Mode::drains`]: when none does, no flow is draining and nothing
+    /// needs counting.
+    drains: bool,
+}
+
+impl ModeTable {
+    /// A table with the given modes; their count must be a power of two up to
+    /// [`MAX_BUCKETS`].
+    pub fn new(epoch: u64, modes: Vec<Mode>) -> Result<Self, TableSizeError> {
+        let len = modes.len();
+        if !len.is_power_of_two() || len > MAX_BUCKETS {
+            return Err(TableSizeError(len));
+        }
+        Ok(Self {
+            epoch,
+            drains: modes.iter().any(|mode| mode.drains()),
+            modes: modes.into_boxed_slice(),
+            mask: (len - 1) as u32,
+        })
+    }
+
+    /// The modes of node `local` when buckets simply have owners: [`Mode::OWN`] where it owns
+    /// the bucket, [`Mode::NONE`] elsewhere (everywhere for [`NO_OWNER`], a machine outside
+    /// the farm). The epoch is the owners'.
+    pub fn of_owner(owners: &BucketTable, local: NodeId) -> Self {
+        let modes = owners
+            .owners()
+            .iter()
+            .map(|&owner| {
+                if owner == local && local != NO_OWNER {
+                    Mode::OWN
+                } else {
+                    Mode::NONE
+                }
+            })
+            .collect();
+        Self {
+            epoch: owners.epoch,
+            modes,
+            mask: owners.mask,
+            drains: false,
+        }
+    }
+
+    /// A table of `buckets` buckets that accepts nothing: what a node installs before it has a
+    /// view.
+    pub fn none(buckets: usize) -> Result<Self, TableSizeError> {
+        Self::new(0, vec![Mode::NONE; buckets])
+    }
+
+    /// The epoch of the membership view this table was computed from.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The number of buckets.
+    pub fn len(&self) -> usize {
+        self.modes.len()
+    }
+
+    /// Whether the table has no bucket (never true for a table built by [`ModeTable::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.modes.is_empty()
+    }
+
+    /// The bucket a flow hash falls in: the hash modulo the (power-of-two) bucket count, as
+    /// [`BucketTable::bucket_of`].
+    #[inline(always)]
+    pub fn bucket_of(&self, hash: u64) -> u32 {
+        (hash as u32) & self.mask
+    }
+
+    /// The mode of a bucket; buckets past the end wrap, as [`ModeTable::bucket_of`] does.
+    #[inline(always)]
+    pub fn mode(&self, bucket: u32) -> Mode {
+        let index = (bucket & self.mask) as usize;
+        debug_assert!(index < self.modes.len());
+        // SAFETY: the constructors set `mask` to the length minus one (`of_owner` copies it
+        // from a `BucketTable` of the same length, built with the same rule), a power of two
+        // minus one, so the masked index is always in bounds. (The compiler cannot see that,
+        // and the bounds check it would add costs on every packet.)
+        unsafe { *self.modes.get_unchecked(index) }
+    }
+
+    /// Every mode, in bucket order.
+    pub fn modes(&self) -> &[Mode] {
+        &self.modes
+    }
+
+    /// Whether some bucket [`Mode::drains`].
+    pub fn drains(&self) -> bool {
+        self.drains
+    }
+}
+
 /// The table the packet workers read and the membership thread replaces.
 ///
 /// Readers take no lock and allocate nothing (`arc-swap`'s debt slots); a writer publishes a
@@ -169,6 +330,48 @@ mod tests {
         let table = BucketTable::new(3, vec![0, 1, 1, NO_OWNER]).unwrap();
         assert_eq!(table.counts(2), vec![1, 2]);
         assert_eq!(table.epoch(), 3);
+    }
+
+    #[test]
+    fn mode_tables_have_the_sizes_of_bucket_tables() {
+        assert!(ModeTable::new(0, vec![Mode::OWN; 64]).is_ok());
+        assert_eq!(
+            ModeTable::new(0, vec![Mode::NONE; 100]),
+            Err(TableSizeError(100))
+        );
+        assert_eq!(ModeTable::new(0, vec![]), Err(TableSizeError(0)));
+        assert!(ModeTable::none(MAX_BUCKETS).is_ok());
+        assert!(ModeTable::none(2 * MAX_BUCKETS).is_err());
+    }
+
+    #[test]
+    fn the_named_modes_are_their_bits() {
+        assert_eq!(Mode::OWN, Mode::SYN | Mode::TCP_ANY | Mode::OTHER);
+        assert_eq!(Mode::DRAIN, Mode::KNOWN | Mode::OTHER);
+        assert_eq!(Mode::GAIN, Mode::SYN | Mode::KNOWN);
+        assert!(Mode::OWN.contains(Mode::SYN) && !Mode::OWN.contains(Mode::KNOWN));
+        assert!(Mode::NONE.contains(Mode::NONE));
+        let draining: Vec<u8> = (0..16).filter(|&bits| Mode(bits).drains()).collect();
+        assert_eq!(draining, [2, 6, 10, 14], "KNOWN without SYN");
+    }
+
+    #[test]
+    fn a_node_owns_outright_the_buckets_it_owns() {
+        let owners = BucketTable::new(9, vec![0, 1, NO_OWNER, 0]).unwrap();
+        let modes = ModeTable::of_owner(&owners, 0);
+        assert_eq!(
+            modes.modes(),
+            [Mode::OWN, Mode::NONE, Mode::NONE, Mode::OWN]
+        );
+        assert_eq!(modes.epoch(), 9);
+        assert_eq!(modes.len(), 4);
+        assert!(!modes.drains());
+        assert_eq!(modes.mode(5), Mode::NONE, "wraps");
+        assert_eq!(modes.bucket_of(7), 3);
+        let outsider = ModeTable::of_owner(&owners, NO_OWNER);
+        assert!(outsider.modes().iter().all(|&mode| mode == Mode::NONE));
+        let draining = ModeTable::new(1, vec![Mode::OWN, Mode::DRAIN]).unwrap();
+        assert!(draining.drains());
     }
 
     #[test]

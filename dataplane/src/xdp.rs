@@ -1,21 +1,23 @@
 //! The eBPF programs of `bpf/herd.bpf.c`, loaded with aya, and the maps that carry the farm
-//! into them: `herd_classify`, which makes the whole verdict of [`crate::classify`] in XDP (the
+//! into them: `herd_classify`, which makes the whole verdict of [`crate::classify()`] in XDP (the
 //! in-kernel mode), and `herd_redirect`, which hands the VIP flows to the AF_XDP sockets of the
-//! workers instead of looking up their bucket (the AF_XDP mode).
+//! workers instead of looking up their bucket (the AF_XDP mode). The classifier's flow table is
+//! the program's `flows` map, a kernel LRU hash with the key and value of [`crate::flows`].
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
-use aya::{Ebpf, EbpfError, Pod};
+use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
 use herd_config::{Affinity, Protocol};
 
 use crate::classify::Verdict;
+use crate::flows::{coarse_monotonic_ns, Connection, FlowState, FLOWS};
 use crate::rules::{DropReason, FarmRules};
-use crate::table::{BucketTable, NodeId, MAX_BUCKETS};
+use crate::table::{Mode, ModeTable, MAX_BUCKETS};
 
 /// The program object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herd.bpf.o"));
@@ -36,12 +38,11 @@ const MAX_VIPS: usize = herd_config::Farm::MAX_VIPS;
 struct FarmSettings {
     sip: [u64; 4],
     mask: u32,
-    local: NodeId,
     covered: [u8; 3],
     vips_v4: u8,
     vips_v6: u8,
     if_mac: [u8; 6],
-    pad: [u8; 7],
+    pad: [u8; 9],
     vip4: [[u8; 4]; MAX_VIPS],
     vip6: [[u8; 16]; MAX_VIPS],
 }
@@ -49,6 +50,37 @@ struct FarmSettings {
 // SAFETY: `FarmSettings` is `repr(C)` plain data whose fields leave no padding (the explicit
 // `pad` fills the only gap), so every byte pattern is a valid value.
 unsafe impl Pod for FarmSettings {}
+
+// SAFETY: `Mode` is a `repr(transparent)` byte, valid for every byte pattern.
+unsafe impl Pod for Mode {}
+
+// SAFETY: `Connection` is `repr(C)` byte arrays, 40 bytes with no padding (its alignment, 8,
+// divides its size), so every byte pattern is a valid value.
+unsafe impl Pod for Connection {}
+
+/// A flow's state as the program's `flows` map holds it: `struct flow` in herd.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FlowValue {
+    last_seen: u64,
+    bucket: u32,
+    closed: u8,
+    pad: [u8; 3],
+}
+
+// SAFETY: `FlowValue` is `repr(C)` plain data whose fields leave no padding (the explicit `pad`
+// fills the only gap), so every byte pattern is a valid value.
+unsafe impl Pod for FlowValue {}
+
+impl From<FlowValue> for FlowState {
+    fn from(value: FlowValue) -> Self {
+        Self {
+            last_seen: value.last_seen,
+            bucket: value.bucket,
+            closed: value.closed != 0,
+        }
+    }
+}
 
 /// The counters of the program's verdicts, in the order of `enum verdict` in herd.bpf.c, which
 /// has one more: `V_REDIRECTED`, the frames the redirect program hands to the sockets.
@@ -90,7 +122,7 @@ pub enum XdpError {
     /// The program could not be attached as a link (the kernel is too old for XDP links).
     #[error("XDP link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
-    /// A bucket table of another size than the one the program was loaded with.
+    /// A mode table of another size than the one the program was loaded with.
     #[error("a table of {got} buckets, but the program was loaded for {expected}")]
     TableSize {
         /// The loaded size.
@@ -98,8 +130,9 @@ pub enum XdpError {
         /// The offered size.
         got: usize,
     },
-    /// A bucket table offered to the redirect program, which has none (the workers do).
-    #[error("the AF_XDP redirect program holds no bucket table")]
+    /// A mode table offered to, or flows asked of, the redirect program, which has neither
+    /// (the workers do).
+    #[error("the AF_XDP redirect program holds no mode table and no flow")]
     NoTable,
     /// A socket for an RX queue past [`MAX_QUEUES`].
     #[error("RX queue {0}: the AF_XDP mode serves at most {MAX_QUEUES} queues")]
@@ -135,20 +168,6 @@ fn unpin(pinned: PinnedLink, path: &Path) -> Result<(), XdpError> {
     })
 }
 
-/// The time of `CLOCK_MONOTONIC_COARSE` in nanoseconds (the time of the last tick), the clock of
-/// the programs' liveness check (`bpf_ktime_get_coarse_ns`).
-fn coarse_monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write to, and the clock always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
-
 /// One of the programs, loaded and filled with one farm's settings, not yet attached: the
 /// in-kernel classifier ([`XdpClassifier::load`]) or the AF_XDP redirect
 /// ([`XdpClassifier::load_redirect`]).
@@ -158,27 +177,25 @@ pub struct XdpClassifier {
     program: &'static str,
     /// Which half of the `buckets` map packets read.
     active: u32,
-    /// The number of buckets of the farm, which every installed table must have; `None` for
-    /// the redirect program.
-    buckets: Option<usize>,
+    /// The mode table packets read, kept to count the draining flows; every table installed
+    /// must have its bucket count. `None` for the redirect program.
+    modes: Option<ModeTable>,
     /// The attachment, pinned so that it outlives a killed herd (see [`XdpClassifier::attach`]).
     attached: Option<(PinnedLink, PathBuf)>,
 }
 
 impl XdpClassifier {
     /// Loads the program (the kernel verifies it here) and fills its maps with the farm's
-    /// rules and `table`, as node `local` on an interface whose MAC is `if_mac`.
+    /// rules and the modes of `table`, on an interface whose MAC is `if_mac`. Its flow table
+    /// starts empty.
     ///
     /// The program is loaded alive until [`XdpClassifier::keep_alive`] first sets a deadline.
-    pub fn load(
-        rules: &FarmRules,
-        table: &BucketTable,
-        local: NodeId,
-        if_mac: [u8; 6],
-    ) -> Result<Self, XdpError> {
-        let mut classifier = Self::load_program(CLASSIFY, Some(table.len()))?;
-        classifier.write_rules(rules, (table.len() - 1) as u32, local, if_mac)?;
-        classifier.install_table(table)?;
+    pub fn load(rules: &FarmRules, table: &ModeTable, if_mac: [u8; 6]) -> Result<Self, XdpError> {
+        let mut classifier = Self::load_program(CLASSIFY, FLOWS as u32)?;
+        classifier.write_rules(rules, (table.len() - 1) as u32, if_mac)?;
+        // The size every table installed must have.
+        classifier.modes = Some(table.clone());
+        classifier.install(table)?;
         Ok(classifier)
     }
 
@@ -186,19 +203,23 @@ impl XdpClassifier {
     /// MAC is `if_mac`; [`XdpClassifier::add_socket`] gives it the sockets. Alive until
     /// [`XdpClassifier::keep_alive`] first sets a deadline.
     pub fn load_redirect(rules: &FarmRules, if_mac: [u8; 6]) -> Result<Self, XdpError> {
-        let mut redirect = Self::load_program(REDIRECT, None)?;
-        redirect.write_rules(rules, 0, crate::table::NO_OWNER, if_mac)?;
+        // The redirect program keeps no flow: a one-entry map spares the kernel the memory.
+        let mut redirect = Self::load_program(REDIRECT, 1)?;
+        redirect.write_rules(rules, 0, if_mac)?;
         Ok(redirect)
     }
 
-    fn load_program(program: &'static str, buckets: Option<usize>) -> Result<Self, XdpError> {
-        let mut ebpf = Ebpf::load(OBJECT)?;
+    /// Loads `program` with a `flows` map of `flows` entries.
+    fn load_program(program: &'static str, flows: u32) -> Result<Self, XdpError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("flows", flows)
+            .load(OBJECT)?;
         xdp_program(&mut ebpf, program)?.load()?;
         let mut loaded = Self {
             ebpf,
             program,
             active: 0,
-            buckets,
+            modes: None,
             attached: None,
         };
         loaded.array::<u64>("liveness")?.set(0, u64::MAX, 0)?;
@@ -228,7 +249,6 @@ impl XdpClassifier {
         &mut self,
         rules: &FarmRules,
         mask: u32,
-        local: NodeId,
         if_mac: [u8; 6],
     ) -> Result<(), XdpError> {
         let (v4, v6) = (rules.vips_v4(), rules.vips_v6());
@@ -238,13 +258,12 @@ impl XdpClassifier {
         let mut settings = FarmSettings {
             sip: rules.key().primed_state(),
             mask,
-            local,
             covered: [Protocol::Tcp, Protocol::Udp, Protocol::Icmp]
                 .map(|protocol| u8::from(rules.covers(protocol))),
             vips_v4: v4.len() as u8,
             vips_v6: v6.len() as u8,
             if_mac,
-            pad: [0; 7],
+            pad: [0; 9],
             vip4: [[0; 4]; MAX_VIPS],
             vip6: [[0; 16]; MAX_VIPS],
         };
@@ -265,11 +284,12 @@ impl XdpClassifier {
         Ok(())
     }
 
-    /// Installs a new bucket table without stopping traffic: it is written into the half of
-    /// the `buckets` map that packets do not read, then one 4-byte write switches them to it.
-    /// The table must have the bucket count the classifier was loaded with.
-    pub fn install_table(&mut self, table: &BucketTable) -> Result<(), XdpError> {
-        let expected = self.buckets.ok_or(XdpError::NoTable)?;
+    /// Installs a new mode table without stopping traffic: it is written into the half of the
+    /// `buckets` map that packets do not read, then one 4-byte write switches them to it. The
+    /// table must have the bucket count the classifier was loaded with. The flow table is
+    /// kept: connections survive a change of modes.
+    pub fn install(&mut self, table: &ModeTable) -> Result<(), XdpError> {
+        let expected = self.modes.as_ref().ok_or(XdpError::NoTable)?.len();
         if table.len() != expected {
             return Err(XdpError::TableSize {
                 expected,
@@ -277,13 +297,47 @@ impl XdpClassifier {
             });
         }
         let next = self.active ^ 1;
-        let mut buckets = self.array::<NodeId>("buckets")?;
-        for (bucket, &owner) in table.owners().iter().enumerate() {
-            buckets.set(next * MAX_BUCKETS as u32 + bucket as u32, owner, 0)?;
+        let mut buckets = self.array::<Mode>("buckets")?;
+        for (bucket, &mode) in table.modes().iter().enumerate() {
+            buckets.set(next * MAX_BUCKETS as u32 + bucket as u32, mode, 0)?;
         }
         self.array::<u32>("active")?.set(0, next, 0)?;
         self.active = next;
+        self.modes = Some(table.clone());
         Ok(())
+    }
+
+    /// The connections in the program's flow table, with their state. For diagnostics and
+    /// tests: it reads the map one entry at a time (two system calls each), and while packets
+    /// flow, connections added or evicted meanwhile may be missed or seen twice.
+    pub fn flows(&self) -> Result<Vec<(Connection, FlowState)>, XdpError> {
+        self.flow_map()?
+            .iter()
+            .map(|entry| Ok(entry.map(|(key, value)| (key, FlowState::from(value)))?))
+            .collect()
+    }
+
+    /// How many connections of the flow table are draining now under the installed mode table
+    /// (see [`FlowState::is_draining`]): how far a bucket handover has come. As costly, and as
+    /// approximate under traffic, as [`XdpClassifier::flows`].
+    pub fn draining_flows(&self) -> Result<usize, XdpError> {
+        let modes = self.modes.as_ref().ok_or(XdpError::NoTable)?;
+        let now = coarse_monotonic_ns();
+        let mut draining = 0;
+        for entry in self.flow_map()?.iter() {
+            let (_, value) = entry?;
+            draining += usize::from(FlowState::from(value).is_draining(modes, now));
+        }
+        Ok(draining)
+    }
+
+    /// The program's flow table; the redirect program has none.
+    fn flow_map(&self) -> Result<HashMap<&MapData, Connection, FlowValue>, XdpError> {
+        if self.modes.is_none() {
+            return Err(XdpError::NoTable);
+        }
+        let map = self.ebpf.map("flows").ok_or(XdpError::Missing("flows"))?;
+        Ok(HashMap::try_from(map)?)
     }
 
     /// Keeps the node owning its buckets for `ttl` from now. Called regularly by a live herd:

@@ -1,14 +1,15 @@
-//! The classifier's verdicts, rule by rule, and the farm-wide property that exactly one node
-//! accepts each balanced VIP packet.
+//! The classifier's verdicts, rule by rule; the farm-wide property that exactly one node accepts
+//! each balanced VIP packet; and what each bucket mode accepts, with the flow table it keeps.
 
 use std::sync::Arc;
 
 use herd_config::{Affinity, FarmConfig, Protocol, Rule};
 use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::table::{BucketTable, NodeId, NO_OWNER};
+use herd_dataplane::flows::{Connection, FlowState};
+use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId, NO_OWNER};
 use herd_dataplane::wire::ethernet::ethertype;
 use herd_dataplane::wire::ip_proto;
-use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Verdict};
+use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
 use proptest::prelude::*;
 
 const VIP4: [u8; 4] = [198, 18, 0, 100];
@@ -46,8 +47,11 @@ fn farm(rules: Vec<Rule>) -> Vec<FarmTable> {
     craft::round_robin_tables(&config(rules))
 }
 
+/// Each node's verdict, each with a flow table of its own.
 fn verdicts(farm: &[FarmTable], frame: &[u8]) -> Vec<Verdict> {
-    farm.iter().map(|table| classify(frame, table)).collect()
+    farm.iter()
+        .map(|table| classify(frame, table, &mut Flows::with_capacity(64), 0))
+        .collect()
 }
 
 /// The verdict every node agrees on, or, for a balanced packet, the index of the one that
@@ -483,12 +487,15 @@ fn extension_headers_do_not_change_the_owner() {
 #[test]
 fn a_machine_outside_the_farm_accepts_nothing() {
     let rules = Arc::new(FarmRules::from_config(&config(standard_rules())));
-    let outsider = FarmTable::new(rules, BucketTable::unowned(256).unwrap(), NO_OWNER);
+    let unowned = BucketTable::unowned(256).unwrap();
+    let outsider = FarmTable::new(rules, ModeTable::of_owner(&unowned, NO_OWNER));
     let frame = v4(CLIENT4, VIP4, ip_proto::TCP, &craft::tcp(1, 80, 2, &[]));
+    let mut flows = Flows::with_capacity(64);
     assert_eq!(
-        classify(&frame, &outsider),
+        classify(&frame, &outsider, &mut flows, 0),
         Verdict::Drop(DropReason::NotOwner)
     );
+    assert!(flows.is_empty());
 }
 
 /// A VIP packet some rule matches, built from random choices.
@@ -547,7 +554,10 @@ fn random_farm() -> impl Strategy<Value = Vec<FarmTable>> {
         let owners: Vec<NodeId> = raw.iter().map(|r| r % nodes as u16).collect();
         let buckets = BucketTable::new(7, owners).unwrap();
         (0..nodes)
-            .map(|local| FarmTable::new(Arc::clone(&rules), buckets.clone(), local as NodeId))
+            .map(|local| {
+                let modes = ModeTable::of_owner(&buckets, local as NodeId);
+                FarmTable::new(Arc::clone(&rules), modes)
+            })
             .collect()
     })
 }
@@ -582,4 +592,460 @@ proptest! {
         let v = verdicts(&farm, &frame[..len]);
         prop_assert!(v.iter().filter(|x| **x == Verdict::Accept).count() <= 1);
     }
+}
+
+// What each bucket mode accepts, and the flow table it keeps.
+
+/// The rules of the mode tests: TCP 80 on the client address, TCP 8000-8099 on address and
+/// port, UDP and ICMP.
+fn mode_rules() -> Arc<FarmRules> {
+    let mut rules = standard_rules();
+    rules.push(craft::rule(
+        Protocol::Tcp,
+        8000,
+        8099,
+        Affinity::ClientIpPort,
+    ));
+    Arc::new(FarmRules::from_config(&config(rules)))
+}
+
+/// A node whose every bucket is in `mode`.
+fn every_bucket(mode: Mode) -> FarmTable {
+    FarmTable::new(mode_rules(), ModeTable::new(1, vec![mode; 256]).unwrap())
+}
+
+const SYN: u8 = 0x02;
+const SYN_ACK: u8 = 0x12;
+const ACK: u8 = 0x10;
+const PSH_ACK: u8 = 0x18;
+const FIN_ACK: u8 = 0x11;
+const RST: u8 = 0x04;
+
+/// A TCP segment from the client's `port` to the VIP's `vip_port`, over IPv4 or IPv6.
+fn segment(v6: bool, port: u16, vip_port: u16, flags: u8) -> Vec<u8> {
+    let data: &[u8] = if flags & 0x08 != 0 { b"GET /" } else { &[] };
+    let l4 = craft::tcp(port, vip_port, flags, data);
+    if v6 {
+        self::v6(CLIENT6, VIP6, ip_proto::TCP, &l4)
+    } else {
+        v4(CLIENT4, VIP4, ip_proto::TCP, &l4)
+    }
+}
+
+/// The flow-table key of [`segment`]'s connection.
+fn connection(v6: bool, port: u16, vip_port: u16) -> Connection {
+    if v6 {
+        Connection::v6(CLIENT6, VIP6, port, vip_port)
+    } else {
+        Connection::v4(CLIENT4, VIP4, port, vip_port)
+    }
+}
+
+/// A frame of every kind that is not TCP as step 6 reads it: UDP, an echo request, a
+/// fragment of a TCP segment and an ICMP error quoting one.
+fn not_tcp(v6: bool) -> Vec<Vec<u8>> {
+    let first_fragment = Fragment {
+        offset: 0,
+        more: true,
+    };
+    let syn = craft::tcp(1234, 80, SYN, &[0; 16]);
+    if v6 {
+        let sent = craft::ipv6(
+            VIP6,
+            CLIENT6,
+            ip_proto::TCP,
+            64,
+            &craft::tcp(80, 1234, ACK, &[]),
+        );
+        vec![
+            self::v6(CLIENT6, VIP6, ip_proto::UDP, &craft::udp(1234, 5000, b"q")),
+            self::v6(
+                CLIENT6,
+                VIP6,
+                ip_proto::ICMPV6,
+                &craft::icmp(128, 0, [0; 4], &[]),
+            ),
+            self::v6(
+                CLIENT6,
+                VIP6,
+                ip_proto::FRAGMENT,
+                &craft::ipv6_fragment(ip_proto::TCP, first_fragment, &syn),
+            ),
+            self::v6(
+                CLIENT6,
+                VIP6,
+                ip_proto::ICMPV6,
+                &craft::icmp(2, 0, [0, 0, 5, 0], &sent[..48]),
+            ),
+        ]
+    } else {
+        let fragment = craft::ipv4(CLIENT4, VIP4, ip_proto::TCP, first_fragment, &syn);
+        let sent = craft::ipv4(
+            VIP4,
+            CLIENT4,
+            ip_proto::TCP,
+            Fragment::default(),
+            &craft::tcp(80, 1234, ACK, &[]),
+        );
+        vec![
+            v4(CLIENT4, VIP4, ip_proto::UDP, &craft::udp(1234, 5000, b"q")),
+            v4(
+                CLIENT4,
+                VIP4,
+                ip_proto::ICMP,
+                &craft::icmp(8, 0, [0; 4], &[]),
+            ),
+            craft::ethernet(&[], ethertype::IPV4, &fragment),
+            v4(
+                CLIENT4,
+                VIP4,
+                ip_proto::ICMP,
+                &craft::icmp(3, 4, [0, 0, 5, 0], &sent[..28]),
+            ),
+        ]
+    }
+}
+
+const NOT_OWNER: Verdict = Verdict::Drop(DropReason::NotOwner);
+
+#[test]
+fn own_accepts_everything_and_records_the_connections_it_opens() {
+    for v6 in [false, true] {
+        let table = every_bucket(Mode::OWN);
+        let mut flows = Flows::with_capacity(64);
+        for (flags, t) in [(ACK, 5), (SYN_ACK, 6), (PSH_ACK, 7), (RST, 8)] {
+            let frame = segment(v6, 1000, 80, flags);
+            assert_eq!(classify(&frame, &table, &mut flows, t), Verdict::Accept);
+        }
+        assert!(flows.is_empty(), "only a SYN records a connection");
+        assert_eq!(
+            classify(&segment(v6, 1000, 80, SYN), &table, &mut flows, 10),
+            Verdict::Accept
+        );
+        let hash = mode_rules()
+            .client_flow_hash(Protocol::Tcp, 80, connection_client(v6), 0)
+            .unwrap();
+        let opened = FlowState {
+            last_seen: 10,
+            bucket: table.modes().bucket_of(hash),
+            closed: false,
+        };
+        assert_eq!(flows.get(&connection(v6, 1000, 80)), Some(&opened));
+        assert_eq!(
+            classify(&segment(v6, 1000, 80, PSH_ACK), &table, &mut flows, 11),
+            Verdict::Accept
+        );
+        assert_eq!(
+            flows.get(&connection(v6, 1000, 80)),
+            Some(&opened),
+            "segments taken without lookup leave the record alone"
+        );
+        for frame in not_tcp(v6) {
+            assert_eq!(classify(&frame, &table, &mut flows, 12), Verdict::Accept);
+        }
+        assert_eq!(flows.len(), 1);
+    }
+}
+
+/// The client address of [`segment`].
+fn connection_client(v6: bool) -> std::net::IpAddr {
+    if v6 {
+        CLIENT6.into()
+    } else {
+        CLIENT4.into()
+    }
+}
+
+#[test]
+fn drain_keeps_the_connections_it_knows_and_everything_but_tcp() {
+    for v6 in [false, true] {
+        let mut flows = Flows::with_capacity(64);
+        let owned = every_bucket(Mode::OWN);
+        classify(&segment(v6, 1000, 80, SYN), &owned, &mut flows, 1);
+        let draining = every_bucket(Mode::DRAIN);
+        for flags in [ACK, PSH_ACK, SYN_ACK] {
+            assert_eq!(
+                classify(&segment(v6, 1000, 80, flags), &draining, &mut flows, 2),
+                Verdict::Accept,
+                "flags {flags:#x}"
+            );
+        }
+        assert_eq!(flows.get(&connection(v6, 1000, 80)).unwrap().last_seen, 2);
+        assert_eq!(
+            classify(&segment(v6, 1001, 80, ACK), &draining, &mut flows, 3),
+            NOT_OWNER,
+            "an unknown connection"
+        );
+        assert_eq!(
+            classify(&segment(v6, 1001, 80, SYN), &draining, &mut flows, 3),
+            NOT_OWNER,
+            "a new connection"
+        );
+        assert_eq!(
+            classify(&segment(v6, 1000, 80, SYN), &draining, &mut flows, 3),
+            NOT_OWNER,
+            "a new connection reusing a known one's ports"
+        );
+        assert_eq!(flows.len(), 1, "nothing recorded");
+        assert_eq!(flows.get(&connection(v6, 1000, 80)).unwrap().last_seen, 2);
+        for frame in not_tcp(v6) {
+            assert_eq!(classify(&frame, &draining, &mut flows, 4), Verdict::Accept);
+        }
+    }
+}
+
+#[test]
+fn gain_takes_new_connections_and_then_their_packets_and_nothing_else() {
+    for v6 in [false, true] {
+        let gaining = every_bucket(Mode::GAIN);
+        let mut flows = Flows::with_capacity(64);
+        assert_eq!(
+            classify(&segment(v6, 2000, 80, ACK), &gaining, &mut flows, 1),
+            NOT_OWNER,
+            "a connection another node opened"
+        );
+        assert_eq!(
+            classify(&segment(v6, 2000, 80, SYN), &gaining, &mut flows, 2),
+            Verdict::Accept
+        );
+        for flags in [ACK, PSH_ACK, SYN_ACK] {
+            assert_eq!(
+                classify(&segment(v6, 2000, 80, flags), &gaining, &mut flows, 3),
+                Verdict::Accept,
+                "flags {flags:#x}"
+            );
+        }
+        assert_eq!(
+            classify(&segment(v6, 2001, 80, ACK), &gaining, &mut flows, 4),
+            NOT_OWNER
+        );
+        for frame in not_tcp(v6) {
+            assert_eq!(classify(&frame, &gaining, &mut flows, 5), NOT_OWNER);
+        }
+        assert_eq!(flows.len(), 1);
+    }
+}
+
+#[test]
+fn known_alone_takes_only_recorded_connections() {
+    for v6 in [false, true] {
+        let mut flows = Flows::with_capacity(64);
+        classify(
+            &segment(v6, 3000, 80, SYN),
+            &every_bucket(Mode::OWN),
+            &mut flows,
+            1,
+        );
+        let known = every_bucket(Mode::KNOWN);
+        assert_eq!(
+            classify(&segment(v6, 3000, 80, ACK), &known, &mut flows, 2),
+            Verdict::Accept
+        );
+        assert_eq!(
+            classify(&segment(v6, 3000, 80, SYN), &known, &mut flows, 2),
+            NOT_OWNER
+        );
+        assert_eq!(
+            classify(&segment(v6, 3001, 80, ACK), &known, &mut flows, 2),
+            NOT_OWNER
+        );
+        for frame in not_tcp(v6) {
+            assert_eq!(classify(&frame, &known, &mut flows, 3), NOT_OWNER);
+        }
+    }
+}
+
+#[test]
+fn none_drops_everything_and_leaves_the_flow_table_alone() {
+    for v6 in [false, true] {
+        let mut flows = Flows::with_capacity(64);
+        classify(
+            &segment(v6, 4000, 80, SYN),
+            &every_bucket(Mode::OWN),
+            &mut flows,
+            1,
+        );
+        let none = every_bucket(Mode::NONE);
+        for flags in [SYN, ACK, PSH_ACK, FIN_ACK, RST] {
+            for port in [4000, 4001] {
+                assert_eq!(
+                    classify(&segment(v6, port, 80, flags), &none, &mut flows, 2),
+                    NOT_OWNER
+                );
+            }
+        }
+        for frame in not_tcp(v6) {
+            assert_eq!(classify(&frame, &none, &mut flows, 3), NOT_OWNER);
+        }
+        let recorded = flows.get(&connection(v6, 4000, 80)).unwrap();
+        assert_eq!((recorded.last_seen, recorded.closed), (1, false));
+        assert_eq!(flows.len(), 1);
+    }
+}
+
+#[test]
+fn fin_and_rst_close_recorded_connections() {
+    for v6 in [false, true] {
+        let owned = every_bucket(Mode::OWN);
+        let draining = every_bucket(Mode::DRAIN);
+        let mut flows = Flows::with_capacity(64);
+        for port in [5000, 5001, 5002] {
+            classify(&segment(v6, port, 80, SYN), &owned, &mut flows, 1);
+        }
+        // Taken without lookup, and marked.
+        assert_eq!(
+            classify(&segment(v6, 5000, 80, FIN_ACK), &owned, &mut flows, 2),
+            Verdict::Accept
+        );
+        let closed = flows.get(&connection(v6, 5000, 80)).unwrap();
+        assert_eq!((closed.last_seen, closed.closed), (2, true));
+        // Looked up, and marked; a closed connection keeps being known.
+        assert_eq!(
+            classify(&segment(v6, 5001, 80, RST), &draining, &mut flows, 3),
+            Verdict::Accept
+        );
+        let reset = flows.get(&connection(v6, 5001, 80)).unwrap();
+        assert_eq!((reset.last_seen, reset.closed), (3, true));
+        assert_eq!(
+            classify(&segment(v6, 5001, 80, ACK), &draining, &mut flows, 4),
+            Verdict::Accept
+        );
+        assert!(flows.get(&connection(v6, 5001, 80)).unwrap().closed);
+        assert!(!flows.get(&connection(v6, 5002, 80)).unwrap().closed);
+        // A FIN of an unknown connection records nothing.
+        classify(&segment(v6, 5003, 80, FIN_ACK), &owned, &mut flows, 5);
+        assert_eq!(flows.get(&connection(v6, 5003, 80)), None);
+        // A new SYN on the same ports opens the connection again.
+        classify(&segment(v6, 5000, 80, SYN), &owned, &mut flows, 6);
+        assert!(!flows.get(&connection(v6, 5000, 80)).unwrap().closed);
+        // Only the open connections count as draining, once the closed ones' linger is over.
+        let later = 4 + herd_dataplane::flows::LINGER_NS;
+        assert_eq!(flows.draining(draining.modes(), later), 2);
+        assert_eq!(flows.draining(owned.modes(), later), 0);
+    }
+}
+
+#[test]
+fn connections_are_told_apart_by_both_ports_whatever_the_affinity() {
+    for v6 in [false, true] {
+        let mut flows = Flows::with_capacity(64);
+        let owned = every_bucket(Mode::OWN);
+        // client-ip (port 80) and client-ip-port (port 8000) rules.
+        for vip_port in [80, 8000] {
+            classify(&segment(v6, 6000, vip_port, SYN), &owned, &mut flows, 1);
+        }
+        let draining = every_bucket(Mode::DRAIN);
+        for vip_port in [80, 8000] {
+            assert_eq!(
+                classify(&segment(v6, 6000, vip_port, ACK), &draining, &mut flows, 2),
+                Verdict::Accept
+            );
+            assert_eq!(
+                classify(&segment(v6, 6001, vip_port, ACK), &draining, &mut flows, 2),
+                NOT_OWNER,
+                "another connection of the same client"
+            );
+        }
+        assert_eq!(
+            classify(&segment(v6, 6000, 443, ACK), &draining, &mut flows, 2),
+            NOT_OWNER,
+            "the same client port to another VIP port"
+        );
+    }
+}
+
+/// The modes of a two-node farm while bucket ownership moves from node A to node B, bucket by
+/// bucket from the owners `before` to `after`: A drains what it loses, B gains it.
+fn handover(before: &BucketTable, after: &BucketTable, node: NodeId) -> ModeTable {
+    let modes = before
+        .owners()
+        .iter()
+        .zip(after.owners())
+        .map(|(&was, &will)| match (was == node, will == node) {
+            (true, true) => Mode::OWN,
+            (true, false) => Mode::DRAIN,
+            (false, true) => Mode::GAIN,
+            (false, false) => Mode::NONE,
+        })
+        .collect();
+    ModeTable::new(after.epoch(), modes).unwrap()
+}
+
+#[test]
+fn a_bucket_moves_between_live_nodes_without_breaking_a_connection() {
+    let rules = mode_rules();
+    let before = BucketTable::new(1, vec![0; 256]).unwrap();
+    let after = BucketTable::new(2, (0..256).map(|b| (b % 2) as NodeId).collect()).unwrap();
+    let steady = |owners: &BucketTable| -> Vec<FarmTable> {
+        (0..2)
+            .map(|n| FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(owners, n)))
+            .collect()
+    };
+    let moving: Vec<FarmTable> = (0..2)
+        .map(|n| FarmTable::new(Arc::clone(&rules), handover(&before, &after, n)))
+        .collect();
+    let mut flows = [Flows::with_capacity(1024), Flows::with_capacity(1024)];
+    let mut acceptors = |tables: &[FarmTable], frame: &[u8], now: u64| -> Vec<usize> {
+        (0..2)
+            .filter(|&n| classify(frame, &tables[n], &mut flows[n], now) == Verdict::Accept)
+            .collect()
+    };
+    // client-ip-port: the connections of one client spread over the buckets.
+    let ports = 1000..1064u16;
+    for v6 in [false, true] {
+        for port in ports.clone() {
+            assert_eq!(
+                acceptors(&steady(&before), &segment(v6, port, 8000, SYN), 1),
+                [0]
+            );
+        }
+        for port in ports.clone().step_by(2) {
+            for flags in [ACK, PSH_ACK, FIN_ACK] {
+                let frame = segment(v6, port, 8000, flags);
+                assert_eq!(acceptors(&moving, &frame, 2), [0], "an old connection");
+            }
+        }
+        for port in 2000..2064u16 {
+            let owner = acceptors(&steady(&after), &segment(v6, port, 8000, ACK), 3);
+            let opened = acceptors(&moving, &segment(v6, port, 8000, SYN), 3);
+            assert_eq!(
+                opened, owner,
+                "a new connection goes to the bucket's new owner"
+            );
+            for flags in [ACK, PSH_ACK] {
+                let frame = segment(v6, port, 8000, flags);
+                assert_eq!(acceptors(&moving, &frame, 4), owner);
+            }
+        }
+        for frame in not_tcp(v6) {
+            assert_eq!(
+                acceptors(&moving, &frame, 5),
+                [0],
+                "UDP stays with the old owner"
+            );
+        }
+    }
+    // Node A's connections in the buckets it hands over are draining: all of them while the
+    // closed ones linger, then those of the odd ports, never closed.
+    let moved = |v6: bool, port: u16| {
+        let hash = rules
+            .client_flow_hash(Protocol::Tcp, 8000, connection_client(v6), port)
+            .unwrap();
+        after.owner(after.bucket_of(hash)) == 1
+    };
+    let count = |ports: &mut dyn Iterator<Item = u16>| {
+        ports
+            .flat_map(|port| [moved(false, port), moved(true, port)])
+            .filter(|&moved| moved)
+            .count()
+    };
+    let (all, odd) = (
+        count(&mut ports.clone()),
+        count(&mut ports.clone().skip(1).step_by(2)),
+    );
+    assert!(odd > 10 && all > odd, "{odd} of {all} connections moved");
+    assert_eq!(flows[0].draining(moving[0].modes(), 6), all);
+    let later = 2 + herd_dataplane::flows::LINGER_NS;
+    assert_eq!(flows[0].draining(moving[0].modes(), later), odd);
+    assert_eq!(flows[1].draining(moving[1].modes(), 6), 0);
 }

@@ -3,6 +3,8 @@
 //! `BPF_PROG_TEST_RUN` and through `classify`; every verdict must be the same, and what the
 //! program does with each frame must follow from its verdict (passed untouched, accepted with
 //! the interface's MAC as destination, dropped, or answered with the VIP's virtual MAC).
+//! Sequences of TCP segments of a few connections, among other frames, under random bucket
+//! modes, hold the two flow tables together: same verdicts in order, same records.
 //!
 //! Needs root (loading eBPF programs); `scripts/test` runs it as root, as CI does.
 
@@ -12,11 +14,12 @@ use std::time::Duration;
 
 use herd_config::{Affinity, FarmConfig, Protocol};
 use herd_dataplane::craft::{self, Fragment};
+use herd_dataplane::flows::{coarse_monotonic_ns, LINGER_NS};
 use herd_dataplane::neighbor::virtual_mac;
-use herd_dataplane::table::{BucketTable, NodeId};
+use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
 use herd_dataplane::xdp::{TestOutcome, XdpClassifier};
-use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Verdict};
+use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
 const VIP_B: [u8; 4] = [198, 18, 0, 101];
@@ -244,15 +247,16 @@ fn needs_root() {
 /// bucket tables, and returns how many frames met each verdict.
 fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(Verdict, usize)> {
     let rules = Arc::new(FarmRules::from_config(config));
-    let first = owners(1 + u64::from(local));
-    let mut xdp =
-        XdpClassifier::load(&rules, &first, local, IF_MAC).expect("loads the eBPF program");
+    let first = ModeTable::of_owner(&owners(1 + u64::from(local)), local);
+    let mut xdp = XdpClassifier::load(&rules, &first, IF_MAC).expect("loads the eBPF program");
+    let mut flows = Flows::with_capacity(4096);
     let mut seen: Vec<(Verdict, usize)> = Vec::new();
-    for table in [first, owners(7 + u64::from(local))] {
-        xdp.install_table(&table).expect("installs the table");
-        let rust = FarmTable::new(Arc::clone(&rules), table, local);
+    let second = ModeTable::of_owner(&owners(7 + u64::from(local)), local);
+    for table in [first, second] {
+        xdp.install(&table).expect("installs the table");
+        let rust = FarmTable::new(Arc::clone(&rules), table);
         for frame in frames {
-            let expected = classify(frame, &rust);
+            let expected = classify(frame, &rust, &mut flows, 0);
             let outcome = xdp.test_run(frame).expect("runs the eBPF program");
             assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
             check_action(frame, &outcome);
@@ -262,7 +266,23 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
             }
         }
     }
+    same_flows(&flows, &xdp);
     seen
+}
+
+/// The two flow tables hold the same connections, in the same buckets, closed or not (their
+/// times differ: the test gives the Rust classifier its own).
+fn same_flows(rust: &Flows, xdp: &XdpClassifier) {
+    let kernel = xdp.flows().expect("reads the flow map");
+    assert_eq!(kernel.len(), rust.len(), "{kernel:?}");
+    for (connection, state) in &kernel {
+        let recorded = rust.get(connection).expect("the Rust table has it");
+        assert_eq!(
+            (recorded.bucket, recorded.closed),
+            (state.bucket, state.closed),
+            "{connection:?}"
+        );
+    }
 }
 
 /// What the program did with `frame`, given its verdict.
@@ -384,8 +404,8 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
     needs_root();
     let config = farm(true);
     let rules = Arc::new(FarmRules::from_config(&config));
-    let table = owners(3);
-    let mut xdp = XdpClassifier::load(&rules, &table, 0, IF_MAC).expect("loads");
+    let table = ModeTable::of_owner(&owners(3), 0);
+    let mut xdp = XdpClassifier::load(&rules, &table, IF_MAC).expect("loads");
     let mut rng = Rng(0xdead_beef_0bad_f00d);
     let frames: Vec<Vec<u8>> = (0..1500).map(|_| frame(&mut rng)).collect();
     let accepted = |xdp: &XdpClassifier| {
@@ -400,14 +420,14 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
     xdp.keep_alive(Duration::ZERO).unwrap();
     let nobody = FarmTable::new(
         Arc::clone(&rules),
-        BucketTable::unowned(BUCKETS as usize).unwrap(),
-        0,
+        ModeTable::none(BUCKETS as usize).unwrap(),
     );
+    let mut flows = Flows::with_capacity(64);
     for frame in &frames {
         let outcome = xdp.test_run(frame).unwrap();
         assert_eq!(
             outcome.verdict,
-            Some(classify(frame, &nobody)),
+            Some(classify(frame, &nobody, &mut flows, 0)),
             "frame {frame:02x?}"
         );
         check_action(frame, &outcome);
@@ -424,7 +444,7 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
     needs_root();
     let config = farm(true);
     let rules = Arc::new(FarmRules::from_config(&config));
-    let rust = FarmTable::new(Arc::clone(&rules), owners(5), 1);
+    let rust = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
     let mut redirect = XdpClassifier::load_redirect(&rules, IF_MAC).expect("loads");
     let mut rng = Rng(0x7ed1_4ec7_5eed_0001);
     let frames: Vec<Vec<u8>> = (0..3000).map(|_| frame(&mut rng)).collect();
@@ -437,7 +457,7 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
     let check = |redirect: &XdpClassifier, alive: bool| {
         let mut redirected = 0;
         for frame in &frames {
-            let expected = classify(frame, &rust);
+            let expected = classify(frame, &rust, &mut Flows::with_capacity(8), 0);
             let outcome = redirect.test_run(frame).unwrap();
             if looked_up(expected) && alive {
                 // No socket on the queue in a test run: the frame is dropped, never left to
@@ -468,11 +488,303 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
 fn a_table_of_another_size_is_refused() {
     needs_root();
     let rules = FarmRules::from_config(&farm(true));
-    let mut xdp = XdpClassifier::load(&rules, &owners(1), 0, IF_MAC).expect("loads");
-    let other = BucketTable::unowned(2 * BUCKETS as usize).unwrap();
-    let error = xdp.install_table(&other).unwrap_err().to_string();
+    let modes = ModeTable::of_owner(&owners(1), 0);
+    let mut xdp = XdpClassifier::load(&rules, &modes, IF_MAC).expect("loads");
+    let other = ModeTable::none(2 * BUCKETS as usize).unwrap();
+    let error = xdp.install(&other).unwrap_err().to_string();
     assert!(
         error.contains("512 buckets") && error.contains("256"),
         "{error}"
     );
+}
+
+/// Bucket modes from a seed: the named ones and arbitrary sets of bits.
+fn modes(seed: u64) -> ModeTable {
+    let mut rng = Rng(seed | 1);
+    let named = [Mode::OWN, Mode::DRAIN, Mode::GAIN, Mode::NONE, Mode::KNOWN];
+    let modes = (0..BUCKETS)
+        .map(|_| {
+            if rng.chance(3) {
+                Mode(rng.below(16) as u8)
+            } else {
+                rng.pick(&named)
+            }
+        })
+        .collect();
+    ModeTable::new(seed, modes).unwrap()
+}
+
+/// One end of a TCP connection to the farm.
+#[derive(Clone, Copy, Debug)]
+struct Client {
+    v6: bool,
+    address: [u8; 16],
+    port: u16,
+    vip: [u8; 4],
+    vip_port: u16,
+}
+
+impl Client {
+    fn random(rng: &mut Rng) -> Self {
+        let mut address = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        address[12..].copy_from_slice(&rng.bytes::<4>());
+        let v6 = rng.chance(3);
+        if !v6 {
+            address = [0; 16];
+            address[..4].copy_from_slice(&[198, 19, rng.next() as u8, rng.next() as u8]);
+        }
+        Self {
+            v6,
+            address,
+            port: rng.pick(&[1000, 1001, 40000, 65535]),
+            vip: rng.pick(&[VIP, VIP_B]),
+            // Balanced on the client address, on address and port, and not at all.
+            vip_port: rng.pick(&[80, 80, 8000, 8001, 8099, 443]),
+        }
+    }
+
+    /// A segment with `flags` (and, when `data`, some bytes), and whether it is intact: not
+    /// cut short.
+    fn segment(&self, rng: &mut Rng, flags: u8) -> (Vec<u8>, bool) {
+        let data = vec![0x61; rng.below(3) as usize * 20];
+        let l4 = craft::tcp(self.port, self.vip_port, flags, &data);
+        let tags: &[u16] = if rng.chance(8) { &[7] } else { &[] };
+        let mut frame = if self.v6 {
+            let ip = if rng.chance(5) {
+                let options = craft::ipv6_options(ip_proto::TCP, 0, &l4);
+                craft::ipv6(self.address, VIP6, ip_proto::DEST_OPTS, 64, &options)
+            } else {
+                craft::ipv6(self.address, VIP6, ip_proto::TCP, 64, &l4)
+            };
+            craft::ethernet(tags, ethertype::IPV6, &ip)
+        } else {
+            let client = self.address[..4].try_into().unwrap();
+            let ip = craft::ipv4(client, self.vip, ip_proto::TCP, Fragment::default(), &l4);
+            craft::ethernet(tags, ethertype::IPV4, &ip)
+        };
+        let intact = !rng.chance(15);
+        if !intact {
+            frame.truncate(frame.len() - 1 - rng.below(30) as usize);
+        }
+        (frame, intact)
+    }
+
+    /// This connection's bucket under `modes`, if a rule balances it.
+    fn bucket(&self, rules: &FarmRules, modes: &ModeTable) -> Option<u32> {
+        let client = if self.v6 {
+            IpAddr::from(self.address)
+        } else {
+            IpAddr::from(<[u8; 4]>::try_from(&self.address[..4]).unwrap())
+        };
+        let hash = rules
+            .client_flow_hash(Protocol::Tcp, self.vip_port, client, self.port)
+            .ok()?;
+        Some(modes.bucket_of(hash))
+    }
+}
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+
+/// The flags of every step of a connection, and some that no step has.
+const FLAGS: [u8; 12] = [
+    SYN,
+    SYN,
+    SYN | ACK,
+    ACK,
+    ACK,
+    PSH | ACK,
+    FIN | ACK,
+    RST,
+    RST | ACK,
+    SYN | FIN,
+    FIN,
+    0,
+];
+
+/// How often step 6 met a case that needs the flow table, over all sequences.
+#[derive(Debug, Default)]
+struct Cases {
+    recorded: usize,
+    known: usize,
+    unknown: usize,
+    closed: usize,
+}
+
+#[test]
+fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
+    needs_root();
+    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let mut cases = Cases::default();
+    for sequence in 0..12u64 {
+        let mut rng = Rng(0x5e9_ce00_0000 + sequence * 7919);
+        let clients: Vec<Client> = (0..16).map(|_| Client::random(&mut rng)).collect();
+        let mut table = modes(rng.next());
+        // A fresh program: its flow table is empty, as the Rust one is.
+        let mut xdp = XdpClassifier::load(&rules, &table, IF_MAC).expect("loads");
+        let mut flows = Flows::with_capacity(4096);
+        for step in 0..400u64 {
+            if step % 100 == 99 {
+                // Modes change under live connections; the flow tables stay.
+                table = modes(rng.next());
+                xdp.install(&table).expect("installs");
+            }
+            let rust = FarmTable::new(Arc::clone(&rules), table.clone());
+            let (frame, segment) = if rng.chance(4) {
+                (frame(&mut rng), None)
+            } else {
+                let client = rng.pick(&clients);
+                let flags = rng.pick(&FLAGS);
+                let (frame, intact) = client.segment(&mut rng, flags);
+                (frame, intact.then_some((client, flags)))
+            };
+            let expected = classify(&frame, &rust, &mut flows, step);
+            let outcome = xdp.test_run(&frame).expect("runs the eBPF program");
+            assert_eq!(
+                outcome.verdict,
+                Some(expected),
+                "sequence {sequence}, step {step}: frame {frame:02x?}"
+            );
+            check_action(&frame, &outcome);
+            let Some((client, flags)) = segment else {
+                continue;
+            };
+            let Some(bucket) = client.bucket(&rules, &table) else {
+                continue;
+            };
+            let mode = table.mode(bucket);
+            let accepted = expected == Verdict::Accept;
+            if flags & (SYN | ACK) == SYN {
+                cases.recorded += usize::from(accepted);
+            } else if mode.contains(Mode::KNOWN) && !mode.contains(Mode::TCP_ANY) {
+                if accepted {
+                    cases.known += 1;
+                    cases.closed += usize::from(flags & (FIN | RST) != 0);
+                } else {
+                    cases.unknown += 1;
+                }
+            }
+        }
+        same_flows(&flows, &xdp);
+    }
+    // The sequences reach every case, so agreement is not agreement on a few easy ones.
+    assert!(
+        cases.recorded >= 50 && cases.known >= 50 && cases.unknown >= 50 && cases.closed >= 10,
+        "{cases:?}"
+    );
+}
+
+#[test]
+fn both_classifiers_count_the_same_draining_flows() {
+    needs_root();
+    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let owned = ModeTable::new(1, vec![Mode::OWN; BUCKETS as usize]).unwrap();
+    let mut xdp = XdpClassifier::load(&rules, &owned, IF_MAC).expect("loads");
+    let mut flows = Flows::with_capacity(1024);
+    let mut rng = Rng(0xd7a1_0000_0001);
+    let clients: Vec<Client> = (0..12u16)
+        .map(|i| Client {
+            port: 2000 + i,
+            vip_port: 8000,
+            ..Client::random(&mut rng)
+        })
+        .collect();
+    let mut run = |table: &ModeTable, client: &Client, flags: u8| {
+        let rust = FarmTable::new(Arc::clone(&rules), table.clone());
+        let (frame, _) = client.segment(&mut Rng(1), flags);
+        let expected = classify(&frame, &rust, &mut flows, coarse_monotonic_ns());
+        assert_eq!(xdp.test_run(&frame).unwrap().verdict, Some(expected));
+        expected
+    };
+    // All open, on the first client's bucket and the others'.
+    let kept = clients[0].bucket(&rules, &owned).unwrap();
+    let drains = |c: &&Client| c.bucket(&rules, &owned) != Some(kept);
+    for client in &clients {
+        assert_eq!(run(&owned, client, SYN), Verdict::Accept);
+    }
+    let closing: Vec<&Client> = clients.iter().filter(drains).take(3).collect();
+    for client in &closing {
+        assert_eq!(run(&owned, client, FIN | ACK), Verdict::Accept);
+    }
+    let draining = clients.iter().filter(drains).count();
+    assert!(draining >= 8, "{draining} connections off the kept bucket");
+    let count = |xdp: &XdpClassifier, flows: &Flows, table: &ModeTable| {
+        let kernel = xdp.draining_flows().expect("counts the program's flows");
+        assert_eq!(kernel, flows.draining(table, coarse_monotonic_ns()));
+        kernel
+    };
+    let handover = ModeTable::new(
+        2,
+        (0..BUCKETS)
+            .map(|b| if b == kept { Mode::OWN } else { Mode::DRAIN })
+            .collect(),
+    )
+    .unwrap();
+    // Nothing drains while every bucket is owned.
+    assert_eq!(count(&xdp, &flows, &owned), 0);
+    xdp.install(&handover).unwrap();
+    assert_eq!(
+        count(&xdp, &flows, &handover),
+        draining,
+        "closed ones linger"
+    );
+    let known = ModeTable::new(3, vec![Mode::KNOWN; BUCKETS as usize]).unwrap();
+    xdp.install(&known).unwrap();
+    assert_eq!(count(&xdp, &flows, &known), clients.len());
+    xdp.install(&handover).unwrap();
+    std::thread::sleep(Duration::from_nanos(LINGER_NS) + Duration::from_millis(50));
+    assert_eq!(
+        count(&xdp, &flows, &handover),
+        draining - closing.len(),
+        "then go"
+    );
+    let gaining = ModeTable::new(4, vec![Mode::GAIN; BUCKETS as usize]).unwrap();
+    xdp.install(&gaining).unwrap();
+    assert_eq!(count(&xdp, &flows, &gaining), 0);
+}
+
+/// The program's cost per packet, as `BPF_PROG_TEST_RUN` times it, on the frames of a bucket
+/// owned outright and of one not owned: `cargo test -p herd-dataplane --release --test xdp --
+/// --ignored --nocapture` (as root). Prints the fastest and the median of 15 timings of
+/// 200000 runs each.
+#[test]
+#[ignore]
+fn cost_per_packet() {
+    needs_root();
+    let rules = FarmRules::from_config(&farm(true));
+    let client = [198, 19, 1, 2];
+    let frames = [
+        ("UDP", ip_proto::UDP, craft::udp(40000, 5000, &[0; 22])),
+        (
+            "TCP ACK",
+            ip_proto::TCP,
+            craft::tcp(40000, 80, ACK, &[0; 10]),
+        ),
+        (
+            "TCP SYN",
+            ip_proto::TCP,
+            craft::tcp(40000, 80, SYN, &[0; 10]),
+        ),
+    ];
+    for (name, mode) in [("OWN", Mode::OWN), ("NONE", Mode::NONE)] {
+        let table = ModeTable::new(1, vec![mode; BUCKETS as usize]).unwrap();
+        let xdp = XdpClassifier::load(&rules, &table, IF_MAC).expect("loads");
+        for (kind, protocol, l4) in &frames {
+            let ip = craft::ipv4(client, VIP, *protocol, Fragment::default(), l4);
+            let frame = craft::ethernet(&[], ethertype::IPV4, &ip);
+            let mut times: Vec<Duration> = (0..15)
+                .map(|_| xdp.time_per_run(&frame, 200_000).unwrap())
+                .collect();
+            times.sort();
+            println!(
+                "{name} {kind} ({} bytes): fastest {:?}, median {:?}",
+                frame.len(),
+                times[0],
+                times[7]
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@
 use anyhow::Context;
 use aya::programs::{TestRun, TestRunOptions};
 use herd_dataplane::craft::MAC_B;
+use herd_dataplane::table::ModeTable;
 use herd_dataplane::xdp::XdpClassifier;
 use serde::Serialize;
 
@@ -81,7 +82,8 @@ fn ipv4_header_checksum(header: &[u8]) -> u16 {
 
 /// Times herd's program (node 0 of `farm`, alive) and the empty one on each frame.
 pub fn measure(farm: &BenchFarm) -> anyhow::Result<Vec<Cost>> {
-    let mut herd = XdpClassifier::load(farm.rules(), farm.table(), LOCAL, MAC_B)?;
+    let modes = ModeTable::of_owner(farm.table(), LOCAL);
+    let mut herd = XdpClassifier::load(farm.rules(), &modes, MAC_B)?;
     herd.keep_alive(std::time::Duration::from_secs(3600))?;
     let mut empty = programs::load(Program::Pass)?;
     let empty = programs::xdp(&mut empty, Program::Pass)?;

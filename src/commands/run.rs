@@ -19,7 +19,7 @@ use herd_config::{FarmConfig, Mode};
 use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::handoff::Port;
 use herd_dataplane::neighbor::announcement;
-use herd_dataplane::table::{BucketTable, NodeId, SharedTable};
+use herd_dataplane::table::{BucketTable, ModeTable, NodeId, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::{FarmRules, FarmTable};
 use herd_membership::farm_table;
@@ -198,7 +198,8 @@ impl Node {
 
 /// The in-kernel mode: the whole verdict in the XDP program.
 fn run_xdp(mut node: Node) -> anyhow::Result<()> {
-    let mut xdp = XdpClassifier::load(&node.rules, &node.table, node.id, node.host.mac())?;
+    let modes = ModeTable::of_owner(&node.table, node.id);
+    let mut xdp = XdpClassifier::load(&node.rules, &modes, node.host.mac())?;
     xdp.keep_alive(node.liveness_ttl())?;
     node.prepare_host()?;
     node.attach(&mut xdp)?;
@@ -236,8 +237,7 @@ fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
 
     let table = Arc::new(SharedTable::new(FarmTable::new(
         Arc::new(node.rules.clone()),
-        node.table.clone(),
-        node.id,
+        ModeTable::of_owner(&node.table, node.id),
     )));
     node.prepare_host()?;
     let mut workers = Vec::with_capacity(sockets.len());

@@ -5,6 +5,18 @@ use super::{be16, Error};
 /// Length of a TCP header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
+/// The FIN flag: the sender has finished sending.
+pub const FIN: u8 = 0x01;
+/// The SYN flag: synchronise sequence numbers (opens a connection).
+pub const SYN: u8 = 0x02;
+/// The RST flag: reset the connection.
+pub const RST: u8 = 0x04;
+/// The ACK flag: the acknowledgment number is significant.
+pub const ACK: u8 = 0x10;
+
+/// The offset of the flags byte in the TCP header.
+pub const FLAGS_OFFSET: usize = 13;
+
 /// A view of a TCP segment.
 #[derive(Clone, Copy, Debug)]
 pub struct TcpPacket<'a> {
@@ -37,9 +49,14 @@ impl<'a> TcpPacket<'a> {
         be16(self.header, 2)
     }
 
+    /// The flags byte (CWR, ECE, URG, ACK, PSH, RST, SYN, FIN from the high bit down).
+    pub fn flags(&self) -> u8 {
+        self.header[FLAGS_OFFSET]
+    }
+
     /// Whether SYN is set without ACK: the first segment of a new connection.
     pub fn is_connection_request(&self) -> bool {
-        self.header[13] & 0x12 == 0x02
+        self.flags() & (SYN | ACK) == SYN
     }
 }
 

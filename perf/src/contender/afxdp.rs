@@ -13,7 +13,7 @@ use core_affinity::CoreId;
 use herd_config::ZeroCopy;
 use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::craft::MAC_B;
-use herd_dataplane::table::SharedTable;
+use herd_dataplane::table::{ModeTable, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::FarmTable;
 
@@ -60,7 +60,8 @@ impl Contender for HerdAfxdp {
             .run(|| Ok(QueueSocket::open(receiver.interface, 0, ZeroCopy::Auto)?))?;
         redirect.add_socket(0, socket.fd())?;
         let port = self.handoff.port(receiver.netns)?;
-        let table = FarmTable::new(Arc::new(farm.rules().clone()), farm.table().clone(), LOCAL);
+        let modes = ModeTable::of_owner(farm.table(), LOCAL);
+        let table = FarmTable::new(Arc::new(farm.rules().clone()), modes);
         let settings = WorkerSettings {
             core: CoreId { id: receiver.core },
             batch: BATCH,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use herd_dataplane::craft::MAC_B;
+use herd_dataplane::table::ModeTable;
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::Verdict;
 
@@ -24,7 +25,8 @@ pub struct HerdXdp {
 impl Contender for HerdXdp {
     fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()> {
         let farm = receiver.farm;
-        let mut classifier = XdpClassifier::load(farm.rules(), farm.table(), LOCAL, MAC_B)?;
+        let modes = ModeTable::of_owner(farm.table(), LOCAL);
+        let mut classifier = XdpClassifier::load(farm.rules(), &modes, MAC_B)?;
         classifier.keep_alive(ALIVE_FOR)?;
         let pin = receiver.bpf_dir.join("herd-xdp");
         receiver

@@ -86,6 +86,18 @@ impl Detector {
         self.penalty
     }
 
+    /// When `node` will be dead if it stays silent: the first moment [`Detector::alive`] says
+    /// no. `None` for a node never heard from.
+    pub fn dies_at(&self, node: usize) -> Option<u64> {
+        let heard = self.heard.get(node).copied().flatten()?;
+        Some(heard.saturating_add(self.timeout_ms()).saturating_add(1))
+    }
+
+    /// When the loop last ticked.
+    pub fn last_tick(&self) -> Option<u64> {
+        self.last_tick
+    }
+
     /// Whether `node` is alive at `now`: heard from within the timeout.
     pub fn alive(&self, node: usize, now: u64) -> bool {
         self.heard

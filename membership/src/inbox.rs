@@ -190,6 +190,8 @@ mod tests {
             weight: 1,
             epoch: 1,
             released: 1,
+            agreed: 0,
+            drains: Vec::new(),
             view: Vec::new(),
         }
     }

@@ -7,12 +7,15 @@
 //!
 //! The nodes learn who is alive from heartbeats: [`wire`] is their datagram, [`auth`] the keys
 //! that sign them and the replay guard, [`inbox`] the gate every received datagram passes,
-//! [`detector`] the failure detector that decides who is alive.
+//! [`detector`] the failure detector that decides who is alive, and [`protocol`] the state
+//! machine that turns all of it into the modes of the buckets this node's dataplane installs.
 
 pub mod assign;
 pub mod auth;
 pub mod detector;
 pub mod inbox;
+pub mod protocol;
 pub mod wire;
 
 pub use assign::{assign, farm_table, Member, MAX_BUCKETS};
+pub use protocol::{Farm, Membership, Now, Output, Settings};

@@ -19,7 +19,12 @@
 //!              8  epoch of the sender's view
 //!              8  released: the epoch up to which the sender has let go of the buckets its
 //!                 view no longer gives it
+//!              8  agreed: the members of the last view the sender saw every live node agree
+//!                 on (bit i: node i), on which the buckets it holds rest
 //!             16  view digest: SHA-256 of the view's members, truncated
+//!              1  drain count d (0-8)
+//!          8 × d  drains: for each earlier view whose buckets the sender still drains, the
+//!                 set of its members (bit i: node i)
 //!              1  member count m (0-64)
 //!          9 × m  members: node index (u8) and incarnation (u64)
 //!             16  tag: HMAC-SHA256 of everything above, truncated
@@ -39,11 +44,16 @@ pub const MAX_DATAGRAM: usize = 1024;
 pub const MAX_MEMBERS: usize = 64;
 /// The longest node name.
 pub const MAX_NAME: usize = 63;
+/// The most drains a heartbeat lists.
+pub const MAX_DRAINS: usize = 8;
 
 /// Bytes before the name: magic, version, key id, farm digest, name length.
 const HEAD_LEN: usize = 4 + 1 + 1 + 32 + 1;
-/// Bytes of the fixed fields after the name, up to and including the member count.
-const FIXED_LEN: usize = 8 + 8 + 8 + 1 + 2 + 8 + 8 + 16 + 1;
+/// Bytes of the fixed fields after the name: up to and including the drain count, and the
+/// member count.
+const FIXED_LEN: usize = 8 + 8 + 8 + 1 + 2 + 8 + 8 + 8 + 16 + 1 + 1;
+/// Bytes of one drain.
+const DRAIN_LEN: usize = 8;
 /// Bytes of one member.
 const MEMBER_LEN: usize = 1 + 8;
 
@@ -111,8 +121,15 @@ pub struct Heartbeat {
     pub epoch: u64,
     /// The epoch up to which the sender has released the buckets it is losing.
     pub released: u64,
+    /// The members of the last view the sender saw every live node agree on (bit `i`: node
+    /// `i`): the buckets it holds rest on that view.
+    pub agreed: u64,
     /// The members the sender considers alive, sorted by node.
     pub view: Vec<ViewMember>,
+    /// The earlier views whose buckets the sender still drains, as sets of members (bit `i`:
+    /// node `i`): it may still accept packets of its own connections in every bucket such a
+    /// view gave it.
+    pub drains: Vec<u64>,
 }
 
 /// Why a datagram is not a heartbeat to act on.
@@ -145,6 +162,9 @@ pub enum WireError {
     /// An unknown state.
     #[error("unknown state {0}")]
     State(u8),
+    /// More drains than a heartbeat lists.
+    #[error("{0} drains; a heartbeat lists at most {MAX_DRAINS}")]
+    TooManyDrains(usize),
     /// More members than a farm has nodes.
     #[error("{0} members; a farm has at most {MAX_MEMBERS} nodes")]
     TooManyMembers(usize),
@@ -170,12 +190,21 @@ impl Heartbeat {
     /// limits (a name or a view too long), which a node built from a valid configuration never
     /// produces.
     pub fn encode(&self, keys: &Keyring) -> Option<Vec<u8>> {
-        if self.name.is_empty() || self.name.len() > MAX_NAME || self.view.len() > MAX_MEMBERS {
+        if self.name.is_empty()
+            || self.name.len() > MAX_NAME
+            || self.view.len() > MAX_MEMBERS
+            || self.drains.len() > MAX_DRAINS
+        {
             return None;
         }
         let key = keys.signing();
         let mut out = Vec::with_capacity(
-            HEAD_LEN + self.name.len() + FIXED_LEN + MEMBER_LEN * self.view.len() + TAG_LEN,
+            HEAD_LEN
+                + self.name.len()
+                + FIXED_LEN
+                + DRAIN_LEN * self.drains.len()
+                + MEMBER_LEN * self.view.len()
+                + TAG_LEN,
         );
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
@@ -190,7 +219,12 @@ impl Heartbeat {
         out.extend_from_slice(&self.weight.to_be_bytes());
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.released.to_be_bytes());
+        out.extend_from_slice(&self.agreed.to_be_bytes());
         out.extend_from_slice(&self.view_digest());
+        out.push(self.drains.len() as u8);
+        for drain in &self.drains {
+            out.extend_from_slice(&drain.to_be_bytes());
+        }
         out.push(self.view.len() as u8);
         for member in &self.view {
             out.push(member.node);
@@ -286,7 +320,15 @@ impl Reader<'_> {
         let weight = u16::from_be_bytes(self.take()?);
         let epoch = self.u64()?;
         let released = self.u64()?;
+        let agreed = self.u64()?;
         let digest = self.take::<16>()?;
+        let drain_count = usize::from(self.u8()?);
+        if drain_count > MAX_DRAINS {
+            return Err(WireError::TooManyDrains(drain_count));
+        }
+        let drains = (0..drain_count)
+            .map(|_| self.u64())
+            .collect::<Result<Vec<_>, _>>()?;
         let count = usize::from(self.u8()?);
         if count > MAX_MEMBERS {
             return Err(WireError::TooManyMembers(count));
@@ -325,7 +367,9 @@ impl Reader<'_> {
             weight,
             epoch,
             released,
+            agreed,
             view,
+            drains,
         })
     }
 }
@@ -351,6 +395,7 @@ mod tests {
             weight: 2,
             epoch: 9,
             released: 8,
+            agreed: 0b11,
             view: vec![
                 ViewMember {
                     node: 0,
@@ -365,6 +410,7 @@ mod tests {
                     incarnation: 1,
                 },
             ],
+            drains: vec![0b111, 1 << 63],
         }
     }
 
@@ -374,7 +420,7 @@ mod tests {
         let datagram = sent.encode(&keys()).unwrap();
         assert_eq!(
             datagram.len(),
-            HEAD_LEN + 5 + FIXED_LEN + 3 * MEMBER_LEN + TAG_LEN
+            HEAD_LEN + 5 + FIXED_LEN + 2 * DRAIN_LEN + 3 * MEMBER_LEN + TAG_LEN
         );
         assert_eq!(Heartbeat::decode(&datagram, &keys()), Ok(sent));
     }
@@ -389,6 +435,7 @@ mod tests {
                 incarnation: u64::MAX,
             })
             .collect();
+        largest.drains = vec![u64::MAX; MAX_DRAINS];
         let datagram = largest.encode(&keys()).unwrap();
         assert!(datagram.len() <= MAX_DATAGRAM, "{}", datagram.len());
         assert_eq!(Heartbeat::decode(&datagram, &keys()), Ok(largest));
@@ -465,13 +512,16 @@ mod tests {
     fn authenticated_but_broken_heartbeats_are_refused() {
         let name_at = HEAD_LEN;
         let state_at = HEAD_LEN + 5 + 24;
-        let count_at = HEAD_LEN + 5 + FIXED_LEN - 1;
+        let drains_at = HEAD_LEN + 5 + FIXED_LEN - 2;
+        let count_at = drains_at + 1 + 2 * DRAIN_LEN;
         let first_member = count_at + 1;
         let cases: Vec<(Vec<u8>, WireError)> = vec![
             (resigned(|d| d[name_at] = b'!'), WireError::Name),
             (resigned(|d| d[name_at - 1] = 0), WireError::Name),
             (resigned(|d| d[name_at - 1] = 200), WireError::Length),
             (resigned(|d| d[state_at] = 4), WireError::State(4)),
+            (resigned(|d| d[drains_at] = 9), WireError::TooManyDrains(9)),
+            (resigned(|d| d[drains_at] = 3), WireError::Length),
             (
                 resigned(|d| d[count_at] = 65),
                 WireError::TooManyMembers(65),

@@ -19,7 +19,8 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::classify::{classify, FarmTable, Verdict};
-use crate::flows::{coarse_monotonic_ns, DrainCount, Flows};
+use crate::clock::coarse_monotonic_ns;
+use crate::flows::{DrainCount, Flows};
 use crate::handoff::Port;
 use crate::table::SharedTable;
 

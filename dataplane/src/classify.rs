@@ -197,7 +197,7 @@ fn known(flows: &mut Flows, connection: &Connection, ends: bool, now: u64) -> bo
 }
 
 /// The verdict on one Ethernet frame, updating `flows` (the connections this node has taken)
-/// at time `now_ns` (`CLOCK_MONOTONIC_COARSE`, see [`crate::flows::coarse_monotonic_ns`]).
+/// at time `now_ns` (`CLOCK_MONOTONIC_COARSE`, see [`crate::clock::coarse_monotonic_ns`]).
 /// Never panics, whatever the bytes; never allocates.
 #[inline]
 pub fn classify(frame: &[u8], table: &FarmTable, flows: &mut Flows, now_ns: u64) -> Verdict {

@@ -316,21 +316,6 @@ impl DrainCount {
     }
 }
 
-/// The time of `CLOCK_MONOTONIC_COARSE` in nanoseconds (the time of the last tick): the clock of
-/// the flow tables' `last_seen` in both dataplane modes and of the in-kernel liveness check
-/// (`bpf_ktime_get_coarse_ns`).
-pub fn coarse_monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write to, and the clock always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@
 
 pub mod afxdp;
 pub mod classify;
+pub mod clock;
 pub mod craft;
 pub mod flows;
 pub mod handoff;

@@ -15,7 +15,8 @@ use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
 use herd_config::{Affinity, Protocol};
 
 use crate::classify::Verdict;
-use crate::flows::{coarse_monotonic_ns, Connection, FlowState, FLOWS};
+use crate::clock::coarse_monotonic_ns;
+use crate::flows::{Connection, FlowState, FLOWS};
 use crate::rules::{DropReason, FarmRules};
 use crate::table::{Mode, ModeTable, MAX_BUCKETS};
 

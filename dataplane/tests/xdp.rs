@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herd_config::{Affinity, FarmConfig, Protocol};
+use herd_dataplane::clock::coarse_monotonic_ns;
 use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::flows::{coarse_monotonic_ns, LINGER_NS};
+use herd_dataplane::flows::LINGER_NS;
 use herd_dataplane::neighbor::virtual_mac;
 use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};

@@ -808,11 +808,8 @@ impl Membership {
         self.mode_inputs = Some(inputs);
         let local = self.local as NodeId;
         let busy = self.drained_by_others();
-        let mine_drains: Vec<Arc<[NodeId]>> = self
-            .drains
-            .iter()
-            .map(|drain| drain.members)
-            .collect::<Vec<_>>()
+        let drained: Vec<u64> = self.drains.iter().map(|drain| drain.members).collect();
+        let mine_drains: Vec<Arc<[NodeId]>> = drained
             .into_iter()
             .map(|members| self.table(members))
             .collect();

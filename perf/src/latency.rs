@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use core_affinity::CoreId;
 use hdrhistogram::Histogram;
+use herd_dataplane::clock::now_ns;
 
 use crate::sched;
 use crate::topology::Netns;
@@ -66,7 +67,7 @@ pub fn read(listen: Listen<'_>) -> anyhow::Result<Histogram<u64>> {
             Ok(stamps) => {
                 if listen.recording.load(Ordering::Relaxed) {
                     // The datagrams of a batch all reached the application now.
-                    let now = monotonic_ns();
+                    let now = now_ns(libc::CLOCK_MONOTONIC);
                     for stamp in stamps {
                         latencies.saturating_record(now.saturating_sub(stamp).max(1));
                     }
@@ -139,17 +140,4 @@ impl Batch {
             .filter(|(_, length)| *length >= KEPT)
             .map(|(buffer, _)| u64::from_ne_bytes(*buffer)))
     }
-}
-
-/// The time of CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write to, and CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
 }

@@ -238,8 +238,6 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("herd-q{queue}"))
             .spawn(move || {
-                // SAFETY: gettid has no preconditions and cannot fail.
-                let _ = started.send(unsafe { libc::gettid() });
                 if !core_affinity::set_for_current(settings.core) {
                     tracing::warn!(
                         queue,
@@ -247,7 +245,12 @@ impl Worker {
                         "cannot pin the worker to its core"
                     );
                 }
-                Loop::new(socket, port, settings, &shared).run()
+                let ready = Loop::new(socket, port, settings, &shared);
+                // Said only once the fill ring holds frames: until then the kernel drops
+                // what arrives on the queue, and the caller opens the node after this.
+                // SAFETY: gettid has no preconditions and cannot fail.
+                let _ = started.send(unsafe { libc::gettid() });
+                ready.run()
             })
             .map_err(|source| AfXdpError::Thread { queue, source })?;
         let tid = tid.recv().map_err(|_| AfXdpError::Thread {
@@ -336,14 +339,17 @@ struct Loop<'a> {
 }
 
 impl<'a> Loop<'a> {
+    /// The loop of `socket`, whose frames all go to the kernel's fill ring.
     fn new(
-        socket: QueueSocket,
+        mut socket: QueueSocket,
         port: Port,
         settings: WorkerSettings,
         counters: &'a Counters,
     ) -> Self {
         let batches = Histogram::new_with_bounds(1, 10_000_000_000, 3)
             .expect("the bounds are valid constants");
+        // SAFETY: the frames are this socket's own, and none is in use: all go to the kernel.
+        unsafe { socket.fill.produce(&socket.frames) };
         Self {
             socket,
             port,
@@ -359,8 +365,6 @@ impl<'a> Loop<'a> {
     fn run(mut self) -> Finished {
         let mut batch: Vec<FrameDesc> =
             self.socket.frames[..self.settings.batch.min(FRAMES as usize)].to_vec();
-        // SAFETY: the frames are this socket's own, and none is in use: all go to the kernel.
-        unsafe { self.socket.fill.produce(&self.socket.frames) };
         let mut empty_polls = 0;
         while !self.settings.stop.load(Ordering::Relaxed) {
             // SAFETY: `batch` holds descriptors of this socket's memory; consume overwrites them.

@@ -140,6 +140,8 @@ impl Node {
         if XdpClassifier::remove_stale(&self.pin)? {
             tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
         }
+        // The setup may have outlasted the deadline set when the program was loaded.
+        program.keep_alive(self.liveness_ttl())?;
         let generic = self.host.is_virtual();
         program
             .attach(interface, &self.pin, generic)

@@ -54,13 +54,15 @@ enum Command {
         #[arg(long, value_name = "NAME", value_delimiter = ',')]
         down: Vec<String>,
     },
-    /// Run this node in the foreground until SIGINT or SIGTERM (root). Every configured node
-    /// is taken as alive until the membership protocol exists.
+    /// Run this node as a member of its farm, in the foreground (root).
     ///
     /// Adds the VIPs to the node's interface, turns on promiscuous mode, sets arp_announce,
-    /// attaches the dataplane and announces the VIPs' virtual MACs; all of it is undone on
-    /// exit. If herd is killed or frozen, the node accepts no VIP traffic within half a second
-    /// (fail closed).
+    /// attaches the dataplane and announces the VIPs' virtual MACs, then joins the farm: it
+    /// heartbeats the other nodes on the farm port and owns its share of the buckets once they
+    /// agree. SIGINT or SIGTERM makes it leave: it releases its buckets, keeps serving its
+    /// established connections until they end (at most drain_s), then undoes everything; a
+    /// second signal stops it at once. If herd is killed or frozen, the node accepts no VIP
+    /// traffic within dead_after_ms (fail closed) and the others take its buckets.
     Run {
         #[command(flatten)]
         config: ConfigFile,
@@ -75,6 +77,10 @@ enum Command {
         /// needed].
         #[arg(long, value_name = "DIR")]
         bpf_dir: Option<PathBuf>,
+        /// Where herd keeps what outlives it: the incarnation, raised at every start so that
+        /// the other nodes tell a restart from a pause.
+        #[arg(long, value_name = "DIR", default_value = commands::run::STATE_DIR)]
+        state_dir: PathBuf,
     },
     /// Tell which node handles a client: "who has this client?"
     Whois {
@@ -154,9 +160,15 @@ fn main() -> ExitCode {
             node,
             log_format,
             bpf_dir,
+            state_dir,
         } => {
             init_logging(log_format);
-            commands::run::run(&config.config, node.as_deref(), bpf_dir.as_deref())
+            let paths = commands::run::Paths {
+                config: &config.config,
+                bpf_dir: bpf_dir.as_deref(),
+                state_dir: &state_dir,
+            };
+            commands::run::run(&paths, node.as_deref())
         }
         Command::Whois {
             client,

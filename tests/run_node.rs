@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{complete_checksums, ip, ip_show, needs_root, BpfFs, Herd, Netns, ScratchDir};
+use common::{
+    complete_checksums, ip, ip_show, needs_root, BpfFs, Herd, HerdFiles, Netns, ScratchDir, KEY,
+};
 use herd_config::Mode;
 
 const VIP: &str = "198.18.1.100";
@@ -63,6 +65,8 @@ impl Topology {
         complete_checksums(&client, "vc");
         let bpf = BpfFs::mount(dir.path().join("bpf"));
         let pins = bpf.dir("alpha");
+        let key = dir.path().join("farm.key");
+        let key = key.display();
         std::fs::write(
             dir.path().join("farm.toml"),
             format!(
@@ -73,6 +77,7 @@ vip = ["{VIP}"]
 interface = "vn"
 buckets = 64
 hash_key = "00112233445566778899aabbccddeeff"
+auth_key_file = "{key}"
 
 [[node]]
 name = "alpha"
@@ -88,6 +93,7 @@ mode = "{mode}"
             ),
         )
         .unwrap();
+        std::fs::write(dir.path().join("farm.key"), KEY).unwrap();
         Topology {
             herd: None,
             node,
@@ -98,14 +104,23 @@ mode = "{mode}"
         }
     }
 
-    /// Starts `herd run` in the node namespace and waits for it to say it is attached.
+    /// Starts `herd run` in the node namespace and waits for it to take every bucket: alone
+    /// in its farm, it is up once `dead_after` has passed without word from another node.
     fn start_herd(&mut self) {
-        self.herd = Some(Herd::start(
-            &self.node,
-            &self.dir.path().join("farm.toml"),
-            None,
-            &self.pins,
-        ));
+        let state = self.dir.path().join("state");
+        let files = HerdFiles {
+            config: &self.dir.path().join("farm.toml"),
+            bpf_dir: &self.pins,
+            state_dir: &state,
+        };
+        let herd = Herd::start(&self.node, &files, None);
+        let owns_all = herd.wait_for(
+            0,
+            |line| line.contains("all_tcp=64 non_tcp=64"),
+            Duration::from_secs(10),
+        );
+        self.herd = Some(herd);
+        assert!(owns_all.is_some(), "the lone node takes every bucket");
     }
 
     /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...).

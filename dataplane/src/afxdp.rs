@@ -20,7 +20,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::classify::{classify, FarmTable, Verdict};
 use crate::clock::coarse_monotonic_ns;
-use crate::flows::{DrainCount, Flows};
+use crate::flows::{DrainCount, Drained, Flows};
 use crate::handoff::Port;
 use crate::table::SharedTable;
 
@@ -187,10 +187,34 @@ pub struct Counters {
     pub handed_off: AtomicU64,
     /// Frames the port refused.
     pub errors: AtomicU64,
-    /// Open connections of the worker's flow table whose bucket drains (see
-    /// [`crate::flows::FlowState::is_draining`]): how far a bucket handover has come. Recounted
-    /// at most every [`crate::flows::RECOUNT_NS`], a few sets of the table between batches.
-    pub draining_flows: AtomicU64,
+    /// The last complete count of the open connections of the worker's flow table whose
+    /// bucket drains (see [`crate::flows::FlowState::is_draining`]), with the epoch of the mode
+    /// table it was counted under, packed into one word so that they are read together: read
+    /// it with [`Counters::drained`].
+    draining: AtomicU64,
+}
+
+/// Bits of [`Counters::draining`] that hold the count: enough for a whole flow table.
+const DRAINING_COUNT_BITS: u32 = 20;
+const _: () = assert!(crate::flows::FLOWS < 1 << DRAINING_COUNT_BITS);
+
+impl Counters {
+    /// The worker's last complete count of its draining flows: how far a bucket handover has
+    /// come. Recounted at most every [`crate::flows::RECOUNT_NS`], a few sets of the table
+    /// between batches; `None` before the first count.
+    pub fn drained(&self) -> Option<Drained> {
+        let word = self.draining.load(Ordering::Relaxed);
+        (word != 0).then(|| Drained {
+            epoch: (word >> DRAINING_COUNT_BITS) - 1,
+            flows: (word & ((1 << DRAINING_COUNT_BITS) - 1)) as usize,
+        })
+    }
+
+    fn set_drained(&self, drained: Drained) {
+        // The epoch is stored plus one, so that 0 means "not counted yet".
+        let word = ((drained.epoch + 1) << DRAINING_COUNT_BITS) | drained.flows as u64;
+        self.draining.store(word, Ordering::Relaxed);
+    }
 }
 
 /// What a worker needs besides its socket.
@@ -429,10 +453,8 @@ impl<'a> Loop<'a> {
     /// a pass is complete.
     fn count_draining(&mut self, now: u64) {
         let table = self.settings.table.load();
-        if let Some(count) = self.draining.step(&self.flows, table.modes(), now) {
-            self.counters
-                .draining_flows
-                .store(count as u64, Ordering::Relaxed);
+        if let Some(drained) = self.draining.step(&self.flows, table.modes(), now) {
+            self.counters.set_drained(drained);
         }
     }
 }

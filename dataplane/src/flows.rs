@@ -275,14 +275,27 @@ impl Flows {
 
 /// A worker's count of its draining flows, made a few sets at a time between batches so that a
 /// pass over a large table never holds up the ring, and started at most every [`RECOUNT_NS`].
+/// A pass counts under one mode table: one installed meanwhile starts the pass again, so that
+/// a count always says which table it holds for.
 #[derive(Debug, Default)]
 pub struct DrainCount {
     /// The next set of the pass under way; 0 between passes.
     next: usize,
     /// The draining connections of the sets counted so far in this pass.
     partial: usize,
+    /// The epoch of the mode table of the pass under way.
+    epoch: u64,
     /// When the last pass started.
     started: Option<u64>,
+}
+
+/// A complete count of a worker's draining flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// The epoch of the mode table counted under.
+    pub epoch: u64,
+    /// The draining connections.
+    pub flows: usize,
 }
 
 impl DrainCount {
@@ -291,7 +304,12 @@ impl DrainCount {
 
     /// Counts the next sets of `flows`; the total once a pass is complete. With no draining
     /// bucket in `modes`, a pass is complete at once, and 0.
-    pub fn step(&mut self, flows: &Flows, modes: &ModeTable, now: u64) -> Option<usize> {
+    pub fn step(&mut self, flows: &Flows, modes: &ModeTable, now: u64) -> Option<Drained> {
+        if self.next != 0 && modes.epoch() != self.epoch {
+            self.next = 0;
+            self.partial = 0;
+            self.started = None;
+        }
         if self.next == 0 {
             if self
                 .started
@@ -300,15 +318,22 @@ impl DrainCount {
                 return None;
             }
             self.started = Some(now);
+            self.epoch = modes.epoch();
             if !modes.drains() {
-                return Some(0);
+                return Some(Drained {
+                    epoch: self.epoch,
+                    flows: 0,
+                });
             }
         }
         let end = (self.next + Self::SETS_PER_STEP).min(flows.sets.len());
         self.partial += flows.draining_in(self.next..end, modes, now);
         if end == flows.sets.len() {
             self.next = 0;
-            Some(std::mem::take(&mut self.partial))
+            Some(Drained {
+                epoch: self.epoch,
+                flows: std::mem::take(&mut self.partial),
+            })
         } else {
             self.next = end;
             None
@@ -429,12 +454,33 @@ mod tests {
             flows.insert(connection(i), state(0, u32::from(i)));
         }
         let mut count = DrainCount::default();
-        let steps: Vec<Option<usize>> = (0..4).map(|_| count.step(&flows, &modes, 0)).collect();
+        let steps: Vec<Option<usize>> = (0..4)
+            .map(|_| count.step(&flows, &modes, 0).map(|drained| drained.flows))
+            .collect();
         assert_eq!(steps, [None, None, None, Some(500)]);
         assert_eq!(count.step(&flows, &modes, RECOUNT_NS - 1), None, "too soon");
         assert_eq!(count.step(&flows, &modes, RECOUNT_NS), None, "a new pass");
         let owned = ModeTable::new(2, vec![Mode::OWN; 2]).unwrap();
         let mut count = DrainCount::default();
-        assert_eq!(count.step(&flows, &owned, 0), Some(0), "nothing drains");
+        let nothing = Drained { epoch: 2, flows: 0 };
+        assert_eq!(count.step(&flows, &owned, 0), Some(nothing), "nothing drains");
+    }
+
+    #[test]
+    fn a_table_installed_during_a_pass_starts_it_again() {
+        let first = ModeTable::new(1, vec![Mode::DRAIN, Mode::OWN]).unwrap();
+        let second = ModeTable::new(2, vec![Mode::DRAIN, Mode::DRAIN]).unwrap();
+        let mut flows = Flows::with_capacity(2 * DrainCount::SETS_PER_STEP * WAYS);
+        for i in 0..1000 {
+            flows.insert(connection(i), state(0, u32::from(i)));
+        }
+        let mut count = DrainCount::default();
+        assert_eq!(count.step(&flows, &first, 0), None);
+        assert_eq!(count.step(&flows, &second, 0), None, "the pass starts again");
+        let drained = Drained {
+            epoch: 2,
+            flows: 1000,
+        };
+        assert_eq!(count.step(&flows, &second, 0), Some(drained));
     }
 }

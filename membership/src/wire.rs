@@ -91,6 +91,17 @@ impl State {
     }
 }
 
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Joining => "joining",
+            State::Up => "up",
+            State::Leaving => "leaving",
+            State::Withdrawn => "withdrawn",
+        })
+    }
+}
+
 /// A member of a view: a node (its index in the configuration) in one incarnation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ViewMember {

@@ -1,17 +1,18 @@
-//! `herd run`: runs this node in the foreground until SIGINT or SIGTERM.
-//!
-//! Until the membership protocol exists, every configured node is taken as alive, so the
-//! node owns its share of the table of the whole farm.
+//! `herd run`: runs this node in the foreground, as a member of its farm, until SIGINT or
+//! SIGTERM makes it leave.
 //!
 //! Both dataplane modes prepare the host the same way and end the same way; they differ in the
 //! XDP program they attach (the whole verdict, or a redirect to AF_XDP sockets) and in the
-//! workers the AF_XDP mode runs.
+//! workers the AF_XDP mode runs. In both, the membership thread ([`herd_membership::driver`])
+//! installs the bucket modes the protocol decides and renews the liveness deadline with every
+//! heartbeat; the node starts owning nothing.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use core_affinity::CoreId;
@@ -19,10 +20,12 @@ use herd_config::{FarmConfig, Mode};
 use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::handoff::Port;
 use herd_dataplane::neighbor::announcement;
-use herd_dataplane::table::{BucketTable, ModeTable, NodeId, SharedTable};
+use herd_dataplane::table::{self, ModeTable, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::{FarmRules, FarmTable};
-use herd_membership::farm_table;
+use herd_membership::auth::Keyring;
+use herd_membership::driver::{Dataplane, DataplaneError, Driver, Exit, Start};
+use herd_membership::{incarnation, Farm, Settings};
 
 use crate::farm;
 use crate::host::{format_mac, Host};
@@ -33,40 +36,81 @@ const VIP_PROBE_WAIT: Duration = Duration::from_millis(300);
 /// Where the BPF file system is mounted, and where herd pins its programs.
 const BPF_FS: &str = "/sys/fs/bpf";
 
-/// Runs the command; `bpf_dir` is where the XDP attachment is pinned (a BPF file system),
-/// `/sys/fs/bpf/herd` when not given.
-pub fn run(path: &Path, node: Option<&str>, bpf_dir: Option<&Path>) -> anyhow::Result<()> {
+/// Where `herd run` keeps what outlives it (the incarnation) when not told otherwise.
+pub const STATE_DIR: &str = "/var/lib/herd";
+
+/// Where things are, besides the configuration.
+pub struct Paths<'a> {
+    /// The configuration file.
+    pub config: &'a Path,
+    /// Where the XDP attachment is pinned (a BPF file system); `/sys/fs/bpf/herd` when not
+    /// given.
+    pub bpf_dir: Option<&'a Path>,
+    /// Where the incarnation is kept.
+    pub state_dir: &'a Path,
+}
+
+/// Runs the command as node `node` (found by its addresses when not given).
+pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
     // Installed first, so that a signal during the setup lets the setup finish and be undone
-    // rather than kill herd halfway.
-    let stop = Arc::new(AtomicBool::new(false));
+    // rather than kill herd halfway: the membership thread reads the count when it starts.
+    let signals = Arc::new(AtomicUsize::new(0));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("cannot install the signal handlers")?;
+        let signals = Arc::clone(&signals);
+        // SAFETY: the handler only adds to an atomic integer, which is async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                signals.fetch_add(1, Ordering::SeqCst);
+            })
+        }
+        .context("cannot install the signal handlers")?;
     }
-    let config = FarmConfig::load(path)?;
+    let config = FarmConfig::load(paths.config)?;
     let local = identify(&config, node)?;
+    let keys = Keyring::load(&config.farm.auth_key_file).with_context(|| {
+        format!(
+            "{}: [farm] auth_key_file {}",
+            paths.config.display(),
+            config.farm.auth_key_file.display()
+        )
+    })?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("herd run needs root: it attaches an XDP program, adds the VIPs to the interface and sets its options");
     }
+    let name = config.nodes[local].name.clone();
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64);
+    let incarnation =
+        incarnation::next(&paths.state_dir.join(format!("{name}.incarnation")), wall_ms)?;
     let interface = config.interface_of(local).to_owned();
     let host = Host::open(&interface)?;
-    let table = farm_table(&config, &vec![true; config.nodes.len()])?;
+    let start = Start {
+        farm: Farm::from_config(&config),
+        local,
+        keys,
+        incarnation,
+        settings: Settings::from_config(&config.membership),
+        addresses: config
+            .nodes
+            .iter()
+            .map(|node| SocketAddr::new(node.address, config.farm.port))
+            .collect(),
+    };
     let node = Node {
-        name: config.nodes[local].name.clone(),
-        id: local as NodeId,
-        owned: table.counts(config.nodes.len())[local],
+        name,
+        incarnation,
         rules: FarmRules::from_config(&config),
-        table,
-        pin: pin_dir(bpf_dir)?.join(&interface),
+        pin: pin_dir(paths.bpf_dir)?.join(&interface),
         config,
         host,
-        stop,
+        signals,
     };
     node.check_vips_are_free()?;
     match node.config.dataplane.mode {
-        Mode::Xdp => run_xdp(node),
-        Mode::Afxdp => run_afxdp(node, path),
+        Mode::Xdp => run_xdp(node, start),
+        Mode::Afxdp => run_afxdp(node, start, paths.config),
     }
 }
 
@@ -74,29 +118,28 @@ pub fn run(path: &Path, node: Option<&str>, bpf_dir: Option<&Path>) -> anyhow::R
 struct Node {
     config: FarmConfig,
     name: String,
-    id: NodeId,
-    /// How many buckets this node owns.
-    owned: usize,
+    incarnation: u64,
     rules: FarmRules,
-    table: BucketTable,
     host: Host,
     /// Where the XDP attachment is pinned.
     pin: PathBuf,
-    /// Set by SIGINT and SIGTERM.
-    stop: Arc<AtomicBool>,
+    /// SIGINT and SIGTERM received so far.
+    signals: Arc<AtomicUsize>,
 }
 
 impl Node {
-    /// How long the node keeps owning its buckets without a sign of life from this process:
-    /// the membership's `dead_after_ms`, so that a frozen node stops accepting no later than
-    /// the others take its buckets over.
+    /// How long the node keeps accepting without a sign of life from this process until the
+    /// membership thread takes over (it then renews the deadline with every heartbeat): the
+    /// membership's `dead_after_ms`.
     fn liveness_ttl(&self) -> Duration {
         Duration::from_millis(self.config.membership.dead_after_ms.into())
     }
 
-    /// How often the sign of life is renewed: every heartbeat period.
-    fn renew_every(&self) -> Duration {
-        Duration::from_millis(self.config.membership.heartbeat_ms.into())
+    /// A table in which this node accepts nothing: where every node starts, until the farm
+    /// agrees on its share.
+    fn nothing(&self) -> ModeTable {
+        ModeTable::none(self.config.farm.buckets as usize)
+            .expect("a configuration's bucket count is a valid table size")
     }
 
     /// Prepares the host for the VIPs' traffic: the kernel must never send an ARP packet with a
@@ -167,9 +210,8 @@ impl Node {
             farm = %self.config.farm.name,
             interface = %self.host.name(),
             mode,
-            buckets = self.owned,
-            of = self.table.len(),
-            "running: every configured node taken as alive"
+            incarnation = self.incarnation,
+            "running: joining the farm"
         );
         for &vip in &self.config.farm.vips {
             if let Err(error) = self.host.send(&announcement(self.host.mac(), vip)) {
@@ -178,13 +220,22 @@ impl Node {
         }
     }
 
-    /// Renews `program`'s liveness deadline until SIGINT or SIGTERM.
-    fn keep_alive_until_stopped(&self, program: &mut XdpClassifier) -> anyhow::Result<()> {
-        while !self.stop.load(Ordering::Relaxed) {
-            program.keep_alive(self.liveness_ttl())?;
-            std::thread::sleep(self.renew_every());
+    /// Runs the membership thread over `dataplane` until the node has left the farm.
+    fn membership<D: Dataplane + Send>(&self, start: Start, dataplane: D) -> anyhow::Result<()> {
+        let driver = Driver::new(start, dataplane, Arc::clone(&self.signals))?;
+        let exit = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("herd-membership".into())
+                .spawn_scoped(scope, || driver.run())
+                .context("cannot start the membership thread")?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                .context("the membership thread stopped")
+        })?;
+        match exit.1 {
+            Exit::Left => tracing::info!("stopping: the node has left the farm"),
+            Exit::Forced => tracing::info!("stopping before the drain is over"),
         }
-        tracing::info!("stopping");
         Ok(())
     }
 
@@ -198,22 +249,75 @@ impl Node {
     }
 }
 
+/// The in-kernel dataplane: the verdict and the flow table in the XDP program.
+struct InKernel<'a> {
+    program: &'a mut XdpClassifier,
+}
+
+impl Dataplane for InKernel<'_> {
+    fn install(&mut self, generation: u64, modes: &[table::Mode]) -> Result<(), DataplaneError> {
+        Ok(self.program.install(&ModeTable::new(generation, modes.to_vec())?)?)
+    }
+
+    fn keep_alive(&mut self, ttl: Duration) -> Result<(), DataplaneError> {
+        Ok(self.program.keep_alive(ttl)?)
+    }
+
+    fn draining_flows(&mut self, _generation: u64) -> Result<Option<u64>, DataplaneError> {
+        // The program's count is made against the table installed last, this generation's.
+        Ok(Some(self.program.draining_flows()? as u64))
+    }
+}
+
+/// The AF_XDP dataplane: the workers classify under the table published to them, and the
+/// redirect program holds the liveness deadline.
+struct Workers<'a> {
+    redirect: &'a mut XdpClassifier,
+    table: &'a SharedTable<FarmTable>,
+    rules: Arc<FarmRules>,
+    workers: &'a [Worker],
+}
+
+impl Dataplane for Workers<'_> {
+    fn install(&mut self, generation: u64, modes: &[table::Mode]) -> Result<(), DataplaneError> {
+        let modes = ModeTable::new(generation, modes.to_vec())?;
+        self.table
+            .publish(FarmTable::new(Arc::clone(&self.rules), modes));
+        Ok(())
+    }
+
+    fn keep_alive(&mut self, ttl: Duration) -> Result<(), DataplaneError> {
+        Ok(self.redirect.keep_alive(ttl)?)
+    }
+
+    fn draining_flows(&mut self, generation: u64) -> Result<Option<u64>, DataplaneError> {
+        let mut total = 0;
+        for worker in self.workers {
+            match worker.counters().drained() {
+                Some(drained) if drained.epoch == generation => total += drained.flows as u64,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(total))
+    }
+}
+
 /// The in-kernel mode: the whole verdict in the XDP program.
-fn run_xdp(mut node: Node) -> anyhow::Result<()> {
-    let modes = ModeTable::of_owner(&node.table, node.id);
-    let mut xdp = XdpClassifier::load(&node.rules, &modes, node.host.mac())?;
+fn run_xdp(mut node: Node, start: Start) -> anyhow::Result<()> {
+    let mut xdp = XdpClassifier::load(&node.rules, &node.nothing(), node.host.mac())?;
     xdp.keep_alive(node.liveness_ttl())?;
     node.prepare_host()?;
     node.attach(&mut xdp)?;
     node.announce("xdp");
-    node.keep_alive_until_stopped(&mut xdp)?;
-    node.finish(&mut xdp)
+    let result = node.membership(start, InKernel { program: &mut xdp });
+    let finished = node.finish(&mut xdp);
+    result.and(finished)
 }
 
 /// The AF_XDP mode: the redirect program hands the VIP flows to one socket per RX queue, each
 /// served by a worker pinned to a core, which hands what this node owns to the stack through
 /// a TAP device.
-fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
+fn run_afxdp(mut node: Node, start: Start, path: &Path) -> anyhow::Result<()> {
     let interface = node.host.name().to_owned();
     let queues = node.host.rx_queues()?;
     let cores = worker_cores(&node.config.dataplane.cores, queues, path)?;
@@ -237,11 +341,15 @@ fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
     node.host.prepare_stack_device(&stack)?;
     tracing::info!(device = %stack, queues, "created the TAP device that takes accepted frames to the stack");
 
+    let rules = Arc::new(node.rules.clone());
     let table = Arc::new(SharedTable::new(FarmTable::new(
-        Arc::new(node.rules.clone()),
-        ModeTable::of_owner(&node.table, node.id),
+        Arc::clone(&rules),
+        node.nothing(),
     )));
     node.prepare_host()?;
+    // The workers stop after the membership thread, once the node has left: they serve the
+    // drain.
+    let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::with_capacity(sockets.len());
     for ((socket, port), core) in sockets.into_iter().zip(ports).zip(cores) {
         let queue = socket.queue();
@@ -250,15 +358,20 @@ fn run_afxdp(mut node: Node, path: &Path) -> anyhow::Result<()> {
             batch: node.config.dataplane.batch as usize,
             if_mac: node.host.mac(),
             table: Arc::clone(&table),
-            stop: Arc::clone(&node.stop),
+            stop: Arc::clone(&stop),
         };
         workers.push(Worker::spawn(socket, port, settings)?);
         tracing::info!(queue, core = core.id, "started the worker");
     }
     node.attach(&mut redirect)?;
     node.announce("afxdp");
-    let stop = Arc::clone(&node.stop);
-    let result = node.keep_alive_until_stopped(&mut redirect);
+    let dataplane = Workers {
+        redirect: &mut redirect,
+        table: &table,
+        rules,
+        workers: &workers,
+    };
+    let result = node.membership(start, dataplane);
     let finished = node.finish(&mut redirect);
     stop.store(true, Ordering::Relaxed);
     for worker in workers {

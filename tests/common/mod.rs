@@ -2,14 +2,17 @@
 //! threads inside them, a scratch directory, a BPF file system for the pins, and herd itself.
 //! Everything made here is removed on drop, whether the test passed or not.
 
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Fails the test unless it runs as root.
 pub fn needs_root() {
@@ -177,13 +180,43 @@ impl Drop for BpfFs {
 /// A `herd run` process, killed on drop if it still runs.
 pub struct Herd {
     child: Child,
+    log: Arc<Log>,
+}
+
+/// The lines a herd has logged so far, and a signal for each new one.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+/// Where `herd run` finds its files: the configuration, the pin directory (on a BPF file
+/// system) and the state directory.
+pub struct HerdFiles<'a> {
+    /// The configuration file.
+    pub config: &'a Path,
+    /// The directory of the XDP pin.
+    pub bpf_dir: &'a Path,
+    /// The directory of the incarnation.
+    pub state_dir: &'a Path,
 }
 
 impl Herd {
-    /// Starts `herd run -c config --bpf-dir bpf_dir [--node node]` in namespace `netns` and
-    /// waits for it to say that it runs. Its log goes to the test's standard error, each line
-    /// prefixed with `label`.
-    pub fn start(netns: &Netns, config: &Path, node: Option<&str>, bpf_dir: &Path) -> Self {
+    /// Starts `herd run` with `files` [--node node] in namespace `netns` and waits for it to
+    /// say that it runs. Its log goes to the test's standard error, each line prefixed with
+    /// the node's name, and is kept for [`Herd::wait_for`].
+    pub fn start(netns: &Netns, files: &HerdFiles, node: Option<&str>) -> Self {
+        let herd = Self::spawn(netns, files, node);
+        assert!(
+            herd.wait_for(0, |line| line.contains("running:"), Duration::from_secs(20))
+                .is_some(),
+            "herd reports that it runs"
+        );
+        herd
+    }
+
+    /// Starts `herd run` as [`Herd::start`] does, without waiting for anything.
+    pub fn spawn(netns: &Netns, files: &HerdFiles, node: Option<&str>) -> Self {
         let mut command = Command::new("ip");
         command
             .args([
@@ -194,9 +227,11 @@ impl Herd {
                 "run",
             ])
             .arg("-c")
-            .arg(config)
+            .arg(files.config)
             .arg("--bpf-dir")
-            .arg(bpf_dir)
+            .arg(files.bpf_dir)
+            .arg("--state-dir")
+            .arg(files.state_dir)
             .stderr(Stdio::piped());
         if let Some(node) = node {
             command.args(["--node", node]);
@@ -204,20 +239,54 @@ impl Herd {
         let mut child = command.spawn().expect("starts herd");
         let stderr = child.stderr.take().unwrap();
         let label = node.unwrap_or("herd").to_owned();
-        let (ready, wait) = mpsc::channel();
+        let log = Arc::new(Log::default());
+        let writer = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("{label}: {line}");
-                if line.contains("running:") {
-                    let _ = ready.send(());
-                }
+                writer.lines.lock().unwrap().push(line);
+                writer.grew.notify_all();
             }
         });
-        // Owned before waiting, so that a herd that never gets ready is still killed.
-        let herd = Herd { child };
-        wait.recv_timeout(Duration::from_secs(20))
-            .expect("herd reports that it runs");
-        herd
+        Herd { child, log }
+    }
+
+    /// How many lines herd has logged so far: a starting point for [`Herd::wait_for`].
+    pub fn logged(&self) -> usize {
+        self.log.lines.lock().unwrap().len()
+    }
+
+    /// Waits up to `timeout` for a line, from the `from`th one on, that `matches`; returns its
+    /// index.
+    pub fn wait_for(
+        &self,
+        from: usize,
+        matches: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<usize> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = self.log.lines.lock().unwrap();
+        let mut next = from;
+        loop {
+            if let Some(found) = lines[next.min(lines.len())..]
+                .iter()
+                .position(|line| matches(line))
+            {
+                return Some(next.min(lines.len()) + found);
+            }
+            next = lines.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    /// Whether a line from the `from`th one on `matches`, without waiting.
+    pub fn has_logged(&self, from: usize, matches: impl Fn(&str) -> bool) -> bool {
+        let lines = self.log.lines.lock().unwrap();
+        lines[from.min(lines.len())..].iter().any(|line| matches(line))
     }
 
     /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...). `ip netns exec` runs herd in place
@@ -235,7 +304,26 @@ impl Herd {
     pub fn wait(mut self) -> ExitStatus {
         self.child.wait().unwrap()
     }
+
+    /// Waits up to `timeout` for herd to exit; `None` if it still runs.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // A child's exit is not an event this process can wait on with a timeout (short
+            // of a pidfd); polling every 10 ms bounds the delay.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
+
+/// A farm key file's text: one key, id 1.
+pub const KEY: &str = "1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
 
 impl Drop for Herd {
     fn drop(&mut self) {

@@ -1,0 +1,526 @@
+//! The membership thread: the protocol of [`crate::protocol`] driven by the clocks, a UDP
+//! socket on the farm port and the node's dataplane. Everything the protocol decides is
+//! decided there; this module only moves bytes and time in and out, and logs.
+//!
+//! # Scheduling
+//!
+//! In AF_XDP mode a worker busy-polls each core, so a thread of the normal class shares a core
+//! with a thread that never sleeps: it may wait a whole scheduler slice (several ms, more under
+//! load) for each wake-up, and a heartbeat late by `dead_after` makes the others declare this
+//! node dead while it is alive. [`Driver::run`] therefore moves its thread to the real-time
+//! class (`SCHED_FIFO`, priority [`RT_PRIORITY`]): it then runs as soon as it wakes, before any
+//! normal thread. It sleeps almost all the time (a few µs of work per heartbeat), and the
+//! kernel's real-time throttling (`sched_rt_runtime_us`) bounds what a bug could take. Where
+//! real-time scheduling is refused (no `CAP_SYS_NICE`, or a container without a real-time
+//! budget), it falls back to the highest normal priority (nice -20) and says so. Whatever
+//! lateness remains is noticed by the protocol itself (local health awareness), which then
+//! stretches its timeouts instead of declaring the others dead.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herd_dataplane::table::Mode;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::auth::Keyring;
+use crate::inbox::Refusal;
+use crate::protocol::{DrainEnd, Event, Farm, Membership, Now, Output, Settings};
+use crate::wire::MAX_DATAGRAM;
+
+/// The real-time priority of the membership thread: the lowest but one, above every normal
+/// thread and below the kernel's own real-time threads (which use 50 and up).
+pub const RT_PRIORITY: i32 = 2;
+
+/// How often the dataplane is asked, while this node drains, whether its connections are gone.
+/// Counting may cost the kernel map a walk (XDP mode), so not at every heartbeat.
+const DRAIN_POLL_MS: u64 = 250;
+
+/// How often, at most, the datagrams refused from one address are logged.
+const REFUSAL_LOG_MS: u64 = 10_000;
+
+/// An error of the dataplane, as the driver reports it.
+pub type DataplaneError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the membership thread needs of the node's dataplane.
+pub trait Dataplane {
+    /// Installs the bucket modes of install `generation`, at once for every packet.
+    fn install(&mut self, generation: u64, modes: &[Mode]) -> Result<(), DataplaneError>;
+
+    /// Keeps the dataplane accepting for `ttl` from now: without a renewal by then, it accepts
+    /// no VIP packet (fail closed), so a frozen herd stops serving before the others take
+    /// its buckets.
+    fn keep_alive(&mut self, ttl: Duration) -> Result<(), DataplaneError>;
+
+    /// How many connections still drain under the modes of install `generation`; `None` while
+    /// the dataplane has not counted them under those modes yet.
+    fn draining_flows(&mut self, generation: u64) -> Result<Option<u64>, DataplaneError>;
+}
+
+/// Why the membership thread stopped before the node had left.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The farm port could not be opened.
+    #[error("cannot open the farm port {address} (is another herd running, or is {ip} not this host's?): {source}", ip = address.ip())]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The event loop failed.
+    #[error("the membership event loop failed: {0}")]
+    Poll(std::io::Error),
+    /// The dataplane refused something: the node can no longer keep its table right.
+    #[error("the dataplane cannot {what}: {source}")]
+    Dataplane {
+        /// What was asked of it.
+        what: &'static str,
+        /// Why it failed.
+        source: DataplaneError,
+    },
+}
+
+/// How the driver reached its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The node left the farm after its drain.
+    Left,
+    /// A second signal came during the drain: the connections left were given up.
+    Forced,
+}
+
+/// The milliseconds the protocol reads: a monotonic clock for timeouts, the wall clock for
+/// send times and incarnations.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Now {
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        Now {
+            // From 1, so that no time the protocol sees is 0 (its "never").
+            mono_ms: self.start.elapsed().as_millis() as u64 + 1,
+            wall_ms,
+        }
+    }
+}
+
+/// The datagrams refused from one address since its last log line.
+#[derive(Clone, Copy, Debug)]
+struct RefusalLog {
+    address: SocketAddr,
+    logged_ms: u64,
+    suppressed: u64,
+}
+
+const SOCKET: Token = Token(0);
+
+/// The membership thread of one node.
+pub struct Driver<D> {
+    membership: Membership,
+    settings: Settings,
+    names: Vec<String>,
+    socket: UdpSocket,
+    /// The other nodes' farm ports, with their index.
+    peers: Vec<(usize, SocketAddr)>,
+    /// Whether sending to each peer failed last time, so that a failure is logged once.
+    send_failing: Vec<bool>,
+    dataplane: D,
+    /// SIGINT and SIGTERM received so far.
+    signals: Arc<AtomicUsize>,
+    signals_seen: usize,
+    clock: Clock,
+    generation: u64,
+    next_drain_poll_ms: u64,
+    refusals: Vec<RefusalLog>,
+}
+
+/// What a node's membership starts from.
+pub struct Start {
+    /// The farm.
+    pub farm: Farm,
+    /// This node's index in the configuration.
+    pub local: usize,
+    /// The keys heartbeats are signed and checked with.
+    pub keys: Keyring,
+    /// This start's incarnation (see [`crate::incarnation`]).
+    pub incarnation: u64,
+    /// The protocol's timing and policy.
+    pub settings: Settings,
+    /// Every configured node's farm port, in configuration order.
+    pub addresses: Vec<SocketAddr>,
+}
+
+impl<D: Dataplane> Driver<D> {
+    /// The driver of the node described by `start`, over `dataplane`. It binds the node's farm
+    /// port now, so that a port in use is reported before the node goes on. `signals` counts
+    /// SIGINT and SIGTERM: the first makes the node leave with a drain, the second ends the
+    /// drain at once.
+    pub fn new(start: Start, dataplane: D, signals: Arc<AtomicUsize>) -> Result<Self, DriverError> {
+        let Start {
+            farm,
+            local,
+            keys,
+            incarnation,
+            settings,
+            addresses,
+        } = start;
+        let address = addresses[local];
+        let socket =
+            UdpSocket::bind(address).map_err(|source| DriverError::Bind { address, source })?;
+        let peers = addresses
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(node, _)| node != local)
+            .collect();
+        let names: Vec<String> = farm.nodes.iter().map(|node| node.name.clone()).collect();
+        let clock = Clock {
+            start: Instant::now(),
+        };
+        let membership = Membership::new(farm, local, keys, incarnation, settings, clock.now());
+        Ok(Self {
+            membership,
+            settings,
+            send_failing: vec![false; names.len()],
+            names,
+            socket,
+            peers,
+            dataplane,
+            signals,
+            signals_seen: 0,
+            clock,
+            generation: 0,
+            next_drain_poll_ms: 0,
+            refusals: Vec::new(),
+        })
+    }
+
+    /// Runs the protocol until the node has left the farm (after a signal), and gives the
+    /// dataplane back.
+    pub fn run(mut self) -> Result<(D, Exit), DriverError> {
+        raise_priority();
+        let mut poll = Poll::new().map_err(DriverError::Poll)?;
+        poll.registry()
+            .register(&mut self.socket, SOCKET, Interest::READABLE)
+            .map_err(DriverError::Poll)?;
+        let mut events = Events::with_capacity(16);
+        let mut buffer = [0u8; MAX_DATAGRAM + 1];
+        loop {
+            let now = self.clock.now();
+            if let Some(exit) = self.signalled(now) {
+                return Ok((self.dataplane, exit));
+            }
+            if now.mono_ms >= self.membership.poll_timeout() {
+                self.membership.handle_timeout(now);
+            }
+            self.poll_drain(now)?;
+            self.act(now, None)?;
+            if self.membership.finished() {
+                return Ok((self.dataplane, Exit::Left));
+            }
+            match poll.poll(&mut events, Some(self.wait(now))) {
+                Ok(()) => {}
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => return Err(DriverError::Poll(error)),
+            }
+            if !events.is_empty() {
+                self.receive(&mut buffer)?;
+            }
+        }
+    }
+
+    /// Reads every datagram waiting on the socket.
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<(), DriverError> {
+        loop {
+            match self.socket.recv_from(buffer) {
+                Ok((length, from)) => {
+                    // A datagram longer than any heartbeat fills the buffer, one byte longer
+                    // than the longest, and is refused as too long.
+                    let now = self.clock.now();
+                    self.membership.handle_datagram(&buffer[..length], now);
+                    self.act(now, Some(from))?;
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                // An ICMP error for an earlier send (a peer's port closed) shows up here: it
+                // says nothing about what is waiting, so reading goes on.
+                Err(error) => tracing::debug!("farm port: {error}"),
+            }
+        }
+    }
+
+    /// How long the loop may sleep: until the protocol's next timeout, the next drain poll,
+    /// and never longer than a heartbeat period, so that a signal is seen promptly.
+    fn wait(&self, now: Now) -> Duration {
+        let mut due = self.membership.poll_timeout();
+        if self.membership.draining() > 0 {
+            due = due.min(self.next_drain_poll_ms);
+        }
+        let ms = due
+            .saturating_sub(now.mono_ms)
+            .min(self.settings.heartbeat_ms);
+        Duration::from_millis(ms)
+    }
+
+    /// Reacts to new signals: the first makes the node leave, the next ends the drain.
+    fn signalled(&mut self, now: Now) -> Option<Exit> {
+        let signals = self.signals.load(Ordering::Relaxed);
+        if signals == self.signals_seen {
+            return None;
+        }
+        let first = self.signals_seen == 0;
+        self.signals_seen = signals;
+        if first {
+            tracing::info!("leaving the farm: releasing every bucket and draining the connections this node serves (signal again to stop at once)");
+            self.membership.leave(now);
+            None
+        } else {
+            tracing::warn!(
+                "stopping at once on a second signal: the connections still draining break"
+            );
+            Some(Exit::Forced)
+        }
+    }
+
+    /// While the node drains, asks the dataplane now and then whether its connections are
+    /// gone, and tells the protocol when they are.
+    fn poll_drain(&mut self, now: Now) -> Result<(), DriverError> {
+        if self.membership.draining() == 0 || now.mono_ms < self.next_drain_poll_ms {
+            return Ok(());
+        }
+        self.next_drain_poll_ms = now.mono_ms + DRAIN_POLL_MS;
+        let left = self
+            .dataplane
+            .draining_flows(self.generation)
+            .map_err(|source| DriverError::Dataplane {
+                what: "count its draining connections",
+                source,
+            })?;
+        if left == Some(0) {
+            self.membership.flows_drained(self.generation, now);
+        }
+        Ok(())
+    }
+
+    /// Does what the protocol asks: heartbeats to send, tables to install, events to log.
+    /// `from` is the sender of the datagram just handled, if any.
+    fn act(&mut self, now: Now, from: Option<SocketAddr>) -> Result<(), DriverError> {
+        while let Some(output) = self.membership.poll_output() {
+            match output {
+                Output::Heartbeat(datagram) => self.send(&datagram)?,
+                Output::Install { generation, modes } => {
+                    self.dataplane
+                        .install(generation, &modes)
+                        .map_err(|source| DriverError::Dataplane {
+                            what: "install a new bucket table",
+                            source,
+                        })?;
+                    self.generation = generation;
+                    // Counted again under the new modes before the drain may end.
+                    self.next_drain_poll_ms = now.mono_ms;
+                    let count = |bits| modes.iter().filter(|mode| mode.contains(bits)).count();
+                    tracing::info!(
+                        generation,
+                        new_connections = count(Mode::SYN),
+                        known_connections = count(Mode::KNOWN),
+                        all_tcp = count(Mode::TCP_ANY),
+                        non_tcp = count(Mode::OTHER),
+                        "installed a bucket table (buckets per kind of traffic taken)"
+                    );
+                }
+                Output::Event(Event::Refused(refusal)) => self.log_refusal(&refusal, from, now),
+                Output::Event(event) => self.log(&event),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a heartbeat to every other node, then renews the dataplane's deadline: the
+    /// others count `dead_after` from this heartbeat, and the node stops accepting one
+    /// heartbeat period before that, so that it never serves what they may already serve.
+    fn send(&mut self, datagram: &[u8]) -> Result<(), DriverError> {
+        for &(node, address) in &self.peers {
+            match self.socket.send_to(datagram, address) {
+                Ok(_) => {
+                    if std::mem::take(&mut self.send_failing[node]) {
+                        tracing::info!(peer = %self.names[node], %address, "heartbeats reach the peer's host again");
+                    }
+                }
+                Err(error) => {
+                    if !std::mem::replace(&mut self.send_failing[node], true) {
+                        tracing::warn!(peer = %self.names[node], %address, "cannot send heartbeats to the peer: {error}");
+                    }
+                }
+            }
+        }
+        let ttl = self
+            .settings
+            .dead_after_ms
+            .saturating_sub(self.settings.heartbeat_ms);
+        self.dataplane
+            .keep_alive(Duration::from_millis(ttl))
+            .map_err(|source| DriverError::Dataplane {
+                what: "renew its liveness deadline",
+                source,
+            })
+    }
+
+    /// Logs a refused datagram, at most once per [`REFUSAL_LOG_MS`] for each sender address
+    /// (a hostile sender cannot flood the log), with the count of those not logged.
+    fn log_refusal(&mut self, refusal: &Refusal, from: Option<SocketAddr>, now: Now) {
+        let Some(address) = from else { return };
+        let index = match self.refusals.iter().position(|log| log.address == address) {
+            Some(index) => index,
+            None => {
+                self.refusals.push(RefusalLog {
+                    address,
+                    logged_ms: 0,
+                    suppressed: 0,
+                });
+                self.refusals.len() - 1
+            }
+        };
+        let log = &mut self.refusals[index];
+        if log.logged_ms != 0 && now.mono_ms < log.logged_ms + REFUSAL_LOG_MS {
+            log.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut log.suppressed);
+        log.logged_ms = now.mono_ms;
+        let refused = self.membership.refused();
+        match refusal {
+            Refusal::WrongFarm { .. } => tracing::error!(
+                from = %address,
+                suppressed,
+                wrong_farm = refused.wrong_farm,
+                "refused a heartbeat: {refusal}"
+            ),
+            _ => tracing::warn!(
+                from = %address,
+                suppressed,
+                "refused a datagram on the farm port: {refusal}"
+            ),
+        }
+    }
+
+    /// Logs what the protocol did, with node names.
+    fn log(&self, event: &Event) {
+        let name = |node: usize| self.names.get(node).map_or("?", String::as_str);
+        match event {
+            Event::Refused(_) => {}
+            Event::Up => tracing::info!("up: this node is a member of the farm"),
+            Event::Left => tracing::info!("left the farm: the drain is over and this node owns nothing"),
+            Event::PeerAlive { node, state } => {
+                tracing::info!(peer = name(*node), %state, "peer alive")
+            }
+            Event::PeerRestarted { node } => {
+                tracing::info!(peer = name(*node), "peer restarted (a new incarnation)")
+            }
+            Event::PeerDead { node, timeout_ms } => tracing::warn!(
+                peer = name(*node),
+                timeout_ms,
+                "peer dead: silent for the timeout; its buckets move to the live nodes"
+            ),
+            Event::PeerReturned { node } => tracing::error!(
+                peer = name(*node),
+                returns = self.membership.stats().returns,
+                "split brain healed: a peer declared dead is heard again in the same incarnation \
+                 (it was frozen or cut off), so both sides may have served its buckets meanwhile; \
+                 the farm now agrees on one table again"
+            ),
+            Event::View {
+                epoch,
+                members,
+                owned,
+            } => {
+                let members: Vec<&str> = members.iter().map(|&node| name(node)).collect();
+                tracing::info!(
+                    epoch,
+                    members = %members.join(","),
+                    owned,
+                    "new view"
+                )
+            }
+            // The empty view of a node that has just started says nothing.
+            Event::Agreed { .. } if self.membership.view().is_empty() => {}
+            Event::Agreed { epoch } => {
+                let members: Vec<&str> = self
+                    .membership
+                    .view()
+                    .iter()
+                    .map(|member| name(usize::from(member.node)))
+                    .collect();
+                tracing::info!(
+                    epoch,
+                    members = %members.join(","),
+                    "view agreed by every live node: this node takes the buckets it gives it"
+                )
+            }
+            Event::DrainStarted { drains } => tracing::info!(
+                drains,
+                "draining: this node keeps the connections it serves in the buckets it released"
+            ),
+            Event::DrainEnded(DrainEnd::Flows) => {
+                tracing::info!("drain over: no connection left in the released buckets")
+            }
+            Event::DrainEnded(DrainEnd::Timeout) => tracing::warn!(
+                drain_ms = self.settings.drain_ms,
+                "drain over after drain_s: the connections still open in the released buckets break"
+            ),
+            Event::DrainEnded(DrainEnd::TooMany) => tracing::warn!(
+                "drain cut short: more views drained at once than a heartbeat lists; the oldest one's connections break"
+            ),
+            Event::Quorum { held: true } => {
+                tracing::info!("quorum regained: this side holds a majority of the weight")
+            }
+            Event::Quorum { held: false } => tracing::error!(
+                "quorum lost: this side holds no majority of the configured weight and accepts nothing"
+            ),
+            Event::LateTick { late_ms, penalty } => tracing::warn!(
+                late_ms,
+                penalty,
+                timeout_ms = self.membership.timeout_ms(),
+                "the membership loop ran late (this node was starved or frozen): timeouts stretched"
+            ),
+            Event::Paused { silent_ms } => tracing::warn!(
+                silent_ms,
+                "this node was silent long enough to be declared dead: it takes no new connection until the farm agrees on a view with it again"
+            ),
+        }
+    }
+}
+
+/// Moves the calling thread to the real-time class, or failing that to the highest normal
+/// priority (see the module's documentation), and logs which.
+fn raise_priority() {
+    let param = libc::sched_param {
+        sched_priority: RT_PRIORITY,
+    };
+    // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+        tracing::info!(
+            priority = RT_PRIORITY,
+            "membership thread scheduled SCHED_FIFO: busy workers cannot delay heartbeats"
+        );
+        return;
+    }
+    let refused = std::io::Error::last_os_error();
+    // SAFETY: setpriority has no memory preconditions; who 0 with PRIO_PROCESS is the caller
+    // (on Linux, the calling thread).
+    let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } == 0;
+    tracing::warn!(
+        niced,
+        "real-time scheduling refused ({refused}): the membership thread runs in the normal class{}; \
+         on a loaded node its heartbeats may come late, which the others tolerate up to dead_after_ms",
+        if niced { " at nice -20" } else { "" }
+    );
+}

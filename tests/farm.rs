@@ -1143,7 +1143,11 @@ fn answered_again(
     while since.elapsed() < within {
         let round = since.elapsed();
         let answers = udp_exchange(&farm.client, probes.to_vec(), Duration::from_millis(200));
-        if answers.iter().zip(&expected).all(|(got, expected)| got.contains(expected)) {
+        if answers
+            .iter()
+            .zip(&expected)
+            .all(|(got, expected)| got.contains(expected))
+        {
             return Some(round);
         }
     }
@@ -1264,7 +1268,11 @@ fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: Mode) {
     victim.signal("CONT");
     assert!(
         victim
-            .wait_for(marks[VICTIM], |line| line.contains("silent long enough"), SETTLE)
+            .wait_for(
+                marks[VICTIM],
+                |line| line.contains("silent long enough"),
+                SETTLE
+            )
             .is_some(),
         "the resumed node notices that it was declared dead"
     );
@@ -1289,7 +1297,9 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Mode) 
         .collect();
     assert!(returning.len() >= 16, "enough connections move");
     let mut held = hold(&farm.client, returning.clone());
-    assert!(held.iter().all(|connection| connection.node != NODES[VICTIM].0));
+    assert!(held
+        .iter()
+        .all(|connection| connection.node != NODES[VICTIM].0));
 
     let marks = farm.marks();
     farm.start_herd(VICTIM);
@@ -1356,7 +1366,11 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) 
         .collect();
     for (i, reply) in tcp_exchange(&farm.client, &fresh).iter().enumerate() {
         let owner = without.of(Protocol::Tcp, SPREAD_PORT, fresh[i].0);
-        assert_eq!(*reply, format!("{}:t{i}", NODES[owner].0), "a new connection");
+        assert_eq!(
+            *reply,
+            format!("{}:t{i}", NODES[owner].0),
+            "a new connection"
+        );
     }
     assert_every_connection_holds(&mut held, "still");
     drop(held);
@@ -1366,7 +1380,8 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) 
         .expect("the node exits once its connections have ended");
     assert!(exit.success(), "herd exits cleanly: {exit}");
     assert!(
-        victim.has_logged(marks[VICTIM], |line| line.contains("drain over: no connection left")),
+        victim.has_logged(marks[VICTIM], |line| line
+            .contains("drain over: no connection left")),
         "the drain ended with the connections, not with drain_s"
     );
     farm.settle(&marks, WITHOUT_VICTIM);
@@ -1389,7 +1404,8 @@ fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: Mode) {
     std::fs::write(&wrong_key, config_text(mode, &other_key)).unwrap();
     let key = dir.join("farm.key");
     let other_farm = dir.join("other-farm.toml");
-    let text = config_text(mode, &key).replace("[dataplane]", "[membership]\ndrain_s = 7\n\n[dataplane]");
+    let text =
+        config_text(mode, &key).replace("[dataplane]", "[membership]\ndrain_s = 7\n\n[dataplane]");
     std::fs::write(&other_farm, text).unwrap();
 
     for (config, why) in [

@@ -463,7 +463,11 @@ mod tests {
         let owned = ModeTable::new(2, vec![Mode::OWN; 2]).unwrap();
         let mut count = DrainCount::default();
         let nothing = Drained { epoch: 2, flows: 0 };
-        assert_eq!(count.step(&flows, &owned, 0), Some(nothing), "nothing drains");
+        assert_eq!(
+            count.step(&flows, &owned, 0),
+            Some(nothing),
+            "nothing drains"
+        );
     }
 
     #[test]
@@ -476,7 +480,11 @@ mod tests {
         }
         let mut count = DrainCount::default();
         assert_eq!(count.step(&flows, &first, 0), None);
-        assert_eq!(count.step(&flows, &second, 0), None, "the pass starts again");
+        assert_eq!(
+            count.step(&flows, &second, 0),
+            None,
+            "the pass starts again"
+        );
         let drained = Drained {
             epoch: 2,
             flows: 1000,

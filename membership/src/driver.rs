@@ -491,6 +491,9 @@ impl<D: Dataplane> Driver<D> {
                 timeout_ms = self.membership.timeout_ms(),
                 "the membership loop ran late (this node was starved or frozen): timeouts stretched"
             ),
+            Event::JoinHeld { refusal } => tracing::error!(
+                "not joining the farm: {refusal}; this node takes no bucket while such heartbeats keep coming"
+            ),
             Event::Paused { silent_ms } => tracing::warn!(
                 silent_ms,
                 "this node was silent long enough to be declared dead: it takes no new connection until the farm agrees on a view with it again"

@@ -54,6 +54,17 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// Whether the datagram says that a node runs there with another farm configuration or
+    /// another key: one this node cannot agree with on who owns what.
+    pub fn disputes_the_farm(&self) -> bool {
+        matches!(
+            self,
+            Refusal::WrongFarm { .. } | Refusal::Wire(WireError::Tag | WireError::UnknownKey(_))
+        )
+    }
+}
+
 /// How many datagrams were refused, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Refused {

@@ -257,6 +257,13 @@ pub enum Event {
         /// Its silence.
         silent_ms: u64,
     },
+    /// This node, joining, heard a heartbeat it refuses as from another farm configuration or
+    /// under another key: a node runs there that it cannot agree with, so it does not join
+    /// while such heartbeats keep coming (within `dead_after`).
+    JoinHeld {
+        /// Why the heartbeat was refused.
+        refusal: Refusal,
+    },
 }
 
 /// Counts kept for operators and tests.
@@ -321,6 +328,8 @@ pub struct Membership {
     declared_dead: Vec<Option<u64>>,
     state: State,
     started_ms: u64,
+    /// When this node last refused a heartbeat of another farm configuration or key.
+    disputed_ms: Option<u64>,
     sequence: u64,
     epoch: u64,
     view: Vec<ViewMember>,
@@ -378,6 +387,7 @@ impl Membership {
             declared_dead: vec![None; nodes],
             state: State::Joining,
             started_ms: now.mono_ms,
+            disputed_ms: None,
             sequence: 0,
             epoch: 0,
             view: Vec::new(),
@@ -423,7 +433,20 @@ impl Membership {
                     self.received_ms[node] = now.mono_ms;
                 }
             }
-            Err(refusal) => self.event(Event::Refused(refusal)),
+            Err(refusal) => {
+                if refusal.disputes_the_farm() && self.state == State::Joining {
+                    let held = self
+                        .disputed_ms
+                        .is_some_and(|at| now.mono_ms <= at + self.settings.dead_after_ms);
+                    self.disputed_ms = Some(now.mono_ms);
+                    if !held {
+                        self.event(Event::JoinHeld {
+                            refusal: refusal.clone(),
+                        });
+                    }
+                }
+                self.event(Event::Refused(refusal));
+            }
         }
         self.update(now);
     }
@@ -470,7 +493,7 @@ impl Membership {
             due = due.min(drain.since_ms.saturating_add(self.settings.drain_ms));
         }
         if self.state == State::Joining {
-            due = due.min(self.started_ms + self.settings.dead_after_ms);
+            due = due.min(self.join_at());
         }
         due
     }
@@ -593,13 +616,26 @@ impl Membership {
         self.send_now = true;
     }
 
+    /// When a joining node that has not heard every configured node becomes a member:
+    /// `dead_after` after it started, or after the last heartbeat it refused as another farm's
+    /// (see [`Event::JoinHeld`]).
+    fn join_at(&self) -> u64 {
+        let since = self
+            .disputed_ms
+            .map_or(self.started_ms, |at| at.max(self.started_ms) + 1);
+        since + self.settings.dead_after_ms
+    }
+
     /// Brings everything up to date with what is known at `now`.
     fn update(&mut self, now: Now) {
         self.observe_peers(now);
-        if self.state == State::Joining {
+        let undisputed = self
+            .disputed_ms
+            .is_none_or(|at| now.mono_ms > at + self.settings.dead_after_ms);
+        if self.state == State::Joining && undisputed {
             let heard_all = (0..self.latest.len())
                 .all(|node| node == self.local || self.latest[node].is_some());
-            if heard_all || now.mono_ms >= self.started_ms + self.settings.dead_after_ms {
+            if heard_all || now.mono_ms >= self.join_at() {
                 self.state = State::Up;
                 self.send_now = true;
                 self.event(Event::Up);

@@ -82,8 +82,10 @@ pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
     let wall_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64);
-    let incarnation =
-        incarnation::next(&paths.state_dir.join(format!("{name}.incarnation")), wall_ms)?;
+    let incarnation = incarnation::next(
+        &paths.state_dir.join(format!("{name}.incarnation")),
+        wall_ms,
+    )?;
     let interface = config.interface_of(local).to_owned();
     let host = Host::open(&interface)?;
     let start = Start {
@@ -256,7 +258,9 @@ struct InKernel<'a> {
 
 impl Dataplane for InKernel<'_> {
     fn install(&mut self, generation: u64, modes: &[table::Mode]) -> Result<(), DataplaneError> {
-        Ok(self.program.install(&ModeTable::new(generation, modes.to_vec())?)?)
+        Ok(self
+            .program
+            .install(&ModeTable::new(generation, modes.to_vec())?)?)
     }
 
     fn keep_alive(&mut self, ttl: Duration) -> Result<(), DataplaneError> {

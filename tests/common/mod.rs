@@ -286,7 +286,9 @@ impl Herd {
     /// Whether a line from the `from`th one on `matches`, without waiting.
     pub fn has_logged(&self, from: usize, matches: impl Fn(&str) -> bool) -> bool {
         let lines = self.log.lines.lock().unwrap();
-        lines[from.min(lines.len())..].iter().any(|line| matches(line))
+        lines[from.min(lines.len())..]
+            .iter()
+            .any(|line| matches(line))
     }
 
     /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...). `ip netns exec` runs herd in place

@@ -1,0 +1,108 @@
+//! A node that joins while a node it cannot agree with talks (another farm configuration, or
+//! another key) holds its join, and joins once that node is gone.
+
+use herd_dataplane::hash::HashKey;
+use herd_membership::auth::Keyring;
+use herd_membership::protocol::{Event, FarmNode, Output};
+use herd_membership::wire::State;
+use herd_membership::{Farm, Membership, Now, Settings};
+
+const SETTINGS: Settings = Settings {
+    heartbeat_ms: 100,
+    dead_after_ms: 500,
+    drain_ms: 30_000,
+    quorum: false,
+};
+
+const KEY: &str = "1 000102030405060708090a0b0c0d0e0f";
+
+fn farm(digest: u8) -> Farm {
+    Farm {
+        digest: [digest; 32],
+        key: HashKey::from_bytes([7; 16]),
+        buckets: 64,
+        nodes: ["alpha", "bravo"]
+            .into_iter()
+            .map(|name| FarmNode {
+                name: name.into(),
+                weight: 1,
+            })
+            .collect(),
+    }
+}
+
+fn at(ms: u64) -> Now {
+    Now {
+        mono_ms: ms,
+        wall_ms: 1_800_000_000_000 + ms,
+    }
+}
+
+/// Node `local` of `farm`, signing with `key`, started at time 0.
+fn node(farm: Farm, local: usize, key: &str) -> Membership {
+    let keys = Keyring::parse(key).unwrap();
+    Membership::new(farm, local, keys, 1, SETTINGS, at(0))
+}
+
+/// Runs `node` to `ms` and returns its heartbeats and whether it said it held its join.
+fn advance(node: &mut Membership, ms: u64) -> (Vec<Vec<u8>>, bool) {
+    node.handle_timeout(at(ms));
+    let mut heartbeats = Vec::new();
+    let mut held = false;
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Heartbeat(datagram) => heartbeats.push(datagram),
+            Output::Event(Event::JoinHeld { .. }) => held = true,
+            _ => {}
+        }
+    }
+    (heartbeats, held)
+}
+
+/// Alpha joins while `bravo` talks, for two seconds, then falls silent: alpha holds its join
+/// meanwhile, and joins `dead_after` after bravo's last heartbeat.
+fn holds_its_join_while(mut bravo: Membership) {
+    let mut alpha = node(farm(1), 0, KEY);
+    let mut held = false;
+    for ms in (0..2000).step_by(100) {
+        let (heartbeats, _) = advance(&mut bravo, ms);
+        for heartbeat in heartbeats {
+            alpha.handle_datagram(&heartbeat, at(ms));
+        }
+        held |= advance(&mut alpha, ms).1;
+        assert_eq!(alpha.state(), State::Joining, "at {ms} ms");
+        assert!(
+            alpha.modes().iter().all(|mode| mode.0 == 0),
+            "alpha takes nothing"
+        );
+    }
+    assert!(held, "alpha says why it does not join");
+    // Bravo's last heartbeat came at 1900 ms.
+    advance(&mut alpha, 2400);
+    assert_eq!(alpha.state(), State::Joining, "within dead_after of it");
+    advance(&mut alpha, 2401);
+    assert_eq!(alpha.state(), State::Up, "then alpha joins alone");
+}
+
+#[test]
+fn a_node_holds_its_join_while_another_farm_configuration_talks() {
+    holds_its_join_while(node(farm(2), 1, KEY));
+}
+
+#[test]
+fn a_node_holds_its_join_while_another_key_talks() {
+    holds_its_join_while(node(farm(1), 1, "1 ff0102030405060708090a0b0c0d0e0f"));
+}
+
+#[test]
+fn a_node_joins_with_a_node_of_its_own_farm() {
+    let mut bravo = node(farm(1), 1, KEY);
+    let mut alpha = node(farm(1), 0, KEY);
+    let (heartbeats, _) = advance(&mut bravo, 0);
+    for heartbeat in heartbeats {
+        alpha.handle_datagram(&heartbeat, at(0));
+    }
+    let (_, held) = advance(&mut alpha, 0);
+    assert!(!held);
+    assert_eq!(alpha.state(), State::Up, "alpha heard every node: it joins");
+}

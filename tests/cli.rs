@@ -278,3 +278,40 @@ fn whois_explains_what_it_cannot_answer() {
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(stdout(&ok).contains("owner: "));
 }
+
+#[test]
+fn run_names_a_missing_or_bad_key_file() {
+    let dir = temp_dir("key");
+    let key = dir.join("farm.key");
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("/etc/herd/farm.key", key.to_str().unwrap());
+    let config = write_config(&dir, &text);
+    let run = || {
+        herd(&[
+            "run",
+            "-c",
+            config.to_str().unwrap(),
+            "--node",
+            "alpha",
+            "--state-dir",
+            dir.to_str().unwrap(),
+        ])
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("auth_key_file") && message.contains(key.to_str().unwrap()),
+        "{message}"
+    );
+    std::fs::write(&key, "1 00112233\n").unwrap();
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("line 1: the key has 4 bytes; it needs at least 16"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

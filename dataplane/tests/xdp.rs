@@ -19,7 +19,7 @@ use herd_dataplane::flows::LINGER_NS;
 use herd_dataplane::neighbor::virtual_mac;
 use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::xdp::{TestOutcome, XdpClassifier};
+use herd_dataplane::xdp::{TestOutcome, XdpClassifier, LOOKUP_BATCH};
 use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
@@ -745,6 +745,30 @@ fn both_classifiers_count_the_same_draining_flows() {
     let gaining = ModeTable::new(4, vec![Mode::GAIN; BUCKETS as usize]).unwrap();
     xdp.install(&gaining).unwrap();
     assert_eq!(count(&xdp, &flows, &gaining), 0);
+}
+
+/// A flow table of several batches is counted whole: every connection once.
+#[test]
+fn a_flow_table_larger_than_a_batch_is_counted_whole() {
+    needs_root();
+    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let owned = ModeTable::new(1, vec![Mode::OWN; BUCKETS as usize]).unwrap();
+    let mut xdp = XdpClassifier::load(&rules, &owned, IF_MAC).expect("loads");
+    let connections = 2 * LOOKUP_BATCH + 100;
+    let mut rng = Rng(0xd7a1_0000_0002);
+    for i in 0..connections {
+        let client = Client {
+            v6: false,
+            port: 1024 + (i % 50_000) as u16,
+            vip_port: 8000,
+            ..Client::random(&mut rng)
+        };
+        let (frame, _) = client.segment(&mut Rng(1), SYN);
+        assert_eq!(xdp.test_run(&frame).unwrap().verdict, Some(Verdict::Accept));
+    }
+    let known = ModeTable::new(2, vec![Mode::KNOWN; BUCKETS as usize]).unwrap();
+    xdp.install(&known).unwrap();
+    assert_eq!(xdp.draining_flows().unwrap(), connections);
 }
 
 /// The program's cost per packet, as `BPF_PROG_TEST_RUN` times it, on the frames of a bucket

@@ -21,8 +21,9 @@
 //!   it had it), installs that, and only then sends the heartbeat that shows the new view.
 //! - **Acquire late.** A node takes new connections in a bucket the table gives it once every
 //!   live node's latest heartbeat shows the same view with its releases installed (the view is
-//!   *agreed*), or at once when the bucket's owner in the last agreed view is dead and the new
-//!   view only lost members since (a crash: nobody else can claim the bucket).
+//!   *agreed*; a node that has withdrawn holds nothing and is not waited for), or at once
+//!   when the bucket's owner in the last agreed view is dead and the new view only lost
+//!   members since (a crash: nobody else can claim the bucket).
 //! - **Drain.** The node that released buckets where it held connections keeps accepting those
 //!   connections (and the bucket's non-TCP traffic) until the dataplane reports them gone or
 //!   `drain_ms` passes; its heartbeats list the views it drains. A node takes `TCP_ANY` and
@@ -739,24 +740,41 @@ impl Membership {
         // serving without it: the farm was partitioned, and until the merged farm agrees on a view
         // both sides may hold any bucket. This node starts over, and the buckets that change
         // hands are dropped at once rather than drained, since two nodes draining one bucket
-        // would both take its non-TCP traffic.
+        // would both take its non-TCP traffic; so are those the nodes back own in their own
+        // views.
         let me = self.local as u8;
-        let merge = view.iter().any(|m| {
-            let node = usize::from(m.node);
-            let serving_alone = self.latest[node].as_ref().is_some_and(|heartbeat| {
-                heartbeat.agreed & (1 << m.node) != 0 && heartbeat.agreed & (1 << me) == 0
-            });
-            !self.view.contains(m)
-                && node != self.local
-                && (self.declared_dead[node] == Some(m.incarnation) || serving_alone)
-        });
-        if merge {
+        let returning: Vec<&ViewMember> = view
+            .iter()
+            .filter(|m| {
+                let node = usize::from(m.node);
+                let serving_alone = self.latest[node].as_ref().is_some_and(|heartbeat| {
+                    heartbeat.agreed & (1 << m.node) != 0 && heartbeat.agreed & (1 << me) == 0
+                });
+                !self.view.contains(m)
+                    && node != self.local
+                    && (self.declared_dead[node] == Some(m.incarnation) || serving_alone)
+            })
+            .collect();
+        if !returning.is_empty() {
             self.start_over(now);
             self.merging = true;
         }
+        // The nodes back never stopped serving what their own views give them, and may take
+        // any TCP packet there: this node keeps not even its connections in those buckets, or
+        // both would answer them.
+        let mut theirs = vec![false; self.modes.len()];
+        for m in returning {
+            let Some(heartbeat) = &self.latest[usize::from(m.node)] else {
+                continue;
+            };
+            let table = self.table(members_of(&heartbeat.view));
+            for (bucket, &owner) in table.iter().enumerate() {
+                theirs[bucket] |= owner == NodeId::from(m.node);
+            }
+        }
         if self.merging {
             for (bucket, mode) in self.modes.iter_mut().enumerate() {
-                if owners[bucket] != local && *mode != Mode::NONE {
+                if (owners[bucket] != local || theirs[bucket]) && *mode != Mode::NONE {
                     *mode = Mode::NONE;
                     self.modes_changed = true;
                 }
@@ -797,16 +815,22 @@ impl Membership {
 
     /// Whether every live node's latest heartbeat shows its releases installed and this
     /// node's very view. Joining and leaving nodes too: a joining node may become a member
-    /// at any moment, and shows it in its view when it does.
+    /// at any moment, and shows it in its view when it does. But not a withdrawn node: it
+    /// holds nothing and has stopped, so its view will never change, and waiting for it to be
+    /// declared dead would leave the buckets of a node that died meanwhile without an owner.
     fn everyone_agrees(&self) -> bool {
         (0..self.alive.len())
             .filter(|&node| self.alive[node])
             .all(|node| {
-                self.fresh_after_ms
-                    .is_none_or(|after| self.received_ms[node] > after)
-                    && self.latest[node].as_ref().is_some_and(|heartbeat| {
-                        heartbeat.released == heartbeat.epoch && heartbeat.view == self.view
-                    })
+                let Some(heartbeat) = &self.latest[node] else {
+                    return false;
+                };
+                heartbeat.state == State::Withdrawn
+                    || (self
+                        .fresh_after_ms
+                        .is_none_or(|after| self.received_ms[node] > after)
+                        && heartbeat.released == heartbeat.epoch
+                        && heartbeat.view == self.view)
             })
     }
 
@@ -899,8 +923,9 @@ impl Membership {
     /// The buckets this node may take without waiting for agreement: when the view only lost
     /// members since the last agreed view, the buckets whose owner there is gone and which no
     /// node could claim in any view between the two (a node that has not yet noticed every
-    /// loss computes one of those). Past [`MAX_TAKEOVER_LOSSES`] losses at once the views
-    /// between are too many to check, and agreement decides.
+    /// loss computes one of those, and the others may have agreed on one). Past
+    /// [`MAX_TAKEOVER_LOSSES`] losses at once the views between are too many to check, and
+    /// agreement decides.
     fn crash_takeover(&mut self) -> Option<Vec<bool>> {
         let agreed = self.last_agreed.clone()?;
         if !self.view.iter().all(|member| agreed.view.contains(member)) {
@@ -921,9 +946,11 @@ impl Membership {
         let mut subset: u64 = 0;
         loop {
             let owners = self.table(current | subset);
-            for (bucket, take) in takeover.iter_mut().enumerate() {
-                let old = agreed.owners[bucket];
-                if *take && !is_in(subset, old) && !is_in(claimable, owners[bucket]) {
+            // Even where the old owner still lives: the others may have agreed on that view,
+            // which this node showed too, without this node hearing of it, and the old owner
+            // then released the bucket.
+            for (take, &owner) in takeover.iter_mut().zip(owners.iter()) {
+                if !is_in(claimable, owner) {
                     *take = false;
                 }
             }

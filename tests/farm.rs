@@ -483,8 +483,7 @@ impl Farm {
     /// non-TCP traffic in each of its buckets. The farm is then settled: each bucket is wholly
     /// its owner's. `farm.owners` becomes that table's owners.
     fn settle(&mut self, marks: &[usize], up: [bool; NODES.len()]) {
-        let config = FarmConfig::load(&self.config()).unwrap();
-        self.owners = Owners::new(&config, up);
+        self.owners = self.owners_if_up(up);
         let shares = self.owners.shares();
         for node in (0..NODES.len()).filter(|&node| up[node]) {
             let herd = self.herds[node].as_ref().expect("an up node runs herd");
@@ -497,6 +496,18 @@ impl Farm {
                 shares[node]
             );
         }
+    }
+
+    /// The owners when the nodes that are `up` are the members.
+    fn owners_if_up(&self, up: [bool; NODES.len()]) -> Owners {
+        Owners::new(&FarmConfig::load(&self.config()).unwrap(), up)
+    }
+
+    /// Kills [`VICTIM`]'s herd and waits until the others have settled without it.
+    fn kill_victim_and_settle(&mut self) {
+        let marks = self.marks();
+        self.kill_herd(VICTIM);
+        self.settle(&marks, WITHOUT_VICTIM);
     }
 
     /// Kills node `node`'s herd with SIGKILL and waits until it is gone.
@@ -1131,7 +1142,7 @@ fn answered_again(
     since: Instant,
     within: Duration,
 ) -> Option<Duration> {
-    let survivors = Owners::new(&FarmConfig::load(&farm.config()).unwrap(), WITHOUT_VICTIM);
+    let survivors = farm.owners_if_up(WITHOUT_VICTIM);
     let expected: Vec<String> = probes
         .iter()
         .enumerate()
@@ -1285,11 +1296,9 @@ fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: Mode) {
 /// buckets go to it. Once those connections end, the drains end and the farm settles.
 fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Mode) {
     let mut farm = Farm::start("rejoin", mode);
-    let marks = farm.marks();
-    farm.kill_herd(VICTIM);
-    farm.settle(&marks, WITHOUT_VICTIM);
+    farm.kill_victim_and_settle();
 
-    let all = Owners::new(&FarmConfig::load(&farm.config()).unwrap(), [true; 3]);
+    let all = farm.owners_if_up([true; 3]);
     // Connections in the buckets the restarted node will take back.
     let returning: Vec<SocketAddrV4> = flows(26000..26004)
         .into_iter()
@@ -1358,7 +1367,7 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) 
         );
     }
     assert_every_connection_holds(&mut held, "while it leaves");
-    let without = Owners::new(&FarmConfig::load(&farm.config()).unwrap(), WITHOUT_VICTIM);
+    let without = farm.owners_if_up(WITHOUT_VICTIM);
     let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(27001..27002)
         .into_iter()
         .filter(|&from| farm.owners.of(Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
@@ -1393,9 +1402,7 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) 
 /// answering every flow once.
 fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: Mode) {
     let mut farm = Farm::start("refuse", mode);
-    let marks = farm.marks();
-    farm.kill_herd(VICTIM);
-    farm.settle(&marks, WITHOUT_VICTIM);
+    farm.kill_victim_and_settle();
 
     let dir = farm.dir.path().to_owned();
     let other_key = dir.join("other.key");

@@ -39,6 +39,14 @@ pub const RT_PRIORITY: i32 = 2;
 /// Counting may cost the kernel map a walk (XDP mode), so not at every heartbeat.
 const DRAIN_POLL_MS: u64 = 250;
 
+/// Datagrams read in one turn of the loop: a flood of them on the farm port must not hold up
+/// the timers, which send this node's heartbeats.
+const READS_PER_TURN: usize = 64;
+
+/// The senders of refused datagrams remembered for the rate limit of their log lines: a flood
+/// from forged addresses must not grow it without end.
+const REFUSAL_SENDERS: usize = 256;
+
 /// How often, at most, the datagrams refused from one address are logged.
 const REFUSAL_LOG_MS: u64 = 10_000;
 
@@ -214,6 +222,7 @@ impl<D: Dataplane> Driver<D> {
             .map_err(DriverError::Poll)?;
         let mut events = Events::with_capacity(16);
         let mut buffer = [0u8; MAX_DATAGRAM + 1];
+        let mut unread = false;
         loop {
             let now = self.clock.now();
             if let Some(exit) = self.signalled(now) {
@@ -227,20 +236,26 @@ impl<D: Dataplane> Driver<D> {
             if self.membership.finished() {
                 return Ok((self.dataplane, Exit::Left));
             }
-            match poll.poll(&mut events, Some(self.wait(now))) {
+            let wait = if unread {
+                Duration::ZERO
+            } else {
+                self.wait(now)
+            };
+            match poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                 Err(error) => return Err(DriverError::Poll(error)),
             }
-            if !events.is_empty() {
-                self.receive(&mut buffer)?;
+            if unread || !events.is_empty() {
+                unread = self.receive(&mut buffer)?;
             }
         }
     }
 
-    /// Reads every datagram waiting on the socket.
-    fn receive(&mut self, buffer: &mut [u8]) -> Result<(), DriverError> {
-        loop {
+    /// Reads the datagrams waiting on the socket, at most [`READS_PER_TURN`]; returns whether
+    /// some may be left (the socket is edge-triggered: they raise no new event).
+    fn receive(&mut self, buffer: &mut [u8]) -> Result<bool, DriverError> {
+        for _ in 0..READS_PER_TURN {
             match self.socket.recv_from(buffer) {
                 Ok((length, from)) => {
                     // A datagram longer than any heartbeat fills the buffer, one byte longer
@@ -249,13 +264,14 @@ impl<D: Dataplane> Driver<D> {
                     self.membership.handle_datagram(&buffer[..length], now);
                     self.act(now, Some(from))?;
                 }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
                 // An ICMP error for an earlier send (a peer's port closed) shows up here: it
                 // says nothing about what is waiting, so reading goes on.
                 Err(error) => tracing::debug!("farm port: {error}"),
             }
         }
+        Ok(true)
     }
 
     /// How long the loop may sleep: until the protocol's next timeout, the next drain poll,
@@ -381,6 +397,13 @@ impl<D: Dataplane> Driver<D> {
         let index = match self.refusals.iter().position(|log| log.address == address) {
             Some(index) => index,
             None => {
+                if self.refusals.len() >= REFUSAL_SENDERS {
+                    // The sender logged longest ago makes room.
+                    let oldest = (0..self.refusals.len())
+                        .min_by_key(|&i| self.refusals[i].logged_ms)
+                        .unwrap_or(0);
+                    self.refusals.swap_remove(oldest);
+                }
                 self.refusals.push(RefusalLog {
                     address,
                     logged_ms: 0,

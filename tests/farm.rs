@@ -1393,6 +1393,19 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) 
             .contains("drain over: no connection left")),
         "the drain ended with the connections, not with drain_s"
     );
+    for node in [0, 2] {
+        let herd = farm.herds[node].as_ref().unwrap();
+        assert!(
+            herd.wait_for(marks[node], |line| line.contains("peer gone"), SETTLE)
+                .is_some(),
+            "{} sees the node go after it left",
+            NODES[node].0
+        );
+        assert!(
+            !herd.has_logged(marks[node], |line| line.contains("peer dead")),
+            "a planned leave is no failure"
+        );
+    }
     farm.settle(&marks, WITHOUT_VICTIM);
     assert_settled_farm_answers_once(&farm, 25000..25004);
 }

@@ -448,7 +448,17 @@ impl<D: Dataplane> Driver<D> {
             Event::PeerRestarted { node } => {
                 tracing::info!(peer = name(*node), "peer restarted (a new incarnation)")
             }
-            Event::PeerDead { node, timeout_ms } => tracing::warn!(
+            Event::PeerDead {
+                node,
+                withdrawn: true,
+                ..
+            } => tracing::info!(
+                peer = name(*node),
+                "peer gone: it had left the farm and withdrawn"
+            ),
+            Event::PeerDead {
+                node, timeout_ms, ..
+            } => tracing::warn!(
                 peer = name(*node),
                 timeout_ms,
                 "peer dead: silent for the timeout; its buckets move to the live nodes"

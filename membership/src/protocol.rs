@@ -212,6 +212,9 @@ pub enum Event {
         node: usize,
         /// The timeout it exceeded.
         timeout_ms: u64,
+        /// Whether its last heartbeat said it had withdrawn: it left on purpose and stopped,
+        /// and its silence is no failure.
+        withdrawn: bool,
     },
     /// A node declared dead is heard again in the same incarnation: it was frozen or cut off,
     /// so both sides may have served its buckets meanwhile.
@@ -692,7 +695,12 @@ impl Membership {
                 self.declared_dead[node] = Some(incarnation);
                 self.stats.deaths += 1;
                 let timeout_ms = self.detector.timeout_ms();
-                self.event(Event::PeerDead { node, timeout_ms });
+                let withdrawn = state == State::Withdrawn;
+                self.event(Event::PeerDead {
+                    node,
+                    timeout_ms,
+                    withdrawn,
+                });
             }
         }
         let members = self.alive_set() | (1 << self.local);

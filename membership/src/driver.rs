@@ -47,6 +47,9 @@ const READS_PER_TURN: usize = 64;
 /// from forged addresses must not grow it without end.
 const REFUSAL_SENDERS: usize = 256;
 
+/// How soon the dataplane is asked again when it has not counted under the latest table yet.
+const DRAIN_RETRY_MS: u64 = 25;
+
 /// How often, at most, the datagrams refused from one address are logged.
 const REFUSAL_LOG_MS: u64 = 10_000;
 
@@ -313,7 +316,6 @@ impl<D: Dataplane> Driver<D> {
         if self.membership.draining() == 0 || now.mono_ms < self.next_drain_poll_ms {
             return Ok(());
         }
-        self.next_drain_poll_ms = now.mono_ms + DRAIN_POLL_MS;
         let left = self
             .dataplane
             .draining_flows(self.generation)
@@ -321,6 +323,14 @@ impl<D: Dataplane> Driver<D> {
                 what: "count its draining connections",
                 source,
             })?;
+        // Not counted under the latest table yet (the AF_XDP workers recount every 100 ms):
+        // asked again soon, since a drain that ends on the first count is the common case.
+        let next = if left.is_some() {
+            DRAIN_POLL_MS
+        } else {
+            DRAIN_RETRY_MS
+        };
+        self.next_drain_poll_ms = now.mono_ms + next;
         if left == Some(0) {
             self.membership.flows_drained(self.generation, now);
         }

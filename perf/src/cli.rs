@@ -1,13 +1,122 @@
-//! The command line.
+//! The command line: the dataplane comparison (the default, or `herd-perf dataplane`) and
+//! `herd-perf failover`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::Parser;
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::bench::Settings;
 use crate::contender::Kind;
 use crate::mix::{MixSpec, MAX_SIZE, MIN_SIZE};
+
+/// herd's benchmarks. Without a subcommand, the dataplane comparison (`dataplane`). Needs root.
+#[derive(Debug, Parser)]
+#[command(name = "herd-perf", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// The benchmark; `dataplane` when not given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The dataplane comparison's options, when no subcommand is given.
+    #[command(flatten)]
+    pub dataplane: Args,
+}
+
+/// herd-perf's benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// herd's two dataplane modes against a bare XDP_DROP program and an nftables `jhash`
+    /// rule, on the same generated traffic (what herd-perf runs without a subcommand).
+    Dataplane(Args),
+    /// A 3-node farm of `herd run` processes in network namespaces, with default membership
+    /// settings: the failover time after `kill -9` (p50/p99/max over --runs runs, each on a
+    /// fresh farm, the victim rotating over the nodes), the connections broken by a planned
+    /// leave (SIGTERM) and by a join, and false positives while stress-ng saturates every core
+    /// for --quiet-minutes. Prints a markdown section with the goals.
+    Failover(FailoverArgs),
+}
+
+impl Cli {
+    /// The dataplane comparison's options, if that is the benchmark asked for.
+    pub fn dataplane_args(&self) -> Option<&Args> {
+        match &self.command {
+            None => Some(&self.dataplane),
+            Some(Command::Dataplane(args)) => Some(args),
+            Some(Command::Failover(_)) => None,
+        }
+    }
+}
+
+/// A dataplane mode of the failover farm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FarmMode {
+    /// The whole verdict in the kernel's XDP hook.
+    Xdp,
+    /// AF_XDP sockets served by herd's worker threads.
+    Afxdp,
+}
+
+impl FarmMode {
+    /// The mode's name in the configuration file.
+    pub fn name(self) -> &'static str {
+        match self {
+            FarmMode::Xdp => "xdp",
+            FarmMode::Afxdp => "afxdp",
+        }
+    }
+}
+
+/// The failover scenario's options.
+#[derive(Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// The farm's dataplane mode.
+    #[arg(long, value_enum, default_value_t = FarmMode::Xdp)]
+    pub mode: FarmMode,
+
+    /// Failover runs (kill -9 of one node's herd), each on a fresh farm.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+
+    /// Minutes the false-positive run saturates every core for.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub quiet_minutes: u32,
+
+    /// The herd executable; by default the `herd` next to herd-perf's own.
+    #[arg(long)]
+    pub herd: Option<PathBuf>,
+
+    /// Leaves out the false-positive run.
+    #[arg(long)]
+    pub skip_false_positives: bool,
+
+    /// Leaves out the planned leave and the join.
+    #[arg(long)]
+    pub skip_leave_join: bool,
+
+    /// Also writes the markdown section to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+
+    /// The farm's buckets (a power of two, 64 to 65536); the failover load has a UDP flow and
+    /// a stream of TCP connections in each of the victim's.
+    #[arg(long, default_value_t = 256)]
+    pub buckets: u32,
+
+    /// How often each UDP flow of the failover load sends a request, in ms: the resolution of
+    /// the UDP failover time.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub udp_interval_ms: u64,
+
+    /// How often a TCP connection is opened in each of the victim's buckets, in ms.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub tcp_interval_ms: u64,
+
+    /// Copies every herd's log into DIR (`run-N-NODE-K.log`).
+    #[arg(long, value_name = "DIR")]
+    pub keep_logs: Option<PathBuf>,
+}
 
 /// Measures herd's two dataplane modes against a bare XDP_DROP program and an nftables
 /// `jhash` rule, side by side on the same generated traffic, on a veth pair between two
@@ -20,8 +129,7 @@ use crate::mix::{MixSpec, MAX_SIZE, MIN_SIZE};
 /// The afxdp mode is also measured on the mix with a veth pair instead of its TAP device as
 /// the way back to the stack. Prints a markdown table (or JSON), the eBPF program's cost per
 /// packet, and the goals.
-#[derive(Debug, Parser)]
-#[command(name = "herd-perf", version)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// Seconds each row is measured for, after a 0.5 s warm-up (0.1 to 600).
     #[arg(long, default_value_t = 3.0, value_parser = seconds)]
@@ -169,10 +277,20 @@ mod tests {
         assert!(share("").is_err());
     }
 
+    /// The dataplane options of a command line.
+    fn dataplane(line: &[&str]) -> Result<Args, clap::Error> {
+        let cli = Cli::try_parse_from(line)?;
+        match cli.command {
+            None => Ok(cli.dataplane),
+            Some(Command::Dataplane(args)) => Ok(args),
+            Some(Command::Failover(_)) => panic!("not a dataplane command line"),
+        }
+    }
+
     #[test]
     fn defaults_give_a_short_run_of_everything() {
-        Args::command().debug_assert();
-        let args = Args::try_parse_from(["herd-perf"]).unwrap();
+        Cli::command().debug_assert();
+        let args = dataplane(&["herd-perf"]).unwrap();
         assert_eq!(args.seconds, 3.0);
         assert_eq!(args.sizes, [64]);
         assert!((args.owned_share - 1.0 / 3.0).abs() < 1e-12);
@@ -182,14 +300,56 @@ mod tests {
     #[test]
     fn lists_and_bounds_are_checked() {
         let args =
-            Args::try_parse_from(["herd-perf", "--size", "64,1514", "--only", "xdp,baseline"])
-                .unwrap();
+            dataplane(&["herd-perf", "--size", "64,1514", "--only", "xdp,baseline"]).unwrap();
         assert_eq!(args.sizes, [64, 1514]);
         assert_eq!(args.only, [Kind::Xdp, Kind::Baseline]);
-        assert!(Args::try_parse_from(["herd-perf", "--size", "59"]).is_err());
-        assert!(Args::try_parse_from(["herd-perf", "--flows", "0"]).is_err());
-        assert!(Args::try_parse_from(["herd-perf", "--only", "dpdk"]).is_err());
-        assert!(Args::try_parse_from(["herd-perf", "--seconds", "0"]).is_err());
-        assert!(Args::try_parse_from(["herd-perf", "--seconds", "nan"]).is_err());
+        assert!(dataplane(&["herd-perf", "--size", "59"]).is_err());
+        assert!(dataplane(&["herd-perf", "--flows", "0"]).is_err());
+        assert!(dataplane(&["herd-perf", "--only", "dpdk"]).is_err());
+        assert!(dataplane(&["herd-perf", "--seconds", "0"]).is_err());
+        assert!(dataplane(&["herd-perf", "--seconds", "nan"]).is_err());
+    }
+
+    #[test]
+    fn the_dataplane_comparison_is_also_a_subcommand() {
+        let args = dataplane(&["herd-perf", "dataplane", "--seconds", "5"]).unwrap();
+        assert_eq!(args.seconds, 5.0);
+        assert!(Cli::try_parse_from(["herd-perf", "--seconds", "5", "failover"]).is_err());
+    }
+
+    #[test]
+    fn failover_defaults_follow_the_issue() {
+        let cli = Cli::try_parse_from(["herd-perf", "failover"]).unwrap();
+        let Some(Command::Failover(args)) = cli.command else {
+            panic!("a failover command line");
+        };
+        assert_eq!(args.mode, FarmMode::Xdp);
+        assert_eq!(args.runs, 20);
+        assert_eq!(args.quiet_minutes, 10);
+        assert!(!args.skip_false_positives);
+        let cli = Cli::try_parse_from([
+            "herd-perf",
+            "failover",
+            "--mode",
+            "afxdp",
+            "--runs",
+            "3",
+            "--quiet-minutes",
+            "1",
+            "--skip-false-positives",
+            "--markdown",
+            "out.md",
+        ])
+        .unwrap();
+        let Some(Command::Failover(args)) = cli.command else {
+            panic!("a failover command line");
+        };
+        assert_eq!(
+            (args.mode, args.runs, args.quiet_minutes),
+            (FarmMode::Afxdp, 3, 1)
+        );
+        assert!(args.skip_false_positives);
+        assert!(Cli::try_parse_from(["herd-perf", "failover", "--runs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["herd-perf", "failover", "--mode", "dpdk"]).is_err());
     }
 }

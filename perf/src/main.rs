@@ -1,11 +1,14 @@
 //! herd-perf: herd's two dataplane modes against a bare XDP_DROP program and an nftables rule,
-//! on the same generated traffic, on a veth pair between two network namespaces. See `--help`.
+//! on the same generated traffic, on a veth pair between two network namespaces; and
+//! (`herd-perf failover`) a 3-node farm's failover time, false positives and broken
+//! connections. See `--help`.
 
 mod bench;
 mod cli;
 mod command;
 mod contender;
 mod cost;
+mod failover;
 mod farm;
 mod generator;
 mod handoff;
@@ -27,35 +30,29 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 use crate::bench::{Bench, Traffics};
-use crate::cli::Args;
+use crate::cli::{Args, Cli, Command};
 use crate::contender::Kind;
 use crate::farm::BenchFarm;
 use crate::report::{Report, Setup};
 use crate::topology::Topology;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    match run(&args) {
-        Ok(report) if args.json => match serde_json::to_string_pretty(&report) {
-            Ok(json) => {
-                println!("{json}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("herd-perf: cannot write the report as JSON: {error}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(report) => {
-            print!("{}", report.markdown());
-            ExitCode::SUCCESS
+    let outcome = match (&cli.command, cli.dataplane_args()) {
+        (Some(Command::Failover(args)), _) => {
+            failover(args).map(|report| print!("{}", report.markdown()))
         }
+        (_, Some(args)) => dataplane(args),
+        (_, None) => Ok(()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("herd-perf: {error:#}");
             ExitCode::FAILURE
@@ -63,8 +60,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<Report> {
-    let settings = args.settings()?;
+/// The dataplane comparison, printed as markdown or JSON.
+fn dataplane(args: &Args) -> anyhow::Result<()> {
+    let report = run(args)?;
+    if args.json {
+        let json =
+            serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
+        println!("{json}");
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
+}
+
+/// The failover scenario.
+fn failover(args: &cli::FailoverArgs) -> anyhow::Result<failover::FailoverReport> {
+    needs_root()?;
+    failover::run(args, &interruptions()?)
+}
+
+/// Fails unless this process runs as root.
+fn needs_root() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
@@ -72,18 +88,30 @@ fn run(args: &Args) -> anyhow::Result<Report> {
              it with sudo)"
         );
     }
-    if settings.contenders.contains(&Kind::Nftables) {
-        command::run("nft", &["--version"], None)
-            .context("the nftables contender needs nft (add --only to leave it out)")?;
-    }
+    Ok(())
+}
+
+/// A flag raised by SIGINT or SIGTERM, so that the run stops and removes what it built; a
+/// second signal while the first is being handled exits at once.
+fn interruptions() -> anyhow::Result<Arc<AtomicBool>> {
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM] {
-        // A second signal while the first is being handled exits at once.
         signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&interrupted))
             .context("cannot handle signals")?;
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .context("cannot handle signals")?;
     }
+    Ok(interrupted)
+}
+
+fn run(args: &Args) -> anyhow::Result<Report> {
+    let settings = args.settings()?;
+    needs_root()?;
+    if settings.contenders.contains(&Kind::Nftables) {
+        command::run("nft", &["--version"], None)
+            .context("the nftables contender needs nft (add --only to leave it out)")?;
+    }
+    let interrupted = interruptions()?;
     let farm = BenchFarm::new()?;
     let traffics = Traffics::new(&settings.spec, &farm)?;
     topology::remove_stale()?;

@@ -16,8 +16,9 @@ use herd_dataplane::craft::{MAC_A, MAC_B};
 use crate::farm::{VIP4, VIP6};
 use crate::{command, sched};
 
-/// Names of this program's namespaces: the prefix, then `s` or `r`, then the process id.
-const NETNS_PREFIX: &str = "herd-perf-";
+/// Names of this program's namespaces: the prefix, then `s` or `r` and the process id (the
+/// dataplane test bed), or `f`, the process id and the rest of the name (the failover farms).
+pub const NETNS_PREFIX: &str = "herd-perf-";
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
 /// A kernel thread's name is cut to 15 bytes.
@@ -30,6 +31,28 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// Creates the namespace `name` and brings its loopback up. The caller deletes it with
+    /// [`Netns::delete`].
+    pub fn add(name: String) -> anyhow::Result<Self> {
+        command::run("ip", &["netns", "add", &name], None)?;
+        let netns = Netns { name };
+        if let Err(error) = netns.ip(&["link", "set", "lo", "up"]) {
+            netns.delete();
+            return Err(error);
+        }
+        Ok(netns)
+    }
+
+    /// Deletes the namespace, with its interfaces and the programs attached to them; warns
+    /// rather than fails, as it runs on the way out.
+    pub fn delete(&self) {
+        if Path::new(NETNS_DIR).join(&self.name).exists() {
+            if let Err(error) = command::run("ip", &["netns", "del", &self.name], None) {
+                tracing::warn!("cannot remove network namespace {}: {error:#}", self.name);
+            }
+        }
+    }
+
     /// The namespace's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -71,7 +94,7 @@ impl Netns {
     }
 
     /// Runs `ip -n <namespace> <args>`.
-    fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
         let mut full = vec!["-n", &self.name];
         full.extend_from_slice(args);
         command::run("ip", &full, None).map(drop)
@@ -172,22 +195,7 @@ impl Topology {
     fn mount_bpffs(&mut self) -> anyhow::Result<()> {
         let bpf = self.bpf_dir();
         fs::create_dir_all(&bpf).with_context(|| format!("cannot create {}", bpf.display()))?;
-        let target = c_path(&bpf)?;
-        // SAFETY: every pointer is a NUL-terminated string that outlives the call, and the
-        // data argument may be null.
-        let mounted = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if mounted != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("cannot mount a BPF file system on {}", bpf.display()));
-        }
+        mount_bpffs(&bpf)?;
         self.mounted = true;
         Ok(())
     }
@@ -223,11 +231,7 @@ impl Drop for Topology {
         // Deleting a namespace deletes its end of the veth pair, and with it the other end and
         // every program and nftables table on them.
         for ns in [&self.sender, &self.receiver] {
-            if Path::new(NETNS_DIR).join(&ns.name).exists() {
-                if let Err(error) = command::run("ip", &["netns", "del", &ns.name], None) {
-                    tracing::warn!("cannot remove network namespace {}: {error:#}", ns.name);
-                }
-            }
+            ns.delete();
         }
         if self.mounted {
             if let Err(error) = unmount(&self.bpf_dir()) {
@@ -259,6 +263,10 @@ pub fn remove_stale() -> anyhow::Result<()> {
         if dir.exists() {
             // Not mounted any more is the usual case; the removal below says what is wrong.
             let _ = unmount(&dir.join("bpf"));
+            // The failover farms mount theirs one level down.
+            for farm in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let _ = unmount(&farm.path().join("bpf"));
+            }
             fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
     }
@@ -268,15 +276,19 @@ pub fn remove_stale() -> anyhow::Result<()> {
 /// The process id in a namespace name of this program whose process is gone.
 fn stale_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(NETNS_PREFIX)?;
-    let pid: u32 = rest
-        .strip_prefix("s-")
-        .or_else(|| rest.strip_prefix("r-"))?
-        .parse()
-        .ok()?;
+    let pid: u32 = match rest.strip_prefix("f-") {
+        Some(farm) => farm.split('-').next()?.parse().ok()?,
+        None => rest
+            .strip_prefix("s-")
+            .or_else(|| rest.strip_prefix("r-"))?
+            .parse()
+            .ok()?,
+    };
     (!Path::new("/proc").join(pid.to_string()).exists()).then_some(pid)
 }
 
-fn run_dir(pid: u32) -> PathBuf {
+/// The temporary directory of herd-perf process `pid`.
+pub fn run_dir(pid: u32) -> PathBuf {
     std::env::temp_dir().join(format!("herd-perf-{pid}"))
 }
 
@@ -293,7 +305,29 @@ fn c_path(path: &Path) -> anyhow::Result<CString> {
         .with_context(|| format!("{} holds a NUL byte", path.display()))
 }
 
-fn unmount(path: &Path) -> anyhow::Result<()> {
+/// Mounts a BPF file system on `path`, which must exist.
+pub fn mount_bpffs(path: &Path) -> anyhow::Result<()> {
+    let target = c_path(path)?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call, and the
+    // data argument may be null.
+    let mounted = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if mounted != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("cannot mount a BPF file system on {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Unmounts `path` (lazily: what is still pinned there is released once unused).
+pub fn unmount(path: &Path) -> anyhow::Result<()> {
     let target = c_path(path)?;
     // SAFETY: `target` is a NUL-terminated path that outlives the call.
     if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
@@ -336,6 +370,8 @@ mod tests {
         assert_eq!(stale_pid(&format!("herd-perf-r-{live}")), None);
         assert_eq!(stale_pid("herd-perf-x-99999999"), None);
         assert_eq!(stale_pid("other-r-99999999"), None);
+        assert_eq!(stale_pid("herd-perf-f-99999999-3-hub"), Some(99999999));
+        assert_eq!(stale_pid(&format!("herd-perf-f-{live}-0-alpha")), None);
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! False positives: a settled farm under light traffic while `stress-ng` saturates every core
+//! for minutes. No node is killed, so any `peer dead` a herd logs is a false positive; `ran
+//! late` lines show how starved the membership loops were.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use herd_config::Protocol;
+use serde::Serialize;
+
+use super::bed::{source, NODES, SOURCES, UDP_PORT};
+use super::farm::{Farm, FarmSpec, ALL_UP};
+use super::load::{self, Control, Plan};
+
+/// How often each flow of the light traffic sends a request.
+const LIGHT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long stress-ng may overrun its own time-out before it is killed.
+const OVERRUN: Duration = Duration::from_secs(60);
+
+/// What the farm logged while every core was saturated.
+#[derive(Clone, Debug, Serialize)]
+pub struct Quiet {
+    /// How long the cores were saturated, in minutes.
+    pub minutes: u32,
+    /// The load, as a command line.
+    pub stress: String,
+    /// `peer dead` lines: false positives.
+    pub peer_dead: usize,
+    /// `ran late` lines.
+    pub ran_late: usize,
+    /// Other lines that show the membership moved: new views, nodes pausing after a silence,
+    /// split brains healed.
+    pub other_alarms: usize,
+    /// The first few of those lines, with their node.
+    pub excerpts: Vec<String>,
+    /// UDP requests of the light traffic sent.
+    pub udp_sent: u64,
+    /// UDP answers received.
+    pub udp_answers: u64,
+    /// UDP answers from another node than the flow's owner.
+    pub udp_wrong_node: u64,
+}
+
+/// Runs `minutes` of saturated cores on a fresh farm.
+pub fn run(
+    serial: usize,
+    spec: &FarmSpec,
+    minutes: u32,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<Quiet> {
+    let farm = Farm::start(serial, spec)?;
+    let owners = farm.owners(ALL_UP)?;
+    // One flow per client address, over every node's buckets.
+    let udp: Vec<_> = (1..=SOURCES)
+        .map(|i| std::net::SocketAddrV4::new(source(i), 45000))
+        .collect();
+    let expected = udp
+        .iter()
+        .map(|&flow| owners.of(Protocol::Udp, UDP_PORT, flow))
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    let plan = Plan {
+        udp,
+        tcp: Vec::new(),
+        udp_interval: LIGHT_INTERVAL,
+        tcp_interval: LIGHT_INTERVAL,
+        tcp_timeout: LIGHT_INTERVAL,
+        goal: None,
+    };
+    let length = Duration::from_secs(u64::from(minutes) * 60);
+    let control = Arc::new(Control::default());
+    let until = Instant::now() + length + OVERRUN + Duration::from_secs(10);
+    let client = farm.bed.client.clone();
+    let thread_control = Arc::clone(&control);
+    let load = std::thread::Builder::new()
+        .name("light-load".into())
+        .spawn(move || {
+            client.enter()?;
+            load::run(&plan, &thread_control, until)
+        })
+        .context("cannot start the load thread")?;
+
+    let marks = farm.marks();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let args = [
+        "--cpu".to_owned(),
+        cores.to_string(),
+        "--timeout".to_owned(),
+        format!("{minutes}m"),
+        "--quiet".to_owned(),
+    ];
+    let stress = format!("stress-ng {}", args.join(" "));
+    tracing::info!("{stress}: {minutes} min of saturated cores");
+    let stressed = saturate(&args, length + OVERRUN, interrupted);
+    control.stop.store(true, Ordering::Relaxed);
+    let records = load
+        .join()
+        .map_err(|_| anyhow!("the load thread panicked"))??;
+    stressed?;
+
+    let alarms = [
+        "peer dead",
+        "ran late",
+        "new view",
+        "silent long enough",
+        "split brain",
+    ];
+    let mut counts = [0usize; 5];
+    let mut excerpts = Vec::new();
+    for (node, herd) in farm.herds() {
+        for line in herd.lines_since(marks[node], |line| alarms.iter().any(|a| line.contains(a))) {
+            for (count, alarm) in counts.iter_mut().zip(alarms) {
+                if line.text.contains(alarm) {
+                    *count += 1;
+                }
+            }
+            if excerpts.len() < 12 {
+                excerpts.push(format!("{}: {}", NODES[node].0, line.text));
+            }
+        }
+    }
+    Ok(Quiet {
+        minutes,
+        stress,
+        peer_dead: counts[0],
+        ran_late: counts[1],
+        other_alarms: counts[2..].iter().sum(),
+        excerpts,
+        udp_sent: records.udp_sent,
+        udp_answers: records.udp.iter().map(|flow| flow.len() as u64).sum(),
+        udp_wrong_node: records
+            .udp
+            .iter()
+            .zip(&expected)
+            .map(|(flow, &owner)| flow.iter().filter(|a| a.node != owner).count() as u64)
+            .sum(),
+    })
+}
+
+/// Runs stress-ng with `args` until it exits, killing it after `bound` or on an interruption.
+fn saturate(args: &[String], bound: Duration, interrupted: &AtomicBool) -> anyhow::Result<()> {
+    let mut child = Command::new("stress-ng")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|error| {
+            anyhow!(
+                "cannot run stress-ng ({error}); install it (scripts/deps, or apt-get install \
+                 stress-ng) or pass --skip-false-positives"
+            )
+        })?;
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().context("cannot wait for stress-ng")? {
+            if !status.success() {
+                bail!("stress-ng failed: {status}");
+            }
+            return Ok(());
+        }
+        if interrupted.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(if interrupted.load(Ordering::Relaxed) {
+                "interrupted".to_owned()
+            } else {
+                format!("stress-ng outlived its time-out by {OVERRUN:?}")
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,368 @@
+//! The failover scenario's results as a markdown section: the distributions of the failover
+//! times, the counts of false positives and broken connections, each against its goal, the
+//! command that reproduces them and the machine they come from.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::bed::NODES;
+use super::kill::{KillRun, RECOVERY_BOUND};
+use super::leave_join::LeaveJoin;
+use super::quiet::Quiet;
+
+/// The goal for the failover time's p99, in milliseconds.
+const GOAL_P99_MS: f64 = 500.0;
+
+/// Everything the scenario measured.
+#[derive(Debug, Serialize)]
+pub struct FailoverReport {
+    /// The command line that produced it.
+    pub command: String,
+    /// The dataplane mode.
+    pub mode: String,
+    /// The machine, in a sentence.
+    pub machine: String,
+    /// How the farm and the load were set up, in a sentence.
+    pub setup: String,
+    /// The failover runs.
+    pub runs: Vec<KillRun>,
+    /// Runs that could not be measured (the farm did not start or settle), with why.
+    pub failed_runs: Vec<String>,
+    /// The leave and the join, unless skipped.
+    pub leave_join: Option<LeaveJoin>,
+    /// The false-positive run, unless skipped.
+    pub quiet: Option<Quiet>,
+}
+
+/// A row of the failover table: what it times, how to read it from a run, and whether the
+/// failover goal applies to it (a missing value is then a run that did not recover; otherwise
+/// a run where the event was not seen, left out of the spread).
+type Timing = (&'static str, fn(&KillRun) -> Option<f64>, bool);
+
+/// p50, p99 and max of some milliseconds, and how many were missing (not within the bound).
+struct Spread {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    missing: usize,
+    count: usize,
+}
+
+impl Spread {
+    /// The spread of `values`, the missing ones counted at [`RECOVERY_BOUND`].
+    fn of(values: impl Iterator<Item = Option<f64>>) -> Option<Spread> {
+        // Microseconds, 3 significant digits: 0.1 % at most off, well below the resolution.
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok()?;
+        let (mut missing, mut count) = (0, 0);
+        for value in values {
+            count += 1;
+            let ms = value.unwrap_or_else(|| {
+                missing += 1;
+                RECOVERY_BOUND.as_secs_f64() * 1e3
+            });
+            histogram.saturating_record((ms * 1e3).max(1.0) as u64);
+        }
+        (count > 0).then(|| Spread {
+            p50: histogram.value_at_quantile(0.5) as f64 / 1e3,
+            p99: histogram.value_at_quantile(0.99) as f64 / 1e3,
+            max: histogram.max() as f64 / 1e3,
+            missing,
+            count,
+        })
+    }
+
+    /// A table cell for a value: `> 10 s` for a missing one.
+    fn cell(&self, value: f64) -> String {
+        if self.missing > 0 && value >= RECOVERY_BOUND.as_secs_f64() * 1e3 - 1.0 {
+            format!("> {} s", RECOVERY_BOUND.as_secs())
+        } else {
+            format!("{value:.0} ms")
+        }
+    }
+}
+
+/// PASS or SHORT.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "PASS"
+    } else {
+        "SHORT"
+    }
+}
+
+impl FailoverReport {
+    /// The report as a markdown section.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = self.write(&mut out);
+        out
+    }
+
+    fn write(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(
+            out,
+            "## Failover, false positives and broken connections ({} mode)\n",
+            self.mode
+        )?;
+        writeln!(out, "```sh\n{}\n```\n", self.command)?;
+        writeln!(out, "{}\n", self.machine)?;
+        writeln!(out, "{}\n", self.setup)?;
+        let timings: [Timing; 5] = [
+            (
+                "every UDP flow of the victim's buckets answered by its new owner",
+                |r| r.udp_ms,
+                true,
+            ),
+            (
+                "a new TCP connection in each of the victim's buckets answered by its new owner",
+                |r| r.tcp_ms,
+                true,
+            ),
+            ("a survivor logs `peer dead`", |r| r.detected_ms, false),
+            (
+                "the last survivor installs its whole new share",
+                |r| r.installed_ms,
+                false,
+            ),
+            (
+                "the victim's last answer (in xdp mode its pinned program accepts until its \
+                 liveness deadline)",
+                |r| r.victim_last_ms,
+                false,
+            ),
+        ];
+        if !self.runs.is_empty() {
+            writeln!(
+                out,
+                "Failover after `kill -9` of a node's herd, over {} runs, the victim rotating over \
+                 the nodes:\n",
+                self.runs.len()
+            )?;
+            writeln!(
+                out,
+                "| from the kill until | p50 | p99 | max | goal | verdict |"
+            )?;
+            writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+            for (what, value, goal) in timings {
+                let spread = if goal {
+                    Spread::of(self.runs.iter().map(value))
+                } else {
+                    Spread::of(self.runs.iter().map(value).filter(Option::is_some))
+                };
+                let Some(spread) = spread else {
+                    continue;
+                };
+                let (goal, verdict) = if goal {
+                    (
+                        format!("p99 ≤ {GOAL_P99_MS:.0} ms"),
+                        verdict(spread.missing == 0 && spread.p99 <= GOAL_P99_MS),
+                    )
+                } else {
+                    (String::new(), "")
+                };
+                let seen = if spread.count < self.runs.len() {
+                    format!(" (seen in {} of {} runs)", spread.count, self.runs.len())
+                } else {
+                    String::new()
+                };
+                let missing = if spread.missing > 0 {
+                    format!(
+                        " ({} of {} runs not within {} s)",
+                        spread.missing,
+                        spread.count,
+                        RECOVERY_BOUND.as_secs()
+                    )
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "| {what}{seen}{missing} | {} | {} | {} | {goal} | {verdict} |",
+                    spread.cell(spread.p50),
+                    spread.cell(spread.p99),
+                    spread.cell(spread.max),
+                )?;
+            }
+            writeln!(out)?;
+        }
+        if !self.failed_runs.is_empty() {
+            writeln!(out, "Runs that could not be measured:\n")?;
+            for failure in &self.failed_runs {
+                writeln!(out, "- {failure}")?;
+            }
+            writeln!(out)?;
+        }
+        self.write_counts(out)?;
+        if !self.runs.is_empty() {
+            self.write_runs(out)?;
+        }
+        Ok(())
+    }
+
+    fn write_counts(&self, out: &mut String) -> std::fmt::Result {
+        if self.quiet.is_none() && self.leave_join.is_none() {
+            return Ok(());
+        }
+        writeln!(out, "| figure | measured | goal | verdict |")?;
+        writeln!(out, "| --- | --- | --- | --- |")?;
+        if let Some(quiet) = &self.quiet {
+            writeln!(
+                out,
+                "| false positives over {} min with every core saturated (`{}`) while the farm \
+                 serves light traffic | {} `peer dead` ({} `ran late`, {} other membership \
+                 changes; {} of {} requests answered, {} by a wrong node) | 0 | {} |",
+                quiet.minutes,
+                quiet.stress,
+                quiet.peer_dead,
+                quiet.ran_late,
+                quiet.other_alarms,
+                quiet.udp_answers,
+                quiet.udp_sent,
+                quiet.udp_wrong_node,
+                verdict(quiet.peer_dead == 0)
+            )?;
+        }
+        if let Some(lj) = &self.leave_join {
+            writeln!(
+                out,
+                "| connections broken by a planned leave (SIGTERM of {}, which drains) | {} of {} \
+                 ({} served by the leaving node; {} rounds of exchanges, survivors agreed {} \
+                 after SIGTERM; {}; exit {} after its connections closed) | 0 | {} |",
+                lj.node,
+                lj.broken_by_leave,
+                lj.leave_connections,
+                lj.leave_on_leaver,
+                lj.leave_rounds,
+                optional_ms(lj.leave_agreed_ms),
+                lj.drain_end,
+                optional_ms(lj.exit_ms),
+                verdict(lj.broken_by_leave == 0)
+            )?;
+            writeln!(
+                out,
+                "| connections broken by a join ({} started again) | {} of {} ({} in the buckets \
+                 it took back; {} rounds of exchanges, view agreed {} after its start; new \
+                 connections in those buckets answered by it: {} of {}) | 0 | {} |",
+                lj.node,
+                lj.broken_by_join,
+                lj.join_connections,
+                lj.join_in_moved_buckets,
+                lj.join_rounds,
+                optional_ms(lj.join_agreed_ms),
+                lj.fresh_to_joiner,
+                lj.fresh,
+                verdict(lj.broken_by_join == 0)
+            )?;
+        }
+        writeln!(out)?;
+        if let Some(lj) = self.leave_join.as_ref().filter(|lj| !lj.broken.is_empty()) {
+            writeln!(out, "Broken connections (the first ones):\n")?;
+            for broken in &lj.broken {
+                writeln!(out, "- {broken}")?;
+            }
+            writeln!(out)?;
+        }
+        if let Some(quiet) = self.quiet.as_ref().filter(|q| !q.excerpts.is_empty()) {
+            writeln!(
+                out,
+                "Membership lines logged under load (the first ones):\n"
+            )?;
+            writeln!(out, "```")?;
+            for line in &quiet.excerpts {
+                writeln!(out, "{line}")?;
+            }
+            writeln!(out, "```\n")?;
+        }
+        Ok(())
+    }
+
+    fn write_runs(&self, out: &mut String) -> std::fmt::Result {
+        writeln!(out, "<details><summary>Every run</summary>\n")?;
+        writeln!(
+            out,
+            "| run | victim | kill delay | buckets | answered by the victim before (UDP, TCP) | UDP | TCP | \
+             `peer dead` | installed | victim's last answer | UDP answered | TCP failed |"
+        )?;
+        writeln!(
+            out,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        )?;
+        for (i, run) in self.runs.iter().enumerate() {
+            writeln!(
+                out,
+                "| {} | {} | {:.0} ms | {} | {}, {}{} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
+                i + 1,
+                NODES[run.victim].0,
+                run.delay_ms,
+                run.buckets,
+                run.udp_by_victim_before,
+                run.tcp_by_victim_before,
+                if run.stray_before > 0 {
+                    format!(" ({} answers by others)", run.stray_before)
+                } else {
+                    String::new()
+                },
+                optional_ms(run.udp_ms),
+                optional_ms(run.tcp_ms),
+                optional_ms(run.detected_ms),
+                optional_ms(run.installed_ms),
+                optional_ms(run.victim_last_ms),
+                run.udp_answers,
+                run.udp_sent,
+                run.tcp_failed,
+                run.tcp_opened,
+            )?;
+        }
+        writeln!(out, "\n</details>\n")
+    }
+}
+
+/// Milliseconds, or `-` when not measured.
+fn optional_ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"))
+}
+
+/// The machine in a sentence: cores, CPU model, memory, kernel.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("an unknown CPU", |(_, model)| model.trim());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or_else(String::new, |kib| {
+            format!(", {} GiB", kib.div_ceil(1 << 20))
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "?".to_owned(), |release| release.trim().to_owned());
+    format!("Machine: {cores} cores, \"{model}\"{memory}, Linux {kernel}.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spreads_count_the_missing_at_the_bound() {
+        let spread = Spread::of([Some(400.0), Some(500.0), None].into_iter()).unwrap();
+        assert_eq!(spread.missing, 1);
+        assert!((spread.p50 - 500.0).abs() < 1.0);
+        assert_eq!(spread.cell(spread.max), "> 10 s");
+        assert_eq!(spread.cell(spread.p50), "500 ms");
+        assert!(Spread::of(std::iter::empty()).is_none());
+    }
+}

@@ -1239,24 +1239,51 @@ fn assert_every_connection_holds(held: &mut [Held], text: &str) {
     }
 }
 
-/// SIGKILL of one node's herd: within the liveness deadline the node accepts no VIP packet
-/// (fail closed, so no flow is answered twice), and the other nodes take its buckets over.
-/// The time from the kill until every one of its buckets answers again is printed; `herd-perf
-/// failover` measures it over many runs.
+/// How many times the kill test kills and restarts a node.
+const KILL_RUNS: u16 = 20;
+
+/// SIGKILL of one node's herd, [`KILL_RUNS`] times on one farm, the node started again after
+/// each: within the liveness deadline the node accepts no VIP packet (fail closed, so no flow
+/// is answered twice), and the other nodes take its buckets over, for UDP and new TCP
+/// connections. The times from the kill until every one of its buckets answers again are
+/// printed (to the probing rounds' resolution, about 200 ms); `herd-perf failover` measures
+/// them finely.
 fn a_killed_node_s_buckets_move_to_the_survivors(mode: Mode) {
     let mut farm = Farm::start("kill", mode);
     let probes = probes(&farm, VICTIM);
-    let marks = farm.marks();
-    farm.kill_herd(VICTIM);
-    let killed = Instant::now();
-    let took = answered_again(&farm, &probes, killed, Duration::from_secs(5))
-        .expect("the survivors answer for every bucket of the dead node");
+    let survivors = farm.owners_if_up(WITHOUT_VICTIM);
+    let mut took = Vec::new();
+    for run in 0..KILL_RUNS {
+        let marks = farm.marks();
+        farm.kill_herd(VICTIM);
+        let killed = Instant::now();
+        took.push(
+            answered_again(&farm, &probes, killed, Duration::from_secs(5))
+                .expect("the survivors answer for every bucket of the dead node"),
+        );
+        let first = 25000 + 4 * run;
+        let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(first..first + 1)
+            .into_iter()
+            .filter(|&from| farm.owners.of(Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
+            .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
+            .collect();
+        for (i, reply) in tcp_exchange(&farm.client, &fresh).iter().enumerate() {
+            let owner = survivors.of(Protocol::Tcp, SPREAD_PORT, fresh[i].0);
+            assert_eq!(*reply, format!("{}:t{i}", NODES[owner].0), "run {run}");
+        }
+        farm.settle(&marks, WITHOUT_VICTIM);
+        assert_settled_farm_answers_once(&farm, first + 1..first + 4);
+        let marks = farm.marks();
+        farm.start_herd(VICTIM);
+        farm.settle(&marks, [true; 3]);
+    }
+    took.sort();
     eprintln!(
-        "every bucket of the killed node answered again {took:?} after the kill ({} buckets)",
-        probes.len()
+        "{} buckets of the killed node answered again after {:?} (median of {KILL_RUNS}), at most {:?}",
+        probes.len(),
+        took[took.len() / 2],
+        took[took.len() - 1]
     );
-    farm.settle(&marks, WITHOUT_VICTIM);
-    assert_settled_farm_answers_once(&farm, 25000..25004);
 }
 
 /// SIGSTOP of one node's herd: the others take its buckets; once resumed, it finds it was

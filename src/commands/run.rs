@@ -225,7 +225,8 @@ impl Node {
     /// Runs the membership thread over `dataplane` until the node has left the farm.
     fn membership<D: Dataplane + Send>(&self, start: Start, dataplane: D) -> anyhow::Result<()> {
         let driver = Driver::new(start, dataplane, Arc::clone(&self.signals))?;
-        let exit = std::thread::scope(|scope| {
+        // The dataplane comes back too; it only holds borrows here.
+        let (_, exit) = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("herd-membership".into())
                 .spawn_scoped(scope, || driver.run())
@@ -234,7 +235,7 @@ impl Node {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
                 .context("the membership thread stopped")
         })?;
-        match exit.1 {
+        match exit {
             Exit::Left => tracing::info!("stopping: the node has left the farm"),
             Exit::Forced => tracing::info!("stopping before the drain is over"),
         }

@@ -23,9 +23,12 @@ use crate::{Affinity, FarmConfig, Membership, Protocol};
 ///
 /// Excluded: the interfaces, as NIC names are host-local and may legitimately differ between
 /// nodes; `auth_key_file`, which is only a path: the key itself is checked by every
-/// heartbeat's HMAC; and the whole `[dataplane]` table (mode, cores, zero-copy, batch), a local
+/// heartbeat's HMAC; the whole `[dataplane]` table (mode, cores, zero-copy, batch), a local
 /// performance choice that does not change which packets a node takes, so nodes on different
-/// hardware may tune it differently.
+/// hardware may tune it differently; and the `[[check]]` entries and the `[scripts]` table,
+/// which say how a node checks, starts and stops its own application: they are local to each
+/// node, as the application may be installed, and so checked, differently from node to node,
+/// and whatever they decide reaches the others only as the node joining or leaving.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FarmDigest(pub [u8; 32]);
 

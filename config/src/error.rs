@@ -20,7 +20,7 @@ pub struct ConfigError {
     /// 1-based line and column (counted in characters) of the offending text; `None` only when
     /// the file could not be read or is too large.
     pub location: Option<(usize, usize)>,
-    /// Path of the offending key, such as `farm.buckets`, `node[2].address` or
+    /// Path of the offending key, such as `farm.buckets`, `node[2].address`, `check[1].port` or
     /// `rule[1].ports[0]` (array indices are 0-based, in file order); empty when the file could
     /// not be read or is too large.
     pub key: String,
@@ -80,8 +80,8 @@ impl std::error::Error for ConfigError {}
 /// A rejected value: what is wrong with it and what was expected instead.
 ///
 /// The error of the `FromStr` impls of [`crate::Protocol`], [`crate::Affinity`],
-/// [`crate::PortRange`], [`crate::Mode`] and [`crate::ZeroCopy`]; validation turns it into a
-/// [`ConfigError`] message.
+/// [`crate::PortRange`], [`crate::Mode`], [`crate::ZeroCopy`] and [`crate::CheckAction`];
+/// validation turns it into a [`ConfigError`] message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{problem}; expected {expected}")]
 pub struct ValueError {
@@ -161,6 +161,17 @@ pub(crate) fn one_of(names: &[&str]) -> String {
     match quoted.split_last() {
         Some((last, [])) => last.clone(),
         Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// `names` backquoted, as a message lists what all goes together: "`a`", "`a` and `b`",
+/// "`a`, `b` and `c`".
+pub(crate) fn all_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
         None => String::new(),
     }
 }

@@ -44,7 +44,7 @@ pub(crate) trait Keyword: Copy + PartialEq + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Affinity, Mode, Protocol, ZeroCopy};
+    use crate::{Affinity, CheckAction, KindName, Mode, Protocol, ZeroCopy};
 
     fn round_trips<T: Keyword + std::fmt::Debug>() {
         assert_eq!(T::ALL.len(), T::NAMES.len(), "{}", T::WHAT);
@@ -60,6 +60,8 @@ mod tests {
         round_trips::<Affinity>();
         round_trips::<Mode>();
         round_trips::<ZeroCopy>();
+        round_trips::<CheckAction>();
+        round_trips::<KindName>();
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! that they run the same configuration. An optional `[membership]` table sets the timings of
 //! the heartbeat protocol, the same on every node and so part of the digest. An optional
 //! `[dataplane]` table tunes how a node's packet path runs; it is local to each node and left
-//! out of the digest.
+//! out of the digest. So are the `[[check]]` entries, which say how a node checks its
+//! application and what it does when a check fails, and the optional `[scripts]` table, which
+//! starts and stops the application.
 
 #![warn(missing_docs)]
 
@@ -56,6 +58,12 @@ pub struct FarmConfig {
     /// How this node's packet path runs, the `[dataplane]` table; [`Dataplane::default`] when
     /// the file has none.
     pub dataplane: Dataplane,
+    /// How this node checks its application, one per `[[check]]` entry, in file order; at most
+    /// [`FarmConfig::MAX_CHECKS`], none when the file has no `[[check]]`.
+    pub checks: Vec<Check>,
+    /// The application's start and stop scripts, the `[scripts]` table; [`Scripts::default`]
+    /// when the file has none.
+    pub scripts: Scripts,
 }
 
 /// Farm-wide settings, the `[farm]` table.
@@ -365,11 +373,318 @@ impl Default for Dataplane {
     }
 }
 
+/// A check of this node's application, a `[[check]]` entry: what is probed, how often, and what
+/// the node does when the probe keeps failing.
+///
+/// A check is healthy or failed: [`Check::fall`] failed probes in a row make it failed,
+/// [`Check::rise`] successful ones in a row make it healthy again.
+///
+/// Local to the node, like [`Scripts`]: [`FarmDigest`] leaves the checks out, so the copies of
+/// the file on different nodes may check the application differently.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Names the check in logs: unique among the checks, same charset as node names.
+    pub name: String,
+    /// What is probed, with the settings of that kind of probe.
+    pub kind: CheckKind,
+    /// Time from the start of one probe to the start of the next, in milliseconds:
+    /// [`Check::MIN_INTERVAL_MS`] to [`Check::MAX_INTERVAL_MS`].
+    pub interval_ms: u32,
+    /// How long a probe may take before it counts as failed, in milliseconds:
+    /// [`Check::MIN_TIMEOUT_MS`] to `interval_ms`, so that a probe ends before the next starts.
+    pub timeout_ms: u32,
+    /// Failed probes in a row that make a healthy check failed: 1 to [`Check::MAX_FALL`].
+    pub fall: u32,
+    /// Successful probes in a row that make a failed check healthy again: 1 to
+    /// [`Check::MAX_RISE`].
+    pub rise: u32,
+    /// What the node does when the check becomes failed.
+    pub action: CheckAction,
+}
+
+impl Check {
+    /// Probe period when `interval_ms` is not given.
+    pub const DEFAULT_INTERVAL_MS: u32 = 1000;
+    /// Shortest probe period: probing more often than ten times a second loads the
+    /// application for no faster reaction than the heartbeats'.
+    pub const MIN_INTERVAL_MS: u32 = 100;
+    /// Longest probe period, an hour.
+    pub const MAX_INTERVAL_MS: u32 = 3_600_000;
+    /// Probe timeout when `timeout_ms` is not given.
+    pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
+    /// Shortest probe timeout: below it, scheduling delays alone would fail probes.
+    pub const MIN_TIMEOUT_MS: u32 = 10;
+    /// Failures in a row that fail a check when `fall` is not given.
+    pub const DEFAULT_FALL: u32 = 3;
+    /// Largest `fall`.
+    pub const MAX_FALL: u32 = 100;
+    /// Successes in a row that make a check healthy when `rise` is not given.
+    pub const DEFAULT_RISE: u32 = 2;
+    /// Largest `rise`.
+    pub const MAX_RISE: u32 = 100;
+}
+
+/// What a [`Check`] probes, the `kind` of a `[[check]]` entry with the keys of that kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `kind = "tcp"`: healthy when a TCP connection to `host`:`port` is accepted within the
+    /// timeout.
+    Tcp {
+        /// Address connected to, such as 127.0.0.1 for the node's own application.
+        host: IpAddr,
+        /// Port connected to, 1 to 65535.
+        port: u16,
+    },
+    /// `kind = "http"`: healthy when a plain-HTTP `GET` of `url` is answered within the timeout
+    /// with a status within `status` and, when `body` is set, a body that contains it.
+    Http {
+        /// The URL: `http://` then a host, an optional port and an optional path. HTTPS is not
+        /// supported.
+        url: String,
+        /// Statuses that count as healthy, both ends included: from
+        /// [`CheckKind::MIN_STATUS`] to [`CheckKind::MAX_STATUS`];
+        /// [`CheckKind::DEFAULT_STATUS`] when `status` is not given.
+        status: (u16, u16),
+        /// Text the body must contain, when set; never empty.
+        body: Option<String>,
+    },
+    /// `kind = "process"`: healthy when the number of running processes that `matcher`
+    /// selects is at least `at_least` and, when set, at most `at_most`.
+    Process {
+        /// Which processes are counted.
+        matcher: ProcessMatcher,
+        /// Fewest matching processes, 0 to [`CheckKind::MAX_PROCESSES`];
+        /// [`CheckKind::DEFAULT_AT_LEAST`] when `at_least` is not given.
+        at_least: u32,
+        /// Most matching processes, `at_least` to [`CheckKind::MAX_PROCESSES`]; no limit when
+        /// `None`. Set, for instance, to 0 with `at_least = 0` to require that a process does
+        /// not run.
+        at_most: Option<u32>,
+    },
+    /// `kind = "ping"`: healthy when an ICMP echo request to `address` is answered within the
+    /// timeout. It checks the network rather than the application, so it usually goes with
+    /// [`CheckAction::Wait`].
+    Ping {
+        /// Address pinged, such as the gateway.
+        address: IpAddr,
+    },
+    /// `kind = "interface"`: healthy while the interface is up and has its carrier.
+    Interface {
+        /// The interface; `None` for this node's own ([`FarmConfig::interface_of`]), which
+        /// the caller resolves once it knows which node it is.
+        interface: Option<String>,
+    },
+    /// `kind = "address"`: healthy while this node's interface holds the farm's VIPs and the
+    /// node's own address. No key of its own.
+    Address,
+    /// `kind = "command"`: healthy when `run`, run with `sh -c`, exits with status 0 within the
+    /// timeout.
+    Command {
+        /// The shell command line; never empty.
+        run: String,
+    },
+}
+
+impl CheckKind {
+    /// Healthy HTTP statuses when `status` is not given: success and redirection.
+    pub const DEFAULT_STATUS: (u16, u16) = (200, 399);
+    /// Lowest HTTP status.
+    pub const MIN_STATUS: u16 = 100;
+    /// Highest HTTP status.
+    pub const MAX_STATUS: u16 = 599;
+    /// Fewest matching processes when `at_least` is not given.
+    pub const DEFAULT_AT_LEAST: u32 = 1;
+    /// Largest `at_least` and `at_most`.
+    pub const MAX_PROCESSES: u32 = 100_000;
+
+    /// The `kind` this is written as in the file: `"tcp"`, `"http"`, ...
+    pub fn name(&self) -> &'static str {
+        self.kind_name().name()
+    }
+
+    /// The kind without its settings.
+    pub(crate) fn kind_name(&self) -> KindName {
+        match self {
+            CheckKind::Tcp { .. } => KindName::Tcp,
+            CheckKind::Http { .. } => KindName::Http,
+            CheckKind::Process { .. } => KindName::Process,
+            CheckKind::Ping { .. } => KindName::Ping,
+            CheckKind::Interface { .. } => KindName::Interface,
+            CheckKind::Address => KindName::Address,
+            CheckKind::Command { .. } => KindName::Command,
+        }
+    }
+}
+
+/// The value of `kind`: a [`CheckKind`] without its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum KindName {
+    Tcp,
+    Http,
+    Process,
+    Ping,
+    Interface,
+    Address,
+    Command,
+}
+
+impl Keyword for KindName {
+    const ALL: &'static [KindName] = &[
+        KindName::Tcp,
+        KindName::Http,
+        KindName::Process,
+        KindName::Ping,
+        KindName::Interface,
+        KindName::Address,
+        KindName::Command,
+    ];
+    const NAMES: &'static [&'static str] = &[
+        "tcp",
+        "http",
+        "process",
+        "ping",
+        "interface",
+        "address",
+        "command",
+    ];
+    const WHAT: &'static str = "a check kind";
+}
+
+/// Which processes a [`CheckKind::Process`] check counts: its `process` or its `command` key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProcessMatcher {
+    /// `process`: the processes of this name, compared exactly with `/proc/PID/comm`; 1 to
+    /// [`ProcessMatcher::MAX_NAME_LEN`] bytes, without control characters.
+    Name(String),
+    /// `command`: the processes whose full command line (`/proc/PID/cmdline`, its arguments
+    /// joined by spaces) this regular expression matches, anywhere in it unless anchored. The
+    /// source as written, which validation has compiled with the `regex` crate; never empty.
+    Command(String),
+}
+
+impl ProcessMatcher {
+    /// Longest process name, in bytes: the kernel's `TASK_COMM_LEN` less the terminating NUL.
+    /// The kernel truncates longer names, so a longer one would never match.
+    pub const MAX_NAME_LEN: usize = 15;
+}
+
+/// What the node does when a check becomes failed, the `action` of a `[[check]]` entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CheckAction {
+    /// Leave the farm (with a drain), run the stop script then the start script, and rejoin
+    /// once every check is healthy; counted against [`Scripts::restart_limit`], past which the
+    /// node stops instead.
+    #[default]
+    Restart,
+    /// Leave the farm, run the stop script, and stay out until an operator starts the node.
+    Stop,
+    /// Leave the farm and rejoin by itself once the check is healthy again, without scripts:
+    /// for what is outside the application, such as the network (ping and interface checks).
+    Wait,
+    /// Only log it; the node stays in the farm.
+    Log,
+}
+
+impl Keyword for CheckAction {
+    const ALL: &'static [CheckAction] = &[
+        CheckAction::Restart,
+        CheckAction::Stop,
+        CheckAction::Wait,
+        CheckAction::Log,
+    ];
+    const NAMES: &'static [&'static str] = &["restart", "stop", "wait", "log"];
+    const WHAT: &'static str = "a check action";
+}
+
+impl fmt::Display for CheckAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CheckAction {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::parse(s)
+    }
+}
+
+/// The application's scripts, the `[scripts]` table. The table and each of its keys are
+/// optional.
+///
+/// Local to the node, like the checks: [`FarmDigest`] leaves it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scripts {
+    /// Shell command line, run with `sh -c`, that starts the application before the node
+    /// joins; `None` when the application is started by other means. Never empty.
+    pub start: Option<String>,
+    /// Shell command line, run with `sh -c`, that stops the application after the node has
+    /// left; `None` when there is nothing to stop. Never empty.
+    pub stop: Option<String>,
+    /// How long a script may run before it counts as failed, in seconds: 1 to
+    /// [`Scripts::MAX_TIMEOUT_S`].
+    pub timeout_s: u32,
+    /// How many restarts the checks may cause before the node gives up.
+    pub restart_limit: RestartLimit,
+}
+
+impl Scripts {
+    /// Script timeout when `timeout_s` is not given.
+    pub const DEFAULT_TIMEOUT_S: u32 = 60;
+    /// Longest script timeout, an hour.
+    pub const MAX_TIMEOUT_S: u32 = 3600;
+}
+
+impl Default for Scripts {
+    fn default() -> Scripts {
+        Scripts {
+            start: None,
+            stop: None,
+            timeout_s: Scripts::DEFAULT_TIMEOUT_S,
+            restart_limit: RestartLimit::default(),
+        }
+    }
+}
+
+/// At most `count` restarts within `within_s` seconds, the `restart_limit` of `[scripts]`: a
+/// restart beyond it stops the node instead, rather than restart a broken application forever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartLimit {
+    /// Restarts allowed in the window: 0 (a restart always stops the node) to
+    /// [`RestartLimit::MAX_COUNT`].
+    pub count: u32,
+    /// Length of the sliding window, in seconds: 1 to [`RestartLimit::MAX_WITHIN_S`].
+    pub within_s: u32,
+}
+
+impl RestartLimit {
+    /// Restarts allowed when `count` is not given.
+    pub const DEFAULT_COUNT: u32 = 3;
+    /// Largest `count`.
+    pub const MAX_COUNT: u32 = 1000;
+    /// Window when `within_s` is not given: a day.
+    pub const DEFAULT_WITHIN_S: u32 = 86_400;
+    /// Longest window: a year of 365 days.
+    pub const MAX_WITHIN_S: u32 = 31_536_000;
+}
+
+impl Default for RestartLimit {
+    fn default() -> RestartLimit {
+        RestartLimit {
+            count: RestartLimit::DEFAULT_COUNT,
+            within_s: RestartLimit::DEFAULT_WITHIN_S,
+        }
+    }
+}
+
 impl FarmConfig {
     /// Where the configuration is installed unless told otherwise.
     pub const DEFAULT_PATH: &'static str = "/etc/herd/farm.toml";
     /// Most nodes a farm may have.
     pub const MAX_NODES: usize = 64;
+    /// Most `[[check]]` entries a file may have.
+    pub const MAX_CHECKS: usize = 64;
     /// Largest file [`FarmConfig::load`] reads, in bytes: far above any real farm, it keeps a
     /// wrong path (a log, a device) from being read into memory whole.
     pub const MAX_FILE_SIZE: u64 = 1024 * 1024;

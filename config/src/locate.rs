@@ -280,7 +280,7 @@ fn duplicate_table(places: &[Place], before: &str, header: &str, double: bool) -
         .find(|place| place.path == header)
         .is_some_and(|place| place.array);
     match (had_header, array) {
-        (true, _) if !double && matches!(header, "node" | "rule") => format!(
+        (true, _) if !double && matches!(header, "node" | "rule" | "check") => format!(
             "table {written} is defined twice; expected [[{header}]] for every entry of an array of tables"
         ),
         (true, _) => format!("table {written} is defined twice; expected each table once"),

@@ -18,12 +18,13 @@ use toml::Spanned;
 use crate::locate::Source;
 use crate::{ConfigError, ZeroCopy};
 
-/// Rejects a document whose `farm`, `membership`, `dataplane`, `node` or `rule` are not the
-/// tables the schema has.
+/// Rejects a document whose `farm`, `membership`, `dataplane`, `scripts`,
+/// `scripts.restart_limit`, `node`, `rule` or `check` are not the tables the schema has.
 ///
 /// Checked on the tree, before serde, because serde_derive also accepts a struct written as an
 /// array of its field values: `[[farm]]` would otherwise be read field by field and yield
-/// confusing messages about `farm[0]`.
+/// confusing messages about `farm[0]`, and `restart_limit = [3, 86400]` would be taken for
+/// `{ count = 3, within_s = 86400 }`.
 pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<(), ConfigError> {
     let wrong = |span: Range<usize>, key: String, value: &DeValue<'_>, expected: &str| {
         source.error(
@@ -34,12 +35,24 @@ pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<()
     };
     for (key, value) in tree.iter() {
         match (key.get_ref().as_ref(), value.get_ref()) {
+            ("scripts", DeValue::Table(scripts)) => {
+                for (key, value) in scripts.iter() {
+                    if key.get_ref() == "restart_limit" && !value.get_ref().is_table() {
+                        return Err(wrong(
+                            value.span(),
+                            "scripts.restart_limit".to_owned(),
+                            value.get_ref(),
+                            "a table: restart_limit = { count = N, within_s = S }",
+                        ));
+                    }
+                }
+            }
             ("farm" | "membership" | "dataplane", DeValue::Table(_)) => {}
-            (name @ ("farm" | "membership" | "dataplane"), other) => {
+            (name @ ("farm" | "membership" | "dataplane" | "scripts"), other) => {
                 let expected = format!("a table: [{name}]");
                 return Err(wrong(value.span(), name.to_owned(), other, &expected));
             }
-            (name @ ("node" | "rule"), DeValue::Array(entries)) => {
+            (name @ ("node" | "rule" | "check"), DeValue::Array(entries)) => {
                 for (index, entry) in entries.iter().enumerate() {
                     if !entry.get_ref().is_table() {
                         let expected = format!("a table: a [[{name}]] entry");
@@ -52,7 +65,7 @@ pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<()
                     }
                 }
             }
-            (name @ ("node" | "rule"), other) => {
+            (name @ ("node" | "rule" | "check"), other) => {
                 let expected = format!("an array of tables: [[{name}]] entries");
                 return Err(wrong(value.span(), name.to_owned(), other, &expected));
             }
@@ -72,6 +85,8 @@ pub(crate) struct RawConfig {
     pub rule: Option<Spanned<Vec<Spanned<RawRule>>>>,
     pub membership: Option<Spanned<RawMembership>>,
     pub dataplane: Option<Spanned<RawDataplane>>,
+    pub check: Option<Spanned<Vec<Spanned<RawCheck>>>>,
+    pub scripts: Option<Spanned<RawScripts>>,
 }
 
 /// The `[farm]` table.
@@ -124,6 +139,56 @@ pub(crate) struct RawDataplane {
     pub cores: Option<Spanned<Vec<Spanned<RawInt>>>>,
     pub zero_copy: Option<Spanned<RawZeroCopy>>,
     pub batch: Option<Spanned<RawInt>>,
+}
+
+/// A `[[check]]` entry: the keys of every check, then those of each kind, which validation
+/// matches to the entry's `kind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawCheck {
+    pub name: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+    pub interval_ms: Option<Spanned<RawInt>>,
+    pub timeout_ms: Option<Spanned<RawInt>>,
+    pub fall: Option<Spanned<RawInt>>,
+    pub rise: Option<Spanned<RawInt>>,
+    pub action: Option<Spanned<String>>,
+    // tcp
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<RawInt>>,
+    // http
+    pub url: Option<Spanned<String>>,
+    pub status: Option<Spanned<RawStatus>>,
+    pub body: Option<Spanned<String>>,
+    // process
+    pub process: Option<Spanned<String>>,
+    pub command: Option<Spanned<String>>,
+    pub at_least: Option<Spanned<RawInt>>,
+    pub at_most: Option<Spanned<RawInt>>,
+    // ping
+    pub address: Option<Spanned<String>>,
+    // interface
+    pub interface: Option<Spanned<String>>,
+    // command
+    pub run: Option<Spanned<String>>,
+}
+
+/// The `[scripts]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawScripts {
+    pub start: Option<Spanned<String>>,
+    pub stop: Option<Spanned<String>>,
+    pub timeout_s: Option<Spanned<RawInt>>,
+    pub restart_limit: Option<Spanned<RawRestartLimit>>,
+}
+
+/// The `restart_limit` of `[scripts]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawRestartLimit {
+    pub count: Option<Spanned<RawInt>>,
+    pub within_s: Option<Spanned<RawInt>>,
 }
 
 /// An integer, checked later by validation.
@@ -196,6 +261,32 @@ impl Visitor<'_> for PortVisitor {
 
     fn visit_str<E: Error>(self, text: &str) -> Result<RawPort, E> {
         Ok(RawPort(text.to_owned()))
+    }
+}
+
+/// The `status` of an HTTP check: a string, parsed later by validation.
+///
+/// Its own type only to say what a status looks like when it is not a string at all:
+/// `status = 200` is a likely mistake.
+pub(crate) struct RawStatus(pub String);
+
+impl<'de> Deserialize<'de> for RawStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(StatusVisitor)
+    }
+}
+
+struct StatusVisitor;
+
+impl Visitor<'_> for StatusVisitor {
+    type Value = RawStatus;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string such as \"200\" or \"200-399\"")
+    }
+
+    fn visit_str<E: Error>(self, text: &str) -> Result<RawStatus, E> {
+        Ok(RawStatus(text.to_owned()))
     }
 }
 

@@ -54,6 +54,8 @@ pub fn farm_config(
         rules,
         membership: Default::default(),
         dataplane: Default::default(),
+        checks: Vec::new(),
+        scripts: Default::default(),
     }
 }
 

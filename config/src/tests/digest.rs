@@ -1,7 +1,7 @@
 //! The digest covers exactly the farm-wide values.
 
 use super::{base_with, parse, BASE};
-use crate::{Dataplane, FarmDigest, Membership};
+use crate::{Dataplane, FarmDigest, Membership, Scripts};
 
 fn digest(text: &str) -> FarmDigest {
     parse(text)
@@ -123,6 +123,30 @@ fn the_dataplane_table_does_not_change_it() {
             assert_ne!(config.dataplane, Dataplane::default(), "{table}");
         }
         assert_eq!(config.digest(), base, "{table}");
+    }
+}
+
+#[test]
+fn checks_and_scripts_do_not_change_it() {
+    let additions = [
+        "[[check]]\nname = \"vips\"\nkind = \"address\"\n",
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\n\
+         [[check]]\nname = \"gw\"\nkind = \"ping\"\naddress = \"198.18.0.254\"\naction = \"wait\"\n",
+        "[scripts]\nstart = \"systemctl start nginx\"\n",
+        "[scripts]\ntimeout_s = 5\nrestart_limit = { count = 0, within_s = 60 }\n",
+        "[[check]]\nname = \"nginx\"\nkind = \"process\"\nprocess = \"nginx\"\ninterval_ms = 200\n\
+         timeout_ms = 100\nfall = 1\nrise = 1\naction = \"stop\"\n\
+         [scripts]\nstart = \"nginx\"\nstop = \"nginx -s quit\"\n",
+    ];
+    for addition in additions {
+        let text = format!("{BASE}\n{addition}");
+        let config = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        // They must have been read, or equal digests would prove nothing.
+        assert!(
+            !config.checks.is_empty() || config.scripts != Scripts::default(),
+            "{addition}"
+        );
+        assert_eq!(config.digest().to_string(), BASE_DIGEST, "{addition}");
     }
 }
 

@@ -1442,3 +1442,714 @@ fn control_characters_in_values_are_escaped() {
     );
     assert!(!error.message.contains('\r'), "{error}");
 }
+
+// The [[check]] entries.
+
+/// `BASE` followed by `text` (`[[check]]` entries, a `[scripts]` table), which starts on
+/// line 26.
+fn with(text: &str) -> String {
+    format!("{BASE}\n{text}")
+}
+
+/// The error `text` is rejected with, as shown.
+#[track_caller]
+fn shown(text: &str) -> String {
+    parse(text)
+        .expect_err("the configuration should be rejected")
+        .to_string()
+}
+
+/// A valid `tcp` check of five lines: lines 26 to 30 when first, so that what follows it
+/// starts on line 31.
+const TCP: &str = "[[check]]\nname = \"port\"\nkind = \"tcp\"\nhost = \"127.0.0.1\"\nport = 80\n";
+
+#[test]
+fn check_entries_must_be_tables_given_as_an_array() {
+    assert_eq!(
+        shown(&with("[check]\nname = \"a\"\n")),
+        "farm.toml:26:1: check: invalid type: table, expected an array of tables: [[check]] entries"
+    );
+    assert_eq!(
+        shown(&format!("check = [1]\n{BASE}")),
+        "farm.toml:1:10: check[0]: invalid type: integer, expected a table: a [[check]] entry"
+    );
+    assert_eq!(
+        shown(&with("[check]\nname = \"a\"\n[check]\n")),
+        "farm.toml:28:2: check: table [check] is defined twice; expected [[check]] for every \
+         entry of an array of tables"
+    );
+}
+
+#[test]
+fn unknown_check_keys_are_located_and_get_a_suggestion() {
+    assert_eq!(
+        shown(&with(
+            "[[check]]\nname = \"a\"\nkind = \"address\"\nintervall_ms = 500\n"
+        )),
+        "farm.toml:29:1: check[0].intervall_ms: unknown key `intervall_ms` (did you mean \
+         `interval_ms`?); expected one of `name`, `kind`, `interval_ms`, `timeout_ms`, `fall`, \
+         `rise`, `action`, `host`, `port`, `url`, `status`, `body`, `process`, `command`, \
+         `at_least`, `at_most`, `address`, `interface`, `run`"
+    );
+    assert_error(
+        &with(&format!(
+            "{TCP}[[check]]\nname = \"b\"\nkind = \"ping\"\nadress = \"198.18.0.254\"\n"
+        )),
+        (34, 1),
+        "check[1].adress",
+        &["unknown key `adress` (did you mean `address`?)"],
+    );
+    assert_eq!(
+        shown(&with("[[checks]]\nname = \"a\"\n")),
+        "farm.toml:26:3: checks: unknown key `checks` (did you mean `check`?); expected one of \
+         `farm`, `node`, `rule`, `membership`, `dataplane`, `check`, `scripts`"
+    );
+}
+
+#[test]
+fn required_check_keys_are_reported_at_their_entry() {
+    let cases = [
+        (
+            "[[check]]\nkind = \"tcp\"\n",
+            "check[1].name: required key `name` is missing; expected 1 to 63 characters from \
+             A-Z, a-z, 0-9, `_`, `.` and `-`",
+        ),
+        (
+            "[[check]]\nname = \"a\"\n",
+            "check[1].kind: required key `kind` is missing; expected `tcp`, `http`, `process`, \
+             `ping`, `interface`, `address` or `command`",
+        ),
+        (
+            "[[check]]\nname = \"a\"\nkind = \"tcp\"\nport = 80\n",
+            "check[1].host: required key `host` is missing; expected an IP address such as \
+             127.0.0.1 or 2001:db8::1 (host names are not resolved)",
+        ),
+        (
+            "[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"::1\"\n",
+            "check[1].port: required key `port` is missing; expected an integer from 1 to 65535",
+        ),
+        (
+            "[[check]]\nname = \"a\"\nkind = \"http\"\n",
+            "check[1].url: required key `url` is missing; expected a URL starting with http://, \
+             such as http://127.0.0.1:8080/health",
+        ),
+        (
+            "[[check]]\nname = \"a\"\nkind = \"ping\"\n",
+            "check[1].address: required key `address` is missing; expected an IP address such \
+             as 127.0.0.1 or 2001:db8::1 (host names are not resolved)",
+        ),
+        (
+            "[[check]]\nname = \"a\"\nkind = \"command\"\n",
+            "check[1].run: required key `run` is missing; expected a shell command line, run \
+             with `sh -c`",
+        ),
+    ];
+    for (entry, error) in cases {
+        assert_eq!(
+            shown(&with(&format!("{TCP}{entry}"))),
+            format!("farm.toml:31:1: {error}")
+        );
+    }
+}
+
+#[test]
+fn a_key_of_another_kind_names_its_kind() {
+    assert_eq!(
+        shown(&with(&format!(
+            "{TCP}[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\nport = 80\n"
+        ))),
+        "farm.toml:35:8: check[1].port: `port` belongs to `tcp` checks, not to `http` checks; \
+         expected only the keys of every check and those of `http` checks: `url`, `status` and \
+         `body`"
+    );
+    assert_eq!(
+        shown(&with(
+            "[[check]]\nname = \"a\"\nkind = \"address\"\ninterface = \"eth0\"\n"
+        )),
+        "farm.toml:29:13: check[0].interface: `interface` belongs to `interface` checks, not to \
+         `address` checks; expected only the keys of every check, as `address` checks have none \
+         of their own"
+    );
+    // The first such key in the file is reported, whatever the order of the schema.
+    assert_eq!(
+        shown(&with(
+            "[[check]]\nname = \"a\"\nkind = \"command\"\nrun = \"true\"\nat_most = 3\nhost = \"::1\"\n"
+        )),
+        "farm.toml:30:11: check[0].at_most: `at_most` belongs to `process` checks, not to \
+         `command` checks; expected only the keys of every check and those of `command` checks: \
+         `run`"
+    );
+    assert_error(
+        &with("[[check]]\nname = \"a\"\nkind = \"tcp\"\nhost = \"::1\"\nport = 1\nrun = \"x\"\n"),
+        (31, 7),
+        "check[0].run",
+        &["`run` belongs to `command` checks, not to `tcp` checks; expected only the keys of every check and those of `tcp` checks: `host` and `port`"],
+    );
+}
+
+#[test]
+fn the_kind_and_action_must_be_known_with_suggestions() {
+    assert_eq!(
+        shown(&with("[[check]]\nname = \"a\"\nkind = \"tpc\"\n")),
+        "farm.toml:28:8: check[0].kind: `tpc` is not a check kind (did you mean `tcp`?); \
+         expected `tcp`, `http`, `process`, `ping`, `interface`, `address` or `command`"
+    );
+    assert_error(
+        &with("[[check]]\nname = \"a\"\nkind = \"https\"\n"),
+        (28, 8),
+        "check[0].kind",
+        &["`https` is not a check kind (did you mean `http`?)"],
+    );
+    assert_eq!(
+        shown(&with(&format!("{TCP}action = \"restrat\"\n"))),
+        "farm.toml:31:10: check[0].action: `restrat` is not a check action (did you mean \
+         `restart`?); expected `restart`, `stop`, `wait` or `log`"
+    );
+    assert_eq!(
+        shown(&with(&format!("{TCP}action = \"reboot\"\n"))),
+        "farm.toml:31:10: check[0].action: `reboot` is not a check action; expected `restart`, \
+         `stop`, `wait` or `log`"
+    );
+    assert_error(
+        &with(&format!("{TCP}action = \"Log\"\n")),
+        (31, 10),
+        "check[0].action",
+        &["`Log` is not a check action (did you mean `log`?)"],
+    );
+}
+
+#[test]
+fn duplicate_check_names_are_rejected() {
+    assert_eq!(
+        shown(&with(&format!(
+            "{TCP}[[check]]\nname = \"port\"\nkind = \"address\"\n"
+        ))),
+        "farm.toml:32:8: check[1].name: `port` is already the name of a check (line 27); \
+         expected a name no other check has"
+    );
+    assert_error(
+        &with("[[check]]\nname = \"a b\"\nkind = \"address\"\n"),
+        (27, 8),
+        "check[0].name",
+        &["`a b` contains ' '; expected 1 to 63 characters"],
+    );
+    // A check may have the name of a node.
+    assert!(parse(&with("[[check]]\nname = \"alpha\"\nkind = \"address\"\n")).is_ok());
+}
+
+#[test]
+fn check_numbers_must_be_in_range() {
+    let cases = [
+        ("interval_ms", "99", "100 to 3600000"),
+        ("interval_ms", "3600001", "100 to 3600000"),
+        ("timeout_ms", "9", "10 to 1000"),
+        ("timeout_ms", "-1", "10 to 1000"),
+        ("fall", "0", "1 to 100"),
+        ("fall", "101", "1 to 100"),
+        ("rise", "0", "1 to 100"),
+        ("rise", "101", "1 to 100"),
+    ];
+    for (key, bad, range) in cases {
+        // The key is on line 31, after TCP; its value after `{key} = `.
+        assert_eq!(
+            shown(&with(&format!("{TCP}{key} = {bad}\n"))),
+            format!(
+                "farm.toml:31:{}: check[0].{key}: {bad} is out of range; expected an integer \
+                 from {range}",
+                key.len() + 4
+            ),
+        );
+    }
+    for bad in ["0", "65536", "-80"] {
+        assert_eq!(
+            shown(&with(&TCP.replacen(
+                "port = 80",
+                &format!("port = {bad}"),
+                1
+            ))),
+            format!(
+                "farm.toml:30:8: check[0].port: {bad} is out of range; expected an integer from \
+                 1 to 65535"
+            ),
+        );
+    }
+    assert_error(
+        &with(&format!("{TCP}fall = \"3\"\n")),
+        (31, 8),
+        "check[0].fall",
+        &["invalid type: string \"3\", expected an integer"],
+    );
+}
+
+#[test]
+fn the_timeout_must_not_exceed_the_interval() {
+    assert_eq!(
+        shown(&with(&format!(
+            "{TCP}interval_ms = 1500\ntimeout_ms = 2000\n"
+        ))),
+        "farm.toml:32:14: check[0].timeout_ms: 2000 is more than interval_ms = 1500; expected an \
+         integer from 10 to 1500, as a probe's timeout must not exceed interval_ms"
+    );
+    assert_eq!(
+        shown(&with(&format!("{TCP}timeout_ms = 1001\n"))),
+        "farm.toml:31:14: check[0].timeout_ms: 1001 is more than interval_ms = 1000 (the \
+         default); expected an integer from 10 to 1000, as a probe's timeout must not exceed \
+         interval_ms"
+    );
+    // Without timeout_ms, its default must fit the interval: the interval is at fault.
+    assert_eq!(
+        shown(&with(&format!("{TCP}interval_ms = 500\n"))),
+        "farm.toml:31:15: check[0].interval_ms: 500 is less than timeout_ms = 1000 (the \
+         default); expected an integer from 1000 to 3600000, or timeout_ms set to at most 500, \
+         as a probe's timeout must not exceed interval_ms"
+    );
+    assert!(parse(&with(&format!(
+        "{TCP}interval_ms = 500\ntimeout_ms = 500\n"
+    )))
+    .is_ok());
+}
+
+#[test]
+fn tcp_and_ping_targets_must_be_ip_addresses() {
+    assert_eq!(
+        shown(&with(&TCP.replacen("\"127.0.0.1\"", "\"localhost\"", 1))),
+        "farm.toml:29:8: check[0].host: `localhost` is not an IP address; expected an IP address \
+         such as 127.0.0.1 or 2001:db8::1 (host names are not resolved)"
+    );
+    for (bad, problem) in [
+        ("0.0.0.0", "is the unspecified address"),
+        ("::", "is the unspecified address"),
+        ("224.0.0.1", "is a multicast address"),
+        ("255.255.255.255", "is the broadcast address"),
+    ] {
+        assert_error(
+            &with(&format!(
+                "[[check]]\nname = \"gw\"\nkind = \"ping\"\naddress = \"{bad}\"\n"
+            )),
+            (29, 11),
+            "check[0].address",
+            &[&format!("`{bad}` {problem}; expected an IP address")],
+        );
+    }
+}
+
+#[test]
+fn http_urls_must_be_plain_http() {
+    let http = |url: &str| {
+        with(&format!(
+            "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"{url}\"\n"
+        ))
+    };
+    assert_eq!(
+        shown(&http("https://127.0.0.1/health")),
+        "farm.toml:29:7: check[0].url: `https://127.0.0.1/health` is an HTTPS URL, and HTTPS is \
+         not supported; expected a URL starting with http://, such as \
+         http://127.0.0.1:8080/health; check the application over plain HTTP, or with a \
+         `command` check such as `curl -fsS https://...`"
+    );
+    for (bad, problem) in [
+        (
+            "HTTPS://x/",
+            "`HTTPS://x/` is an HTTPS URL, and HTTPS is not supported",
+        ),
+        (
+            "127.0.0.1/health",
+            "`127.0.0.1/health` does not start with http://",
+        ),
+        ("ftp://x/", "`ftp://x/` does not start with http://"),
+        ("http://", "`http://` has no valid host"),
+        ("http:///health", "`http:///health` has no valid host"),
+        ("http://:80/", "`http://:80/` has no valid host"),
+        ("http://[::1/", "`http://[::1/` has no valid host"),
+        ("http://x/a b", "`http://x/a b` contains ' '"),
+        ("http://x:0/", "`0` in `http://x:0/` is not a port"),
+        (
+            "http://x:65536/",
+            "`65536` in `http://x:65536/` is not a port",
+        ),
+        ("http://x:/", "`` in `http://x:/` is not a port"),
+        ("http://x:8o/", "`8o` in `http://x:8o/` is not a port"),
+        (
+            "http://::1:80/",
+            "`http://::1:80/` has an IPv6 address that is not in brackets",
+        ),
+    ] {
+        assert_error(
+            &http(bad),
+            (29, 7),
+            "check[0].url",
+            &[&format!("{problem}; expected")],
+        );
+    }
+    for good in [
+        "http://localhost",
+        "http://10.0.0.1:8080",
+        "http://[2001:db8::1]/",
+        "http://x?a=b",
+        "http://x#top",
+    ] {
+        assert!(parse(&http(good)).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn http_statuses_are_a_range_from_100_to_599() {
+    let status = |status: &str| {
+        with(&format!(
+            "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://x/\"\nstatus = {status}\n"
+        ))
+    };
+    assert_eq!(
+        shown(&status("\"399-200\"")),
+        "farm.toml:30:10: check[0].status: `399-200` is reversed (399 > 200); expected \"N\" or \
+         \"N-M\" (100 <= N <= M <= 599), such as \"200-399\""
+    );
+    for (bad, problem) in [
+        ("200-600", "status 600 in `200-600` is out of range"),
+        ("99", "status 99 in `99` is out of range"),
+        (
+            "99999999999999999999",
+            "status 99999999999999999999 in `99999999999999999999` is out of range",
+        ),
+        ("2xx", "`2xx` is not an HTTP status or status range"),
+        ("200-", "`200-` is not an HTTP status or status range"),
+        (
+            "200 - 399",
+            "`200 - 399` is not an HTTP status or status range",
+        ),
+        ("", "`` is not an HTTP status or status range"),
+    ] {
+        assert_error(
+            &status(&format!("\"{bad}\"")),
+            (30, 10),
+            "check[0].status",
+            &[&format!(
+                "{problem}; expected \"N\" or \"N-M\" (100 <= N <= M <= 599)"
+            )],
+        );
+    }
+    assert_eq!(
+        shown(&status("200")),
+        "farm.toml:30:10: check[0].status: invalid type: integer `200`, expected a string such \
+         as \"200\" or \"200-399\""
+    );
+}
+
+#[test]
+fn an_http_body_cannot_be_empty() {
+    assert_eq!(
+        shown(&with(
+            "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://x/\"\nbody = \"\"\n"
+        )),
+        "farm.toml:30:8: check[0].body: the text is empty, and every body contains it; expected \
+         text the body must contain, or no `body` key"
+    );
+}
+
+/// A `process` check (lines 26 to 28) with `keys` from line 29.
+fn process(keys: &str) -> String {
+    with(&format!(
+        "[[check]]\nname = \"app\"\nkind = \"process\"\n{keys}"
+    ))
+}
+
+#[test]
+fn a_process_check_takes_exactly_one_of_process_and_command() {
+    assert_eq!(
+        shown(&process(
+            "process = \"nginx\"\ncommand = \"nginx: master\"\n"
+        )),
+        "farm.toml:30:11: check[0].command: both `process` and `command` are set; expected \
+         exactly one of `process`, the process name (as in /proc/PID/comm), or `command`, a \
+         regular expression matched against the full command line"
+    );
+    // On the second, in file order.
+    assert_error(
+        &process("command = \"nginx: master\"\nprocess = \"nginx\"\n"),
+        (30, 11),
+        "check[0].process",
+        &["both `process` and `command` are set"],
+    );
+    assert_eq!(
+        shown(&process("at_least = 2\n")),
+        "farm.toml:26:1: check[0].process: neither `process` nor `command` is set; expected \
+         exactly one of `process`, the process name (as in /proc/PID/comm), or `command`, a \
+         regular expression matched against the full command line"
+    );
+}
+
+#[test]
+fn a_process_command_must_be_a_valid_regular_expression() {
+    assert_eq!(
+        shown(&process("command = \"nginx: (master\"\n")),
+        "farm.toml:29:11: check[0].command: `nginx: (master` is not a valid regular expression: \
+         unclosed group; expected a regular expression (of the Rust `regex` crate) matched \
+         against the full command line, such as \"^/usr/sbin/nginx\""
+    );
+    for (bad, reason) in [
+        ("[a-", "unclosed character class"),
+        ("*nginx", "repetition operator missing expression"),
+        (
+            "a{99999999}",
+            "compiled regex exceeds size limit of 10485760 bytes",
+        ),
+    ] {
+        assert_error(
+            &process(&format!("command = \"{bad}\"\n")),
+            (29, 11),
+            "check[0].command",
+            &[&format!(
+                "`{bad}` is not a valid regular expression: {reason}; expected a regular expression"
+            )],
+        );
+    }
+    assert_error(
+        &process("command = '\\q'\n"),
+        (29, 11),
+        "check[0].command",
+        &["`\\\\q` is not a valid regular expression: unrecognized escape sequence"],
+    );
+    assert_eq!(
+        shown(&process("command = \"\"\n")),
+        "farm.toml:29:11: check[0].command: the regular expression is empty, and would match \
+         every process; expected a regular expression (of the Rust `regex` crate) matched \
+         against the full command line, such as \"^/usr/sbin/nginx\""
+    );
+}
+
+#[test]
+fn a_process_name_is_at_most_15_bytes() {
+    assert_eq!(
+        shown(&process("process = \"php-fpm: master process\"\n")),
+        "farm.toml:29:11: check[0].process: `php-fpm: master process` is 23 bytes long, and the \
+         kernel keeps only the first 15 bytes of a process name; expected a process name as in \
+         /proc/PID/comm: 1 to 15 bytes without control characters, such as `php-fpm: master`, \
+         or a `command` regular expression"
+    );
+    // The suggestion cuts at a character boundary.
+    assert_error(
+        &process("process = \"abcdefghijklmné\"\n"),
+        (29, 11),
+        "check[0].process",
+        &["is 16 bytes long", "such as `abcdefghijklmn`"],
+    );
+    assert_error(
+        &process("process = \"\"\n"),
+        (29, 11),
+        "check[0].process",
+        &["the process name is empty; expected a process name as in /proc/PID/comm"],
+    );
+    assert_error(
+        &process("process = \"a\\tb\"\n"),
+        (29, 11),
+        "check[0].process",
+        &["`a\\tb` contains '\\t'"],
+    );
+}
+
+#[test]
+fn process_counts_must_be_in_range_and_in_order() {
+    for (bad, key) in [
+        ("-1", "at_least"),
+        ("100001", "at_least"),
+        ("100001", "at_most"),
+    ] {
+        let range = if key == "at_least" { "0" } else { "1" };
+        assert_eq!(
+            shown(&process(&format!("process = \"x\"\n{key} = {bad}\n"))),
+            format!(
+                "farm.toml:30:{}: check[0].{key}: {bad} is out of range; expected an integer \
+                 from {range} to 100000",
+                key.len() + 4
+            )
+        );
+    }
+    assert_eq!(
+        shown(&process("process = \"x\"\nat_least = 5\nat_most = 4\n")),
+        "farm.toml:31:11: check[0].at_most: 4 is less than at_least = 5; expected an integer \
+         from 5 to 100000"
+    );
+    assert_eq!(
+        shown(&process("process = \"x\"\nat_most = 0\n")),
+        "farm.toml:30:11: check[0].at_most: 0 is less than at_least = 1 (the default); expected \
+         an integer from 1 to 100000"
+    );
+    assert_eq!(
+        shown(&process("process = \"x\"\nat_least = 0\n")),
+        "farm.toml:30:12: check[0].at_least: 0 without `at_most` holds whatever runs, so the \
+         check could never fail; expected an integer from 1 to 100000, or an `at_most` key"
+    );
+}
+
+#[test]
+fn a_check_interface_follows_linux_rules_and_a_command_is_not_empty() {
+    assert_error(
+        &with("[[check]]\nname = \"link\"\nkind = \"interface\"\ninterface = \"eth0:1\"\n"),
+        (29, 13),
+        "check[0].interface",
+        &["`eth0:1` contains ':'; expected a Linux interface name"],
+    );
+    assert_eq!(
+        shown(&with(
+            "[[check]]\nname = \"db\"\nkind = \"command\"\nrun = \" \"\n"
+        )),
+        "farm.toml:29:7: check[0].run: the command line is empty; expected a shell command line, \
+         run with `sh -c`"
+    );
+}
+
+#[test]
+fn at_most_64_checks() {
+    let entries: String = (0..65)
+        .map(|i| format!("[[check]]\nname = \"c{i}\"\nkind = \"address\"\n"))
+        .collect();
+    assert_eq!(
+        shown(&with(&entries)),
+        format!(
+            "farm.toml:{}:1: check[64]: 65 checks are too many; expected at most 64 [[check]] \
+             entries",
+            26 + 64 * 3
+        )
+    );
+}
+
+#[test]
+fn check_errors_come_after_those_of_the_dataplane() {
+    assert_error(
+        &format!("[[check]]\nname = \"a\"\n{BASE}\n[dataplane]\nbatch = 0\n"),
+        (29, 9),
+        "dataplane.batch",
+        &["0 is out of range"],
+    );
+}
+
+// The [scripts] table.
+
+#[test]
+fn the_scripts_must_be_a_table_given_once() {
+    assert_eq!(
+        shown(&with("[[scripts]]\nstart = \"a\"\n")),
+        "farm.toml:26:1: scripts: invalid type: array, expected a table: [scripts]"
+    );
+    assert_eq!(
+        shown(&format!("scripts = \"start.sh\"\n{BASE}")),
+        "farm.toml:1:11: scripts: invalid type: string, expected a table: [scripts]"
+    );
+    assert_error(
+        &with("[scripts]\nstart = \"a\"\n[scripts]\n"),
+        (28, 2),
+        "scripts",
+        &["table [scripts] is defined twice; expected each table once"],
+    );
+    assert_eq!(
+        shown(&with("[scripts]\nrestart_limit = [3, 86400]\n")),
+        "farm.toml:27:17: scripts.restart_limit: invalid type: array, expected a table: \
+         restart_limit = { count = N, within_s = S }"
+    );
+    assert_error(
+        &with("[scripts]\nrestart_limit = 3\n"),
+        (27, 17),
+        "scripts.restart_limit",
+        &["invalid type: integer, expected a table: restart_limit = { count = N, within_s = S }"],
+    );
+}
+
+#[test]
+fn unknown_scripts_keys_are_located_and_get_a_suggestion() {
+    assert_eq!(
+        shown(&with("[scripts]\ntimeout = 5\n")),
+        "farm.toml:27:1: scripts.timeout: unknown key `timeout` (did you mean `timeout_s`?); \
+         expected one of `start`, `stop`, `timeout_s`, `restart_limit`"
+    );
+    assert_eq!(
+        shown(&with(
+            "[scripts]\nrestart_limit = { count = 1, within = 5 }\n"
+        )),
+        "farm.toml:27:30: scripts.restart_limit.within: unknown key `within` (did you mean \
+         `within_s`?); expected one of `count`, `within_s`"
+    );
+    assert_error(
+        &with("[script]\nstart = \"a\"\n"),
+        (26, 2),
+        "script",
+        &["unknown key `script` (did you mean `scripts`?); expected one of `farm`, `node`, `rule`, `membership`, `dataplane`, `check`, `scripts`"],
+    );
+}
+
+#[test]
+fn scripts_numbers_must_be_in_range() {
+    let cases = [
+        (
+            "timeout_s = 0\n",
+            (27, 13),
+            "scripts.timeout_s",
+            "0",
+            "1 to 3600",
+        ),
+        (
+            "timeout_s = 3601\n",
+            (27, 13),
+            "scripts.timeout_s",
+            "3601",
+            "1 to 3600",
+        ),
+        (
+            "restart_limit = { count = -1 }\n",
+            (27, 27),
+            "scripts.restart_limit.count",
+            "-1",
+            "0 to 1000",
+        ),
+        (
+            "restart_limit = { count = 1001 }\n",
+            (27, 27),
+            "scripts.restart_limit.count",
+            "1001",
+            "0 to 1000",
+        ),
+        (
+            "restart_limit = { within_s = 0 }\n",
+            (27, 30),
+            "scripts.restart_limit.within_s",
+            "0",
+            "1 to 31536000",
+        ),
+        (
+            "[scripts.restart_limit]\nwithin_s = 31536001\n",
+            (28, 12),
+            "scripts.restart_limit.within_s",
+            "31536001",
+            "1 to 31536000",
+        ),
+    ];
+    for (body, (line, column), key, bad, range) in cases {
+        assert_eq!(
+            shown(&with(&format!("[scripts]\n{body}"))),
+            format!(
+                "farm.toml:{line}:{column}: {key}: {bad} is out of range; expected an integer from {range}"
+            ),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn scripts_cannot_be_empty_command_lines() {
+    assert_eq!(
+        shown(&with("[scripts]\nstart = \"\"\n")),
+        "farm.toml:27:9: scripts.start: the command line is empty; expected a shell command \
+         line, run with `sh -c`, or no `start` key"
+    );
+    assert_error(
+        &with("[scripts]\nstart = \"a\"\nstop = \"\\t\"\n"),
+        (28, 8),
+        "scripts.stop",
+        &["the command line is empty; expected a shell command line, run with `sh -c`, or no `stop` key"],
+    );
+    assert_error(
+        &with("[scripts]\nstart = true\n"),
+        (27, 9),
+        "scripts.start",
+        &["invalid type: boolean `true`, expected a string"],
+    );
+}

@@ -12,6 +12,14 @@ const MEMBERSHIP: &str =
 const DATAPLANE: &str =
     "\n[dataplane]\nmode = \"afxdp\"\ncores = [0, 1]\nzero_copy = \"auto\"\nbatch = 64\n";
 
+/// Two `[[check]]` entries and a `[scripts]` table setting every key, appended to `BASE` for
+/// mutation.
+const CHECKS: &str = "\n[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://[::1]:80/\"\n\
+    status = \"200-399\"\nbody = \"ok\"\ninterval_ms = 1000\ntimeout_ms = 500\nfall = 3\nrise = 2\n\
+    action = \"restart\"\n[[check]]\nname = \"app\"\nkind = \"process\"\ncommand = \"^app( |$)\"\n\
+    at_least = 1\nat_most = 2\n[scripts]\nstart = \"start\"\nstop = \"stop\"\ntimeout_s = 60\n\
+    restart_limit = { count = 3, within_s = 86400 }\n";
+
 /// One edit of a text, applied at a byte position taken modulo the text's length.
 #[derive(Clone, Debug)]
 enum Edit {
@@ -101,7 +109,24 @@ proptest! {
     }
 
     #[test]
+    fn mutations_of_checks_and_scripts_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
+        check(&apply(&format!("{BASE}{CHECKS}"), &edits));
+    }
+
+    #[test]
     fn mutations_of_a_dataplane_table_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
         check(&apply(&format!("{BASE}{DATAPLANE}"), &edits));
+    }
+}
+
+#[test]
+fn the_texts_mutated_are_valid_before_mutation() {
+    for tables in [MEMBERSHIP, DATAPLANE, CHECKS] {
+        let text = format!("{BASE}{tables}");
+        let config = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        if tables == CHECKS {
+            assert_eq!(config.checks.len(), 2);
+            assert_eq!(config.scripts.start.as_deref(), Some("start"));
+        }
     }
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{ip, parse, BASE};
 use crate::{
-    Affinity, Dataplane, Farm, FarmConfig, Membership, Mode, Node, PortRange, Protocol, Rule,
-    ZeroCopy,
+    Affinity, Check, CheckAction, CheckKind, Dataplane, Farm, FarmConfig, Membership, Mode, Node,
+    PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts, ZeroCopy,
 };
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
@@ -71,6 +71,9 @@ fn example_file_parses_to_what_it_says() {
             zero_copy: ZeroCopy::Auto,
             batch: 64,
         },
+        // The example's checks and scripts are commented out.
+        checks: vec![],
+        scripts: Scripts::default(),
     };
     assert_eq!(config, expected);
 }
@@ -373,6 +376,25 @@ fn enums_display_and_parse_their_file_spelling() {
     for zero_copy in [ZeroCopy::Auto, ZeroCopy::On, ZeroCopy::Off] {
         assert_eq!(zero_copy.to_string().parse(), Ok(zero_copy));
     }
+    for action in [
+        CheckAction::Restart,
+        CheckAction::Stop,
+        CheckAction::Wait,
+        CheckAction::Log,
+    ] {
+        assert_eq!(action.to_string().parse(), Ok(action));
+    }
+    assert_eq!(CheckAction::default(), CheckAction::Restart);
+    assert_eq!(CheckAction::Wait.to_string(), "wait");
+    assert_eq!(
+        "Restart"
+            .parse::<CheckAction>()
+            .map_err(|error| error.to_string()),
+        Err(
+            "`Restart` is not a check action; expected `restart`, `stop`, `wait` or `log`"
+                .to_owned()
+        )
+    );
     assert_eq!(Protocol::Tcp.to_string(), "tcp");
     assert_eq!(Mode::Afxdp.to_string(), "afxdp");
     assert_eq!(ZeroCopy::Off.to_string(), "off");
@@ -391,4 +413,389 @@ fn enums_display_and_parse_their_file_spelling() {
         "`TCP` is not a protocol; expected `tcp`, `udp` or `icmp`"
     );
     assert!("sticky".parse::<Affinity>().is_err());
+}
+
+// Checks and scripts.
+
+/// `BASE` followed by `text` (`[[check]]` entries, a `[scripts]` table), parsed.
+fn with(text: &str) -> FarmConfig {
+    let text = format!("{BASE}\n{text}");
+    parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"))
+}
+
+#[test]
+fn without_checks_or_scripts_there_are_none_and_the_defaults_apply() {
+    let config = parse(BASE).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.checks, vec![]);
+    let defaults = Scripts {
+        start: None,
+        stop: None,
+        timeout_s: 60,
+        restart_limit: RestartLimit {
+            count: 3,
+            within_s: 86400,
+        },
+    };
+    assert_eq!(Scripts::default(), defaults);
+    assert_eq!(RestartLimit::default(), defaults.restart_limit);
+    assert_eq!(config.scripts, defaults);
+    for text in [
+        "[scripts]\n",
+        "scripts = {}\n",
+        "[scripts]\nrestart_limit = {}\n",
+        "[scripts.restart_limit]\n",
+        "check = []\n",
+    ] {
+        let config = parse(&format!("{text}{BASE}")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.scripts, defaults, "{text}");
+        assert_eq!(config.checks, vec![], "{text}");
+    }
+}
+
+#[test]
+fn a_check_takes_the_defaults_of_every_key_it_does_not_set() {
+    let config = with("[[check]]\nname = \"up\"\nkind = \"address\"\n");
+    assert_eq!(
+        config.checks,
+        vec![Check {
+            name: "up".to_owned(),
+            kind: CheckKind::Address,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            fall: 3,
+            rise: 2,
+            action: CheckAction::Restart,
+        }]
+    );
+    assert_eq!(
+        (
+            Check::DEFAULT_INTERVAL_MS,
+            Check::DEFAULT_TIMEOUT_MS,
+            Check::DEFAULT_FALL,
+            Check::DEFAULT_RISE
+        ),
+        (1000, 1000, 3, 2)
+    );
+    let config = with(
+        "[[check]]\nname = \"web\"\nkind = \"http\"\nurl = \"http://127.0.0.1/\"\n\
+         [[check]]\nname = \"nginx\"\nkind = \"process\"\nprocess = \"nginx\"\n\
+         [[check]]\nname = \"link\"\nkind = \"interface\"\n",
+    );
+    let kinds: Vec<&CheckKind> = config.checks.iter().map(|check| &check.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            &CheckKind::Http {
+                url: "http://127.0.0.1/".to_owned(),
+                status: (200, 399),
+                body: None,
+            },
+            &CheckKind::Process {
+                matcher: ProcessMatcher::Name("nginx".to_owned()),
+                at_least: 1,
+                at_most: None,
+            },
+            &CheckKind::Interface { interface: None },
+        ]
+    );
+}
+
+/// One check of every kind, every key set, with what it parses to.
+const EVERY_KIND: &str = r#"
+[[check]]
+name = "port"
+kind = "tcp"
+host = "127.0.0.1"
+port = 8080
+interval_ms = 500
+timeout_ms = 200
+fall = 5
+rise = 4
+action = "stop"
+
+[[check]]
+name = "health"
+kind = "http"
+url = "http://[::1]:8080/health?deep=1"
+status = "200"
+body = "OK"
+action = "restart"
+
+[[check]]
+name = "workers"
+kind = "process"
+command = "^php-fpm: pool (www|api)$"
+at_least = 2
+at_most = 64
+action = "log"
+
+[[check]]
+name = "master"
+kind = "process"
+process = "php-fpm"
+
+[[check]]
+name = "gateway"
+kind = "ping"
+address = "2001:db8::ffff"
+action = "wait"
+
+[[check]]
+name = "uplink"
+kind = "interface"
+interface = "bond0.100"
+action = "wait"
+
+[[check]]
+name = "vips"
+kind = "address"
+
+[[check]]
+name = "db"
+kind = "command"
+run = "pg_isready -q -h /run/postgresql"
+interval_ms = 3600000
+timeout_ms = 3600000
+"#;
+
+#[test]
+fn every_kind_of_check_is_read() {
+    let config = with(EVERY_KIND);
+    let check = |name: &str, kind: CheckKind, action: CheckAction| Check {
+        name: name.to_owned(),
+        kind,
+        interval_ms: 1000,
+        timeout_ms: 1000,
+        fall: 3,
+        rise: 2,
+        action,
+    };
+    let expected = vec![
+        Check {
+            interval_ms: 500,
+            timeout_ms: 200,
+            fall: 5,
+            rise: 4,
+            ..check(
+                "port",
+                CheckKind::Tcp {
+                    host: ip("127.0.0.1"),
+                    port: 8080,
+                },
+                CheckAction::Stop,
+            )
+        },
+        check(
+            "health",
+            CheckKind::Http {
+                url: "http://[::1]:8080/health?deep=1".to_owned(),
+                status: (200, 200),
+                body: Some("OK".to_owned()),
+            },
+            CheckAction::Restart,
+        ),
+        check(
+            "workers",
+            CheckKind::Process {
+                matcher: ProcessMatcher::Command("^php-fpm: pool (www|api)$".to_owned()),
+                at_least: 2,
+                at_most: Some(64),
+            },
+            CheckAction::Log,
+        ),
+        check(
+            "master",
+            CheckKind::Process {
+                matcher: ProcessMatcher::Name("php-fpm".to_owned()),
+                at_least: 1,
+                at_most: None,
+            },
+            CheckAction::Restart,
+        ),
+        check(
+            "gateway",
+            CheckKind::Ping {
+                address: ip("2001:db8::ffff"),
+            },
+            CheckAction::Wait,
+        ),
+        check(
+            "uplink",
+            CheckKind::Interface {
+                interface: Some("bond0.100".to_owned()),
+            },
+            CheckAction::Wait,
+        ),
+        check("vips", CheckKind::Address, CheckAction::Restart),
+        Check {
+            interval_ms: 3_600_000,
+            timeout_ms: 3_600_000,
+            ..check(
+                "db",
+                CheckKind::Command {
+                    run: "pg_isready -q -h /run/postgresql".to_owned(),
+                },
+                CheckAction::Restart,
+            )
+        },
+    ];
+    assert_eq!(config.checks, expected);
+    let names: Vec<&str> = config
+        .checks
+        .iter()
+        .map(|check| check.kind.name())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "tcp",
+            "http",
+            "process",
+            "process",
+            "ping",
+            "interface",
+            "address",
+            "command"
+        ]
+    );
+}
+
+#[test]
+fn checks_accept_their_limits() {
+    let config = with(
+        "[[check]]\nname = \"a\"\nkind = \"command\"\nrun = \"true\"\ninterval_ms = 100\n\
+         timeout_ms = 10\nfall = 1\nrise = 100\n\
+         [[check]]\nname = \"b\"\nkind = \"tcp\"\nhost = \"::1\"\nport = 65535\nfall = 100\nrise = 1\n\
+         [[check]]\nname = \"c\"\nkind = \"http\"\nurl = \"http://localhost\"\nstatus = \"100-599\"\n\
+         [[check]]\nname = \"d\"\nkind = \"process\"\nprocess = \"abcdefghijklmno\"\nat_least = 0\n\
+         at_most = 0\n\
+         [[check]]\nname = \"e\"\nkind = \"process\"\nprocess = \"x\"\nat_least = 100000\n\
+         at_most = 100000\n",
+    );
+    let check = &config.checks[0];
+    assert_eq!(
+        (check.interval_ms, check.timeout_ms, check.fall, check.rise),
+        (100, 10, 1, 100)
+    );
+    let check = &config.checks[1];
+    assert_eq!((check.fall, check.rise), (100, 1));
+    assert_eq!(
+        check.kind,
+        CheckKind::Tcp {
+            host: ip("::1"),
+            port: 65535
+        }
+    );
+    assert!(matches!(
+        config.checks[2].kind,
+        CheckKind::Http {
+            status: (100, 599),
+            ..
+        }
+    ));
+    assert!(matches!(
+        &config.checks[3].kind,
+        CheckKind::Process { matcher: ProcessMatcher::Name(name), at_least: 0, at_most: Some(0) }
+            if name.len() == ProcessMatcher::MAX_NAME_LEN
+    ));
+    assert!(matches!(
+        config.checks[4].kind,
+        CheckKind::Process {
+            at_least: 100_000,
+            at_most: Some(100_000),
+            ..
+        }
+    ));
+    // Inline entries, and the largest number of checks.
+    let entries: Vec<String> = (0..FarmConfig::MAX_CHECKS)
+        .map(|i| format!("{{ name = \"c{i}\", kind = \"address\" }}"))
+        .collect();
+    let text = format!("check = [{}]\n{BASE}", entries.join(", "));
+    let config = parse(&text).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.checks.len(), 64);
+    assert_eq!(config.checks[63].name, "c63");
+}
+
+#[test]
+fn every_scripts_key_is_read() {
+    let expected = Scripts {
+        start: Some("systemctl start nginx".to_owned()),
+        stop: Some("systemctl stop nginx && sleep 1".to_owned()),
+        timeout_s: 3600,
+        restart_limit: RestartLimit {
+            count: 0,
+            within_s: 31_536_000,
+        },
+    };
+    for table in [
+        "[scripts]\nstart = \"systemctl start nginx\"\nstop = \"systemctl stop nginx && sleep 1\"\n\
+         timeout_s = 3600\nrestart_limit = { count = 0, within_s = 31536000 }\n",
+        "[scripts]\nstart = \"systemctl start nginx\"\nstop = \"systemctl stop nginx && sleep 1\"\n\
+         timeout_s = 3600\n[scripts.restart_limit]\ncount = 0\nwithin_s = 31536000\n",
+    ] {
+        assert_eq!(with(table).scripts, expected, "{table}");
+    }
+    let config = with("[scripts]\nstop = \"kill $(cat /run/app.pid)\"\ntimeout_s = 1\nrestart_limit = { count = 1000 }\n");
+    assert_eq!(
+        config.scripts,
+        Scripts {
+            start: None,
+            stop: Some("kill $(cat /run/app.pid)".to_owned()),
+            timeout_s: 1,
+            restart_limit: RestartLimit {
+                count: 1000,
+                within_s: 86400,
+            },
+        }
+    );
+    let config = with("[scripts]\nrestart_limit = { within_s = 1 }\n");
+    assert_eq!(
+        config.scripts.restart_limit,
+        RestartLimit {
+            count: 3,
+            within_s: 1
+        }
+    );
+}
+
+#[test]
+fn the_examples_commented_out_checks_and_scripts_are_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/farm.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{error}"));
+    let start = text
+        .find("# [[check]]")
+        .expect("the example has commented-out checks");
+    let uncommented: String = text[start..]
+        .lines()
+        .map(|line| match line {
+            "#" => "\n".to_owned(),
+            line => format!("{}\n", line.strip_prefix("# ").unwrap_or(line)),
+        })
+        .collect();
+    let text = format!("{}{uncommented}", &text[..start]);
+    let config = FarmConfig::parse(&text, &path).unwrap_or_else(|error| panic!("{error}"));
+    let names: Vec<(&str, &str, CheckAction)> = config
+        .checks
+        .iter()
+        .map(|check| (check.name.as_str(), check.kind.name(), check.action))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("web", "http", CheckAction::Restart),
+            ("nginx", "process", CheckAction::Restart),
+            ("gateway", "ping", CheckAction::Wait),
+        ]
+    );
+    assert_eq!(
+        config.scripts,
+        Scripts {
+            start: Some("systemctl start nginx".to_owned()),
+            stop: Some("systemctl stop nginx".to_owned()),
+            ..Scripts::default()
+        }
+    );
+    // Checks and scripts are not part of the digest.
+    let example = FarmConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(config.digest(), example.digest());
 }

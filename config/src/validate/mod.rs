@@ -1,13 +1,16 @@
 //! From the file as read to a [`FarmConfig`], checking every rule of the schema.
 //!
 //! The first error found is returned, in file order as far as the checks allow: `[farm]`,
-//! then the nodes, then the rules, then `[membership]`, then `[dataplane]`.
+//! then the nodes, then the rules, then `[membership]`, then `[dataplane]`, then the checks,
+//! then `[scripts]`.
 
+mod checks;
 mod dataplane;
 mod farm;
 mod membership;
 mod nodes;
 mod rules;
+mod scripts;
 
 use std::net::IpAddr;
 use std::ops::{Range, RangeInclusive};
@@ -23,7 +26,7 @@ const NAME_MAX_LEN: usize = 63;
 /// Longest interface name, in bytes: the Linux kernel's `IFNAMSIZ` less the terminating NUL.
 const INTERFACE_MAX_LEN: usize = 15;
 
-/// What a farm or node name may be.
+/// What a farm, node or check name may be.
 pub(super) fn name_rule() -> String {
     format!("1 to {NAME_MAX_LEN} characters from A-Z, a-z, 0-9, `_`, `.` and `-`")
 }
@@ -52,12 +55,16 @@ pub(crate) fn validate(raw: RawConfig, source: &Source<'_>) -> Result<FarmConfig
     let rules = rules::check_rules(raw.rule.as_ref(), source)?;
     let membership = membership::check_membership(raw.membership.as_ref(), nodes.len(), source)?;
     let dataplane = dataplane::check_dataplane(raw.dataplane.as_ref(), source)?;
+    let checks = checks::check_checks(raw.check.as_ref(), source)?;
+    let scripts = scripts::check_scripts(raw.scripts.as_ref(), source)?;
     Ok(FarmConfig {
         farm,
         nodes,
         rules,
         membership,
         dataplane,
+        checks,
+        scripts,
     })
 }
 

@@ -22,7 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    complete_checksums, ip, ip_show, needs_root, BpfFs, Herd, HerdFiles, Netns, ScratchDir, KEY,
+    complete_checksums, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns, ScratchDir,
+    KEY,
 };
 use herd_config::{FarmConfig, Mode, Protocol};
 use herd_dataplane::table::BucketTable;
@@ -384,20 +385,7 @@ impl Farm {
         ]);
         ip(&["-n", hub.name(), "link", "set", "hub", "up"]);
         let plug = |netns: &Netns, port: &str, addresses: &[String]| {
-            ip(&[
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                netns.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                hub.name(),
-            ]);
+            veth(netns, "eth0", &hub, port);
             ip(&["-n", hub.name(), "link", "set", port, "master", "hub", "up"]);
             // One `ip` for all the addresses: the client has dozens.
             let batch: String = addresses
@@ -794,7 +782,7 @@ fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     message.extend_from_slice(&id.to_be_bytes());
     message.extend_from_slice(&seq.to_be_bytes());
     message.extend_from_slice(b"herd farm test");
-    let checksum = internet_checksum(&message);
+    let checksum = herd_dataplane::wire::checksum(&message);
     message[2..4].copy_from_slice(&checksum.to_be_bytes());
     message
 }
@@ -810,18 +798,6 @@ fn echo_reply(packet: &[u8]) -> Option<(u16, u16)> {
             u16::from_be_bytes([icmp[6], icmp[7]]),
         )
     })
-}
-
-/// The Internet checksum (RFC 1071) of `data`.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// How many ICMP echo replies namespace `netns` has sent (its `Icmp: OutEchoReps`).

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ip, needs_root, Netns};
+use common::{ip, needs_root, veth, Netns};
 use herd_checkers::probe::{self, Expect, Matcher};
 use regex::Regex;
 
@@ -32,20 +32,7 @@ impl Pair {
         let id = std::process::id();
         let node = Netns::new(format!("herd-pn{tag}-{id}"));
         let peer = Netns::new(format!("herd-pp{tag}-{id}"));
-        ip(&[
-            "link",
-            "add",
-            "vn",
-            "netns",
-            node.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vp",
-            "netns",
-            peer.name(),
-        ]);
+        veth(&node, "vn", &peer, "vp");
         for (ns, dev, v4, v6) in [
             (&node, "vn", NODE, NODE6),
             (&peer, "vp", PEER, "2001:2:0:3::2"),

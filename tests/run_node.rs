@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
-    complete_checksums, ip, ip_show, needs_root, BpfFs, Herd, HerdFiles, Netns, ScratchDir, KEY,
+    complete_checksums, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns, ScratchDir,
+    KEY,
 };
 use herd_config::Mode;
 
@@ -41,20 +42,7 @@ impl Topology {
         let dir = ScratchDir::new(&format!("run-{tag}-{mode}"));
         let node = Netns::new(format!("herd-n{tag}-{mode}-{id}"));
         let client = Netns::new(format!("herd-c{tag}-{mode}-{id}"));
-        ip(&[
-            "link",
-            "add",
-            "vn",
-            "netns",
-            node.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vc",
-            "netns",
-            client.name(),
-        ]);
+        veth(&node, "vn", &client, "vc");
         for (ns, dev, addr) in [
             (&node, "vn", "198.18.1.1/24"),
             (&client, "vc", "198.18.1.50/24"),

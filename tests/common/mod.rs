@@ -35,6 +35,24 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// A veth pair: `a_dev` in namespace `a`, its peer `b_dev` in `b`.
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    ip(&[
+        "link",
+        "add",
+        a_dev,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
+    ]);
+}
+
 /// What `ip args` prints, whether it succeeded or not.
 pub fn ip_show(args: &[&str]) -> String {
     let output = Command::new("ip").args(args).output().expect("runs ip");

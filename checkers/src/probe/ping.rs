@@ -5,6 +5,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+use herd_dataplane::wire::checksum;
+
 use super::{ProbeError, Probed};
 
 /// Sequence numbers of this process's echoes, so that a late answer to an earlier one is not
@@ -36,7 +38,7 @@ pub fn ping(address: IpAddr, timeout: Duration) -> Probed {
     request[8..].copy_from_slice(b"herd-chk");
     if address.is_ipv4() {
         // The kernel fills ICMPv6 checksums itself, not ICMP ones.
-        let checksum = internet_checksum(&request);
+        let checksum = checksum(&request);
         request[2..4].copy_from_slice(&checksum.to_be_bytes());
     }
     socket
@@ -82,39 +84,5 @@ pub fn ping(address: IpAddr, timeout: Duration) -> Probed {
         if answered {
             return Ok(());
         }
-    }
-}
-
-/// The one's-complement sum of RFC 1071.
-fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_checksum_is_rfc_1071s() {
-        // RFC 1071's example: 0001 f203 f4f5 f6f7 sums to ddf2.
-        assert_eq!(
-            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
-            !0xddf2
-        );
-        let mut echo = [8, 0, 0, 0, 0x12, 0x34, 0, 1];
-        let checksum = internet_checksum(&echo);
-        echo[2..4].copy_from_slice(&checksum.to_be_bytes());
-        assert_eq!(
-            internet_checksum(&echo),
-            0,
-            "a packet with its checksum sums to zero"
-        );
     }
 }

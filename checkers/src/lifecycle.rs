@@ -173,8 +173,7 @@ impl Lifecycle {
     /// `Failed`, the start script runs. The restart limit starts afresh.
     pub fn start(&mut self) {
         if matches!(self.state, NodeState::Stopped | NodeState::Failed) && self.running.is_none() {
-            let (count, within_ms) = self.limit.limit();
-            self.limit = RestartLimit::new(count, within_ms);
+            self.limit.reset();
             self.run_start(Reason::Start);
         }
     }

@@ -38,6 +38,11 @@ impl RestartLimit {
         true
     }
 
+    /// Forgets the restarts made: an operator started the node afresh.
+    pub fn reset(&mut self) {
+        self.made.clear();
+    }
+
     /// Restarts counted in the window ending at the last one.
     pub fn recent(&self) -> usize {
         self.made.len()

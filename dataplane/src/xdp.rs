@@ -408,22 +408,19 @@ impl XdpClassifier {
     pub fn draining_flows(&self) -> Result<usize, XdpError> {
         let modes = self.modes.as_ref().ok_or(XdpError::NoTable)?;
         let now = coarse_monotonic_ns();
-        let mut draining = 0;
+        let drains = |value: FlowValue| usize::from(FlowState::from(value).is_draining(modes, now));
         let map = self.ebpf.map("flows").ok_or(XdpError::Missing("flows"))?;
         let fd = match map {
             aya::maps::Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
             _ => return Err(XdpError::Missing("flows")),
         };
-        let counted = lookup_batches(fd, |value| {
-            draining += usize::from(FlowState::from(value).is_draining(modes, now));
-        });
-        match counted {
+        let mut draining = 0;
+        match lookup_batches(fd, |value| draining += drains(value)) {
             Ok(()) => Ok(draining),
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                draining = 0;
+                let mut draining = 0;
                 for entry in self.flow_map()?.iter() {
-                    let (_, value) = entry?;
-                    draining += usize::from(FlowState::from(value).is_draining(modes, now));
+                    draining += drains(entry?.1);
                 }
                 Ok(draining)
             }

@@ -113,15 +113,19 @@ struct Clock {
 
 impl Clock {
     fn now(&self) -> Now {
-        let wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
         Now {
             // From 1, so that no time the protocol sees is 0 (its "never").
             mono_ms: self.start.elapsed().as_millis() as u64 + 1,
-            wall_ms,
+            wall_ms: wall_ms(),
         }
     }
+}
+
+/// The wall clock in ms since the Unix epoch (0 before it).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 /// The datagrams refused from one address since its last log line.

@@ -6,10 +6,13 @@
 //! it in release) covers thousands of cases and prints the movement figures quoted in
 //! `src/assign.rs`.
 
+mod rng;
+
 use herd_dataplane::hash::HashKey;
 use herd_dataplane::table::{NodeId, NO_OWNER};
 use herd_membership::{assign, Member};
 use proptest::prelude::*;
+use rng::SplitMix;
 
 /// A farm: its hash key, a bucket count and its live members.
 #[derive(Clone, Debug)]
@@ -148,23 +151,6 @@ proptest! {
         // The joiner's own moves are its share, exact by the balance property.
         let (_, extra) = moves(&before, &after, joiner.id);
         prop_assert!(extra <= extra_bound(farm.buckets), "{} extra moves", extra);
-    }
-}
-
-/// A small deterministic generator for the report: SplitMix64.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
     }
 }
 

@@ -26,6 +26,8 @@
 //! - **Convergence.** At the end, after a healthy period, every running member has the same
 //!   view and table, and each bucket is taken wholly by its owner.
 
+mod rng;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -36,32 +38,10 @@ use herd_membership::inbox::FRESHNESS_MS;
 use herd_membership::protocol::{Event, Farm, FarmNode};
 use herd_membership::wire::State;
 use herd_membership::{Membership, Now, Output, Settings};
+use rng::SplitMix;
 
 /// The wall clock at virtual time 0: 2026-11-22.
 const EPOCH_MS: u64 = 1_795_305_600_000;
-
-/// SplitMix64: small, fast and the same everywhere.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `low..=high`.
-    fn range(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 /// A farm and its timing, drawn from the seed.
 #[derive(Clone, Debug)]
@@ -78,7 +58,7 @@ struct Scenario {
 
 impl Scenario {
     fn from_seed(seed: u64) -> Self {
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix(seed);
         // Most farms are small, as most real ones are; one seed in ten goes up to 32 nodes.
         let nodes = if rng.chance(10) {
             rng.range(9, 32) as usize
@@ -193,7 +173,7 @@ struct World {
     scenario: Scenario,
     farm: Farm,
     keys: Keyring,
-    rng: Rng,
+    rng: SplitMix,
     now: u64,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     steps: Vec<Option<Step>>,
@@ -255,7 +235,7 @@ impl World {
             })
             .collect();
         let mut world = Self {
-            rng: Rng(scenario.seed ^ 0xfa17),
+            rng: SplitMix(scenario.seed ^ 0xfa17),
             farm,
             keys,
             now: 0,

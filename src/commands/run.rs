@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use core_affinity::CoreId;
@@ -24,7 +24,7 @@ use herd_dataplane::table::{self, ModeTable, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::{FarmRules, FarmTable};
 use herd_membership::auth::Keyring;
-use herd_membership::driver::{Dataplane, DataplaneError, Driver, Exit, Start};
+use herd_membership::driver::{self, Dataplane, DataplaneError, Driver, Exit, Start};
 use herd_membership::{incarnation, Farm, Settings};
 
 use crate::farm;
@@ -79,12 +79,9 @@ pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
         bail!("herd run needs root: it attaches an XDP program, adds the VIPs to the interface and sets its options");
     }
     let name = config.nodes[local].name.clone();
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64);
     let incarnation = incarnation::next(
         &paths.state_dir.join(format!("{name}.incarnation")),
-        wall_ms,
+        driver::wall_ms(),
     )?;
     let interface = config.interface_of(local).to_owned();
     let host = Host::open(&interface)?;

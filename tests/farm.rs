@@ -555,7 +555,7 @@ fn udp_exchange(client: &Netns, flows: Vec<SocketAddrV4>, wait: Duration) -> Vec
                 .filter(|o| o.answered.is_none() && now - o.sent < PACING)
                 .count();
             while in_flight < IN_FLIGHT && next < flows.len() {
-                let socket = UdpSocket::bind(flows[next]).expect("binds the flow's address");
+                let socket = flow_socket(flows[next]).expect("binds the flow's address");
                 socket.set_nonblocking(true).unwrap();
                 socket
                     .send_to(format!("u{next}").as_bytes(), (VIP, UDP_PORT))
@@ -826,6 +826,27 @@ fn socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     let fd = sys(unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, protocol) })?;
     // SAFETY: `fd` was just opened and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A UDP socket bound to a flow's `address`, which an earlier exchange may have used a moment
+/// ago. `SO_REUSEADDR`, because a process the test binary forks meanwhile (another test
+/// starting herd) holds a copy of every socket open at that moment until it executes, and the
+/// copy keeps the address taken after this process has closed its own.
+fn flow_socket(address: SocketAddrV4) -> io::Result<UdpSocket> {
+    let fd = socket(libc::SOCK_DGRAM, 0)?;
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a valid int and the length is its size.
+    sys(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    bind(&fd, address)?;
+    Ok(UdpSocket::from(fd))
 }
 
 /// Binds `socket` to `address` (std binds only the sockets it creates).

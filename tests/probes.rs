@@ -195,6 +195,17 @@ fn process_counts_the_matching_processes() {
         .arg(format!("{}.5", 30 + std::process::id() % 1000))
         .spawn()
         .unwrap();
+    // spawn returns once the child has begun to execute, but the kernel sets up its new
+    // command line a little later, and announces it to no one: it is read until it shows.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let ready = (0..2000).any(|_| {
+        let started = std::fs::read(&cmdline).is_ok_and(|bytes| bytes.starts_with(b"sleep\0"));
+        if !started {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        started
+    });
+    assert!(ready, "the child runs sleep within 2 s");
     let line = format!("^sleep {}\\.5$", 30 + std::process::id() % 1000);
     let matcher = Matcher::Command(Regex::new(&line).unwrap());
     assert_eq!(probe::process(&matcher, 1, Some(1)), Ok(()));

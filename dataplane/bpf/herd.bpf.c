@@ -27,7 +27,8 @@
 // traffic, neighbour answers, VIP traffic no rule balances, malformed VIP packets) is handled
 // here exactly as `herd_classify` handles it, so the workers only see what needs the table.
 // With no live socket on the queue (herd killed) or a stale deadline (herd frozen), VIP
-// traffic is dropped.
+// traffic is dropped. It counts the frames it keeps as `herd_classify` does, since no worker
+// sees them (the traffic passed to the kernel above all), and those it redirects.
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -83,7 +84,7 @@
 #define RULE_UDP 1
 #define RULE_ICMP 2
 
-// The verdicts, which are also the indices of the per-CPU counters.
+// The verdicts, which are also the indices of the per-CPU counters (packets and bytes).
 enum verdict {
 	V_PASS,
 	V_ACCEPT,
@@ -183,11 +184,18 @@ struct {
 	__type(value, __u32);
 } sockets SEC(".maps");
 
+// The frames of one verdict and their bytes (`Count` in dataplane/src/counts.rs): one value,
+// so that counting both takes one lookup.
+struct count {
+	__u64 packets;
+	__u64 bytes;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, V_COUNT);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct count);
 } counters SEC(".maps");
 
 // A client identity as SipHash message words (see `Identity` in dataplane/src/hash.rs), or
@@ -848,12 +856,16 @@ static __always_inline int to_stack(struct xdp_md *ctx, const struct farm *f)
 	return XDP_PASS;
 }
 
-static __always_inline void count(enum verdict v)
+// Counts the frame under its verdict, with its length as it arrived: called before any action
+// rewrites it. The entry is this CPU's own, so plain additions are exact.
+static __always_inline void count(struct xdp_md *ctx, enum verdict v)
 {
 	__u32 index = v;
-	__u64 *count = bpf_map_lookup_elem(&counters, &index);
-	if (count)
-		*count += 1;
+	struct count *c = bpf_map_lookup_elem(&counters, &index);
+	if (c) {
+		c->packets += 1;
+		c->bytes += packet_of(ctx).len;
+	}
 }
 
 // The action of every verdict but V_ACCEPT and V_REDIRECTED, which the programs take.
@@ -889,7 +901,7 @@ int herd_classify(struct xdp_md *ctx)
 	enum verdict v = id.verdict;
 	if (v == V_ACCEPT)
 		v = mode_verdict(ctx, f, &id, l3);
-	count(v);
+	count(ctx, v);
 	if (v == V_ACCEPT)
 		return to_stack(ctx, f);
 	return act(ctx, f, v, l3);
@@ -906,7 +918,7 @@ int herd_redirect(struct xdp_md *ctx)
 	enum verdict v = identify(ctx, f, &l3).verdict;
 	if (v == V_ACCEPT)
 		v = alive(bpf_ktime_get_coarse_ns()) ? V_REDIRECTED : V_DROP_NOT_OWNER;
-	count(v);
+	count(ctx, v);
 	if (v == V_REDIRECTED)
 		return bpf_redirect_map(&sockets, ctx->rx_queue_index, XDP_DROP);
 	return act(ctx, f, v, l3);

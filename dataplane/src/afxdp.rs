@@ -20,6 +20,7 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::classify::{classify, FarmTable, Verdict};
 use crate::clock::coarse_monotonic_ns;
+use crate::counts::{Count, Traffic};
 use crate::flows::{DrainCount, Drained, Flows};
 use crate::handoff::Port;
 use crate::table::SharedTable;
@@ -179,10 +180,16 @@ impl QueueSocket {
 pub struct Counters {
     /// Frames taken from the socket.
     pub received: AtomicU64,
+    /// Their bytes.
+    pub received_bytes: AtomicU64,
     /// Frames of flows this node owns.
     pub accepted: AtomicU64,
+    /// Their bytes.
+    pub accepted_bytes: AtomicU64,
     /// Frames dropped: other nodes' flows, and frames the redirect program should have kept.
     pub dropped: AtomicU64,
+    /// Their bytes.
+    pub dropped_bytes: AtomicU64,
     /// Frames written to the stack's port.
     pub handed_off: AtomicU64,
     /// Frames the port refused.
@@ -208,6 +215,26 @@ impl Counters {
             epoch: (word >> DRAINING_COUNT_BITS) - 1,
             flows: (word & ((1 << DRAINING_COUNT_BITS) - 1)) as usize,
         })
+    }
+
+    /// The packets and bytes the worker accepted and dropped. `passed` is zero: the kernel's
+    /// traffic never reaches a worker, so the caller adds the redirect program's
+    /// [`crate::xdp::XdpClassifier::traffic`], which counts it (and what that program drops
+    /// itself). A frame the redirect program should have kept and a worker hands to the stack
+    /// untouched is only in [`Counters::received`].
+    ///
+    /// Each counter is read on its own while the worker may publish a batch, so packets and
+    /// bytes may be a batch apart; the next read catches up.
+    pub fn traffic(&self) -> Traffic {
+        let read = |packets: &AtomicU64, bytes: &AtomicU64| Count {
+            packets: packets.load(Ordering::Relaxed),
+            bytes: bytes.load(Ordering::Relaxed),
+        };
+        Traffic {
+            accepted: read(&self.accepted, &self.accepted_bytes),
+            dropped: read(&self.dropped, &self.dropped_bytes),
+            passed: Count::default(),
+        }
     }
 
     fn set_drained(&self, drained: Drained) {
@@ -318,10 +345,16 @@ impl Worker {
 pub struct Totals {
     /// Frames taken from the socket.
     pub received: u64,
+    /// Their bytes.
+    pub received_bytes: u64,
     /// Frames of flows this node owns.
     pub accepted: u64,
+    /// Their bytes.
+    pub accepted_bytes: u64,
     /// Frames dropped.
     pub dropped: u64,
+    /// Their bytes.
+    pub dropped_bytes: u64,
     /// Frames written to the stack's port.
     pub handed_off: u64,
     /// Frames the port refused.
@@ -340,8 +373,14 @@ impl Totals {
     fn publish(&self, to: &Counters) {
         // One writer per counter: plain stores, no read-modify-write.
         to.received.store(self.received, Ordering::Relaxed);
+        to.received_bytes
+            .store(self.received_bytes, Ordering::Relaxed);
         to.accepted.store(self.accepted, Ordering::Relaxed);
+        to.accepted_bytes
+            .store(self.accepted_bytes, Ordering::Relaxed);
         to.dropped.store(self.dropped, Ordering::Relaxed);
+        to.dropped_bytes
+            .store(self.dropped_bytes, Ordering::Relaxed);
         to.handed_off.store(self.handed_off, Ordering::Relaxed);
         to.errors.store(self.errors, Ordering::Relaxed);
     }
@@ -435,16 +474,22 @@ impl<'a> Loop<'a> {
             // back on the fill ring.
             let mut data = unsafe { self.socket.umem.data_mut(desc) };
             let frame = data.contents_mut();
+            let bytes = frame.len() as u64;
+            totals.received_bytes += bytes;
             match classify(frame, &table, flows, now) {
                 Verdict::Accept => {
                     totals.accepted += 1;
+                    totals.accepted_bytes += bytes;
                     frame[..6].copy_from_slice(&self.settings.if_mac);
                     totals.hand_off(&self.port, frame);
                 }
                 // The redirect program keeps these; one reaching a worker goes where the
                 // in-kernel mode would send it.
                 Verdict::Pass => totals.hand_off(&self.port, frame),
-                Verdict::Drop(_) | Verdict::AnswerNeighbor => totals.dropped += 1,
+                Verdict::Drop(_) | Verdict::AnswerNeighbor => {
+                    totals.dropped += 1;
+                    totals.dropped_bytes += bytes;
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 pub mod afxdp;
 pub mod classify;
 pub mod clock;
+pub mod counts;
 pub mod craft;
 pub mod flows;
 pub mod handoff;

@@ -16,6 +16,7 @@ use herd_config::{Affinity, Protocol};
 
 use crate::classify::Verdict;
 use crate::clock::coarse_monotonic_ns;
+use crate::counts::{Count, Traffic};
 use crate::flows::{Connection, FlowState, FLOWS};
 use crate::rules::{DropReason, FarmRules};
 use crate::table::{Mode, ModeTable, MAX_BUCKETS};
@@ -55,6 +56,10 @@ unsafe impl Pod for FarmSettings {}
 // SAFETY: `Mode` is a `repr(transparent)` byte, valid for every byte pattern.
 unsafe impl Pod for Mode {}
 
+// SAFETY: `Count` is `repr(C)`, two `u64`s with no padding, so every byte pattern is a valid
+// value; it is laid out as `struct count` in herd.bpf.c.
+unsafe impl Pod for Count {}
+
 // SAFETY: `Connection` is `repr(C)` byte arrays, 40 bytes with no padding (its alignment, 8,
 // divides its size), so every byte pattern is a valid value.
 unsafe impl Pod for Connection {}
@@ -83,8 +88,9 @@ impl From<FlowValue> for FlowState {
     }
 }
 
-/// The counters of the program's verdicts, in the order of `enum verdict` in herd.bpf.c, which
-/// has one more: `V_REDIRECTED`, the frames the redirect program hands to the sockets.
+/// The counters of the program's verdicts (packets and bytes), in the order of `enum verdict`
+/// in herd.bpf.c, which has one more: `V_REDIRECTED`, the frames the redirect program hands to
+/// the sockets.
 const VERDICTS: [Verdict; 6] = [
     Verdict::Pass,
     Verdict::Accept,
@@ -324,7 +330,7 @@ impl XdpClassifier {
 
     /// How many frames the redirect program has handed to the sockets, summed over the CPUs.
     pub fn redirected(&self) -> Result<u64, XdpError> {
-        Ok(self.verdict_counts()?[VERDICTS.len()])
+        Ok(self.verdict_counts()?[VERDICTS.len()].packets)
     }
 
     fn write_rules(
@@ -497,7 +503,34 @@ impl XdpClassifier {
 
     /// How many packets met each verdict since the program was loaded, summed over the CPUs.
     pub fn counts(&self) -> Result<Vec<(Verdict, u64)>, XdpError> {
-        Ok(VERDICTS.into_iter().zip(self.verdict_counts()?).collect())
+        let counts = self.verdict_counts()?;
+        Ok(VERDICTS
+            .into_iter()
+            .zip(counts.map(|c| c.packets))
+            .collect())
+    }
+
+    /// The packets and bytes the program accepted, dropped and passed since it was loaded,
+    /// summed over the CPUs. Neighbour answers are in none of them: they are the node's own
+    /// traffic, not the farm's.
+    ///
+    /// The redirect program accepts nothing and counts only what it keeps from the workers:
+    /// the traffic it passes to the kernel, and what it drops itself (VIP traffic no rule
+    /// balances, malformed, or arriving while herd is dead). The AF_XDP mode's traffic is
+    /// this plus every worker's [`crate::afxdp::Counters::traffic`].
+    pub fn traffic(&self) -> Result<Traffic, XdpError> {
+        let mut traffic = Traffic::default();
+        // The zip leaves out the redirected frames, which the workers count.
+        for (verdict, count) in VERDICTS.into_iter().zip(self.verdict_counts()?) {
+            let outcome = match verdict {
+                Verdict::Accept => &mut traffic.accepted,
+                Verdict::Drop(_) => &mut traffic.dropped,
+                Verdict::Pass => &mut traffic.passed,
+                Verdict::AnswerNeighbor => continue,
+            };
+            *outcome = *outcome + count;
+        }
+        Ok(traffic)
     }
 
     /// The program's mean time per run on `frame`, over `repeat` runs in the kernel with
@@ -511,13 +544,16 @@ impl XdpClassifier {
         Ok(result.duration)
     }
 
-    /// How many packets met each verdict, summed over the CPUs, in the order of `VERDICTS`,
-    /// then how many were redirected.
-    fn verdict_counts(&self) -> Result<[u64; VERDICTS.len() + 1], XdpError> {
+    /// The packets and bytes of each verdict, summed over the CPUs, in the order of
+    /// `VERDICTS`, then those redirected.
+    fn verdict_counts(&self) -> Result<[Count; VERDICTS.len() + 1], XdpError> {
         let counters = self.per_cpu_counters()?;
-        let mut counts = [0; VERDICTS.len() + 1];
+        let mut counts = [Count::default(); VERDICTS.len() + 1];
         for (index, count) in counts.iter_mut().enumerate() {
-            *count = counters.get(&(index as u32), 0)?.iter().sum();
+            *count = counters
+                .get(&(index as u32), 0)?
+                .iter()
+                .fold(Count::default(), |sum, &cpu| sum + cpu);
         }
         Ok(counts)
     }
@@ -541,8 +577,9 @@ impl XdpClassifier {
         let mut counted =
             decisions
                 .zip(before.iter().zip(after))
-                .filter_map(|(verdict, (&before, after))| {
-                    (after != before).then_some((verdict, after - before))
+                .filter_map(|(verdict, (before, after))| {
+                    (after.packets != before.packets)
+                        .then_some((verdict, after.packets - before.packets))
                 });
         match (counted.next(), counted.next()) {
             (Some((verdict, 1)), None) => Ok(TestOutcome {
@@ -556,7 +593,7 @@ impl XdpClassifier {
         }
     }
 
-    fn per_cpu_counters(&self) -> Result<PerCpuArray<&MapData, u64>, XdpError> {
+    fn per_cpu_counters(&self) -> Result<PerCpuArray<&MapData, Count>, XdpError> {
         let map = self
             .ebpf
             .map("counters")

@@ -4,20 +4,28 @@
 //! program does with each frame must follow from its verdict (passed untouched, accepted with
 //! the interface's MAC as destination, dropped, or answered with the VIP's virtual MAC).
 //! Sequences of TCP segments of a few connections, among other frames, under random bucket
-//! modes, hold the two flow tables together: same verdicts in order, same records.
+//! modes, hold the two flow tables together: same verdicts in order, same records. The
+//! program's counters must hold the packets and bytes of what the Rust verdicts say, and in the
+//! AF_XDP mode the redirect program's and a real worker's counts must add up to them.
 //!
 //! Needs root (loading eBPF programs); `scripts/test` runs it as root, as CI does.
 
 use std::net::IpAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use herd_config::{Affinity, FarmConfig, Protocol};
+use core_affinity::CoreId;
+use herd_config::{Affinity, FarmConfig, Protocol, ZeroCopy};
+use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::clock::coarse_monotonic_ns;
+use herd_dataplane::counts::{Count, Traffic};
 use herd_dataplane::craft::{self, Fragment};
 use herd_dataplane::flows::LINGER_NS;
+use herd_dataplane::handoff::Port;
 use herd_dataplane::neighbor::virtual_mac;
-use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId};
+use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId, SharedTable};
 use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
 use herd_dataplane::xdp::{TestOutcome, XdpClassifier, LOOKUP_BATCH};
 use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
@@ -244,14 +252,32 @@ fn needs_root() {
     );
 }
 
+/// Adds a frame of `length` bytes to the outcome of `traffic` that `verdict` counts under (none
+/// for a neighbour answer).
+fn tally(traffic: &mut Traffic, verdict: Verdict, length: usize) {
+    let outcome = match verdict {
+        Verdict::Accept => &mut traffic.accepted,
+        Verdict::Drop(_) => &mut traffic.dropped,
+        Verdict::Pass => &mut traffic.passed,
+        Verdict::AnswerNeighbor => return,
+    };
+    *outcome = *outcome
+        + Count {
+            packets: 1,
+            bytes: length as u64,
+        };
+}
+
 /// Runs `frames` through node `local` of `config` in both classifiers, with two successive
-/// bucket tables, and returns how many frames met each verdict.
+/// bucket tables, and returns how many frames met each verdict. The program must also have
+/// counted them, and their bytes, as the Rust verdicts say.
 fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(Verdict, usize)> {
     let rules = Arc::new(FarmRules::from_config(config));
     let first = ModeTable::of_owner(&owners(1 + u64::from(local)), local);
     let mut xdp = XdpClassifier::load(&rules, &first, IF_MAC).expect("loads the eBPF program");
     let mut flows = Flows::with_capacity(4096);
     let mut seen: Vec<(Verdict, usize)> = Vec::new();
+    let mut traffic = Traffic::default();
     let second = ModeTable::of_owner(&owners(7 + u64::from(local)), local);
     for table in [first, second] {
         xdp.install(&table).expect("installs the table");
@@ -261,6 +287,7 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
             let outcome = xdp.test_run(frame).expect("runs the eBPF program");
             assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
             check_action(frame, &outcome);
+            tally(&mut traffic, expected, frame.len());
             match seen.iter_mut().find(|(verdict, _)| *verdict == expected) {
                 Some((_, count)) => *count += 1,
                 None => seen.push((expected, 1)),
@@ -268,6 +295,15 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
         }
     }
     same_flows(&flows, &xdp);
+    assert_eq!(
+        xdp.traffic().expect("reads the counters"),
+        traffic,
+        "packets and bytes per outcome"
+    );
+    for (verdict, count) in xdp.counts().expect("reads the counters") {
+        let frames = seen.iter().find(|(v, _)| *v == verdict).map_or(0, |s| s.1);
+        assert_eq!(count, frames as u64, "packets of {verdict:?}");
+    }
     seen
 }
 
@@ -455,7 +491,9 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
             Verdict::Accept | Verdict::Drop(DropReason::NotOwner)
         )
     };
-    let check = |redirect: &XdpClassifier, alive: bool| {
+    // What the program counts besides the redirected frames: the workers count those.
+    let mut kept = Traffic::default();
+    let mut check = |redirect: &XdpClassifier, alive: bool| {
         let mut redirected = 0;
         for frame in &frames {
             let expected = classify(frame, &rust, &mut Flows::with_capacity(8), 0);
@@ -469,11 +507,14 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
             } else if looked_up(expected) {
                 assert_eq!(outcome.verdict, Some(Verdict::Drop(DropReason::NotOwner)));
                 assert_eq!(outcome.action, XDP_DROP);
+                tally(&mut kept, Verdict::Drop(DropReason::NotOwner), frame.len());
             } else {
                 assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
                 check_action(frame, &outcome);
+                tally(&mut kept, expected, frame.len());
             }
         }
+        assert_eq!(redirect.traffic().unwrap(), kept);
         redirected
     };
     let before = redirect.redirected().unwrap();
@@ -483,6 +524,197 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
     // herd frozen or killed: the deadline passes, and no VIP flow reaches a socket.
     redirect.keep_alive(Duration::ZERO).unwrap();
     assert_eq!(check(&redirect, false), 0);
+    assert_eq!(redirect.traffic().unwrap().accepted, Count::default());
+}
+
+/// The AF_XDP mode counts every frame once, with its length: the redirect program what the
+/// kernel gets and what it drops itself, a worker behind a real socket what it accepts or
+/// drops. Frames of every outcome and many lengths cross a veth pair into the redirect program
+/// (generic XDP) and the worker, in a network namespace of the test's own.
+#[test]
+fn the_afxdp_mode_counts_the_packets_and_bytes_of_every_outcome() {
+    needs_root();
+    // A namespace belongs to the thread that creates it: one of the test's own, which goes
+    // with the thread, its interfaces and its sockets.
+    let test = std::thread::spawn(afxdp_traffic);
+    if let Err(panic) = test.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn afxdp_traffic() {
+    // SAFETY: unshare takes no pointers; it moves this thread alone to a new network namespace.
+    let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
+    // Interfaces with IPv6 send listener reports and solicitations of their own, which the
+    // program would count among the test's frames.
+    for conf in ["all", "default"] {
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
+            .expect("turns IPv6 off in the namespace");
+    }
+    ip(&[
+        "link", "add", "herd-a", "type", "veth", "peer", "name", "herd-b",
+    ]);
+    ip(&["link", "set", "herd-a", "up"]);
+    ip(&["link", "set", "herd-b", "up"]);
+
+    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let table = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
+    let mut redirect = XdpClassifier::load_redirect(&rules, IF_MAC).expect("loads");
+    let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
+    redirect.add_socket(0, socket.fd()).unwrap();
+    let to_stack = Port::tap("herd-t", 1)
+        .expect("creates a TAP device")
+        .remove(0);
+    ip(&["link", "set", "herd-t", "up"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let settings = WorkerSettings {
+        core: CoreId { id: 0 },
+        batch: 64,
+        if_mac: IF_MAC,
+        table: Arc::new(SharedTable::new(table.clone())),
+        stop: Arc::clone(&stop),
+    };
+    let worker = Worker::spawn(socket, to_stack, settings).expect("starts the worker");
+    let pin = Unpin(format!("/sys/fs/bpf/herd-counts-{}", std::process::id()).into());
+    redirect.attach("herd-a", &pin.0, true).expect("attaches");
+
+    let mut rng = Rng(0xaf0d_c0de_0000_0001);
+    let frames: Vec<Vec<u8>> = (0..800).map(|i| afxdp_frame(&mut rng, i)).collect();
+    // What the whole mode counts, what the redirect program keeps, what the worker takes.
+    let (mut whole, mut kept, mut taken) = Default::default();
+    let mut flows = Flows::with_capacity(1024);
+    for frame in &frames {
+        let verdict = classify(frame, &table, &mut flows, coarse_monotonic_ns());
+        tally(&mut whole, verdict, frame.len());
+        let looked_up = matches!(
+            verdict,
+            Verdict::Accept | Verdict::Drop(DropReason::NotOwner)
+        );
+        tally(
+            if looked_up { &mut taken } else { &mut kept },
+            verdict,
+            frame.len(),
+        );
+    }
+
+    // SAFETY: the name is a NUL-terminated string that outlives the call.
+    let peer = unsafe { libc::if_nametoindex(c"herd-b".as_ptr()) };
+    let sender = Port::packet(peer, 1)
+        .expect("opens a packet socket")
+        .remove(0);
+    let in_program = |redirect: &XdpClassifier| {
+        let counted: u64 = redirect.counts().unwrap().iter().map(|c| c.1).sum();
+        counted + redirect.redirected().unwrap()
+    };
+    // A few frames at a time, so that none overflows the interface's backlog.
+    for (sent, chunk) in frames.chunks(50).enumerate() {
+        for frame in chunk {
+            sender.send(frame).expect("sends a frame");
+        }
+        let sent = (sent * 50 + chunk.len()) as u64;
+        wait_for("the program to count every frame", || {
+            in_program(&redirect) == sent
+        });
+    }
+    let counters = worker.counters();
+    wait_for("the worker to count every redirected frame", || {
+        counters.received.load(Ordering::Relaxed) == redirect.redirected().unwrap()
+    });
+
+    let (in_kernel, in_worker) = (redirect.traffic().unwrap(), counters.traffic());
+    assert_eq!(in_kernel, kept, "the redirect program's count");
+    assert_eq!(in_worker, taken, "the worker's count");
+    assert_eq!([in_kernel, in_worker].into_iter().sum::<Traffic>(), whole);
+    for count in [kept.passed, kept.dropped, taken.accepted, taken.dropped] {
+        assert!(
+            count.packets >= 20,
+            "too few frames of an outcome: {whole:?}"
+        );
+    }
+    let received_bytes = counters.received_bytes.load(Ordering::Relaxed);
+    assert_eq!(received_bytes, taken.accepted.bytes + taken.dropped.bytes);
+
+    stop.store(true, Ordering::Relaxed);
+    let totals = worker.join().totals;
+    assert_eq!(
+        (
+            totals.received_bytes,
+            totals.accepted_bytes,
+            totals.dropped_bytes
+        ),
+        (received_bytes, taken.accepted.bytes, taken.dropped.bytes),
+        "the worker's final totals"
+    );
+    redirect.detach().unwrap();
+}
+
+/// Frame `i` of the AF_XDP test, of every outcome: VIP flows of the workers (UDP, TCP, ICMP,
+/// IPv6), and what the redirect program keeps (traffic for another address, VIP traffic no rule
+/// balances, malformed VIP packets, an ARP request it answers).
+fn afxdp_frame(rng: &mut Rng, i: usize) -> Vec<u8> {
+    let client = [198, 19, rng.next() as u8, rng.next() as u8];
+    let data = vec![0x55; rng.below(1400) as usize];
+    let port = rng.next() as u16;
+    let v4 = |dst, protocol, l4: &[u8]| {
+        let ip = craft::ipv4(client, dst, protocol, Fragment::default(), l4);
+        craft::ethernet(&[], ethertype::IPV4, &ip)
+    };
+    let udp = |dst_port| craft::udp(port, dst_port, &data);
+    match i % 8 {
+        0..=2 => v4(VIP, ip_proto::UDP, &udp(5000 + rng.below(100) as u16)),
+        3 => {
+            let flags = rng.pick(&[SYN, ACK, PSH | ACK]);
+            v4(VIP_B, ip_proto::TCP, &craft::tcp(port, 80, flags, &data))
+        }
+        4 => {
+            let mut address = VIP6;
+            address[8..].copy_from_slice(&rng.bytes::<8>());
+            let ip = craft::ipv6(address, VIP6, ip_proto::UDP, 64, &udp(53));
+            craft::ethernet(&[], ethertype::IPV6, &ip)
+        }
+        5 => v4([198, 18, 0, 1], ip_proto::UDP, &udp(5000)),
+        6 => v4(VIP, ip_proto::UDP, &udp(443)),
+        _ => match rng.below(3) {
+            0 => {
+                let mut frame = v4(VIP, ip_proto::UDP, &udp(5000));
+                frame.truncate(frame.len() - 1 - rng.below(8) as usize);
+                frame
+            }
+            1 => craft::ethernet(&[], ethertype::ARP, &craft::arp_request(client, VIP)),
+            _ => v4(VIP, ip_proto::ICMP, &craft::icmp(8, 0, [0, 1, 0, 1], &data)),
+        },
+    }
+}
+
+/// A pin on the BPF file system, removed when the test ends, even when it fails.
+struct Unpin(std::path::PathBuf);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        // Gone already when the program was detached.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs `ip args`, which must succeed.
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("runs ip");
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Waits until `done`, for a few seconds at most.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]

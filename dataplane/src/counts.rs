@@ -1,0 +1,62 @@
+//! What the dataplane did with the traffic it saw, as `herd status` and the metrics show it.
+
+use std::ops::Add;
+
+use serde::{Deserialize, Serialize};
+
+/// Packets and their bytes (whole frames, Ethernet header included).
+///
+/// `repr(C)`: it is also the value of the XDP program's per-CPU `counters` map, `struct count`
+/// in herd.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    /// Packets.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl Add for Count {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            packets: self.packets + other.packets,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+/// The dataplane's counts since it started.
+///
+/// In the AF_XDP mode they are split between the redirect program, which counts what it passes
+/// to the kernel or drops itself, and the workers, which count what they accept or drop; the
+/// mode's traffic is their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    /// VIP packets of the buckets this node takes, handed to its stack.
+    pub accepted: Count,
+    /// VIP packets left to other nodes, or malformed.
+    pub dropped: Count,
+    /// Packets for anything but a VIP, which the kernel gets untouched.
+    pub passed: Count,
+}
+
+impl Add for Traffic {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            accepted: self.accepted + other.accepted,
+            dropped: self.dropped + other.dropped,
+            passed: self.passed + other.passed,
+        }
+    }
+}
+
+impl std::iter::Sum for Traffic {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), Add::add)
+    }
+}

@@ -1,6 +1,9 @@
 //! The membership thread: the protocol of [`crate::protocol`] driven by the clocks, a UDP
 //! socket on the farm port and the node's dataplane. Everything the protocol decides is
-//! decided there; this module only moves bytes and time in and out, and logs.
+//! decided there; this module only moves bytes and time in and out, and logs. The rest of the
+//! node steers it through a [`Handle`]: it joins when the application is healthy, leaves when
+//! it is not or an operator says so, and tells back when it is up and when it has left; a
+//! [`Snapshot`] of it is always there to read.
 //!
 //! # Scheduling
 //!
@@ -18,18 +21,21 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use herd_dataplane::counts::Traffic;
 use herd_dataplane::table::Mode;
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::auth::Keyring;
 use crate::inbox::Refusal;
 use crate::protocol::{DrainEnd, Event, Farm, Membership, Now, Output, Settings};
-use crate::wire::MAX_DATAGRAM;
+use crate::snapshot::Snapshot;
+use crate::wire::{State, MAX_DATAGRAM};
 
 /// The real-time priority of the membership thread: the lowest but one, above every normal
 /// thread and below the kernel's own real-time threads (which use 50 and up).
@@ -53,6 +59,10 @@ const DRAIN_RETRY_MS: u64 = 25;
 /// How often, at most, the datagrams refused from one address are logged.
 const REFUSAL_LOG_MS: u64 = 10_000;
 
+/// How often the snapshot is refreshed when nothing changes, for the dataplane's counts and
+/// the time since each heartbeat.
+const REFRESH_MS: u64 = 1000;
+
 /// An error of the dataplane, as the driver reports it.
 pub type DataplaneError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,6 +79,51 @@ pub trait Dataplane {
     /// How many connections still drain under the modes of install `generation`; `None` while
     /// the dataplane has not counted them under those modes yet.
     fn draining_flows(&mut self, generation: u64) -> Result<Option<u64>, DataplaneError>;
+
+    /// What the dataplane did with the traffic so far.
+    fn traffic(&mut self) -> Result<Traffic, DataplaneError>;
+}
+
+/// What the rest of the node asks of the membership thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Join the farm (the application is healthy); a node that is not withdrawn is already in.
+    Join,
+    /// Leave the farm with a drain, and stay out until told to join.
+    Leave,
+    /// Stop the thread now, whatever still drains.
+    Exit,
+}
+
+/// What the membership thread tells the rest of the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// This node has become a member of the farm.
+    Up,
+    /// This node is out of the farm after a [`Command::Leave`]: its drain is over. Sent once
+    /// per leave.
+    Left,
+}
+
+/// The rest of the node's end of the membership thread.
+#[derive(Debug)]
+pub struct Handle {
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    /// What the thread tells.
+    pub notices: Receiver<Notice>,
+    /// Where it stands, refreshed at every change and every [`REFRESH_MS`].
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl Handle {
+    /// Asks `command` of the thread. Fails only once the thread has stopped.
+    pub fn send(&self, command: Command) -> Result<(), DriverError> {
+        self.commands
+            .send(command)
+            .map_err(|_| DriverError::Stopped)?;
+        self.waker.wake().map_err(DriverError::Poll)
+    }
 }
 
 /// Why the membership thread stopped before the node had left.
@@ -85,6 +140,9 @@ pub enum DriverError {
     /// The event loop failed.
     #[error("the membership event loop failed: {0}")]
     Poll(std::io::Error),
+    /// The thread has stopped.
+    #[error("the membership thread has stopped")]
+    Stopped,
     /// The dataplane refused something: the node can no longer keep its table right.
     #[error("the dataplane cannot {what}: {source}")]
     Dataplane {
@@ -93,15 +151,6 @@ pub enum DriverError {
         /// Why it failed.
         source: DataplaneError,
     },
-}
-
-/// How the driver reached its end.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// The node left the farm after its drain.
-    Left,
-    /// A second signal came during the drain: the connections left were given up.
-    Forced,
 }
 
 /// The milliseconds the protocol reads: a monotonic clock for timeouts, the wall clock for
@@ -137,6 +186,7 @@ struct RefusalLog {
 }
 
 const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
 
 /// The membership thread of one node.
 pub struct Driver<D> {
@@ -149,12 +199,21 @@ pub struct Driver<D> {
     /// Whether sending to each peer failed last time, so that a failure is logged once.
     send_failing: Vec<bool>,
     dataplane: D,
-    /// SIGINT and SIGTERM received so far.
-    signals: Arc<AtomicUsize>,
-    signals_seen: usize,
+    poll: Poll,
+    commands: Receiver<Command>,
+    notices: Sender<Notice>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The protocol's state when the snapshot was last refreshed.
+    reported: State,
+    /// A leave was asked for and its [`Notice::Left`] is still due: exactly one per leave, so
+    /// that a late one never ends a later leave's drain.
+    leaving: bool,
+    next_refresh_ms: u64,
     clock: Clock,
     generation: u64,
     next_drain_poll_ms: u64,
+    /// The dataplane's last count of the connections this node drains.
+    draining_connections: Option<u64>,
     refusals: Vec<RefusalLog>,
 }
 
@@ -175,11 +234,11 @@ pub struct Start {
 }
 
 impl<D: Dataplane> Driver<D> {
-    /// The driver of the node described by `start`, over `dataplane`. It binds the node's farm
-    /// port now, so that a port in use is reported before the node goes on. `signals` counts
-    /// SIGINT and SIGTERM: the first makes the node leave with a drain, the second ends the
-    /// drain at once.
-    pub fn new(start: Start, dataplane: D, signals: Arc<AtomicUsize>) -> Result<Self, DriverError> {
+    /// The driver of the node described by `start`, over `dataplane`, and the handle that
+    /// steers it. It binds the node's farm port now, so that a port in use is reported before
+    /// the node goes on. The node joins the farm at once when `join`; otherwise it is heard
+    /// by the others, withdrawn, until told to join.
+    pub fn new(start: Start, mut dataplane: D, join: bool) -> Result<(Self, Handle), DriverError> {
         let Start {
             farm,
             local,
@@ -201,8 +260,34 @@ impl<D: Dataplane> Driver<D> {
         let clock = Clock {
             start: Instant::now(),
         };
-        let membership = Membership::new(farm, local, keys, incarnation, settings, clock.now());
-        Ok(Self {
+        let now = clock.now();
+        let membership = Membership::new(farm, local, keys, incarnation, settings, now, join);
+        let poll = Poll::new().map_err(DriverError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DriverError::Poll)?);
+        let (commands, inbox) = crossbeam_channel::unbounded();
+        let (notify, notices) = crossbeam_channel::unbounded();
+        let traffic = dataplane
+            .traffic()
+            .map_err(|source| DriverError::Dataplane {
+                what: "count its traffic",
+                source,
+            })?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::of(
+            &membership,
+            &names,
+            now.mono_ms,
+            traffic,
+            None,
+        )));
+        let handle = Handle {
+            commands,
+            waker,
+            notices,
+            snapshot: Arc::clone(&snapshot),
+        };
+        let driver = Self {
+            reported: membership.state(),
+            leaving: false,
             membership,
             settings,
             send_failing: vec![false; names.len()],
@@ -210,21 +295,26 @@ impl<D: Dataplane> Driver<D> {
             socket,
             peers,
             dataplane,
-            signals,
-            signals_seen: 0,
+            poll,
+            commands: inbox,
+            notices: notify,
+            snapshot,
+            next_refresh_ms: 0,
             clock,
             generation: 0,
             next_drain_poll_ms: 0,
+            draining_connections: None,
             refusals: Vec::new(),
-        })
+        };
+        Ok((driver, handle))
     }
 
-    /// Runs the protocol until the node has left the farm (after a signal), and gives the
+    /// Runs the protocol until told to exit (or until the handle is dropped), and gives the
     /// dataplane back.
-    pub fn run(mut self) -> Result<(D, Exit), DriverError> {
+    pub fn run(mut self) -> Result<D, DriverError> {
         raise_priority();
-        let mut poll = Poll::new().map_err(DriverError::Poll)?;
-        poll.registry()
+        self.poll
+            .registry()
             .register(&mut self.socket, SOCKET, Interest::READABLE)
             .map_err(DriverError::Poll)?;
         let mut events = Events::with_capacity(16);
@@ -232,28 +322,27 @@ impl<D: Dataplane> Driver<D> {
         let mut unread = false;
         loop {
             let now = self.clock.now();
-            if let Some(exit) = self.signalled(now) {
-                return Ok((self.dataplane, exit));
+            if !self.commanded(now)? {
+                return Ok(self.dataplane);
             }
             if now.mono_ms >= self.membership.poll_timeout() {
                 self.membership.handle_timeout(now);
             }
             self.poll_drain(now)?;
             self.act(now, None)?;
-            if self.membership.finished() {
-                return Ok((self.dataplane, Exit::Left));
-            }
+            self.refresh(now)?;
             let wait = if unread {
                 Duration::ZERO
             } else {
                 self.wait(now)
             };
-            match poll.poll(&mut events, Some(wait)) {
+            match self.poll.poll(&mut events, Some(wait)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                 Err(error) => return Err(DriverError::Poll(error)),
             }
-            if unread || !events.is_empty() {
+            let readable = events.iter().any(|event| event.token() == SOCKET);
+            if unread || readable {
                 unread = self.receive(&mut buffer)?;
             }
         }
@@ -281,10 +370,10 @@ impl<D: Dataplane> Driver<D> {
         Ok(true)
     }
 
-    /// How long the loop may sleep: until the protocol's next timeout, the next drain poll,
-    /// and never longer than a heartbeat period, so that a signal is seen promptly.
+    /// How long the loop may sleep: until the protocol's next timeout, the next drain poll or
+    /// the next refresh of the snapshot.
     fn wait(&self, now: Now) -> Duration {
-        let mut due = self.membership.poll_timeout();
+        let mut due = self.membership.poll_timeout().min(self.next_refresh_ms);
         if self.membership.draining() > 0 {
             due = due.min(self.next_drain_poll_ms);
         }
@@ -294,24 +383,68 @@ impl<D: Dataplane> Driver<D> {
         Duration::from_millis(ms)
     }
 
-    /// Reacts to new signals: the first makes the node leave, the next ends the drain.
-    fn signalled(&mut self, now: Now) -> Option<Exit> {
-        let signals = self.signals.load(Ordering::Relaxed);
-        if signals == self.signals_seen {
-            return None;
+    /// Carries out the commands waiting; returns whether the thread goes on.
+    fn commanded(&mut self, now: Now) -> Result<bool, DriverError> {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Join) => {
+                    if self.membership.state() == State::Withdrawn {
+                        tracing::info!("joining the farm");
+                    }
+                    self.membership.join(now);
+                }
+                Ok(Command::Leave) => {
+                    if matches!(self.membership.state(), State::Joining | State::Up) {
+                        tracing::info!("leaving the farm: releasing every bucket and draining the connections this node serves");
+                    }
+                    self.membership.leave(now);
+                    self.leaving = true;
+                }
+                Ok(Command::Exit) | Err(TryRecvError::Disconnected) => {
+                    // A withdrawn node says it stops, so that nobody waits for it.
+                    self.membership.stop(now);
+                    self.act(now, None)?;
+                    return Ok(false);
+                }
+                Err(TryRecvError::Empty) => return Ok(true),
+            }
         }
-        let first = self.signals_seen == 0;
-        self.signals_seen = signals;
-        if first {
-            tracing::info!("leaving the farm: releasing every bucket and draining the connections this node serves (signal again to stop at once)");
-            self.membership.leave(now);
-            None
-        } else {
-            tracing::warn!(
-                "stopping at once on a second signal: the connections still draining break"
-            );
-            Some(Exit::Forced)
+    }
+
+    /// Publishes a fresh snapshot when the protocol's state changed (telling the rest of the
+    /// node when it is up, and when a leave asked for is over) or every [`REFRESH_MS`].
+    fn refresh(&mut self, now: Now) -> Result<(), DriverError> {
+        let state = self.membership.state();
+        let changed = state != self.reported;
+        self.reported = state;
+        let left = self.leaving && state == State::Withdrawn;
+        if !changed && !left && now.mono_ms < self.next_refresh_ms {
+            return Ok(());
         }
+        // Nobody left to tell only when the node is stopping.
+        if changed && state == State::Up {
+            let _ = self.notices.send(Notice::Up);
+        }
+        if left {
+            self.leaving = false;
+            let _ = self.notices.send(Notice::Left);
+        }
+        let traffic = self
+            .dataplane
+            .traffic()
+            .map_err(|source| DriverError::Dataplane {
+                what: "count its traffic",
+                source,
+            })?;
+        self.snapshot.store(Arc::new(Snapshot::of(
+            &self.membership,
+            &self.names,
+            now.mono_ms,
+            traffic,
+            self.draining_connections,
+        )));
+        self.next_refresh_ms = now.mono_ms + REFRESH_MS;
+        Ok(())
     }
 
     /// While the node drains, asks the dataplane now and then whether its connections are
@@ -335,6 +468,9 @@ impl<D: Dataplane> Driver<D> {
             DRAIN_RETRY_MS
         };
         self.next_drain_poll_ms = now.mono_ms + next;
+        if left.is_some() {
+            self.draining_connections = left;
+        }
         if left == Some(0) {
             self.membership.flows_drained(self.generation, now);
         }
@@ -345,6 +481,13 @@ impl<D: Dataplane> Driver<D> {
     /// `from` is the sender of the datagram just handled, if any.
     fn act(&mut self, now: Now, from: Option<SocketAddr>) -> Result<(), DriverError> {
         while let Some(output) = self.membership.poll_output() {
+            // Shown at once, but a flood of refused datagrams must not cost a refresh each.
+            if !matches!(
+                output,
+                Output::Heartbeat(_) | Output::Event(Event::Refused(_))
+            ) {
+                self.next_refresh_ms = now.mono_ms;
+            }
             match output {
                 Output::Heartbeat(datagram) => self.send(&datagram)?,
                 Output::Install { generation, modes } => {
@@ -357,6 +500,7 @@ impl<D: Dataplane> Driver<D> {
                     self.generation = generation;
                     // Counted again under the new modes before the drain may end.
                     self.next_drain_poll_ms = now.mono_ms;
+                    self.draining_connections = None;
                     let count = |bits| modes.iter().filter(|mode| mode.contains(bits)).count();
                     tracing::info!(
                         generation,

@@ -66,7 +66,7 @@ impl Refusal {
 }
 
 /// How many datagrams were refused, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Refused {
     /// Malformed: too short or long, not herd's, an unknown version, fields that do not fit.
     pub malformed: u64,

@@ -9,8 +9,9 @@
 //! that sign them and the replay guard, [`inbox`] the gate every received datagram passes,
 //! [`detector`] the failure detector that decides who is alive, and [`protocol`] the state
 //! machine that turns all of it into the modes of the buckets this node's dataplane installs.
-//! [`driver`] runs that machine on its own thread with a UDP socket and the real clocks, and
-//! [`incarnation`] raises the number a node runs in at every start.
+//! [`driver`] runs that machine on its own thread with a UDP socket and the real clocks,
+//! publishing a [`snapshot`] of it for the rest of the node, and [`incarnation`] raises the
+//! number a node runs in at every start.
 
 pub mod assign;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod driver;
 pub mod inbox;
 pub mod incarnation;
 pub mod protocol;
+pub mod snapshot;
 pub mod wire;
 
 pub use assign::{assign, farm_table, Member, MAX_BUCKETS};

@@ -270,8 +270,22 @@ pub enum Event {
     },
 }
 
+/// Another node, as its latest heartbeat shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Its state.
+    pub state: State,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// When its latest heartbeat arrived, on the monotonic clock.
+    pub heard_ms: u64,
+    /// How long that heartbeat took on the way: the receiver's wall clock at arrival less the
+    /// sender's at sending, so the clocks' offset is in it too.
+    pub delay_ms: i64,
+}
+
 /// Counts kept for operators and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Views installed.
     pub views: u64,
@@ -324,6 +338,8 @@ pub struct Membership {
     latest: Vec<Option<Heartbeat>>,
     /// When each node's latest heartbeat arrived.
     received_ms: Vec<u64>,
+    /// How long each node's latest heartbeat took on the way, by the two nodes' clocks.
+    delay_ms: Vec<i64>,
     /// Heartbeats that arrived before this time, or at it, do not count towards agreement.
     fresh_after_ms: Option<u64>,
     /// Who was alive at the last update.
@@ -360,8 +376,10 @@ pub struct Membership {
 
 impl Membership {
     /// Node `local` of `farm`, starting at `now` in incarnation `incarnation` (higher than any
-    /// earlier run of this node), signing with `keys`. It starts joining, owning nothing, and
-    /// asks at once for an empty table and its first heartbeat.
+    /// earlier run of this node), signing with `keys`. It starts owning nothing, and asks at
+    /// once for an empty table and its first heartbeat. It starts joining when `join`;
+    /// otherwise withdrawn, heard by the others but no member until [`Membership::join`] (a
+    /// node whose application is not up yet).
     pub fn new(
         farm: Farm,
         local: usize,
@@ -369,6 +387,7 @@ impl Membership {
         incarnation: u64,
         settings: Settings,
         now: Now,
+        join: bool,
     ) -> Self {
         let nodes = farm.nodes.len();
         let names = farm.nodes.iter().map(|node| node.name.clone()).collect();
@@ -386,10 +405,15 @@ impl Membership {
             detector: Detector::new(nodes, settings.heartbeat_ms, settings.dead_after_ms),
             latest: vec![None; nodes],
             received_ms: vec![0; nodes],
+            delay_ms: vec![0; nodes],
             fresh_after_ms: None,
             alive: vec![false; nodes],
             declared_dead: vec![None; nodes],
-            state: State::Joining,
+            state: if join {
+                State::Joining
+            } else {
+                State::Withdrawn
+            },
             started_ms: now.mono_ms,
             disputed_ms: None,
             sequence: 0,
@@ -433,6 +457,7 @@ impl Membership {
                         > (before.incarnation, before.sequence)
                 });
                 if newer {
+                    self.delay_ms[node] = now.wall_ms as i64 - heartbeat.sent_ms as i64;
                     self.latest[node] = Some(heartbeat);
                     self.received_ms[node] = now.mono_ms;
                 }
@@ -461,12 +486,37 @@ impl Membership {
         self.update(now);
     }
 
-    /// The operator asked this node to leave (SIGTERM): it releases every bucket, drains its
-    /// connections and then reports [`Membership::finished`].
+    /// This node leaves the farm (an operator, a signal or a failed check): it releases every
+    /// bucket, drains its connections and then reports [`Membership::finished`], withdrawn
+    /// until [`Membership::join`].
     pub fn leave(&mut self, now: Now) {
         self.enter(now);
         if matches!(self.state, State::Joining | State::Up) {
             self.state = State::Leaving;
+            self.send_now = true;
+        }
+        self.update(now);
+    }
+
+    /// The node's application is up again: a withdrawn node joins the farm anew, in the same
+    /// incarnation (it was never declared dead). Harmless in any other state.
+    pub fn join(&mut self, now: Now) {
+        self.enter(now);
+        if self.state == State::Withdrawn {
+            self.state = State::Joining;
+            self.started_ms = now.mono_ms;
+            self.send_now = true;
+        }
+        self.update(now);
+    }
+
+    /// herd stops on a withdrawn node: its last heartbeat says so, so that the others stop
+    /// waiting for it to agree. Harmless in any other state (a node that still owns buckets
+    /// just falls silent, and the others declare it dead).
+    pub fn stop(&mut self, now: Now) {
+        self.enter(now);
+        if self.state == State::Withdrawn {
+            self.state = State::Stopped;
             self.send_now = true;
         }
         self.update(now);
@@ -507,7 +557,8 @@ impl Membership {
         self.outputs.pop_front()
     }
 
-    /// Whether the node has left: its drain is over and its last heartbeat said so.
+    /// Whether the node is out of the farm: withdrawn, its drain (if any) over and its last
+    /// heartbeat saying so.
     pub fn finished(&self) -> bool {
         self.state == State::Withdrawn
     }
@@ -515,6 +566,11 @@ impl Membership {
     /// This node's state.
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// This node's index in the configuration.
+    pub fn local(&self) -> usize {
+        self.local
     }
 
     /// This node's incarnation.
@@ -555,6 +611,23 @@ impl Membership {
     /// Whether `node` is alive, as of the last input.
     pub fn is_alive(&self, node: usize) -> bool {
         node == self.local || self.alive.get(node).copied().unwrap_or(false)
+    }
+
+    /// What this node knows of node `node` from its latest heartbeat; `None` for this node
+    /// and for a node never heard.
+    pub fn peer(&self, node: usize) -> Option<Peer> {
+        let heartbeat = self.latest.get(node)?.as_ref()?;
+        Some(Peer {
+            state: heartbeat.state,
+            incarnation: heartbeat.incarnation,
+            heard_ms: self.received_ms[node],
+            delay_ms: self.delay_ms[node],
+        })
+    }
+
+    /// Whether this side of the farm holds a majority of the weight (always, without quorum).
+    pub fn quorum(&self) -> bool {
+        self.quorum_held
     }
 
     /// How long a node may be silent before this one declares it dead: `dead_after`, stretched
@@ -695,7 +768,7 @@ impl Membership {
                 self.declared_dead[node] = Some(incarnation);
                 self.stats.deaths += 1;
                 let timeout_ms = self.detector.timeout_ms();
-                let withdrawn = state == State::Withdrawn;
+                let withdrawn = matches!(state, State::Withdrawn | State::Stopped);
                 self.event(Event::PeerDead {
                     node,
                     timeout_ms,
@@ -822,10 +895,12 @@ impl Membership {
     }
 
     /// Whether every live node's latest heartbeat shows its releases installed and this
-    /// node's very view. Joining and leaving nodes too: a joining node may become a member
-    /// at any moment, and shows it in its view when it does. But not a withdrawn node: it
-    /// holds nothing and has stopped, so its view will never change, and waiting for it to be
-    /// declared dead would leave the buckets of a node that died meanwhile without an owner.
+    /// node's very view. Joining, leaving and withdrawn nodes too: a joining or withdrawn
+    /// node may become a member at any moment, and shows it in its view when it does (two
+    /// withdrawn nodes joining at once would otherwise each take every bucket). But not a
+    /// stopped node: it holds nothing and has fallen silent, so its view will never change,
+    /// and waiting for it to be declared dead would leave the buckets of a node that died
+    /// meanwhile without an owner.
     fn everyone_agrees(&self) -> bool {
         (0..self.alive.len())
             .filter(|&node| self.alive[node])
@@ -833,7 +908,7 @@ impl Membership {
                 let Some(heartbeat) = &self.latest[node] else {
                     return false;
                 };
-                heartbeat.state == State::Withdrawn
+                heartbeat.state == State::Stopped
                     || (self
                         .fresh_after_ms
                         .is_none_or(|after| self.received_ms[node] > after)

@@ -58,7 +58,8 @@ const DRAIN_LEN: usize = 8;
 const MEMBER_LEN: usize = 1 + 8;
 
 /// Where a node stands in the farm, as its heartbeats say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Starting: it owns nothing yet.
     Joining,
@@ -66,8 +67,11 @@ pub enum State {
     Up,
     /// Leaving on purpose: draining its buckets.
     Leaving,
-    /// Taken out of the farm (by a checker or an operator), owning nothing.
+    /// Taken out of the farm (by a checker or an operator), owning nothing, and still
+    /// following the views: it may join again at any moment.
     Withdrawn,
+    /// Withdrawn, and herd is stopping: it falls silent, so nobody waits for it.
+    Stopped,
 }
 
 impl State {
@@ -77,6 +81,7 @@ impl State {
             State::Up => 1,
             State::Leaving => 2,
             State::Withdrawn => 3,
+            State::Stopped => 4,
         }
     }
 
@@ -86,6 +91,7 @@ impl State {
             1 => State::Up,
             2 => State::Leaving,
             3 => State::Withdrawn,
+            4 => State::Stopped,
             _ => return None,
         })
     }
@@ -98,6 +104,7 @@ impl std::fmt::Display for State {
             State::Up => "up",
             State::Leaving => "leaving",
             State::Withdrawn => "withdrawn",
+            State::Stopped => "stopped",
         })
     }
 }

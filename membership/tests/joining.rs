@@ -2,6 +2,7 @@
 //! another key) holds its join, and joins once that node is gone.
 
 use herd_dataplane::hash::HashKey;
+use herd_dataplane::table::Mode;
 use herd_membership::auth::Keyring;
 use herd_membership::protocol::{Event, FarmNode, Output};
 use herd_membership::wire::State;
@@ -41,7 +42,7 @@ fn at(ms: u64) -> Now {
 /// Node `local` of `farm`, signing with `key`, started at time 0.
 fn node(farm: Farm, local: usize, key: &str) -> Membership {
     let keys = Keyring::parse(key).unwrap();
-    Membership::new(farm, local, keys, 1, SETTINGS, at(0))
+    Membership::new(farm, local, keys, 1, SETTINGS, at(0), true)
 }
 
 /// Runs `node` to `ms` and returns its heartbeats and whether it said it held its join.
@@ -105,4 +106,64 @@ fn a_node_joins_with_a_node_of_its_own_farm() {
     let (_, held) = advance(&mut alpha, 0);
     assert!(!held);
     assert_eq!(alpha.state(), State::Up, "alpha heard every node: it joins");
+}
+
+/// Runs both nodes from `from` to `to` ms, each heartbeat delivered at once and every drain
+/// finding no connection, and returns how many buckets each takes new connections in at the
+/// end.
+fn exchange(nodes: &mut [Membership; 2], from: u64, to: u64) -> [usize; 2] {
+    let mut generations = [0; 2];
+    for ms in (from..=to).step_by(50) {
+        for sender in 0..2 {
+            nodes[sender].handle_timeout(at(ms));
+            if nodes[sender].draining() > 0 {
+                nodes[sender].flows_drained(generations[sender], at(ms));
+            }
+            while let Some(output) = nodes[sender].poll_output() {
+                match output {
+                    Output::Heartbeat(datagram) => {
+                        nodes[1 - sender].handle_datagram(&datagram, at(ms))
+                    }
+                    Output::Install { generation, .. } => generations[sender] = generation,
+                    Output::Event(_) => {}
+                }
+            }
+        }
+    }
+    [0, 1].map(|n| {
+        let modes = nodes[n].modes();
+        modes.iter().filter(|mode| mode.contains(Mode::SYN)).count()
+    })
+}
+
+#[test]
+fn a_withdrawn_node_is_heard_but_takes_nothing_until_it_joins_and_can_join_again() {
+    let keys = || Keyring::parse(KEY).unwrap();
+    let standby = Membership::new(farm(1), 0, keys(), 1, SETTINGS, at(0), false);
+    let mut nodes = [standby, node(farm(1), 1, KEY)];
+    assert_eq!(nodes[0].state(), State::Withdrawn);
+    assert_eq!(
+        exchange(&mut nodes, 0, 2000),
+        [0, 64],
+        "bravo alone takes all"
+    );
+    assert!(nodes[1].is_alive(0), "alpha's heartbeats say it lives");
+    assert_eq!(nodes[1].view().len(), 1, "but it is no member");
+
+    nodes[0].join(at(2001));
+    assert_eq!(exchange(&mut nodes, 2050, 4000), [32, 32], "the two share");
+    assert_eq!(nodes[0].state(), State::Up);
+
+    nodes[0].leave(at(4001));
+    let shares = exchange(&mut nodes, 4050, 6000);
+    assert_eq!(shares, [0, 64], "alpha gave everything back");
+    assert!(nodes[0].finished());
+
+    nodes[0].join(at(6001));
+    assert_eq!(
+        exchange(&mut nodes, 6050, 8000),
+        [32, 32],
+        "and joins again"
+    );
+    assert_eq!(nodes[1].view().len(), 2);
 }

@@ -83,7 +83,9 @@ impl Scenario {
             quorum: nodes >= 3 && rng.chance(30),
         };
         let faulty_ms = if nodes > 8 { 6_000 } else { 15_000 };
-        let settle_ms = settings.drain_ms + 2 * dead_after_ms + 4 * heartbeat_ms + 1000;
+        // Two drains: a node still leaving at the calm joins again only once its own drain is
+        // over, and the others may drain what its join takes from them.
+        let settle_ms = 2 * settings.drain_ms + 2 * dead_after_ms + 4 * heartbeat_ms + 1000;
         Self {
             seed,
             nodes,
@@ -167,6 +169,9 @@ struct Node {
     timer: Option<u64>,
     /// For each node, when it sent the latest of its heartbeats this node's protocol accepted.
     accepted: Vec<Option<u64>>,
+    /// Whether the process ends once the node has left (a signal), rather than stay withdrawn
+    /// until it joins again (a checker or an operator).
+    exits_when_left: bool,
 }
 
 struct World {
@@ -232,6 +237,7 @@ impl World {
                 wall_offset_ms: 0,
                 timer: None,
                 accepted: vec![None; scenario.nodes],
+                exits_when_left: false,
             })
             .collect();
         let mut world = Self {
@@ -461,8 +467,19 @@ impl World {
                 }
             }
         }
-        if finished {
+        if finished && self.nodes[node].exits_when_left {
             self.log(format!("node{node}: left; stops"));
+            let now = self.now_of(node);
+            let mut last = Vec::new();
+            if let Some(protocol) = self.nodes[node].protocol.as_mut() {
+                protocol.stop(now);
+                last.extend(std::iter::from_fn(|| protocol.poll_output()));
+            }
+            for output in last {
+                if let Output::Heartbeat(datagram) = output {
+                    self.send(node, datagram);
+                }
+            }
             self.nodes[node].protocol = None;
             self.nodes[node].modes.clear();
             self.nodes[node].timer = None;
@@ -512,12 +529,26 @@ impl World {
                 node.timer = None;
             }
             Fault::Restart(node) => {
-                if self.nodes[node].protocol.is_some() {
+                let now = self.now_of(node);
+                if let Some(protocol) = &self.nodes[node].protocol {
+                    // A withdrawn node's application is back: it joins again, once thawed
+                    // and done leaving (as its supervisor waits for the drain's end).
+                    if self.nodes[node].frozen || protocol.state() == State::Leaving {
+                        self.schedule(self.now + 100, Step::Fault(Fault::Restart(node)));
+                    } else if let Some(protocol) = self.nodes[node].protocol.as_mut() {
+                        protocol.join(now);
+                        self.drain_outputs(node);
+                    }
                     return;
                 }
-                let now = self.now_of(node);
                 // herd keeps its last incarnation on disk, so a restart after the clock went
                 // back still counts up.
+                // Between the first start and the calm, some start withdrawn (their
+                // application starting) and join at a later restart.
+                let join = self.nodes[node].incarnation == 0
+                    || self.now >= self.scenario.faulty_ms
+                    || self.rng.chance(80);
+                self.nodes[node].exits_when_left = false;
                 let incarnation = now.wall_ms.max(self.nodes[node].incarnation + 1);
                 self.nodes[node].incarnation = incarnation;
                 self.nodes[node].accepted = vec![None; self.nodes.len()];
@@ -528,6 +559,7 @@ impl World {
                     incarnation,
                     self.scenario.settings,
                     now,
+                    join,
                 ));
                 self.drain_outputs(node);
             }
@@ -556,6 +588,7 @@ impl World {
                     return;
                 }
                 let now = self.now_of(node);
+                self.nodes[node].exits_when_left = self.rng.chance(50);
                 if let Some(protocol) = self.nodes[node].protocol.as_mut() {
                     protocol.leave(now);
                     self.drain_outputs(node);
@@ -770,6 +803,16 @@ impl World {
 
     /// At the end: one view, one table, each bucket wholly its owner's.
     fn check_converged(&self) -> Result<(), Violation> {
+        for (n, node) in self.nodes.iter().enumerate() {
+            if let Some(protocol) = &node.protocol {
+                if protocol.state() != State::Up {
+                    return Err(self.violation(format!(
+                        "node{n} is {} at the end, though told to join",
+                        protocol.state()
+                    )));
+                }
+            }
+        }
         let members: Vec<&Membership> = self
             .nodes
             .iter()

@@ -99,7 +99,9 @@ impl Host {
             .is_ok_and(|value| value.trim() == "1");
         if strict {
             bail!(
-                "net.ipv4.conf.all.rp_filter is 1 (strict): the kernel would drop every packet herd                  hands it through {device}, since the clients are routed through {}; set it to 2                  (loose) or 0, or run [dataplane] mode = \"xdp\"",
+                "net.ipv4.conf.all.rp_filter is 1 (strict): the kernel would drop every packet herd \
+                 hands it through {device}, since the clients are routed through {}; set it to 2 \
+                 (loose) or 0, or run [dataplane] mode = \"xdp\"",
                 self.interface
             );
         }

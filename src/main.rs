@@ -4,8 +4,13 @@
 //! (`herd-config`, `herd-dataplane`, `herd-membership`).
 
 mod commands;
+mod control;
+mod demo;
 mod farm;
 mod host;
+mod metrics;
+mod status;
+mod supervisor;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -57,12 +62,15 @@ enum Command {
     /// Run this node as a member of its farm, in the foreground (root).
     ///
     /// Adds the VIPs to the node's interface, turns on promiscuous mode, sets arp_announce,
-    /// attaches the dataplane and announces the VIPs' virtual MACs, then joins the farm: it
-    /// heartbeats the other nodes on the farm port and owns its share of the buckets once they
-    /// agree. SIGINT or SIGTERM makes it leave: it releases its buckets, keeps serving its
-    /// established connections until they end (at most drain_s), then undoes everything; a
-    /// second signal stops it at once. If herd is killed or frozen, the node accepts no VIP
-    /// traffic within dead_after_ms (fail closed) and the others take its buckets.
+    /// attaches the dataplane and announces the VIPs' virtual MACs. Then it runs the start
+    /// script, waits for every check to be healthy and joins the farm: it owns its share of the
+    /// buckets once the nodes agree. Checks that fail withdraw the node, restart its
+    /// application or stop it, as their action says; `herd status`, `stop`, `start`, `restart`
+    /// and `drain` talk to it over its control socket. SIGINT or SIGTERM makes it leave: it
+    /// releases its buckets, keeps serving its established connections until they end (at
+    /// most drain_s), runs the stop script, then undoes everything; a second signal stops it
+    /// at once. If herd is killed or frozen, the node accepts no VIP traffic within
+    /// dead_after_ms (fail closed) and the others take its buckets.
     Run {
         #[command(flatten)]
         config: ConfigFile,
@@ -81,6 +89,10 @@ enum Command {
         /// the other nodes tell a restart from a pause.
         #[arg(long, value_name = "DIR", default_value = commands::run::STATE_DIR)]
         state_dir: PathBuf,
+        /// Where the control socket is made (`<DIR>/<node>.sock`, root only), which `herd
+        /// status`, `stop`, `start`, `restart` and `drain` talk to.
+        #[arg(long, value_name = "DIR", default_value = control::CONTROL_DIR)]
+        control_dir: PathBuf,
     },
     /// Tell which node handles a client: "who has this client?"
     Whois {
@@ -102,6 +114,77 @@ enum Command {
         #[arg(long, value_name = "NAME", value_delimiter = ',')]
         down: Vec<String>,
     },
+    /// Show the running node: its state, the farm view with each node's state and share of
+    /// the buckets, the checks with their last result, the drain and the dataplane's counts.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the node: it leaves the farm with a drain (its connections end on their own, at
+    /// most drain_s), then its stop script runs. herd keeps running; `herd start` starts it
+    /// again.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start a stopped or failed node: the start script, then the checks healthy, then the
+    /// join. After `herd drain`, the application still runs: only the checks and the join.
+    Start {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Restart the node's application: leave with a drain, the stop script, the start script,
+    /// the join once the checks are healthy.
+    Restart {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show herd at work on this machine: a farm in network namespaces, one of its nodes
+    /// killed and brought back, the failover measured (root).
+    ///
+    /// Builds a farm of --nodes nodes on this machine: a network namespace per node and one for
+    /// a client, plugged into a bridge that floods every frame like a hub (in a namespace of
+    /// its own), with addresses from 198.18.0.0/15 only, inside the namespaces; the host's own
+    /// network is not touched. Each node runs `herd run` in --mode, and a responder that
+    /// answers UDP requests to the VIP with the node's name. The client sends 2560 requests a
+    /// second from 128 flows (64 addresses, 2 ports each), and a table shows, every second,
+    /// each node's state, owned buckets and share of the answers.
+    ///
+    /// Once every node is up and the farm agrees, the traffic runs steady for a quarter of
+    /// --duration; then the last node's herd is killed with SIGKILL. The failover time is
+    /// measured at the client: from the kill until every flow that node was answering has been
+    /// answered by a surviving node. The node is then started again; the rejoin time runs
+    /// until it has answered each of its flows again. Steady traffic follows, then a summary:
+    /// each node's answers, the failover and rejoin times, the requests lost and why.
+    ///
+    /// What it makes, all named after its process id (`hd<pid>-hub`, `hd<pid>-n1`...,
+    /// `hd<pid>-cl`): the namespaces with their veth pairs and bridge, and a scratch directory
+    /// in the temporary directory holding the farm's configuration, key and logs and a BPF file
+    /// system mounted for the nodes' pins. It removes all of it when it ends, whether it
+    /// succeeds, fails or is interrupted (Ctrl-C, SIGTERM). Needs ip, ethtool and mount. Exit
+    /// status 1 when something did not go as designed (the summary says what).
+    Demo(commands::demo::Options),
+    /// Drain the node: it takes no new connection and keeps its own until they end, leaving
+    /// the application running; `herd start` brings it back, `herd stop` stops the
+    /// application.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which running node a control command talks to.
+#[derive(Args)]
+struct Target {
+    /// The node, when several run on this host [default: the only one running].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// Where the control sockets are (as given to `herd run`).
+    #[arg(long, value_name = "DIR", default_value = control::CONTROL_DIR)]
+    control_dir: PathBuf,
 }
 
 /// The configuration file option alone, for commands that print no data.
@@ -147,8 +230,20 @@ struct Common {
     json: bool,
 }
 
+impl Target {
+    fn send(&self, request: control::Request) -> anyhow::Result<()> {
+        commands::status::command(&self.control_dir, self.node.as_deref(), request)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // A command whose output goes to `head` ends quietly when the pipe closes, as Unix
+        // tools do, instead of failing to print.
+        // SAFETY: setting a signal's disposition to the default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::CheckConfig { file, common, node } => {
             let path = file.unwrap_or(common.config);
@@ -161,12 +256,14 @@ fn main() -> ExitCode {
             log_format,
             bpf_dir,
             state_dir,
+            control_dir,
         } => {
             init_logging(log_format);
             let paths = commands::run::Paths {
                 config: &config.config,
                 bpf_dir: bpf_dir.as_deref(),
                 state_dir: &state_dir,
+                control_dir: &control_dir,
             };
             commands::run::run(&paths, node.as_deref())
         }
@@ -186,6 +283,14 @@ fn main() -> ExitCode {
             },
             common.json,
         ),
+        Command::Status { target, json } => {
+            commands::status::status(&target.control_dir, target.node.as_deref(), json)
+        }
+        Command::Stop { target } => target.send(control::Request::Stop),
+        Command::Start { target } => target.send(control::Request::Start),
+        Command::Restart { target } => target.send(control::Request::Restart),
+        Command::Drain { target } => target.send(control::Request::Drain),
+        Command::Demo(options) => commands::demo::run(&options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -38,6 +38,12 @@ impl Topology {
     /// A topology for a node in `mode`, whose names hold the process id, `tag` and the mode, so
     /// that runs and tests do not collide.
     fn new(tag: &str, mode: Mode) -> Self {
+        Self::with(tag, mode, |_| String::new())
+    }
+
+    /// As [`Topology::new`], with more configuration after the rest: `extra` is given the
+    /// scratch directory.
+    fn with(tag: &str, mode: Mode, extra: impl Fn(&std::path::Path) -> String) -> Self {
         let id = std::process::id();
         let dir = ScratchDir::new(&format!("run-{tag}-{mode}"));
         let node = Netns::new(format!("herd-n{tag}-{mode}-{id}"));
@@ -77,7 +83,8 @@ ports = ["{PORT}"]
 
 [dataplane]
 mode = "{mode}"
-"#
+{extra}"#,
+                extra = extra(dir.path())
             ),
         )
         .unwrap();
@@ -292,6 +299,167 @@ fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: Mode) {
         socket.recv_from(&mut [0u8; 64]).is_ok()
     });
     assert!(answered, "the server is alive");
+}
+
+/// `herd` run as an operator would, against the node's control socket in `state`.
+fn operate(state: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(args)
+        .arg("--control-dir")
+        .arg(state)
+        .output()
+        .unwrap()
+}
+
+/// The node's status, as `herd status --json` prints it.
+fn status(state: &std::path::Path) -> serde_json::Value {
+    let output = operate(state, &["status", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// `GET path` from the node's metrics server, in the node's namespace: the status line and
+/// the body.
+fn get(node: &Netns, path: &'static str) -> (String, String) {
+    use std::io::{Read, Write};
+    node.run(move || {
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: herd\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    })
+}
+
+/// The lines the application's scripts wrote.
+fn app_log(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("app.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The node's lifecycle, driven by its checks and by an operator through the control socket:
+/// the start script and a healthy check bring it up; `herd drain` takes it out with its
+/// application running and `herd start` brings it back without the start script; a failed
+/// check restarts the application (stop script, start script) and the node rejoins; `herd
+/// stop` runs the stop script and leaves herd running, stopped; SIGTERM then ends herd.
+#[test]
+fn checks_and_operators_drive_the_node_through_its_states() {
+    needs_root();
+    let mut topology = Topology::with("l", Mode::Xdp, |dir| {
+        let dir = dir.display();
+        format!(
+            r#"
+[[check]]
+name = "app"
+kind = "command"
+run = "test -f {dir}/healthy"
+interval_ms = 200
+timeout_ms = 200
+fall = 2
+rise = 2
+
+[scripts]
+start = "echo start $HERD_REASON >> {dir}/app.log; touch {dir}/healthy"
+stop = "echo stop $HERD_REASON >> {dir}/app.log; rm -f {dir}/healthy"
+
+[admin]
+metrics = "127.0.0.1:9477"
+"#
+        )
+    });
+    topology.start_herd();
+    let dir = topology.dir.path().to_owned();
+    let state = dir.join("state");
+    let herd = topology.herd.as_ref().unwrap();
+    let wait = |from: usize, what: &str| {
+        let what = what.to_owned();
+        herd.wait_for(from, |line| line.contains(&what), Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("herd logs {what:?}"))
+    };
+    let up = status(&state);
+    assert_eq!(up["state"], "up");
+    assert_eq!(up["membership"]["state"], "up");
+    assert_eq!(up["checks"][0]["health"], "healthy");
+    assert_eq!(up["membership"]["nodes"][0]["buckets"], 64);
+    assert_eq!(app_log(&dir), ["start start"]);
+    let (healthz, _) = get(&topology.node, "/healthz");
+    assert!(healthz.contains(" 200 "), "{healthz}");
+    let (_, metrics) = get(&topology.node, "/metrics");
+    assert!(metrics.contains("herd_owned_buckets 64\n"), "{metrics}");
+    assert!(
+        metrics.contains("herd_check_healthy{check=\"app\",kind=\"command\"} 1\n"),
+        "{metrics}"
+    );
+
+    let mark = herd.logged();
+    let drained = operate(&state, &["drain"]);
+    assert!(drained.status.success(), "{drained:?}");
+    wait(mark, "node stopped");
+    let stopped = status(&state);
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(stopped["membership"]["state"], "withdrawn");
+    assert_eq!(stopped["membership"]["nodes"][0]["buckets"], 0);
+    assert!(stopped["reason"].as_str().unwrap().contains("drained"));
+    assert_eq!(
+        app_log(&dir),
+        ["start start"],
+        "a drain stops no application"
+    );
+    let (healthz, body) = get(&topology.node, "/healthz");
+    assert!(healthz.contains(" 503 "), "{healthz}");
+    assert!(body.starts_with("stopped: drained"), "{body}");
+
+    let mark = herd.logged();
+    assert!(operate(&state, &["start"]).status.success());
+    wait(mark, "all_tcp=64 non_tcp=64");
+    assert_eq!(
+        app_log(&dir),
+        ["start start"],
+        "it still ran: no start script"
+    );
+
+    // The application dies: the check fails, and herd restarts it.
+    let mark = herd.logged();
+    std::fs::remove_file(dir.join("healthy")).unwrap();
+    wait(mark, "check failed");
+    let rejoined = wait(mark, "all_tcp=64 non_tcp=64");
+    assert!(herd.has_logged(mark, |line| line.contains("node withdrawing")));
+    assert_eq!(
+        app_log(&dir),
+        ["start start", "stop restart", "start restart"]
+    );
+    assert_eq!(status(&state)["restarts"]["total"], 1);
+
+    let stop = operate(&state, &["stop"]);
+    assert!(stop.status.success(), "{stop:?}");
+    wait(rejoined, "node stopped");
+    assert_eq!(app_log(&dir).last().unwrap(), "stop stop");
+    let again = operate(&state, &["stop"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already stopped"),
+        "{again:?}"
+    );
+
+    topology.signal_herd("TERM");
+    let exit = topology.herd.take().unwrap().wait();
+    assert!(
+        exit.success(),
+        "a stopped node's herd exits on SIGTERM: {exit}"
+    );
+    let gone = operate(&state, &["status"]);
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("herd is not running"),
+        "{gone:?}"
+    );
 }
 
 /// Generates, for each mode, a module of `#[test]` wrappers around the tests above.

@@ -3,7 +3,8 @@
 //! withdraw a node and one lucky probe does not bring it back.
 
 /// What a check says of the application.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     /// Not enough results yet: a check starts here and must rise to be healthy.
     Unknown,
@@ -11,6 +12,16 @@ pub enum Health {
     Healthy,
     /// `fall` failures in a row (and no `rise` successes since).
     Failed,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Failed => "failed",
+        })
+    }
 }
 
 /// The health of one check.

@@ -14,7 +14,8 @@ use crate::health::{Health, Tracker};
 use crate::limit::RestartLimit;
 
 /// Where the node stands, as `herd status` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NodeState {
     /// The application is stopped; the node owns nothing until an operator starts it.
     Stopped,
@@ -28,8 +29,21 @@ pub enum NodeState {
     Failed,
 }
 
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeState::Stopped => "stopped",
+            NodeState::Starting => "starting",
+            NodeState::Up => "up",
+            NodeState::Withdrawing => "withdrawing",
+            NodeState::Failed => "failed",
+        })
+    }
+}
+
 /// What a check's failure makes the node do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Withdraw (with a drain), run the stop script, run the start script, rejoin when healthy;
     /// counted against the restart limit.
@@ -43,6 +57,17 @@ pub enum Action {
     Log,
 }
 
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Restart => "restart",
+            Action::Stop => "stop",
+            Action::Wait => "wait",
+            Action::Log => "log",
+        })
+    }
+}
+
 /// An application script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Script {
@@ -50,6 +75,15 @@ pub enum Script {
     Start,
     /// The stop script.
     Stop,
+}
+
+impl std::fmt::Display for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Script::Start => "start",
+            Script::Stop => "stop",
+        })
+    }
 }
 
 /// Why a script runs, passed to it in its environment.
@@ -61,6 +95,16 @@ pub enum Reason {
     Restart,
     /// The node stops.
     Stop,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Start => "start",
+            Reason::Restart => "restart",
+            Reason::Stop => "stop",
+        })
+    }
 }
 
 /// What the lifecycle asks its driver to do.
@@ -125,6 +169,8 @@ enum Then {
     Fail,
     /// Wait for the checks, without scripts.
     Wait,
+    /// Rest in `Stopped` with the application running (an operator's drain).
+    Hold,
 }
 
 /// One node's lifecycle.
@@ -137,6 +183,8 @@ pub struct Lifecycle {
     running: Option<Script>,
     /// What to do once the drain, or the stop script, is over.
     then: Option<Then>,
+    /// Stopped by a drain: the application still runs.
+    held: bool,
     outputs: VecDeque<Output>,
 }
 
@@ -150,6 +198,7 @@ impl Lifecycle {
             limit,
             running: None,
             then: None,
+            held: false,
             outputs: VecDeque::new(),
         }
     }
@@ -169,18 +218,46 @@ impl Lifecycle {
         self.outputs.pop_front()
     }
 
+    /// The restarts made within the restart limit's window, as of the last one.
+    pub fn recent_restarts(&self) -> usize {
+        self.limit.recent()
+    }
+
+    /// Whether the node was stopped by a drain, its application still running.
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
     /// An operator (or the service manager at boot) starts the node: from `Stopped` or
-    /// `Failed`, the start script runs. The restart limit starts afresh.
+    /// `Failed`, the start script runs (after a drain, the application still runs: the node
+    /// only waits for its checks). The restart limit starts afresh.
     pub fn start(&mut self) {
-        if matches!(self.state, NodeState::Stopped | NodeState::Failed) && self.running.is_none() {
-            self.limit.reset();
+        if !matches!(self.state, NodeState::Stopped | NodeState::Failed) || self.running.is_some() {
+            return;
+        }
+        self.limit.reset();
+        if std::mem::take(&mut self.held) {
+            self.set_state(NodeState::Starting);
+            self.join_if_healthy();
+        } else {
             self.run_start(Reason::Start);
         }
     }
 
-    /// An operator stops the node: it leaves with a drain, then the stop script runs.
+    /// An operator stops the node: it leaves with a drain, then the stop script runs (also
+    /// after a drain, which left the application running).
     pub fn stop(&mut self) {
-        self.go_out(Then::Stop);
+        if self.state == NodeState::Stopped && std::mem::take(&mut self.held) {
+            self.run_stop(Reason::Stop, Then::Stop);
+        } else {
+            self.go_out(Then::Stop);
+        }
+    }
+
+    /// An operator drains the node: it leaves with a drain, keeping its connections until
+    /// they end, and rests stopped with the application still running.
+    pub fn drain(&mut self) {
+        self.go_out(Then::Hold);
     }
 
     /// An operator restarts the node: as a check's restart, but not counted against the limit.
@@ -247,12 +324,23 @@ impl Lifecycle {
             }
             Some(Then::Start) => self.run_stop(Reason::Restart, Then::Start),
             Some(Then::Fail) => self.run_stop(Reason::Stop, Then::Fail),
+            Some(Then::Hold) => self.hold(),
             Some(Then::Stop) | None => self.run_stop(Reason::Stop, Then::Stop),
         }
     }
 
+    /// Rests stopped, the application left running.
+    fn hold(&mut self) {
+        self.held = true;
+        self.set_state(NodeState::Stopped);
+    }
+
     /// A check failed with `action`.
     fn failed(&mut self, action: Action, now: u64) {
+        // A stopped node's application is not expected to be healthy.
+        if matches!(self.state, NodeState::Stopped | NodeState::Failed) {
+            return;
+        }
         let then = match action {
             Action::Log => return,
             Action::Wait => Then::Wait,
@@ -278,6 +366,7 @@ impl Lifecycle {
             NodeState::Withdrawing => self.defer(then),
             NodeState::Starting if self.running.is_none() => match then {
                 Then::Wait => {}
+                Then::Hold => self.hold(),
                 Then::Start => self.run_stop(Reason::Restart, Then::Start),
                 Then::Stop => self.run_stop(Reason::Stop, Then::Stop),
                 Then::Fail => self.run_stop(Reason::Stop, Then::Fail),
@@ -560,5 +649,37 @@ mod tests {
         );
         node.script_done(true);
         assert_eq!(node.state(), NodeState::Stopped);
+    }
+
+    #[test]
+    fn a_drain_leaves_the_application_running_until_a_start_or_a_stop() {
+        let mut node = node(&[Action::Restart], 3);
+        up(&mut node);
+        node.drain();
+        assert_eq!(asked(&mut node), [Output::Leave]);
+        assert_eq!(node.state(), NodeState::Withdrawing);
+        node.left();
+        assert_eq!(asked(&mut node), [], "no stop script");
+        assert_eq!(node.state(), NodeState::Stopped);
+        assert!(node.held());
+        results(&mut node, false, 3, 1_000);
+        assert_eq!(asked(&mut node), [], "a stopped node's checks do nothing");
+        results(&mut node, true, 2, 2_000);
+        node.start();
+        assert_eq!(asked(&mut node), [Output::Join], "no start script: it runs");
+        assert_eq!(node.state(), NodeState::Up);
+
+        node.drain();
+        node.left();
+        assert_eq!(asked(&mut node), [Output::Leave]);
+        node.stop();
+        assert_eq!(
+            asked(&mut node),
+            [run(Script::Stop, Reason::Stop)],
+            "stopping a drained node stops its application"
+        );
+        node.script_done(true);
+        assert_eq!(node.state(), NodeState::Stopped);
+        assert!(!node.held());
     }
 }

@@ -42,23 +42,22 @@ impl Scripts {
         reason: Reason,
         line: impl FnMut(&str),
     ) -> std::io::Result<Finished> {
-        let (command, name) = match script {
-            Script::Start => (&self.start, "start"),
-            Script::Stop => (&self.stop, "stop"),
+        let command = match script {
+            Script::Start => &self.start,
+            Script::Stop => &self.stop,
         };
         let Some(command) = command else {
             return Ok(Finished {
                 success: true,
-                how: format!("no {name} script"),
+                how: format!("no {script} script"),
             });
         };
-        let reason = match reason {
-            Reason::Start => "start",
-            Reason::Restart => "restart",
-            Reason::Stop => "stop",
-        };
+        let (name, reason) = (script.to_string(), reason.to_string());
         let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        env.extend([("HERD_SCRIPT", name), ("HERD_REASON", reason)]);
+        env.extend([
+            ("HERD_SCRIPT", name.as_str()),
+            ("HERD_REASON", reason.as_str()),
+        ]);
         probe::run(command, &env, self.timeout, line)
     }
 }

@@ -25,10 +25,12 @@ use crate::{Affinity, FarmConfig, Membership, Protocol};
 /// nodes; `auth_key_file`, which is only a path: the key itself is checked by every
 /// heartbeat's HMAC; the whole `[dataplane]` table (mode, cores, zero-copy, batch), a local
 /// performance choice that does not change which packets a node takes, so nodes on different
-/// hardware may tune it differently; and the `[[check]]` entries and the `[scripts]` table,
+/// hardware may tune it differently; the `[[check]]` entries and the `[scripts]` table,
 /// which say how a node checks, starts and stops its own application: they are local to each
 /// node, as the application may be installed, and so checked, differently from node to node,
-/// and whatever they decide reaches the others only as the node joining or leaving.
+/// and whatever they decide reaches the others only as the node joining or leaving; and the
+/// `[admin]` table, where a node serves its own metrics and health, which changes nothing of
+/// what the node does with packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FarmDigest(pub [u8; 32]);
 

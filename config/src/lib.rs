@@ -10,8 +10,9 @@
 //! the heartbeat protocol, the same on every node and so part of the digest. An optional
 //! `[dataplane]` table tunes how a node's packet path runs; it is local to each node and left
 //! out of the digest. So are the `[[check]]` entries, which say how a node checks its
-//! application and what it does when a check fails, and the optional `[scripts]` table, which
-//! starts and stops the application.
+//! application and what it does when a check fails, the optional `[scripts]` table, which
+//! starts and stops the application, and the optional `[admin]` table, which says where the
+//! node serves its metrics and health.
 
 #![warn(missing_docs)]
 
@@ -29,7 +30,7 @@ mod tests;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -64,6 +65,9 @@ pub struct FarmConfig {
     /// The application's start and stop scripts, the `[scripts]` table; [`Scripts::default`]
     /// when the file has none.
     pub scripts: Scripts,
+    /// How this node is watched from outside, the `[admin]` table; [`Admin::default`] (no
+    /// metrics server) when the file has none.
+    pub admin: Admin,
 }
 
 /// Farm-wide settings, the `[farm]` table.
@@ -676,6 +680,21 @@ impl Default for RestartLimit {
             within_s: RestartLimit::DEFAULT_WITHIN_S,
         }
     }
+}
+
+/// How this node is watched from outside, the `[admin]` table. The table and its key are
+/// optional.
+///
+/// Local to the node, like the checks: [`FarmDigest`] leaves it out. Each node serves its own
+/// metrics, often on an address of its own (a loopback or management address), and a node
+/// watched differently takes the same packets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Admin {
+    /// Where the node answers `GET /metrics` (Prometheus text format) and `GET /healthz` (200
+    /// while it serves its share, 503 otherwise) over plain HTTP, the value of `metrics`: an IP
+    /// address, which may be unspecified (`0.0.0.0`, `::`) to listen on every address, and a
+    /// port from 1 to 65535. `None`, when `metrics` is not given, for no such server.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl FarmConfig {

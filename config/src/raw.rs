@@ -19,7 +19,8 @@ use crate::locate::Source;
 use crate::{ConfigError, ZeroCopy};
 
 /// Rejects a document whose `farm`, `membership`, `dataplane`, `scripts`,
-/// `scripts.restart_limit`, `node`, `rule` or `check` are not the tables the schema has.
+/// `scripts.restart_limit`, `admin`, `node`, `rule` or `check` are not the tables the schema
+/// has.
 ///
 /// Checked on the tree, before serde, because serde_derive also accepts a struct written as an
 /// array of its field values: `[[farm]]` would otherwise be read field by field and yield
@@ -47,8 +48,8 @@ pub(crate) fn check_tables(tree: &DeTable<'_>, source: &Source<'_>) -> Result<()
                     }
                 }
             }
-            ("farm" | "membership" | "dataplane", DeValue::Table(_)) => {}
-            (name @ ("farm" | "membership" | "dataplane" | "scripts"), other) => {
+            ("farm" | "membership" | "dataplane" | "admin", DeValue::Table(_)) => {}
+            (name @ ("farm" | "membership" | "dataplane" | "scripts" | "admin"), other) => {
                 let expected = format!("a table: [{name}]");
                 return Err(wrong(value.span(), name.to_owned(), other, &expected));
             }
@@ -87,6 +88,7 @@ pub(crate) struct RawConfig {
     pub dataplane: Option<Spanned<RawDataplane>>,
     pub check: Option<Spanned<Vec<Spanned<RawCheck>>>>,
     pub scripts: Option<Spanned<RawScripts>>,
+    pub admin: Option<Spanned<RawAdmin>>,
 }
 
 /// The `[farm]` table.
@@ -181,6 +183,13 @@ pub(crate) struct RawScripts {
     pub stop: Option<Spanned<String>>,
     pub timeout_s: Option<Spanned<RawInt>>,
     pub restart_limit: Option<Spanned<RawRestartLimit>>,
+}
+
+/// The `[admin]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawAdmin {
+    pub metrics: Option<Spanned<RawSocketAddr>>,
 }
 
 /// The `restart_limit` of `[scripts]`.
@@ -287,6 +296,33 @@ impl Visitor<'_> for StatusVisitor {
 
     fn visit_str<E: Error>(self, text: &str) -> Result<RawStatus, E> {
         Ok(RawStatus(text.to_owned()))
+    }
+}
+
+/// An address and port to listen on, such as `metrics` of `[admin]`: a string, parsed later by
+/// validation.
+///
+/// Its own type only to say what it looks like when it is not a string at all: `metrics = 9477`
+/// (the port alone) is a likely mistake.
+pub(crate) struct RawSocketAddr(pub String);
+
+impl<'de> Deserialize<'de> for RawSocketAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(SocketAddrVisitor)
+    }
+}
+
+struct SocketAddrVisitor;
+
+impl Visitor<'_> for SocketAddrVisitor {
+    type Value = RawSocketAddr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string such as \"127.0.0.1:9477\" or \"[::1]:9477\"")
+    }
+
+    fn visit_str<E: Error>(self, text: &str) -> Result<RawSocketAddr, E> {
+        Ok(RawSocketAddr(text.to_owned()))
     }
 }
 

@@ -56,6 +56,7 @@ pub fn farm_config(
         dataplane: Default::default(),
         checks: Vec::new(),
         scripts: Default::default(),
+        admin: Default::default(),
     }
 }
 

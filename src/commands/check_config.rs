@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use herd_config::FarmConfig;
+use herd_config::{Check, CheckKind, FarmConfig, ProcessMatcher};
 use herd_membership::farm_table;
 use serde::Serialize;
 
@@ -21,6 +21,30 @@ struct Report {
     nodes: Vec<NodeReport>,
     this_node: Option<String>,
     this_node_note: String,
+    checks: Vec<CheckReport>,
+    scripts: ScriptsReport,
+}
+
+#[derive(Serialize)]
+struct CheckReport {
+    name: String,
+    kind: String,
+    /// What it looks at, in words.
+    target: String,
+    interval_ms: u32,
+    timeout_ms: u32,
+    fall: u32,
+    rise: u32,
+    action: String,
+}
+
+#[derive(Serialize)]
+struct ScriptsReport {
+    start: Option<String>,
+    stop: Option<String>,
+    timeout_s: u32,
+    restart_limit: u32,
+    restart_within_s: u32,
 }
 
 #[derive(Serialize)]
@@ -77,6 +101,14 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
             .collect(),
         this_node,
         this_node_note,
+        checks: config.checks.iter().map(check_report).collect(),
+        scripts: ScriptsReport {
+            start: config.scripts.start.clone(),
+            stop: config.scripts.stop.clone(),
+            timeout_s: config.scripts.timeout_s,
+            restart_limit: config.scripts.restart_limit.count,
+            restart_within_s: config.scripts.restart_limit.within_s,
+        },
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -84,6 +116,54 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
         print_text(&report);
     }
     Ok(())
+}
+
+fn check_report(check: &Check) -> CheckReport {
+    let target = match &check.kind {
+        CheckKind::Tcp { host, port } => {
+            format!("connects to {}", std::net::SocketAddr::new(*host, *port))
+        }
+        CheckKind::Http { url, status, body } => {
+            let body = body
+                .as_ref()
+                .map(|body| format!(" with {body:?} in the body"))
+                .unwrap_or_default();
+            format!("GET {url}: status {}-{}{body}", status.0, status.1)
+        }
+        CheckKind::Process {
+            matcher,
+            at_least,
+            at_most,
+        } => {
+            let which = match matcher {
+                ProcessMatcher::Name(name) => format!("processes named {name:?}"),
+                ProcessMatcher::Command(regex) => {
+                    format!("processes whose command line matches {regex:?}")
+                }
+            };
+            match at_most {
+                Some(most) => format!("{at_least} to {most} {which}"),
+                None => format!("at least {at_least} {which}"),
+            }
+        }
+        CheckKind::Ping { address } => format!("pings {address}"),
+        CheckKind::Interface { interface } => format!(
+            "{} is up with a carrier",
+            interface.as_deref().unwrap_or("the node's interface")
+        ),
+        CheckKind::Address => "the VIPs and the node's address are on its interface".into(),
+        CheckKind::Command { run } => format!("runs `{run}`: exit status 0"),
+    };
+    CheckReport {
+        name: check.name.clone(),
+        kind: check.kind.name().into(),
+        target,
+        interval_ms: check.interval_ms,
+        timeout_ms: check.timeout_ms,
+        fall: check.fall,
+        rise: check.rise,
+        action: check.action.to_string(),
+    }
 }
 
 /// Which node this machine is: the one named, or the one whose address is local. Naming an
@@ -151,6 +231,34 @@ fn print_text(r: &Report) {
             "  {:<name_width$}  {:<address_width$}  {:>6}  {:>7}  {:>5.1}%  {}{}",
             n.name, address, n.weight, n.buckets, n.share_percent, n.interface, marker
         );
+    }
+    if !r.checks.is_empty() {
+        println!();
+        println!(
+            "checks (every interval; `fall` failures in a row fail it, `rise` successes heal it):"
+        );
+        for check in &r.checks {
+            println!(
+                "  {:<16} {:<9} every {} ms, timeout {} ms, fall {}, rise {}, on failure {}: {}",
+                check.name,
+                check.kind,
+                check.interval_ms,
+                check.timeout_ms,
+                check.fall,
+                check.rise,
+                check.action,
+                check.target
+            );
+        }
+    }
+    let scripts = &r.scripts;
+    println!();
+    println!(
+        "scripts (timeout {} s; at most {} restarts within {} s):",
+        scripts.timeout_s, scripts.restart_limit, scripts.restart_within_s
+    );
+    for (name, script) in [("start", &scripts.start), ("stop", &scripts.stop)] {
+        println!("  {name:<6} {}", script.as_deref().unwrap_or("(none)"));
     }
     println!();
     match &r.this_node {

@@ -5,7 +5,8 @@
 //! XDP program they attach (the whole verdict, or a redirect to AF_XDP sockets) and in the
 //! workers the AF_XDP mode runs. In both, the membership thread ([`herd_membership::driver`])
 //! installs the bucket modes the protocol decides and renews the liveness deadline with every
-//! heartbeat; the node starts owning nothing.
+//! heartbeat; the node starts owning nothing. The supervisor ([`crate::supervisor`]) runs the
+//! start script, joins the farm once the checks are healthy and answers the control socket.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -18,17 +19,20 @@ use anyhow::{bail, Context};
 use core_affinity::CoreId;
 use herd_config::{FarmConfig, Mode};
 use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
+use herd_dataplane::counts::Traffic;
 use herd_dataplane::handoff::Port;
 use herd_dataplane::neighbor::announcement;
 use herd_dataplane::table::{self, ModeTable, SharedTable};
 use herd_dataplane::xdp::XdpClassifier;
 use herd_dataplane::{FarmRules, FarmTable};
 use herd_membership::auth::Keyring;
-use herd_membership::driver::{self, Dataplane, DataplaneError, Driver, Exit, Start};
+use herd_membership::driver::{self, Command, Dataplane, DataplaneError, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
 
+use crate::control::Server;
 use crate::farm;
 use crate::host::{format_mac, Host};
+use crate::supervisor::{Ending, Identity, Supervisor};
 
 /// How long `herd run` waits for another host to answer for a VIP before it takes it.
 const VIP_PROBE_WAIT: Duration = Duration::from_millis(300);
@@ -48,6 +52,8 @@ pub struct Paths<'a> {
     pub bpf_dir: Option<&'a Path>,
     /// Where the incarnation is kept.
     pub state_dir: &'a Path,
+    /// Where the control socket is made.
+    pub control_dir: &'a Path,
 }
 
 /// Runs the command as node `node` (found by its addresses when not given).
@@ -85,6 +91,8 @@ pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
     )?;
     let interface = config.interface_of(local).to_owned();
     let host = Host::open(&interface)?;
+    // Bound before the host is touched: a second herd of the same node stops here.
+    let control = Server::bind(paths.control_dir, &name)?;
     let start = Start {
         farm: Farm::from_config(&config),
         local,
@@ -105,6 +113,7 @@ pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
         config,
         host,
         signals,
+        control,
     };
     node.check_vips_are_free()?;
     match node.config.dataplane.mode {
@@ -124,6 +133,8 @@ struct Node {
     pin: PathBuf,
     /// SIGINT and SIGTERM received so far.
     signals: Arc<AtomicUsize>,
+    /// The control socket.
+    control: Server,
 }
 
 impl Node {
@@ -210,7 +221,8 @@ impl Node {
             interface = %self.host.name(),
             mode,
             incarnation = self.incarnation,
-            "running: joining the farm"
+            control = %self.control.path().display(),
+            "running: the node joins the farm once its application is up"
         );
         for &vip in &self.config.farm.vips {
             if let Err(error) = self.host.send(&announcement(self.host.mac(), vip)) {
@@ -219,22 +231,57 @@ impl Node {
         }
     }
 
-    /// Runs the membership thread over `dataplane` until the node has left the farm.
-    fn membership<D: Dataplane + Send>(&self, start: Start, dataplane: D) -> anyhow::Result<()> {
-        let driver = Driver::new(start, dataplane, Arc::clone(&self.signals))?;
+    /// Runs the node over `dataplane` until it has stopped: the membership thread, the
+    /// supervisor with its checks and scripts, and the control socket.
+    fn serve<D: Dataplane + Send>(
+        &self,
+        start: Start,
+        dataplane: D,
+        mode: &'static str,
+    ) -> anyhow::Result<()> {
+        let identity = Identity {
+            node: self.name.clone(),
+            farm: self.config.farm.name.clone(),
+            mode,
+        };
+        let mut addresses = self.config.farm.vips.clone();
+        addresses.push(start.addresses[start.local].ip());
+        let checked = herd_checkers::check::Host {
+            interface: self.host.name().to_owned(),
+            addresses,
+        };
+        let supervisor =
+            Supervisor::new(&self.config, identity, &checked, Arc::clone(&self.signals))?;
+        let (driver, handle) = Driver::new(start, dataplane, false)?;
+        let (requests, incoming) = crossbeam_channel::unbounded();
+        if let Some(address) = self.config.admin.metrics {
+            let bound = crate::metrics::spawn(address, requests.clone())?;
+            tracing::info!(address = %bound, "serving /metrics and /healthz");
+        }
+        self.control.spawn(requests)?;
         // The dataplane comes back too; it only holds borrows here.
-        let (_, exit) = std::thread::scope(|scope| {
-            std::thread::Builder::new()
+        let (ending, stopped) = std::thread::scope(|scope| {
+            let membership = std::thread::Builder::new()
                 .name("herd-membership".into())
                 .spawn_scoped(scope, || driver.run())
-                .context("cannot start the membership thread")?
+                .context("cannot start the membership thread")?;
+            let ending = supervisor.run(&handle, &incoming);
+            // Already stopped if it failed: its own error then says why.
+            let _ = handle.send(Command::Exit);
+            let stopped = membership
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                .context("the membership thread stopped")
+                .context("the membership thread stopped");
+            anyhow::Ok((ending, stopped))
         })?;
-        match exit {
-            Exit::Left => tracing::info!("stopping: the node has left the farm"),
-            Exit::Forced => tracing::info!("stopping before the drain is over"),
+        stopped?;
+        match ending? {
+            Ending::Stopped => tracing::info!(
+                "stopping: the node has left the farm and its application is stopped"
+            ),
+            Ending::Forced => {
+                tracing::info!("stopping before the drain and the stop script are over")
+            }
         }
         Ok(())
     }
@@ -269,6 +316,10 @@ impl Dataplane for InKernel<'_> {
         // The program's count is made against the table installed last, this generation's.
         Ok(Some(self.program.draining_flows()? as u64))
     }
+
+    fn traffic(&mut self) -> Result<Traffic, DataplaneError> {
+        Ok(self.program.traffic()?)
+    }
 }
 
 /// The AF_XDP dataplane: the workers classify under the table published to them, and the
@@ -302,6 +353,19 @@ impl Dataplane for Workers<'_> {
         }
         Ok(Some(total))
     }
+
+    fn traffic(&mut self) -> Result<Traffic, DataplaneError> {
+        // The workers count what they take; the redirect program what it passes or drops
+        // before them.
+        let kernel = self.redirect.traffic()?;
+        Ok(std::iter::once(kernel)
+            .chain(
+                self.workers
+                    .iter()
+                    .map(|worker| worker.counters().traffic()),
+            )
+            .sum())
+    }
 }
 
 /// The in-kernel mode: the whole verdict in the XDP program.
@@ -311,7 +375,7 @@ fn run_xdp(mut node: Node, start: Start) -> anyhow::Result<()> {
     node.prepare_host()?;
     node.attach(&mut xdp)?;
     node.announce("xdp");
-    let result = node.membership(start, InKernel { program: &mut xdp });
+    let result = node.serve(start, InKernel { program: &mut xdp }, "xdp");
     let finished = node.finish(&mut xdp);
     result.and(finished)
 }
@@ -373,7 +437,7 @@ fn run_afxdp(mut node: Node, start: Start, path: &Path) -> anyhow::Result<()> {
         rules,
         workers: &workers,
     };
-    let result = node.membership(start, dataplane);
+    let result = node.serve(start, dataplane, "afxdp");
     let finished = node.finish(&mut redirect);
     stop.store(true, Ordering::Relaxed);
     for worker in workers {

@@ -209,7 +209,7 @@ struct Log {
 }
 
 /// Where `herd run` finds its files: the configuration, the pin directory (on a BPF file
-/// system) and the state directory.
+/// system) and the state directory (which holds the control sockets too).
 pub struct HerdFiles<'a> {
     /// The configuration file.
     pub config: &'a Path,
@@ -249,6 +249,8 @@ impl Herd {
             .arg("--bpf-dir")
             .arg(files.bpf_dir)
             .arg("--state-dir")
+            .arg(files.state_dir)
+            .arg("--control-dir")
             .arg(files.state_dir)
             .stderr(Stdio::piped());
         if let Some(node) = node {
@@ -350,4 +352,21 @@ impl Drop for Herd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What `herd status --json --node NODE --control-dir DIR` prints: where a running node stands,
+/// asked over its control socket (the `--control-dir` it was started with; [`Herd::spawn`]
+/// gives it the state directory).
+pub fn status_json(control_dir: &Path, node: &str) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["status", "--json", "--node", node, "--control-dir"])
+        .arg(control_dir)
+        .output()
+        .expect("runs herd status");
+    assert!(
+        output.status.success(),
+        "herd status --node {node}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("herd status --json prints JSON")
 }

@@ -1,7 +1,7 @@
 //! The digest covers exactly the farm-wide values.
 
 use super::{base_with, parse, BASE};
-use crate::{Dataplane, FarmDigest, Membership, Scripts};
+use crate::{Admin, Dataplane, FarmDigest, Membership, Scripts};
 
 fn digest(text: &str) -> FarmDigest {
     parse(text)
@@ -147,6 +147,23 @@ fn checks_and_scripts_do_not_change_it() {
             "{addition}"
         );
         assert_eq!(config.digest().to_string(), BASE_DIGEST, "{addition}");
+    }
+}
+
+#[test]
+fn the_admin_table_does_not_change_it() {
+    for table in [
+        "[admin]\n",
+        "[admin]\nmetrics = \"127.0.0.1:9477\"\n",
+        "[admin]\nmetrics = \"[::]:80\"\n",
+    ] {
+        let text = format!("{BASE}\n{table}");
+        let config = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+        // The table must have been read, or equal digests would prove nothing.
+        if table != "[admin]\n" {
+            assert_ne!(config.admin, Admin::default(), "{table}");
+        }
+        assert_eq!(config.digest().to_string(), BASE_DIGEST, "{table}");
     }
 }
 

@@ -1502,7 +1502,7 @@ fn unknown_check_keys_are_located_and_get_a_suggestion() {
     assert_eq!(
         shown(&with("[[checks]]\nname = \"a\"\n")),
         "farm.toml:26:3: checks: unknown key `checks` (did you mean `check`?); expected one of \
-         `farm`, `node`, `rule`, `membership`, `dataplane`, `check`, `scripts`"
+         `farm`, `node`, `rule`, `membership`, `dataplane`, `check`, `scripts`, `admin`"
     );
 }
 
@@ -2072,7 +2072,7 @@ fn unknown_scripts_keys_are_located_and_get_a_suggestion() {
         &with("[script]\nstart = \"a\"\n"),
         (26, 2),
         "script",
-        &["unknown key `script` (did you mean `scripts`?); expected one of `farm`, `node`, `rule`, `membership`, `dataplane`, `check`, `scripts`"],
+        &["unknown key `script` (did you mean `scripts`?); expected one of `farm`, `node`, `rule`, `membership`, `dataplane`, `check`, `scripts`, `admin`"],
     );
 }
 
@@ -2151,5 +2151,108 @@ fn scripts_cannot_be_empty_command_lines() {
         (27, 9),
         "scripts.start",
         &["invalid type: boolean `true`, expected a string"],
+    );
+}
+
+// The [admin] table.
+
+#[test]
+fn the_admin_must_be_a_table_given_once() {
+    assert_eq!(
+        shown(&with("[[admin]]\nmetrics = \"127.0.0.1:9477\"\n")),
+        "farm.toml:26:1: admin: invalid type: array, expected a table: [admin]"
+    );
+    assert_eq!(
+        shown(&format!("admin = \"127.0.0.1:9477\"\n{BASE}")),
+        "farm.toml:1:9: admin: invalid type: string, expected a table: [admin]"
+    );
+    assert_error(
+        &with("[admin]\nmetrics = \"127.0.0.1:9477\"\n[admin]\n"),
+        (28, 2),
+        "admin",
+        &["table [admin] is defined twice; expected each table once"],
+    );
+}
+
+#[test]
+fn unknown_admin_keys_are_located_and_get_a_suggestion() {
+    assert_eq!(
+        shown(&with("[admin]\nmetric = \"127.0.0.1:9477\"\n")),
+        "farm.toml:27:1: admin.metric: unknown key `metric` (did you mean `metrics`?); \
+         expected `metrics`"
+    );
+    assert_error(
+        &with("[admin]\nmetrics = \"127.0.0.1:9477\"\nhealthz = \"/healthz\"\n"),
+        (28, 1),
+        "admin.healthz",
+        &["unknown key `healthz`; expected `metrics`"],
+    );
+    assert_error(
+        &with("[admn]\nmetrics = \"127.0.0.1:9477\"\n"),
+        (26, 2),
+        "admn",
+        &[
+            "unknown key `admn` (did you mean `admin`?); expected one of `farm`, `node`, `rule`, \
+           `membership`, `dataplane`, `check`, `scripts`, `admin`",
+        ],
+    );
+}
+
+#[test]
+fn the_metrics_address_must_be_an_address_and_a_port() {
+    let expected =
+        "expected an IP address and a port from 1 to 65535, such as \"127.0.0.1:9477\", \
+                    \"0.0.0.0:9477\" or \"[::1]:9477\" (host names are not resolved)";
+    assert_eq!(
+        shown(&with("[admin]\nmetrics = \"127.0.0.1:99999\"\n")),
+        format!(
+            "farm.toml:27:11: admin.metrics: `127.0.0.1:99999` is not an IP address and port; \
+             {expected}"
+        )
+    );
+    let cases = [
+        (
+            "localhost:9477",
+            "`localhost:9477` is not an IP address and port",
+        ),
+        ("", "`` is not an IP address and port"),
+        ("9477", "`9477` is not an IP address and port"),
+        (":9477", "`:9477` is not an IP address and port"),
+        ("::1:9477", "`::1:9477` has no port"),
+        ("127.0.0.1", "`127.0.0.1` has no port"),
+        ("127.0.0.1:0", "`127.0.0.1:0` has port 0"),
+        ("[::1]:0", "`[::1]:0` has port 0"),
+        ("224.0.0.1:9477", "`224.0.0.1:9477` is a multicast address"),
+        ("[ff02::1]:9477", "`[ff02::1]:9477` is a multicast address"),
+        (
+            "127.0.0.1:9477\\n",
+            "`127.0.0.1:9477\\n` is not an IP address and port",
+        ),
+    ];
+    for (written, problem) in cases {
+        assert_error(
+            &with(&format!("[admin]\nmetrics = \"{written}\"\n")),
+            (27, 11),
+            "admin.metrics",
+            &[&format!("{problem}; {expected}")],
+        );
+    }
+    for value in ["9477", "true", "[\"127.0.0.1:9477\"]", "{ port = 9477 }"] {
+        assert_error(
+            &with(&format!("[admin]\nmetrics = {value}\n")),
+            (27, 11),
+            "admin.metrics",
+            &["expected a string such as \"127.0.0.1:9477\" or \"[::1]:9477\""],
+        );
+    }
+}
+
+#[test]
+fn admin_errors_come_after_those_of_the_scripts() {
+    assert_error(
+        &with("[admin]\nmetrics = \"nowhere\"\n[scripts]\ntimeout_s = 0\n"),
+        (29, 13),
+        "scripts.timeout_s",
+        &["0 is out of range"],
     );
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{ip, parse, BASE};
 use crate::{
-    Affinity, Check, CheckAction, CheckKind, Dataplane, Farm, FarmConfig, Membership, Mode, Node,
-    PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts, ZeroCopy,
+    Admin, Affinity, Check, CheckAction, CheckKind, Dataplane, Farm, FarmConfig, Membership, Mode,
+    Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts, ZeroCopy,
 };
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
@@ -74,6 +74,7 @@ fn example_file_parses_to_what_it_says() {
         // The example's checks and scripts are commented out.
         checks: vec![],
         scripts: Scripts::default(),
+        admin: Admin { metrics: None },
     };
     assert_eq!(config, expected);
 }
@@ -798,4 +799,36 @@ fn the_examples_commented_out_checks_and_scripts_are_valid() {
     // Checks and scripts are not part of the digest.
     let example = FarmConfig::load(&path).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(config.digest(), example.digest());
+}
+
+// The [admin] table.
+
+#[test]
+fn without_an_admin_table_or_metrics_key_there_is_no_metrics_server() {
+    assert_eq!(Admin::default(), Admin { metrics: None });
+    assert_eq!(parse(BASE).map(|config| config.admin), Ok(Admin::default()));
+    for text in ["[admin]\n", "admin = {}\n"] {
+        let config = parse(&format!("{text}{BASE}")).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.admin, Admin::default(), "{text}");
+    }
+}
+
+#[test]
+fn the_metrics_address_is_read() {
+    let cases = [
+        ("127.0.0.1:9477", "127.0.0.1:9477"),
+        ("0.0.0.0:9477", "0.0.0.0:9477"),
+        ("198.18.0.1:80", "198.18.0.1:80"),
+        ("[::1]:9477", "[::1]:9477"),
+        ("[::]:65535", "[::]:65535"),
+        ("[2001:db8::1]:1", "[2001:db8::1]:1"),
+    ];
+    for (written, address) in cases {
+        let config = with(&format!("[admin]\nmetrics = \"{written}\"\n"));
+        assert_eq!(
+            config.admin.metrics,
+            Some(address.parse().expect("test address")),
+            "{written}"
+        );
+    }
 }

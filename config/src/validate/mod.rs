@@ -2,8 +2,9 @@
 //!
 //! The first error found is returned, in file order as far as the checks allow: `[farm]`,
 //! then the nodes, then the rules, then `[membership]`, then `[dataplane]`, then the checks,
-//! then `[scripts]`.
+//! then `[scripts]`, then `[admin]`.
 
+mod admin;
 mod checks;
 mod dataplane;
 mod farm;
@@ -57,6 +58,7 @@ pub(crate) fn validate(raw: RawConfig, source: &Source<'_>) -> Result<FarmConfig
     let dataplane = dataplane::check_dataplane(raw.dataplane.as_ref(), source)?;
     let checks = checks::check_checks(raw.check.as_ref(), source)?;
     let scripts = scripts::check_scripts(raw.scripts.as_ref(), source)?;
+    let admin = admin::check_admin(raw.admin.as_ref(), source)?;
     Ok(FarmConfig {
         farm,
         nodes,
@@ -65,6 +67,7 @@ pub(crate) fn validate(raw: RawConfig, source: &Source<'_>) -> Result<FarmConfig
         dataplane,
         checks,
         scripts,
+        admin,
     })
 }
 

@@ -73,6 +73,8 @@ impl Herd {
             .arg(files.bpf_dir)
             .arg("--state-dir")
             .arg(files.state_dir)
+            .arg("--control-dir")
+            .arg(files.state_dir)
             // Plain lines: the log is matched as text.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

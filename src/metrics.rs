@@ -1,0 +1,1253 @@
+//! The metrics and health endpoint, `[admin] metrics`: a small plain-HTTP server that answers
+//! `GET /metrics` with the node's [`Status`] in the Prometheus text format (version 0.0.4) and
+//! `GET /healthz` with 200 while the node serves its share, 503 otherwise: the health check a
+//! cloud load balancer in front of a farm of cloud machines polls.
+//!
+//! It asks the daemon for the status the way the control socket does, over the same channel,
+//! so a scrape sees what `herd status` would show at that moment.
+//!
+//! The server is written on `std::net` rather than taken from a crate: it answers two fixed
+//! paths with bodies of a few kilobytes, and what it needs most, a deadline on each client so
+//! that a slow or silent one cannot hold a thread forever, is what the small HTTP server crates
+//! (such as `tiny_http`) do not offer.
+
+use std::fmt::Display;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender};
+use herd_checkers::health::Health;
+use herd_checkers::lifecycle::NodeState;
+use herd_membership::wire::State;
+
+use crate::control::{Incoming, Reply, Request};
+use crate::status::Status;
+
+/// The content type of the Prometheus text format.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The content type of every other answer.
+const TEXT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// How long a client has to send its whole request, and then to take the whole answer: far
+/// more than a scraper or a load balancer on a live network needs, and short enough that a
+/// silent client ties up a thread for seconds only.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the daemon has to answer with its status. Shorter than the usual health check
+/// timeouts of cloud load balancers (often 5 s), so they get a 503 rather than nothing.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest request head (request line and headers) read: a scraper's or a load balancer's
+/// is a few hundred bytes.
+const MAX_HEAD: usize = 8192;
+
+/// The most connections served at once, each on its own thread; more are closed unanswered, so
+/// that a flood of connections costs a bounded number of threads.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long what a client sent beyond its request head is read and thrown away after the
+/// answer (at most [`LINGER_BYTES`]), so that closing with it unread does not reset the
+/// connection and lose the answer on the client's side.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// The most bytes thrown away after an answer; see [`LINGER`].
+const LINGER_BYTES: usize = 65_536;
+
+/// How long the accepting thread rests after a failed accept (out of file descriptors, for
+/// one), rather than spin on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+// The Prometheus text format.
+
+/// The node's `status` in the Prometheus text exposition format 0.0.4: each metric family with
+/// its `# HELP` and `# TYPE` lines, then its samples. Families without samples (no checks, no
+/// other node heard) are left out.
+pub fn render(status: &Status) -> String {
+    let mut out = String::new();
+    let snapshot = &status.membership;
+    let traffic = &snapshot.traffic;
+    let stats = &snapshot.stats;
+    let refused = &snapshot.refused;
+    let peers: Vec<_> = snapshot.nodes.iter().filter(|node| !node.local).collect();
+
+    family(
+        &mut out,
+        "herd_info",
+        "gauge",
+        "The node, its farm and its dataplane mode; always 1.",
+        vec![Sample::new(
+            &[
+                ("node", &status.node),
+                ("farm", &status.farm),
+                ("mode", &status.mode),
+            ],
+            1,
+        )],
+    );
+    family(
+        &mut out,
+        "herd_node_state",
+        "gauge",
+        "The node's state: 1 for the state it is in, 0 for the others.",
+        NODE_STATES
+            .iter()
+            .map(|&state| {
+                let name = state.to_string();
+                Sample::new(&[("state", &name)], u8::from(status.state == state))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_node_state_seconds",
+        "gauge",
+        "How long ago the node entered its state, in seconds.",
+        vec![Sample::new(&[], seconds(status.since_ms_ago.into()))],
+    );
+    family(
+        &mut out,
+        "herd_membership_state",
+        "gauge",
+        "The node's state in the farm, as its heartbeats say: 1 for the state it is in, 0 for \
+         the others.",
+        MEMBERSHIP_STATES
+            .iter()
+            .map(|&state| {
+                let name = state.to_string();
+                Sample::new(&[("state", &name)], u8::from(snapshot.state == state))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_serving",
+        "gauge",
+        "1 when the node serves its share (up, a member of the farm, owning buckets, its side \
+         of the farm holding quorum), what /healthz answers 200 for; 0 otherwise.",
+        vec![Sample::new(&[], u8::from(status.serving()))],
+    );
+    family(
+        &mut out,
+        "herd_packets_total",
+        "counter",
+        "Packets the dataplane saw: accepted (VIP traffic of this node's buckets), dropped (VIP \
+         traffic of other nodes' buckets, or malformed), passed (not for a VIP).",
+        vec![
+            Sample::new(&[("outcome", "accepted")], traffic.accepted.packets),
+            Sample::new(&[("outcome", "dropped")], traffic.dropped.packets),
+            Sample::new(&[("outcome", "passed")], traffic.passed.packets),
+        ],
+    );
+    family(
+        &mut out,
+        "herd_bytes_total",
+        "counter",
+        "Bytes of the packets the dataplane saw, whole frames, by outcome as herd_packets_total.",
+        vec![
+            Sample::new(&[("outcome", "accepted")], traffic.accepted.bytes),
+            Sample::new(&[("outcome", "dropped")], traffic.dropped.bytes),
+            Sample::new(&[("outcome", "passed")], traffic.passed.bytes),
+        ],
+    );
+    family(
+        &mut out,
+        "herd_buckets",
+        "gauge",
+        "The farm's bucket count.",
+        vec![Sample::new(&[], snapshot.buckets)],
+    );
+    family(
+        &mut out,
+        "herd_owned_buckets",
+        "gauge",
+        "The buckets the current view gives this node.",
+        vec![Sample::new(&[], snapshot.owned())],
+    );
+    family(
+        &mut out,
+        "herd_view_epoch",
+        "gauge",
+        "The epoch of the current view of the farm.",
+        vec![Sample::new(&[], snapshot.epoch)],
+    );
+    family(
+        &mut out,
+        "herd_view_agreed",
+        "gauge",
+        "1 when every live node agreed on the current view, 0 while they do not yet.",
+        vec![Sample::new(&[], u8::from(snapshot.agreed))],
+    );
+    family(
+        &mut out,
+        "herd_quorum",
+        "gauge",
+        "1 when this node's side holds a majority of the farm's weight (always without quorum), \
+         0 when it lost it and serves nothing.",
+        vec![Sample::new(&[], u8::from(snapshot.quorum))],
+    );
+    family(
+        &mut out,
+        "herd_peer_alive",
+        "gauge",
+        "1 when this node considers the other node alive, 0 when dead or never heard.",
+        peers
+            .iter()
+            .map(|peer| Sample::new(&[("peer", &peer.name)], u8::from(peer.alive)))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_peer_buckets",
+        "gauge",
+        "The buckets the current view gives the other node.",
+        peers
+            .iter()
+            .map(|peer| Sample::new(&[("peer", &peer.name)], peer.buckets))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_heartbeat_age_seconds",
+        "gauge",
+        "How long ago the other node's latest heartbeat arrived, in seconds; absent for a node \
+         never heard.",
+        peers
+            .iter()
+            .filter_map(|peer| {
+                let ago = peer.heard_ms_ago?;
+                Some(Sample::new(&[("peer", &peer.name)], seconds(ago.into())))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_heartbeat_delay_seconds",
+        "gauge",
+        "How long the other node's latest heartbeat took on the way, in seconds: this node's \
+         wall clock at arrival less the sender's at sending, so the offset between the two \
+         clocks is in it too (it may be negative).",
+        peers
+            .iter()
+            .filter_map(|peer| {
+                let delay = peer.delay_ms?;
+                Some(Sample::new(&[("peer", &peer.name)], seconds(delay.into())))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_views_total",
+        "counter",
+        "Views of the farm this node installed.",
+        vec![Sample::new(&[], stats.views)],
+    );
+    family(
+        &mut out,
+        "herd_peer_deaths_total",
+        "counter",
+        "Failovers: other nodes this node declared dead, their buckets taken over by the \
+         survivors.",
+        vec![Sample::new(&[], stats.deaths)],
+    );
+    family(
+        &mut out,
+        "herd_peer_returns_total",
+        "counter",
+        "Nodes declared dead that came back in the same incarnation: partitions or freezes.",
+        vec![Sample::new(&[], stats.returns)],
+    );
+    family(
+        &mut out,
+        "herd_pauses_total",
+        "counter",
+        "Times this node found itself paused past the point of being declared dead.",
+        vec![Sample::new(&[], stats.pauses)],
+    );
+    family(
+        &mut out,
+        "herd_heartbeats_sent_total",
+        "counter",
+        "Heartbeats this node sent.",
+        vec![Sample::new(&[], stats.sent)],
+    );
+    family(
+        &mut out,
+        "herd_datagrams_refused_total",
+        "counter",
+        "Datagrams refused on the farm port, by reason.",
+        vec![
+            Sample::new(&[("reason", "malformed")], refused.malformed),
+            Sample::new(&[("reason", "unauthenticated")], refused.unauthenticated),
+            Sample::new(&[("reason", "wrong_farm")], refused.wrong_farm),
+            Sample::new(&[("reason", "unknown_node")], refused.unknown_node),
+            Sample::new(&[("reason", "stale")], refused.stale),
+            Sample::new(&[("reason", "replayed")], refused.replayed),
+        ],
+    );
+    let drain = snapshot.drain.as_ref();
+    family(
+        &mut out,
+        "herd_draining_views",
+        "gauge",
+        "Views whose buckets this node still serves established connections in; 0 when it \
+         drains nothing.",
+        vec![Sample::new(&[], drain.map_or(0, |drain| drain.views))],
+    );
+    family(
+        &mut out,
+        "herd_drain_connections",
+        "gauge",
+        "Connections left in the views this node drains, at the last count; 0 when it drains \
+         nothing or has not counted yet.",
+        vec![Sample::new(
+            &[],
+            drain.and_then(|drain| drain.connections).unwrap_or(0),
+        )],
+    );
+    family(
+        &mut out,
+        "herd_check_healthy",
+        "gauge",
+        "1 when the check is healthy, 0 when it failed or has not risen yet.",
+        status
+            .checks
+            .iter()
+            .map(|check| {
+                Sample::new(
+                    &[("check", &check.name), ("kind", &check.kind)],
+                    u8::from(check.health == Health::Healthy),
+                )
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_check_health",
+        "gauge",
+        "The check's health: 1 for the one it is in, 0 for the others.",
+        status
+            .checks
+            .iter()
+            .flat_map(|check| {
+                HEALTHS.iter().map(|&health| {
+                    let name = health.to_string();
+                    Sample::new(
+                        &[("check", &check.name), ("health", &name)],
+                        u8::from(check.health == health),
+                    )
+                })
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_check_probes_total",
+        "counter",
+        "Probes the check made.",
+        status
+            .checks
+            .iter()
+            .map(|check| Sample::new(&[("check", &check.name)], check.probes))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_check_failures_total",
+        "counter",
+        "Probes of the check that failed.",
+        status
+            .checks
+            .iter()
+            .map(|check| Sample::new(&[("check", &check.name)], check.failures))
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_check_duration_seconds",
+        "gauge",
+        "How long the check's last probe took, in seconds; absent before the first.",
+        status
+            .checks
+            .iter()
+            .filter_map(|check| {
+                let last = check.last.as_ref()?;
+                Some(Sample::new(
+                    &[("check", &check.name)],
+                    seconds(last.took_ms.into()),
+                ))
+            })
+            .collect(),
+    );
+    family(
+        &mut out,
+        "herd_restarts_total",
+        "counter",
+        "Restarts of the application the checks caused since herd started.",
+        vec![Sample::new(&[], status.restarts.total)],
+    );
+    family(
+        &mut out,
+        "herd_restarts_recent",
+        "gauge",
+        "Restarts the checks caused within the restart limit's window.",
+        vec![Sample::new(&[], status.restarts.recent)],
+    );
+    family(
+        &mut out,
+        "herd_restart_limit",
+        "gauge",
+        "The most restarts allowed within the window; one more stops the node instead.",
+        vec![Sample::new(&[], status.restarts.limit)],
+    );
+    out
+}
+
+/// Every node state, for the one-hot `herd_node_state`.
+const NODE_STATES: [NodeState; 5] = [
+    NodeState::Stopped,
+    NodeState::Starting,
+    NodeState::Up,
+    NodeState::Withdrawing,
+    NodeState::Failed,
+];
+
+/// Every membership state, for the one-hot `herd_membership_state`.
+const MEMBERSHIP_STATES: [State; 4] = [State::Joining, State::Up, State::Leaving, State::Withdrawn];
+
+/// Every health of a check, for the one-hot `herd_check_health`.
+const HEALTHS: [Health; 3] = [Health::Unknown, Health::Healthy, Health::Failed];
+
+/// One sample of a metric family: its labels (`{a="x",b="y"}`, or nothing) and its value, as
+/// written.
+struct Sample {
+    labels: String,
+    value: String,
+}
+
+impl Sample {
+    fn new(labels: &[(&str, &str)], value: impl Display) -> Self {
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            let pairs: Vec<String> = labels
+                .iter()
+                .map(|(name, value)| format!("{name}=\"{}\"", escape_label(value)))
+                .collect();
+            format!("{{{}}}", pairs.join(","))
+        };
+        Self {
+            labels,
+            value: value.to_string(),
+        }
+    }
+}
+
+/// Writes the family `name` of type `kind` to `out`, with its help and its samples; nothing
+/// when it has no sample.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<Sample>) {
+    if samples.is_empty() {
+        return;
+    }
+    out.push_str(&format!("# HELP {name} {}\n", escape_help(help)));
+    out.push_str(&format!("# TYPE {name} {kind}\n"));
+    for sample in samples {
+        out.push_str(&format!("{name}{} {}\n", sample.labels, sample.value));
+    }
+}
+
+/// A label value as the format writes it: backslash, double quote and line feed escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', r#"\""#)
+        .replace('\n', r"\n")
+}
+
+/// A help text as the format writes it: backslash and line feed escaped.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', r"\\").replace('\n', r"\n")
+}
+
+/// `ms` milliseconds as seconds, exactly: `1.234`, `-0.005`.
+fn seconds(ms: i128) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let ms = ms.unsigned_abs();
+    format!("{sign}{}.{:03}", ms / 1000, ms % 1000)
+}
+
+// The HTTP server.
+
+/// Serves `/metrics` and `/healthz` on `address` over plain HTTP, on a thread of its own named
+/// `herd-metrics`, each connection on a short-lived thread of its own (at most
+/// [`MAX_CONNECTIONS`] at once). Every answer asks the daemon for its status over `requests`,
+/// as the control socket does. Returns the address bound, whose port the kernel picked when
+/// `address` has port 0.
+///
+/// The server runs as long as the process; once nothing takes requests any more (the daemon
+/// stops), it answers 503 to everything.
+pub fn spawn(address: SocketAddr, requests: Sender<Incoming>) -> anyhow::Result<SocketAddr> {
+    let context = || format!("cannot serve the metrics on {address} ([admin] metrics)");
+    let listener = TcpListener::bind(address).with_context(context)?;
+    let bound = listener.local_addr().with_context(context)?;
+    std::thread::Builder::new()
+        .name("herd-metrics".into())
+        .spawn(move || serve(&listener, &requests))
+        .with_context(context)?;
+    Ok(bound)
+}
+
+/// Accepts the connections to `listener`, forever.
+fn serve(listener: &TcpListener, requests: &Sender<Incoming>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!("metrics: cannot accept a connection: {error}");
+                std::thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        let Some(slot) = Slot::take(&active) else {
+            tracing::debug!("metrics: {MAX_CONNECTIONS} connections already; one closed");
+            continue;
+        };
+        let requests = requests.clone();
+        let spawned = std::thread::Builder::new()
+            .name("herd-metrics-c".into())
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(error) = answer(stream, &requests) {
+                    tracing::debug!("metrics: {error}");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!("metrics: cannot start a thread for a connection: {error}");
+        }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] connections served at once, given back when dropped, even
+/// by a thread that panics.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A slot, if one is free.
+    fn take(active: &Arc<AtomicUsize>) -> Option<Self> {
+        active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
+                (count < MAX_CONNECTIONS).then_some(count + 1)
+            })
+            .ok()
+            .map(|_| Self(Arc::clone(active)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// An answer: its status line, headers and body.
+struct Response {
+    code: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    /// `Allow`, for a 405.
+    allow: Option<&'static str>,
+    body: String,
+}
+
+impl Response {
+    fn text(code: u16, reason: &'static str, body: String) -> Self {
+        Self {
+            code,
+            reason,
+            content_type: TEXT_TYPE,
+            allow: None,
+            body,
+        }
+    }
+
+    /// The answer as sent; without its body when `head_only` (a `HEAD` request), its headers
+    /// unchanged.
+    fn bytes(&self, head_only: bool) -> Vec<u8> {
+        let mut text = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n",
+            self.code,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        );
+        if let Some(allow) = self.allow {
+            text.push_str(&format!("Allow: {allow}\r\n"));
+        }
+        text.push_str("\r\n");
+        if !head_only {
+            text.push_str(&self.body);
+        }
+        text.into_bytes()
+    }
+}
+
+/// Reads one request from `stream` and answers it, then closes the connection.
+fn answer(mut stream: TcpStream, requests: &Sender<Incoming>) -> std::io::Result<()> {
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let (response, head_only) = match read_head(&mut stream)? {
+        Some(head) => route(&head, requests),
+        None => (
+            Response::text(
+                400,
+                "Bad Request",
+                format!("not an HTTP request head of at most {MAX_HEAD} bytes\n"),
+            ),
+            false,
+        ),
+    };
+    stream.write_all(&response.bytes(head_only))?;
+    stream.flush()?;
+    // The answer is whole: tell the client so, then take what it sent after its head, which a
+    // close with unread data would answer with a reset that can destroy the answer in transit.
+    stream.shutdown(Shutdown::Write)?;
+    linger(&mut stream);
+    Ok(())
+}
+
+/// Reads and throws away what `stream` still brings, until the client closes or
+/// [`LINGER`] or [`LINGER_BYTES`] is reached.
+fn linger(stream: &mut TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut chunk = [0; 4096];
+    let mut thrown = 0;
+    while thrown < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(read) => thrown += read,
+        }
+    }
+}
+
+/// The request head (request line and headers, up to the blank line) sent on `stream`, if it
+/// fits in [`MAX_HEAD`] bytes; an error when the client is gone or too slow to send it all
+/// within [`IO_TIMEOUT`], in all.
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let mut head = Vec::new();
+    let mut chunk = [0; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the client was too slow to send its request",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            return Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the client closed the connection before the end of its request",
+            ));
+        }
+        head.extend_from_slice(&chunk[..read]);
+        // Some clients end lines with a bare line feed, which HTTP allows servers to accept.
+        let end = find(&head, b"\r\n\r\n").or_else(|| find(&head, b"\n\n"));
+        match end {
+            Some(end) if end <= MAX_HEAD => {
+                return Ok(String::from_utf8(head[..end].to_vec()).ok());
+            }
+            _ if head.len() > MAX_HEAD => return Ok(None),
+            _ => {}
+        }
+    }
+}
+
+/// Where `needle` starts in `haystack`, if it is there.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// The answer to the request whose head is `head`, and whether it is to go without its body.
+fn route(head: &str, requests: &Sender<Incoming>) -> (Response, bool) {
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        let body = "not an HTTP request line\n".to_owned();
+        return (Response::text(400, "Bad Request", body), false);
+    };
+    if !version.starts_with("HTTP/1.") {
+        let body = format!("{version} is not supported; HTTP/1.0 and 1.1 are\n");
+        return (
+            Response::text(505, "HTTP Version Not Supported", body),
+            false,
+        );
+    }
+    // The query, which nothing here reads, does not change the resource.
+    let path = target.split('?').next().unwrap_or_default();
+    let metrics = match path {
+        "/metrics" => true,
+        "/healthz" => false,
+        _ => {
+            let body = format!("{path} is not here; try /metrics or /healthz\n");
+            return (Response::text(404, "Not Found", body), false);
+        }
+    };
+    // HEAD is the GET every HTTP server must answer, without the body.
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => {
+            let mut response = Response::text(
+                405,
+                "Method Not Allowed",
+                format!("{method} is not allowed on {path}; use GET\n"),
+            );
+            response.allow = Some("GET, HEAD");
+            return (response, false);
+        }
+    };
+    let response = match (fetch(requests), metrics) {
+        (Ok(status), true) => Response {
+            content_type: METRICS_TYPE,
+            ..Response::text(200, "OK", render(&status))
+        },
+        (Ok(status), false) if status.serving() => Response::text(200, "OK", "up\n".into()),
+        (Ok(status), false) => Response::text(503, "Service Unavailable", not_serving(&status)),
+        (Err(why), _) => Response::text(503, "Service Unavailable", format!("{why}\n")),
+    };
+    (response, head_only)
+}
+
+/// Asks the daemon for its status over `requests`, or says why it cannot be had.
+fn fetch(requests: &Sender<Incoming>) -> Result<Status, &'static str> {
+    const STOPPING: &str = "herd is stopping";
+    const SILENT: &str = "herd did not answer in time";
+    let (sender, receiver) = crossbeam_channel::bounded(1);
+    requests
+        .send_timeout((Request::Status, sender), STATUS_TIMEOUT)
+        .map_err(|error| match error {
+            SendTimeoutError::Timeout(_) => SILENT,
+            SendTimeoutError::Disconnected(_) => STOPPING,
+        })?;
+    match receiver.recv_timeout(STATUS_TIMEOUT) {
+        Ok(Reply::Status(status)) => Ok(*status),
+        Ok(Reply::Done(_) | Reply::Refused(_)) => Err("herd answered something else than a status"),
+        Err(RecvTimeoutError::Timeout) => Err(SILENT),
+        Err(RecvTimeoutError::Disconnected) => Err(STOPPING),
+    }
+}
+
+/// Why a node that does not serve its share does not, for the body of a 503.
+fn not_serving(status: &Status) -> String {
+    let snapshot = &status.membership;
+    let why = if status.state != NodeState::Up {
+        match &status.reason {
+            Some(reason) => format!("{}: {reason}", status.state),
+            None => status.state.to_string(),
+        }
+    } else if snapshot.state != State::Up {
+        format!("up, but {} in the farm", snapshot.state)
+    } else if !snapshot.quorum {
+        "up, but its side of the farm holds no majority of the weight (quorum lost)".to_owned()
+    } else {
+        format!("up, but owns none of the {} buckets", snapshot.buckets)
+    };
+    format!("{why}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::BufRead;
+
+    use herd_checkers::lifecycle::Action;
+    use herd_dataplane::counts::{Count, Traffic};
+    use herd_membership::inbox::Refused;
+    use herd_membership::protocol::Stats;
+    use herd_membership::snapshot::{DrainSnapshot, NodeSnapshot, Snapshot};
+
+    use super::*;
+    use crate::status::{CheckStatus, ProbeStatus, Restarts};
+
+    /// A node `alpha` up and owning 40 of 64 buckets, with a peer `bravo` heard, a peer
+    /// `charlie` never heard, and two checks.
+    fn status() -> Status {
+        let node = |name: &str, local: bool, alive: bool, buckets: usize| NodeSnapshot {
+            name: name.into(),
+            local,
+            alive,
+            state: alive.then_some(State::Up),
+            incarnation: alive.then_some(3),
+            buckets,
+            heard_ms_ago: None,
+            delay_ms: None,
+        };
+        Status {
+            node: "alpha".into(),
+            farm: "web".into(),
+            mode: "xdp".into(),
+            pid: 4242,
+            state: NodeState::Up,
+            reason: None,
+            since_ms_ago: 61_500,
+            restarts: Restarts {
+                recent: 1,
+                limit: 3,
+                within_s: 86_400,
+                total: 2,
+            },
+            checks: vec![
+                CheckStatus {
+                    name: "web".into(),
+                    kind: "http".into(),
+                    action: Action::Restart,
+                    health: Health::Healthy,
+                    last: Some(ProbeStatus {
+                        ok: true,
+                        error: None,
+                        ms_ago: 300,
+                        took_ms: 12,
+                    }),
+                    probes: 120,
+                    failures: 3,
+                },
+                CheckStatus {
+                    name: "gateway".into(),
+                    kind: "ping".into(),
+                    action: Action::Wait,
+                    health: Health::Unknown,
+                    last: None,
+                    probes: 0,
+                    failures: 0,
+                },
+            ],
+            membership: Snapshot {
+                state: State::Up,
+                incarnation: 3,
+                epoch: 17,
+                agreed: true,
+                quorum: true,
+                buckets: 64,
+                nodes: vec![
+                    node("alpha", true, true, 40),
+                    NodeSnapshot {
+                        heard_ms_ago: Some(85),
+                        delay_ms: Some(-3),
+                        ..node("bravo", false, true, 24)
+                    },
+                    node("charlie", false, false, 0),
+                ],
+                drain: None,
+                stats: Stats {
+                    views: 5,
+                    deaths: 1,
+                    returns: 0,
+                    pauses: 0,
+                    sent: 9000,
+                },
+                refused: Refused {
+                    unauthenticated: 7,
+                    ..Refused::default()
+                },
+                traffic: Traffic {
+                    accepted: Count {
+                        packets: 42,
+                        bytes: 4200,
+                    },
+                    dropped: Count {
+                        packets: 21,
+                        bytes: 2100,
+                    },
+                    passed: Count {
+                        packets: 5,
+                        bytes: 300,
+                    },
+                },
+            },
+        }
+    }
+
+    /// The samples of `text`, its lines that are not comments.
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|line| !line.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn every_value_of_the_status_is_a_sample() {
+        let text = render(&status());
+        let expected = [
+            r#"herd_info{node="alpha",farm="web",mode="xdp"} 1"#,
+            r#"herd_node_state{state="stopped"} 0"#,
+            r#"herd_node_state{state="starting"} 0"#,
+            r#"herd_node_state{state="up"} 1"#,
+            r#"herd_node_state{state="withdrawing"} 0"#,
+            r#"herd_node_state{state="failed"} 0"#,
+            "herd_node_state_seconds 61.500",
+            r#"herd_membership_state{state="joining"} 0"#,
+            r#"herd_membership_state{state="up"} 1"#,
+            r#"herd_membership_state{state="leaving"} 0"#,
+            r#"herd_membership_state{state="withdrawn"} 0"#,
+            "herd_serving 1",
+            r#"herd_packets_total{outcome="accepted"} 42"#,
+            r#"herd_packets_total{outcome="dropped"} 21"#,
+            r#"herd_packets_total{outcome="passed"} 5"#,
+            r#"herd_bytes_total{outcome="accepted"} 4200"#,
+            r#"herd_bytes_total{outcome="dropped"} 2100"#,
+            r#"herd_bytes_total{outcome="passed"} 300"#,
+            "herd_buckets 64",
+            "herd_owned_buckets 40",
+            "herd_view_epoch 17",
+            "herd_view_agreed 1",
+            "herd_quorum 1",
+            r#"herd_peer_alive{peer="bravo"} 1"#,
+            r#"herd_peer_alive{peer="charlie"} 0"#,
+            r#"herd_peer_buckets{peer="bravo"} 24"#,
+            r#"herd_peer_buckets{peer="charlie"} 0"#,
+            r#"herd_heartbeat_age_seconds{peer="bravo"} 0.085"#,
+            r#"herd_heartbeat_delay_seconds{peer="bravo"} -0.003"#,
+            "herd_views_total 5",
+            "herd_peer_deaths_total 1",
+            "herd_peer_returns_total 0",
+            "herd_pauses_total 0",
+            "herd_heartbeats_sent_total 9000",
+            r#"herd_datagrams_refused_total{reason="malformed"} 0"#,
+            r#"herd_datagrams_refused_total{reason="unauthenticated"} 7"#,
+            r#"herd_datagrams_refused_total{reason="wrong_farm"} 0"#,
+            r#"herd_datagrams_refused_total{reason="unknown_node"} 0"#,
+            r#"herd_datagrams_refused_total{reason="stale"} 0"#,
+            r#"herd_datagrams_refused_total{reason="replayed"} 0"#,
+            "herd_draining_views 0",
+            "herd_drain_connections 0",
+            r#"herd_check_healthy{check="web",kind="http"} 1"#,
+            r#"herd_check_healthy{check="gateway",kind="ping"} 0"#,
+            r#"herd_check_health{check="web",health="unknown"} 0"#,
+            r#"herd_check_health{check="web",health="healthy"} 1"#,
+            r#"herd_check_health{check="web",health="failed"} 0"#,
+            r#"herd_check_health{check="gateway",health="unknown"} 1"#,
+            r#"herd_check_health{check="gateway",health="healthy"} 0"#,
+            r#"herd_check_health{check="gateway",health="failed"} 0"#,
+            r#"herd_check_probes_total{check="web"} 120"#,
+            r#"herd_check_probes_total{check="gateway"} 0"#,
+            r#"herd_check_failures_total{check="web"} 3"#,
+            r#"herd_check_failures_total{check="gateway"} 0"#,
+            r#"herd_check_duration_seconds{check="web"} 0.012"#,
+            "herd_restarts_total 2",
+            "herd_restarts_recent 1",
+            "herd_restart_limit 3",
+        ];
+        assert_eq!(samples(&text), expected, "{text}");
+    }
+
+    #[test]
+    fn every_family_has_its_help_and_type_once_before_its_samples() {
+        let text = render(&status());
+        let mut families: Vec<&str> = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let help = line.strip_prefix("# HELP ").unwrap_or_else(|| {
+                panic!("{line:?} is not a # HELP line where a family starts\n{text}")
+            });
+            let (name, help) = help.split_once(' ').expect("a name and a help text");
+            assert!(!help.is_empty(), "{line}");
+            assert!(!families.contains(&name), "{name} twice\n{text}");
+            families.push(name);
+            let kind = lines.next().and_then(|line| {
+                line.strip_prefix(&format!("# TYPE {name} ") as &str)
+                    .map(str::to_owned)
+            });
+            let kind = kind.unwrap_or_else(|| panic!("no # TYPE after {line:?}"));
+            assert!(kind == "counter" || kind == "gauge", "{name}: {kind}");
+            // Counters, and only they, are named as such.
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+            let mut count = 0;
+            while let Some(sample) = lines.next_if(|line| !line.starts_with('#')) {
+                let rest = sample.strip_prefix(name).expect("the family's name");
+                assert!(rest.starts_with(' ') || rest.starts_with('{'), "{sample}");
+                count += 1;
+            }
+            assert!(count > 0, "{name} has no sample");
+        }
+        assert!(families.contains(&"herd_packets_total"));
+        assert!(text.contains(
+            "# HELP herd_heartbeat_delay_seconds How long the other node's latest heartbeat \
+             took on the way, in seconds: this node's wall clock at arrival less the sender's at \
+             sending, so the offset between the two clocks is in it too (it may be negative).\n\
+             # TYPE herd_heartbeat_delay_seconds gauge\n"
+        ));
+        assert!(text.contains("# TYPE herd_packets_total counter\n"));
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn what_is_absent_or_under_way_shows() {
+        let mut status = status();
+        status.state = NodeState::Withdrawing;
+        status.checks.clear();
+        status.membership.nodes.truncate(1);
+        status.membership.drain = Some(DrainSnapshot {
+            views: 2,
+            connections: Some(31),
+        });
+        let text = render(&status);
+        for line in [
+            "herd_serving 0",
+            r#"herd_node_state{state="up"} 0"#,
+            r#"herd_node_state{state="withdrawing"} 1"#,
+            "herd_draining_views 2",
+            "herd_drain_connections 31",
+        ] {
+            assert!(samples(&text).contains(&line), "no {line:?} in\n{text}");
+        }
+        // Families without samples are left out whole, their HELP and TYPE too.
+        for family in [
+            "herd_peer_alive",
+            "herd_heartbeat_age_seconds",
+            "herd_check_",
+        ] {
+            assert!(!text.contains(family), "{family} in\n{text}");
+        }
+        status.membership.drain = Some(DrainSnapshot {
+            views: 1,
+            connections: None,
+        });
+        assert!(samples(&render(&status)).contains(&"herd_drain_connections 0"));
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let mut status = status();
+        status.node = "a\\b".into();
+        status.farm = "say \"hi\"".into();
+        status.mode = "two\nlines".into();
+        let text = render(&status);
+        assert!(
+            text.contains(r#"herd_info{node="a\\b",farm="say \"hi\"",mode="two\nlines"} 1"#),
+            "{text}"
+        );
+        assert_eq!(escape_label(r#"\"" "#), r#"\\\"\" "#);
+        assert_eq!(escape_help("a\\b\nc\"d"), "a\\\\b\\nc\"d");
+    }
+
+    #[test]
+    fn milliseconds_are_written_as_exact_seconds() {
+        assert_eq!(seconds(0), "0.000");
+        assert_eq!(seconds(5), "0.005");
+        assert_eq!(seconds(-5), "-0.005");
+        assert_eq!(seconds(61_500), "61.500");
+        assert_eq!(seconds(-1_234), "-1.234");
+        assert_eq!(
+            seconds(u64::MAX.into()),
+            format!("{}.{:03}", u64::MAX / 1000, u64::MAX % 1000)
+        );
+    }
+
+    // The HTTP server.
+
+    /// A server whose daemon answers every request with `status`, and its address.
+    fn server(status: Status) -> SocketAddr {
+        let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
+        let address = spawn("127.0.0.1:0".parse().expect("address"), requests).expect("spawn");
+        std::thread::spawn(move || {
+            for (request, reply) in incoming {
+                assert_eq!(request, Request::Status);
+                let _ = reply.send(Reply::Status(Box::new(status.clone())));
+            }
+        });
+        address
+    }
+
+    /// Sends `request` as is to `address`; the answer's status code, headers and body.
+    fn send(address: SocketAddr, request: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+        let code = head
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+        (code, head.to_owned(), body.to_owned())
+    }
+
+    /// `GET path` on `address`.
+    fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
+        send(
+            address,
+            &format!("GET {path} HTTP/1.1\r\nHost: herd\r\nAccept: */*\r\n\r\n"),
+        )
+    }
+
+    #[test]
+    fn metrics_are_served_in_the_text_format() {
+        let address = server(status());
+        let (code, head, body) = get(address, "/metrics");
+        assert_eq!(code, 200, "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {}", body.len())),
+            "{head}"
+        );
+        assert!(
+            body.lines()
+                .any(|line| line == r#"herd_packets_total{outcome="accepted"} 42"#),
+            "{body}"
+        );
+        assert_eq!(body, render(&status()));
+        // A query does not change the resource, and HEAD gives the headers alone.
+        assert_eq!(get(address, "/metrics?name[]=herd_serving").0, 200);
+        let (code, head, body) = send(address, "HEAD /metrics HTTP/1.0\r\n\r\n");
+        assert_eq!((code, body.as_str()), (200, ""), "{head}");
+    }
+
+    #[test]
+    fn healthz_is_200_while_the_node_serves_and_503_otherwise() {
+        let (code, _, body) = get(server(status()), "/healthz");
+        assert_eq!((code, body.as_str()), (200, "up\n"));
+
+        let mut starting = status();
+        starting.state = NodeState::Starting;
+        starting.reason = Some("check web is not healthy yet".into());
+        let (code, _, body) = get(server(starting), "/healthz");
+        assert_eq!(
+            (code, body.as_str()),
+            (503, "starting: check web is not healthy yet\n")
+        );
+
+        let mut joining = status();
+        joining.membership.state = State::Joining;
+        let (code, _, body) = get(server(joining), "/healthz");
+        assert_eq!(
+            (code, body.as_str()),
+            (503, "up, but joining in the farm\n")
+        );
+
+        let mut without_quorum = status();
+        without_quorum.membership.quorum = false;
+        assert!(samples(&render(&without_quorum)).contains(&"herd_serving 0"));
+        let (code, _, body) = get(server(without_quorum), "/healthz");
+        assert_eq!(
+            (code, body.as_str()),
+            (
+                503,
+                "up, but its side of the farm holds no majority of the weight (quorum lost)\n"
+            )
+        );
+
+        let mut owning_nothing = status();
+        owning_nothing.membership.nodes[0].buckets = 0;
+        let (code, _, body) = get(server(owning_nothing), "/healthz");
+        assert_eq!(
+            (code, body.as_str()),
+            (503, "up, but owns none of the 64 buckets\n")
+        );
+    }
+
+    #[test]
+    fn other_paths_methods_and_garbage_are_refused() {
+        let address = server(status());
+        let (code, _, body) = get(address, "/nope");
+        assert_eq!(code, 404);
+        assert!(body.contains("try /metrics or /healthz"), "{body}");
+        let (code, head, _) = send(
+            address,
+            "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(code, 405);
+        assert!(head.contains("\r\nAllow: GET, HEAD"), "{head}");
+        assert_eq!(send(address, "hello\r\n\r\n").0, 400);
+        assert_eq!(send(address, "GET /metrics HTTP/2.0\r\n\r\n").0, 505);
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        assert_eq!(send(address, &huge).0, 400);
+        // Bare line feeds are accepted.
+        assert_eq!(send(address, "GET /healthz HTTP/1.1\n\n").0, 200);
+    }
+
+    #[test]
+    fn without_a_daemon_everything_is_503() {
+        let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
+        let address = spawn("127.0.0.1:0".parse().expect("address"), requests).expect("spawn");
+        drop(incoming);
+        for path in ["/healthz", "/metrics"] {
+            let (code, _, body) = get(address, path);
+            assert_eq!((code, body.as_str()), (503, "herd is stopping\n"), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_silent_client_neither_blocks_others_nor_stays_forever() {
+        let address = server(status());
+        let mut silent = TcpStream::connect(address).expect("connect");
+        let started = Instant::now();
+        assert_eq!(get(address, "/healthz").0, 200);
+        assert!(started.elapsed() < IO_TIMEOUT, "{:?}", started.elapsed());
+        // The silent one is closed, unanswered, once its time is up.
+        silent
+            .set_read_timeout(Some(IO_TIMEOUT * 5))
+            .expect("timeout");
+        let mut answer = Vec::new();
+        let closed = silent.read_to_end(&mut answer);
+        assert!(matches!(closed, Ok(0)), "{closed:?} {answer:?}");
+        // The server's clock for it started at its accept, a little before `started`, maybe.
+        let slack = Duration::from_millis(100);
+        assert!(
+            started.elapsed() >= IO_TIMEOUT - slack,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < IO_TIMEOUT * 5,
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_taken_address_is_a_clear_error() {
+        let address = server(status());
+        let (requests, _incoming) = crossbeam_channel::unbounded::<Incoming>();
+        let error = spawn(address, requests).expect_err("the port is taken");
+        let shown = format!("{error:#}");
+        assert!(
+            shown.starts_with(&format!(
+                "cannot serve the metrics on {address} ([admin] metrics): "
+            )),
+            "{shown}"
+        );
+        // The first server still answers.
+        let mut stream = TcpStream::connect(address).expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n\r\n")
+            .expect("write");
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .expect("read");
+        assert_eq!(line, "HTTP/1.1 200 OK\r\n");
+    }
+}

@@ -1,0 +1,470 @@
+//! The node's supervisor: the lifecycle of [`herd_checkers::lifecycle`] driven by the checks'
+//! probes, the application's scripts, the operator's requests and the signals, steering the
+//! membership thread. Probes and scripts block, so each check probes on a thread of its own
+//! and each script runs on one; their results come back over channels, and the supervisor
+//! itself only decides and logs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use crossbeam_channel::{select, Receiver, Sender};
+use herd_checkers::check::{self, Host, Prepared};
+use herd_checkers::health::Health;
+use herd_checkers::lifecycle::{Action, Event, Lifecycle, NodeState, Output, Reason, Script};
+use herd_checkers::limit::RestartLimit;
+use herd_checkers::scripts::Scripts;
+use herd_config::FarmConfig;
+use herd_membership::driver::{Command, Handle, Notice};
+
+use crate::control::{Incoming, Reply, Request};
+use crate::status::{CheckStatus, ProbeStatus, Restarts, Status};
+
+/// How often the supervisor looks at the signals when nothing else wakes it.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A probe's result, from a check's thread.
+struct Probed {
+    check: usize,
+    result: Result<(), String>,
+    took: Duration,
+}
+
+/// A script's end, from its thread.
+struct ScriptEnded {
+    script: Script,
+    success: bool,
+    how: String,
+}
+
+/// One check, as the supervisor keeps it.
+struct Watched {
+    prepared: Prepared,
+    kind: &'static str,
+    action: Action,
+    last: Option<(Result<(), String>, Instant, Duration)>,
+    probes: u64,
+    failures: u64,
+}
+
+/// How the supervisor ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The node was stopped (a signal): it left the farm and its stop script ran.
+    Stopped,
+    /// A second signal: the node stops at once, whatever still drains or runs.
+    Forced,
+}
+
+/// What the supervisor needs to know of the node it runs.
+pub struct Identity {
+    /// The node's name.
+    pub node: String,
+    /// The farm's name.
+    pub farm: String,
+    /// The dataplane mode, as `herd status` shows it.
+    pub mode: &'static str,
+}
+
+/// The supervisor of one node.
+pub struct Supervisor {
+    identity: Identity,
+    lifecycle: Lifecycle,
+    checks: Vec<Watched>,
+    scripts: Arc<Scripts>,
+    limit: (u32, u64),
+    restarts: u64,
+    state_since: Instant,
+    reason: Option<String>,
+    signals: Arc<AtomicUsize>,
+    signals_seen: usize,
+    stopping: bool,
+    script_running: bool,
+    started: Instant,
+}
+
+impl Supervisor {
+    /// The supervisor of node `identity` configured by `config`, whose checks look at `host`,
+    /// stopping on the signals `signals` counts.
+    pub fn new(
+        config: &FarmConfig,
+        identity: Identity,
+        host: &Host,
+        signals: Arc<AtomicUsize>,
+    ) -> anyhow::Result<Self> {
+        let mut checks = Vec::with_capacity(config.checks.len());
+        let mut tracked = Vec::with_capacity(config.checks.len());
+        for configured in &config.checks {
+            let prepared = Prepared::new(configured, host).map_err(|error| {
+                anyhow::anyhow!("check {}: bad regular expression: {error}", configured.name)
+            })?;
+            let (action, tracker) = check::tracked(configured);
+            tracked.push((action, tracker));
+            checks.push(Watched {
+                prepared,
+                kind: configured.kind.name(),
+                action,
+                last: None,
+                probes: 0,
+                failures: 0,
+            });
+        }
+        let limit = config.scripts.restart_limit;
+        let within_ms = u64::from(limit.within_s) * 1000;
+        let scripts = Scripts::new(
+            &config.scripts,
+            &identity.node,
+            &identity.farm,
+            &config.farm.vips,
+        );
+        let now = Instant::now();
+        Ok(Self {
+            identity,
+            lifecycle: Lifecycle::new(tracked, RestartLimit::new(limit.count, within_ms)),
+            checks,
+            scripts: Arc::new(scripts),
+            limit: (limit.count, within_ms),
+            restarts: 0,
+            state_since: now,
+            reason: Some("starting".into()),
+            signals,
+            signals_seen: 0,
+            stopping: false,
+            script_running: false,
+            started: now,
+        })
+    }
+
+    /// Starts the node and runs it until a signal stops it; `membership` is the membership
+    /// thread's handle and `requests` the operator's. Fails when the membership thread stops
+    /// on its own (its error is its thread's result).
+    pub fn run(
+        mut self,
+        membership: &Handle,
+        requests: &Receiver<Incoming>,
+    ) -> anyhow::Result<Ending> {
+        let (probed_tx, probed) = crossbeam_channel::unbounded();
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        // Dropped when the supervisor returns, which ends the checks' threads at once.
+        let (_stop, stop) = crossbeam_channel::bounded::<()>(0);
+        for (index, watched) in self.checks.iter().enumerate() {
+            spawn_check(
+                index,
+                watched.prepared.clone(),
+                probed_tx.clone(),
+                stop.clone(),
+            )?;
+        }
+        self.lifecycle.start();
+        loop {
+            self.act(membership, &ended_tx)?;
+            if self.stopping && !self.script_running && self.at_rest() {
+                return Ok(Ending::Stopped);
+            }
+            select! {
+                recv(probed) -> probed => {
+                    if let Ok(probed) = probed {
+                        self.probed(probed);
+                    }
+                }
+                recv(ended) -> ended => {
+                    if let Ok(ended) = ended {
+                        self.script_ended(ended);
+                    }
+                }
+                recv(membership.notices) -> notice => match notice {
+                    Ok(Notice::Left) => self.lifecycle.left(),
+                    Ok(Notice::Up) => tracing::info!("this node owns its share of the farm now"),
+                    Err(_) => bail!("the membership thread stopped"),
+                },
+                recv(requests) -> incoming => {
+                    if let Ok((request, reply)) = incoming {
+                        let answer = self.request(request, membership);
+                        // The asker may have given up waiting.
+                        let _ = reply.send(answer);
+                    }
+                }
+                default(TICK) => {}
+            }
+            if self.signalled() {
+                return Ok(Ending::Forced);
+            }
+        }
+    }
+
+    /// Whether the node rests: stopped or failed.
+    fn at_rest(&self) -> bool {
+        matches!(
+            self.lifecycle.state(),
+            NodeState::Stopped | NodeState::Failed
+        )
+    }
+
+    /// Reacts to new signals: the first stops the node (a leave with a drain, then the stop
+    /// script), the next makes it stop at once; returns whether it must.
+    fn signalled(&mut self) -> bool {
+        let signals = self.signals.load(Ordering::Relaxed);
+        if signals == self.signals_seen {
+            return false;
+        }
+        let first = self.signals_seen == 0;
+        self.signals_seen = signals;
+        if first {
+            tracing::info!("stopping on a signal: leaving the farm with a drain, then the stop script (signal again to stop at once)");
+            self.stopping = true;
+            self.reason = Some("stopping on a signal".into());
+            self.lifecycle.stop();
+            false
+        } else {
+            tracing::warn!(
+                "stopping at once on a second signal: the connections still draining break"
+            );
+            true
+        }
+    }
+
+    /// Records a probe's result and hands it to the lifecycle.
+    fn probed(&mut self, probed: Probed) {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let watched = &mut self.checks[probed.check];
+        watched.probes += 1;
+        let ok = probed.result.is_ok();
+        if let Err(error) = &probed.result {
+            watched.failures += 1;
+            tracing::debug!(check = %watched.prepared.name, "probe failed: {error}");
+        }
+        watched.last = Some((probed.result, Instant::now(), probed.took));
+        self.lifecycle.check_result(probed.check, ok, now_ms);
+    }
+
+    fn script_ended(&mut self, ended: ScriptEnded) {
+        self.script_running = false;
+        let script = ended.script;
+        if ended.success {
+            tracing::info!(%script, "the {script} script ended: {}", ended.how);
+        } else {
+            tracing::error!(%script, "the {script} script failed: {}", ended.how);
+        }
+        self.lifecycle.script_done(ended.success);
+    }
+
+    /// Does what the lifecycle asks.
+    fn act(&mut self, membership: &Handle, ended: &Sender<ScriptEnded>) -> anyhow::Result<()> {
+        while let Some(output) = self.lifecycle.poll_output() {
+            match output {
+                Output::Run { script, reason } => {
+                    self.script_running = true;
+                    if reason == Reason::Restart && script == Script::Stop {
+                        self.restarts += 1;
+                    }
+                    spawn_script(Arc::clone(&self.scripts), script, reason, ended.clone())?;
+                }
+                Output::Join => membership.send(Command::Join)?,
+                Output::Leave => membership.send(Command::Leave)?,
+                Output::Event(event) => self.event(event),
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs what the lifecycle did and keeps why the node is where it is.
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::State { from, to } => {
+                self.state_since = Instant::now();
+                match to {
+                    NodeState::Up => self.reason = None,
+                    NodeState::Stopped if self.lifecycle.held() => {
+                        self.reason =
+                            Some("drained by an operator: the application still runs".into())
+                    }
+                    _ => {}
+                }
+                tracing::info!(%from, %to, "node {to}");
+            }
+            Event::Check {
+                check,
+                health,
+                action,
+            } => {
+                let watched = &self.checks[check];
+                let name = &watched.prepared.name;
+                let error = match &watched.last {
+                    Some((Err(error), ..)) => error.as_str(),
+                    _ => "",
+                };
+                match health {
+                    Health::Failed => {
+                        tracing::warn!(check = %name, %action, "check failed: {error}");
+                        // Only when it takes the node out: a stopped node's application is
+                        // expected to fail its checks.
+                        let acted = matches!(
+                            self.lifecycle.state(),
+                            NodeState::Withdrawing | NodeState::Starting
+                        );
+                        if action != Action::Log && acted {
+                            self.reason = Some(format!("check {name} failed: {error}"));
+                        }
+                    }
+                    Health::Healthy => tracing::info!(check = %name, "check healthy"),
+                    Health::Unknown => {}
+                }
+            }
+            Event::ScriptFailed { script } => {
+                self.reason = Some(format!("the {script} script failed"));
+            }
+            Event::RestartLimit { count, within_ms } => {
+                let text = format!(
+                    "restart limit hit: {count} restarts within {} s already; the node stays failed until `herd start`",
+                    within_ms / 1000
+                );
+                tracing::error!("{text}");
+                self.reason = Some(text);
+            }
+        }
+    }
+
+    /// Carries out an operator's request.
+    fn request(&mut self, request: Request, membership: &Handle) -> Reply {
+        let state = self.lifecycle.state();
+        let refused = |why: String| Reply::Refused(why);
+        match request {
+            Request::Status => Reply::Status(Box::new(self.status(membership))),
+            Request::Stop if state == NodeState::Stopped && !self.lifecycle.held() => {
+                refused("the node is already stopped".into())
+            }
+            Request::Stop => {
+                tracing::info!("stopping on an operator's request");
+                self.reason = Some("stopped by an operator".into());
+                self.lifecycle.stop();
+                Reply::Done(
+                    "stopping: the node leaves the farm with a drain, then the stop script runs"
+                        .into(),
+                )
+            }
+            Request::Start if matches!(state, NodeState::Stopped | NodeState::Failed) => {
+                tracing::info!("starting on an operator's request");
+                self.lifecycle.start();
+                Reply::Done("starting: the start script, then the checks, then the join".into())
+            }
+            Request::Start => refused(format!("the node is {state}, not stopped")),
+            Request::Restart if matches!(state, NodeState::Stopped | NodeState::Failed) => {
+                refused(format!("the node is {state}: start it with `herd start`"))
+            }
+            Request::Restart => {
+                tracing::info!("restarting on an operator's request");
+                self.lifecycle.restart();
+                Reply::Done("restarting: the node leaves the farm with a drain, the stop script runs, then the start script".into())
+            }
+            Request::Drain if state == NodeState::Up => {
+                tracing::info!("draining on an operator's request");
+                self.lifecycle.drain();
+                Reply::Done("draining: the node takes no new connection and keeps its own until they end; `herd start` brings it back".into())
+            }
+            Request::Drain => refused(format!("the node is {state}, not up")),
+        }
+    }
+
+    /// Where the node stands now.
+    fn status(&self, membership: &Handle) -> Status {
+        let now = Instant::now();
+        let ms = |duration: Duration| duration.as_millis() as u64;
+        let checks = self
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(index, watched)| CheckStatus {
+                name: watched.prepared.name.clone(),
+                kind: watched.kind.into(),
+                action: watched.action,
+                health: self.lifecycle.health(index).unwrap_or(Health::Unknown),
+                last: watched.last.as_ref().map(|(result, at, took)| ProbeStatus {
+                    ok: result.is_ok(),
+                    error: result.clone().err(),
+                    ms_ago: ms(now.duration_since(*at)),
+                    took_ms: ms(*took),
+                }),
+                probes: watched.probes,
+                failures: watched.failures,
+            })
+            .collect();
+        Status {
+            node: self.identity.node.clone(),
+            farm: self.identity.farm.clone(),
+            mode: self.identity.mode.into(),
+            pid: std::process::id(),
+            state: self.lifecycle.state(),
+            reason: self.reason.clone(),
+            since_ms_ago: ms(now.duration_since(self.state_since)),
+            restarts: Restarts {
+                recent: self.lifecycle.recent_restarts(),
+                limit: self.limit.0,
+                within_s: self.limit.1 / 1000,
+                total: self.restarts,
+            },
+            checks,
+            membership: (**membership.snapshot.load()).clone(),
+        }
+    }
+}
+
+/// Probes `prepared` every interval on a thread of its own, until `stop` disconnects.
+fn spawn_check(
+    index: usize,
+    prepared: Prepared,
+    results: Sender<Probed>,
+    stop: Receiver<()>,
+) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("herd-check{index}"))
+        .spawn(move || loop {
+            let started = Instant::now();
+            let name = prepared.name.clone();
+            let result = prepared
+                .probe(|line| tracing::info!(check = %name, "{line}"))
+                .map_err(|error| error.0);
+            let probed = Probed {
+                check: index,
+                result,
+                took: started.elapsed(),
+            };
+            if results.send(probed).is_err() {
+                return;
+            }
+            // Waits for the interval unless the supervisor is gone.
+            let wait = prepared.interval.saturating_sub(started.elapsed());
+            if !matches!(
+                stop.recv_timeout(wait),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+            ) {
+                return;
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs `script` for `reason` on a thread of its own, its output logged line by line.
+fn spawn_script(
+    scripts: Arc<Scripts>,
+    script: Script,
+    reason: Reason,
+    ended: Sender<ScriptEnded>,
+) -> anyhow::Result<()> {
+    tracing::info!(%script, %reason, "running the {script} script");
+    std::thread::Builder::new()
+        .name(format!("herd-{script}"))
+        .spawn(move || {
+            let result = scripts.run(script, reason, |line| tracing::info!(%script, "{line}"));
+            let (success, how) = match result {
+                Ok(finished) => (finished.success, finished.how),
+                Err(error) => (false, format!("cannot run it: {error}")),
+            };
+            let _ = ended.send(ScriptEnded {
+                script,
+                success,
+                how,
+            });
+        })?;
+    Ok(())
+}

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
-    complete_checksums, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns, ScratchDir,
-    KEY,
+    complete_checksums, ip, ip_show, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
+    ScratchDir, KEY,
 };
 use herd_config::Mode;
 
@@ -311,13 +311,6 @@ fn operate(state: &std::path::Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The node's status, as `herd status --json` prints it.
-fn status(state: &std::path::Path) -> serde_json::Value {
-    let output = operate(state, &["status", "--json"]);
-    assert!(output.status.success(), "{output:?}");
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
 /// `GET path` from the node's metrics server, in the node's namespace: the status line and
 /// the body.
 fn get(node: &Netns, path: &'static str) -> (String, String) {
@@ -384,7 +377,7 @@ metrics = "127.0.0.1:9477"
         herd.wait_for(from, |line| line.contains(&what), Duration::from_secs(10))
             .unwrap_or_else(|| panic!("herd logs {what:?}"))
     };
-    let up = status(&state);
+    let up = status_json(&state, "alpha");
     assert_eq!(up["state"], "up");
     assert_eq!(up["membership"]["state"], "up");
     assert_eq!(up["checks"][0]["health"], "healthy");
@@ -403,7 +396,7 @@ metrics = "127.0.0.1:9477"
     let drained = operate(&state, &["drain"]);
     assert!(drained.status.success(), "{drained:?}");
     wait(mark, "node stopped");
-    let stopped = status(&state);
+    let stopped = status_json(&state, "alpha");
     assert_eq!(stopped["state"], "stopped");
     assert_eq!(stopped["membership"]["state"], "withdrawn");
     assert_eq!(stopped["membership"]["nodes"][0]["buckets"], 0);
@@ -436,7 +429,7 @@ metrics = "127.0.0.1:9477"
         app_log(&dir),
         ["start start", "stop restart", "start restart"]
     );
-    assert_eq!(status(&state)["restarts"]["total"], 1);
+    assert_eq!(status_json(&state, "alpha")["restarts"]["total"], 1);
 
     let stop = operate(&state, &["stop"]);
     assert!(stop.status.success(), "{stop:?}");

@@ -17,7 +17,8 @@ pub struct Snapshot {
     pub state: State,
     /// This node's incarnation.
     pub incarnation: u64,
-    /// The current view's epoch.
+    /// The current view's epoch: this node's own count of the views it has had, which another
+    /// node's count need not match.
     pub epoch: u64,
     /// Whether every live node agreed on the current view.
     pub agreed: bool,

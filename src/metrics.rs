@@ -387,7 +387,7 @@ pub fn render(status: &Status) -> String {
         &mut out,
         "herd_restarts_total",
         "counter",
-        "Restarts of the application the checks caused since herd started.",
+        "Restarts of the application since herd started, the checks' and the operators'.",
         vec![Sample::new(&[], status.restarts.total)],
     );
     family(

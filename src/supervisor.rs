@@ -334,6 +334,9 @@ impl Supervisor {
             Request::Stop if state == NodeState::Stopped && !self.lifecycle.held() => {
                 refused("the node is already stopped".into())
             }
+            Request::Stop if state == NodeState::Failed => refused(
+                "the node has failed: it is out of the farm and its stop script has run".into(),
+            ),
             Request::Stop => {
                 tracing::info!("stopping on an operator's request");
                 self.reason = Some("stopped by an operator".into());

@@ -85,7 +85,7 @@ fn render(status: &Status) -> String {
     ));
     line(String::new());
     line(format!(
-        "  {:<16} {:<10} {:>8} {:>11} {:>9}",
+        "  {:<16} {:<11} {:>8} {:>11} {:>9}",
         "NODE", "STATE", "BUCKETS", "LAST HEARD", "DELAY"
     ));
     for node in &snapshot.nodes {
@@ -149,7 +149,7 @@ fn node_row(node: &NodeSnapshot) -> String {
         .map_or("-".into(), |ms| format!("{} ago", duration(ms)));
     let delay = node.delay_ms.map_or("-".into(), |ms| format!("{ms} ms"));
     format!(
-        "  {name:<16} {state:<10} {:>8} {heard:>11} {delay:>9}",
+        "  {name:<16} {state:<11} {:>8} {heard:>11} {delay:>9}",
         node.buckets
     )
 }

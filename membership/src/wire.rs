@@ -537,7 +537,7 @@ mod tests {
             (resigned(|d| d[name_at] = b'!'), WireError::Name),
             (resigned(|d| d[name_at - 1] = 0), WireError::Name),
             (resigned(|d| d[name_at - 1] = 200), WireError::Length),
-            (resigned(|d| d[state_at] = 4), WireError::State(4)),
+            (resigned(|d| d[state_at] = 5), WireError::State(5)),
             (resigned(|d| d[drains_at] = 9), WireError::TooManyDrains(9)),
             (resigned(|d| d[drains_at] = 3), WireError::Length),
             (

@@ -73,14 +73,12 @@ pub struct Supervisor {
     lifecycle: Lifecycle,
     checks: Vec<Watched>,
     scripts: Arc<Scripts>,
-    limit: (u32, u64),
     restarts: u64,
     state_since: Instant,
     reason: Option<String>,
     signals: Arc<AtomicUsize>,
     signals_seen: usize,
     stopping: bool,
-    script_running: bool,
     started: Instant,
 }
 
@@ -124,14 +122,12 @@ impl Supervisor {
             lifecycle: Lifecycle::new(tracked, RestartLimit::new(limit.count, within_ms)),
             checks,
             scripts: Arc::new(scripts),
-            limit: (limit.count, within_ms),
             restarts: 0,
             state_since: now,
             reason: Some("starting".into()),
             signals,
             signals_seen: 0,
             stopping: false,
-            script_running: false,
             started: now,
         })
     }
@@ -159,7 +155,7 @@ impl Supervisor {
         self.lifecycle.start();
         loop {
             self.act(membership, &ended_tx)?;
-            if self.stopping && !self.script_running && self.at_rest() {
+            if self.stopping && !self.lifecycle.script_running() && self.at_rest() {
                 return Ok(Ending::Stopped);
             }
             select! {
@@ -239,7 +235,6 @@ impl Supervisor {
     }
 
     fn script_ended(&mut self, ended: ScriptEnded) {
-        self.script_running = false;
         let script = ended.script;
         if ended.success {
             tracing::info!(%script, "the {script} script ended: {}", ended.how);
@@ -254,7 +249,6 @@ impl Supervisor {
         while let Some(output) = self.lifecycle.poll_output() {
             match output {
                 Output::Run { script, reason } => {
-                    self.script_running = true;
                     if reason == Reason::Restart && script == Script::Stop {
                         self.restarts += 1;
                     }
@@ -392,6 +386,7 @@ impl Supervisor {
                 failures: watched.failures,
             })
             .collect();
+        let (limit, within_ms) = self.lifecycle.restart_limit();
         Status {
             node: self.identity.node.clone(),
             farm: self.identity.farm.clone(),
@@ -402,8 +397,8 @@ impl Supervisor {
             since_ms_ago: ms(now.duration_since(self.state_since)),
             restarts: Restarts {
                 recent: self.lifecycle.recent_restarts(),
-                limit: self.limit.0,
-                within_s: self.limit.1 / 1000,
+                limit,
+                within_s: within_ms / 1000,
                 total: self.restarts,
             },
             checks,

@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    complete_checksums, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns, ScratchDir,
-    KEY,
+    complete_checksums, hub, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns,
+    ScratchDir, KEY,
 };
 use herd_config::{FarmConfig, Mode, Protocol};
 use herd_dataplane::table::BucketTable;
@@ -368,22 +368,7 @@ impl Farm {
         needs_root();
         let id = format!("{tag}-{mode}-{}", std::process::id());
         let dir = ScratchDir::new(&format!("farm-{tag}-{mode}"));
-        let hub = Netns::new(format!("herd-{id}-hub"));
-        // ageing_time 0: the bridge learns no address and floods every frame, as a switch
-        // floods frames to a MAC it never saw as a source, which is what a VIP's virtual MAC is.
-        ip(&[
-            "-n",
-            hub.name(),
-            "link",
-            "add",
-            "name",
-            "hub",
-            "type",
-            "bridge",
-            "ageing_time",
-            "0",
-        ]);
-        ip(&["-n", hub.name(), "link", "set", "hub", "up"]);
+        let hub = hub(&id);
         let plug = |netns: &Netns, port: &str, addresses: &[String]| {
             veth(netns, "eth0", &hub, port);
             ip(&["-n", hub.name(), "link", "set", port, "master", "hub", "up"]);

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    complete_checksums, ip, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
+    complete_checksums, hub, ip, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
     ScratchDir, KEY,
 };
 use herd_config::Mode;
@@ -272,22 +272,7 @@ impl Bed {
         let shares = table_shares(&configs[0], None);
         let shares_without_victim = table_shares(&configs[0], Some(NODES[VICTIM].0));
 
-        let hub = Netns::new(format!("herd-{id}-hub"));
-        // ageing_time 0: the bridge learns no address and floods every frame, as a switch
-        // floods frames to a MAC it never saw as a source, which is what a VIP's virtual MAC is.
-        ip(&[
-            "-n",
-            hub.name(),
-            "link",
-            "add",
-            "name",
-            "hub",
-            "type",
-            "bridge",
-            "ageing_time",
-            "0",
-        ]);
-        ip(&["-n", hub.name(), "link", "set", "hub", "up"]);
+        let hub = hub(&id);
         let plug = |netns: &Netns, port: &str, addresses: &[Ipv4Addr]| {
             veth(netns, "eth0", &hub, port);
             ip(&["-n", hub.name(), "link", "set", port, "master", "hub", "up"]);

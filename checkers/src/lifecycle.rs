@@ -223,6 +223,16 @@ impl Lifecycle {
         self.limit.recent()
     }
 
+    /// The restart limit: how many restarts within how many ms.
+    pub fn restart_limit(&self) -> (u32, u64) {
+        self.limit.limit()
+    }
+
+    /// Whether a script it asked for still runs.
+    pub fn script_running(&self) -> bool {
+        self.running.is_some()
+    }
+
     /// Whether the node was stopped by a drain, its application still running.
     pub fn held(&self) -> bool {
         self.held

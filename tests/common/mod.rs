@@ -35,6 +35,27 @@ pub fn ip(args: &[&str]) {
     );
 }
 
+/// The namespace `herd-<id>-hub` holding bridge `hub`, to which the tests' hosts are plugged.
+/// `ageing_time 0`: the bridge learns no address and floods every frame, as a switch floods
+/// frames to a MAC it never saw as a source, which is what a VIP's virtual MAC is.
+pub fn hub(id: &str) -> Netns {
+    let hub = Netns::new(format!("herd-{id}-hub"));
+    ip(&[
+        "-n",
+        hub.name(),
+        "link",
+        "add",
+        "name",
+        "hub",
+        "type",
+        "bridge",
+        "ageing_time",
+        "0",
+    ]);
+    ip(&["-n", hub.name(), "link", "set", "hub", "up"]);
+    hub
+}
+
 /// A veth pair: `a_dev` in namespace `a`, its peer `b_dev` in `b`.
 pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
     ip(&[

@@ -780,12 +780,7 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: Mode) {
 macro_rules! in_mode {
     ($($module:ident: $mode:expr),*) => {$(
         mod $module {
-            // It fails about one run in three on a dataplane bug it found: during a drain,
-            // a client that reuses the source port of a connection the draining node
-            // recorded (a SYN its dead application refused) has its new connection's ACK
-            // taken by the draining node, whose kernel resets it. Run with `--ignored`.
             #[test]
-            #[ignore = "fails on the drain's port-reuse bug until the flow table forgets a connection whose client opens anew"]
             fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins() {
                 super::a_crashed_nginx_is_withdrawn_restarted_and_rejoins($mode);
             }

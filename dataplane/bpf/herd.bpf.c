@@ -659,9 +659,9 @@ static __always_inline int flow_key(const struct packet *pkt, const struct ident
 }
 
 // Whether a TCP segment whose bucket's mode calls for the flow table is accepted, with the
-// table kept as step 6 says: a SYN (in a mode with SYN) is recorded and accepted; any other
-// segment, in a mode with TCP_ANY or KNOWN, updates its connection if recorded, and is
-// accepted with TCP_ANY or when recorded.
+// table kept as step 6 says: a SYN is recorded and accepted in a mode with SYN, and forgets
+// its connection in a mode with KNOWN alone; any other segment, in a mode with TCP_ANY or
+// KNOWN, updates its connection if recorded, and is accepted with TCP_ANY or when recorded.
 static __always_inline int flow_accepted(struct xdp_md *ctx, const struct identity *id,
 					 __u32 l3, __u32 mode, __u32 bucket, __u64 now)
 {
@@ -670,6 +670,10 @@ static __always_inline int flow_accepted(struct xdp_md *ctx, const struct identi
 	if (!flow_key(&pkt, id, l3, &key))
 		return 0;
 	if ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
+		if (!(mode & MODE_SYN)) {
+			bpf_map_delete_elem(&flows, &key);
+			return 0;
+		}
 		struct flow opened = {.last_seen = now, .bucket = bucket};
 		bpf_map_update_elem(&flows, &key, &opened, BPF_ANY);
 		return 1;
@@ -707,7 +711,7 @@ static __always_inline enum verdict mode_verdict(struct xdp_md *ctx, const struc
 		needs_flow = 0;
 	} else if ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
 		accepted = 0;
-		needs_flow = mode & MODE_SYN;
+		needs_flow = mode & (MODE_SYN | MODE_KNOWN);
 	} else if (mode & MODE_TCP_ANY) {
 		accepted = 1;
 		needs_flow = id->flags & (TCP_FIN | TCP_RST);

@@ -35,7 +35,9 @@
 //!    TCP header, not a fragment, nor a segment an ICMP error quotes) is keyed in the flow
 //!    table by family, client address, VIP address, client port and VIP port:
 //!    - SYN without ACK: `Accept` when the mode has `SYN`, which also records the connection
-//!      (seen now, open, in this bucket), replacing any earlier record;
+//!      (seen now, open, in this bucket), replacing any earlier record; otherwise, when the
+//!      mode has `KNOWN`, the connection is forgotten (a client reusing its ports opens a new
+//!      connection, which the node taking SYNs answers);
 //!    - any other segment: `Accept` when the mode has `TCP_ANY`, marking a recorded
 //!      connection closed (and seen now) on FIN or RST; otherwise, when the mode has `KNOWN`,
 //!      `Accept` if the connection is recorded, which is then seen now and closed on FIN or
@@ -146,6 +148,9 @@ impl Segment {
                 opened(flows, self.connection, bucket, now);
                 return true;
             }
+            if mode.contains(Mode::KNOWN) {
+                forgotten(flows, &self.connection);
+            }
             return false;
         }
         let ends = self.flags & (tcp::FIN | tcp::RST) != 0;
@@ -160,7 +165,7 @@ impl Segment {
     }
 }
 
-// The flow table's three uses, out of line: the common packets of a bucket owned outright, or
+// The flow table's four uses, out of line: the common packets of a bucket owned outright, or
 // not at all, never reach them.
 
 /// Records a connection whose SYN was accepted.
@@ -172,6 +177,14 @@ fn opened(flows: &mut Flows, connection: Connection, bucket: u32, now: u64) {
         closed: false,
     };
     flows.insert(connection, state);
+}
+
+/// Forgets a recorded connection whose client opens a new one on the same ports, in a bucket
+/// where another node takes new connections: that node answers the SYN, so the connection's
+/// later segments are its own, not the old one's.
+#[inline(never)]
+fn forgotten(flows: &mut Flows, connection: &Connection) {
+    flows.remove(connection);
 }
 
 /// Marks a recorded connection closed, on a FIN or RST taken without lookup.

@@ -232,6 +232,14 @@ impl Flows {
         set.slots[way] = Slot { key, state };
     }
 
+    /// Forgets a connection, if the table holds it.
+    #[inline]
+    pub fn remove(&mut self, key: &Connection) {
+        if let (index, _, Some(way)) = self.find(key) {
+            self.sets[index].tags[way] = 0;
+        }
+    }
+
     /// Every connection the table holds, with its state.
     pub fn iter(&self) -> impl Iterator<Item = (&Connection, &FlowState)> {
         self.sets.iter().flat_map(|set| {
@@ -407,6 +415,24 @@ mod tests {
         flows.insert(connection(1), state(9, 4));
         assert_eq!(flows.get(&connection(1)), Some(&state(9, 4)));
         assert_eq!(flows.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_connection_is_gone_and_its_slot_reused() {
+        // One set, full: a removal makes room without evicting anyone.
+        let mut flows = Flows::with_capacity(WAYS);
+        for i in 0..WAYS as u16 {
+            flows.insert(connection(i), state(u64::from(i), 0));
+        }
+        flows.remove(&connection(5));
+        flows.remove(&connection(500));
+        assert_eq!(flows.get(&connection(5)), None);
+        assert_eq!(flows.len(), WAYS - 1);
+        flows.insert(connection(100), state(0, 0));
+        assert_eq!(flows.len(), WAYS);
+        assert!((0..WAYS as u16)
+            .filter(|&i| i != 5)
+            .all(|i| flows.get(&connection(i)).is_some()));
     }
 
     #[test]

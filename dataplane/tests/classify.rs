@@ -781,15 +781,52 @@ fn drain_keeps_the_connections_it_knows_and_everything_but_tcp() {
             NOT_OWNER,
             "a new connection"
         );
-        assert_eq!(
-            classify(&segment(v6, 1000, 80, SYN), &draining, &mut flows, 3),
-            NOT_OWNER,
-            "a new connection reusing a known one's ports"
-        );
         assert_eq!(flows.len(), 1, "nothing recorded");
         assert_eq!(flows.get(&connection(v6, 1000, 80)).unwrap().last_seen, 2);
         for frame in not_tcp(v6) {
             assert_eq!(classify(&frame, &draining, &mut flows, 4), Verdict::Accept);
+        }
+    }
+}
+
+#[test]
+fn a_new_connection_on_a_known_ones_ports_is_left_to_the_node_taking_syns() {
+    for v6 in [false, true] {
+        for keeping in [Mode::DRAIN, Mode::KNOWN] {
+            let mut flows = Flows::with_capacity(64);
+            let owned = every_bucket(Mode::OWN);
+            for port in [1000, 1001] {
+                classify(&segment(v6, port, 80, SYN), &owned, &mut flows, 1);
+            }
+            let keeping = every_bucket(keeping);
+            // The client reuses port 1000: the node taking SYNs answers this one, so the
+            // draining node must no longer take the connection's segments, or its kernel
+            // would reset the new connection.
+            assert_eq!(
+                classify(&segment(v6, 1000, 80, SYN), &keeping, &mut flows, 2),
+                NOT_OWNER
+            );
+            assert_eq!(flows.get(&connection(v6, 1000, 80)), None, "forgotten");
+            for flags in [ACK, PSH_ACK, FIN_ACK] {
+                assert_eq!(
+                    classify(&segment(v6, 1000, 80, flags), &keeping, &mut flows, 3),
+                    NOT_OWNER,
+                    "flags {flags:#x}"
+                );
+            }
+            assert_eq!(
+                classify(&segment(v6, 1001, 80, ACK), &keeping, &mut flows, 3),
+                Verdict::Accept,
+                "the other connection is kept"
+            );
+            // A bucket another node owns outright leaves the table alone.
+            classify(
+                &segment(v6, 1001, 80, SYN),
+                &every_bucket(Mode::NONE),
+                &mut flows,
+                4,
+            );
+            assert!(flows.get(&connection(v6, 1001, 80)).is_some());
         }
     }
 }

@@ -277,8 +277,12 @@ impl Lifecycle {
         }
     }
 
-    /// Check `check` gave a result at `now`.
+    /// Check `check` gave a result at `now`. Results are ignored while the start script runs:
+    /// the application is not expected to answer yet, and its checks rise once it ends.
     pub fn check_result(&mut self, check: usize, ok: bool, now: u64) {
+        if self.running == Some(Script::Start) {
+            return;
+        }
         let Some((action, tracker)) = self.checks.get_mut(check) else {
             return;
         };
@@ -502,14 +506,27 @@ mod tests {
         assert_eq!(asked(&mut node), [run(Script::Start, Reason::Start)]);
         assert_eq!(node.state(), NodeState::Starting);
         results(&mut node, true, 2, 0);
-        assert_eq!(
-            asked(&mut node),
-            [],
-            "healthy, but the start script still runs"
-        );
+        assert_eq!(asked(&mut node), [], "the start script still runs");
         node.script_done(true);
+        assert_eq!(asked(&mut node), [], "the checks have not risen since");
+        results(&mut node, true, 1, 100);
+        assert_eq!(asked(&mut node), [], "one success of two");
+        results(&mut node, true, 1, 200);
         assert_eq!(asked(&mut node), [Output::Join]);
         assert_eq!(node.state(), NodeState::Up);
+    }
+
+    #[test]
+    fn failures_during_a_long_start_script_do_not_count() {
+        let mut node = node(&[Action::Restart], 0);
+        node.start();
+        asked(&mut node);
+        results(&mut node, false, 10, 0);
+        assert_eq!(asked(&mut node), [], "no restart, nor a stop at the limit");
+        assert_eq!(node.health(0), Some(Health::Unknown));
+        node.script_done(true);
+        results(&mut node, true, 2, 100);
+        assert_eq!(asked(&mut node), [Output::Join]);
     }
 
     #[test]

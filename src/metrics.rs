@@ -94,13 +94,7 @@ pub fn render(status: &Status) -> String {
         "herd_node_state",
         "gauge",
         "The node's state: 1 for the state it is in, 0 for the others.",
-        NODE_STATES
-            .iter()
-            .map(|&state| {
-                let name = state.to_string();
-                Sample::new(&[("state", &name)], u8::from(status.state == state))
-            })
-            .collect(),
+        one_hot(&[], "state", &NODE_STATES, status.state),
     );
     family(
         &mut out,
@@ -115,13 +109,7 @@ pub fn render(status: &Status) -> String {
         "gauge",
         "The node's state in the farm, as its heartbeats say: 1 for the state it is in, 0 for \
          the others.",
-        MEMBERSHIP_STATES
-            .iter()
-            .map(|&state| {
-                let name = state.to_string();
-                Sample::new(&[("state", &name)], u8::from(snapshot.state == state))
-            })
-            .collect(),
+        one_hot(&[], "state", &MEMBERSHIP_STATES, snapshot.state),
     );
     family(
         &mut out,
@@ -333,15 +321,7 @@ pub fn render(status: &Status) -> String {
         status
             .checks
             .iter()
-            .flat_map(|check| {
-                HEALTHS.iter().map(|&health| {
-                    let name = health.to_string();
-                    Sample::new(
-                        &[("check", &check.name), ("health", &name)],
-                        u8::from(check.health == health),
-                    )
-                })
-            })
+            .flat_map(|check| one_hot(&[("check", &check.name)], "health", &HEALTHS, check.health))
             .collect(),
     );
     family(
@@ -445,6 +425,25 @@ impl Sample {
             value: value.to_string(),
         }
     }
+}
+
+/// A one-hot encoding of `current` among `values`: a sample each, labelled `labels` and
+/// `label` with the value's name, 1 for `current` and 0 for the others.
+fn one_hot<T: Copy + PartialEq + Display>(
+    labels: &[(&str, &str)],
+    label: &str,
+    values: &[T],
+    current: T,
+) -> Vec<Sample> {
+    values
+        .iter()
+        .map(|&value| {
+            let name = value.to_string();
+            let mut all = labels.to_vec();
+            all.push((label, &name));
+            Sample::new(&all, u8::from(value == current))
+        })
+        .collect()
 }
 
 /// Writes the family `name` of type `kind` to `out`, with its help and its samples; nothing

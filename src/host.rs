@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use herd_dataplane::handoff::packet_socket;
-use herd_dataplane::neighbor::{holder, probe};
+use herd_packet::neighbor::{holder, probe};
 
 /// One interface as herd found it, and the changes made to the host since.
 pub struct Host {
@@ -188,7 +188,7 @@ impl Host {
 
     /// The hosts of the link, other than the farm, that answer for one of `vips` within
     /// `wait`, with the MAC they answered from: each VIP is probed (see
-    /// [`herd_dataplane::neighbor::probe`]) and the answers read until `wait` has passed.
+    /// [`herd_packet::neighbor::probe`]) and the answers read until `wait` has passed.
     pub fn vip_holders(
         &self,
         vips: &[IpAddr],

@@ -1,7 +1,7 @@
 //! `herd`: active-active load balancing with failover for Linux, with no load balancer in front.
 //!
 //! This binary is the command-line entry point; the work is done by the workspace crates
-//! (`herd-config`, `herd-dataplane`, `herd-membership`).
+//! (`herd-config`, `herd-packet`, `herd-dataplane`, `herd-membership`, `herd-checkers`).
 
 mod commands;
 mod control;

@@ -775,10 +775,10 @@ mod tests {
     use std::io::BufRead;
 
     use herd_checkers::lifecycle::Action;
-    use herd_dataplane::counts::{Count, Traffic};
     use herd_membership::inbox::Refused;
     use herd_membership::protocol::Stats;
     use herd_membership::snapshot::{DrainSnapshot, NodeSnapshot, Snapshot};
+    use herd_packet::counts::{Count, Traffic};
 
     use super::*;
     use crate::status::{CheckStatus, ProbeStatus, Restarts};

@@ -6,11 +6,11 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use herd_config::FarmConfig;
-use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::table::{BucketTable, ModeTable, NodeId};
-use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::{classify, FarmRules, FarmTable, Flows, Verdict};
 use herd_membership::assign::{assign, Member};
+use herd_packet::craft::{self, Fragment};
+use herd_packet::table::{BucketTable, ModeTable, NodeId};
+use herd_packet::wire::{ethernet::ethertype, ip_proto};
+use herd_packet::{classify, FarmRules, FarmTable, Flows, Verdict};
 use serde_json::Value;
 
 fn example() -> PathBuf {
@@ -175,7 +175,7 @@ fn dataplane_owner(
             weight: n.weight,
         })
         .collect();
-    let key = herd_dataplane::hash::HashKey::from_bytes(config.farm.hash_key);
+    let key = herd_packet::hash::HashKey::from_bytes(config.farm.hash_key);
     let owners = assign(&key, config.farm.buckets as usize, &members);
     let buckets = BucketTable::new(1, owners).unwrap();
     let rules = Arc::new(FarmRules::from_config(config));

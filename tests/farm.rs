@@ -25,10 +25,10 @@ use common::{
     complete_checksums, hub, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns,
     ScratchDir, KEY,
 };
-use herd_config::{FarmConfig, Mode, Protocol};
-use herd_dataplane::table::BucketTable;
-use herd_dataplane::FarmRules;
+use herd_config::{DataplaneMode, FarmConfig, Protocol};
 use herd_membership::farm_table;
+use herd_packet::table::BucketTable;
+use herd_packet::FarmRules;
 use serde_json::Value;
 
 /// The farm's VIP.
@@ -71,7 +71,7 @@ fn flows(ports: std::ops::Range<u16>) -> Vec<SocketAddrV4> {
 }
 
 /// The farm's configuration file, whose heartbeats are signed with the key in `key_file`.
-fn config_text(mode: Mode, key_file: &Path) -> String {
+fn config_text(mode: DataplaneMode, key_file: &Path) -> String {
     let nodes: String = NODES
         .iter()
         .map(|(name, address, weight)| {
@@ -364,7 +364,7 @@ struct Farm {
 impl Farm {
     /// Builds the farm for test `tag` in `mode` and waits until every herd runs and every
     /// server listens.
-    fn start(tag: &str, mode: Mode) -> Self {
+    fn start(tag: &str, mode: DataplaneMode) -> Self {
         needs_root();
         let id = format!("{tag}-{mode}-{}", std::process::id());
         let dir = ScratchDir::new(&format!("farm-{tag}-{mode}"));
@@ -767,7 +767,7 @@ fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     message.extend_from_slice(&id.to_be_bytes());
     message.extend_from_slice(&seq.to_be_bytes());
     message.extend_from_slice(b"herd farm test");
-    let checksum = herd_dataplane::wire::checksum(&message);
+    let checksum = herd_packet::wire::checksum(&message);
     message[2..4].copy_from_slice(&checksum.to_be_bytes());
     message
 }
@@ -912,7 +912,7 @@ fn sys(result: libc::c_int) -> io::Result<libc::c_int> {
 /// ports, is answered exactly once, by the node `herd whois` names. Were a node to keep the
 /// packets it does not own, every flow would be answered two or three times; were the hub to
 /// learn the virtual MAC, or a node's answer to the ARP request go astray, flows would be lost.
-fn every_flow_gets_exactly_one_answer_from_its_owner(mode: Mode) {
+fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
     let farm = Farm::start("once", mode);
     let config = farm.config();
 
@@ -974,7 +974,7 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: Mode) {
 
 /// `client-ip`: every connection of a client, whatever its port, reaches the same node, the
 /// one `herd whois` names for the client's address; different clients reach different nodes.
-fn client_ip_affinity_keeps_a_client_on_one_node(mode: Mode) {
+fn client_ip_affinity_keeps_a_client_on_one_node(mode: DataplaneMode) {
     let farm = Farm::start("sticky", mode);
     const CLIENTS: u8 = 16;
     let connections: Vec<(SocketAddrV4, SocketAddrV4)> = (1..=CLIENTS)
@@ -1007,7 +1007,7 @@ fn client_ip_affinity_keeps_a_client_on_one_node(mode: Mode) {
 /// `client-ip-port`: the connections of a single client spread over every node, each node's
 /// share following its share of the buckets as `herd table` gives it, which follows the
 /// weights (1, 1, 2).
-fn client_ip_port_spreads_a_client_by_weight(mode: Mode) {
+fn client_ip_port_spreads_a_client_by_weight(mode: DataplaneMode) {
     let farm = Farm::start("spread", mode);
     let connections: Vec<(SocketAddrV4, SocketAddrV4)> = (23000..23800)
         .map(|port| {
@@ -1063,7 +1063,7 @@ fn client_ip_port_spreads_a_client_by_weight(mode: Mode) {
 
 /// Traffic to a node's own address passes whatever the program does with the VIP: an
 /// ssh-like TCP service and ping.
-fn non_vip_traffic_reaches_the_nodes_untouched(mode: Mode) {
+fn non_vip_traffic_reaches_the_nodes_untouched(mode: DataplaneMode) {
     let farm = Farm::start("own", mode);
     let connections: Vec<(SocketAddrV4, SocketAddrV4)> = NODES
         .iter()
@@ -1230,7 +1230,7 @@ const KILL_RUNS: u16 = 20;
 /// connections. The times from the kill until every one of its buckets answers again are
 /// printed (to the probing rounds' resolution, about 200 ms); `herd-perf failover` measures
 /// them finely.
-fn a_killed_node_s_buckets_move_to_the_survivors(mode: Mode) {
+fn a_killed_node_s_buckets_move_to_the_survivors(mode: DataplaneMode) {
     let mut farm = Farm::start("kill", mode);
     let probes = probes(&farm, VICTIM);
     let survivors = farm.owners_if_up(WITHOUT_VICTIM);
@@ -1271,7 +1271,7 @@ fn a_killed_node_s_buckets_move_to_the_survivors(mode: Mode) {
 /// SIGSTOP of one node's herd: the others take its buckets; once resumed, it finds it was
 /// declared dead, takes nothing until the farm agrees on a view with it, and gets its share
 /// back.
-fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: Mode) {
+fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: DataplaneMode) {
     let mut farm = Farm::start("freeze", mode);
     let probes = probes(&farm, VICTIM);
     let marks = farm.marks();
@@ -1303,7 +1303,7 @@ fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: Mode) {
 /// A node started again joins the farm; the connections the others serve in the buckets it
 /// takes back stay with them (they drain) and none breaks, while new connections in those
 /// buckets go to it. Once those connections end, the drains end and the farm settles.
-fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Mode) {
+fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: DataplaneMode) {
     let mut farm = Farm::start("rejoin", mode);
     farm.kill_victim_and_settle();
 
@@ -1351,7 +1351,7 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Mode) 
 /// SIGTERM: the node leaves the farm, keeps serving its established connections (none
 /// breaks) while new ones go to the others, and exits once they have ended, long before
 /// `drain_s`.
-fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) {
+fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: DataplaneMode) {
     let mut farm = Farm::start("leave", mode);
     let mut held = hold(&farm.client, flows(27000..27001));
     let own = held
@@ -1422,7 +1422,7 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Mode) 
 /// A node started with another key, and then with a farm configuration that differs, is
 /// refused: both sides say so in their logs, it takes no bucket, and the others keep
 /// answering every flow once.
-fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: Mode) {
+fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: DataplaneMode) {
     let mut farm = Farm::start("refuse", mode);
     farm.kill_victim_and_settle();
 
@@ -1522,4 +1522,4 @@ macro_rules! in_mode {
     )*};
 }
 
-in_mode!(xdp: Mode::Xdp, afxdp: Mode::Afxdp);
+in_mode!(xdp: DataplaneMode::Xdp, afxdp: DataplaneMode::Afxdp);

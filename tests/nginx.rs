@@ -30,7 +30,7 @@ use common::{
     complete_checksums, hub, ip, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
     ScratchDir, KEY,
 };
-use herd_config::Mode;
+use herd_config::DataplaneMode;
 use serde_json::Value;
 
 /// The farm's VIP, where nginx listens on every node.
@@ -136,7 +136,7 @@ http {{
 /// node's own address) is the node's own. The scripts are the same on every node, each finding
 /// its nginx by `$HERD_NODE`. The stop script waits until nginx has removed its pid file on
 /// exit, or removes a stale one (after a crash).
-fn farm_conf(mode: Mode, dir: &Path, node: usize) -> String {
+fn farm_conf(mode: DataplaneMode, dir: &Path, node: usize) -> String {
     let nodes: String = NODES
         .iter()
         .map(|(name, address)| format!("[[node]]\nname = \"{name}\"\naddress = \"{address}\"\n\n"))
@@ -253,7 +253,7 @@ struct Client {
 
 impl Bed {
     /// Builds the farm in `mode` and waits until every node is up, owning its share.
-    fn start(mode: Mode) -> Self {
+    fn start(mode: DataplaneMode) -> Self {
         needs_root();
         let id = format!("web-{mode}-{}", std::process::id());
         let dir = ScratchDir::new(&format!("nginx-{mode}"));
@@ -598,7 +598,7 @@ fn answered_since(
 /// survivors take its clients, herd restarts nginx with the scripts and the node rejoins; the
 /// only requests that fail are the node's own, in flight at the crash or sent before it
 /// withdrew.
-fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: Mode) {
+fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let began = Instant::now();
     let bed = Bed::start(mode);
@@ -788,4 +788,4 @@ macro_rules! in_mode {
     )*};
 }
 
-in_mode!(xdp: herd_config::Mode::Xdp, afxdp: herd_config::Mode::Afxdp);
+in_mode!(xdp: herd_config::DataplaneMode::Xdp, afxdp: herd_config::DataplaneMode::Afxdp);

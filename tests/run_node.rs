@@ -16,7 +16,7 @@ use common::{
     complete_checksums, ip, ip_show, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
     ScratchDir, KEY,
 };
-use herd_config::Mode;
+use herd_config::DataplaneMode;
 
 const VIP: &str = "198.18.1.100";
 const PORT: u16 = 7;
@@ -37,13 +37,13 @@ struct Topology {
 impl Topology {
     /// A topology for a node in `mode`, whose names hold the process id, `tag` and the mode, so
     /// that runs and tests do not collide.
-    fn new(tag: &str, mode: Mode) -> Self {
+    fn new(tag: &str, mode: DataplaneMode) -> Self {
         Self::with(tag, mode, |_| String::new())
     }
 
     /// As [`Topology::new`], with more configuration after the rest: `extra` is given the
     /// scratch directory.
-    fn with(tag: &str, mode: Mode, extra: impl Fn(&std::path::Path) -> String) -> Self {
+    fn with(tag: &str, mode: DataplaneMode, extra: impl Fn(&std::path::Path) -> String) -> Self {
         let id = std::process::id();
         let dir = ScratchDir::new(&format!("run-{tag}-{mode}"));
         let node = Netns::new(format!("herd-n{tag}-{mode}-{id}"));
@@ -168,7 +168,7 @@ fn request(client: &Netns, text: &str, wait: Duration) -> bool {
     })
 }
 
-fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Mode) {
+fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: DataplaneMode) {
     needs_root();
     let mut topology = Topology::new("a", mode);
     topology.start_herd();
@@ -220,7 +220,7 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Mod
 
 /// A running node whose echo server outlasts the test, so that only the node can stop the
 /// answers; one request has been answered.
-fn serving_node(tag: &str, mode: Mode) -> Topology {
+fn serving_node(tag: &str, mode: DataplaneMode) -> Topology {
     needs_root();
     let mut topology = Topology::new(tag, mode);
     topology.start_herd();
@@ -263,7 +263,7 @@ fn closes_within_the_deadline(topology: &Topology, what: &str) {
     assert_eq!(late, 0, "no VIP packet is accepted once herd is {what}");
 }
 
-fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes(mode: Mode) {
+fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes(mode: DataplaneMode) {
     let topology = serving_node("s", mode);
     topology.signal_herd("STOP");
     closes_within_the_deadline(&topology, "frozen");
@@ -277,7 +277,7 @@ fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes(mode: Mode) {
     assert!(answered, "a resumed node takes its traffic again");
 }
 
-fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: Mode) {
+fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: DataplaneMode) {
     let mut topology = serving_node("k", mode);
     topology.signal_herd("KILL");
     topology.herd.take().unwrap().wait();
@@ -346,7 +346,7 @@ fn app_log(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn checks_and_operators_drive_the_node_through_its_states() {
     needs_root();
-    let mut topology = Topology::with("l", Mode::Xdp, |dir| {
+    let mut topology = Topology::with("l", DataplaneMode::Xdp, |dir| {
         let dir = dir.display();
         format!(
             r#"
@@ -479,4 +479,4 @@ macro_rules! in_mode {
     )*};
 }
 
-in_mode!(xdp: Mode::Xdp, afxdp: Mode::Afxdp);
+in_mode!(xdp: DataplaneMode::Xdp, afxdp: DataplaneMode::Afxdp);

@@ -80,7 +80,7 @@ impl std::error::Error for ConfigError {}
 /// A rejected value: what is wrong with it and what was expected instead.
 ///
 /// The error of the `FromStr` impls of [`crate::Protocol`], [`crate::Affinity`],
-/// [`crate::PortRange`], [`crate::Mode`], [`crate::ZeroCopy`] and [`crate::CheckAction`];
+/// [`crate::PortRange`], [`crate::DataplaneMode`], [`crate::ZeroCopy`] and [`crate::CheckAction`];
 /// validation turns it into a [`ConfigError`] message.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{problem}; expected {expected}")]

@@ -44,7 +44,7 @@ pub(crate) trait Keyword: Copy + PartialEq + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Affinity, CheckAction, KindName, Mode, Protocol, ZeroCopy};
+    use crate::{Affinity, CheckAction, DataplaneMode, KindName, Protocol, ZeroCopy};
 
     fn round_trips<T: Keyword + std::fmt::Debug>() {
         assert_eq!(T::ALL.len(), T::NAMES.len(), "{}", T::WHAT);
@@ -58,7 +58,7 @@ mod tests {
     fn every_value_has_one_spelling_that_parses_back() {
         round_trips::<Protocol>();
         round_trips::<Affinity>();
-        round_trips::<Mode>();
+        round_trips::<DataplaneMode>();
         round_trips::<ZeroCopy>();
         round_trips::<CheckAction>();
         round_trips::<KindName>();
@@ -66,7 +66,7 @@ mod tests {
 
     #[test]
     fn other_words_are_refused_with_the_list() {
-        let error = Mode::parse("dpdk").unwrap_err().to_string();
+        let error = DataplaneMode::parse("dpdk").unwrap_err().to_string();
         assert!(error.contains("`dpdk` is not a dataplane mode"), "{error}");
         assert!(error.contains("`afxdp` or `xdp`"), "{error}");
     }

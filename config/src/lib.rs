@@ -268,7 +268,7 @@ impl Default for Membership {
 
 /// How the packet path runs, the `[dataplane]` value of `mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
+pub enum DataplaneMode {
     /// AF_XDP sockets served by poll-mode worker threads, one per core of
     /// [`Dataplane::cores`].
     #[default]
@@ -278,19 +278,19 @@ pub enum Mode {
     Xdp,
 }
 
-impl Keyword for Mode {
-    const ALL: &'static [Mode] = &[Mode::Afxdp, Mode::Xdp];
+impl Keyword for DataplaneMode {
+    const ALL: &'static [DataplaneMode] = &[DataplaneMode::Afxdp, DataplaneMode::Xdp];
     const NAMES: &'static [&'static str] = &["afxdp", "xdp"];
     const WHAT: &'static str = "a dataplane mode";
 }
 
-impl fmt::Display for Mode {
+impl fmt::Display for DataplaneMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Mode {
+impl FromStr for DataplaneMode {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {
@@ -341,8 +341,8 @@ impl FromStr for ZeroCopy {
 /// that runs, as the file is shared by hosts of different sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dataplane {
-    /// Where the verdict is taken; [`Mode::Afxdp`] when `mode` is not given.
-    pub mode: Mode,
+    /// Where the verdict is taken; [`DataplaneMode::Afxdp`] when `mode` is not given.
+    pub mode: DataplaneMode,
     /// CPU cores the AF_XDP workers are pinned to: distinct, each from 0 to
     /// [`Dataplane::MAX_CORE`]. There is one worker per RX queue of the interface; that of
     /// queue `i` runs on `cores[i % cores.len()]`, or on core `i` when the list is empty (the
@@ -369,7 +369,7 @@ impl Dataplane {
 impl Default for Dataplane {
     fn default() -> Dataplane {
         Dataplane {
-            mode: Mode::default(),
+            mode: DataplaneMode::default(),
             cores: Vec::new(),
             zero_copy: ZeroCopy::default(),
             batch: Dataplane::DEFAULT_BATCH,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// herd's in-kernel mode: the whole verdict of `classify` (dataplane/src/classify.rs) in an XDP
+// herd's in-kernel mode: the whole verdict of `classify` (packet/src/classify.rs) in an XDP
 // program. It follows the numbered rules at the top of that file, step for step; a differential
 // test (dataplane/tests/xdp.rs) runs thousands of frames through both and requires the same
 // verdict for each.
@@ -13,7 +13,7 @@
 // cannot be answered in place (extension headers, the unspecified source of duplicate address
 // detection) is dropped, so the kernel never answers for a VIP with its own MAC.
 //
-// Each bucket has a mode, the bits of `Mode` in dataplane/src/table.rs, and TCP connections
+// Each bucket has a mode, the bits of `BucketMode` in packet/src/table.rs, and TCP connections
 // whose SYN this node took are kept in the `flows` map (an LRU hash: the least recently used
 // connections go when it is full), so that a bucket moving between two live nodes keeps its
 // connections: step 6 of the rules.
@@ -43,7 +43,7 @@
 #define MAX_EXTENSION_HEADERS 8
 // RX queues the AF_XDP mode serves (`MAX_QUEUES` in dataplane/src/xdp.rs).
 #define MAX_QUEUES 64
-// TCP connections the flow table holds (`FLOWS` in dataplane/src/flows.rs; the redirect
+// TCP connections the flow table holds (`FLOWS` in packet/src/flows.rs; the redirect
 // program is loaded with a one-entry map).
 #define FLOWS 262144
 
@@ -63,7 +63,7 @@
 #define PROTO_ICMPV6 58
 #define PROTO_DEST_OPTS 60
 
-// The bits of a bucket's mode (`Mode` in dataplane/src/table.rs).
+// The bits of a bucket's mode (`BucketMode` in packet/src/table.rs).
 #define MODE_SYN 1     // a SYN without ACK, recorded in `flows`
 #define MODE_KNOWN 2   // any other TCP segment of a connection in `flows`
 #define MODE_TCP_ANY 4 // any other TCP segment, without lookup
@@ -100,7 +100,7 @@ enum verdict {
 // layout is `FarmSettings` in dataplane/src/xdp.rs.
 struct farm {
 	// SipHash's state for the farm's key, the first half of the first round done
-	// (`HashKey::primed_state` in dataplane/src/hash.rs): every hash starts from it.
+	// (`HashKey::primed_state` in packet/src/hash.rs): every hash starts from it.
 	__u64 sip[4];
 	__u32 mask;
 	__u8 covered[3];
@@ -150,7 +150,7 @@ struct {
 	__type(value, __u64);
 } liveness SEC(".maps");
 
-// A TCP connection (`Connection` in dataplane/src/flows.rs): IPv4 addresses in the first 4
+// A TCP connection (`Connection` in packet/src/flows.rs): IPv4 addresses in the first 4
 // bytes of their 16, the rest zero; ports as on the wire; family 4 or 6.
 struct flow_key {
 	__u8 client[16];
@@ -184,7 +184,7 @@ struct {
 	__type(value, __u32);
 } sockets SEC(".maps");
 
-// The frames of one verdict and their bytes (`Count` in dataplane/src/counts.rs): one value,
+// The frames of one verdict and their bytes (`Count` in packet/src/counts.rs): one value,
 // so that counting both takes one lookup.
 struct count {
 	__u64 packets;
@@ -198,7 +198,7 @@ struct {
 	__type(value, struct count);
 } counters SEC(".maps");
 
-// A client identity as SipHash message words (see `Identity` in dataplane/src/hash.rs), or
+// A client identity as SipHash message words (see `client_hash` in packet/src/hash.rs), or
 // the verdict that made hashing unnecessary.
 struct identity {
 	enum verdict verdict; // V_ACCEPT while the identity is to be hashed
@@ -583,7 +583,7 @@ static __always_inline enum verdict arp(const struct packet *pkt, const struct f
 		REST_OF_ROUND;                                                                 \
 	} while (0)
 
-// SipHash-1-3 of the identity's words (see dataplane/src/hash.rs). The first word's round
+// SipHash-1-3 of the identity's words (see packet/src/hash.rs). The first word's round
 // starts halfway, from the primed state.
 static __always_inline __u64 flow_hash(const struct farm *f, const struct identity *id)
 {
@@ -760,7 +760,7 @@ static __always_inline struct identity identify(struct xdp_md *ctx, const struct
 }
 
 // The virtual MAC of a VIP: locally administered unicast, 02:68 and the IPv4 address, or 06:68
-// and the last 4 bytes of the IPv6 address (`virtual_mac` in dataplane/src/neighbor.rs).
+// and the last 4 bytes of the IPv6 address (`virtual_mac` in packet/src/neighbor.rs).
 static __always_inline void virtual_mac(__u8 *mac, const __u8 *vip, int v6)
 {
 	mac[0] = v6 ? 0x06 : 0x02;

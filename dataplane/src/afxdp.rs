@@ -1,6 +1,6 @@
 //! The AF_XDP mode: one AF_XDP socket per RX queue of the interface, each served by a poll-mode
 //! worker thread pinned to a core. The redirect program (see [`crate::xdp`]) hands the workers
-//! only VIP flows; a worker classifies them in batches with [`crate::classify()`], drops what
+//! only VIP flows; a worker classifies them in batches with [`herd_packet::classify()`], drops what
 //! other nodes own, and hands the rest to the stack through its [`Port`]. Each worker keeps
 //! the TCP connections it takes in a flow table of its own ([`Flows`]), which it alone reads
 //! and writes.
@@ -18,12 +18,12 @@ use herd_config::ZeroCopy;
 use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::classify::{classify, FarmTable, Verdict};
-use crate::clock::coarse_monotonic_ns;
-use crate::counts::{Count, Traffic};
-use crate::flows::{DrainCount, Drained, Flows};
 use crate::handoff::Port;
-use crate::table::SharedTable;
+use herd_packet::classify::{classify, FarmTable, Verdict};
+use herd_packet::clock::coarse_monotonic_ns;
+use herd_packet::counts::{Count, Traffic};
+use herd_packet::flows::{DrainCount, Drained, Flows};
+use herd_packet::table::SharedTable;
 
 /// Frames of a socket's memory, all of them on the fill ring or in the worker's hands: the
 /// socket only receives, so none is kept for sending.
@@ -85,7 +85,7 @@ pub struct QueueSocket {
 impl QueueSocket {
     /// Opens a socket on RX queue `queue` of `interface`, in zero-copy mode where `zero_copy`
     /// allows and the driver supports it, in copy mode otherwise. The socket receives nothing
-    /// until the redirect program has it ([`crate::xdp::XdpClassifier::add_socket`]).
+    /// until the redirect program has it ([`crate::xdp::XdpProgram::add_socket`]).
     pub fn open(interface: &str, queue: u32, zero_copy: ZeroCopy) -> Result<Self, AfXdpError> {
         match zero_copy {
             ZeroCopy::Off => Self::bind(interface, queue, false),
@@ -195,7 +195,7 @@ pub struct Counters {
     /// Frames the port refused.
     pub errors: AtomicU64,
     /// The last complete count of the open connections of the worker's flow table whose
-    /// bucket drains (see [`crate::flows::FlowState::is_draining`]), with the epoch of the mode
+    /// bucket drains (see [`herd_packet::flows::FlowState::is_draining`]), with the generation of the mode
     /// table it was counted under, packed into one word so that they are read together: read
     /// it with [`Counters::drained`].
     draining: AtomicU64,
@@ -203,23 +203,23 @@ pub struct Counters {
 
 /// Bits of [`Counters::draining`] that hold the count: enough for a whole flow table.
 const DRAINING_COUNT_BITS: u32 = 20;
-const _: () = assert!(crate::flows::FLOWS < 1 << DRAINING_COUNT_BITS);
+const _: () = assert!(herd_packet::flows::FLOWS < 1 << DRAINING_COUNT_BITS);
 
 impl Counters {
     /// The worker's last complete count of its draining flows: how far a bucket handover has
-    /// come. Recounted at most every [`crate::flows::RECOUNT_NS`], a few sets of the table
+    /// come. Recounted at most every [`herd_packet::flows::RECOUNT_NS`], a few sets of the table
     /// between batches; `None` before the first count.
     pub fn drained(&self) -> Option<Drained> {
         let word = self.draining.load(Ordering::Relaxed);
         (word != 0).then(|| Drained {
-            epoch: (word >> DRAINING_COUNT_BITS) - 1,
+            generation: (word >> DRAINING_COUNT_BITS) - 1,
             flows: (word & ((1 << DRAINING_COUNT_BITS) - 1)) as usize,
         })
     }
 
     /// The packets and bytes the worker accepted and dropped. `passed` is zero: the kernel's
     /// traffic never reaches a worker, so the caller adds the redirect program's
-    /// [`crate::xdp::XdpClassifier::traffic`], which counts it (and what that program drops
+    /// [`crate::xdp::XdpProgram::traffic`], which counts it (and what that program drops
     /// itself). A frame the redirect program should have kept and a worker hands to the stack
     /// untouched is only in [`Counters::received`].
     ///
@@ -238,8 +238,8 @@ impl Counters {
     }
 
     fn set_drained(&self, drained: Drained) {
-        // The epoch is stored plus one, so that 0 means "not counted yet".
-        let word = ((drained.epoch + 1) << DRAINING_COUNT_BITS) | drained.flows as u64;
+        // The generation is stored plus one, so that 0 means "not counted yet".
+        let word = ((drained.generation + 1) << DRAINING_COUNT_BITS) | drained.flows as u64;
         self.draining.store(word, Ordering::Relaxed);
     }
 }

@@ -1,8 +1,8 @@
 //! The eBPF programs of `bpf/herd.bpf.c`, loaded with aya, and the maps that carry the farm
-//! into them: `herd_classify`, which makes the whole verdict of [`crate::classify()`] in XDP (the
+//! into them: `herd_classify`, which makes the whole verdict of [`herd_packet::classify()`] in XDP (the
 //! in-kernel mode), and `herd_redirect`, which hands the VIP flows to the AF_XDP sockets of the
 //! workers instead of looking up their bucket (the AF_XDP mode). The classifier's flow table is
-//! the program's `flows` map, a kernel LRU hash with the key and value of [`crate::flows`].
+//! the program's `flows` map, a kernel LRU hash with the key and value of [`herd_packet::flows`].
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -14,12 +14,12 @@ use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
 use herd_config::{Affinity, Protocol};
 
-use crate::classify::Verdict;
-use crate::clock::coarse_monotonic_ns;
-use crate::counts::{Count, Traffic};
-use crate::flows::{Connection, FlowState, FLOWS};
-use crate::rules::{DropReason, FarmRules};
-use crate::table::{Mode, ModeTable, MAX_BUCKETS};
+use herd_packet::classify::Verdict;
+use herd_packet::clock::coarse_monotonic_ns;
+use herd_packet::counts::{Count, Traffic};
+use herd_packet::flows::{Connection, FlowState, FLOWS};
+use herd_packet::rules::{DropReason, FarmRules};
+use herd_packet::table::{ModeTable, MAX_BUCKETS};
 
 /// The program object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herd.bpf.o"));
@@ -53,16 +53,25 @@ struct FarmSettings {
 // `pad` fills the only gap), so every byte pattern is a valid value.
 unsafe impl Pod for FarmSettings {}
 
-// SAFETY: `Mode` is a `repr(transparent)` byte, valid for every byte pattern.
-unsafe impl Pod for Mode {}
-
-// SAFETY: `Count` is `repr(C)`, two `u64`s with no padding, so every byte pattern is a valid
-// value; it is laid out as `struct count` in herd.bpf.c.
-unsafe impl Pod for Count {}
+/// A key of the program's `flows` map: a [`Connection`], which aya may copy from and to the
+/// kernel (the orphan rule keeps `Pod` off `herd_packet`'s own type).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct FlowKey(Connection);
 
 // SAFETY: `Connection` is `repr(C)` byte arrays, 40 bytes with no padding (its alignment, 8,
-// divides its size), so every byte pattern is a valid value.
-unsafe impl Pod for Connection {}
+// divides its size), so every byte pattern is a valid value; `FlowKey` is transparent over it.
+unsafe impl Pod for FlowKey {}
+
+/// A `struct count` of herd.bpf.c as the `counters` map holds it: packets, then bytes.
+type CountValue = [u64; 2];
+
+fn to_count(value: CountValue) -> Count {
+    Count {
+        packets: value[0],
+        bytes: value[1],
+    }
+}
 
 /// A flow's state as the program's `flows` map holds it: `struct flow` in herd.bpf.c.
 #[repr(C)]
@@ -152,7 +161,7 @@ pub enum XdpError {
     Uncounted(u64),
 }
 
-/// Flow entries read per system call by [`XdpClassifier::draining_flows`]: 4096 keys and values,
+/// Flow entries read per system call by [`XdpProgram::draining_flows`]: 4096 keys and values,
 /// 224 KiB of buffers.
 pub const LOOKUP_BATCH: usize = 4096;
 
@@ -257,9 +266,9 @@ fn unpin(pinned: PinnedLink, path: &Path) -> Result<(), XdpError> {
 }
 
 /// One of the programs, loaded and filled with one farm's settings, not yet attached: the
-/// in-kernel classifier ([`XdpClassifier::load`]) or the AF_XDP redirect
-/// ([`XdpClassifier::load_redirect`]).
-pub struct XdpClassifier {
+/// in-kernel classifier ([`XdpProgram::load`]) or the AF_XDP redirect
+/// ([`XdpProgram::load_redirect`]).
+pub struct XdpProgram {
     ebpf: Ebpf,
     /// Which program of the object this is.
     program: &'static str,
@@ -268,16 +277,16 @@ pub struct XdpClassifier {
     /// The mode table packets read, kept to count the draining flows; every table installed
     /// must have its bucket count. `None` for the redirect program.
     modes: Option<ModeTable>,
-    /// The attachment, pinned so that it outlives a killed herd (see [`XdpClassifier::attach`]).
+    /// The attachment, pinned so that it outlives a killed herd (see [`XdpProgram::attach`]).
     attached: Option<(PinnedLink, PathBuf)>,
 }
 
-impl XdpClassifier {
+impl XdpProgram {
     /// Loads the program (the kernel verifies it here) and fills its maps with the farm's
     /// rules and the modes of `table`, on an interface whose MAC is `if_mac`. Its flow table
     /// starts empty.
     ///
-    /// The program is loaded alive until [`XdpClassifier::keep_alive`] first sets a deadline.
+    /// The program is loaded alive until [`XdpProgram::keep_alive`] first sets a deadline.
     pub fn load(rules: &FarmRules, table: &ModeTable, if_mac: [u8; 6]) -> Result<Self, XdpError> {
         let mut classifier = Self::load_program(CLASSIFY, FLOWS as u32)?;
         classifier.write_rules(rules, (table.len() - 1) as u32, if_mac)?;
@@ -288,8 +297,8 @@ impl XdpClassifier {
     }
 
     /// Loads the AF_XDP mode's redirect program for a farm with `rules` on an interface whose
-    /// MAC is `if_mac`; [`XdpClassifier::add_socket`] gives it the sockets. Alive until
-    /// [`XdpClassifier::keep_alive`] first sets a deadline.
+    /// MAC is `if_mac`; [`XdpProgram::add_socket`] gives it the sockets. Alive until
+    /// [`XdpProgram::keep_alive`] first sets a deadline.
     pub fn load_redirect(rules: &FarmRules, if_mac: [u8; 6]) -> Result<Self, XdpError> {
         // The redirect program keeps no flow: a one-entry map spares the kernel the memory.
         let mut redirect = Self::load_program(REDIRECT, 1)?;
@@ -385,9 +394,9 @@ impl XdpClassifier {
             });
         }
         let next = self.active ^ 1;
-        let mut buckets = self.array::<Mode>("buckets")?;
+        let mut buckets = self.array::<u8>("buckets")?;
         for (bucket, &mode) in table.modes().iter().enumerate() {
-            buckets.set(next * MAX_BUCKETS as u32 + bucket as u32, mode, 0)?;
+            buckets.set(next * MAX_BUCKETS as u32 + bucket as u32, mode.0, 0)?;
         }
         self.array::<u32>("active")?.set(0, next, 0)?;
         self.active = next;
@@ -401,7 +410,7 @@ impl XdpClassifier {
     pub fn flows(&self) -> Result<Vec<(Connection, FlowState)>, XdpError> {
         self.flow_map()?
             .iter()
-            .map(|entry| Ok(entry.map(|(key, value)| (key, FlowState::from(value)))?))
+            .map(|entry| Ok(entry.map(|(key, value)| (key.0, FlowState::from(value)))?))
             .collect()
     }
 
@@ -435,7 +444,7 @@ impl XdpClassifier {
     }
 
     /// The program's flow table; the redirect program has none.
-    fn flow_map(&self) -> Result<HashMap<&MapData, Connection, FlowValue>, XdpError> {
+    fn flow_map(&self) -> Result<HashMap<&MapData, FlowKey, FlowValue>, XdpError> {
         if self.modes.is_none() {
             return Err(XdpError::NoTable);
         }
@@ -457,7 +466,7 @@ impl XdpClassifier {
     /// Attaches the program to `interface` and pins the attachment at `pin` (on a BPF file
     /// system), so that it stays attached if herd is killed: then the liveness deadline passes
     /// and the node accepts no VIP packet (fail closed), where a detached program would let the
-    /// kernel accept them all. [`XdpClassifier::detach`] removes it.
+    /// kernel accept them all. [`XdpProgram::detach`] removes it.
     ///
     /// `generic` attaches in the kernel's generic XDP mode instead of the driver's: for virtual
     /// interfaces, where the driver mode of veth cannot send answers (`XDP_TX`) to a peer that
@@ -553,7 +562,7 @@ impl XdpClassifier {
             *count = counters
                 .get(&(index as u32), 0)?
                 .iter()
-                .fold(Count::default(), |sum, &cpu| sum + cpu);
+                .fold(Count::default(), |sum, &cpu| sum + to_count(cpu));
         }
         Ok(counts)
     }
@@ -593,7 +602,7 @@ impl XdpClassifier {
         }
     }
 
-    fn per_cpu_counters(&self) -> Result<PerCpuArray<&MapData, Count>, XdpError> {
+    fn per_cpu_counters(&self) -> Result<PerCpuArray<&MapData, CountValue>, XdpError> {
         let map = self
             .ebpf
             .map("counters")

@@ -19,16 +19,16 @@ use std::time::{Duration, Instant};
 use core_affinity::CoreId;
 use herd_config::{Affinity, FarmConfig, Protocol, ZeroCopy};
 use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
-use herd_dataplane::clock::coarse_monotonic_ns;
-use herd_dataplane::counts::{Count, Traffic};
-use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::flows::{Connection, LINGER_NS};
 use herd_dataplane::handoff::Port;
-use herd_dataplane::neighbor::virtual_mac;
-use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId, SharedTable};
-use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::xdp::{TestOutcome, XdpClassifier, LOOKUP_BATCH};
-use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
+use herd_dataplane::xdp::{TestOutcome, XdpProgram, LOOKUP_BATCH};
+use herd_packet::clock::coarse_monotonic_ns;
+use herd_packet::counts::{Count, Traffic};
+use herd_packet::craft::{self, Fragment};
+use herd_packet::flows::{Connection, LINGER_NS};
+use herd_packet::neighbor::virtual_mac;
+use herd_packet::table::{BucketMode, BucketTable, ModeTable, NodeId, SharedTable};
+use herd_packet::wire::{ethernet::ethertype, ip_proto};
+use herd_packet::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
 const VIP_B: [u8; 4] = [198, 18, 0, 101];
@@ -67,7 +67,7 @@ fn owners(seed: u64) -> BucketTable {
     let mut rng = Rng(seed);
     let owners = (0..BUCKETS)
         .map(|_| match rng.below(8) {
-            0 => herd_dataplane::table::NO_OWNER,
+            0 => herd_packet::table::NO_OWNER,
             n => (n % 3) as NodeId,
         })
         .collect();
@@ -274,7 +274,7 @@ fn tally(traffic: &mut Traffic, verdict: Verdict, length: usize) {
 fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(Verdict, usize)> {
     let rules = Arc::new(FarmRules::from_config(config));
     let first = ModeTable::of_owner(&owners(1 + u64::from(local)), local);
-    let mut xdp = XdpClassifier::load(&rules, &first, IF_MAC).expect("loads the eBPF program");
+    let mut xdp = XdpProgram::load(&rules, &first, IF_MAC).expect("loads the eBPF program");
     let mut flows = Flows::with_capacity(4096);
     let mut seen: Vec<(Verdict, usize)> = Vec::new();
     let mut traffic = Traffic::default();
@@ -309,7 +309,7 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
 
 /// The two flow tables hold the same connections, in the same buckets, closed or not (their
 /// times differ: the test gives the Rust classifier its own).
-fn same_flows(rust: &Flows, xdp: &XdpClassifier) {
+fn same_flows(rust: &Flows, xdp: &XdpProgram) {
     let kernel = xdp.flows().expect("reads the flow map");
     assert_eq!(kernel.len(), rust.len(), "{kernel:?}");
     for (connection, state) in &kernel {
@@ -401,7 +401,7 @@ fn check_answer(question: &[u8], outcome: &TestOutcome) {
         pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, ip_proto::ICMPV6]);
         pseudo.extend_from_slice(&a[40..72]);
         assert_eq!(
-            herd_dataplane::wire::checksum(&pseudo),
+            herd_packet::wire::checksum(&pseudo),
             0,
             "a valid ICMPv6 checksum"
         );
@@ -442,10 +442,10 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
     let config = farm(true);
     let rules = Arc::new(FarmRules::from_config(&config));
     let table = ModeTable::of_owner(&owners(3), 0);
-    let mut xdp = XdpClassifier::load(&rules, &table, IF_MAC).expect("loads");
+    let mut xdp = XdpProgram::load(&rules, &table, IF_MAC).expect("loads");
     let mut rng = Rng(0xdead_beef_0bad_f00d);
     let frames: Vec<Vec<u8>> = (0..1500).map(|_| frame(&mut rng)).collect();
-    let accepted = |xdp: &XdpClassifier| {
+    let accepted = |xdp: &XdpProgram| {
         frames
             .iter()
             .filter(|f| xdp.test_run(f).unwrap().verdict == Some(Verdict::Accept))
@@ -482,7 +482,7 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
     let config = farm(true);
     let rules = Arc::new(FarmRules::from_config(&config));
     let rust = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
-    let mut redirect = XdpClassifier::load_redirect(&rules, IF_MAC).expect("loads");
+    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
     let mut rng = Rng(0x7ed1_4ec7_5eed_0001);
     let frames: Vec<Vec<u8>> = (0..3000).map(|_| frame(&mut rng)).collect();
     let looked_up = |verdict| {
@@ -493,7 +493,7 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
     };
     // What the program counts besides the redirected frames: the workers count those.
     let mut kept = Traffic::default();
-    let mut check = |redirect: &XdpClassifier, alive: bool| {
+    let mut check = |redirect: &XdpProgram, alive: bool| {
         let mut redirected = 0;
         for frame in &frames {
             let expected = classify(frame, &rust, &mut Flows::with_capacity(8), 0);
@@ -560,7 +560,7 @@ fn afxdp_traffic() {
 
     let rules = Arc::new(FarmRules::from_config(&farm(true)));
     let table = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
-    let mut redirect = XdpClassifier::load_redirect(&rules, IF_MAC).expect("loads");
+    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
     let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
     redirect.add_socket(0, socket.fd()).unwrap();
     let to_stack = Port::tap("herd-t", 1)
@@ -603,7 +603,7 @@ fn afxdp_traffic() {
     let sender = Port::packet(peer, 1)
         .expect("opens a packet socket")
         .remove(0);
-    let in_program = |redirect: &XdpClassifier| {
+    let in_program = |redirect: &XdpProgram| {
         let counted: u64 = redirect.counts().unwrap().iter().map(|c| c.1).sum();
         counted + redirect.redirected().unwrap()
     };
@@ -722,7 +722,7 @@ fn a_table_of_another_size_is_refused() {
     needs_root();
     let rules = FarmRules::from_config(&farm(true));
     let modes = ModeTable::of_owner(&owners(1), 0);
-    let mut xdp = XdpClassifier::load(&rules, &modes, IF_MAC).expect("loads");
+    let mut xdp = XdpProgram::load(&rules, &modes, IF_MAC).expect("loads");
     let other = ModeTable::none(2 * BUCKETS as usize).unwrap();
     let error = xdp.install(&other).unwrap_err().to_string();
     assert!(
@@ -734,11 +734,17 @@ fn a_table_of_another_size_is_refused() {
 /// Bucket modes from a seed: the named ones and arbitrary sets of bits.
 fn modes(seed: u64) -> ModeTable {
     let mut rng = Rng(seed | 1);
-    let named = [Mode::OWN, Mode::DRAIN, Mode::GAIN, Mode::NONE, Mode::KNOWN];
+    let named = [
+        BucketMode::OWN,
+        BucketMode::DRAIN,
+        BucketMode::GAIN,
+        BucketMode::NONE,
+        BucketMode::KNOWN,
+    ];
     let modes = (0..BUCKETS)
         .map(|_| {
             if rng.chance(3) {
-                Mode(rng.below(16) as u8)
+                BucketMode(rng.below(16) as u8)
             } else {
                 rng.pick(&named)
             }
@@ -868,7 +874,7 @@ fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
         let clients: Vec<Client> = (0..16).map(|_| Client::random(&mut rng)).collect();
         let mut table = modes(rng.next());
         // A fresh program: its flow table is empty, as the Rust one is.
-        let mut xdp = XdpClassifier::load(&rules, &table, IF_MAC).expect("loads");
+        let mut xdp = XdpProgram::load(&rules, &table, IF_MAC).expect("loads");
         let mut flows = Flows::with_capacity(4096);
         for step in 0..400u64 {
             if step % 100 == 99 {
@@ -905,7 +911,7 @@ fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
             if flags & (SYN | ACK) == SYN {
                 cases.recorded += usize::from(accepted);
                 cases.forgotten += usize::from(recorded && mode.drains());
-            } else if mode.contains(Mode::KNOWN) && !mode.contains(Mode::TCP_ANY) {
+            } else if mode.contains(BucketMode::KNOWN) && !mode.contains(BucketMode::TCP_ANY) {
                 if accepted {
                     cases.known += 1;
                     cases.closed += usize::from(flags & (FIN | RST) != 0);
@@ -931,8 +937,8 @@ fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
 fn both_classifiers_count_the_same_draining_flows() {
     needs_root();
     let rules = Arc::new(FarmRules::from_config(&farm(true)));
-    let owned = ModeTable::new(1, vec![Mode::OWN; BUCKETS as usize]).unwrap();
-    let mut xdp = XdpClassifier::load(&rules, &owned, IF_MAC).expect("loads");
+    let owned = ModeTable::new(1, vec![BucketMode::OWN; BUCKETS as usize]).unwrap();
+    let mut xdp = XdpProgram::load(&rules, &owned, IF_MAC).expect("loads");
     let mut flows = Flows::with_capacity(1024);
     let mut rng = Rng(0xd7a1_0000_0001);
     let clients: Vec<Client> = (0..12u16)
@@ -961,7 +967,7 @@ fn both_classifiers_count_the_same_draining_flows() {
     }
     let draining = clients.iter().filter(drains).count();
     assert!(draining >= 8, "{draining} connections off the kept bucket");
-    let count = |xdp: &XdpClassifier, flows: &Flows, table: &ModeTable| {
+    let count = |xdp: &XdpProgram, flows: &Flows, table: &ModeTable| {
         let kernel = xdp.draining_flows().expect("counts the program's flows");
         assert_eq!(kernel, flows.draining(table, coarse_monotonic_ns()));
         kernel
@@ -969,7 +975,13 @@ fn both_classifiers_count_the_same_draining_flows() {
     let handover = ModeTable::new(
         2,
         (0..BUCKETS)
-            .map(|b| if b == kept { Mode::OWN } else { Mode::DRAIN })
+            .map(|b| {
+                if b == kept {
+                    BucketMode::OWN
+                } else {
+                    BucketMode::DRAIN
+                }
+            })
             .collect(),
     )
     .unwrap();
@@ -981,7 +993,7 @@ fn both_classifiers_count_the_same_draining_flows() {
         draining,
         "closed ones linger"
     );
-    let known = ModeTable::new(3, vec![Mode::KNOWN; BUCKETS as usize]).unwrap();
+    let known = ModeTable::new(3, vec![BucketMode::KNOWN; BUCKETS as usize]).unwrap();
     xdp.install(&known).unwrap();
     assert_eq!(count(&xdp, &flows, &known), clients.len());
     xdp.install(&handover).unwrap();
@@ -991,7 +1003,7 @@ fn both_classifiers_count_the_same_draining_flows() {
         draining - closing.len(),
         "then go"
     );
-    let gaining = ModeTable::new(4, vec![Mode::GAIN; BUCKETS as usize]).unwrap();
+    let gaining = ModeTable::new(4, vec![BucketMode::GAIN; BUCKETS as usize]).unwrap();
     xdp.install(&gaining).unwrap();
     assert_eq!(count(&xdp, &flows, &gaining), 0);
 }
@@ -1001,8 +1013,8 @@ fn both_classifiers_count_the_same_draining_flows() {
 fn a_flow_table_larger_than_a_batch_is_counted_whole() {
     needs_root();
     let rules = Arc::new(FarmRules::from_config(&farm(true)));
-    let owned = ModeTable::new(1, vec![Mode::OWN; BUCKETS as usize]).unwrap();
-    let mut xdp = XdpClassifier::load(&rules, &owned, IF_MAC).expect("loads");
+    let owned = ModeTable::new(1, vec![BucketMode::OWN; BUCKETS as usize]).unwrap();
+    let mut xdp = XdpProgram::load(&rules, &owned, IF_MAC).expect("loads");
     let connections = 2 * LOOKUP_BATCH + 100;
     let mut rng = Rng(0xd7a1_0000_0002);
     for i in 0..connections {
@@ -1015,7 +1027,7 @@ fn a_flow_table_larger_than_a_batch_is_counted_whole() {
         let (frame, _) = client.segment(&mut Rng(1), SYN);
         assert_eq!(xdp.test_run(&frame).unwrap().verdict, Some(Verdict::Accept));
     }
-    let known = ModeTable::new(2, vec![Mode::KNOWN; BUCKETS as usize]).unwrap();
+    let known = ModeTable::new(2, vec![BucketMode::KNOWN; BUCKETS as usize]).unwrap();
     xdp.install(&known).unwrap();
     assert_eq!(xdp.draining_flows().unwrap(), connections);
 }
@@ -1045,13 +1057,13 @@ fn cost_per_packet() {
         ),
     ];
     let modes = [
-        ("OWN", Mode::OWN),
-        ("NONE", Mode::NONE),
-        ("DRAIN", Mode::DRAIN),
+        ("OWN", BucketMode::OWN),
+        ("NONE", BucketMode::NONE),
+        ("DRAIN", BucketMode::DRAIN),
     ];
     for (name, mode) in modes {
         let table = ModeTable::new(1, vec![mode; BUCKETS as usize]).unwrap();
-        let xdp = XdpClassifier::load(&rules, &table, IF_MAC).expect("loads");
+        let xdp = XdpProgram::load(&rules, &table, IF_MAC).expect("loads");
         for (kind, protocol, l4) in &frames {
             let ip = craft::ipv4(client, VIP, *protocol, Fragment::default(), l4);
             let frame = craft::ethernet(&[], ethertype::IPV4, &ip);

@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use herd_config::{Affinity, Protocol};
-use herd_dataplane::table::{Mode, ModeTable};
-use herd_dataplane::{classify, craft, DropReason, FarmRules, FarmTable, Flows, Verdict};
+use herd_packet::table::{BucketMode, ModeTable};
+use herd_packet::{classify, craft, DropReason, FarmRules, FarmTable, Flows, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 const BUCKETS: u32 = 64;
@@ -38,7 +38,7 @@ fn state() -> &'static Mutex<State> {
         let vips = [[0, 0, 0, 0x0a].into(), "::a".parse().unwrap()];
         let config = craft::farm_config(&vips, BUCKETS, [7; 16], 3, rules);
         let rules = Arc::new(FarmRules::from_config(&config));
-        let node = |modes: Vec<Mode>| {
+        let node = |modes: Vec<BucketMode>| {
             let modes = ModeTable::new(1, modes).expect("a power of two");
             (
                 FarmTable::new(Arc::clone(&rules), modes),
@@ -50,9 +50,9 @@ fn state() -> &'static Mutex<State> {
                 .into_iter()
                 .map(|table| (table, Flows::with_capacity(256)))
                 .collect(),
-            every_mode: node((0..BUCKETS).map(|b| Mode((b % 16) as u8)).collect()),
-            own: node(vec![Mode::OWN; BUCKETS as usize]),
-            none: node(vec![Mode::NONE; BUCKETS as usize]),
+            every_mode: node((0..BUCKETS).map(|b| BucketMode((b % 16) as u8)).collect()),
+            own: node(vec![BucketMode::OWN; BUCKETS as usize]),
+            none: node(vec![BucketMode::NONE; BUCKETS as usize]),
             now: 0,
         })
     })

@@ -3,8 +3,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use herd_dataplane::hash::HashKey;
 use herd_membership::{assign, Member};
+use herd_packet::hash::HashKey;
 
 /// `nodes` members with distinct names and weights from 1 to 100.
 fn members(nodes: u16) -> Vec<Member> {

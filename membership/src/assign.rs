@@ -48,10 +48,10 @@
 use std::collections::BinaryHeap;
 
 use herd_config::FarmConfig;
-use herd_dataplane::hash::{siphash13, HashKey};
-use herd_dataplane::table::{BucketTable, NodeId, TableSizeError, NO_OWNER};
+use herd_packet::hash::{siphash13, HashKey};
+use herd_packet::table::{BucketTable, NodeId, TableSizeError, NO_OWNER};
 
-pub use herd_dataplane::table::MAX_BUCKETS;
+pub use herd_packet::table::MAX_BUCKETS;
 
 /// One live node as the assignment sees it.
 ///

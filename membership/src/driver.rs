@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use herd_dataplane::counts::Traffic;
-use herd_dataplane::table::Mode;
+use herd_packet::counts::Traffic;
+use herd_packet::table::BucketMode;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
@@ -69,7 +69,7 @@ pub type DataplaneError = Box<dyn std::error::Error + Send + Sync>;
 /// What the membership thread needs of the node's dataplane.
 pub trait Dataplane {
     /// Installs the bucket modes of install `generation`, at once for every packet.
-    fn install(&mut self, generation: u64, modes: &[Mode]) -> Result<(), DataplaneError>;
+    fn install(&mut self, generation: u64, modes: &[BucketMode]) -> Result<(), DataplaneError>;
 
     /// Keeps the dataplane accepting for `ttl` from now: without a renewal by then, it accepts
     /// no VIP packet (fail closed), so a frozen herd stops serving before the others take
@@ -504,10 +504,10 @@ impl<D: Dataplane> Driver<D> {
                     let count = |bits| modes.iter().filter(|mode| mode.contains(bits)).count();
                     tracing::info!(
                         generation,
-                        new_connections = count(Mode::SYN),
-                        known_connections = count(Mode::KNOWN),
-                        all_tcp = count(Mode::TCP_ANY),
-                        non_tcp = count(Mode::OTHER),
+                        new_connections = count(BucketMode::SYN),
+                        known_connections = count(BucketMode::KNOWN),
+                        all_tcp = count(BucketMode::TCP_ANY),
+                        non_tcp = count(BucketMode::OTHER),
                         "installed a bucket table (buckets per kind of traffic taken)"
                     );
                 }

@@ -40,8 +40,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use herd_config::FarmConfig;
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::{Mode, NodeId};
+use herd_packet::hash::HashKey;
+use herd_packet::table::{BucketMode, NodeId};
 
 use crate::assign::{assign, Member};
 use crate::auth::Keyring;
@@ -168,7 +168,7 @@ pub enum Output {
         /// Counts installs, from 1.
         generation: u64,
         /// One mode per bucket.
-        modes: Vec<Mode>,
+        modes: Vec<BucketMode>,
     },
     /// Something to log.
     Event(Event),
@@ -354,7 +354,7 @@ pub struct Membership {
     epoch: u64,
     view: Vec<ViewMember>,
     owners: Arc<[NodeId]>,
-    modes: Vec<Mode>,
+    modes: Vec<BucketMode>,
     /// Whether `modes` changed since the last install.
     modes_changed: bool,
     /// What the modes were last computed from.
@@ -394,7 +394,7 @@ impl Membership {
         let inbox = Inbox::new(keys.clone(), farm.digest, names, local);
         let owners: Arc<[NodeId]> = farm.owners(0).into();
         let mut membership = Self {
-            modes: vec![Mode::NONE; farm.buckets],
+            modes: vec![BucketMode::NONE; farm.buckets],
             modes_changed: false,
             mode_inputs: None,
             settings,
@@ -599,7 +599,7 @@ impl Membership {
     }
 
     /// The installed mode of each bucket.
-    pub fn modes(&self) -> &[Mode] {
+    pub fn modes(&self) -> &[BucketMode] {
         &self.modes
     }
 
@@ -670,7 +670,10 @@ impl Membership {
             .settings
             .dead_after_ms
             .saturating_sub(self.settings.heartbeat_ms);
-        let takes_new = self.modes.iter().any(|mode| mode.0 & !Mode::KNOWN.0 != 0);
+        let takes_new = self
+            .modes
+            .iter()
+            .any(|mode| mode.0 & !BucketMode::KNOWN.0 != 0);
         if silent_ms >= threshold && (takes_new || self.agreed) {
             self.stats.pauses += 1;
             self.event(Event::Paused { silent_ms });
@@ -855,8 +858,8 @@ impl Membership {
         }
         if self.merging {
             for (bucket, mode) in self.modes.iter_mut().enumerate() {
-                if (owners[bucket] != local || theirs[bucket]) && *mode != Mode::NONE {
-                    *mode = Mode::NONE;
+                if (owners[bucket] != local || theirs[bucket]) && *mode != BucketMode::NONE {
+                    *mode = BucketMode::NONE;
                     self.modes_changed = true;
                 }
             }
@@ -864,7 +867,7 @@ impl Membership {
         let lost_held = (0..self.modes.len()).any(|bucket| {
             self.owners[bucket] == local
                 && owners[bucket] != local
-                && self.modes[bucket] != Mode::NONE
+                && self.modes[bucket] != BucketMode::NONE
         });
         if lost_held {
             self.drains.push(Drain {
@@ -963,18 +966,18 @@ impl Membership {
             let mine = self.owners[bucket] == local;
             let acquire = mine
                 && (self.agreed
-                    || before.0 & Mode::SYN.0 != 0
+                    || before.0 & BucketMode::SYN.0 != 0
                     || crash_takeover.as_ref().is_some_and(|c| c[bucket]));
             // What this node holds in any other bucket must be covered by the drains its
             // heartbeats announce, so that no other node takes the same traffic.
             let mode = if !self.quorum_held {
-                Mode::NONE
+                BucketMode::NONE
             } else if acquire {
                 owned_mode(busy[bucket])
             } else if mine_drains.iter().any(|owners| owners[bucket] == local) {
                 keep_known(before, busy[bucket])
             } else {
-                Mode::NONE
+                BucketMode::NONE
             };
             if mode != before {
                 self.modes[bucket] = mode;
@@ -1119,11 +1122,11 @@ fn members_of(view: &[ViewMember]) -> u64 {
 /// The mode of a bucket the table gives this node and that it has acquired: it takes new
 /// connections, and everything else too unless another node drains the bucket, which may be
 /// taking its non-TCP traffic and serves connections this node must not answer.
-fn owned_mode(drained_elsewhere: bool) -> Mode {
+fn owned_mode(drained_elsewhere: bool) -> BucketMode {
     if drained_elsewhere {
-        Mode(Mode::SYN.0 | Mode::KNOWN.0)
+        BucketMode(BucketMode::SYN.0 | BucketMode::KNOWN.0)
     } else {
-        Mode::OWN
+        BucketMode::OWN
     }
 }
 
@@ -1131,17 +1134,17 @@ fn owned_mode(drained_elsewhere: bool) -> Mode {
 /// connections if it had any TCP, and non-TCP traffic if it had it and no other node drains
 /// the bucket too (then neither knows which of them had it rightly, and both give it up).
 /// Never takes more.
-fn keep_known(before: Mode, drained_elsewhere: bool) -> Mode {
-    let tcp = Mode::SYN.0 | Mode::KNOWN.0 | Mode::TCP_ANY.0;
+fn keep_known(before: BucketMode, drained_elsewhere: bool) -> BucketMode {
+    let tcp = BucketMode::SYN.0 | BucketMode::KNOWN.0 | BucketMode::TCP_ANY.0;
     let known = if before.0 & tcp != 0 {
-        Mode::KNOWN.0
+        BucketMode::KNOWN.0
     } else {
         0
     };
     let other = if drained_elsewhere {
         0
     } else {
-        before.0 & Mode::OTHER.0
+        before.0 & BucketMode::OTHER.0
     };
-    Mode(known | other)
+    BucketMode(known | other)
 }

@@ -2,8 +2,8 @@
 //! and the metrics: the thread publishes a fresh [`Snapshot`] whenever something changes, and
 //! readers never wait for it.
 
-use herd_dataplane::counts::Traffic;
-use herd_dataplane::table::NodeId;
+use herd_packet::counts::Traffic;
+use herd_packet::table::NodeId;
 use serde::{Deserialize, Serialize};
 
 use crate::inbox::Refused;

@@ -8,9 +8,9 @@
 
 mod rng;
 
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::{NodeId, NO_OWNER};
 use herd_membership::{assign, Member};
+use herd_packet::hash::HashKey;
+use herd_packet::table::{NodeId, NO_OWNER};
 use proptest::prelude::*;
 use rng::SplitMix;
 

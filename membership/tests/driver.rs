@@ -5,14 +5,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_dataplane::counts::Traffic;
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::Mode;
 use herd_membership::auth::Keyring;
 use herd_membership::driver::{Command, Dataplane, DataplaneError, Driver, Notice, Start};
 use herd_membership::protocol::FarmNode;
 use herd_membership::wire::State;
 use herd_membership::{Farm, Settings};
+use herd_packet::counts::Traffic;
+use herd_packet::hash::HashKey;
+use herd_packet::table::BucketMode;
 
 /// The buckets this node accepts new connections in, per install.
 #[derive(Clone, Default)]
@@ -21,8 +21,11 @@ struct Recorder {
 }
 
 impl Dataplane for Recorder {
-    fn install(&mut self, _generation: u64, modes: &[Mode]) -> Result<(), DataplaneError> {
-        let taken = modes.iter().filter(|mode| mode.contains(Mode::SYN)).count();
+    fn install(&mut self, _generation: u64, modes: &[BucketMode]) -> Result<(), DataplaneError> {
+        let taken = modes
+            .iter()
+            .filter(|mode| mode.contains(BucketMode::SYN))
+            .count();
         self.installs.lock().unwrap().push(taken);
         Ok(())
     }

@@ -1,12 +1,12 @@
 //! A node that joins while a node it cannot agree with talks (another farm configuration, or
 //! another key) holds its join, and joins once that node is gone.
 
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::Mode;
 use herd_membership::auth::Keyring;
 use herd_membership::protocol::{Event, FarmNode, Output};
 use herd_membership::wire::State;
 use herd_membership::{Farm, Membership, Now, Settings};
+use herd_packet::hash::HashKey;
+use herd_packet::table::BucketMode;
 
 const SETTINGS: Settings = Settings {
     heartbeat_ms: 100,
@@ -132,7 +132,10 @@ fn exchange(nodes: &mut [Membership; 2], from: u64, to: u64) -> [usize; 2] {
     }
     [0, 1].map(|n| {
         let modes = nodes[n].modes();
-        modes.iter().filter(|mode| mode.contains(Mode::SYN)).count()
+        modes
+            .iter()
+            .filter(|mode| mode.contains(BucketMode::SYN))
+            .count()
     })
 }
 

@@ -31,13 +31,13 @@ mod rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use herd_dataplane::hash::HashKey;
-use herd_dataplane::table::{Mode, NodeId};
 use herd_membership::auth::Keyring;
 use herd_membership::inbox::FRESHNESS_MS;
 use herd_membership::protocol::{Event, Farm, FarmNode};
 use herd_membership::wire::State;
 use herd_membership::{Membership, Now, Output, Settings};
+use herd_packet::hash::HashKey;
+use herd_packet::table::{BucketMode, NodeId};
 use rng::SplitMix;
 
 /// The wall clock at virtual time 0: 2026-11-22.
@@ -158,7 +158,7 @@ enum Fault {
 struct Node {
     protocol: Option<Membership>,
     incarnation: u64,
-    modes: Vec<Mode>,
+    modes: Vec<BucketMode>,
     /// When the protocol last sent a heartbeat, which is when the driver renews the
     /// dataplane's liveness deadline.
     renewed_ms: u64,
@@ -706,8 +706,12 @@ impl World {
         if partitioned {
             return Ok(());
         }
-        let (syn, any, other) = (Mode::SYN.0, Mode::TCP_ANY.0, Mode::OTHER.0);
-        let tcp = syn | Mode::KNOWN.0 | any;
+        let (syn, any, other) = (
+            BucketMode::SYN.0,
+            BucketMode::TCP_ANY.0,
+            BucketMode::OTHER.0,
+        );
+        let tcp = syn | BucketMode::KNOWN.0 | any;
         for bucket in 0..self.scenario.buckets {
             let holders = |bits: u8| -> Vec<usize> {
                 (0..nodes)
@@ -787,12 +791,12 @@ impl World {
                     .filter(|&n| self.effective(n, bucket) & bit != 0)
                     .count()
             };
-            if with(Mode::SYN.0) == 0 {
+            if with(BucketMode::SYN.0) == 0 {
                 return Err(self.violation(format!(
                     "bucket {bucket}: no node takes new connections after {quiet} ms of calm"
                 )));
             }
-            if drained && with(Mode::OTHER.0) == 0 {
+            if drained && with(BucketMode::OTHER.0) == 0 {
                 return Err(self.violation(format!(
                     "bucket {bucket}: no node takes non-TCP traffic after {quiet} ms of calm"
                 )));
@@ -838,7 +842,7 @@ impl World {
             for node in 0..self.nodes.len() {
                 let mode = self.effective(node, bucket);
                 let expected = if node == usize::from(owner) {
-                    Mode::OWN.0
+                    BucketMode::OWN.0
                 } else {
                     0
                 };
@@ -967,7 +971,7 @@ fn a_crash_is_taken_over_within_dead_after() {
     world.run(5000).unwrap();
     assert!(owner_count(&world, 2) > 0);
     let victim_buckets: Vec<usize> = (0..256)
-        .filter(|&b| world.effective(2, b) == Mode::OWN.0)
+        .filter(|&b| world.effective(2, b) == BucketMode::OWN.0)
         .collect();
     assert!(!victim_buckets.is_empty());
     world.schedule(5000, Step::Fault(Fault::Crash(2)));
@@ -978,7 +982,7 @@ fn a_crash_is_taken_over_within_dead_after() {
         world.run(t).unwrap();
         let all = victim_buckets
             .iter()
-            .all(|&b| (0..2).any(|n| world.effective(n, b) & Mode::SYN.0 != 0));
+            .all(|&b| (0..2).any(|n| world.effective(n, b) & BucketMode::SYN.0 != 0));
         if all {
             taken_at = Some(t);
             break;

@@ -4,9 +4,9 @@
 
 use anyhow::Context;
 use aya::programs::{TestRun, TestRunOptions};
-use herd_dataplane::craft::MAC_B;
-use herd_dataplane::table::ModeTable;
-use herd_dataplane::xdp::XdpClassifier;
+use herd_dataplane::xdp::XdpProgram;
+use herd_packet::craft::MAC_B;
+use herd_packet::table::ModeTable;
 use serde::Serialize;
 
 use crate::farm::{BenchFarm, LOCAL};
@@ -77,13 +77,13 @@ fn frames(farm: &BenchFarm) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
 fn ipv4_header_checksum(header: &[u8]) -> u16 {
     let mut copy = header.to_vec();
     copy[10..12].fill(0);
-    herd_dataplane::wire::checksum(&copy)
+    herd_packet::wire::checksum(&copy)
 }
 
 /// Times herd's program (node 0 of `farm`, alive) and the empty one on each frame.
 pub fn measure(farm: &BenchFarm) -> anyhow::Result<Vec<Cost>> {
     let modes = ModeTable::of_owner(farm.table(), LOCAL);
-    let mut herd = XdpClassifier::load(farm.rules(), &modes, MAC_B)?;
+    let mut herd = XdpProgram::load(farm.rules(), &modes, MAC_B)?;
     herd.keep_alive(std::time::Duration::from_secs(3600))?;
     let mut empty = programs::load(Program::Pass)?;
     let empty = programs::xdp(&mut empty, Program::Pass)?;
@@ -138,7 +138,7 @@ mod tests {
         let frames = frames(&farm).unwrap();
         assert_eq!(frames.len(), 5);
         let (_, not_vip) = &frames[4];
-        assert_eq!(herd_dataplane::wire::checksum(&not_vip[14..34]), 0);
+        assert_eq!(herd_packet::wire::checksum(&not_vip[14..34]), 0);
         assert_eq!(not_vip[30..34], [198, 18, 0, 1]);
     }
 }

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use herd_config::{FarmConfig, Protocol};
-use herd_dataplane::table::{BucketTable, NodeId};
-use herd_dataplane::FarmRules;
 use herd_membership::farm_table;
+use herd_packet::table::{BucketTable, NodeId};
+use herd_packet::FarmRules;
 
 use crate::jhash;
 

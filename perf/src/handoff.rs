@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use herd_dataplane::craft::{self, Fragment, MAC_B};
 use herd_dataplane::handoff::Port;
-use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
+use herd_packet::craft::{self, Fragment, MAC_B};
+use herd_packet::wire::{ethernet::ethertype, ip_proto};
 use serde::Serialize;
 
 use crate::farm::{PORT, VIP4};

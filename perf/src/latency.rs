@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use core_affinity::CoreId;
 use hdrhistogram::Histogram;
-use herd_dataplane::clock::now_ns;
+use herd_packet::clock::now_ns;
 
 use crate::sched;
 use crate::topology::Netns;

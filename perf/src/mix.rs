@@ -5,9 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::bail;
-use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::wire::ethernet::ethertype;
-use herd_dataplane::wire::{checksum, ip_proto};
+use herd_packet::craft::{self, Fragment};
+use herd_packet::wire::ethernet::ethertype;
+use herd_packet::wire::{checksum, ip_proto};
 use serde::Serialize;
 
 use crate::farm::{PORT, VIP4, VIP6};
@@ -324,7 +324,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herd_dataplane::wire::ipv6::Ipv6Packet;
+    use herd_packet::wire::ipv6::Ipv6Packet;
 
     fn spec(flows: u32, ipv6_share: f64) -> MixSpec {
         MixSpec {

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use herd_dataplane::craft::{MAC_A, MAC_B};
+use herd_packet::craft::{MAC_A, MAC_B};
 
 use crate::farm::{VIP4, VIP6};
 use crate::{command, sched};

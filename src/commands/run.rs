@@ -17,17 +17,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use core_affinity::CoreId;
-use herd_config::{FarmConfig, Mode};
+use herd_config::{DataplaneMode, FarmConfig};
 use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
-use herd_dataplane::counts::Traffic;
 use herd_dataplane::handoff::Port;
-use herd_dataplane::neighbor::announcement;
-use herd_dataplane::table::{self, ModeTable, SharedTable};
-use herd_dataplane::xdp::XdpClassifier;
-use herd_dataplane::{FarmRules, FarmTable};
+use herd_dataplane::xdp::XdpProgram;
 use herd_membership::auth::Keyring;
 use herd_membership::driver::{self, Command, Dataplane, DataplaneError, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
+use herd_packet::counts::Traffic;
+use herd_packet::neighbor::announcement;
+use herd_packet::table::{self, ModeTable, SharedTable};
+use herd_packet::{FarmRules, FarmTable};
 
 use crate::control::Server;
 use crate::farm;
@@ -117,8 +117,8 @@ pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
     };
     node.check_vips_are_free()?;
     match node.config.dataplane.mode {
-        Mode::Xdp => run_xdp(node, start),
-        Mode::Afxdp => run_afxdp(node, start, paths.config),
+        DataplaneMode::Xdp => run_xdp(node, start),
+        DataplaneMode::Afxdp => run_afxdp(node, start, paths.config),
     }
 }
 
@@ -186,11 +186,11 @@ impl Node {
     }
 
     /// Attaches `program` to the interface, replacing one an earlier herd left attached.
-    fn attach(&self, program: &mut XdpClassifier) -> anyhow::Result<()> {
+    fn attach(&self, program: &mut XdpProgram) -> anyhow::Result<()> {
         let interface = self.host.name();
         // A program an earlier herd left attached (it was killed) keeps the node closed until
         // the moment it is replaced, so it is removed only now, with everything else ready.
-        if XdpClassifier::remove_stale(&self.pin)? {
+        if XdpProgram::remove_stale(&self.pin)? {
             tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
         }
         // The setup may have outlasted the deadline set when the program was loaded.
@@ -288,7 +288,7 @@ impl Node {
 
     /// Undoes everything: the VIPs first, since once the program is detached the kernel would
     /// take every VIP packet.
-    fn finish(mut self, program: &mut XdpClassifier) -> anyhow::Result<()> {
+    fn finish(mut self, program: &mut XdpProgram) -> anyhow::Result<()> {
         self.host.restore();
         program.detach()?;
         tracing::info!("stopped; the host is as herd found it");
@@ -298,11 +298,15 @@ impl Node {
 
 /// The in-kernel dataplane: the verdict and the flow table in the XDP program.
 struct InKernel<'a> {
-    program: &'a mut XdpClassifier,
+    program: &'a mut XdpProgram,
 }
 
 impl Dataplane for InKernel<'_> {
-    fn install(&mut self, generation: u64, modes: &[table::Mode]) -> Result<(), DataplaneError> {
+    fn install(
+        &mut self,
+        generation: u64,
+        modes: &[table::BucketMode],
+    ) -> Result<(), DataplaneError> {
         Ok(self
             .program
             .install(&ModeTable::new(generation, modes.to_vec())?)?)
@@ -325,14 +329,18 @@ impl Dataplane for InKernel<'_> {
 /// The AF_XDP dataplane: the workers classify under the table published to them, and the
 /// redirect program holds the liveness deadline.
 struct Workers<'a> {
-    redirect: &'a mut XdpClassifier,
+    redirect: &'a mut XdpProgram,
     table: &'a SharedTable<FarmTable>,
     rules: Arc<FarmRules>,
     workers: &'a [Worker],
 }
 
 impl Dataplane for Workers<'_> {
-    fn install(&mut self, generation: u64, modes: &[table::Mode]) -> Result<(), DataplaneError> {
+    fn install(
+        &mut self,
+        generation: u64,
+        modes: &[table::BucketMode],
+    ) -> Result<(), DataplaneError> {
         let modes = ModeTable::new(generation, modes.to_vec())?;
         self.table
             .publish(FarmTable::new(Arc::clone(&self.rules), modes));
@@ -347,7 +355,7 @@ impl Dataplane for Workers<'_> {
         let mut total = 0;
         for worker in self.workers {
             match worker.counters().drained() {
-                Some(drained) if drained.epoch == generation => total += drained.flows as u64,
+                Some(drained) if drained.generation == generation => total += drained.flows as u64,
                 _ => return Ok(None),
             }
         }
@@ -370,7 +378,7 @@ impl Dataplane for Workers<'_> {
 
 /// The in-kernel mode: the whole verdict in the XDP program.
 fn run_xdp(mut node: Node, start: Start) -> anyhow::Result<()> {
-    let mut xdp = XdpClassifier::load(&node.rules, &node.nothing(), node.host.mac())?;
+    let mut xdp = XdpProgram::load(&node.rules, &node.nothing(), node.host.mac())?;
     xdp.keep_alive(node.liveness_ttl())?;
     node.prepare_host()?;
     node.attach(&mut xdp)?;
@@ -387,7 +395,7 @@ fn run_afxdp(mut node: Node, start: Start, path: &Path) -> anyhow::Result<()> {
     let interface = node.host.name().to_owned();
     let queues = node.host.rx_queues()?;
     let cores = worker_cores(&node.config.dataplane.cores, queues, path)?;
-    let mut redirect = XdpClassifier::load_redirect(&node.rules, node.host.mac())?;
+    let mut redirect = XdpProgram::load_redirect(&node.rules, node.host.mac())?;
     redirect.keep_alive(node.liveness_ttl())?;
     let mut sockets = Vec::with_capacity(queues as usize);
     for queue in 0..queues {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail};
 use herd_config::{Affinity, FarmConfig, Protocol};
-use herd_dataplane::FarmRules;
 use herd_membership::farm_table;
+use herd_packet::FarmRules;
 use serde::Serialize;
 
 use crate::farm;

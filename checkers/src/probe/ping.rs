@@ -5,7 +5,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use herd_dataplane::wire::checksum;
+use herd_packet::wire::checksum;
 
 use super::{ProbeError, Probed};
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use super::{ip, parse, BASE};
 use crate::{
-    Admin, Affinity, Check, CheckAction, CheckKind, Dataplane, Farm, FarmConfig, Membership, Mode,
-    Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts, ZeroCopy,
+    Admin, Affinity, Check, CheckAction, CheckKind, Dataplane, DataplaneMode, Farm, FarmConfig,
+    Membership, Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts, ZeroCopy,
 };
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
@@ -66,7 +66,7 @@ fn example_file_parses_to_what_it_says() {
             quorum: false,
         },
         dataplane: Dataplane {
-            mode: Mode::Afxdp,
+            mode: DataplaneMode::Afxdp,
             cores: vec![],
             zero_copy: ZeroCopy::Auto,
             batch: 64,
@@ -239,7 +239,7 @@ fn membership_limits_are_accepted() {
 #[test]
 fn without_a_dataplane_table_the_defaults_apply() {
     let defaults = Dataplane {
-        mode: Mode::Afxdp,
+        mode: DataplaneMode::Afxdp,
         cores: vec![],
         zero_copy: ZeroCopy::Auto,
         batch: 64,
@@ -267,7 +267,7 @@ fn every_dataplane_key_is_read() {
     assert_eq!(
         config.dataplane,
         Dataplane {
-            mode: Mode::Xdp,
+            mode: DataplaneMode::Xdp,
             cores: vec![3, 1, 1023, 0],
             zero_copy: ZeroCopy::Off,
             batch: 1024,
@@ -279,7 +279,7 @@ fn every_dataplane_key_is_read() {
     assert_eq!(
         config.dataplane,
         Dataplane {
-            mode: Mode::Afxdp,
+            mode: DataplaneMode::Afxdp,
             cores: vec![],
             zero_copy: ZeroCopy::On,
             batch: 1,
@@ -371,7 +371,7 @@ fn enums_display_and_parse_their_file_spelling() {
     for affinity in [Affinity::ClientIp, Affinity::ClientIpPort] {
         assert_eq!(affinity.to_string().parse(), Ok(affinity));
     }
-    for mode in [Mode::Afxdp, Mode::Xdp] {
+    for mode in [DataplaneMode::Afxdp, DataplaneMode::Xdp] {
         assert_eq!(mode.to_string().parse(), Ok(mode));
     }
     for zero_copy in [ZeroCopy::Auto, ZeroCopy::On, ZeroCopy::Off] {
@@ -397,10 +397,12 @@ fn enums_display_and_parse_their_file_spelling() {
         )
     );
     assert_eq!(Protocol::Tcp.to_string(), "tcp");
-    assert_eq!(Mode::Afxdp.to_string(), "afxdp");
+    assert_eq!(DataplaneMode::Afxdp.to_string(), "afxdp");
     assert_eq!(ZeroCopy::Off.to_string(), "off");
     assert_eq!(
-        "AFXDP".parse::<Mode>().map_err(|error| error.to_string()),
+        "AFXDP"
+            .parse::<DataplaneMode>()
+            .map_err(|error| error.to_string()),
         Err("`AFXDP` is not a dataplane mode; expected `afxdp` or `xdp`".to_owned())
     );
     assert_eq!(

@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::{integer, invalid};
 use crate::locate::Source;
 use crate::raw::{RawDataplane, RawInt};
-use crate::{ConfigError, Dataplane, Mode, ValueError, ZeroCopy};
+use crate::{ConfigError, Dataplane, DataplaneMode, ValueError, ZeroCopy};
 
 /// The packet path settings; [`Dataplane::default`] when the file has no `[dataplane]`.
 ///
@@ -23,11 +23,11 @@ pub(super) fn check_dataplane(
     };
     let raw = dataplane.get_ref();
     let mode = match &raw.mode {
-        Some(mode) => mode.get_ref().parse::<Mode>().map_err(|error| {
-            let error = error.suggesting(mode.get_ref(), Mode::NAMES);
+        Some(mode) => mode.get_ref().parse::<DataplaneMode>().map_err(|error| {
+            let error = error.suggesting(mode.get_ref(), DataplaneMode::NAMES);
             invalid(source, mode.span(), "dataplane.mode", error)
         })?,
-        None => Mode::default(),
+        None => DataplaneMode::default(),
     };
     let cores = match &raw.cores {
         Some(cores) => check_cores(cores, source)?,

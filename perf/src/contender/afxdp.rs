@@ -12,10 +12,10 @@ use anyhow::Context;
 use core_affinity::CoreId;
 use herd_config::ZeroCopy;
 use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
-use herd_dataplane::craft::MAC_B;
-use herd_dataplane::table::{ModeTable, SharedTable};
-use herd_dataplane::xdp::XdpClassifier;
-use herd_dataplane::FarmTable;
+use herd_dataplane::xdp::XdpProgram;
+use herd_packet::craft::MAC_B;
+use herd_packet::table::{ModeTable, SharedTable};
+use herd_packet::FarmTable;
 
 use super::{Contender, Counts, Receiver};
 use crate::farm::LOCAL;
@@ -30,7 +30,7 @@ const BATCH: usize = 64;
 /// The redirect program, the socket's worker and the handoff device.
 pub struct HerdAfxdp {
     handoff: Handoff,
-    redirect: Option<XdpClassifier>,
+    redirect: Option<XdpProgram>,
     worker: Option<Worker>,
     stop: Arc<AtomicBool>,
     netns: Option<Netns>,
@@ -52,7 +52,7 @@ impl HerdAfxdp {
 impl Contender for HerdAfxdp {
     fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()> {
         let farm = receiver.farm;
-        let mut redirect = XdpClassifier::load_redirect(farm.rules(), MAC_B)?;
+        let mut redirect = XdpProgram::load_redirect(farm.rules(), MAC_B)?;
         redirect.keep_alive(ALIVE_FOR)?;
         self.netns = Some(receiver.netns.clone());
         let socket = receiver

@@ -82,7 +82,7 @@ pub enum Kind {
     /// An nftables netdev ingress rule `jhash ip saddr mod 3 != 0 drop`: what an
     /// administrator uses since CLUSTERIP was removed.
     Nftables,
-    /// herd's in-kernel mode (`XdpClassifier`, driver mode).
+    /// herd's in-kernel mode (`XdpProgram`, driver mode).
     Xdp,
     /// herd's AF_XDP mode (copy mode), handing accepted packets to the stack through a TAP
     /// device, as `herd run` does.

@@ -1,13 +1,13 @@
-//! herd's in-kernel mode: `XdpClassifier` loaded for node 0 of the farm and attached to the
+//! herd's in-kernel mode: `XdpProgram` loaded for node 0 of the farm and attached to the
 //! receiver's veth in driver mode, as `herd run` does with `mode = "xdp"` on a NIC.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use herd_dataplane::craft::MAC_B;
-use herd_dataplane::table::ModeTable;
-use herd_dataplane::xdp::XdpClassifier;
-use herd_dataplane::Verdict;
+use herd_dataplane::xdp::XdpProgram;
+use herd_packet::craft::MAC_B;
+use herd_packet::table::ModeTable;
+use herd_packet::Verdict;
 
 use super::{Contender, Counts, Receiver};
 use crate::farm::LOCAL;
@@ -19,14 +19,14 @@ const ALIVE_FOR: Duration = Duration::from_secs(3600);
 /// herd's classifier on the receiver's interface.
 #[derive(Default)]
 pub struct HerdXdp {
-    classifier: Option<XdpClassifier>,
+    classifier: Option<XdpProgram>,
 }
 
 impl Contender for HerdXdp {
     fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()> {
         let farm = receiver.farm;
         let modes = ModeTable::of_owner(farm.table(), LOCAL);
-        let mut classifier = XdpClassifier::load(farm.rules(), &modes, MAC_B)?;
+        let mut classifier = XdpProgram::load(farm.rules(), &modes, MAC_B)?;
         classifier.keep_alive(ALIVE_FOR)?;
         let pin = receiver.bpf_dir.join("herd-xdp");
         receiver

@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddrV4};
 
 use anyhow::{anyhow, bail, Context};
 use herd_config::{FarmConfig, Protocol};
-use herd_dataplane::table::BucketTable;
-use herd_dataplane::FarmRules;
 use herd_membership::farm_table;
+use herd_packet::table::BucketTable;
+use herd_packet::FarmRules;
 
 use super::bed::{source, NODES, SOURCES};
 

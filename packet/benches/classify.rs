@@ -1,7 +1,7 @@
 //! Cost of the packet path: `classify` per packet on a realistic mix, on one kind of segment in
 //! a bucket owned outright or not at all, and the flow hash alone.
 //!
-//! Run: `cargo bench -p herd-dataplane --bench classify`. Criterion reports the time per batch
+//! Run: `cargo bench -p herd-packet --bench classify`. Criterion reports the time per batch
 //! of `MIX` frames and, through `Throughput::Elements`, packets per second; the time per packet
 //! is the batch time divided by `MIX`.
 
@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herd_config::{Affinity, Protocol};
-use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::hash::{client_hash, HashKey};
-use herd_dataplane::table::{Mode, ModeTable};
-use herd_dataplane::wire::{ethernet::ethertype, ip_proto};
-use herd_dataplane::{classify, FarmRules, FarmTable, Flows};
+use herd_packet::craft::{self, Fragment};
+use herd_packet::hash::{client_hash, HashKey};
+use herd_packet::table::{BucketMode, ModeTable};
+use herd_packet::wire::{ethernet::ethertype, ip_proto};
+use herd_packet::{classify, FarmRules, FarmTable, Flows};
 
 const MIX: usize = 1024;
 const VIP4: [u8; 4] = [198, 18, 0, 100];
@@ -45,7 +45,7 @@ fn table() -> FarmTable {
 }
 
 /// The farm's rules with every bucket in `mode`.
-fn every_bucket(mode: Mode) -> FarmTable {
+fn every_bucket(mode: BucketMode) -> FarmTable {
     let rules = Arc::new(FarmRules::from_config(&config()));
     FarmTable::new(
         rules,
@@ -116,8 +116,8 @@ fn bench_classify(c: &mut Criterion) {
     let cases = [
         ("mix_1024", false, table()),
         ("v4_tcp_vip_1024", true, table()),
-        ("v4_tcp_own_1024", true, every_bucket(Mode::OWN)),
-        ("v4_tcp_none_1024", true, every_bucket(Mode::NONE)),
+        ("v4_tcp_own_1024", true, every_bucket(BucketMode::OWN)),
+        ("v4_tcp_none_1024", true, every_bucket(BucketMode::NONE)),
     ];
     for (name, uniform, table) in cases {
         let frames = mix(uniform);

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use herd_config::{Affinity, FarmConfig, Protocol, Rule};
-use herd_dataplane::craft::{self, Fragment};
-use herd_dataplane::flows::{Connection, FlowState};
-use herd_dataplane::table::{BucketTable, Mode, ModeTable, NodeId, NO_OWNER};
-use herd_dataplane::wire::ethernet::ethertype;
-use herd_dataplane::wire::ip_proto;
-use herd_dataplane::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
+use herd_packet::craft::{self, Fragment};
+use herd_packet::flows::{Connection, FlowState};
+use herd_packet::table::{BucketMode, BucketTable, ModeTable, NodeId, NO_OWNER};
+use herd_packet::wire::ethernet::ethertype;
+use herd_packet::wire::ip_proto;
+use herd_packet::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
 use proptest::prelude::*;
 
 const VIP4: [u8; 4] = [198, 18, 0, 100];
@@ -610,7 +610,7 @@ fn mode_rules() -> Arc<FarmRules> {
 }
 
 /// A node whose every bucket is in `mode`.
-fn every_bucket(mode: Mode) -> FarmTable {
+fn every_bucket(mode: BucketMode) -> FarmTable {
     FarmTable::new(mode_rules(), ModeTable::new(1, vec![mode; 256]).unwrap())
 }
 
@@ -711,7 +711,7 @@ const NOT_OWNER: Verdict = Verdict::Drop(DropReason::NotOwner);
 #[test]
 fn own_accepts_everything_and_records_the_connections_it_opens() {
     for v6 in [false, true] {
-        let table = every_bucket(Mode::OWN);
+        let table = every_bucket(BucketMode::OWN);
         let mut flows = Flows::with_capacity(64);
         for (flags, t) in [(ACK, 5), (SYN_ACK, 6), (PSH_ACK, 7), (RST, 8)] {
             let frame = segment(v6, 1000, 80, flags);
@@ -760,9 +760,9 @@ fn connection_client(v6: bool) -> std::net::IpAddr {
 fn drain_keeps_the_connections_it_knows_and_everything_but_tcp() {
     for v6 in [false, true] {
         let mut flows = Flows::with_capacity(64);
-        let owned = every_bucket(Mode::OWN);
+        let owned = every_bucket(BucketMode::OWN);
         classify(&segment(v6, 1000, 80, SYN), &owned, &mut flows, 1);
-        let draining = every_bucket(Mode::DRAIN);
+        let draining = every_bucket(BucketMode::DRAIN);
         for flags in [ACK, PSH_ACK, SYN_ACK] {
             assert_eq!(
                 classify(&segment(v6, 1000, 80, flags), &draining, &mut flows, 2),
@@ -792,9 +792,9 @@ fn drain_keeps_the_connections_it_knows_and_everything_but_tcp() {
 #[test]
 fn a_new_connection_on_a_known_ones_ports_is_left_to_the_node_taking_syns() {
     for v6 in [false, true] {
-        for keeping in [Mode::DRAIN, Mode::KNOWN] {
+        for keeping in [BucketMode::DRAIN, BucketMode::KNOWN] {
             let mut flows = Flows::with_capacity(64);
-            let owned = every_bucket(Mode::OWN);
+            let owned = every_bucket(BucketMode::OWN);
             for port in [1000, 1001] {
                 classify(&segment(v6, port, 80, SYN), &owned, &mut flows, 1);
             }
@@ -822,7 +822,7 @@ fn a_new_connection_on_a_known_ones_ports_is_left_to_the_node_taking_syns() {
             // A bucket another node owns outright leaves the table alone.
             classify(
                 &segment(v6, 1001, 80, SYN),
-                &every_bucket(Mode::NONE),
+                &every_bucket(BucketMode::NONE),
                 &mut flows,
                 4,
             );
@@ -834,7 +834,7 @@ fn a_new_connection_on_a_known_ones_ports_is_left_to_the_node_taking_syns() {
 #[test]
 fn gain_takes_new_connections_and_then_their_packets_and_nothing_else() {
     for v6 in [false, true] {
-        let gaining = every_bucket(Mode::GAIN);
+        let gaining = every_bucket(BucketMode::GAIN);
         let mut flows = Flows::with_capacity(64);
         assert_eq!(
             classify(&segment(v6, 2000, 80, ACK), &gaining, &mut flows, 1),
@@ -869,11 +869,11 @@ fn known_alone_takes_only_recorded_connections() {
         let mut flows = Flows::with_capacity(64);
         classify(
             &segment(v6, 3000, 80, SYN),
-            &every_bucket(Mode::OWN),
+            &every_bucket(BucketMode::OWN),
             &mut flows,
             1,
         );
-        let known = every_bucket(Mode::KNOWN);
+        let known = every_bucket(BucketMode::KNOWN);
         assert_eq!(
             classify(&segment(v6, 3000, 80, ACK), &known, &mut flows, 2),
             Verdict::Accept
@@ -898,11 +898,11 @@ fn none_drops_everything_and_leaves_the_flow_table_alone() {
         let mut flows = Flows::with_capacity(64);
         classify(
             &segment(v6, 4000, 80, SYN),
-            &every_bucket(Mode::OWN),
+            &every_bucket(BucketMode::OWN),
             &mut flows,
             1,
         );
-        let none = every_bucket(Mode::NONE);
+        let none = every_bucket(BucketMode::NONE);
         for flags in [SYN, ACK, PSH_ACK, FIN_ACK, RST] {
             for port in [4000, 4001] {
                 assert_eq!(
@@ -923,8 +923,8 @@ fn none_drops_everything_and_leaves_the_flow_table_alone() {
 #[test]
 fn fin_and_rst_close_recorded_connections() {
     for v6 in [false, true] {
-        let owned = every_bucket(Mode::OWN);
-        let draining = every_bucket(Mode::DRAIN);
+        let owned = every_bucket(BucketMode::OWN);
+        let draining = every_bucket(BucketMode::DRAIN);
         let mut flows = Flows::with_capacity(64);
         for port in [5000, 5001, 5002] {
             classify(&segment(v6, port, 80, SYN), &owned, &mut flows, 1);
@@ -956,7 +956,7 @@ fn fin_and_rst_close_recorded_connections() {
         classify(&segment(v6, 5000, 80, SYN), &owned, &mut flows, 6);
         assert!(!flows.get(&connection(v6, 5000, 80)).unwrap().closed);
         // Only the open connections count as draining, once the closed ones' linger is over.
-        let later = 4 + herd_dataplane::flows::LINGER_NS;
+        let later = 4 + herd_packet::flows::LINGER_NS;
         assert_eq!(flows.draining(draining.modes(), later), 2);
         assert_eq!(flows.draining(owned.modes(), later), 0);
     }
@@ -966,12 +966,12 @@ fn fin_and_rst_close_recorded_connections() {
 fn connections_are_told_apart_by_both_ports_whatever_the_affinity() {
     for v6 in [false, true] {
         let mut flows = Flows::with_capacity(64);
-        let owned = every_bucket(Mode::OWN);
+        let owned = every_bucket(BucketMode::OWN);
         // client-ip (port 80) and client-ip-port (port 8000) rules.
         for vip_port in [80, 8000] {
             classify(&segment(v6, 6000, vip_port, SYN), &owned, &mut flows, 1);
         }
-        let draining = every_bucket(Mode::DRAIN);
+        let draining = every_bucket(BucketMode::DRAIN);
         for vip_port in [80, 8000] {
             assert_eq!(
                 classify(&segment(v6, 6000, vip_port, ACK), &draining, &mut flows, 2),
@@ -999,13 +999,13 @@ fn handover(before: &BucketTable, after: &BucketTable, node: NodeId) -> ModeTabl
         .iter()
         .zip(after.owners())
         .map(|(&was, &will)| match (was == node, will == node) {
-            (true, true) => Mode::OWN,
-            (true, false) => Mode::DRAIN,
-            (false, true) => Mode::GAIN,
-            (false, false) => Mode::NONE,
+            (true, true) => BucketMode::OWN,
+            (true, false) => BucketMode::DRAIN,
+            (false, true) => BucketMode::GAIN,
+            (false, false) => BucketMode::NONE,
         })
         .collect();
-    ModeTable::new(after.epoch(), modes).unwrap()
+    ModeTable::new(after.generation(), modes).unwrap()
 }
 
 #[test]
@@ -1082,7 +1082,7 @@ fn a_bucket_moves_between_live_nodes_without_breaking_a_connection() {
     );
     assert!(odd > 10 && all > odd, "{odd} of {all} connections moved");
     assert_eq!(flows[0].draining(moving[0].modes(), 6), all);
-    let later = 2 + herd_dataplane::flows::LINGER_NS;
+    let later = 2 + herd_packet::flows::LINGER_NS;
     assert_eq!(flows[0].draining(moving[0].modes(), later), odd);
     assert_eq!(flows[1].draining(moving[1].modes(), 6), 0);
 }

@@ -30,7 +30,7 @@
 //!    - other ICMP messages (echo) by the client address, balanced when an `icmp` rule exists
 //!      (an `icmp` rule covers IP protocols 1 and 58, whichever the family);
 //!    - any other protocol is `Drop(NoRule)`, as is a packet no rule covers.
-//! 6. The bucket is the flow hash modulo the bucket count, and its [`Mode`] says what this node
+//! 6. The bucket is the flow hash modulo the bucket count, and its [`BucketMode`] says what this node
 //!    accepts; everything refused is `Drop(NotOwner)`. A TCP segment (one identified by its
 //!    TCP header, not a fragment, nor a segment an ICMP error quotes) is keyed in the flow
 //!    table by family, client address, VIP address, client port and VIP port:
@@ -61,7 +61,7 @@ use herd_config::Protocol;
 
 use crate::flows::{Connection, FlowState, Flows};
 use crate::rules::{DropReason, FarmRules, Flow, FlowKey};
-use crate::table::{Mode, ModeTable};
+use crate::table::{BucketMode, ModeTable};
 use crate::wire::arp::{self, ArpPacket};
 use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::icmp::IcmpPacket;
@@ -122,7 +122,7 @@ impl FarmTable {
         let mode = self.modes.mode(bucket);
         let accepted = match segment() {
             Some(segment) => segment.accepted(mode, bucket, flows, now),
-            None => mode.contains(Mode::OTHER),
+            None => mode.contains(BucketMode::OTHER),
         };
         if accepted {
             Verdict::Accept
@@ -142,25 +142,25 @@ struct Segment {
 impl Segment {
     /// Whether a bucket in `mode` takes the segment; updates the flow table as step 6 says.
     #[inline(always)]
-    fn accepted(&self, mode: Mode, bucket: u32, flows: &mut Flows, now: u64) -> bool {
+    fn accepted(&self, mode: BucketMode, bucket: u32, flows: &mut Flows, now: u64) -> bool {
         if self.flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
-            if mode.contains(Mode::SYN) {
+            if mode.contains(BucketMode::SYN) {
                 opened(flows, self.connection, bucket, now);
                 return true;
             }
-            if mode.contains(Mode::KNOWN) {
+            if mode.contains(BucketMode::KNOWN) {
                 forgotten(flows, &self.connection);
             }
             return false;
         }
         let ends = self.flags & (tcp::FIN | tcp::RST) != 0;
-        if mode.contains(Mode::TCP_ANY) {
+        if mode.contains(BucketMode::TCP_ANY) {
             if ends {
                 closed(flows, &self.connection, now);
             }
             true
         } else {
-            mode.contains(Mode::KNOWN) && known(flows, &self.connection, ends, now)
+            mode.contains(BucketMode::KNOWN) && known(flows, &self.connection, ends, now)
         }
     }
 }
@@ -555,7 +555,7 @@ mod tests {
         ];
         let config = craft::farm_config(&[VIP.into(), VIP6.into()], 64, [3; 16], 2, rules);
         let mut tables = craft::round_robin_tables(&config);
-        let every_mode = (0..64).map(|bucket| Mode(bucket % 16)).collect();
+        let every_mode = (0..64).map(|bucket| BucketMode(bucket % 16)).collect();
         let every_mode = ModeTable::new(1, every_mode).unwrap();
         tables.push(FarmTable::new(Arc::clone(&tables[0].rules), every_mode));
         tables
@@ -661,7 +661,7 @@ mod tests {
             *flags = tcp::SYN;
         }
         for table in tables() {
-            let owned = ModeTable::new(0, vec![Mode::OWN; table.modes.len()]).unwrap();
+            let owned = ModeTable::new(0, vec![BucketMode::OWN; table.modes.len()]).unwrap();
             let owned = FarmTable::new(Arc::clone(&table.rules), owned);
             let (mut fast, mut general) = (Flows::with_capacity(64), Flows::with_capacity(64));
             classify_general(&syn, &owned, &mut fast, 1);

@@ -1,5 +1,5 @@
 //! The flow table: the TCP connections a node has accepted the SYN of, so that a bucket can move
-//! to another live node without breaking them (see [`crate::table::Mode`]).
+//! to another live node without breaking them (see [`crate::table::BucketMode`]).
 //!
 //! Each AF_XDP worker has a [`Flows`] of its own (no sharing, no lock); the in-kernel mode keeps
 //! the same records in the program's `flows` map, a kernel LRU hash with the same key and
@@ -121,7 +121,7 @@ impl FlowState {
     }
 
     /// Whether the connection is open and draining away: its bucket's current mode in `modes`
-    /// keeps known connections but takes no new one ([`crate::table::Mode::drains`]). The
+    /// keeps known connections but takes no new one ([`crate::table::BucketMode::drains`]). The
     /// definition of both dataplane modes' count of draining flows.
     #[inline]
     pub fn is_draining(&self, modes: &ModeTable, now: u64) -> bool {
@@ -291,8 +291,8 @@ pub struct DrainCount {
     next: usize,
     /// The draining connections of the sets counted so far in this pass.
     partial: usize,
-    /// The epoch of the mode table of the pass under way.
-    epoch: u64,
+    /// The generation of the mode table of the pass under way.
+    generation: u64,
     /// When the last pass started.
     started: Option<u64>,
 }
@@ -300,8 +300,8 @@ pub struct DrainCount {
 /// A complete count of a worker's draining flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Drained {
-    /// The epoch of the mode table counted under.
-    pub epoch: u64,
+    /// The generation of the mode table counted under.
+    pub generation: u64,
     /// The draining connections.
     pub flows: usize,
 }
@@ -313,7 +313,7 @@ impl DrainCount {
     /// Counts the next sets of `flows`; the total once a pass is complete. With no draining
     /// bucket in `modes`, a pass is complete at once, and 0.
     pub fn step(&mut self, flows: &Flows, modes: &ModeTable, now: u64) -> Option<Drained> {
-        if self.next != 0 && modes.epoch() != self.epoch {
+        if self.next != 0 && modes.generation() != self.generation {
             self.next = 0;
             self.partial = 0;
             self.started = None;
@@ -326,10 +326,10 @@ impl DrainCount {
                 return None;
             }
             self.started = Some(now);
-            self.epoch = modes.epoch();
+            self.generation = modes.generation();
             if !modes.drains() {
                 return Some(Drained {
-                    epoch: self.epoch,
+                    generation: self.generation,
                     flows: 0,
                 });
             }
@@ -339,7 +339,7 @@ impl DrainCount {
         if end == flows.sets.len() {
             self.next = 0;
             Some(Drained {
-                epoch: self.epoch,
+                generation: self.generation,
                 flows: std::mem::take(&mut self.partial),
             })
         } else {
@@ -352,7 +352,7 @@ impl DrainCount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Mode;
+    use crate::table::BucketMode;
 
     fn connection(i: u16) -> Connection {
         Connection::v4([198, 19, (i >> 8) as u8, i as u8], [198, 18, 0, 100], i, 80)
@@ -457,8 +457,16 @@ mod tests {
 
     #[test]
     fn closed_connections_linger_then_stop_draining() {
-        let modes =
-            ModeTable::new(1, vec![Mode::DRAIN, Mode::OWN, Mode::KNOWN, Mode::GAIN]).unwrap();
+        let modes = ModeTable::new(
+            1,
+            vec![
+                BucketMode::DRAIN,
+                BucketMode::OWN,
+                BucketMode::KNOWN,
+                BucketMode::GAIN,
+            ],
+        )
+        .unwrap();
         let mut flows = Flows::with_capacity(64);
         for bucket in 0..4 {
             flows.insert(connection(bucket as u16), state(1_000, bucket));
@@ -474,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_drain_count_covers_the_table_in_steps_and_recounts_at_most_every_period() {
-        let modes = ModeTable::new(1, vec![Mode::DRAIN, Mode::OWN]).unwrap();
+        let modes = ModeTable::new(1, vec![BucketMode::DRAIN, BucketMode::OWN]).unwrap();
         let mut flows = Flows::with_capacity(4 * DrainCount::SETS_PER_STEP * WAYS);
         for i in 0..1000 {
             flows.insert(connection(i), state(0, u32::from(i)));
@@ -486,9 +494,12 @@ mod tests {
         assert_eq!(steps, [None, None, None, Some(500)]);
         assert_eq!(count.step(&flows, &modes, RECOUNT_NS - 1), None, "too soon");
         assert_eq!(count.step(&flows, &modes, RECOUNT_NS), None, "a new pass");
-        let owned = ModeTable::new(2, vec![Mode::OWN; 2]).unwrap();
+        let owned = ModeTable::new(2, vec![BucketMode::OWN; 2]).unwrap();
         let mut count = DrainCount::default();
-        let nothing = Drained { epoch: 2, flows: 0 };
+        let nothing = Drained {
+            generation: 2,
+            flows: 0,
+        };
         assert_eq!(
             count.step(&flows, &owned, 0),
             Some(nothing),
@@ -498,8 +509,8 @@ mod tests {
 
     #[test]
     fn a_table_installed_during_a_pass_starts_it_again() {
-        let first = ModeTable::new(1, vec![Mode::DRAIN, Mode::OWN]).unwrap();
-        let second = ModeTable::new(2, vec![Mode::DRAIN, Mode::DRAIN]).unwrap();
+        let first = ModeTable::new(1, vec![BucketMode::DRAIN, BucketMode::OWN]).unwrap();
+        let second = ModeTable::new(2, vec![BucketMode::DRAIN, BucketMode::DRAIN]).unwrap();
         let mut flows = Flows::with_capacity(2 * DrainCount::SETS_PER_STEP * WAYS);
         // Few enough for 512 sets of 8 never to overflow one (a set holding more would evict).
         for i in 0..200 {
@@ -513,7 +524,7 @@ mod tests {
             "the pass starts again"
         );
         let drained = Drained {
-            epoch: 2,
+            generation: 2,
             flows: 200,
         };
         assert_eq!(count.step(&flows, &second, 0), Some(drained));

@@ -4,7 +4,7 @@
 //! compression round per 8-byte word), keyed so that a client cannot choose source addresses
 //! that all land on one node, and made only of 64-bit add/rotate/xor, which an eBPF program
 //! reproduces exactly. The round counts are const parameters so the published SipHash-2-4
-//! vectors (see `tests/vectors.rs`) check the very code the packet path runs.
+//! vectors (see `tests/hash_vectors.rs`) check the very code the packet path runs.
 
 use std::net::IpAddr;
 

@@ -61,8 +61,8 @@ pub fn farm_config(
 }
 
 /// One table per node of `config`, over the same owners: bucket `b` owned by node `b` modulo
-/// the number of nodes, so each node's buckets are [`crate::table::Mode::OWN`] and the others
-/// [`crate::table::Mode::NONE`]. Panics when the bucket count is not a power of two up to 65536, which
+/// the number of nodes, so each node's buckets are [`crate::table::BucketMode::OWN`] and the others
+/// [`crate::table::BucketMode::NONE`]. Panics when the bucket count is not a power of two up to 65536, which
 /// validation guarantees.
 pub fn round_robin_tables(config: &FarmConfig) -> Vec<FarmTable> {
     let nodes = config.nodes.len().max(1);

@@ -19,13 +19,14 @@ pub const NO_OWNER: NodeId = NodeId::MAX;
 /// The most buckets a table holds (the configuration's limit).
 pub const MAX_BUCKETS: usize = 65536;
 
-/// One owner per bucket, stamped with the epoch of the membership view that produced it.
+/// One owner per bucket, stamped with the generation of the install it belongs to (0 where
+/// nothing is installed from it, as in `herd table` and `herd whois`).
 ///
 /// The layout, one `NodeId` per bucket in bucket order, is the value layout of the BPF array map
 /// that mirrors it in the in-kernel mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketTable {
-    epoch: u64,
+    generation: u64,
     owners: Box<[NodeId]>,
     mask: u32,
 }
@@ -49,13 +50,13 @@ impl std::error::Error for TableSizeError {}
 impl BucketTable {
     /// A table with the given owners; their count must be a power of two up to
     /// [`MAX_BUCKETS`].
-    pub fn new(epoch: u64, owners: Vec<NodeId>) -> Result<Self, TableSizeError> {
+    pub fn new(generation: u64, owners: Vec<NodeId>) -> Result<Self, TableSizeError> {
         let len = owners.len();
         if !len.is_power_of_two() || len > MAX_BUCKETS {
             return Err(TableSizeError(len));
         }
         Ok(Self {
-            epoch,
+            generation,
             owners: owners.into_boxed_slice(),
             mask: (len - 1) as u32,
         })
@@ -66,9 +67,9 @@ impl BucketTable {
         Self::new(0, vec![NO_OWNER; buckets])
     }
 
-    /// The epoch of the membership view this table was computed from.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// The generation of the install this table belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The number of buckets.
@@ -121,61 +122,61 @@ impl BucketTable {
 /// One byte, the value of the BPF array map that mirrors a [`ModeTable`] in the in-kernel mode.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Mode(pub u8);
+pub struct BucketMode(pub u8);
 
-impl Mode {
+impl BucketMode {
     /// Accepts nothing.
-    pub const NONE: Mode = Mode(0);
+    pub const NONE: BucketMode = BucketMode(0);
     /// Accepts a TCP SYN without ACK (a new connection) and remembers the connection in the
     /// flow table.
-    pub const SYN: Mode = Mode(1);
+    pub const SYN: BucketMode = BucketMode(1);
     /// Accepts any other TCP packet of a connection in the flow table.
-    pub const KNOWN: Mode = Mode(2);
+    pub const KNOWN: BucketMode = BucketMode(2);
     /// Accepts any other TCP packet without looking it up.
-    pub const TCP_ANY: Mode = Mode(4);
+    pub const TCP_ANY: BucketMode = BucketMode(4);
     /// Accepts every VIP packet that is not TCP (UDP, ICMP and ICMP errors, fragments).
-    pub const OTHER: Mode = Mode(8);
+    pub const OTHER: BucketMode = BucketMode(8);
     /// A bucket this node owns outright.
-    pub const OWN: Mode = Mode(Self::SYN.0 | Self::TCP_ANY.0 | Self::OTHER.0);
+    pub const OWN: BucketMode = BucketMode(Self::SYN.0 | Self::TCP_ANY.0 | Self::OTHER.0);
     /// A bucket this node is giving up: its own connections, and (still) everything but TCP.
-    pub const DRAIN: Mode = Mode(Self::KNOWN.0 | Self::OTHER.0);
+    pub const DRAIN: BucketMode = BucketMode(Self::KNOWN.0 | Self::OTHER.0);
     /// A bucket this node is taking while another drains it: new connections, and those it
     /// has seen start.
-    pub const GAIN: Mode = Mode(Self::SYN.0 | Self::KNOWN.0);
+    pub const GAIN: BucketMode = BucketMode(Self::SYN.0 | Self::KNOWN.0);
 
     /// Whether every bit of `bits` is set.
     #[inline(always)]
-    pub const fn contains(self, bits: Mode) -> bool {
+    pub const fn contains(self, bits: BucketMode) -> bool {
         self.0 & bits.0 == bits.0
     }
 
     /// Whether the bucket's connections are draining away from this node: it keeps the ones
-    /// it knows ([`Mode::KNOWN`]) and takes no new one ([`Mode::SYN`]).
+    /// it knows ([`BucketMode::KNOWN`]) and takes no new one ([`BucketMode::SYN`]).
     #[inline]
     pub const fn drains(self) -> bool {
         self.contains(Self::KNOWN) && !self.contains(Self::SYN)
     }
 }
 
-impl std::ops::BitOr for Mode {
-    type Output = Mode;
+impl std::ops::BitOr for BucketMode {
+    type Output = BucketMode;
 
-    fn bitor(self, other: Mode) -> Mode {
-        Mode(self.0 | other.0)
+    fn bitor(self, other: BucketMode) -> BucketMode {
+        BucketMode(self.0 | other.0)
     }
 }
 
-/// One [`Mode`] per bucket, stamped with the epoch of the membership view that produced it:
+/// One [`BucketMode`] per bucket, stamped with the generation of the install that produced it:
 /// what the dataplane of one node reads.
 ///
 /// The layout, one byte per bucket in bucket order, is the value layout of the BPF array map
 /// that mirrors it in the in-kernel mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModeTable {
-    epoch: u64,
-    modes: Box<[Mode]>,
+    generation: u64,
+    modes: Box<[BucketMode]>,
     mask: u32,
-    /// Whether some bucket [`Mode::drains`]: when none does, no flow is draining and nothing
+    /// Whether some bucket [`BucketMode::drains`]: when none does, no flow is draining and nothing
     /// needs counting.
     drains: bool,
 }
@@ -183,36 +184,36 @@ pub struct ModeTable {
 impl ModeTable {
     /// A table with the given modes; their count must be a power of two up to
     /// [`MAX_BUCKETS`].
-    pub fn new(epoch: u64, modes: Vec<Mode>) -> Result<Self, TableSizeError> {
+    pub fn new(generation: u64, modes: Vec<BucketMode>) -> Result<Self, TableSizeError> {
         let len = modes.len();
         if !len.is_power_of_two() || len > MAX_BUCKETS {
             return Err(TableSizeError(len));
         }
         Ok(Self {
-            epoch,
+            generation,
             drains: modes.iter().any(|mode| mode.drains()),
             modes: modes.into_boxed_slice(),
             mask: (len - 1) as u32,
         })
     }
 
-    /// The modes of node `local` when buckets simply have owners: [`Mode::OWN`] where it owns
-    /// the bucket, [`Mode::NONE`] elsewhere (everywhere for [`NO_OWNER`], a machine outside
-    /// the farm). The epoch is the owners'.
+    /// The modes of node `local` when buckets simply have owners: [`BucketMode::OWN`] where it owns
+    /// the bucket, [`BucketMode::NONE`] elsewhere (everywhere for [`NO_OWNER`], a machine outside
+    /// the farm). The generation is the owners'.
     pub fn of_owner(owners: &BucketTable, local: NodeId) -> Self {
         let modes = owners
             .owners()
             .iter()
             .map(|&owner| {
                 if owner == local && local != NO_OWNER {
-                    Mode::OWN
+                    BucketMode::OWN
                 } else {
-                    Mode::NONE
+                    BucketMode::NONE
                 }
             })
             .collect();
         Self {
-            epoch: owners.epoch,
+            generation: owners.generation,
             modes,
             mask: owners.mask,
             drains: false,
@@ -222,12 +223,12 @@ impl ModeTable {
     /// A table of `buckets` buckets that accepts nothing: what a node installs before it has a
     /// view.
     pub fn none(buckets: usize) -> Result<Self, TableSizeError> {
-        Self::new(0, vec![Mode::NONE; buckets])
+        Self::new(0, vec![BucketMode::NONE; buckets])
     }
 
-    /// The epoch of the membership view this table was computed from.
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// The generation of the install this table belongs to.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The number of buckets.
@@ -249,7 +250,7 @@ impl ModeTable {
 
     /// The mode of a bucket; buckets past the end wrap, as [`ModeTable::bucket_of`] does.
     #[inline(always)]
-    pub fn mode(&self, bucket: u32) -> Mode {
+    pub fn mode(&self, bucket: u32) -> BucketMode {
         let index = (bucket & self.mask) as usize;
         debug_assert!(index < self.modes.len());
         // SAFETY: the constructors set `mask` to the length minus one (`of_owner` copies it
@@ -260,11 +261,11 @@ impl ModeTable {
     }
 
     /// Every mode, in bucket order.
-    pub fn modes(&self) -> &[Mode] {
+    pub fn modes(&self) -> &[BucketMode] {
         &self.modes
     }
 
-    /// Whether some bucket [`Mode::drains`].
+    /// Whether some bucket [`BucketMode::drains`].
     pub fn drains(&self) -> bool {
         self.drains
     }
@@ -329,14 +330,14 @@ mod tests {
     fn counts_ignore_unowned_buckets() {
         let table = BucketTable::new(3, vec![0, 1, 1, NO_OWNER]).unwrap();
         assert_eq!(table.counts(2), vec![1, 2]);
-        assert_eq!(table.epoch(), 3);
+        assert_eq!(table.generation(), 3);
     }
 
     #[test]
     fn mode_tables_have_the_sizes_of_bucket_tables() {
-        assert!(ModeTable::new(0, vec![Mode::OWN; 64]).is_ok());
+        assert!(ModeTable::new(0, vec![BucketMode::OWN; 64]).is_ok());
         assert_eq!(
-            ModeTable::new(0, vec![Mode::NONE; 100]),
+            ModeTable::new(0, vec![BucketMode::NONE; 100]),
             Err(TableSizeError(100))
         );
         assert_eq!(ModeTable::new(0, vec![]), Err(TableSizeError(0)));
@@ -346,12 +347,18 @@ mod tests {
 
     #[test]
     fn the_named_modes_are_their_bits() {
-        assert_eq!(Mode::OWN, Mode::SYN | Mode::TCP_ANY | Mode::OTHER);
-        assert_eq!(Mode::DRAIN, Mode::KNOWN | Mode::OTHER);
-        assert_eq!(Mode::GAIN, Mode::SYN | Mode::KNOWN);
-        assert!(Mode::OWN.contains(Mode::SYN) && !Mode::OWN.contains(Mode::KNOWN));
-        assert!(Mode::NONE.contains(Mode::NONE));
-        let draining: Vec<u8> = (0..16).filter(|&bits| Mode(bits).drains()).collect();
+        assert_eq!(
+            BucketMode::OWN,
+            BucketMode::SYN | BucketMode::TCP_ANY | BucketMode::OTHER
+        );
+        assert_eq!(BucketMode::DRAIN, BucketMode::KNOWN | BucketMode::OTHER);
+        assert_eq!(BucketMode::GAIN, BucketMode::SYN | BucketMode::KNOWN);
+        assert!(
+            BucketMode::OWN.contains(BucketMode::SYN)
+                && !BucketMode::OWN.contains(BucketMode::KNOWN)
+        );
+        assert!(BucketMode::NONE.contains(BucketMode::NONE));
+        let draining: Vec<u8> = (0..16).filter(|&bits| BucketMode(bits).drains()).collect();
         assert_eq!(draining, [2, 6, 10, 14], "KNOWN without SYN");
     }
 
@@ -361,16 +368,24 @@ mod tests {
         let modes = ModeTable::of_owner(&owners, 0);
         assert_eq!(
             modes.modes(),
-            [Mode::OWN, Mode::NONE, Mode::NONE, Mode::OWN]
+            [
+                BucketMode::OWN,
+                BucketMode::NONE,
+                BucketMode::NONE,
+                BucketMode::OWN
+            ]
         );
-        assert_eq!(modes.epoch(), 9);
+        assert_eq!(modes.generation(), 9);
         assert_eq!(modes.len(), 4);
         assert!(!modes.drains());
-        assert_eq!(modes.mode(5), Mode::NONE, "wraps");
+        assert_eq!(modes.mode(5), BucketMode::NONE, "wraps");
         assert_eq!(modes.bucket_of(7), 3);
         let outsider = ModeTable::of_owner(&owners, NO_OWNER);
-        assert!(outsider.modes().iter().all(|&mode| mode == Mode::NONE));
-        let draining = ModeTable::new(1, vec![Mode::OWN, Mode::DRAIN]).unwrap();
+        assert!(outsider
+            .modes()
+            .iter()
+            .all(|&mode| mode == BucketMode::NONE));
+        let draining = ModeTable::new(1, vec![BucketMode::OWN, BucketMode::DRAIN]).unwrap();
         assert!(draining.drains());
     }
 
@@ -382,19 +397,22 @@ mod tests {
         let writer = {
             let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
-                for epoch in 1..=200u64 {
-                    let owner = (epoch % 7) as NodeId;
-                    shared.publish(BucketTable::new(epoch, vec![owner; 1024]).unwrap());
+                for generation in 1..=200u64 {
+                    let owner = (generation % 7) as NodeId;
+                    shared.publish(BucketTable::new(generation, vec![owner; 1024]).unwrap());
                 }
             })
         };
-        let mut last_epoch = 0;
-        while !writer.is_finished() || last_epoch < 200 {
+        let mut last_generation = 0;
+        while !writer.is_finished() || last_generation < 200 {
             let table = shared.load();
             let first = table.owner(0);
             assert!(table.owners().iter().all(|&o| o == first), "a torn table");
-            assert!(table.epoch() >= last_epoch, "epochs go backwards");
-            last_epoch = table.epoch();
+            assert!(
+                table.generation() >= last_generation,
+                "generations go backwards"
+            );
+            last_generation = table.generation();
         }
         writer.join().unwrap();
     }

@@ -6,7 +6,7 @@
 //! - `HSIPHASH_64BIT`: the same kernel test's `test_vectors_hsiphash` for 64-bit machines, where
 //!   `hsiphash` is SipHash-1-3 truncated to 32 bits: the very function herd's packet path runs.
 
-use herd_dataplane::hash::{siphash, siphash13, HashKey};
+use herd_packet::hash::{siphash, siphash13, HashKey};
 
 const SIPHASH_2_4: [u64; 64] = [
     0x726fdb47dd0e0e31,

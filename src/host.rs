@@ -1,54 +1,66 @@
 //! What `herd run` changes on the host, each change recorded so that it is put back when herd
-//! stops: the VIP addresses, sysctls and promiscuous mode of the interface. Also the host's
-//! facts herd reads (the interface's index and MAC), and sending one raw frame.
+//! stops, even by the herd after one that was killed: the VIP addresses, sysctls and
+//! promiscuous mode of the interface. Also the host's facts herd reads (the interface's index
+//! and MAC), and sending one raw frame. Links and addresses are read and changed through
+//! netlink ([`route_socket`]); the settings as herd found them are kept in the state
+//! directory ([`originals`]).
+
+mod originals;
+mod route_socket;
 
 use std::fs;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use herd_dataplane::handoff::packet_socket;
 use herd_packet::neighbor::{holder, probe};
 
-/// One interface as herd found it, and the changes made to the host since.
+use originals::Originals;
+use route_socket::RouteSocket;
+
+/// One interface as herd found it, and the changes made to it since.
 pub struct Host {
     interface: String,
     index: u32,
     mac: [u8; 6],
-    undo: Vec<Undo>,
-}
-
-/// A change to put back.
-enum Undo {
-    /// A VIP address herd added.
-    Address(IpAddr),
-    /// A sysctl and the value it had.
-    Sysctl { path: String, old: String },
-    /// Promiscuous mode, which was off.
-    Promiscuous,
+    netlink: RouteSocket,
+    /// Where the settings as herd found them are kept (see [`originals`]).
+    originals_file: PathBuf,
+    /// The settings as herd found them: `None` until the first change, which reads them from
+    /// [`Host::originals_file`] (left by a herd that was killed) or starts a new record. A
+    /// herd that stops before changing anything leaves the interface, and a record it did not
+    /// take over, alone.
+    originals: Option<Originals>,
 }
 
 impl Host {
-    /// The interface named `interface`, which must exist.
-    pub fn open(interface: &str) -> anyhow::Result<Self> {
-        let sys = format!("/sys/class/net/{interface}");
-        let index = fs::read_to_string(format!("{sys}/ifindex"))
-            .with_context(|| format!("interface {interface} not found (no {sys})"))?;
-        let mac = fs::read_to_string(format!("{sys}/address"))
-            .with_context(|| format!("cannot read the MAC address of {interface}"))?;
+    /// The interface named `interface`, which must exist, run as node `node`, whose original
+    /// settings are kept in `state_dir`.
+    pub fn open(interface: &str, state_dir: &Path, node: &str) -> anyhow::Result<Self> {
+        let mut netlink = RouteSocket::open().context("cannot open a routing netlink socket")?;
+        let link = netlink
+            .link(interface)
+            .map_err(|error| match error.raw_os_error() {
+                Some(libc::ENODEV) => anyhow::anyhow!("interface {interface} not found"),
+                _ => anyhow::anyhow!("cannot read interface {interface}: {error}"),
+            })?;
+        let mac = <[u8; 6]>::try_from(link.address.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "{interface} has no Ethernet address (its hardware address is {} bytes long)",
+                link.address.len()
+            )
+        })?;
         Ok(Self {
             interface: interface.to_owned(),
-            index: index
-                .trim()
-                .parse()
-                .with_context(|| format!("{sys}/ifindex: not an index"))?,
-            mac: parse_mac(mac.trim())
-                .with_context(|| format!("{interface} has no Ethernet address ({mac:?})"))?,
-            undo: Vec::new(),
+            index: link.index,
+            mac,
+            netlink,
+            originals_file: originals::file(state_dir, node, interface),
+            originals: None,
         })
     }
 
@@ -94,7 +106,7 @@ impl Host {
     /// own (it would send neighbour discovery nobody reads), no reverse-path filter (the
     /// clients are routed through the interface, not through it), and up. Nothing to undo: the
     /// device goes with herd.
-    pub fn prepare_stack_device(&self, device: &str) -> anyhow::Result<()> {
+    pub fn prepare_stack_device(&mut self, device: &str) -> anyhow::Result<()> {
         let strict = fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
             .is_ok_and(|value| value.trim() == "1");
         if strict {
@@ -107,76 +119,119 @@ impl Host {
         }
         let path = format!("/proc/sys/net/ipv4/conf/{device}/rp_filter");
         fs::write(&path, "0").with_context(|| format!("cannot write 0 to {path}"))?;
-        ip(&["link", "set", "dev", device, "addrgenmode", "none"])?;
-        let mac = self.mac.map(|byte| format!("{byte:02x}")).join(":");
-        ip(&["link", "set", "dev", device, "address", &mac, "up"])
+        // Before it is up, which would give it a link-local address.
+        self.netlink
+            .generate_no_ipv6_address(device)
+            .with_context(|| format!("cannot turn off the IPv6 addresses of {device}"))?;
+        self.netlink
+            .set_address_and_up(device, self.mac)
+            .with_context(|| {
+                format!(
+                    "cannot give {device} the MAC {} and set it up",
+                    format_mac(self.mac)
+                )
+            })
+    }
+
+    /// The record of the settings as herd found them, read or started by the first change.
+    fn originals(&mut self) -> anyhow::Result<&mut Originals> {
+        let originals = match self.originals.take() {
+            Some(originals) => originals,
+            None => {
+                let found = Originals::load(&self.originals_file, &self.interface)?;
+                if let Some(found) = &found {
+                    tracing::warn!(
+                        interface = %self.interface,
+                        file = %self.originals_file.display(),
+                        originals = %found.describe(),
+                        "found the settings a herd that did not exit cleanly (killed?) recorded \
+                         as the interface's originals; they are put back when herd stops"
+                    );
+                }
+                found.unwrap_or_else(|| Originals::new(&self.interface))
+            }
+        };
+        Ok(self.originals.insert(originals))
+    }
+
+    /// Keeps the record in the state directory, before the change it records is made.
+    fn keep_originals(&mut self) -> anyhow::Result<()> {
+        let originals = self.originals()?.clone();
+        originals.store(&self.originals_file)
     }
 
     /// Adds a VIP to the interface, so the kernel takes the packets herd accepts for it (a
     /// /32 or /128: no route comes with it; IPv6 without duplicate address detection, which the
-    /// other nodes, holding the same address, would fail). An address already there, left by a
-    /// herd that was killed, is taken over.
+    /// other nodes, holding the same address, would fail). An address a killed herd added is
+    /// taken over; one the interface had before herd is left there when herd stops.
     pub fn add_vip(&mut self, vip: IpAddr) -> anyhow::Result<()> {
-        let address = match vip {
-            IpAddr::V4(_) => format!("{vip}/32"),
-            IpAddr::V6(_) => format!("{vip}/128"),
-        };
-        let mut args = vec!["addr", "add", &address, "dev", &self.interface];
-        if vip.is_ipv6() {
-            args.push("nodad");
+        let interface = self.interface.clone();
+        let present = self
+            .netlink
+            .addresses(self.index)
+            .with_context(|| format!("cannot list the addresses of {interface}"))?
+            .contains(&vip);
+        let added_by_herd = self.originals()?.vips_added.contains(&vip);
+        match (present, added_by_herd) {
+            (true, true) => {
+                tracing::warn!(%vip, %interface, "VIP address left by a herd that did not exit cleanly (killed?); taking it over");
+            }
+            (true, false) => {
+                tracing::warn!(%vip, %interface, "VIP address already on the interface before herd started; it stays there when herd stops");
+            }
+            (false, _) => {
+                if !added_by_herd {
+                    self.originals()?.vips_added.push(vip);
+                    self.keep_originals()?;
+                }
+                self.netlink
+                    .add_address(self.index, vip)
+                    .with_context(|| format!("cannot add VIP address {vip} to {interface}"))?;
+                tracing::info!(%vip, %interface, "added VIP address");
+            }
         }
-        if self.has_address(vip)? {
-            tracing::warn!(%vip, interface = %self.interface, "VIP address already present (left by a herd that was killed?); taking it over");
-        } else {
-            ip(&args)?;
-            tracing::info!(%vip, interface = %self.interface, "added VIP address");
-        }
-        self.undo.push(Undo::Address(vip));
         Ok(())
-    }
-
-    /// Whether `address` is configured on the interface.
-    fn has_address(&self, address: IpAddr) -> anyhow::Result<bool> {
-        let output = Command::new("ip")
-            .args(["-o", "addr", "show", "dev", &self.interface])
-            .output()
-            .context("cannot run `ip` (iproute2; scripts/deps installs it)")?;
-        let listing = String::from_utf8_lossy(&output.stdout);
-        // Lines read "2: vn    inet 198.18.0.100/32 scope global vn ...".
-        Ok(listing.lines().any(|line| {
-            line.split_whitespace()
-                .skip_while(|word| !matches!(*word, "inet" | "inet6"))
-                .nth(1)
-                .and_then(|cidr| cidr.split('/').next())
-                .and_then(|addr| addr.parse::<IpAddr>().ok())
-                == Some(address)
-        }))
     }
 
     /// Sets a sysctl of the interface (`net/ipv4/conf/<interface>/<name>`), to be put back.
     pub fn set_ipv4_conf(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
         let path = format!("/proc/sys/net/ipv4/conf/{}/{name}", self.interface);
         let old = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let old = old.trim();
+        let original = match self.originals()?.ipv4_conf.get(name) {
+            Some(original) => original.clone(),
+            None => {
+                self.originals()?
+                    .ipv4_conf
+                    .insert(name.to_owned(), old.to_owned());
+                self.keep_originals()?;
+                old.to_owned()
+            }
+        };
         fs::write(&path, value).with_context(|| format!("cannot write {value} to {path}"))?;
-        tracing::info!(sysctl = %path, old = old.trim(), new = value, "set sysctl");
-        self.undo.push(Undo::Sysctl {
-            path,
-            old: old.trim().to_owned(),
-        });
+        tracing::info!(sysctl = %path, old, new = value, %original, "set sysctl");
         Ok(())
     }
 
     /// Turns promiscuous mode on, so the interface takes frames for the VIPs' virtual MACs.
     pub fn promiscuous(&mut self) -> anyhow::Result<()> {
-        let flags = fs::read_to_string(format!("/sys/class/net/{}/flags", self.interface))?;
-        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)?;
-        const IFF_PROMISC: u32 = 0x100;
-        if flags & IFF_PROMISC != 0 {
+        let interface = self.interface.clone();
+        let on = self
+            .netlink
+            .link(&interface)
+            .with_context(|| format!("cannot read interface {interface}"))?
+            .promiscuous;
+        if self.originals()?.promiscuous.is_none() {
+            self.originals()?.promiscuous = Some(on);
+            self.keep_originals()?;
+        }
+        if on {
             return Ok(());
         }
-        ip(&["link", "set", "dev", &self.interface, "promisc", "on"])?;
-        tracing::info!(interface = %self.interface, "promiscuous mode on");
-        self.undo.push(Undo::Promiscuous);
+        self.netlink
+            .set_promiscuous(self.index, true)
+            .with_context(|| format!("cannot turn promiscuous mode of {interface} on"))?;
+        tracing::info!(%interface, "promiscuous mode on");
         Ok(())
     }
 
@@ -241,31 +296,55 @@ impl Host {
         Ok(holders)
     }
 
-    /// Puts back everything changed, newest first; failures are logged, not fatal, so that
-    /// one failure does not leave the rest changed.
+    /// Puts back the settings as herd found them, the VIPs first, then removes their record;
+    /// failures are logged, not fatal, so that one failure does not leave the rest changed,
+    /// and keep the record for the next herd.
     pub fn restore(&mut self) {
-        while let Some(undo) = self.undo.pop() {
-            let result = match &undo {
-                Undo::Address(vip) => {
-                    let suffix = if vip.is_ipv4() { 32 } else { 128 };
-                    ip(&[
-                        "addr",
-                        "del",
-                        &format!("{vip}/{suffix}"),
-                        "dev",
-                        &self.interface,
-                    ])
-                    .map(|()| tracing::info!(%vip, "removed VIP address"))
+        let Some(originals) = self.originals.take() else {
+            return;
+        };
+        let interface = &self.interface;
+        let mut failures = 0;
+        let mut failed = |error: anyhow::Error| {
+            tracing::error!("{error:#}");
+            failures += 1;
+        };
+        for &vip in originals.vips_added.iter().rev() {
+            match self.netlink.remove_address(self.index, vip) {
+                Ok(()) => tracing::info!(%vip, %interface, "removed VIP address"),
+                Err(error) if error.kind() == io::ErrorKind::AddrNotAvailable => {
+                    tracing::info!(%vip, %interface, "VIP address already gone")
                 }
-                Undo::Sysctl { path, old } => fs::write(path, old)
-                    .map(|()| tracing::info!(sysctl = %path, value = %old, "restored sysctl"))
-                    .with_context(|| format!("cannot restore {path}")),
-                Undo::Promiscuous => ip(&["link", "set", "dev", &self.interface, "promisc", "off"])
-                    .map(|()| tracing::info!(interface = %self.interface, "promiscuous mode off")),
-            };
-            if let Err(error) = result {
-                tracing::error!("{error:#}");
+                Err(error) => failed(anyhow::anyhow!(
+                    "cannot remove VIP address {vip} from {interface}: {error}"
+                )),
             }
+        }
+        if originals.promiscuous == Some(false) {
+            match self.netlink.set_promiscuous(self.index, false) {
+                Ok(()) => tracing::info!(%interface, "promiscuous mode off"),
+                Err(error) => failed(anyhow::anyhow!(
+                    "cannot turn promiscuous mode of {interface} off: {error}"
+                )),
+            }
+        }
+        for (name, value) in &originals.ipv4_conf {
+            let path = format!("/proc/sys/net/ipv4/conf/{interface}/{name}");
+            match fs::write(&path, value) {
+                Ok(()) => tracing::info!(sysctl = %path, %value, "restored sysctl"),
+                Err(error) => failed(anyhow::anyhow!("cannot restore {path}: {error}")),
+            }
+        }
+        let file = self.originals_file.display();
+        if failures > 0 {
+            tracing::error!(%interface, %file, "kept the record of the interface's original settings: the next herd run puts back what is left");
+            return;
+        }
+        match Originals::remove(&self.originals_file) {
+            Ok(()) => {
+                tracing::info!(%interface, %file, originals = %originals.describe(), "the interface's original settings are back; removed their record")
+            }
+            Err(error) => tracing::error!("{error:#}"),
         }
     }
 }
@@ -286,34 +365,9 @@ fn send_on(socket: &OwnedFd, frame: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Runs `ip` (iproute2) with `args`; its error output becomes the error.
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .context("cannot run `ip` (iproute2; scripts/deps installs it)")?;
-    if !output.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// A MAC address as `ip` and the logs write it: `02:00:00:00:00:0a`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.map(|byte| format!("{byte:02x}")).join(":")
-}
-
-/// A MAC address written `02:00:00:00:00:0a`.
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|byte| u8::from_str_radix(byte, 16).ok())
-        .collect::<Option<_>>()?;
-    bytes.try_into().ok()
 }
 
 #[cfg(test)]
@@ -321,21 +375,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn macs_are_read_as_sysfs_writes_them() {
-        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 0x0a]));
+    fn macs_are_written_as_the_logs_write_them() {
         assert_eq!(format_mac([2, 0, 0, 0, 0, 0x0a]), "02:00:00:00:00:0a");
-        assert_eq!(parse_mac("02:00:00:00:00"), None, "too short");
-        assert_eq!(
-            parse_mac("00:00:00:00:00:00:00:00:00:00"),
-            None,
-            "not Ethernet"
-        );
-        assert_eq!(parse_mac("zz:00:00:00:00:00"), None);
     }
 
     #[test]
     fn a_missing_interface_is_named_in_the_error() {
-        let error = Host::open("herd-no-such-if").err().unwrap();
-        assert!(format!("{error:#}").contains("interface herd-no-such-if not found"));
+        let error = Host::open("herd-no-such-if", Path::new("/nonexistent"), "alpha")
+            .err()
+            .unwrap();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("interface herd-no-such-if not found"),
+            "{message}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `herd run` on one node, end to end, in network namespaces built for the test: a client
 //! reaches a VIP through its virtual MAC, herd stopped with SIGTERM leaves the host as it found
-//! it, and a node whose herd is frozen or killed stops accepting VIP traffic (fail closed). Each
+//! it (even when it was started after a herd that was killed), and a node whose herd is frozen
+//! or killed stops accepting VIP traffic (fail closed). Each
 //! test takes the dataplane mode; the `xdp` and `afxdp` modules run them in each.
 //!
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
@@ -216,6 +217,177 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Dat
         !request(&topology.client, "after", Duration::from_millis(300)),
         "a stopped node answers nothing"
     );
+}
+
+/// The settings of the node's interface that herd changes while it runs, as `ip` and the
+/// node's sysctls show them.
+#[derive(Debug, PartialEq)]
+struct InterfaceSettings {
+    promiscuous: bool,
+    arp_announce: String,
+    vip: bool,
+    xdp_attached: bool,
+}
+
+impl InterfaceSettings {
+    /// The interface of the node as the test made it, before any herd.
+    fn untouched() -> Self {
+        InterfaceSettings {
+            promiscuous: false,
+            arp_announce: "0".to_owned(),
+            vip: false,
+            xdp_attached: false,
+        }
+    }
+
+    /// The interface of a running node.
+    fn running() -> Self {
+        InterfaceSettings {
+            promiscuous: true,
+            arp_announce: "2".to_owned(),
+            vip: true,
+            xdp_attached: true,
+        }
+    }
+
+    /// The settings of `topology`'s node interface now.
+    fn of(topology: &Topology) -> Self {
+        let link = ip_show(&["-n", topology.node.name(), "link", "show", "vn"]);
+        let addresses = ip_show(&["-n", topology.node.name(), "addr", "show", "vn"]);
+        // A thread reads the sysctls of the namespace it is in.
+        let arp_announce = topology
+            .node
+            .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/vn/arp_announce").unwrap());
+        InterfaceSettings {
+            promiscuous: link.contains("PROMISC"),
+            arp_announce: arp_announce.trim().to_owned(),
+            vip: addresses.contains(&format!("{VIP}/32")),
+            xdp_attached: link.contains("prog/xdp"),
+        }
+    }
+}
+
+/// Where herd keeps the settings of the node's interface as it found them.
+fn originals_record(topology: &Topology) -> PathBuf {
+    topology
+        .dir
+        .path()
+        .join("state")
+        .join("alpha.vn.originals.json")
+}
+
+fn a_herd_started_after_a_kill_puts_back_the_settings_from_before_the_killed_one(
+    mode: DataplaneMode,
+) {
+    needs_root();
+    let mut topology = Topology::new("r", mode);
+    let record = originals_record(&topology);
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings::untouched()
+    );
+    topology.start_herd();
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings::running()
+    );
+    let recorded = std::fs::read_to_string(&record).expect("herd records the originals");
+    assert!(recorded.contains("\"arp_announce\": \"0\""), "{recorded}");
+
+    topology.signal_herd("KILL");
+    topology.herd.take().unwrap().wait();
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings::running(),
+        "a killed herd puts nothing back"
+    );
+    assert!(record.exists(), "the record outlives a killed herd");
+
+    // The second herd finds the interface as the killed one left it, and the record.
+    topology.start_herd();
+    let herd = topology.herd.as_ref().unwrap();
+    assert!(herd.has_logged(0, |line| line.contains(
+        "found the settings a herd that did not exit cleanly (killed?) recorded"
+    )));
+    assert!(herd.has_logged(0, |line| line.contains("taking it over")));
+    topology.signal_herd("TERM");
+    let exit = topology.herd.take().unwrap().wait();
+    assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings::untouched(),
+        "the interface is as it was before the first herd"
+    );
+    assert!(
+        !record.exists(),
+        "the record goes once the settings are back"
+    );
+}
+
+/// A VIP address the interface had before herd started is not herd's to remove.
+#[test]
+fn a_vip_address_the_interface_had_before_herd_stays_when_it_stops() {
+    needs_root();
+    let mut topology = Topology::new("v", DataplaneMode::Xdp);
+    let address = format!("{VIP}/32");
+    ip(&[
+        "-n",
+        topology.node.name(),
+        "addr",
+        "add",
+        &address,
+        "dev",
+        "vn",
+    ]);
+    topology.start_herd();
+    let herd = topology.herd.as_ref().unwrap();
+    assert!(herd.has_logged(0, |line| line
+        .contains("VIP address already on the interface before herd started")));
+    topology.signal_herd("TERM");
+    let exit = topology.herd.take().unwrap().wait();
+    assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings {
+            vip: true,
+            ..InterfaceSettings::untouched()
+        },
+        "only the VIP, which was there before, is left"
+    );
+}
+
+/// A record of the originals herd cannot read stops it, naming the file, before it changes
+/// the interface: restoring from a guess could leave the interface as a killed herd set it.
+#[test]
+fn a_corrupt_record_of_the_originals_stops_herd_before_it_changes_the_interface() {
+    needs_root();
+    let topology = Topology::new("c", DataplaneMode::Xdp);
+    let record = originals_record(&topology);
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::fs::write(&record, "{\"interface\": \"vn\", \"promiscuous\": ").unwrap();
+    let files = HerdFiles {
+        config: &topology.dir.path().join("farm.toml"),
+        bpf_dir: &topology.pins,
+        state_dir: &topology.dir.path().join("state"),
+    };
+    let mut herd = Herd::spawn(&topology.node, &files, None);
+    let exit = herd
+        .wait_timeout(Duration::from_secs(20))
+        .expect("herd refuses to run");
+    assert!(!exit.success(), "{exit}");
+    let message = format!(
+        "{}: not a record of vn's original settings",
+        record.display()
+    );
+    // The process has exited; its last lines may still be on their way to the test.
+    assert!(herd
+        .wait_for(0, |line| line.contains(&message), Duration::from_secs(5))
+        .is_some());
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings::untouched()
+    );
+    assert!(record.exists(), "the file is left for the operator");
 }
 
 /// A running node whose echo server outlasts the test, so that only the node can stop the
@@ -474,6 +646,11 @@ macro_rules! in_mode {
             #[test]
             fn a_node_whose_herd_is_killed_accepts_no_vip_traffic() {
                 super::a_node_whose_herd_is_killed_accepts_no_vip_traffic($mode);
+            }
+
+            #[test]
+            fn a_herd_started_after_a_kill_puts_back_the_settings_from_before_the_killed_one() {
+                super::a_herd_started_after_a_kill_puts_back_the_settings_from_before_the_killed_one($mode);
             }
         }
     )*};

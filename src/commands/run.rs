@@ -90,7 +90,7 @@ pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
         driver::wall_ms(),
     )?;
     let interface = config.interface_of(local).to_owned();
-    let host = Host::open(&interface)?;
+    let host = Host::open(&interface, paths.state_dir, &name)?;
     // Bound before the host is touched: a second herd of the same node stops here.
     let control = Server::bind(paths.control_dir, &name)?;
     let start = Start {

@@ -187,15 +187,14 @@ impl RouteSocket {
                 let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
                     .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
                 let length = answer.header.length as usize;
-                // Messages in a datagram start on four-byte boundaries.
-                let next = length.next_multiple_of(4).min(rest.len());
                 if length == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "the kernel sent a netlink message of length 0",
                     ));
                 }
-                rest = &rest[next..];
+                // Messages in a datagram start on four-byte boundaries.
+                rest = &rest[length.next_multiple_of(4).min(rest.len())..];
                 // An answer to an earlier request that was given up on.
                 if answer.header.sequence_number != self.sequence {
                     continue;
@@ -257,4 +256,62 @@ fn local_address(message: &AddressMessage) -> Option<IpAddr> {
             })
     };
     find(true).or_else(|| find(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` in a thread of a network namespace of its own, which goes with the thread: the
+    /// test changes nothing of the host's. Needs root.
+    fn in_own_netns<T: Send>(f: impl FnOnce(RouteSocket) -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: unshare takes no pointers; CLONE_NEWNET moves this thread alone.
+                    let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+                    assert_eq!(unshared, 0, "a network namespace of its own needs root");
+                    f(RouteSocket::open().unwrap())
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn links_are_read_and_promiscuous_mode_set() {
+        in_own_netns(|mut netlink| {
+            let lo = netlink.link("lo").unwrap();
+            assert_eq!(lo.index, 1);
+            assert_eq!(lo.address, [0; 6]);
+            assert!(!lo.promiscuous);
+            netlink.set_promiscuous(lo.index, true).unwrap();
+            assert!(netlink.link("lo").unwrap().promiscuous);
+            netlink.set_promiscuous(lo.index, false).unwrap();
+            assert!(!netlink.link("lo").unwrap().promiscuous);
+            let missing = netlink.link("herd-no-such").unwrap_err();
+            assert_eq!(missing.raw_os_error(), Some(libc::ENODEV), "{missing}");
+        });
+    }
+
+    #[test]
+    fn single_addresses_are_added_listed_and_removed() {
+        in_own_netns(|mut netlink| {
+            let v4: IpAddr = "198.18.0.7".parse().unwrap();
+            let v6: IpAddr = "fd00::7".parse().unwrap();
+            assert!(netlink.addresses(1).unwrap().is_empty());
+            for address in [v4, v6] {
+                netlink.add_address(1, address).unwrap();
+                let again = netlink.add_address(1, address).unwrap_err();
+                assert_eq!(again.kind(), io::ErrorKind::AlreadyExists, "{again}");
+            }
+            assert_eq!(netlink.addresses(1).unwrap(), [v4, v6]);
+            netlink.remove_address(1, v4).unwrap();
+            assert_eq!(netlink.addresses(1).unwrap(), [v6]);
+            let gone = netlink.remove_address(1, v4).unwrap_err();
+            assert_eq!(gone.kind(), io::ErrorKind::AddrNotAvailable, "{gone}");
+            netlink.remove_address(1, v6).unwrap();
+            assert!(netlink.addresses(1).unwrap().is_empty());
+        });
+    }
 }

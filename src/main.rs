@@ -1,16 +1,16 @@
 //! `herd`: active-active load balancing with failover for Linux, with no load balancer in front.
 //!
-//! This binary is the command-line entry point; the work is done by the workspace crates
-//! (`herd-config`, `herd-packet`, `herd-dataplane`, `herd-membership`, `herd-checkers`).
+//! This binary is the command-line entry point and the daemon (`herd run`); the packet path,
+//! the protocol and the checks are the workspace crates' (`herd-config`, `herd-packet`,
+//! `herd-dataplane`, `herd-membership`, `herd-checkers`).
 
 mod commands;
 mod control;
+mod daemon;
 mod demo;
 mod farm;
 mod host;
-mod metrics;
 mod status;
-mod supervisor;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -87,7 +87,7 @@ enum Command {
         bpf_dir: Option<PathBuf>,
         /// Where herd keeps what outlives it: the incarnation, raised at every start so that
         /// the other nodes tell a restart from a pause.
-        #[arg(long, value_name = "DIR", default_value = commands::run::STATE_DIR)]
+        #[arg(long, value_name = "DIR", default_value = daemon::STATE_DIR)]
         state_dir: PathBuf,
         /// Where the control socket is made (`<DIR>/<node>.sock`, root only), which `herd
         /// status`, `stop`, `start`, `restart` and `drain` talk to.
@@ -260,13 +260,13 @@ fn main() -> ExitCode {
             control_dir,
         } => {
             init_logging(log_format);
-            let paths = commands::run::Paths {
-                config: &config.config,
-                bpf_dir: bpf_dir.as_deref(),
-                state_dir: &state_dir,
-                control_dir: &control_dir,
-            };
-            commands::run::run(&paths, node.as_deref())
+            commands::run::run(
+                &config.config,
+                node.as_deref(),
+                bpf_dir.as_deref(),
+                &state_dir,
+                &control_dir,
+            )
         }
         Command::Whois {
             client,

@@ -58,6 +58,8 @@ pub enum AfXdpError {
         mode: &'static str,
         /// Why.
         message: String,
+        /// The system's error number, when the system refused it.
+        errno: Option<i32>,
     },
     /// The worker thread could not be started.
     #[error("cannot start the worker of queue {queue}: {source}")]
@@ -67,6 +69,19 @@ pub enum AfXdpError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl AfXdpError {
+    /// Whether the queue already has an AF_XDP socket (another program's).
+    pub fn queue_taken(&self) -> bool {
+        matches!(
+            self,
+            AfXdpError::Socket {
+                errno: Some(libc::EBUSY),
+                ..
+            }
+        )
+    }
 }
 
 /// An AF_XDP socket bound to one RX queue, with its memory and rings.
@@ -103,11 +118,12 @@ impl QueueSocket {
 
     fn bind(interface: &str, queue: u32, zero_copy: bool) -> Result<Self, AfXdpError> {
         let mode = if zero_copy { "zero-copy" } else { "copy" };
-        let socket_error = |message: String| AfXdpError::Socket {
+        let socket_error = |message: String, errno: Option<i32>| AfXdpError::Socket {
             interface: interface.to_owned(),
             queue,
             mode,
             message,
+            errno,
         };
         let ring = |size| QueueSize::new(size).expect("ring sizes here are powers of two");
         let umem_config = UmemConfig::builder()
@@ -139,13 +155,13 @@ impl QueueSocket {
             .build();
         let name = interface
             .parse()
-            .map_err(|_| socket_error("the interface name holds a NUL byte".into()))?;
+            .map_err(|_| socket_error("the interface name holds a NUL byte".into(), None))?;
         // SAFETY: the memory is new and used by this one socket, so no other socket shares
         // the (interface, queue) pair through it.
         let (tx, rx, rings) = unsafe { Socket::new(config, &umem, &name, queue) }
-            .map_err(|error| socket_error(with_source(&error)))?;
+            .map_err(|error| socket_error(with_source(&error), errno(&error)))?;
         let (fill, completion) =
-            rings.ok_or_else(|| socket_error("no fill ring for a new memory".into()))?;
+            rings.ok_or_else(|| socket_error("no fill ring for a new memory".into(), None))?;
         Ok(Self {
             queue,
             zero_copy,
@@ -510,6 +526,12 @@ fn with_source(error: &dyn std::error::Error) -> String {
         Some(source) => format!("{error}: {source}"),
         None => error.to_string(),
     }
+}
+
+/// The system's error number in `error`'s chain of causes, if any.
+fn errno(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    std::iter::successors(Some(error), |error| error.source())
+        .find_map(|error| error.downcast_ref::<std::io::Error>()?.raw_os_error())
 }
 
 fn duration_ns(duration: Duration) -> u64 {

@@ -106,7 +106,7 @@ pub enum Notice {
 }
 
 /// The rest of the node's end of the membership thread.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Handle {
     commands: Sender<Command>,
     waker: Arc<Waker>,

@@ -13,7 +13,8 @@ use crate::status::{CheckStatus, Status};
 pub fn status(dir: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
     let status = match control::request(dir, node, Request::Status)? {
         Reply::Status(status) => status,
-        other => bail!("herd answered something else than a status: {other:?}"),
+        Reply::Refused(why) => bail!("refused: {why}"),
+        Reply::Done(what) => bail!("herd answered something else than a status: {what}"),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

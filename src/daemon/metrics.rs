@@ -13,7 +13,8 @@
 
 use std::fmt::Display;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use herd_checkers::health::Health;
 use herd_checkers::lifecycle::NodeState;
 use herd_membership::wire::State;
 
+use super::shutdown::Shutdown;
 use crate::control::{Incoming, Reply, Request};
 use crate::status::Status;
 
@@ -481,53 +483,70 @@ fn seconds(ms: i128) -> String {
 
 // The HTTP server.
 
-/// Serves `/metrics` and `/healthz` on `address` over plain HTTP, on a thread of its own named
-/// `herd-metrics`, each connection on a short-lived thread of its own (at most
-/// [`MAX_CONNECTIONS`] at once). Every answer asks the daemon for its status over `requests`,
-/// as the control socket does. Returns the address bound, whose port the kernel picked when
-/// `address` has port 0.
-///
-/// The server runs as long as the process; once nothing takes requests any more (the daemon
-/// stops), it answers 503 to everything.
-pub fn spawn(address: SocketAddr, requests: Sender<Incoming>) -> anyhow::Result<SocketAddr> {
-    let context = || format!("cannot serve the metrics on {address} ([admin] metrics)");
-    let listener = TcpListener::bind(address).with_context(context)?;
-    let bound = listener.local_addr().with_context(context)?;
-    std::thread::Builder::new()
-        .name("herd-metrics".into())
-        .spawn(move || serve(&listener, &requests))
-        .with_context(context)?;
-    Ok(bound)
+/// The metrics server's listening socket.
+pub struct Server {
+    listener: TcpListener,
 }
 
-/// Accepts the connections to `listener`, forever.
-fn serve(listener: &TcpListener, requests: &Sender<Incoming>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let stream = match stream {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!("metrics: cannot accept a connection: {error}");
-                std::thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        let Some(slot) = Slot::take(&active) else {
-            tracing::debug!("metrics: {MAX_CONNECTIONS} connections already; one closed");
-            continue;
-        };
-        let requests = requests.clone();
-        let spawned = std::thread::Builder::new()
-            .name("herd-metrics-c".into())
-            .spawn(move || {
-                let _slot = slot;
-                if let Err(error) = answer(stream, &requests) {
-                    tracing::debug!("metrics: {error}");
+impl Server {
+    /// Listens on `address`, whose port the kernel picks when it is 0.
+    pub fn bind(address: SocketAddr) -> anyhow::Result<Self> {
+        let context = || format!("cannot serve the metrics on {address} ([admin] metrics)");
+        let listener = TcpListener::bind(address).with_context(context)?;
+        listener.set_nonblocking(true).with_context(context)?;
+        Ok(Self { listener })
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves `/metrics` and `/healthz` over plain HTTP until the shutdown, each connection
+    /// on a thread of its own (at most [`MAX_CONNECTIONS`] at once), all joined before it
+    /// returns. Every answer asks the daemon for its status over `requests`, as the control
+    /// socket does; once nothing takes requests any more (the daemon stops), it answers 503.
+    pub fn serve(&self, requests: &Sender<Incoming>, shutdown: &Shutdown) -> anyhow::Result<()> {
+        let mut readiness = shutdown
+            .watch(self.listener.as_raw_fd())
+            .context("cannot watch the metrics socket")?;
+        let active = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            while readiness.wait()? {
+                loop {
+                    let stream = match self.listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                        Err(error) => {
+                            tracing::warn!("metrics: cannot accept a connection: {error}");
+                            // Out of file descriptors, say: rest rather than spin on it.
+                            if shutdown.wait(ACCEPT_BACKOFF) {
+                                return Ok(());
+                            }
+                            break;
+                        }
+                    };
+                    let Some(slot) = Slot::take(&active) else {
+                        tracing::debug!(
+                            "metrics: {MAX_CONNECTIONS} connections already; one closed"
+                        );
+                        continue;
+                    };
+                    let spawned = std::thread::Builder::new()
+                        .name("herd-metrics-c".into())
+                        .spawn_scoped(scope, move || {
+                            let _slot = slot;
+                            if let Err(error) = answer(stream, requests) {
+                                tracing::debug!("metrics: {error}");
+                            }
+                        });
+                    if let Err(error) = spawned {
+                        tracing::warn!("metrics: cannot start a thread for a connection: {error}");
+                    }
                 }
-            });
-        if let Err(error) = spawned {
-            tracing::warn!("metrics: cannot start a thread for a connection: {error}");
-        }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -598,6 +617,8 @@ impl Response {
 
 /// Reads one request from `stream` and answers it, then closes the connection.
 fn answer(mut stream: TcpStream, requests: &Sender<Incoming>) -> std::io::Result<()> {
+    // Accepted from a non-blocking listener; the timeouts bound each connection instead.
+    stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let (response, head_only) = match read_head(&mut stream)? {
         Some(head) => route(&head, requests),
@@ -614,7 +635,7 @@ fn answer(mut stream: TcpStream, requests: &Sender<Incoming>) -> std::io::Result
     stream.flush()?;
     // The answer is whole: tell the client so, then take what it sent after its head, which a
     // close with unread data would answer with a reset that can destroy the answer in transit.
-    stream.shutdown(Shutdown::Write)?;
+    stream.shutdown(std::net::Shutdown::Write)?;
     linger(&mut stream);
     Ok(())
 }
@@ -1057,17 +1078,49 @@ mod tests {
 
     // The HTTP server.
 
-    /// A server whose daemon answers every request with `status`, and its address.
-    fn server(status: Status) -> SocketAddr {
+    /// A server on a thread of its own, shut down and joined when dropped.
+    struct Running {
+        address: SocketAddr,
+        shutdown: Shutdown,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Running {
+        /// A server sending its requests to `requests`.
+        fn new(requests: Sender<Incoming>) -> Self {
+            let server = Server::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+            let address = server.address().expect("address");
+            let shutdown = Shutdown::default();
+            let stop = shutdown.clone();
+            let thread = std::thread::spawn(move || server.serve(&requests, &stop).expect("serve"));
+            Self {
+                address,
+                shutdown,
+                thread: Some(thread),
+            }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.shutdown.trigger();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// A server whose daemon answers every request with `status`.
+    fn server(status: Status) -> Running {
         let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
-        let address = spawn("127.0.0.1:0".parse().expect("address"), requests).expect("spawn");
+        // Ends once the server, which holds the requests' sender, has stopped.
         std::thread::spawn(move || {
             for (request, reply) in incoming {
                 assert_eq!(request, Request::Status);
                 let _ = reply.send(Reply::Status(Box::new(status.clone())));
             }
         });
-        address
+        Running::new(requests)
     }
 
     /// Sends `request` as is to `address`; the answer's status code, headers and body.
@@ -1098,7 +1151,8 @@ mod tests {
 
     #[test]
     fn metrics_are_served_in_the_text_format() {
-        let address = server(status());
+        let running = server(status());
+        let address = running.address;
         let (code, head, body) = get(address, "/metrics");
         assert_eq!(code, 200, "{head}");
         assert!(
@@ -1123,13 +1177,13 @@ mod tests {
 
     #[test]
     fn healthz_is_200_while_the_node_serves_and_503_otherwise() {
-        let (code, _, body) = get(server(status()), "/healthz");
+        let (code, _, body) = get(server(status()).address, "/healthz");
         assert_eq!((code, body.as_str()), (200, "up\n"));
 
         let mut starting = status();
         starting.state = NodeState::Starting;
         starting.reason = Some("check web is not healthy yet".into());
-        let (code, _, body) = get(server(starting), "/healthz");
+        let (code, _, body) = get(server(starting).address, "/healthz");
         assert_eq!(
             (code, body.as_str()),
             (503, "starting: check web is not healthy yet\n")
@@ -1137,7 +1191,7 @@ mod tests {
 
         let mut joining = status();
         joining.membership.state = State::Joining;
-        let (code, _, body) = get(server(joining), "/healthz");
+        let (code, _, body) = get(server(joining).address, "/healthz");
         assert_eq!(
             (code, body.as_str()),
             (503, "up, but joining in the farm\n")
@@ -1146,7 +1200,7 @@ mod tests {
         let mut without_quorum = status();
         without_quorum.membership.quorum = false;
         assert!(samples(&render(&without_quorum)).contains(&"herd_serving 0"));
-        let (code, _, body) = get(server(without_quorum), "/healthz");
+        let (code, _, body) = get(server(without_quorum).address, "/healthz");
         assert_eq!(
             (code, body.as_str()),
             (
@@ -1157,7 +1211,7 @@ mod tests {
 
         let mut owning_nothing = status();
         owning_nothing.membership.nodes[0].buckets = 0;
-        let (code, _, body) = get(server(owning_nothing), "/healthz");
+        let (code, _, body) = get(server(owning_nothing).address, "/healthz");
         assert_eq!(
             (code, body.as_str()),
             (503, "up, but owns none of the 64 buckets\n")
@@ -1166,7 +1220,8 @@ mod tests {
 
     #[test]
     fn other_paths_methods_and_garbage_are_refused() {
-        let address = server(status());
+        let running = server(status());
+        let address = running.address;
         let (code, _, body) = get(address, "/nope");
         assert_eq!(code, 404);
         assert!(body.contains("try /metrics or /healthz"), "{body}");
@@ -1190,8 +1245,9 @@ mod tests {
     #[test]
     fn without_a_daemon_everything_is_503() {
         let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
-        let address = spawn("127.0.0.1:0".parse().expect("address"), requests).expect("spawn");
         drop(incoming);
+        let running = Running::new(requests);
+        let address = running.address;
         for path in ["/healthz", "/metrics"] {
             let (code, _, body) = get(address, path);
             assert_eq!((code, body.as_str()), (503, "herd is stopping\n"), "{path}");
@@ -1200,7 +1256,8 @@ mod tests {
 
     #[test]
     fn a_silent_client_neither_blocks_others_nor_stays_forever() {
-        let address = server(status());
+        let running = server(status());
+        let address = running.address;
         let mut silent = TcpStream::connect(address).expect("connect");
         let started = Instant::now();
         assert_eq!(get(address, "/healthz").0, 200);
@@ -1228,9 +1285,9 @@ mod tests {
 
     #[test]
     fn a_taken_address_is_a_clear_error() {
-        let address = server(status());
-        let (requests, _incoming) = crossbeam_channel::unbounded::<Incoming>();
-        let error = spawn(address, requests).expect_err("the port is taken");
+        let running = server(status());
+        let address = running.address;
+        let error = Server::bind(address).err().expect("the port is taken");
         let shown = format!("{error:#}");
         assert!(
             shown.starts_with(&format!(

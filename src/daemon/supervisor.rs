@@ -2,10 +2,10 @@
 //! probes, the application's scripts, the operator's requests and the signals, steering the
 //! membership thread. Probes and scripts block, so each check probes on a thread of its own
 //! and each script runs on one; their results come back over channels, and the supervisor
-//! itself only decides and logs.
+//! itself only waits for them, decides and logs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::Scope;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -18,11 +18,10 @@ use herd_checkers::scripts::Scripts;
 use herd_config::FarmConfig;
 use herd_membership::driver::{Command, Handle, Notice};
 
+use super::shutdown::Shutdown;
+use super::signals::Stop;
 use crate::control::{Incoming, Reply, Request};
 use crate::status::{CheckStatus, ProbeStatus, Restarts, Status};
-
-/// How often the supervisor looks at the signals when nothing else wakes it.
-const TICK: Duration = Duration::from_millis(100);
 
 /// A probe's result, from a check's thread.
 struct Probed {
@@ -76,21 +75,14 @@ pub struct Supervisor {
     restarts: u64,
     state_since: Instant,
     reason: Option<String>,
-    signals: Arc<AtomicUsize>,
-    signals_seen: usize,
+    /// A signal asked the node to stop.
     stopping: bool,
     started: Instant,
 }
 
 impl Supervisor {
-    /// The supervisor of node `identity` configured by `config`, whose checks look at `host`,
-    /// stopping on the signals `signals` counts.
-    pub fn new(
-        config: &FarmConfig,
-        identity: Identity,
-        host: &Host,
-        signals: Arc<AtomicUsize>,
-    ) -> anyhow::Result<Self> {
+    /// The supervisor of node `identity` configured by `config`, whose checks look at `host`.
+    pub fn new(config: &FarmConfig, identity: Identity, host: &Host) -> anyhow::Result<Self> {
         let mut checks = Vec::with_capacity(config.checks.len());
         let mut tracked = Vec::with_capacity(config.checks.len());
         for configured in &config.checks {
@@ -125,31 +117,40 @@ impl Supervisor {
             restarts: 0,
             state_since: now,
             reason: Some("starting".into()),
-            signals,
-            signals_seen: 0,
             stopping: false,
             started: now,
         })
     }
 
-    /// Starts the node and runs it until a signal stops it; `membership` is the membership
-    /// thread's handle and `requests` the operator's. Fails when the membership thread stops
-    /// on its own (its error is its thread's result).
-    pub fn run(
+    /// Starts the node and runs it until a signal stops it: the first one with a leave and
+    /// the stop script, a second one at once. `membership` is the membership thread's handle,
+    /// `requests` the operator's and `stops` the signals; the checks probe on threads of
+    /// `scope` until the shutdown. Fails when the membership thread stops on its own (its
+    /// error is its thread's result).
+    pub fn run<'scope>(
         mut self,
+        scope: &'scope Scope<'scope, '_>,
         membership: &Handle,
-        requests: &Receiver<Incoming>,
+        requests: Receiver<Incoming>,
+        stops: &Receiver<Stop>,
+        shutdown: &'scope Shutdown,
     ) -> anyhow::Result<Ending> {
+        if let Ok(stop) = stops.try_recv() {
+            tracing::info!(
+                signal = stop.signal,
+                "stopping on a signal received during the setup: the node does not start"
+            );
+            return Ok(Ending::Stopped);
+        }
         let (probed_tx, probed) = crossbeam_channel::unbounded();
         let (ended_tx, ended) = crossbeam_channel::unbounded();
-        // Dropped when the supervisor returns, which ends the checks' threads at once.
-        let (_stop, stop) = crossbeam_channel::bounded::<()>(0);
         for (index, watched) in self.checks.iter().enumerate() {
             spawn_check(
+                scope,
                 index,
                 watched.prepared.clone(),
                 probed_tx.clone(),
-                stop.clone(),
+                shutdown,
             )?;
         }
         self.lifecycle.start();
@@ -181,10 +182,13 @@ impl Supervisor {
                         let _ = reply.send(answer);
                     }
                 }
-                default(TICK) => {}
-            }
-            if self.signalled() {
-                return Ok(Ending::Forced);
+                recv(stops) -> stop => {
+                    if let Ok(stop) = stop {
+                        if self.signalled(stop) {
+                            return Ok(Ending::Forced);
+                        }
+                    }
+                }
             }
         }
     }
@@ -197,23 +201,18 @@ impl Supervisor {
         )
     }
 
-    /// Reacts to new signals: the first stops the node (a leave with a drain, then the stop
+    /// Reacts to a signal: the first stops the node (a leave with a drain, then the stop
     /// script), the next makes it stop at once; returns whether it must.
-    fn signalled(&mut self) -> bool {
-        let signals = self.signals.load(Ordering::Relaxed);
-        if signals == self.signals_seen {
-            return false;
-        }
-        let first = self.signals_seen == 0;
-        self.signals_seen = signals;
-        if first {
-            tracing::info!("stopping on a signal: leaving the farm with a drain, then the stop script (signal again to stop at once)");
+    fn signalled(&mut self, stop: Stop) -> bool {
+        if !self.stopping {
+            tracing::info!(signal = stop.signal, "stopping on a signal: leaving the farm with a drain, then the stop script (signal again to stop at once)");
             self.stopping = true;
             self.reason = Some("stopping on a signal".into());
             self.lifecycle.stop();
             false
         } else {
             tracing::warn!(
+                signal = stop.signal,
                 "stopping at once on a second signal: the connections still draining break"
             );
             true
@@ -407,16 +406,17 @@ impl Supervisor {
     }
 }
 
-/// Probes `prepared` every interval on a thread of its own, until `stop` disconnects.
-fn spawn_check(
+/// Probes `prepared` every interval on a thread of `scope`, until the shutdown.
+fn spawn_check<'scope>(
+    scope: &'scope Scope<'scope, '_>,
     index: usize,
     prepared: Prepared,
     results: Sender<Probed>,
-    stop: Receiver<()>,
+    shutdown: &'scope Shutdown,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name(format!("herd-check{index}"))
-        .spawn(move || loop {
+        .spawn_scoped(scope, move || loop {
             let started = Instant::now();
             let name = prepared.name.clone();
             let result = prepared
@@ -430,12 +430,7 @@ fn spawn_check(
             if results.send(probed).is_err() {
                 return;
             }
-            // Waits for the interval unless the supervisor is gone.
-            let wait = prepared.interval.saturating_sub(started.elapsed());
-            if !matches!(
-                stop.recv_timeout(wait),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout)
-            ) {
+            if shutdown.wait(prepared.interval.saturating_sub(started.elapsed())) {
                 return;
             }
         })?;

@@ -1,0 +1,347 @@
+//! `herd run`'s daemon: this node, run in the foreground as a member of its farm until SIGINT
+//! or SIGTERM makes it leave.
+//!
+//! [`run`] holds its whole life: the setup (the configuration and key, the host, the packet
+//! path loaded and attached), the serving (the membership thread, the supervisor, the control
+//! and metrics servers, each on a thread of one scope) and the teardown (one shutdown signal
+//! that every thread watches, every thread joined, the host put back). The membership thread
+//! ([`herd_membership::driver`]) steers the packet path through the `Dataplane` seam: it
+//! installs the bucket modes the protocol decides and renews the liveness deadline with every
+//! heartbeat; the node starts owning nothing. The supervisor runs the start script, joins the
+//! farm once the checks are healthy and answers the operator's requests and the signals.
+
+mod control_server;
+mod metrics;
+mod packet_path;
+mod pin;
+mod shutdown;
+mod signals;
+mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use crossbeam_channel::Receiver;
+use herd_config::FarmConfig;
+use herd_dataplane::xdp::XdpProgram;
+use herd_membership::driver::{self, Command, Driver, Start};
+use herd_membership::{incarnation, Farm, Settings};
+use herd_packet::neighbor::announcement;
+
+use crate::farm;
+use crate::host::{format_mac, Host};
+use control_server::Server;
+use packet_path::PacketPath;
+use shutdown::Shutdown;
+use signals::Stop;
+use supervisor::{Ending, Identity, Supervisor};
+
+/// How long `herd run` waits for another host to answer for a VIP before it takes it.
+const VIP_PROBE_WAIT: Duration = Duration::from_millis(300);
+
+/// Where `herd run` keeps what outlives it (the incarnation) when not told otherwise.
+pub const STATE_DIR: &str = "/var/lib/herd";
+
+/// Where things are, besides the configuration.
+pub struct Paths<'a> {
+    /// The configuration file.
+    pub config: &'a Path,
+    /// Where the XDP attachment is pinned (a BPF file system); `/sys/fs/bpf/herd` when not
+    /// given.
+    pub bpf_dir: Option<&'a Path>,
+    /// Where the incarnation is kept.
+    pub state_dir: &'a Path,
+    /// Where the control socket is made.
+    pub control_dir: &'a Path,
+}
+
+/// Runs the daemon as node `node` (found by its addresses when not given) until it has
+/// stopped, and puts the host back.
+pub fn run(paths: &Paths, node: Option<&str>) -> anyhow::Result<()> {
+    let shutdown = Shutdown::default();
+    let (stops_sender, stops) = crossbeam_channel::unbounded();
+    let signals = signals::listen(stops_sender, &shutdown)?;
+    let result = setup_serve_teardown(paths, node, &shutdown, &stops);
+    shutdown.trigger();
+    signals
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    result
+}
+
+/// The setup, the serving and the teardown, which runs whenever the packet path was loaded.
+fn setup_serve_teardown(
+    paths: &Paths,
+    node: Option<&str>,
+    shutdown: &Shutdown,
+    stops: &Receiver<Stop>,
+) -> anyhow::Result<()> {
+    let (mut node, start) = Node::setup(paths, node)?;
+    let ttl = node.liveness_ttl();
+    let mut path = PacketPath::load(
+        &node.config,
+        paths.config,
+        &mut node.host,
+        ttl,
+        shutdown.flag(),
+    )?;
+    let served = node
+        .prepare_host()
+        .and_then(|()| node.attach(path.program()))
+        .and_then(|()| {
+            node.announce(path.mode());
+            node.serve(start, &mut path, shutdown, stops)
+        });
+    let undone = node.teardown(path.program());
+    shutdown.trigger();
+    path.join();
+    served.and(undone)
+}
+
+/// What the node is made of once set up.
+struct Node {
+    config: FarmConfig,
+    name: String,
+    incarnation: u64,
+    host: Host,
+    /// Where the XDP attachment is pinned.
+    pin: PathBuf,
+    /// The control socket.
+    control: Server,
+}
+
+impl Node {
+    /// Reads the configuration and the key, finds this node and its interface and binds its
+    /// control socket, refusing before anything on the host is changed when something is
+    /// wrong.
+    fn setup(paths: &Paths, node: Option<&str>) -> anyhow::Result<(Self, Start)> {
+        let config = FarmConfig::load(paths.config)?;
+        let local = identify(&config, node)?;
+        let keys = farm::load_keys(paths.config, &config)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("herd run needs root: it attaches an XDP program, adds the VIPs to the interface and sets its options");
+        }
+        let name = config.nodes[local].name.clone();
+        let incarnation = incarnation::next(
+            &paths.state_dir.join(format!("{name}.incarnation")),
+            driver::wall_ms(),
+        )?;
+        let interface = config.interface_of(local).to_owned();
+        let host = Host::open(&interface, paths.state_dir, &name)?;
+        // Bound before the host is touched: a second herd of the same node stops here.
+        let control = Server::bind(paths.control_dir, &name)?;
+        let start = Start {
+            farm: Farm::from_config(&config),
+            local,
+            keys,
+            incarnation,
+            settings: Settings::from_config(&config.membership),
+            addresses: config
+                .nodes
+                .iter()
+                .map(|node| SocketAddr::new(node.address, config.farm.port))
+                .collect(),
+        };
+        let node = Self {
+            name,
+            incarnation,
+            pin: pin::pin_dir(paths.bpf_dir)?.join(&interface),
+            config,
+            host,
+            control,
+        };
+        node.check_vips_are_free()?;
+        Ok((node, start))
+    }
+
+    /// How long the node keeps accepting without a sign of life from this process until the
+    /// membership thread takes over (it then renews the deadline with every heartbeat): the
+    /// membership's `dead_after_ms`.
+    fn liveness_ttl(&self) -> Duration {
+        Duration::from_millis(self.config.membership.dead_after_ms.into())
+    }
+
+    /// Refuses to start when another host of the link answers for a VIP: the farm would take
+    /// its traffic.
+    fn check_vips_are_free(&self) -> anyhow::Result<()> {
+        let vips = &self.config.farm.vips;
+        let holders = self
+            .host
+            .vip_holders(vips, VIP_PROBE_WAIT)
+            .with_context(|| format!("cannot probe {} for the VIPs", self.host.name()))?;
+        if let Some((vip, mac)) = holders.first() {
+            let mac = format_mac(*mac);
+            bail!(
+                "VIP {vip} is already used by another host on {} (it answered from MAC {mac}); \
+                 the farm would take its traffic: remove the address there or choose another VIP",
+                self.host.name()
+            );
+        }
+        Ok(())
+    }
+
+    /// Prepares the host for the VIPs' traffic: the kernel must never send an ARP packet with a
+    /// VIP as its sender address, which would teach the link this node's own MAC for the VIP
+    /// (arp_announce 2 makes it use the node's own address); the interface takes the frames
+    /// sent to the virtual MACs (promiscuous mode); the kernel takes the VIPs' packets that
+    /// the dataplane hands it (the VIP addresses).
+    fn prepare_host(&mut self) -> anyhow::Result<()> {
+        self.host.set_ipv4_conf("arp_announce", "2")?;
+        self.host.promiscuous()?;
+        for &vip in &self.config.farm.vips {
+            self.host.add_vip(vip)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches `program` to the interface, replacing one an earlier herd left attached.
+    fn attach(&self, program: &mut XdpProgram) -> anyhow::Result<()> {
+        let interface = self.host.name();
+        // A program an earlier herd left attached (it was killed) keeps the node closed until
+        // the moment it is replaced, so it is removed only now, with everything else ready.
+        if XdpProgram::remove_stale(&self.pin)? {
+            tracing::warn!(%interface, "removed the XDP program an earlier herd left attached (it was killed)");
+        }
+        // The setup may have outlasted the deadline set when the program was loaded.
+        program.keep_alive(self.liveness_ttl())?;
+        let generic = self.host.is_virtual();
+        program
+            .attach(interface, &self.pin, generic)
+            .with_context(|| {
+                format!(
+                "cannot attach the XDP program to {interface} (herd needs a kernel with XDP and \
+                 BPF links: Linux 5.9 or later, CONFIG_BPF_SYSCALL and CONFIG_XDP_SOCKETS)"
+            )
+            })?;
+        tracing::info!(
+            %interface,
+            xdp = if generic { "generic (a virtual interface)" } else { "driver" },
+            pin = %self.pin.display(),
+            "attached the XDP program"
+        );
+        Ok(())
+    }
+
+    /// Says the node runs, and announces the VIPs' virtual MACs.
+    fn announce(&self, mode: &str) {
+        tracing::info!(
+            node = %self.name,
+            farm = %self.config.farm.name,
+            interface = %self.host.name(),
+            mode,
+            incarnation = self.incarnation,
+            control = %self.control.path().display(),
+            "running: the node joins the farm once its application is up"
+        );
+        for &vip in &self.config.farm.vips {
+            if let Err(error) = self.host.send(&announcement(self.host.mac(), vip)) {
+                tracing::warn!(%vip, "cannot announce the VIP's virtual MAC: {error}");
+            }
+        }
+    }
+
+    /// Runs the node over `path` until it has stopped: the membership thread, the supervisor
+    /// with its checks and scripts, and the control and metrics servers, all on threads of
+    /// one scope. When the supervisor is done (or a thread could not start) the shutdown is
+    /// signalled, and every thread is joined before this returns.
+    fn serve(
+        &self,
+        start: Start,
+        path: &mut PacketPath,
+        shutdown: &Shutdown,
+        stops: &Receiver<Stop>,
+    ) -> anyhow::Result<()> {
+        let identity = Identity {
+            node: self.name.clone(),
+            farm: self.config.farm.name.clone(),
+            mode: path.mode(),
+        };
+        let mut addresses = self.config.farm.vips.clone();
+        addresses.push(start.addresses[start.local].ip());
+        let checked = herd_checkers::check::Host {
+            interface: self.host.name().to_owned(),
+            addresses,
+        };
+        let supervisor = Supervisor::new(&self.config, identity, &checked)?;
+        let (driver, membership) = Driver::new(start, path, false)?;
+        let exit = membership.clone();
+        shutdown.on_trigger(move || {
+            // Already stopped if it failed: its own error then says why.
+            let _ = exit.send(Command::Exit);
+        });
+        let metrics = match self.config.admin.metrics {
+            Some(address) => {
+                let server = metrics::Server::bind(address)?;
+                tracing::info!(address = %server.address()?, "serving /metrics and /healthz");
+                Some(server)
+            }
+            None => None,
+        };
+        let (requests, incoming) = crossbeam_channel::unbounded();
+        let (ending, stopped) = std::thread::scope(|scope| {
+            let _shutdown = shutdown.guard();
+            let spawn = |name: &str| std::thread::Builder::new().name(name.into());
+            let membership_thread = spawn("herd-membership")
+                .spawn_scoped(scope, || driver.run())
+                .context("cannot start the membership thread")?;
+            let control = spawn("herd-control")
+                .spawn_scoped(scope, || self.control.serve(&requests, shutdown))
+                .context("cannot start the control thread")?;
+            let metrics = match &metrics {
+                Some(server) => Some(
+                    spawn("herd-metrics")
+                        .spawn_scoped(scope, || server.serve(&requests, shutdown))
+                        .context("cannot start the metrics thread")?,
+                ),
+                None => None,
+            };
+            let ending = supervisor.run(scope, &membership, incoming, stops, shutdown);
+            shutdown.trigger();
+            let stopped = joined(membership_thread).context("the membership thread stopped");
+            joined(control)?;
+            if let Some(metrics) = metrics {
+                joined(metrics)?;
+            }
+            anyhow::Ok((ending, stopped))
+        })?;
+        stopped?;
+        match ending? {
+            Ending::Stopped => tracing::info!(
+                "stopping: the node has left the farm and its application is stopped"
+            ),
+            Ending::Forced => {
+                tracing::info!("stopping before the drain and the stop script are over")
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes everything: the VIPs first, since once the program is detached the kernel would
+    /// take every VIP packet.
+    fn teardown(&mut self, program: &mut XdpProgram) -> anyhow::Result<()> {
+        self.host.restore();
+        program.detach()?;
+        tracing::info!("stopped; the host is as herd found it");
+        Ok(())
+    }
+}
+
+/// The result of a scoped thread, whose panic goes on in the caller.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The index of this node in the configuration: named, or found by a local address.
+fn identify(config: &FarmConfig, node: Option<&str>) -> anyhow::Result<usize> {
+    let local: Vec<std::net::IpAddr> = if node.is_some() {
+        Vec::new()
+    } else {
+        farm::local_addresses().context("cannot list this host's addresses")?
+    };
+    Ok(config.identify(node, &local)?)
+}

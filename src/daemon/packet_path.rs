@@ -1,0 +1,307 @@
+//! The packet path of either dataplane mode, loaded and not yet attached, and the
+//! [`Dataplane`] seam through which the membership thread steers it.
+//!
+//! Both modes differ only in the XDP program they attach (the whole verdict, or a redirect
+//! to AF_XDP sockets) and in the workers the AF_XDP mode runs.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use core_affinity::CoreId;
+use herd_config::{DataplaneMode, FarmConfig};
+use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
+use herd_dataplane::handoff::Port;
+use herd_dataplane::xdp::XdpProgram;
+use herd_membership::driver::{Dataplane, DataplaneError};
+use herd_packet::counts::Traffic;
+use herd_packet::table::{self, ModeTable, SharedTable};
+use herd_packet::{FarmRules, FarmTable};
+
+use crate::host::Host;
+
+/// The packet path of one mode.
+pub enum PacketPath {
+    /// The in-kernel mode: the verdict and the flow table in the XDP program.
+    InKernel {
+        /// The classifier.
+        program: XdpProgram,
+    },
+    /// The AF_XDP mode: the redirect program hands the VIP flows to one socket per RX queue,
+    /// each served by a worker pinned to a core, which classifies under the table published
+    /// to it and hands what this node owns to the stack through a TAP device. The redirect
+    /// program holds the liveness deadline.
+    Workers {
+        /// The redirect program.
+        redirect: XdpProgram,
+        /// The table the workers read.
+        table: Arc<SharedTable<FarmTable>>,
+        /// The farm's rules, for each new table.
+        rules: Arc<FarmRules>,
+        /// One per RX queue.
+        workers: Vec<Worker>,
+    },
+}
+
+impl PacketPath {
+    /// Loads the packet path `config` asks for on `host`, owning no bucket and accepting for
+    /// `ttl`. The AF_XDP mode's workers start now and run until `stop` rises: they serve the
+    /// drain, after the membership thread.
+    pub fn load(
+        config: &FarmConfig,
+        config_path: &Path,
+        host: &mut Host,
+        ttl: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let rules = FarmRules::from_config(config);
+        let nothing = ModeTable::none(config.farm.buckets as usize)
+            .expect("a configuration's bucket count is a valid table size");
+        match config.dataplane.mode {
+            DataplaneMode::Xdp => {
+                let mut program = XdpProgram::load(&rules, &nothing, host.mac())?;
+                program.keep_alive(ttl)?;
+                Ok(Self::InKernel { program })
+            }
+            DataplaneMode::Afxdp => {
+                let interface = host.name().to_owned();
+                let interface = interface.as_str();
+                let queues = host.rx_queues()?;
+                let cores = worker_cores(&config.dataplane.cores, queues, config_path)?;
+                let mut redirect = XdpProgram::load_redirect(&rules, host.mac())?;
+                redirect.keep_alive(ttl)?;
+                let mut sockets = Vec::with_capacity(queues as usize);
+                for queue in 0..queues {
+                    let socket = QueueSocket::open(interface, queue, config.dataplane.zero_copy)
+                        .map_err(|error| {
+                            if error.queue_taken() {
+                                anyhow::anyhow!(
+                                    "RX queue {queue} of {interface} already has an AF_XDP socket: \
+                                     another program (another herd?) serves it"
+                                )
+                            } else {
+                                anyhow::Error::new(error).context(
+                                    "the kernel refused an AF_XDP socket (AF_XDP needs Linux 5.4 \
+                                     or later with CONFIG_XDP_SOCKETS)",
+                                )
+                            }
+                        })?;
+                    tracing::info!(
+                        %interface,
+                        queue,
+                        mode = if socket.zero_copy() { "zero-copy" } else { "copy" },
+                        "opened the AF_XDP socket"
+                    );
+                    redirect.add_socket(queue, socket.fd())?;
+                    sockets.push(socket);
+                }
+                let stack = format!("herd{}", host.index());
+                let ports = Port::tap(&stack, sockets.len())?;
+                host.prepare_stack_device(&stack)?;
+                tracing::info!(device = %stack, queues, "created the TAP device that takes accepted frames to the stack");
+                let rules = Arc::new(rules);
+                let table = Arc::new(SharedTable::new(FarmTable::new(
+                    Arc::clone(&rules),
+                    nothing,
+                )));
+                let mut workers = Vec::with_capacity(sockets.len());
+                for ((socket, port), core) in sockets.into_iter().zip(ports).zip(cores) {
+                    let queue = socket.queue();
+                    let settings = WorkerSettings {
+                        core,
+                        batch: config.dataplane.batch as usize,
+                        if_mac: host.mac(),
+                        table: Arc::clone(&table),
+                        stop: Arc::clone(&stop),
+                    };
+                    workers.push(Worker::spawn(socket, port, settings)?);
+                    tracing::info!(queue, core = core.id, "started the worker");
+                }
+                Ok(Self::Workers {
+                    redirect,
+                    table,
+                    rules,
+                    workers,
+                })
+            }
+        }
+    }
+
+    /// The mode's name, as the configuration and `herd status` write it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::InKernel { .. } => "xdp",
+            Self::Workers { .. } => "afxdp",
+        }
+    }
+
+    /// The XDP program the mode attaches.
+    pub fn program(&mut self) -> &mut XdpProgram {
+        match self {
+            Self::InKernel { program } => program,
+            Self::Workers { redirect, .. } => redirect,
+        }
+    }
+
+    /// Waits for the workers, if any, to stop (their stop flag raised), and logs what they did.
+    pub fn join(self) {
+        let Self::Workers { workers, .. } = self else {
+            return;
+        };
+        for worker in workers {
+            let queue = worker.queue();
+            let Finished { totals, batches } = worker.join();
+            tracing::info!(
+                queue,
+                received = totals.received,
+                accepted = totals.accepted,
+                dropped = totals.dropped,
+                handed_off = totals.handed_off,
+                errors = totals.errors,
+                batches = batches.len(),
+                batch_p50_ns = batches.value_at_quantile(0.5),
+                batch_p99_ns = batches.value_at_quantile(0.99),
+                "worker stopped"
+            );
+        }
+    }
+}
+
+impl Dataplane for &mut PacketPath {
+    fn install(
+        &mut self,
+        generation: u64,
+        modes: &[table::BucketMode],
+    ) -> Result<(), DataplaneError> {
+        let modes = ModeTable::new(generation, modes.to_vec())?;
+        match self {
+            PacketPath::InKernel { program } => Ok(program.install(&modes)?),
+            PacketPath::Workers { table, rules, .. } => {
+                table.publish(FarmTable::new(Arc::clone(rules), modes));
+                Ok(())
+            }
+        }
+    }
+
+    fn keep_alive(&mut self, ttl: Duration) -> Result<(), DataplaneError> {
+        Ok(self.program().keep_alive(ttl)?)
+    }
+
+    fn draining_flows(&mut self, generation: u64) -> Result<Option<u64>, DataplaneError> {
+        match self {
+            // The program's count is made against the table installed last, this generation's.
+            PacketPath::InKernel { program } => Ok(Some(program.draining_flows()? as u64)),
+            PacketPath::Workers { workers, .. } => {
+                let mut total = 0;
+                for worker in workers.iter() {
+                    match worker.counters().drained() {
+                        Some(drained) if drained.generation == generation => {
+                            total += drained.flows as u64
+                        }
+                        _ => return Ok(None),
+                    }
+                }
+                Ok(Some(total))
+            }
+        }
+    }
+
+    fn traffic(&mut self) -> Result<Traffic, DataplaneError> {
+        match self {
+            PacketPath::InKernel { program } => Ok(program.traffic()?),
+            // The workers count what they take; the redirect program what it passes or drops
+            // before them.
+            PacketPath::Workers {
+                redirect, workers, ..
+            } => {
+                let kernel = redirect.traffic()?;
+                Ok(std::iter::once(kernel)
+                    .chain(workers.iter().map(|worker| worker.counters().traffic()))
+                    .sum())
+            }
+        }
+    }
+}
+
+/// The core of each RX queue's worker: `configured` in order, reused round the list when
+/// the interface has more queues, or queue `i` on core `i` when none is configured. Every
+/// core must exist on this machine.
+fn worker_cores(configured: &[usize], queues: u32, path: &Path) -> anyhow::Result<Vec<CoreId>> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .context("cannot list this machine's CPU cores")?
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    let wanted: Vec<usize> = if configured.is_empty() {
+        (0..queues as usize)
+            .map(|queue| available[queue % available.len()])
+            .collect()
+    } else {
+        (0..queues as usize)
+            .map(|queue| configured[queue % configured.len()])
+            .collect()
+    };
+    if let Some(core) = configured.iter().find(|core| !available.contains(core)) {
+        bail!(
+            "{}: [dataplane] cores: core {core} is not available to herd on this machine (it may use {})",
+            path.display(),
+            describe_cores(&available)
+        );
+    }
+    Ok(wanted.into_iter().map(|id| CoreId { id }).collect())
+}
+
+/// `0-3, 6` for cores 0, 1, 2, 3 and 6.
+fn describe_cores(cores: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &core in cores {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == core => *end = core,
+            _ => ranges.push((core, core)),
+        }
+    }
+    ranges
+        .iter()
+        .map(|&(start, end)| {
+            if start == end {
+                format!("{start}")
+            } else {
+                format!("{start}-{end}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_lists_are_written_as_ranges() {
+        assert_eq!(describe_cores(&[0, 1, 2, 3, 6]), "0-3, 6");
+        assert_eq!(describe_cores(&[1]), "1");
+        assert_eq!(describe_cores(&[0, 2, 3]), "0, 2-3");
+    }
+
+    #[test]
+    fn queues_go_round_the_configured_cores() {
+        let path = Path::new("farm.toml");
+        let ids = |cores: Vec<CoreId>| cores.into_iter().map(|core| core.id).collect::<Vec<_>>();
+        assert_eq!(ids(worker_cores(&[0], 3, path).unwrap()), [0, 0, 0]);
+        let first = core_affinity::get_core_ids().unwrap()[0].id;
+        assert_eq!(ids(worker_cores(&[], 1, path).unwrap()), [first]);
+    }
+
+    #[test]
+    fn a_core_the_machine_lacks_is_named() {
+        let error = worker_cores(&[0, 1023], 2, Path::new("farm.toml")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("farm.toml: [dataplane] cores: core 1023 is not available"),
+            "{message}"
+        );
+    }
+}

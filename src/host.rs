@@ -6,7 +6,7 @@
 //! directory ([`originals`]).
 
 mod originals;
-mod route_socket;
+pub mod route_socket;
 
 use std::fs;
 use std::io;

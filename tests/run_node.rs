@@ -473,6 +473,102 @@ fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: DataplaneMode) {
     assert!(answered, "the server is alive");
 }
 
+/// A second `herd run` of a running node, started as an operator would start one by hand
+/// beside a service manager's (with state and control directories of its own), refuses before
+/// it changes anything, naming the first; the first keeps its VIP and its attachment, and
+/// serves on.
+fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMode) {
+    let topology = serving_node("d", mode);
+    let state = topology.dir.path().join("state");
+    let pid = status_json(&state, "alpha")["pid"].as_u64().unwrap();
+    let other = topology.dir.path().join("other");
+    let files = HerdFiles {
+        config: &topology.dir.path().join("farm.toml"),
+        bpf_dir: &topology.pins,
+        state_dir: &other,
+    };
+    let mut second = Herd::spawn(&topology.node, &files, None);
+    let exit = second
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the second herd exits");
+    assert_eq!(exit.code(), Some(1), "the second herd fails");
+    let refusal = format!(
+        "another herd already runs on vn (pid {pid}, node alpha, control socket {}",
+        state.join("alpha.sock").display()
+    );
+    assert!(
+        second
+            .wait_for(0, |line| line.contains(&refusal), Duration::from_secs(5))
+            .is_some(),
+        "the refusal names the first herd"
+    );
+    assert!(
+        !other.join("alpha.incarnation").exists(),
+        "the second wrote nothing"
+    );
+    assert_eq!(
+        InterfaceSettings::of(&topology),
+        InterfaceSettings::running(),
+        "the first keeps its VIP and its attachment"
+    );
+    let answered = (0..20)
+        .filter(|i| {
+            request(
+                &topology.client,
+                &format!("after{i}"),
+                Duration::from_secs(1),
+            )
+        })
+        .count();
+    assert_eq!(answered, 20, "the first serves on");
+    assert_eq!(status_json(&state, "alpha")["state"], "up");
+}
+
+/// A VIP removed by hand under a running node: herd notices within seconds, says so, takes
+/// the node out of the farm (its status and /healthz say why), and brings it back once the
+/// VIP is there again.
+#[test]
+fn a_vip_removed_under_a_running_node_makes_it_report_not_healthy() {
+    needs_root();
+    let mut topology = Topology::with("h", DataplaneMode::Xdp, |_| {
+        "\n[admin]\nmetrics = \"127.0.0.1:9477\"\n".into()
+    });
+    topology.start_herd();
+    let state = topology.dir.path().join("state");
+    let herd = topology.herd.as_ref().unwrap();
+    let (healthz, _) = get(&topology.node, "/healthz");
+    assert!(healthz.contains(" 200 "), "{healthz}");
+
+    let mark = herd.logged();
+    let removed = Instant::now();
+    let vip = format!("{VIP}/32");
+    ip(&["-n", topology.node.name(), "addr", "del", &vip, "dev", "vn"]);
+    let noticed = herd.wait_for(
+        mark,
+        |line| line.contains("check failed") && line.contains(VIP),
+        Duration::from_secs(5),
+    );
+    assert!(noticed.is_some(), "herd logs the missing VIP");
+    eprintln!("noticed after {:?}", removed.elapsed());
+    let status = status_json(&state, "alpha");
+    assert_ne!(status["state"], "up", "{status}");
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(VIP), "{reason}");
+    let (healthz, body) = get(&topology.node, "/healthz");
+    assert!(healthz.contains(" 503 "), "{healthz}");
+    assert!(body.contains(VIP), "{body}");
+
+    let mark = herd.logged();
+    ip(&["-n", topology.node.name(), "addr", "add", &vip, "dev", "vn"]);
+    let back = herd.wait_for(
+        mark,
+        |line| line.contains("all_tcp=64 non_tcp=64"),
+        Duration::from_secs(10),
+    );
+    assert!(back.is_some(), "the node takes its share again");
+    assert_eq!(status_json(&state, "alpha")["state"], "up");
+}
+
 /// `herd` run as an operator would, against the node's control socket in `state`.
 fn operate(state: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_herd"))
@@ -646,6 +742,11 @@ macro_rules! in_mode {
             #[test]
             fn a_node_whose_herd_is_killed_accepts_no_vip_traffic() {
                 super::a_node_whose_herd_is_killed_accepts_no_vip_traffic($mode);
+            }
+
+            #[test]
+            fn a_second_herd_of_a_running_node_refuses_without_touching_it() {
+                super::a_second_herd_of_a_running_node_refuses_without_touching_it($mode);
             }
 
             #[test]

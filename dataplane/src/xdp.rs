@@ -488,6 +488,11 @@ impl XdpProgram {
         Ok(())
     }
 
+    /// The kernel's id of the program, which the interface it is attached to shows.
+    pub fn id(&mut self) -> Result<u32, XdpError> {
+        Ok(xdp_program(&mut self.ebpf, self.program)?.info()?.id())
+    }
+
     /// Detaches the program, if attached, and removes its pin.
     pub fn detach(&mut self) -> Result<(), XdpError> {
         if let Some((pinned, path)) = self.attached.take() {

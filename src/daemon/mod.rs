@@ -11,6 +11,8 @@
 //! farm once the checks are healthy and answers the operator's requests and the signals.
 
 mod control_server;
+mod host_watch;
+mod lock;
 mod metrics;
 mod packet_path;
 mod pin;
@@ -30,9 +32,11 @@ use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
 use herd_packet::neighbor::announcement;
 
-use crate::farm;
 use crate::host::{format_mac, Host};
+use crate::{control, farm};
 use control_server::Server;
+use host_watch::HostWatch;
+use lock::{Holder, InterfaceLock};
 use packet_path::PacketPath;
 use shutdown::Shutdown;
 use signals::Stop;
@@ -110,6 +114,8 @@ struct Node {
     pin: PathBuf,
     /// The control socket.
     control: Server,
+    /// Held while the node runs: one herd per interface.
+    _lock: InterfaceLock,
 }
 
 impl Node {
@@ -117,19 +123,31 @@ impl Node {
     /// control socket, refusing before anything on the host is changed when something is
     /// wrong.
     fn setup(paths: &Paths, node: Option<&str>) -> anyhow::Result<(Self, Start)> {
-        let config = FarmConfig::load(paths.config)?;
-        let local = identify(&config, node)?;
-        let keys = farm::load_keys(paths.config, &config)?;
+        // First, so that a user without root is told so, not that the key is unreadable.
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             bail!("herd run needs root: it attaches an XDP program, adds the VIPs to the interface and sets its options");
         }
+        let config = FarmConfig::load(paths.config)?;
+        let local = identify(&config, node)?;
+        let keys = farm::load_keys(paths.config, &config)?;
         let name = config.nodes[local].name.clone();
+        let interface = config.interface_of(local).to_owned();
+        // Taken before anything is changed, on the host or in the state directory: a second
+        // herd on the interface stops here, whatever directories it was given.
+        let lock = InterfaceLock::take(
+            Path::new(lock::LOCK_DIR),
+            &interface,
+            &Holder {
+                pid: std::process::id(),
+                node: name.clone(),
+                control: control::socket_path(paths.control_dir, &name),
+            },
+        )?;
         let incarnation = incarnation::next(
             &paths.state_dir.join(format!("{name}.incarnation")),
             driver::wall_ms(),
         )?;
-        let interface = config.interface_of(local).to_owned();
         let host = Host::open(&interface, paths.state_dir, &name)?;
         // Bound before the host is touched: a second herd of the same node stops here.
         let control = Server::bind(paths.control_dir, &name)?;
@@ -152,6 +170,7 @@ impl Node {
             config,
             host,
             control,
+            _lock: lock,
         };
         node.check_vips_are_free()?;
         Ok((node, start))
@@ -210,11 +229,20 @@ impl Node {
         let generic = self.host.is_virtual();
         program
             .attach(interface, &self.pin, generic)
-            .with_context(|| {
-                format!(
-                "cannot attach the XDP program to {interface} (herd needs a kernel with XDP and \
-                 BPF links: Linux 5.9 or later, CONFIG_BPF_SYSCALL and CONFIG_XDP_SOCKETS)"
-            )
+            .map_err(|error| {
+                if errno(&error) == Some(libc::EBUSY) {
+                    anyhow::anyhow!(
+                        "cannot attach the XDP program to {interface}: another XDP program, not \
+                         herd's, is attached to it (`ip link show dev {interface}` shows it); \
+                         remove it, or give herd another interface"
+                    )
+                } else {
+                    anyhow::Error::new(error).context(format!(
+                        "cannot attach the XDP program to {interface} (herd needs a kernel with \
+                         XDP and BPF links: Linux 5.9 or later, CONFIG_BPF_SYSCALL and \
+                         CONFIG_XDP_SOCKETS)"
+                    ))
+                }
             })?;
         tracing::info!(
             %interface,
@@ -265,7 +293,13 @@ impl Node {
             interface: self.host.name().to_owned(),
             addresses,
         };
-        let supervisor = Supervisor::new(&self.config, identity, &checked)?;
+        let watch = HostWatch::new(
+            self.host.name(),
+            &self.config.farm.vips,
+            path.program().id()?,
+        )
+        .context("cannot open a routing netlink socket")?;
+        let supervisor = Supervisor::new(&self.config, identity, &checked, watch)?;
         let (driver, membership) = Driver::new(start, path, false)?;
         let exit = membership.clone();
         shutdown.on_trigger(move || {
@@ -334,6 +368,12 @@ fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
     thread
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The system's error number in `error`'s chain of causes, if any.
+fn errno(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    std::iter::successors(Some(error), |error| error.source())
+        .find_map(|error| error.downcast_ref::<std::io::Error>()?.raw_os_error())
 }
 
 /// The index of this node in the configuration: named, or found by a local address.

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use crossbeam_channel::{select, Receiver, Sender};
 use herd_checkers::check::{self, Host, Prepared};
-use herd_checkers::health::Health;
+use herd_checkers::health::{Health, Tracker};
 use herd_checkers::lifecycle::{Action, Event, Lifecycle, NodeState, Output, Reason, Script};
 use herd_checkers::limit::RestartLimit;
 use herd_checkers::scripts::Scripts;
 use herd_config::FarmConfig;
 use herd_membership::driver::{Command, Handle, Notice};
 
+use super::host_watch::{self, HostWatch};
 use super::shutdown::Shutdown;
 use super::signals::Stop;
 use crate::control::{Incoming, Reply, Request};
@@ -37,9 +38,39 @@ struct ScriptEnded {
     how: String,
 }
 
+/// What a check's thread probes.
+enum Probe {
+    /// A configured `[[check]]`.
+    Configured(Prepared),
+    /// herd's own look at what it set up on the host.
+    Host(HostWatch),
+}
+
+impl Probe {
+    /// How often it probes.
+    fn interval(&self) -> Duration {
+        match self {
+            Probe::Configured(prepared) => prepared.interval,
+            Probe::Host(_) => host_watch::INTERVAL,
+        }
+    }
+
+    /// Probes once; a `command` check's output is logged as check `name`'s.
+    fn probe(&mut self, name: &str) -> Result<(), String> {
+        match self {
+            Probe::Configured(prepared) => prepared
+                .probe(|line| tracing::info!(check = %name, "{line}"))
+                .map_err(|error| error.0),
+            Probe::Host(watch) => watch.probe(),
+        }
+    }
+}
+
 /// One check, as the supervisor keeps it.
 struct Watched {
-    prepared: Prepared,
+    name: String,
+    /// Handed to the check's thread when the supervisor runs.
+    probe: Option<Probe>,
     kind: &'static str,
     action: Action,
     last: Option<(Result<(), String>, Instant, Duration)>,
@@ -81,10 +112,17 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// The supervisor of node `identity` configured by `config`, whose checks look at `host`.
-    pub fn new(config: &FarmConfig, identity: Identity, host: &Host) -> anyhow::Result<Self> {
-        let mut checks = Vec::with_capacity(config.checks.len());
-        let mut tracked = Vec::with_capacity(config.checks.len());
+    /// The supervisor of node `identity` configured by `config`, whose checks look at `host`,
+    /// with herd's own check of the host, `watch`, after them: its first failure withdraws the
+    /// node, which comes back once it passes again.
+    pub fn new(
+        config: &FarmConfig,
+        identity: Identity,
+        host: &Host,
+        watch: HostWatch,
+    ) -> anyhow::Result<Self> {
+        let mut checks = Vec::with_capacity(config.checks.len() + 1);
+        let mut tracked = Vec::with_capacity(config.checks.len() + 1);
         for configured in &config.checks {
             let prepared = Prepared::new(configured, host).map_err(|error| {
                 anyhow::anyhow!("check {}: bad regular expression: {error}", configured.name)
@@ -92,7 +130,8 @@ impl Supervisor {
             let (action, tracker) = check::tracked(configured);
             tracked.push((action, tracker));
             checks.push(Watched {
-                prepared,
+                name: configured.name.clone(),
+                probe: Some(Probe::Configured(prepared)),
                 kind: configured.kind.name(),
                 action,
                 last: None,
@@ -100,6 +139,16 @@ impl Supervisor {
                 failures: 0,
             });
         }
+        tracked.push((Action::Wait, Tracker::new(1, 1)));
+        checks.push(Watched {
+            name: host_watch::NAME.into(),
+            probe: Some(Probe::Host(watch)),
+            kind: host_watch::KIND,
+            action: Action::Wait,
+            last: None,
+            probes: 0,
+            failures: 0,
+        });
         let limit = config.scripts.restart_limit;
         let within_ms = u64::from(limit.within_s) * 1000;
         let scripts = Scripts::new(
@@ -144,14 +193,11 @@ impl Supervisor {
         }
         let (probed_tx, probed) = crossbeam_channel::unbounded();
         let (ended_tx, ended) = crossbeam_channel::unbounded();
-        for (index, watched) in self.checks.iter().enumerate() {
-            spawn_check(
-                scope,
-                index,
-                watched.prepared.clone(),
-                probed_tx.clone(),
-                shutdown,
-            )?;
+        for (index, watched) in self.checks.iter_mut().enumerate() {
+            if let Some(probe) = watched.probe.take() {
+                let name = watched.name.clone();
+                spawn_check(scope, index, name, probe, probed_tx.clone(), shutdown)?;
+            }
         }
         self.lifecycle.start();
         loop {
@@ -227,7 +273,7 @@ impl Supervisor {
         let ok = probed.result.is_ok();
         if let Err(error) = &probed.result {
             watched.failures += 1;
-            tracing::debug!(check = %watched.prepared.name, "probe failed: {error}");
+            tracing::debug!(check = %watched.name, "probe failed: {error}");
         }
         watched.last = Some((probed.result, Instant::now(), probed.took));
         self.lifecycle.check_result(probed.check, ok, now_ms);
@@ -282,7 +328,7 @@ impl Supervisor {
                 action,
             } => {
                 let watched = &self.checks[check];
-                let name = &watched.prepared.name;
+                let name = &watched.name;
                 let error = match &watched.last {
                     Some((Err(error), ..)) => error.as_str(),
                     _ => "",
@@ -371,7 +417,7 @@ impl Supervisor {
             .iter()
             .enumerate()
             .map(|(index, watched)| CheckStatus {
-                name: watched.prepared.name.clone(),
+                name: watched.name.clone(),
                 kind: watched.kind.into(),
                 action: watched.action,
                 health: self.lifecycle.health(index).unwrap_or(Health::Unknown),
@@ -406,11 +452,13 @@ impl Supervisor {
     }
 }
 
-/// Probes `prepared` every interval on a thread of `scope`, until the shutdown.
+/// Probes with `probe` every interval on a thread of `scope`, as check `name`, until the
+/// shutdown.
 fn spawn_check<'scope>(
     scope: &'scope Scope<'scope, '_>,
     index: usize,
-    prepared: Prepared,
+    name: String,
+    mut probe: Probe,
     results: Sender<Probed>,
     shutdown: &'scope Shutdown,
 ) -> anyhow::Result<()> {
@@ -418,19 +466,15 @@ fn spawn_check<'scope>(
         .name(format!("herd-check{index}"))
         .spawn_scoped(scope, move || loop {
             let started = Instant::now();
-            let name = prepared.name.clone();
-            let result = prepared
-                .probe(|line| tracing::info!(check = %name, "{line}"))
-                .map_err(|error| error.0);
             let probed = Probed {
                 check: index,
-                result,
+                result: probe.probe(&name),
                 took: started.elapsed(),
             };
             if results.send(probed).is_err() {
                 return;
             }
-            if shutdown.wait(prepared.interval.saturating_sub(started.elapsed())) {
+            if shutdown.wait(probe.interval().saturating_sub(started.elapsed())) {
                 return;
             }
         })?;

@@ -12,7 +12,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute, LinkFlags, LinkMessage, LinkXdp,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -27,6 +27,8 @@ pub struct Link {
     /// Whether promiscuous mode was asked for (by herd, `ip` or another such program; a packet
     /// capture's own count does not show here).
     pub promiscuous: bool,
+    /// The id of the XDP program attached, if any.
+    pub xdp_program: Option<u32>,
 }
 
 /// A routing netlink socket.
@@ -75,10 +77,23 @@ impl RouteSocket {
                 _ => None,
             })
             .unwrap_or_default();
+        let xdp_program = link
+            .attributes
+            .iter()
+            .filter_map(|attribute| match attribute {
+                LinkAttribute::Xdp(xdp) => Some(xdp),
+                _ => None,
+            })
+            .flatten()
+            .find_map(|xdp| match xdp {
+                LinkXdp::ProgId(id) if *id != 0 => Some(*id),
+                _ => None,
+            });
         Ok(Link {
             index: link.header.index,
             address,
             promiscuous: link.header.flags.contains(LinkFlags::Promisc),
+            xdp_program,
         })
     }
 

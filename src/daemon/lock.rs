@@ -1,0 +1,159 @@
+//! One herd per interface: an exclusive lock, taken before the host is changed, on a file per
+//! interface in a fixed directory, whatever the other paths `herd run` is given. The file holds
+//! what tells the holder apart (its pid, node and control socket), for the refusal to name it.
+//! The kernel releases the lock when the holder ends, however it ends.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// Where the locks are.
+pub const LOCK_DIR: &str = "/run/herd/lock";
+
+/// The lock of one interface, held until dropped.
+#[derive(Debug)]
+pub struct InterfaceLock {
+    /// Open for as long as the lock is held.
+    _file: File,
+}
+
+/// Who holds a lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The node it runs.
+    pub node: String,
+    /// Its control socket.
+    pub control: PathBuf,
+}
+
+impl Holder {
+    /// The holder's line in the lock file.
+    fn line(&self) -> String {
+        format!(
+            "pid {} node {} control {}\n",
+            self.pid,
+            self.node,
+            self.control.display()
+        )
+    }
+
+    /// The holder written in a lock file, if it can be read.
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.trim_end().splitn(6, ' ');
+        let (Some("pid"), Some(pid), Some("node"), Some(node), Some("control"), Some(control)) = (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) else {
+            return None;
+        };
+        Some(Self {
+            pid: pid.parse().ok()?,
+            node: node.to_owned(),
+            control: PathBuf::from(control),
+        })
+    }
+}
+
+impl InterfaceLock {
+    /// Takes the lock of `interface` in `dir` for `holder`, or says who holds it. Interfaces
+    /// are told apart by network namespace too: each namespace has its own.
+    pub fn take(dir: &Path, interface: &str, holder: &Holder) -> anyhow::Result<Self> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the lock directory {}", dir.display()))?;
+        let namespace = std::fs::metadata("/proc/self/ns/net")
+            .context("cannot tell this process's network namespace (/proc/self/ns/net)")?
+            .ino();
+        let path = dir.join(format!("{interface}@net{namespace}"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        // SAFETY: flock takes an open descriptor, which `file` holds, and no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != ErrorKind::WouldBlock {
+                bail!("cannot lock {}: {error}", path.display());
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let who = match Holder::parse(&text) {
+                Some(other) => format!(
+                    "pid {}, node {}, control socket {}",
+                    other.pid,
+                    other.node,
+                    other.control.display()
+                ),
+                None => "its lock file says no more".into(),
+            };
+            bail!(
+                "another herd already runs on {interface} ({who}; lock {}): one herd per \
+                 interface; stop that one first (`herd stop`, then SIGTERM or `systemctl stop \
+                 herd`)",
+                path.display()
+            );
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(holder.line().as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_taker_is_refused_with_the_holder_named_until_the_first_lets_go() {
+        let dir = std::env::temp_dir().join(format!("herd-lock-test-{}", std::process::id()));
+        let holder = |node: &str| Holder {
+            pid: 4242,
+            node: node.into(),
+            control: PathBuf::from(format!("/run/herd/{node}.sock")),
+        };
+        let first = InterfaceLock::take(&dir, "vn0", &holder("alpha")).unwrap();
+        let error = InterfaceLock::take(&dir, "vn0", &holder("bravo")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "another herd already runs on vn0 (pid 4242, node alpha, control socket /run/herd/alpha.sock; lock "
+            ),
+            "{message}"
+        );
+        let other = InterfaceLock::take(&dir, "vn1", &holder("bravo"));
+        assert!(other.is_ok(), "another interface has its own lock");
+        drop(first);
+        let again = InterfaceLock::take(&dir, "vn0", &holder("bravo"));
+        assert!(again.is_ok(), "free once the first is gone");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_holder_line_reads_back() {
+        let holder = Holder {
+            pid: 7,
+            node: "alpha".into(),
+            control: PathBuf::from("/run/my herd/alpha.sock"),
+        };
+        assert_eq!(Holder::parse(&holder.line()), Some(holder));
+        assert_eq!(Holder::parse("garbage"), None);
+    }
+}

@@ -68,10 +68,15 @@ pub fn request(dir: &Path, node: Option<&str>, request: Request) -> anyhow::Resu
         Some(node) => socket_path(dir, node),
         None => only_socket(dir)?,
     };
+    let named = node.map(|node| format!(" node {node}")).unwrap_or_default();
     let mut stream = UnixStream::connect(&path).map_err(|error| match error.kind() {
-        ErrorKind::NotFound | ErrorKind::ConnectionRefused => anyhow::anyhow!(
-            "herd is not running{} (nothing listens on {})",
-            node.map(|node| format!(" node {node}")).unwrap_or_default(),
+        ErrorKind::NotFound => anyhow::anyhow!(
+            "herd is not running{named} (nothing listens on {})",
+            path.display()
+        ),
+        ErrorKind::ConnectionRefused => anyhow::anyhow!(
+            "herd is not running{named} ({} is a control socket left by a herd that did not \
+             exit cleanly (killed?); the next `herd run` replaces it)",
             path.display()
         ),
         ErrorKind::PermissionDenied => {
@@ -114,22 +119,34 @@ fn only_socket(dir: &Path) -> anyhow::Result<PathBuf> {
         .filter(|path| path.extension().is_some_and(|ext| ext == "sock"))
         .collect();
     sockets.sort();
-    match sockets.len() {
-        0 => bail!(
+    // A socket whose herd was killed is still there, but refuses connections. One that cannot
+    // be told (no permission) counts as live: asking it says why.
+    let (mut live, stale): (Vec<PathBuf>, Vec<PathBuf>) = sockets.into_iter().partition(|path| {
+        !matches!(UnixStream::connect(path), Err(error) if error.kind() == ErrorKind::ConnectionRefused)
+    });
+    let names = |sockets: &[PathBuf]| -> String {
+        sockets
+            .iter()
+            .filter_map(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match live.len() {
+        0 if stale.is_empty() => bail!(
             "herd is not running (no control socket in {})",
             dir.display()
         ),
-        1 => Ok(sockets.remove(0)),
-        _ => {
-            let names: Vec<String> = sockets
-                .iter()
-                .filter_map(|path| Some(path.file_stem()?.to_string_lossy().into_owned()))
-                .collect();
-            bail!(
-                "several herd nodes run here ({}): say which with --node",
-                names.join(", ")
-            )
-        }
+        0 => bail!(
+            "herd is not running: the control sockets in {} ({}) were left by herds that did \
+             not exit cleanly (killed?); the next `herd run` of each node replaces its socket",
+            dir.display(),
+            names(&stale)
+        ),
+        1 => Ok(live.remove(0)),
+        _ => bail!(
+            "several herd nodes run here ({}): say which with --node",
+            names(&live)
+        ),
     }
 }
 
@@ -159,6 +176,50 @@ mod tests {
             "several herd nodes run here (alpha, bravo): say which with --node"
         );
         drop((_alpha, _bravo));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sockets_left_by_killed_herds_are_told_from_live_ones() {
+        let dir = scratch("stale");
+        std::fs::create_dir_all(&dir).unwrap();
+        // A listener dropped leaves its file behind, as a killed herd does.
+        drop(UnixListener::bind(socket_path(&dir, "alpha")).unwrap());
+        drop(UnixListener::bind(socket_path(&dir, "bravo")).unwrap());
+        let error = request(&dir, None, Request::Status)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("herd is not running: the control sockets in")
+                && error.contains("(alpha, bravo) were left by herds that did not exit cleanly"),
+            "{error}"
+        );
+        let error = request(&dir, Some("alpha"), Request::Status)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("herd is not running node alpha (")
+                && error.contains("alpha.sock is a control socket left by a herd"),
+            "{error}"
+        );
+        // A live one among stale ones is the one asked, without --node.
+        std::fs::remove_file(socket_path(&dir, "bravo")).unwrap();
+        let bravo = UnixListener::bind(socket_path(&dir, "bravo")).unwrap();
+        let daemon = std::thread::spawn(move || {
+            // The liveness probe connects and sends nothing; the request comes next.
+            for stream in bravo.incoming() {
+                let mut stream = stream.unwrap();
+                let mut line = String::new();
+                BufReader::new(&stream).read_line(&mut line).unwrap();
+                if !line.is_empty() {
+                    stream.write_all(b"{\"done\":\"bravo\"}\n").unwrap();
+                    return;
+                }
+            }
+        });
+        let reply = request(&dir, None, Request::Drain).unwrap();
+        assert!(matches!(reply, Reply::Done(name) if name == "bravo"));
+        daemon.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -100,6 +100,10 @@ fn answer(stream: UnixStream, requests: &Sender<Incoming>) -> anyhow::Result<()>
     BufReader::new((&stream).take(MAX_REQUEST))
         .read_line(&mut line)
         .context("cannot read the request")?;
+    if line.is_empty() {
+        // `herd status` telling live sockets from sockets left by killed herds.
+        return Ok(());
+    }
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(request) => {
             let (sender, receiver) = crossbeam_channel::bounded(1);

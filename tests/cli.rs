@@ -49,9 +49,25 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A key file's text: one key, id 1.
+const KEY: &str = "1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
+
+/// The example farm written in `dir` as this machine can hold it: its key file in `dir`
+/// holding `key`, and its interface the loopback.
+fn example_here(dir: &Path, key: &str) -> PathBuf {
+    let key_file = dir.join("farm.key");
+    std::fs::write(&key_file, key).unwrap();
+    let text = std::fs::read_to_string(example())
+        .unwrap()
+        .replace("/etc/herd/farm.key", key_file.to_str().unwrap())
+        .replace("interface = \"eth0\"", "interface = \"lo\"");
+    write_config(dir, &text)
+}
+
 #[test]
 fn check_config_accepts_the_example_and_shows_the_farm() {
-    let path = example();
+    let dir = temp_dir("example");
+    let path = example_here(&dir, KEY);
     let out = herd(&["check-config", path.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -85,6 +101,73 @@ fn check_config_accepts_the_example_and_shows_the_farm() {
         report["buckets"].as_u64().unwrap(),
         "every bucket has an owner"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// What `herd run` would refuse beyond the file is refused by check-config too: the key
+/// file unreadable, empty, not hex or without its id, and this node's interface missing.
+#[test]
+fn check_config_refuses_a_bad_key_file_and_a_missing_interface() {
+    let dir = temp_dir("host-side");
+    let config = example_here(&dir, KEY);
+    let config = config.to_str().unwrap();
+    let key = dir.join("farm.key");
+    let check = |node: &str| herd(&["check-config", config, "--node", node]);
+    assert!(
+        check("alpha").status.success(),
+        "{}",
+        stderr(&check("alpha"))
+    );
+    for (text, expected) in [
+        ("", "no key"),
+        ("1 not-hex-at-all-not-hex-at-all\n", "not hexadecimal"),
+        ("000102030405060708090a0b0c0d0e0f\n", "expected `ID HEX`"),
+    ] {
+        std::fs::write(&key, text).unwrap();
+        let out = check("alpha");
+        assert_eq!(out.status.code(), Some(1), "{text:?}");
+        let message = stderr(&out);
+        assert!(
+            message.contains("auth_key_file") && message.contains(key.to_str().unwrap()),
+            "{text:?}: {message}"
+        );
+        assert!(message.contains(expected), "{text:?}: {message}");
+    }
+    std::fs::remove_file(&key).unwrap();
+    let message = stderr(&check("alpha"));
+    assert!(message.contains(key.to_str().unwrap()), "{message}");
+    std::fs::write(&key, KEY).unwrap();
+
+    let missing = std::fs::read_to_string(config)
+        .unwrap()
+        .replace("interface = \"lo\"", "interface = \"herd-nosuch0\"");
+    let config = write_config(&dir, &missing);
+    let out = herd(&["check-config", config.to_str().unwrap(), "--node", "bravo"]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!(
+            "{}: node bravo's interface herd-nosuch0 does not exist on this machine",
+            config.display()
+        )),
+        "{message}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `herd run` without root says that it needs root, before it reads the root-only key file.
+#[test]
+fn run_without_root_says_it_needs_root() {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(env!("CARGO_BIN_EXE_herd"))
+        .args(["run", "-c", "/nonexistent/farm.toml"])
+        // nobody
+        .uid(65534)
+        .output()
+        .expect("herd runs");
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(message.contains("herd run needs root"), "{message}");
 }
 
 #[test]

@@ -3,11 +3,13 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use anyhow::bail;
 use herd_config::{Check, CheckKind, FarmConfig, ProcessMatcher};
 use herd_membership::farm_table;
 use serde::Serialize;
 
 use crate::farm;
+use crate::host::route_socket::RouteSocket;
 
 #[derive(Serialize)]
 struct Report {
@@ -70,6 +72,7 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
     let all_up = vec![true; config.nodes.len()];
     let counts = farm_table(&config, &all_up)?.counts(config.nodes.len());
     let (this_node, this_node_note) = identify(&config, node)?;
+    check_host_side(path, &config, this_node.as_deref())?;
     let report = Report {
         file: path.display().to_string(),
         farm: config.farm.name.clone(),
@@ -114,6 +117,40 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report);
+    }
+    Ok(())
+}
+
+/// Checks what `herd run` would find wrong beyond the file itself, short of changing the host:
+/// the key file, read as `herd run` reads it, and the interface of this machine's node.
+fn check_host_side(
+    path: &Path,
+    config: &FarmConfig,
+    this_node: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if let Err(error) = farm::load_keys(path, config) {
+        problems.push(format!("{error:#}"));
+    }
+    if let Some(index) = this_node.and_then(|name| config.node_index(name)) {
+        let interface = config.interface_of(index);
+        let found = RouteSocket::open().and_then(|mut netlink| netlink.link(interface));
+        match found {
+            Ok(_) => {}
+            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => problems.push(format!(
+                "{}: node {}'s interface {interface} does not exist on this machine",
+                path.display(),
+                config.nodes[index].name
+            )),
+            Err(error) => problems.push(format!(
+                "{}: cannot read node {}'s interface {interface}: {error}",
+                path.display(),
+                config.nodes[index].name
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
     }
     Ok(())
 }

@@ -350,6 +350,8 @@ pub struct Membership {
     started_ms: u64,
     /// When this node last refused a heartbeat of another farm configuration or key.
     disputed_ms: Option<u64>,
+    /// Why, while joining, it last refused one.
+    dispute: Option<Refusal>,
     sequence: u64,
     epoch: u64,
     view: Vec<ViewMember>,
@@ -416,6 +418,7 @@ impl Membership {
             },
             started_ms: now.mono_ms,
             disputed_ms: None,
+            dispute: None,
             sequence: 0,
             epoch: 0,
             view: Vec::new(),
@@ -468,6 +471,7 @@ impl Membership {
                         .disputed_ms
                         .is_some_and(|at| now.mono_ms <= at + self.settings.dead_after_ms);
                     self.disputed_ms = Some(now.mono_ms);
+                    self.dispute = Some(refusal.clone());
                     if !held {
                         self.event(Event::JoinHeld {
                             refusal: refusal.clone(),
@@ -644,6 +648,17 @@ impl Membership {
     /// The datagrams refused so far, by reason.
     pub fn refused(&self) -> Refused {
         self.inbox.refused()
+    }
+
+    /// Why this node, joining, does not become a member at `now_ms`: the last heartbeat it
+    /// refused as from another farm configuration or key, while such heartbeats keep coming
+    /// (see [`Event::JoinHeld`]).
+    pub fn join_held(&self, now_ms: u64) -> Option<&Refusal> {
+        let held = self.state == State::Joining
+            && self
+                .disputed_ms
+                .is_some_and(|at| now_ms <= at + self.settings.dead_after_ms);
+        self.dispute.as_ref().filter(|_| held)
     }
 
     /// What every input does first: the loop's own health. A tick that comes late means this

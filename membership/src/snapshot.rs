@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub stats: Stats,
     /// The datagrams refused on the farm port, by reason.
     pub refused: Refused,
+    /// Why this node does not join, while it hears a node it cannot agree with: another farm
+    /// configuration or another key.
+    pub join_held: Option<String>,
     /// The dataplane's counts, as of the last refresh.
     pub traffic: Traffic,
 }
@@ -123,6 +126,7 @@ impl Snapshot {
             }),
             stats: membership.stats(),
             refused: membership.refused(),
+            join_held: membership.join_held(now_ms).map(ToString::to_string),
             traffic,
         }
     }

@@ -42,7 +42,7 @@ fn at(ms: u64) -> Now {
 /// Node `local` of `farm`, signing with `key`, started at time 0.
 fn node(farm: Farm, local: usize, key: &str) -> Membership {
     let keys = Keyring::parse(key).unwrap();
-    Membership::new(farm, local, keys, 1, SETTINGS, at(0), true)
+    Membership::new(farm, local, keys, 1, SETTINGS, at(0))
 }
 
 /// Runs `node` to `ms` and returns its heartbeats and whether it said it held its join.
@@ -72,6 +72,12 @@ fn holds_its_join_while(mut bravo: Membership) {
         }
         held |= advance(&mut alpha, ms).1;
         assert_eq!(alpha.state(), State::Joining, "at {ms} ms");
+        if ms > 0 {
+            let why = alpha
+                .join_held(ms)
+                .expect("alpha says why it does not join");
+            assert!(why.disputes_the_farm(), "{why}");
+        }
         assert!(
             alpha.modes().iter().all(|mode| mode.0 == 0),
             "alpha takes nothing"
@@ -81,8 +87,10 @@ fn holds_its_join_while(mut bravo: Membership) {
     // Bravo's last heartbeat came at 1900 ms.
     advance(&mut alpha, 2400);
     assert_eq!(alpha.state(), State::Joining, "within dead_after of it");
+    assert!(alpha.join_held(2400).is_some());
     advance(&mut alpha, 2401);
     assert_eq!(alpha.state(), State::Up, "then alpha joins alone");
+    assert!(alpha.join_held(2401).is_none());
 }
 
 #[test]

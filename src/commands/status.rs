@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::bail;
+use herd_checkers::lifecycle::NodeState;
 use herd_membership::snapshot::NodeSnapshot;
 
 use crate::control::{self, Reply, Request};
@@ -44,16 +45,28 @@ fn render(status: &Status) -> String {
         out.push_str(&text);
         out.push('\n');
     };
+    // Up as far as its application goes, but kept out by the farm: that is what matters.
+    let refused = snapshot
+        .join_held
+        .as_ref()
+        .filter(|_| status.state == NodeState::Up);
+    let state = match refused {
+        Some(_) => "REFUSED by the farm".to_owned(),
+        None => status.state.to_string(),
+    };
     line(format!(
-        "node {} of farm {}: {} for {} ({} mode, pid {})",
+        "node {} of farm {}: {state} for {} ({} mode, pid {})",
         status.node,
         status.farm,
-        status.state,
         duration(status.since_ms_ago),
         status.mode,
         status.pid
     ));
-    if let Some(reason) = &status.reason {
+    if let Some(why) = refused {
+        line(format!(
+            "  why: {why}; this node takes no bucket while it hears such heartbeats"
+        ));
+    } else if let Some(reason) = &status.reason {
         line(format!("  why: {reason}"));
     }
     line(format!(

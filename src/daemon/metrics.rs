@@ -781,6 +781,8 @@ fn not_serving(status: &Status) -> String {
             Some(reason) => format!("{}: {reason}", status.state),
             None => status.state.to_string(),
         }
+    } else if let Some(why) = &snapshot.join_held {
+        format!("up, but refused by the farm: {why}")
     } else if snapshot.state != State::Up {
         format!("up, but {} in the farm", snapshot.state)
     } else if !snapshot.quorum {
@@ -884,6 +886,7 @@ mod tests {
                     unauthenticated: 7,
                     ..Refused::default()
                 },
+                join_held: None,
                 traffic: Traffic {
                     accepted: Count {
                         packets: 42,
@@ -1191,10 +1194,22 @@ mod tests {
 
         let mut joining = status();
         joining.membership.state = State::Joining;
-        let (code, _, body) = get(server(joining).address, "/healthz");
+        let (code, _, body) = get(server(joining.clone()).address, "/healthz");
         assert_eq!(
             (code, body.as_str()),
             (503, "up, but joining in the farm\n")
+        );
+
+        let mut refused = joining;
+        refused.membership.join_held =
+            Some("node bravo runs a different farm configuration".into());
+        let (code, _, body) = get(server(refused).address, "/healthz");
+        assert_eq!(
+            (code, body.as_str()),
+            (
+                503,
+                "up, but refused by the farm: node bravo runs a different farm configuration\n"
+            )
         );
 
         let mut without_quorum = status();

@@ -238,10 +238,23 @@ impl Lifecycle {
         self.held
     }
 
+    /// Whether the node leaves for an operator's drain, its application running.
+    pub fn draining(&self) -> bool {
+        self.state == NodeState::Withdrawing && self.then == Some(Then::Hold)
+    }
+
     /// An operator (or the service manager at boot) starts the node: from `Stopped` or
     /// `Failed`, the start script runs (after a drain, the application still runs: the node
-    /// only waits for its checks). The restart limit starts afresh.
+    /// only waits for its checks). During an operator's drain, the drain is called off: the
+    /// node joins again once its checks are healthy, its connections kept. The restart limit
+    /// starts afresh.
     pub fn start(&mut self) {
+        if self.draining() {
+            self.then = None;
+            self.set_state(NodeState::Starting);
+            self.join_if_healthy();
+            return;
+        }
         if !matches!(self.state, NodeState::Stopped | NodeState::Failed) || self.running.is_some() {
             return;
         }
@@ -676,6 +689,34 @@ mod tests {
         );
         node.script_done(true);
         assert_eq!(node.state(), NodeState::Stopped);
+    }
+
+    #[test]
+    fn a_start_during_a_drain_calls_it_off() {
+        let mut node = node(&[Action::Restart], 3);
+        up(&mut node);
+        node.drain();
+        assert_eq!(asked(&mut node), [Output::Leave]);
+        assert!(node.draining());
+        node.start();
+        assert_eq!(asked(&mut node), [Output::Join], "no script: it runs");
+        assert_eq!(node.state(), NodeState::Up);
+        assert!(!node.draining());
+        node.left();
+        assert_eq!(
+            asked(&mut node),
+            [],
+            "a drain's end that comes late changes nothing"
+        );
+        assert_eq!(node.state(), NodeState::Up);
+
+        // A stop's drain is not called off: its stop script still runs.
+        node.stop();
+        assert_eq!(asked(&mut node), [Output::Leave]);
+        assert!(!node.draining());
+        node.start();
+        node.left();
+        assert_eq!(asked(&mut node), [run(Script::Stop, Reason::Stop)]);
     }
 
     #[test]

@@ -388,8 +388,14 @@ impl<D: Dataplane> Driver<D> {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Join) => {
-                    if self.membership.state() == State::Withdrawn {
-                        tracing::info!("joining the farm");
+                    match self.membership.state() {
+                        State::Withdrawn => tracing::info!("joining the farm"),
+                        State::Leaving => {
+                            tracing::info!("joining the farm again: the leave is called off, the connections draining are kept");
+                            // No notice of its end: the leave is over.
+                            self.leaving = false;
+                        }
+                        _ => {}
                     }
                     self.membership.join(now);
                 }

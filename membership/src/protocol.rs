@@ -503,10 +503,12 @@ impl Membership {
     }
 
     /// The node's application is up again: a withdrawn node joins the farm anew, in the same
-    /// incarnation (it was never declared dead). Harmless in any other state.
+    /// incarnation (it was never declared dead). A leaving node joins again at once (an
+    /// operator called its leave off): the connections it drains are kept until its drain
+    /// ends, as any member's. Harmless in any other state.
     pub fn join(&mut self, now: Now) {
         self.enter(now);
-        if self.state == State::Withdrawn {
+        if matches!(self.state, State::Withdrawn | State::Leaving) {
             self.state = State::Joining;
             self.started_ms = now.mono_ms;
             self.send_now = true;

@@ -42,7 +42,7 @@ fn at(ms: u64) -> Now {
 /// Node `local` of `farm`, signing with `key`, started at time 0.
 fn node(farm: Farm, local: usize, key: &str) -> Membership {
     let keys = Keyring::parse(key).unwrap();
-    Membership::new(farm, local, keys, 1, SETTINGS, at(0))
+    Membership::new(farm, local, keys, 1, SETTINGS, at(0), true)
 }
 
 /// Runs `node` to `ms` and returns its heartbeats and whether it said it held its join.
@@ -117,14 +117,14 @@ fn a_node_joins_with_a_node_of_its_own_farm() {
 }
 
 /// Runs both nodes from `from` to `to` ms, each heartbeat delivered at once and every drain
-/// finding no connection, and returns how many buckets each takes new connections in at the
-/// end.
-fn exchange(nodes: &mut [Membership; 2], from: u64, to: u64) -> [usize; 2] {
+/// finding no connection when `drains_end` (else keeping its connections), and returns how
+/// many buckets each takes new connections in at the end.
+fn exchange(nodes: &mut [Membership; 2], from: u64, to: u64, drains_end: bool) -> [usize; 2] {
     let mut generations = [0; 2];
     for ms in (from..=to).step_by(50) {
         for sender in 0..2 {
             nodes[sender].handle_timeout(at(ms));
-            if nodes[sender].draining() > 0 {
+            if drains_end && nodes[sender].draining() > 0 {
                 nodes[sender].flows_drained(generations[sender], at(ms));
             }
             while let Some(output) = nodes[sender].poll_output() {
@@ -154,7 +154,7 @@ fn a_withdrawn_node_is_heard_but_takes_nothing_until_it_joins_and_can_join_again
     let mut nodes = [standby, node(farm(1), 1, KEY)];
     assert_eq!(nodes[0].state(), State::Withdrawn);
     assert_eq!(
-        exchange(&mut nodes, 0, 2000),
+        exchange(&mut nodes, 0, 2000, true),
         [0, 64],
         "bravo alone takes all"
     );
@@ -162,19 +162,61 @@ fn a_withdrawn_node_is_heard_but_takes_nothing_until_it_joins_and_can_join_again
     assert_eq!(nodes[1].view().len(), 1, "but it is no member");
 
     nodes[0].join(at(2001));
-    assert_eq!(exchange(&mut nodes, 2050, 4000), [32, 32], "the two share");
+    assert_eq!(
+        exchange(&mut nodes, 2050, 4000, true),
+        [32, 32],
+        "the two share"
+    );
     assert_eq!(nodes[0].state(), State::Up);
 
     nodes[0].leave(at(4001));
-    let shares = exchange(&mut nodes, 4050, 6000);
+    let shares = exchange(&mut nodes, 4050, 6000, true);
     assert_eq!(shares, [0, 64], "alpha gave everything back");
     assert!(nodes[0].finished());
 
     nodes[0].join(at(6001));
     assert_eq!(
-        exchange(&mut nodes, 6050, 8000),
+        exchange(&mut nodes, 6050, 8000, true),
         [32, 32],
         "and joins again"
     );
     assert_eq!(nodes[1].view().len(), 2);
+}
+
+#[test]
+fn a_leaving_node_told_to_join_joins_again_keeping_its_connections() {
+    let mut nodes = [node(farm(1), 0, KEY), node(farm(1), 1, KEY)];
+    assert_eq!(exchange(&mut nodes, 0, 2000, true), [32, 32]);
+    let owned: Vec<usize> = (0..64)
+        .filter(|&bucket| nodes[0].modes()[bucket].contains(BucketMode::SYN))
+        .collect();
+    let keeps_its_connections = |alpha: &Membership| {
+        owned
+            .iter()
+            .all(|&bucket| alpha.modes()[bucket].contains(BucketMode::KNOWN))
+    };
+
+    nodes[0].leave(at(2001));
+    assert_eq!(
+        exchange(&mut nodes, 2050, 3000, false),
+        [0, 64],
+        "bravo takes the new connections"
+    );
+    assert_eq!(nodes[0].state(), State::Leaving, "alpha still drains");
+    assert!(keeps_its_connections(&nodes[0]));
+
+    nodes[0].join(at(3001));
+    assert!(
+        matches!(nodes[0].state(), State::Joining | State::Up),
+        "the leave is called off: {}",
+        nodes[0].state()
+    );
+    assert!(keeps_its_connections(&nodes[0]));
+    assert_eq!(
+        exchange(&mut nodes, 3050, 5000, false),
+        [32, 32],
+        "the two share again"
+    );
+    assert_eq!(nodes[0].state(), State::Up);
+    assert!(keeps_its_connections(&nodes[0]));
 }

@@ -531,9 +531,12 @@ impl World {
             Fault::Restart(node) => {
                 let now = self.now_of(node);
                 if let Some(protocol) = &self.nodes[node].protocol {
-                    // A withdrawn node's application is back: it joins again, once thawed
-                    // and done leaving (as its supervisor waits for the drain's end).
-                    if self.nodes[node].frozen || protocol.state() == State::Leaving {
+                    // A withdrawn node's application is back: it joins again, once thawed. A
+                    // node leaving on an operator's drain joins again at once (a start calls
+                    // the drain off); one leaving to exit waits until it is out.
+                    let exiting =
+                        self.nodes[node].exits_when_left && protocol.state() == State::Leaving;
+                    if self.nodes[node].frozen || exiting {
                         self.schedule(self.now + 100, Step::Fault(Fault::Restart(node)));
                     } else if let Some(protocol) = self.nodes[node].protocol.as_mut() {
                         protocol.join(now);

@@ -385,6 +385,12 @@ impl Supervisor {
                         .into(),
                 )
             }
+            Request::Start if self.stopping => refused("herd is stopping on a signal".into()),
+            Request::Start if self.lifecycle.draining() => {
+                tracing::info!("the drain is called off on an operator's request");
+                self.lifecycle.start();
+                Reply::Done("the drain is called off: the node joins again once its checks are healthy, keeping its connections".into())
+            }
             Request::Start if matches!(state, NodeState::Stopped | NodeState::Failed) => {
                 tracing::info!("starting on an operator's request");
                 self.lifecycle.start();

@@ -398,3 +398,26 @@ fn run_names_a_missing_or_bad_key_file() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// After kill -9, `herd status` tells the control sockets the killed herds left from running
+/// nodes: none runs, and it says so, naming them.
+#[test]
+fn status_tells_sockets_left_by_killed_herds_from_running_nodes() {
+    let dir = temp_dir("stale");
+    // A listener dropped leaves its file behind, as a killed herd does.
+    for node in ["a", "b"] {
+        drop(std::os::unix::net::UnixListener::bind(dir.join(format!("{node}.sock"))).unwrap());
+    }
+    let out = herd(&["status", "--control-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        !message.contains("several herd nodes run here"),
+        "{message}"
+    );
+    assert!(
+        message.contains("(a, b) were left by herds that did not exit cleanly"),
+        "{message}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -22,18 +22,31 @@ pub fn pin_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(dir.to_owned());
     }
     if !on_bpf_fs(Path::new(BPF_FS)) {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "bpf", "bpf", BPF_FS])
-            .status()
-            .context("cannot run mount")?;
-        if !status.success() {
-            bail!("cannot mount the BPF file system at {BPF_FS} ({status})");
-        }
+        mount_bpf_fs().with_context(|| format!("cannot mount the BPF file system at {BPF_FS}"))?;
         tracing::info!("mounted the BPF file system at {BPF_FS}");
     }
     let dir = Path::new(BPF_FS).join("herd");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)
+}
+
+/// Mounts a BPF file system at [`BPF_FS`], as `mount -t bpf bpf /sys/fs/bpf` would.
+fn mount_bpf_fs() -> std::io::Result<()> {
+    // SAFETY: every argument is a NUL-terminated string literal, and no data is passed.
+    let result = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Whether `dir` is on a BPF file system.

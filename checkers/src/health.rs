@@ -14,6 +14,11 @@ pub enum Health {
     Failed,
 }
 
+impl Health {
+    /// Every health, in the order they are declared.
+    pub const ALL: [Health; 3] = [Health::Unknown, Health::Healthy, Health::Failed];
+}
+
 impl std::fmt::Display for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -29,6 +29,17 @@ pub enum NodeState {
     Failed,
 }
 
+impl NodeState {
+    /// Every state, in the order they are declared.
+    pub const ALL: [NodeState; 5] = [
+        NodeState::Stopped,
+        NodeState::Starting,
+        NodeState::Up,
+        NodeState::Withdrawing,
+        NodeState::Failed,
+    ];
+}
+
 impl std::fmt::Display for NodeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -417,7 +417,7 @@ static __always_inline struct identity ipv4(const struct packet *pkt, const stru
 	return quoted(pkt, f, inner[9], inner_l4, fragment, inner + 16, 0);
 }
 
-// What follows an IPv6 header's extension headers (see `upper_layer` in wire/ipv6.rs).
+// What follows an IPv6 header's extension headers (see `upper_layer` in packet/src/wire/ipv6.rs).
 struct upper {
 	int ok;
 	__u8 protocol;

@@ -83,6 +83,27 @@ pub struct Refused {
 }
 
 impl Refused {
+    /// Each count with the name of its reason, as the metrics label them (the field's name).
+    /// The pattern names every field, so a new reason cannot be left out.
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        let Refused {
+            malformed,
+            unauthenticated,
+            wrong_farm,
+            unknown_node,
+            stale,
+            replayed,
+        } = *self;
+        [
+            ("malformed", malformed),
+            ("unauthenticated", unauthenticated),
+            ("wrong_farm", wrong_farm),
+            ("unknown_node", unknown_node),
+            ("stale", stale),
+            ("replayed", replayed),
+        ]
+    }
+
     fn count(&mut self, refusal: &Refusal) {
         let counter = match refusal {
             Refusal::Wire(WireError::Tag | WireError::UnknownKey(_)) => &mut self.unauthenticated,

@@ -14,7 +14,7 @@
 //!              8  incarnation: raised at every start of herd (its start time, ms)
 //!              8  sequence number, from 1 in each incarnation
 //!              8  send time, ms since the Unix epoch (freshness)
-//!              1  state: 0 joining, 1 up, 2 leaving, 3 withdrawn
+//!              1  state: 0 joining, 1 up, 2 leaving, 3 withdrawn, 4 stopped
 //!              2  weight
 //!              8  epoch of the sender's view
 //!              8  released: the epoch up to which the sender has let go of the buckets its
@@ -75,6 +75,15 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of their wire bytes.
+    pub const ALL: [State; 5] = [
+        State::Joining,
+        State::Up,
+        State::Leaving,
+        State::Withdrawn,
+        State::Stopped,
+    ];
+
     fn byte(self) -> u8 {
         match self {
             State::Joining => 0,
@@ -86,14 +95,7 @@ impl State {
     }
 
     fn from_byte(byte: u8) -> Option<Self> {
-        Some(match byte {
-            0 => State::Joining,
-            1 => State::Up,
-            2 => State::Leaving,
-            3 => State::Withdrawn,
-            4 => State::Stopped,
-            _ => return None,
-        })
+        State::ALL.into_iter().find(|state| state.byte() == byte)
     }
 }
 
@@ -441,6 +443,18 @@ mod tests {
             HEAD_LEN + 5 + FIXED_LEN + 2 * DRAIN_LEN + 3 * MEMBER_LEN + TAG_LEN
         );
         assert_eq!(Heartbeat::decode(&datagram, &keys()), Ok(sent));
+    }
+
+    #[test]
+    fn every_state_round_trips() {
+        for state in State::ALL {
+            let sent = Heartbeat {
+                state,
+                ..heartbeat()
+            };
+            let datagram = sent.encode(&keys()).unwrap();
+            assert_eq!(Heartbeat::decode(&datagram, &keys()), Ok(sent));
+        }
     }
 
     #[test]

@@ -43,6 +43,24 @@ pub struct Traffic {
     pub passed: Count,
 }
 
+impl Traffic {
+    /// Each count with the name of its outcome (`accepted`, `dropped`, `passed`), as `herd
+    /// status` and the metrics label them. The pattern names every field, so a new outcome
+    /// cannot be left out.
+    pub fn by_outcome(&self) -> [(&'static str, Count); 3] {
+        let Traffic {
+            accepted,
+            dropped,
+            passed,
+        } = *self;
+        [
+            ("accepted", accepted),
+            ("dropped", dropped),
+            ("passed", passed),
+        ]
+    }
+}
+
 impl Add for Traffic {
     type Output = Self;
 

@@ -30,8 +30,8 @@
 #define UDP_LEN 8
 #define STAMP_LEN 8
 
-// A client of each family: its address, then its UDP port in network order, then padding. The
-// layouts are `Client4`/`Client6` in src/generator.rs.
+// A client of each family: its address, then its UDP port in network order, then padding, as
+// `client_entry` in src/generator.rs writes it.
 struct client4 {
 	__u8 addr[4];
 	__u8 port[2];

@@ -121,24 +121,19 @@ fn render(status: &Status) -> String {
         "  {:<16} {:>14} {:>16}",
         "TRAFFIC", "PACKETS", "BYTES"
     ));
-    for (name, count) in [
-        ("accepted", traffic.accepted),
-        ("dropped", traffic.dropped),
-        ("passed", traffic.passed),
-    ] {
+    for (name, count) in traffic.by_outcome() {
         line(format!(
             "  {name:<16} {:>14} {:>16}",
             count.packets, count.bytes
         ));
     }
     let stats = &snapshot.stats;
-    let refused = &snapshot.refused;
-    let refused = refused.malformed
-        + refused.unauthenticated
-        + refused.wrong_farm
-        + refused.unknown_node
-        + refused.stale
-        + refused.replayed;
+    let refused: u64 = snapshot
+        .refused
+        .by_reason()
+        .iter()
+        .map(|(_, count)| count)
+        .sum();
     line(String::new());
     line(format!(
         "  events: {} views, {} nodes declared dead, {} returns after a partition or a freeze, {} pauses of this node, {} heartbeats sent, {refused} datagrams refused",

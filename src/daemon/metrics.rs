@@ -96,7 +96,7 @@ pub fn render(status: &Status) -> String {
         "herd_node_state",
         "gauge",
         "The node's state: 1 for the state it is in, 0 for the others.",
-        one_hot(&[], "state", &NODE_STATES, status.state),
+        one_hot(&[], "state", &NodeState::ALL, status.state),
     );
     family(
         &mut out,
@@ -111,7 +111,7 @@ pub fn render(status: &Status) -> String {
         "gauge",
         "The node's state in the farm, as its heartbeats say: 1 for the state it is in, 0 for \
          the others.",
-        one_hot(&[], "state", &MEMBERSHIP_STATES, snapshot.state),
+        one_hot(&[], "state", &State::ALL, snapshot.state),
     );
     family(
         &mut out,
@@ -127,22 +127,20 @@ pub fn render(status: &Status) -> String {
         "counter",
         "Packets the dataplane saw: accepted (VIP traffic of this node's buckets), dropped (VIP \
          traffic of other nodes' buckets, or malformed), passed (not for a VIP).",
-        vec![
-            Sample::new(&[("outcome", "accepted")], traffic.accepted.packets),
-            Sample::new(&[("outcome", "dropped")], traffic.dropped.packets),
-            Sample::new(&[("outcome", "passed")], traffic.passed.packets),
-        ],
+        traffic
+            .by_outcome()
+            .map(|(outcome, count)| Sample::new(&[("outcome", outcome)], count.packets))
+            .into(),
     );
     family(
         &mut out,
         "herd_bytes_total",
         "counter",
         "Bytes of the packets the dataplane saw, whole frames, by outcome as herd_packets_total.",
-        vec![
-            Sample::new(&[("outcome", "accepted")], traffic.accepted.bytes),
-            Sample::new(&[("outcome", "dropped")], traffic.dropped.bytes),
-            Sample::new(&[("outcome", "passed")], traffic.passed.bytes),
-        ],
+        traffic
+            .by_outcome()
+            .map(|(outcome, count)| Sample::new(&[("outcome", outcome)], count.bytes))
+            .into(),
     );
     family(
         &mut out,
@@ -270,14 +268,10 @@ pub fn render(status: &Status) -> String {
         "herd_datagrams_refused_total",
         "counter",
         "Datagrams refused on the farm port, by reason.",
-        vec![
-            Sample::new(&[("reason", "malformed")], refused.malformed),
-            Sample::new(&[("reason", "unauthenticated")], refused.unauthenticated),
-            Sample::new(&[("reason", "wrong_farm")], refused.wrong_farm),
-            Sample::new(&[("reason", "unknown_node")], refused.unknown_node),
-            Sample::new(&[("reason", "stale")], refused.stale),
-            Sample::new(&[("reason", "replayed")], refused.replayed),
-        ],
+        refused
+            .by_reason()
+            .map(|(reason, count)| Sample::new(&[("reason", reason)], count))
+            .into(),
     );
     let drain = snapshot.drain.as_ref();
     family(
@@ -323,7 +317,14 @@ pub fn render(status: &Status) -> String {
         status
             .checks
             .iter()
-            .flat_map(|check| one_hot(&[("check", &check.name)], "health", &HEALTHS, check.health))
+            .flat_map(|check| {
+                one_hot(
+                    &[("check", &check.name)],
+                    "health",
+                    &Health::ALL,
+                    check.health,
+                )
+            })
             .collect(),
     );
     family(
@@ -388,21 +389,6 @@ pub fn render(status: &Status) -> String {
     );
     out
 }
-
-/// Every node state, for the one-hot `herd_node_state`.
-const NODE_STATES: [NodeState; 5] = [
-    NodeState::Stopped,
-    NodeState::Starting,
-    NodeState::Up,
-    NodeState::Withdrawing,
-    NodeState::Failed,
-];
-
-/// Every membership state, for the one-hot `herd_membership_state`.
-const MEMBERSHIP_STATES: [State; 4] = [State::Joining, State::Up, State::Leaving, State::Withdrawn];
-
-/// Every health of a check, for the one-hot `herd_check_health`.
-const HEALTHS: [Health; 3] = [Health::Unknown, Health::Healthy, Health::Failed];
 
 /// One sample of a metric family: its labels (`{a="x",b="y"}`, or nothing) and its value, as
 /// written.
@@ -925,6 +911,7 @@ mod tests {
             r#"herd_membership_state{state="up"} 1"#,
             r#"herd_membership_state{state="leaving"} 0"#,
             r#"herd_membership_state{state="withdrawn"} 0"#,
+            r#"herd_membership_state{state="stopped"} 0"#,
             "herd_serving 1",
             r#"herd_packets_total{outcome="accepted"} 42"#,
             r#"herd_packets_total{outcome="dropped"} 21"#,
@@ -974,6 +961,57 @@ mod tests {
             "herd_restart_limit 3",
         ];
         assert_eq!(samples(&text), expected, "{text}");
+    }
+
+    /// The names of `T`'s variants as its derived `Deserialize` has them, in declaration
+    /// order: the compiler's own list of the variants, which a hand-written one can be held to.
+    fn variant_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        /// A deserializer that only notes the variants an enum offers it.
+        struct Variants(&'static [&'static str]);
+
+        impl<'de> serde::Deserializer<'de> for &mut Variants {
+            type Error = serde::de::value::Error;
+
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not an enum"))
+            }
+
+            fn deserialize_enum<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                variants: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = variants;
+                Err(serde::de::Error::custom("only the variants were wanted"))
+            }
+
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+                identifier ignored_any
+            }
+        }
+
+        let mut variants = Variants(&[]);
+        // Always an error: the deserializer gives no value.
+        let _ = T::deserialize(&mut variants);
+        variants.0
+    }
+
+    /// The names `values` are shown by.
+    fn names<T: Display>(values: &[T]) -> Vec<String> {
+        values.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_one_hot_families_offer_every_state_and_health() {
+        assert_eq!(names(&NodeState::ALL), variant_names::<NodeState>());
+        assert_eq!(names(&State::ALL), variant_names::<State>());
+        assert_eq!(names(&Health::ALL), variant_names::<Health>());
     }
 
     #[test]

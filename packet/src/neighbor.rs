@@ -144,7 +144,7 @@ fn arp_request(
 }
 
 /// Appends to `frame` an ICMPv6 `message` with hop limit 255 (as NDP requires) from `src` to
-/// `dst`, between the `macs` (source, destination), its checksum filled in.
+/// `dst`, from `src_mac` to `dst_mac`, its checksum filled in.
 fn icmpv6_frame(
     frame: &mut Vec<u8>,
     (src_mac, dst_mac): ([u8; 6], [u8; 6]),

@@ -1,7 +1,8 @@
 //! One herd per interface: an exclusive lock, taken before the host is changed, on a file per
 //! interface in a fixed directory, whatever the other paths `herd run` is given. The file holds
 //! what tells the holder apart (its pid, node and control socket), for the refusal to name it.
-//! The kernel releases the lock when the holder ends, however it ends.
+//! The kernel releases the lock when the holder ends, however it ends; a holder that ends
+//! cleanly also removes the file, so that stopped herds leave no files behind.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, Write};
@@ -19,6 +20,8 @@ pub const LOCK_DIR: &str = "/run/herd/lock";
 pub struct InterfaceLock {
     /// Open for as long as the lock is held.
     _file: File,
+    /// The lock file, removed when the lock is let go.
+    path: PathBuf,
 }
 
 /// Who holds a lock.
@@ -77,44 +80,70 @@ impl InterfaceLock {
             .context("cannot tell this process's network namespace (/proc/self/ns/net)")?
             .ino();
         let path = dir.join(format!("{interface}@net{namespace}"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
-        // SAFETY: flock takes an open descriptor, which `file` holds, and no memory.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() != ErrorKind::WouldBlock {
-                bail!("cannot lock {}: {error}", path.display());
+        let mut file = loop {
+            let file = lock_file(&path, interface)?;
+            // The holder before may have removed the file between our open and our lock: the
+            // lock is then on a file nobody else can find, so take the one now at the path.
+            let locked = file
+                .metadata()
+                .with_context(|| format!("cannot read the lock file {}", path.display()))?
+                .ino();
+            if std::fs::metadata(&path).is_ok_and(|current| current.ino() == locked) {
+                break file;
             }
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let who = match Holder::parse(&text) {
-                Some(other) => format!(
-                    "pid {}, node {}, control socket {}",
-                    other.pid,
-                    other.node,
-                    other.control.display()
-                ),
-                None => "its lock file says no more".into(),
-            };
-            bail!(
-                "another herd already runs on {interface} ({who}; lock {}): one herd per \
-                 interface; stop that one first (`herd stop`, then SIGTERM or `systemctl stop \
-                 herd`)",
-                path.display()
-            );
-        }
+        };
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(holder.line().as_bytes()))
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(Self { _file: file })
+        Ok(Self { _file: file, path })
     }
+}
+
+impl Drop for InterfaceLock {
+    fn drop(&mut self) {
+        // Removed while still locked, so that no other herd can hold it meanwhile.
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            tracing::warn!(file = %self.path.display(), "cannot remove the lock file: {error}");
+        }
+    }
+}
+
+/// Opens the lock file at `path` and locks it, or says who holds it.
+fn lock_file(path: &Path, interface: &str) -> anyhow::Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    // SAFETY: flock takes an open descriptor, which `file` holds, and no memory.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
+    }
+    let error = std::io::Error::last_os_error();
+    if error.kind() != ErrorKind::WouldBlock {
+        bail!("cannot lock {}: {error}", path.display());
+    }
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let who = match Holder::parse(&text) {
+        Some(other) => format!(
+            "pid {}, node {}, control socket {}",
+            other.pid,
+            other.node,
+            other.control.display()
+        ),
+        None => "its lock file says no more".into(),
+    };
+    bail!(
+        "another herd already runs on {interface} ({who}; lock {}): one herd per \
+         interface; stop that one first (`herd stop`, then SIGTERM or `systemctl stop \
+         herd`)",
+        path.display()
+    );
 }
 
 #[cfg(test)]
@@ -141,9 +170,18 @@ mod tests {
         let other = InterfaceLock::take(&dir, "vn1", &holder("bravo"));
         assert!(other.is_ok(), "another interface has its own lock");
         drop(first);
+        assert!(
+            !dir.join(format!("vn0@net{}", namespace())).exists(),
+            "a lock let go leaves no file"
+        );
         let again = InterfaceLock::take(&dir, "vn0", &holder("bravo"));
         assert!(again.is_ok(), "free once the first is gone");
-        std::fs::remove_dir_all(&dir).unwrap();
+        drop((again, other));
+        std::fs::remove_dir(&dir).expect("the lock directory is left empty");
+    }
+
+    fn namespace() -> u64 {
+        std::fs::metadata("/proc/self/ns/net").unwrap().ino()
     }
 
     #[test]

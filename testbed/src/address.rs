@@ -3,8 +3,13 @@
 //! the bed's namespaces: the nodes' own addresses, the VIP, the client's main address and its
 //! extra source addresses, the flows' sources.
 
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::ops::Range;
+
+use anyhow::Context;
+
+use crate::netns::Netns;
 
 /// The prefix length of every IPv4 address: 198.18.0.0/15 is one link.
 pub const PREFIX4: u8 = 15;
@@ -19,20 +24,23 @@ pub const MAX_NODES: usize = 99;
 /// The most extra source addresses a client has.
 pub const MAX_SOURCES: u8 = 254;
 
-/// The farm's IPv6 VIP, the VIP's twin.
-pub fn vip6() -> Ipv6Addr {
-    twin(VIP4)
-}
+/// The farm's IPv6 VIP, the IPv4 VIP's twin.
+pub const VIP6: Ipv6Addr = twin(VIP4);
 
 /// Node `index`'s own address (its heartbeats come from it): 198.18.0.1 for the first.
 /// `index` is below [`MAX_NODES`].
-pub fn node4(index: usize) -> Ipv4Addr {
-    let last = u8::try_from(index.min(MAX_NODES - 1) + 1).unwrap_or(u8::MAX);
-    Ipv4Addr::new(198, 18, 0, last)
+pub const fn node4(index: usize) -> Ipv4Addr {
+    // Past the last node, the last node's address again.
+    let last = if index < MAX_NODES {
+        index + 1
+    } else {
+        MAX_NODES
+    };
+    Ipv4Addr::new(198, 18, 0, last as u8)
 }
 
 /// The client's `i`th extra source address, 198.19.1.`i`, `i` from 1 to [`MAX_SOURCES`].
-pub fn source4(i: u8) -> Ipv4Addr {
+pub const fn source4(i: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, 1, i)
 }
 
@@ -48,7 +56,7 @@ pub fn flows(ports: Range<u16>, sources: u8) -> Vec<SocketAddrV4> {
 /// The IPv6 twin of a plan address `a.b.c.d`: fd00:198:18::b:c:d, each of `b`, `c`, `d` written
 /// with the same digits, so that the twin reads like the address (198.18.0.100 is
 /// fd00:198:18::18:0:100).
-pub fn twin(v4: Ipv4Addr) -> Ipv6Addr {
+pub const fn twin(v4: Ipv4Addr) -> Ipv6Addr {
     let [_, b, c, d] = v4.octets();
     Ipv6Addr::new(
         0xfd00,
@@ -62,14 +70,28 @@ pub fn twin(v4: Ipv4Addr) -> Ipv6Addr {
     )
 }
 
+/// Gives `device` in `netns` each of `addresses` and its IPv6 twin, in one `ip -batch` (a
+/// client has dozens).
+pub fn assign(netns: &Netns, device: &str, addresses: &[Ipv4Addr]) -> anyhow::Result<()> {
+    let mut batch = String::new();
+    for &address in addresses {
+        let _ = writeln!(batch, "addr add {address}/{PREFIX4} dev {device}");
+        // nodad: the address is usable at once, with no duplicate detection to wait for.
+        let _ = writeln!(
+            batch,
+            "addr add {}/{PREFIX6} dev {device} nodad",
+            twin(address)
+        );
+    }
+    netns
+        .ip_batch(&batch)
+        .with_context(|| format!("cannot address {device} in {}", netns.name()))
+}
+
 /// `n`'s decimal digits read as hexadecimal ones: 100 is 0x100.
-fn same_digits(n: u8) -> u16 {
-    let (hundreds, tens, ones) = (
-        u16::from(n / 100),
-        u16::from(n / 10 % 10),
-        u16::from(n % 10),
-    );
-    hundreds << 8 | tens << 4 | ones
+const fn same_digits(n: u8) -> u16 {
+    let n = n as u16;
+    ((n / 100) << 8) | ((n / 10 % 10) << 4) | (n % 10)
 }
 
 #[cfg(test)]
@@ -97,7 +119,7 @@ mod tests {
 
     #[test]
     fn a_twin_reads_like_its_address() {
-        assert_eq!(vip6().to_string(), "fd00:198:18::18:0:100");
+        assert_eq!(VIP6.to_string(), "fd00:198:18::18:0:100");
         assert_eq!(twin(source4(64)).to_string(), "fd00:198:18::19:1:64");
         assert_eq!(twin(node4(0)).to_string(), "fd00:198:18::18:0:1");
     }

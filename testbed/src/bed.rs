@@ -35,6 +35,7 @@ impl Bed {
     /// while the bed lives: it holds the process id, and whatever tells apart the beds of one
     /// process (a test's name, a serial number).
     pub fn create(prefix: &str) -> anyhow::Result<Self> {
+        crate::require_root("the test bed")?;
         let mut bed = Bed {
             prefix: prefix.to_owned(),
             made: Vec::new(),

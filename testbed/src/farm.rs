@@ -3,16 +3,16 @@
 //! in the hub) and addressed from the plan, IPv4 and IPv6. Nothing is made in the machine's
 //! own network namespace.
 
-use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::address::{self, CLIENT4, MAX_NODES, MAX_SOURCES, PREFIX4, PREFIX6};
+use crate::address::{self, CLIENT4, MAX_NODES, MAX_SOURCES};
 use crate::bed::Bed;
 use crate::link::{self, End, HubKind, Offload};
 use crate::netns::Netns;
+use crate::process::{Herd, HerdSpec};
 
 /// The bridge's name, in the hub namespace.
 pub const BRIDGE: &str = "hub";
@@ -35,6 +35,19 @@ pub struct FarmPlan<'a> {
     pub sources: u8,
     /// The client's checksum offload.
     pub client_offload: Offload,
+}
+
+/// How a node's `herd run` is started, besides the node's own directories.
+#[derive(Clone, Copy, Debug)]
+pub struct HerdRun<'a> {
+    /// The herd executable.
+    pub exe: &'a Path,
+    /// The configuration file.
+    pub config: &'a Path,
+    /// A file the log is appended to.
+    pub log_file: Option<&'a Path>,
+    /// Whether each line of the log is copied to standard error, after the node's name.
+    pub echo: bool,
 }
 
 /// A host plugged into the hub.
@@ -125,6 +138,28 @@ impl FarmBed {
         self.bed.bpf_dir(&self.node(node)?.name)
     }
 
+    /// Starts `herd run` as node `node` in its namespace, with its own pin and state
+    /// directories, without waiting for anything.
+    pub fn spawn_herd(&self, node: usize, run: &HerdRun) -> anyhow::Result<Herd> {
+        let dirs = self.dirs(node)?;
+        Herd::spawn(&self.bed, &self.node(node)?.netns, &dirs.spec(run))
+    }
+
+    /// Starts `herd run` as node `node`, as [`FarmBed::spawn_herd`] does, and waits for it to
+    /// say that it runs.
+    pub fn start_herd(&self, node: usize, run: &HerdRun) -> anyhow::Result<Herd> {
+        let dirs = self.dirs(node)?;
+        Herd::start(&self.bed, &self.node(node)?.netns, &dirs.spec(run))
+    }
+
+    fn dirs(&self, node: usize) -> anyhow::Result<NodeDirs> {
+        Ok(NodeDirs {
+            name: self.node(node)?.name.clone(),
+            bpf_dir: self.bpf_dir(node)?,
+            state_dir: self.state_dir(node)?,
+        })
+    }
+
     /// Node `node`.
     pub fn node(&self, node: usize) -> anyhow::Result<&Host> {
         self.nodes
@@ -139,16 +174,28 @@ fn plug(bed: &mut Bed, hub: &Netns, name: &str, addresses: &[Ipv4Addr]) -> anyho
     let netns = bed.netns(name)?;
     link::veth(End::new(&netns, INTERFACE), End::new(hub, name))?;
     link::attach(hub, name, BRIDGE)?;
-    let mut batch = String::new();
-    for &address in addresses {
-        let twin = IpAddr::V6(address::twin(address));
-        let _ = writeln!(batch, "addr add {address}/{PREFIX4} dev {INTERFACE}");
-        // nodad: the address is usable at once, with no duplicate detection to wait for.
-        let _ = writeln!(batch, "addr add {twin}/{PREFIX6} dev {INTERFACE} nodad");
-    }
-    netns
-        .ip_batch(&batch)
-        .with_context(|| format!("cannot address {name}"))?;
+    address::assign(&netns, INTERFACE, addresses)?;
     netns.ip(&["link", "set", INTERFACE, "up"])?;
     Ok(netns)
+}
+
+/// A node's own name and directories.
+struct NodeDirs {
+    name: String,
+    bpf_dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl NodeDirs {
+    fn spec<'a>(&'a self, run: &HerdRun<'a>) -> HerdSpec<'a> {
+        HerdSpec {
+            exe: run.exe,
+            node: Some(&self.name),
+            config: run.config,
+            bpf_dir: &self.bpf_dir,
+            state_dir: &self.state_dir,
+            log_file: run.log_file,
+            echo: run.echo,
+        }
+    }
 }

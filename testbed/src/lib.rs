@@ -30,7 +30,7 @@ pub mod socket;
 pub mod stale;
 
 pub use bed::Bed;
-pub use farm::{FarmBed, FarmPlan, Host};
+pub use farm::{FarmBed, FarmPlan, HerdRun, Host};
 pub use link::{HubKind, Offload};
 pub use netns::Netns;
 pub use nix::sys::signal::Signal;

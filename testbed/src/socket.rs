@@ -112,6 +112,31 @@ pub fn icmp_socket() -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
+/// An ICMP echo request with identifier `id`, sequence number `seq` and `data`, its checksum
+/// filled in, for a raw ICMP socket to send.
+pub fn icmp_echo_request(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut message = vec![8, 0, 0, 0];
+    message.extend_from_slice(&id.to_be_bytes());
+    message.extend_from_slice(&seq.to_be_bytes());
+    message.extend_from_slice(data);
+    let checksum = herd_dataplane::wire::checksum(&message);
+    message[2..4].copy_from_slice(&checksum.to_be_bytes());
+    message
+}
+
+/// The identifier and sequence number of an ICMP echo reply as a raw ICMP socket receives it
+/// (after its IPv4 header); `None` for any other packet.
+pub fn icmp_echo_reply(packet: &[u8]) -> Option<(u16, u16)> {
+    let header = usize::from(packet.first()? & 0x0f) * 4;
+    let icmp = packet.get(header..header + 8)?;
+    (icmp[0] == 0).then(|| {
+        (
+            u16::from_be_bytes([icmp[4], icmp[5]]),
+            u16::from_be_bytes([icmp[6], icmp[7]]),
+        )
+    })
+}
+
 /// Sets the receive time-out of `socket`, which `accept` on a listener obeys too.
 pub fn set_receive_timeout(socket: &impl AsFd, timeout: Duration) -> io::Result<()> {
     let seconds = libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX);
@@ -187,6 +212,25 @@ mod tests {
         let address = first.local_addr().unwrap();
         let second = reused_udp(address).unwrap();
         assert_eq!(second.local_addr().unwrap(), address);
+    }
+
+    #[test]
+    fn an_echo_request_checks_and_its_reply_is_recognised() {
+        let request = icmp_echo_request(7, 9, b"data");
+        assert_eq!(
+            herd_dataplane::wire::checksum(&request),
+            0,
+            "a valid checksum"
+        );
+        // The reply as the raw socket gives it: a 20-byte IPv4 header, then type 0.
+        let mut reply = vec![0x45];
+        reply.resize(20, 0);
+        reply.extend_from_slice(&request);
+        reply[20] = 0;
+        assert_eq!(icmp_echo_reply(&reply), Some((7, 9)));
+        reply[20] = 3;
+        assert_eq!(icmp_echo_reply(&reply), None, "not an echo reply");
+        assert_eq!(icmp_echo_reply(&reply[..24]), None, "cut short");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use herd_config::Mode;
+use herd_config::DataplaneMode;
 use herd_testbed::config::random_hex;
 use herd_testbed::farm::BRIDGE;
 use herd_testbed::{FarmBed, FarmPlan, HubKind, Offload};
@@ -38,7 +38,7 @@ impl Bed {
     /// Builds the bed of a farm of `nodes` nodes in dataplane `mode`. Whatever fails half-way
     /// is undone before the error is returned.
     pub fn create(nodes: usize, mode: &str) -> anyhow::Result<Self> {
-        let mode: Mode = mode.parse().context("the demo's dataplane mode")?;
+        let mode: DataplaneMode = mode.parse().context("the demo's dataplane mode")?;
         let farm = FarmBed::create(&FarmPlan {
             prefix: format!("herd-demo-{}", std::process::id()),
             nodes: &NAMES[..nodes],

@@ -5,7 +5,7 @@
 use std::net::SocketAddrV4;
 use std::path::Path;
 
-use herd_config::{Affinity, Mode, Protocol};
+use herd_config::{Affinity, DataplaneMode, Protocol};
 use herd_testbed::address::{self, node4};
 use herd_testbed::config::FarmToml;
 
@@ -33,7 +33,7 @@ pub fn flows() -> Vec<SocketAddrV4> {
 /// membership settings: the failover shown is the one a farm gets out of the box.
 /// `client-ip-port`: the flows of one client address spread over the nodes, so that the few
 /// dozen source addresses give every node a visible share.
-pub fn config(nodes: usize, mode: Mode, hash_key: &str, key_file: &Path) -> FarmToml {
+pub fn config(nodes: usize, mode: DataplaneMode, hash_key: &str, key_file: &Path) -> FarmToml {
     NAMES[..nodes]
         .iter()
         .enumerate()
@@ -59,7 +59,7 @@ mod tests {
         let key = dir.join("farm.key");
         std::fs::write(&key, format!("1 {}\n", random_hex(32).unwrap())).unwrap();
         for nodes in 2..=NAMES.len() {
-            for mode in [Mode::Xdp, Mode::Afxdp] {
+            for mode in [DataplaneMode::Xdp, DataplaneMode::Afxdp] {
                 let path = dir.join("farm.toml");
                 let text = config(nodes, mode, &random_hex(16).unwrap(), &key).text();
                 std::fs::write(&path, text).unwrap();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use herd_config::{Affinity, Mode, Protocol};
+use herd_config::{Affinity, DataplaneMode, Protocol};
 
 use crate::address::VIP4;
 
@@ -29,7 +29,7 @@ pub struct FarmToml {
     key_file: Option<PathBuf>,
     nodes: Vec<NodeEntry>,
     rules: Vec<RuleEntry>,
-    mode: Mode,
+    mode: DataplaneMode,
     tables: String,
 }
 
@@ -52,7 +52,7 @@ struct RuleEntry {
 impl FarmToml {
     /// Farm `name` in dataplane `mode`, with the VIP [`VIP4`] on interface `eth0`, 256
     /// buckets, the hash key [`HASH_KEY`], and no node, rule or key file yet.
-    pub fn new(name: &str, mode: Mode) -> Self {
+    pub fn new(name: &str, mode: DataplaneMode) -> Self {
         FarmToml {
             comment: None,
             name: name.to_owned(),
@@ -222,7 +222,7 @@ mod tests {
         let dir = crate::scratch::Scratch::create("herd-testbed-config").unwrap();
         let key = dir.write_private("farm.key", KEY).unwrap();
         let six: Ipv6Addr = "fd00:198:18::18:0:100".parse().unwrap();
-        let text = FarmToml::new("e2e", Mode::Afxdp)
+        let text = FarmToml::new("e2e", DataplaneMode::Afxdp)
             .comment("a test farm")
             .vips(&[VIP4.into(), six.into()])
             .buckets(64)
@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(config.nodes.len(), 3);
         assert_eq!(config.nodes[1].weight, 2);
         assert_eq!(config.rules.len(), 3);
-        assert_eq!(config.dataplane.mode, Mode::Afxdp);
+        assert_eq!(config.dataplane.mode, DataplaneMode::Afxdp);
         assert_eq!(config.membership.drain_s, 7);
         assert!(text.starts_with("# a test farm\n"));
     }

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use herd_config::{FarmConfig, Protocol};
-use herd_dataplane::table::BucketTable;
-use herd_dataplane::FarmRules;
 use herd_membership::farm_table;
+use herd_packet::table::BucketTable;
+use herd_packet::FarmRules;
 
 /// The owners of the buckets when some of the farm's nodes are the members.
 pub struct Owners {
@@ -121,10 +121,10 @@ mod tests {
     use super::*;
     use crate::address::{flows, node4, VIP4};
     use crate::config::FarmToml;
-    use herd_config::{Affinity, Mode};
+    use herd_config::{Affinity, DataplaneMode};
 
     fn config() -> FarmConfig {
-        let text = FarmToml::new("owners", Mode::Xdp)
+        let text = FarmToml::new("owners", DataplaneMode::Xdp)
             .node("alpha", node4(0))
             .node("bravo", node4(1))
             .node("charlie", node4(2))

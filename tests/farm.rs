@@ -74,7 +74,7 @@ const SERVICES: [Service; 5] = [
 /// consecutive flows come from different addresses. Tests take disjoint port ranges so that no
 /// two of their flows share an address and port.
 fn flows(ports: std::ops::Range<u16>) -> Vec<SocketAddrV4> {
-    address::flows(ports, SOURCES)
+    address::flows(ports, SOURCES).collect()
 }
 
 /// The farm's configuration, whose heartbeats are signed with the key in `key_file`. A small

@@ -25,7 +25,7 @@ const CLIENT_PORTS: std::ops::Range<u16> = 40000..40002;
 /// The client flows: each source address with each client port, interleaved so that
 /// consecutive flows come from different addresses.
 pub fn flows() -> Vec<SocketAddrV4> {
-    address::flows(CLIENT_PORTS, SOURCES)
+    address::flows(CLIENT_PORTS, SOURCES).collect()
 }
 
 /// The farm's configuration for `nodes` nodes in dataplane `mode`, its heartbeats signed with

@@ -47,10 +47,8 @@ pub const fn source4(i: u8) -> Ipv4Addr {
 /// One flow from each of the client's first `sources` extra addresses and each port in
 /// `ports`, port by port, so that consecutive flows come from different addresses. Callers
 /// that must not share a flow take disjoint port ranges.
-pub fn flows(ports: Range<u16>, sources: u8) -> Vec<SocketAddrV4> {
-    ports
-        .flat_map(|port| (1..=sources).map(move |i| SocketAddrV4::new(source4(i), port)))
-        .collect()
+pub fn flows(ports: Range<u16>, sources: u8) -> impl Iterator<Item = SocketAddrV4> {
+    ports.flat_map(move |port| (1..=sources).map(move |i| SocketAddrV4::new(source4(i), port)))
 }
 
 /// The IPv6 twin of a plan address `a.b.c.d`: fd00:198:18::b:c:d, each of `b`, `c`, `d` written
@@ -126,7 +124,7 @@ mod tests {
 
     #[test]
     fn flows_are_distinct_and_interleaved() {
-        let flows = flows(40000..40002, 64);
+        let flows: Vec<SocketAddrV4> = flows(40000..40002, 64).collect();
         assert_eq!(flows.len(), 128);
         let distinct: std::collections::HashSet<_> = flows.iter().collect();
         assert_eq!(distinct.len(), flows.len());

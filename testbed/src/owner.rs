@@ -144,7 +144,7 @@ mod tests {
         }
         let without = Owners::new(&config(), &[true, false, true]).unwrap();
         assert_eq!(without.shares()[1], 0);
-        let flow = flows(20000..20001, 1)[0];
+        let flow = flows(20000..20001, 1).next().unwrap();
         assert_ne!(without.of(Protocol::Udp, 7, flow).unwrap(), 1);
     }
 

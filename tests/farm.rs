@@ -9,11 +9,10 @@
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use herd_config::{Affinity, DataplaneMode, Protocol};
@@ -21,7 +20,7 @@ use herd_testbed::address::{self, node4, source4 as source, CLIENT4 as CLIENT, V
 use herd_testbed::config::{FarmToml, KEY};
 use herd_testbed::owner::Owners;
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
-use herd_testbed::socket::{self, icmp_echo_reply, icmp_echo_request};
+use herd_testbed::{client, socket};
 use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal};
 use serde_json::Value;
 
@@ -274,76 +273,11 @@ fn start_herd(bed: &FarmBed, node: usize, config: &Path) -> Herd {
 /// connections that are already gone (the count is made every 250 ms).
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// At most this many UDP requests wait for their first answer at once; the rest wait their
-/// turn, so that no queue on the way (the backlog of a veth, a server's socket buffer) drops
-/// a burst.
-const IN_FLIGHT: usize = 32;
-/// After this long without an answer, a request no longer holds back the next ones (it may
-/// still be answered until the deadline of [`udp_exchange`]).
-const PACING: Duration = Duration::from_millis(50);
-/// How long a flow's socket stays open after its first answer, to catch a second one. Every
-/// node gets the request at the same moment, so a second answer would come within a
-/// millisecond or so of the first; the servers' records catch any later one.
-const LINGER: Duration = Duration::from_millis(100);
-
 /// Sends one request, `u{i}`, to the VIP's UDP port from each of `flows` (the `i`th) in the
 /// client namespace, and returns what each flow got back within `wait` of its request.
-fn udp_exchange(client: &Netns, flows: Vec<SocketAddrV4>, wait: Duration) -> Vec<Vec<String>> {
-    /// A flow whose socket is open.
-    struct Open {
-        flow: usize,
-        socket: UdpSocket,
-        sent: Instant,
-        answered: Option<Instant>,
-    }
-    client
-        .run(move || {
-            let mut answers = vec![Vec::new(); flows.len()];
-            let mut open: Vec<Open> = Vec::new();
-            let mut next = 0;
-            while next < flows.len() || !open.is_empty() {
-                let now = Instant::now();
-                let mut in_flight = open
-                    .iter()
-                    .filter(|o| o.answered.is_none() && now - o.sent < PACING)
-                    .count();
-                while in_flight < IN_FLIGHT && next < flows.len() {
-                    let socket =
-                        socket::reused_udp(flows[next].into()).expect("binds the flow's address");
-                    socket.set_nonblocking(true).unwrap();
-                    socket
-                        .send_to(format!("u{next}").as_bytes(), (VIP, UDP_PORT))
-                        .unwrap();
-                    open.push(Open {
-                        flow: next,
-                        socket,
-                        sent: Instant::now(),
-                        answered: None,
-                    });
-                    next += 1;
-                    in_flight += 1;
-                }
-                let mut fds: Vec<libc::pollfd> = open
-                    .iter()
-                    .map(|o| socket::pollfd(&o.socket, libc::POLLIN))
-                    .collect();
-                socket::poll(&mut fds, Duration::from_millis(10)).expect("poll");
-                let now = Instant::now();
-                let mut buf = [0u8; 512];
-                for o in &mut open {
-                    while let Ok(n) = o.socket.recv(&mut buf) {
-                        answers[o.flow].push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                        o.answered.get_or_insert(now);
-                    }
-                }
-                open.retain(|o| match o.answered {
-                    Some(at) => now - at < LINGER,
-                    None => now - o.sent < wait,
-                });
-            }
-            answers
-        })
-        .expect("enters the client's namespace")
+fn udp_exchange(client: &Netns, flows: &[SocketAddrV4], wait: Duration) -> Vec<Vec<String>> {
+    client::udp_exchange(client, SocketAddr::from((VIP, UDP_PORT)), flows, wait)
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Asserts that each of `flows` got exactly one answer to its request `u{i}` (as sent by
@@ -386,69 +320,10 @@ fn assert_each_udp_flow_answered_once(
 }
 
 /// Opens one TCP connection from each of `connections`' client addresses to its server
-/// address, from a few threads in the client namespace; sends `t{i}` on the `i`th and returns
-/// what each got back. Panics at the first connection that fails, once the threads have
-/// stopped: a broken farm then fails in seconds rather than after a time-out per connection.
+/// address in the client namespace, sends `t{i}` on the `i`th and returns what each got back;
+/// panics at the first connection that fails.
 fn tcp_exchange(client: &Netns, connections: &[(SocketAddrV4, SocketAddrV4)]) -> Vec<String> {
-    const THREADS: usize = 4;
-    let failed = AtomicBool::new(false);
-    let indexed: Vec<(usize, SocketAddrV4, SocketAddrV4)> = connections
-        .iter()
-        .enumerate()
-        .map(|(i, &(from, to))| (i, from, to))
-        .collect();
-    let chunk = indexed.len().div_ceil(THREADS).max(1);
-    let mut replies: Vec<(usize, String)> = std::thread::scope(|scope| {
-        let threads: Vec<_> = indexed
-            .chunks(chunk)
-            .map(|part| {
-                let failed = &failed;
-                scope.spawn(move || -> Result<Vec<(usize, String)>, String> {
-                    client.enter().map_err(|error| format!("{error:#}"))?;
-                    let mut replies = Vec::new();
-                    for &(i, from, to) in part {
-                        if failed.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        match ask_tcp(from, to, &format!("t{i}")) {
-                            Ok(reply) => replies.push((i, reply)),
-                            Err(error) => {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(format!("connection {i} from {from} to {to}: {error}"));
-                            }
-                        }
-                    }
-                    Ok(replies)
-                })
-            })
-            .collect();
-        let mut replies = Vec::new();
-        for thread in threads {
-            match thread.join().unwrap() {
-                Ok(part) => replies.extend(part),
-                Err(error) => panic!("{error}"),
-            }
-        }
-        replies
-    });
-    replies.sort_by_key(|(i, _)| *i);
-    replies.into_iter().map(|(_, reply)| reply).collect()
-}
-
-/// One request `text` over a new TCP connection from `from` to `to`: the whole reply, without
-/// its line end.
-fn ask_tcp(from: SocketAddrV4, to: SocketAddrV4, text: &str) -> io::Result<String> {
-    let mut stream = connect(from, to)?;
-    stream.write_all(format!("{text}\n").as_bytes())?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply.strip_suffix('\n').unwrap_or(&reply).to_owned())
-}
-
-/// A TCP connection from `from` to `to`, in the calling thread's namespace.
-fn connect(from: SocketAddrV4, to: SocketAddrV4) -> io::Result<TcpStream> {
-    // Long enough for a lost SYN to be sent again (after 1 s).
-    socket::connect(from.into(), to.into(), Duration::from_secs(5))
+    client::tcp_exchange(client, connections).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Asserts that each of `connections` (to the VIP's `port`) was answered `NAME:t{i}` by the
@@ -480,64 +355,14 @@ fn assert_each_connection_answered_once(
 }
 
 /// Sends an ICMP echo request for each `(from, to)` from the client namespace, and counts
-/// the echo replies to each that arrive within `wait` (and [`LINGER`] after the last one).
-fn ping(client: &Netns, pings: Vec<(Ipv4Addr, Ipv4Addr)>, wait: Duration) -> Vec<usize> {
-    // The sequence number tells these replies from late ones to an earlier call.
-    static SEQUENCE: AtomicU16 = AtomicU16::new(0);
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    client
-        .run(move || {
-            // A raw ICMP socket gets a copy of every ICMP message that reaches the namespace.
-            let receiver = socket::icmp_socket().expect("opens a raw ICMP socket");
-            for (i, &(from, to)) in pings.iter().enumerate() {
-                let sender = socket::icmp_socket().unwrap();
-                // The bound address is the request's source.
-                socket::bind(&sender, SocketAddr::from((from, 0))).unwrap();
-                let id = u16::try_from(i).unwrap();
-                let request = icmp_echo_request(id, sequence, b"herd farm test");
-                sender.send_to(&request, (to, 0)).unwrap();
-            }
-            let mut counts = vec![0; pings.len()];
-            let mut until = Instant::now() + wait;
-            let mut lingering = false;
-            let mut buf = [0u8; 1500];
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                receiver
-                    .set_read_timeout(Some(left.max(Duration::from_micros(1))))
-                    .unwrap();
-                if let Ok((n, SocketAddr::V4(from))) = receiver.recv_from(&mut buf) {
-                    let ping = icmp_echo_reply(&buf[..n]).filter(|&(_, seq)| seq == sequence);
-                    if let Some(i) = ping.map(|(id, _)| usize::from(id)) {
-                        if pings.get(i).is_some_and(|p| p.1 == *from.ip()) {
-                            counts[i] += 1;
-                        }
-                    }
-                }
-                // As for UDP: a second reply would come right after the first.
-                if !lingering && counts.iter().all(|&c| c > 0) {
-                    lingering = true;
-                    until = Instant::now() + LINGER;
-                }
-            }
-            counts
-        })
-        .expect("enters the client's namespace")
+/// the echo replies to each that arrive within `wait`.
+fn ping(client: &Netns, pings: &[(Ipv4Addr, Ipv4Addr)], wait: Duration) -> Vec<usize> {
+    client::ping(client, pings, wait).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
-/// How many ICMP echo replies namespace `netns` has sent (its `Icmp: OutEchoReps`).
+/// How many ICMP echo replies namespace `netns` has sent.
 fn echo_replies_sent(netns: &Netns) -> u64 {
-    // /proc/thread-self: /proc/self/net would be the namespace of the process, not the thread.
-    let snmp = netns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap())
-        .unwrap();
-    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "OutEchoReps")
-        .map(|(_, value)| value.parse().unwrap())
-        .expect("Icmp: OutEchoReps")
+    client::echo_replies_sent(netns).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Every UDP request, TCP connection and ping to the VIP, from 64 client addresses and many
@@ -550,7 +375,7 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
 
     let udp = flows(20000..20064);
     let started = Instant::now();
-    let answers = udp_exchange(farm.client(), udp.clone(), Duration::from_secs(2));
+    let answers = udp_exchange(farm.client(), &udp, Duration::from_secs(2));
     eprintln!("{} UDP flows in {:?}", udp.len(), started.elapsed());
     assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
     agree_with_whois(&farm.owners, &config, Protocol::Udp, UDP_PORT, &udp, 32);
@@ -589,7 +414,7 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
         .map(|node| echo_replies_sent(&node.netns))
         .collect();
     let pings: Vec<(Ipv4Addr, Ipv4Addr)> = (1..=SOURCES).map(|i| (source(i), VIP)).collect();
-    let replies = ping(farm.client(), pings.clone(), Duration::from_secs(2));
+    let replies = ping(farm.client(), &pings, Duration::from_secs(2));
     assert_eq!(replies, vec![1; pings.len()], "one echo reply per request");
     let sent: Vec<u64> = farm
         .bed
@@ -731,7 +556,7 @@ fn non_vip_traffic_reaches_the_nodes_untouched(mode: DataplaneMode) {
         .map(node4)
         .flat_map(|address| [(CLIENT, address), (source(1), address)])
         .collect();
-    let replies = ping(farm.client(), pings.clone(), Duration::from_secs(2));
+    let replies = ping(farm.client(), &pings, Duration::from_secs(2));
     assert_eq!(replies, vec![1; pings.len()], "each node answers ping");
 }
 
@@ -779,7 +604,7 @@ fn answered_again(
         .collect();
     while since.elapsed() < within {
         let round = since.elapsed();
-        let answers = udp_exchange(farm.client(), probes.to_vec(), Duration::from_millis(200));
+        let answers = udp_exchange(farm.client(), probes, Duration::from_millis(200));
         if answers
             .iter()
             .zip(&expected)
@@ -796,7 +621,7 @@ fn answered_again(
 fn assert_settled_farm_answers_once(farm: &Farm, ports: std::ops::Range<u16>) {
     let udp = flows(ports);
     let before = farm.servers.hits().len();
-    let answers = udp_exchange(farm.client(), udp.clone(), Duration::from_secs(2));
+    let answers = udp_exchange(farm.client(), &udp, Duration::from_secs(2));
     assert_each_udp_flow_answered_once(farm, &udp, &answers, before);
 }
 
@@ -813,7 +638,8 @@ fn hold(client: &Netns, from: Vec<SocketAddrV4>) -> Vec<Held> {
         .run(move || {
             from.into_iter()
                 .map(|from| {
-                    let stream = connect(from, SocketAddrV4::new(VIP, LONG_PORT))
+                    let to = SocketAddr::from((VIP, LONG_PORT));
+                    let stream = socket::connect(from.into(), to, Duration::from_secs(5))
                         .unwrap_or_else(|error| panic!("connection from {from}: {error}"));
                     (from, stream)
                 })

@@ -16,6 +16,7 @@
 pub mod address;
 pub mod bed;
 pub mod bpffs;
+pub mod client;
 pub mod command;
 pub mod config;
 pub mod farm;

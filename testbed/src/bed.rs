@@ -48,11 +48,6 @@ impl Bed {
         Ok(bed)
     }
 
-    /// The prefix of every name the bed gives.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Creates namespace `PREFIX-HOST` with its loopback up, recorded for removal as soon as
     /// it exists.
     pub fn netns(&mut self, host: &str) -> anyhow::Result<Netns> {

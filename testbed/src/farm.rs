@@ -121,11 +121,6 @@ impl FarmBed {
         &self.bed
     }
 
-    /// Node `name`'s index, if the farm has it.
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|node| node.name == name)
-    }
-
     /// Node `node`'s directory for its incarnation and control socket, created; a node's own,
     /// so that what one node keeps there cannot be taken for another's.
     pub fn state_dir(&self, node: usize) -> anyhow::Result<PathBuf> {

@@ -10,8 +10,7 @@
 //! interfaces and the programs attached to them), its BPF file system, then its scratch
 //! directory, which is kept if the file system could not be unmounted.
 //!
-//! It is test infrastructure: it runs `ip`, `ethtool` and `mount`'s system calls, which the
-//! product itself does not.
+//! It is test infrastructure: it runs `ip` and `ethtool`, which the product itself does not.
 
 pub mod address;
 pub mod bed;

@@ -43,7 +43,7 @@ impl Netns {
     }
 
     /// The namespace's file, which setns(2) takes.
-    pub fn path(&self) -> PathBuf {
+    fn path(&self) -> PathBuf {
         Path::new(NETNS_DIR).join(&self.name)
     }
 

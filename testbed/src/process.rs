@@ -130,9 +130,18 @@ impl Herd {
         let stderr = child.stderr.take();
         let child = Arc::new(Mutex::new(child));
         bed.adopt(&child);
-        let log = Arc::new(Log::default());
+        // Made before the log's reader, so that herd is killed should that fail to start.
+        let herd = Herd {
+            child,
+            pid,
+            log: Arc::new(Log::default()),
+            exe: spec.exe.to_owned(),
+            node: spec.node.map(str::to_owned),
+            control_dir: spec.state_dir.to_owned(),
+            exited: None,
+        };
         if let Some(stderr) = stderr {
-            let writer = Arc::clone(&log);
+            let writer = Arc::clone(&herd.log);
             let echo = spec.echo;
             std::thread::Builder::new()
                 .name(format!("log-{label}"))
@@ -151,15 +160,7 @@ impl Herd {
                 })
                 .context("cannot start a log reader thread")?;
         }
-        Ok(Herd {
-            child,
-            pid,
-            log,
-            exe: spec.exe.to_owned(),
-            node: spec.node.map(str::to_owned),
-            control_dir: spec.state_dir.to_owned(),
-            exited: None,
-        })
+        Ok(herd)
     }
 
     /// herd's process id.

@@ -124,7 +124,8 @@ impl Shared {
 /// A bound socket of a service, ready to serve.
 enum Bound {
     Udp(UdpSocket),
-    Tcp(TcpListener),
+    TcpOnce(TcpListener),
+    TcpLines(TcpListener),
 }
 
 impl Responders {
@@ -154,22 +155,15 @@ impl Responders {
                     stop: Arc::clone(&responders.stop),
                     hits: settings.record.then(|| Arc::clone(&responders.hits)),
                 };
-                let thread_name = format!("{}-{}", node.name, service.port);
-                let thread = match bound {
-                    Bound::Udp(socket) => std::thread::Builder::new()
-                        .name(thread_name)
-                        .spawn(move || serve_udp(&shared, &socket)),
-                    Bound::Tcp(listener) => {
-                        let (kind, line_wait) = (service.kind, settings.line_wait);
-                        std::thread::Builder::new()
-                            .name(thread_name)
-                            .spawn(move || match kind {
-                                Kind::TcpLines => serve_connections(&shared, &listener),
-                                _ => serve_once(&shared, &listener, line_wait),
-                            })
-                    }
-                }
-                .context("cannot start a responder thread")?;
+                let line_wait = settings.line_wait;
+                let thread = std::thread::Builder::new()
+                    .name(format!("{}-{}", node.name, service.port))
+                    .spawn(move || match bound {
+                        Bound::Udp(socket) => serve_udp(&shared, &socket),
+                        Bound::TcpOnce(listener) => serve_once(&shared, &listener, line_wait),
+                        Bound::TcpLines(listener) => serve_connections(&shared, &listener),
+                    })
+                    .context("cannot start a responder thread")?;
                 responders.threads.push(thread);
             }
         }
@@ -213,7 +207,11 @@ fn bind(service: &Service, node: &Host, settings: &Settings) -> anyhow::Result<B
                 .with_context(|| format!("cannot listen on {at} on node {}", node.name))?;
             // accept() gives up after the receive time-out, so that the stop flag is seen.
             socket::set_receive_timeout(&listener, TICK)?;
-            Bound::Tcp(listener)
+            if service.kind == Kind::TcpOnce {
+                Bound::TcpOnce(listener)
+            } else {
+                Bound::TcpLines(listener)
+            }
         }
     })
 }

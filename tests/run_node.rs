@@ -485,22 +485,28 @@ fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: DataplaneMode) {
 /// serves on.
 fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMode) {
     let topology = serving_node("d", mode);
-    let state = topology.dir.path().join("state");
-    let pid = status_json(&state, "alpha")["pid"].as_u64().unwrap();
-    let other = topology.dir.path().join("other");
-    let files = HerdFiles {
-        config: &topology.dir.path().join("farm.toml"),
+    let first = topology.herd.as_ref().unwrap();
+    let pid = first.status().unwrap()["pid"].as_u64().unwrap();
+    let other = topology.dir().join("other");
+    let config = topology.dir().join("farm.toml");
+    let spec = HerdSpec {
+        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
+        node: None,
+        config: &config,
         bpf_dir: &topology.pins,
         state_dir: &other,
+        log_file: None,
+        echo: true,
     };
-    let mut second = Herd::spawn(&topology.node, &files, None);
+    let mut second = Herd::spawn(topology.bed.bed(), topology.node(), &spec).unwrap();
     let exit = second
         .wait_timeout(Duration::from_secs(20))
+        .unwrap()
         .expect("the second herd exits");
     assert_eq!(exit.code(), Some(1), "the second herd fails");
     let refusal = format!(
-        "another herd already runs on vn (pid {pid}, node alpha, control socket {}",
-        state.join("alpha.sock").display()
+        "another herd already runs on {INTERFACE} (pid {pid}, node alpha, control socket {}",
+        topology.state.join("alpha.sock").display()
     );
     assert!(
         second
@@ -520,14 +526,14 @@ fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMo
     let answered = (0..20)
         .filter(|i| {
             request(
-                &topology.client,
+                topology.client(),
                 &format!("after{i}"),
                 Duration::from_secs(1),
             )
         })
         .count();
     assert_eq!(answered, 20, "the first serves on");
-    assert_eq!(status_json(&state, "alpha")["state"], "up");
+    assert_eq!(first.status().unwrap()["state"], "up");
 }
 
 /// A VIP removed by hand under a running node: herd notices within seconds, says so, takes
@@ -535,44 +541,48 @@ fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMo
 /// VIP is there again.
 #[test]
 fn a_vip_removed_under_a_running_node_makes_it_report_not_healthy() {
-    needs_root();
     let mut topology = Topology::with("h", DataplaneMode::Xdp, |_| {
         "\n[admin]\nmetrics = \"127.0.0.1:9477\"\n".into()
     });
     topology.start_herd();
-    let state = topology.dir.path().join("state");
     let herd = topology.herd.as_ref().unwrap();
-    let (healthz, _) = get(&topology.node, "/healthz");
+    let (healthz, _) = get(topology.node(), "/healthz");
     assert!(healthz.contains(" 200 "), "{healthz}");
 
     let mark = herd.logged();
     let removed = Instant::now();
-    let vip = format!("{VIP}/32");
-    ip(&["-n", topology.node.name(), "addr", "del", &vip, "dev", "vn"]);
+    let (vip, vip_text) = (format!("{VIP}/32"), VIP.to_string());
+    topology
+        .node()
+        .ip(&["addr", "del", &vip, "dev", INTERFACE])
+        .unwrap();
     let noticed = herd.wait_for(
         mark,
-        |line| line.contains("check failed") && line.contains(VIP),
+        |line| line.contains("check failed") && line.contains(&vip_text),
         Duration::from_secs(5),
     );
     assert!(noticed.is_some(), "herd logs the missing VIP");
     eprintln!("noticed after {:?}", removed.elapsed());
-    let status = status_json(&state, "alpha");
+    let status = herd.status().unwrap();
     assert_ne!(status["state"], "up", "{status}");
     let reason = status["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains(VIP), "{reason}");
-    let (healthz, body) = get(&topology.node, "/healthz");
+    assert!(reason.contains(&vip_text), "{reason}");
+    let (healthz, body) = get(topology.node(), "/healthz");
     assert!(healthz.contains(" 503 "), "{healthz}");
-    assert!(body.contains(VIP), "{body}");
+    assert!(body.contains(&vip_text), "{body}");
 
     let mark = herd.logged();
-    ip(&["-n", topology.node.name(), "addr", "add", &vip, "dev", "vn"]);
+    topology
+        .node()
+        .ip(&["addr", "add", &vip, "dev", INTERFACE])
+        .unwrap();
     let back = herd.wait_for(
         mark,
         |line| line.contains("all_tcp=64 non_tcp=64"),
         Duration::from_secs(10),
     );
     assert!(back.is_some(), "the node takes its share again");
-    assert_eq!(status_json(&state, "alpha")["state"], "up");
+    assert_eq!(herd.status().unwrap()["state"], "up");
 }
 
 /// `herd` run as an operator would, against the node's control socket in `state`.

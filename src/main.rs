@@ -160,12 +160,13 @@ enum Command {
     /// until it has answered each of its flows again. Steady traffic follows, then a summary:
     /// each node's answers, the failover and rejoin times, the requests lost and why.
     ///
-    /// What it makes, all named after its process id (`hd<pid>-hub`, `hd<pid>-n1`...,
-    /// `hd<pid>-cl`): the namespaces with their veth pairs and bridge, and a scratch directory
-    /// in the temporary directory holding the farm's configuration, key and logs and a BPF file
-    /// system mounted for the nodes' pins. It removes all of it when it ends, whether it
-    /// succeeds, fails or is interrupted (Ctrl-C, SIGTERM). Needs ip, ethtool and mount. Exit
-    /// status 1 when something did not go as designed (the summary says what).
+    /// What it makes, all named after its process id (`herd-demo-<pid>-hub`,
+    /// `herd-demo-<pid>-alpha`..., `herd-demo-<pid>-client`): the namespaces with their veth
+    /// pairs and bridge, and a scratch directory `herd-demo-<pid>-<hex>` in the temporary
+    /// directory holding the farm's configuration, key and logs and a BPF file system mounted
+    /// for the nodes' pins. It removes all of it when it ends, whether it succeeds, fails or is
+    /// interrupted (Ctrl-C, SIGTERM). Needs ip and ethtool. Exit status 1 when something did
+    /// not go as designed (the summary says what).
     Demo(commands::demo::Options),
     /// Drain the node: it takes no new connection and keeps its own until they end, leaving
     /// the application running; `herd start` brings it back, `herd stop` stops the

@@ -4,14 +4,12 @@
 //!
 //! The demos need root (namespaces, XDP); `scripts/test` runs them as root, as CI does.
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ip_show, needs_root};
+use herd_testbed::command;
 use serde_json::Value;
 
 /// How long a 10 s demo may take in all: starting the nodes, the traffic, the cleanup.
@@ -22,7 +20,7 @@ const FAILOVER_BOUND_MS: f64 = 3000.0;
 /// Runs `herd demo --duration 10 --json --mode <mode>` and checks its summary and its
 /// cleanup.
 fn demo_fails_over_and_cleans_up(mode: &str) {
-    needs_root();
+    herd_testbed::require_root("the demo's test").unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_herd"))
         .args(["demo", "--duration", "10", "--json", "--mode", mode])
         .stdin(Stdio::null())
@@ -74,7 +72,7 @@ fn demo_fails_over_and_cleans_up(mode: &str) {
     assert_eq!(summary["problems"], Value::Array(Vec::new()));
 
     let made = &summary["made"];
-    let prefix = format!("hd{pid}");
+    let prefix = format!("herd-demo-{pid}");
     let namespaces: Vec<&str> = made["namespaces"]
         .as_array()
         .unwrap()
@@ -83,12 +81,12 @@ fn demo_fails_over_and_cleans_up(mode: &str) {
         .collect();
     assert_eq!(namespaces.len(), 5, "a hub, three nodes, a client");
     assert!(namespaces.iter().all(|name| name.starts_with(&prefix)));
-    let listed = ip_show(&["netns", "list"]);
+    let listed = command::run("ip", &["netns", "list"], None).unwrap();
     assert!(
         !listed.contains(&format!("{prefix}-")),
         "no namespace of the run is left: {listed}"
     );
-    let links = ip_show(&["link", "show"]);
+    let links = command::run("ip", &["link", "show"], None).unwrap();
     assert!(
         !links.contains(&prefix),
         "no interface of the run is left: {links}"

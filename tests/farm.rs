@@ -8,31 +8,22 @@
 //!
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{
-    complete_checksums, hub, ip, ip_show, needs_root, veth, BpfFs, Herd, HerdFiles, Netns,
-    ScratchDir, KEY,
-};
-use herd_config::{DataplaneMode, FarmConfig, Protocol};
-use herd_membership::farm_table;
-use herd_packet::table::BucketTable;
-use herd_packet::FarmRules;
+use herd_config::{Affinity, DataplaneMode, Protocol};
+use herd_testbed::address::{self, node4, source4 as source, CLIENT4 as CLIENT, VIP4 as VIP};
+use herd_testbed::config::{FarmToml, KEY};
+use herd_testbed::owner::Owners;
+use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
+use herd_testbed::{client, socket};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal};
 use serde_json::Value;
 
-/// The farm's VIP.
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 /// The UDP echo service on the VIP, balanced per client address and port.
 const UDP_PORT: u16 = 7;
 /// A TCP service on the VIP balanced per client address (`client-ip`).
@@ -44,319 +35,115 @@ const SPREAD_PORT: u16 = 81;
 const LONG_PORT: u16 = 82;
 /// An ssh-like TCP service on each node's own address, which herd must leave alone.
 const OWN_PORT: u16 = 22;
-/// The nodes: name, own address, weight. The weights differ so that a share can be seen to
-/// follow them.
-const NODES: [(&str, Ipv4Addr, u32); 3] = [
-    ("alpha", Ipv4Addr::new(198, 18, 0, 1), 1),
-    ("bravo", Ipv4Addr::new(198, 18, 0, 2), 1),
-    ("charlie", Ipv4Addr::new(198, 18, 0, 3), 2),
-];
-/// The client's main address.
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+/// The nodes: name and weight; node `i`'s own address is the plan's [`node4`]`(i)`. The
+/// weights differ so that a share can be seen to follow them.
+const NODES: [(&str, u32); 3] = [("alpha", 1), ("bravo", 1), ("charlie", 2)];
 /// How many more addresses the client has, [`source`] 1 to `SOURCES`.
 const SOURCES: u8 = 64;
-
-/// The client's `i`th extra source address.
-fn source(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, 1, i)
-}
+/// The services every node runs: each answers `NAME:REQUEST`.
+const SERVICES: [Service; 5] = [
+    Service {
+        kind: Kind::Udp,
+        on: On::Vip,
+        port: UDP_PORT,
+    },
+    Service {
+        kind: Kind::TcpOnce,
+        on: On::Vip,
+        port: STICKY_PORT,
+    },
+    Service {
+        kind: Kind::TcpOnce,
+        on: On::Vip,
+        port: SPREAD_PORT,
+    },
+    Service {
+        kind: Kind::TcpLines,
+        on: On::Vip,
+        port: LONG_PORT,
+    },
+    Service {
+        kind: Kind::TcpOnce,
+        on: On::Own,
+        port: OWN_PORT,
+    },
+];
 
 /// One flow from each extra source address and port in `ports`, interleaved so that
 /// consecutive flows come from different addresses. Tests take disjoint port ranges so that no
 /// two of their flows share an address and port.
 fn flows(ports: std::ops::Range<u16>) -> Vec<SocketAddrV4> {
-    ports
-        .flat_map(|port| (1..=SOURCES).map(move |i| SocketAddrV4::new(source(i), port)))
-        .collect()
+    address::flows(ports, SOURCES).collect()
 }
 
-/// The farm's configuration file, whose heartbeats are signed with the key in `key_file`.
-fn config_text(mode: DataplaneMode, key_file: &Path) -> String {
-    let nodes: String = NODES
-        .iter()
-        .map(|(name, address, weight)| {
-            format!("[[node]]\nname = \"{name}\"\naddress = \"{address}\"\nweight = {weight}\n\n")
-        })
-        .collect();
-    // A small table: `herd whois` computes it at every call, and the tests call it often.
-    format!(
-        r#"[farm]
-name = "e2e"
-vip = ["{VIP}"]
-interface = "eth0"
-buckets = 256
-hash_key = "00112233445566778899aabbccddeeff"
-auth_key_file = "{key_file}"
-
-{nodes}[[rule]]
-protocol = "udp"
-ports = ["{UDP_PORT}"]
-affinity = "client-ip-port"
-
-[[rule]]
-protocol = "tcp"
-ports = ["{STICKY_PORT}"]
-affinity = "client-ip"
-
-[[rule]]
-protocol = "tcp"
-ports = ["{SPREAD_PORT}"]
-affinity = "client-ip-port"
-
-[[rule]]
-protocol = "tcp"
-ports = ["{LONG_PORT}"]
-affinity = "client-ip-port"
-
-[[rule]]
-protocol = "icmp"
-
-[dataplane]
-mode = "{mode}"
-"#,
-        key_file = key_file.display()
-    )
+/// The farm's configuration, whose heartbeats are signed with the key in `key_file`. A small
+/// table: `herd whois` computes it at every call, and the tests call it often.
+fn config(mode: DataplaneMode, key_file: &Path) -> FarmToml {
+    let farm = NODES.iter().enumerate().fold(
+        FarmToml::new("e2e", mode),
+        |farm, (node, &(name, weight))| farm.weighted_node(name, node4(node), weight),
+    );
+    farm.key_file(key_file)
+        .rule(Protocol::Udp, &[UDP_PORT], Some(Affinity::ClientIpPort))
+        .rule(Protocol::Tcp, &[STICKY_PORT], Some(Affinity::ClientIp))
+        .rule(Protocol::Tcp, &[SPREAD_PORT], Some(Affinity::ClientIpPort))
+        .rule(Protocol::Tcp, &[LONG_PORT], Some(Affinity::ClientIpPort))
+        .rule(Protocol::Icmp, &[], None)
 }
 
-/// The owner of every flow, computed from the configuration with the workspace's crates as
-/// `herd whois` computes it (all nodes up), so that thousands of flows can be checked without
-/// a process each; [`Owners::agree_with_whois`] holds it to `herd whois` itself.
-struct Owners {
-    rules: FarmRules,
-    table: BucketTable,
-}
-
-impl Owners {
-    /// The owners when the nodes of `config` that are `up` are the members.
-    fn new(config: &FarmConfig, up: [bool; NODES.len()]) -> Self {
-        Owners {
-            rules: FarmRules::from_config(config),
-            table: farm_table(config, &up).unwrap(),
-        }
-    }
-
-    /// How many buckets each node owns.
-    fn shares(&self) -> Vec<usize> {
-        self.table.counts(NODES.len())
-    }
-
-    /// The bucket of `client`'s traffic of `protocol` to `vip_port`.
-    fn bucket(&self, protocol: Protocol, vip_port: u16, client: SocketAddrV4) -> u32 {
-        let hash = self
-            .rules
-            .client_flow_hash(protocol, vip_port, IpAddr::V4(*client.ip()), client.port())
-            .expect("a rule balances the flow");
-        self.table.bucket_of(hash)
-    }
-
-    /// The index in [`NODES`] of the node that owns `client`'s traffic of `protocol` to
-    /// `vip_port` (the port is not used for ICMP).
-    fn of(&self, protocol: Protocol, vip_port: u16, client: SocketAddrV4) -> usize {
-        usize::from(self.table.owner(self.bucket(protocol, vip_port, client)))
-    }
-
-    /// Asks `herd whois` about every `step`th client and checks that it names the same node.
-    fn agree_with_whois(
-        &self,
-        config: &Path,
-        protocol: Protocol,
-        vip_port: u16,
-        clients: &[SocketAddrV4],
-        step: usize,
-    ) {
-        let (name, client_text): (&str, fn(&SocketAddrV4) -> String) = match protocol {
-            Protocol::Tcp => ("tcp", SocketAddrV4::to_string),
-            Protocol::Udp => ("udp", SocketAddrV4::to_string),
-            Protocol::Icmp => ("icmp", |c| c.ip().to_string()),
-        };
-        for client in clients.iter().step_by(step) {
-            let output = Command::new(env!("CARGO_BIN_EXE_herd"))
-                .args(["whois", &client_text(client), "--proto", name, "--json"])
-                .args(["--port", &vip_port.to_string(), "-c"])
-                .arg(config)
-                .output()
-                .expect("runs herd whois");
-            assert!(
-                output.status.success(),
-                "herd whois {client}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
-            assert_eq!(
-                answer["owner"],
-                NODES[self.of(protocol, vip_port, *client)].0,
-                "herd whois {client} --proto {name} --port {vip_port}"
-            );
-        }
-    }
-}
-
-/// What a server saw: which node, on which port, from whom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Hit {
-    node: usize,
+/// Asks `herd whois` about every `step`th client and checks that it names the node `owners`
+/// gives (computed with the workspace's crates, so that thousands of flows can be checked
+/// without a process each).
+fn agree_with_whois(
+    owners: &Owners,
+    config: &Path,
     protocol: Protocol,
-    port: u16,
-    peer: SocketAddrV4,
-}
-
-/// The servers of every node, each in a thread of its own; they stop on drop.
-struct Servers {
-    stop: Arc<AtomicBool>,
-    hits: Arc<Mutex<Vec<Hit>>>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-/// How often a server looks at its stop flag.
-const SERVER_TICK: Duration = Duration::from_millis(50);
-
-impl Servers {
-    /// Starts, on each node, a UDP echo server on the VIP, TCP servers on the VIP's two
-    /// ports and one on the node's own address. Each answers `NAME:REQUEST` and records what
-    /// it served. They listen when this returns. The VIP must be on the nodes already.
-    fn start(nodes: &[Netns]) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let mut threads = Vec::new();
-        for (node, netns) in nodes.iter().enumerate() {
-            // Sockets belong to the namespace they are made in, whichever thread serves them.
-            let (udp, listeners) = netns.run(move || {
-                let udp = UdpSocket::bind((VIP, UDP_PORT)).expect("binds the VIP");
-                let listeners: Vec<(u16, TcpListener)> = [
-                    (VIP, STICKY_PORT),
-                    (VIP, SPREAD_PORT),
-                    (VIP, LONG_PORT),
-                    (NODES[node].1, OWN_PORT),
-                ]
-                .into_iter()
-                .map(|(address, port)| (port, TcpListener::bind((address, port)).expect("listens")))
-                .collect();
-                (udp, listeners)
-            });
-            let (stop2, hits2) = (Arc::clone(&stop), Arc::clone(&hits));
-            threads.push(std::thread::spawn(move || {
-                serve_udp(node, &udp, &stop2, &hits2)
-            }));
-            for (port, listener) in listeners {
-                let (stop, hits) = (Arc::clone(&stop), Arc::clone(&hits));
-                threads.push(std::thread::spawn(move || {
-                    serve_tcp(node, port, &listener, &stop, &hits)
-                }));
-            }
-        }
-        Servers {
-            stop,
-            hits,
-            threads,
-        }
-    }
-
-    /// What the servers have served so far.
-    fn hits(&self) -> Vec<Hit> {
-        self.hits.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Answers every datagram with `NAME:DATAGRAM` until `stop`.
-fn serve_udp(node: usize, socket: &UdpSocket, stop: &AtomicBool, hits: &Mutex<Vec<Hit>>) {
-    socket.set_read_timeout(Some(SERVER_TICK)).unwrap();
-    let mut buf = [0u8; 512];
-    while !stop.load(Ordering::Relaxed) {
-        let Ok((n, SocketAddr::V4(peer))) = socket.recv_from(&mut buf) else {
-            continue;
-        };
-        hits.lock().unwrap().push(Hit {
-            node,
-            protocol: Protocol::Udp,
-            port: UDP_PORT,
-            peer,
-        });
-        let mut answer = format!("{}:", NODES[node].0).into_bytes();
-        answer.extend_from_slice(&buf[..n]);
-        let _ = socket.send_to(&answer, peer);
-    }
-}
-
-/// Accepts connections one at a time until `stop`, answering each request line with
-/// `NAME:LINE` and closing.
-fn serve_tcp(
-    node: usize,
-    port: u16,
-    listener: &TcpListener,
-    stop: &Arc<AtomicBool>,
-    hits: &Mutex<Vec<Hit>>,
+    vip_port: u16,
+    clients: &[SocketAddrV4],
+    step: usize,
 ) {
-    // accept() gives up after the receive timeout, so that the stop flag is seen.
-    set_timeout(listener, libc::SO_RCVTIMEO, SERVER_TICK).unwrap();
-    while !stop.load(Ordering::Relaxed) {
-        let Ok((stream, SocketAddr::V4(peer))) = listener.accept() else {
-            continue;
-        };
-        hits.lock().unwrap().push(Hit {
-            node,
-            protocol: Protocol::Tcp,
-            port,
-            peer,
-        });
-        if port == LONG_PORT {
-            let stop = Arc::clone(stop);
-            std::thread::spawn(move || serve_lines(node, &stream, &stop));
-            continue;
-        }
-        stream
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
-        let mut line = String::new();
-        if BufReader::new(&stream).read_line(&mut line).is_ok() {
-            let _ = (&stream).write_all(format!("{}:{}", NODES[node].0, line.trim()).as_bytes());
-        }
+    let (name, client_text): (&str, fn(&SocketAddrV4) -> String) = match protocol {
+        Protocol::Tcp => ("tcp", SocketAddrV4::to_string),
+        Protocol::Udp => ("udp", SocketAddrV4::to_string),
+        Protocol::Icmp => ("icmp", |c| c.ip().to_string()),
+    };
+    for client in clients.iter().step_by(step) {
+        let output = Command::new(env!("CARGO_BIN_EXE_herd"))
+            .args(["whois", &client_text(client), "--proto", name, "--json"])
+            .args(["--port", &vip_port.to_string(), "-c"])
+            .arg(config)
+            .output()
+            .expect("runs herd whois");
+        assert!(
+            output.status.success(),
+            "herd whois {client}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            answer["owner"],
+            NODES[owner(owners, protocol, vip_port, *client)].0,
+            "herd whois {client} --proto {name} --port {vip_port}"
+        );
     }
 }
 
-/// Answers each line of a long-lived connection with `NAME:LINE` until the client closes it,
-/// or `stop`.
-fn serve_lines(node: usize, stream: &TcpStream, stop: &AtomicBool) {
-    stream.set_read_timeout(Some(SERVER_TICK)).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut writer = stream;
-    let mut line = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        match reader.read_line(&mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                let answer = format!("{}:{}\n", NODES[node].0, line.trim());
-                if writer.write_all(answer.as_bytes()).is_err() {
-                    return;
-                }
-                line.clear();
-            }
-            // The time-out: a partial line stays in `line`.
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+/// The node that owns `client`'s traffic of `protocol` to `vip_port`.
+fn owner(owners: &Owners, protocol: Protocol, vip_port: u16, client: SocketAddrV4) -> usize {
+    owners
+        .of(protocol, vip_port, client)
+        .expect("a rule balances the flow")
 }
 
 /// The farm: a hub, three nodes running herd and the servers, a client. Fields are dropped
-/// in this order: servers stop, herds are killed, namespaces go (with the interfaces and
-/// programs), then the BPF file system and the scratch directory.
+/// in this order: servers stop, herds are killed, then the bed goes (namespaces with the
+/// interfaces and programs, the BPF file system and the scratch directory).
 struct Farm {
-    servers: Servers,
+    servers: Responders,
     herds: Vec<Option<Herd>>,
-    nodes: Vec<Netns>,
-    client: Netns,
-    _hub: Netns,
-    bpf: BpfFs,
-    dir: ScratchDir,
+    bed: FarmBed,
+    /// The configuration file.
+    config: PathBuf,
     /// The owners of the farm as it last settled.
     owners: Owners,
 }
@@ -365,81 +152,61 @@ impl Farm {
     /// Builds the farm for test `tag` in `mode` and waits until every herd runs and every
     /// server listens.
     fn start(tag: &str, mode: DataplaneMode) -> Self {
-        needs_root();
-        let id = format!("{tag}-{mode}-{}", std::process::id());
-        let dir = ScratchDir::new(&format!("farm-{tag}-{mode}"));
-        let hub = hub(&id);
-        let plug = |netns: &Netns, port: &str, addresses: &[String]| {
-            veth(netns, "eth0", &hub, port);
-            ip(&["-n", hub.name(), "link", "set", port, "master", "hub", "up"]);
-            // One `ip` for all the addresses: the client has dozens.
-            let batch: String = addresses
-                .iter()
-                .map(|a| format!("addr add {a}/15 dev eth0\n"))
-                .collect();
-            let file = dir.path().join(format!("{port}.ip"));
-            std::fs::write(&file, batch).unwrap();
-            ip(&["-n", netns.name(), "-batch", file.to_str().unwrap()]);
-            ip(&["-n", netns.name(), "link", "set", "eth0", "up"]);
-        };
-        let nodes: Vec<Netns> = NODES
-            .iter()
-            .map(|(name, address, _)| {
-                let netns = Netns::new(format!("herd-{id}-{name}"));
-                plug(&netns, name, &[address.to_string()]);
-                netns
-            })
-            .collect();
-        let client = Netns::new(format!("herd-{id}-client"));
-        let addresses: Vec<String> = std::iter::once(CLIENT)
-            .chain((1..=SOURCES).map(source))
-            .map(|a| a.to_string())
-            .collect();
-        plug(&client, "client", &addresses);
-        complete_checksums(&client, "eth0");
-
-        let config = dir.path().join("farm.toml");
-        let key = dir.path().join("farm.key");
-        std::fs::write(&key, KEY).unwrap();
-        std::fs::write(&config, config_text(mode, &key)).unwrap();
-        let owners = Owners::new(
-            &FarmConfig::load(&config).expect("a valid configuration"),
-            [true; NODES.len()],
-        );
-        let bpf = BpfFs::mount(dir.path().join("bpf"));
+        let names = NODES.map(|(name, _)| name);
+        let bed = FarmBed::create(&FarmPlan {
+            prefix: format!("herd-{tag}-{mode}-{}", std::process::id()),
+            nodes: &names,
+            hub: HubKind::Flooding,
+            sources: SOURCES,
+            client_offload: Offload::TxOff,
+        })
+        .expect("builds the farm's bed");
+        let key = bed.bed().write_private("farm.key", KEY).unwrap();
+        let config = bed
+            .bed()
+            .write_private("farm.toml", &config(mode, &key).text())
+            .unwrap();
+        let owners = Owners::load(&config, &[true; NODES.len()]).expect("a valid configuration");
         // Started before the servers, which bind the VIP that herd adds.
         let herds = (0..NODES.len())
-            .map(|node| Some(start_herd(&nodes[node], node, &config, &bpf, &dir)))
+            .map(|node| Some(start_herd(&bed, node, &config)))
             .collect();
-        let servers = Servers::start(&nodes);
+        let settings = Settings {
+            vip: VIP.into(),
+            line_wait: Duration::from_secs(2),
+            record: true,
+        };
+        let servers = Responders::start(&bed.nodes, &SERVICES, &settings).expect("servers listen");
         let mut farm = Farm {
             servers,
             herds,
-            nodes,
-            client,
-            _hub: hub,
-            bpf,
-            dir,
+            bed,
+            config,
             owners,
         };
         farm.settle(&[0; NODES.len()], [true; NODES.len()]);
         farm
     }
 
-    /// The configuration file.
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("farm.toml")
+    /// The client's namespace.
+    fn client(&self) -> &Netns {
+        &self.bed.client.netns
     }
 
     /// Starts node `node`'s herd with the farm's configuration.
     fn start_herd(&mut self, node: usize) {
-        self.start_herd_with(node, &self.config());
+        let config = self.config.clone();
+        self.start_herd_with(node, &config);
     }
 
     /// Starts node `node`'s herd with the configuration file `config`.
     fn start_herd_with(&mut self, node: usize, config: &Path) {
-        let herd = start_herd(&self.nodes[node], node, config, &self.bpf, &self.dir);
-        self.herds[node] = Some(herd);
+        self.herds[node] = Some(start_herd(&self.bed, node, config));
+    }
+
+    /// Node `node`'s herd, which runs.
+    fn herd(&self, node: usize) -> &Herd {
+        self.herds[node].as_ref().expect("herd runs")
     }
 
     /// How many lines each running herd has logged so far (0 for the others): where
@@ -473,7 +240,7 @@ impl Farm {
 
     /// The owners when the nodes that are `up` are the members.
     fn owners_if_up(&self, up: [bool; NODES.len()]) -> Owners {
-        Owners::new(&FarmConfig::load(&self.config()).unwrap(), up)
+        Owners::load(&self.config, &up).unwrap()
     }
 
     /// Kills [`VICTIM`]'s herd and waits until the others have settled without it.
@@ -485,91 +252,32 @@ impl Farm {
 
     /// Kills node `node`'s herd with SIGKILL and waits until it is gone.
     fn kill_herd(&mut self, node: usize) {
-        let herd = self.herds[node].take().expect("herd runs");
-        herd.signal("KILL");
-        herd.wait();
+        let mut herd = self.herds[node].take().expect("herd runs");
+        herd.kill().expect("kills herd");
     }
 }
 
-/// Starts `herd run` as node `node` in `netns` with the configuration file `config`, its pin
-/// in `bpf` and its state in `dir`.
-fn start_herd(netns: &Netns, node: usize, config: &Path, bpf: &BpfFs, dir: &ScratchDir) -> Herd {
-    let name = NODES[node].0;
-    let files = HerdFiles {
+/// Starts `herd run` as node `node` of `bed` with the configuration file `config`, its log
+/// copied to the test's output.
+fn start_herd(bed: &FarmBed, node: usize, config: &Path) -> Herd {
+    let run = HerdRun {
+        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
         config,
-        bpf_dir: &bpf.dir(name),
-        state_dir: &dir.path().join("state"),
+        log_file: None,
+        echo: true,
     };
-    Herd::start(netns, &files, Some(name))
+    bed.start_herd(node, &run).expect("herd runs")
 }
 
 /// How long a farm may take to settle after a change: detection, agreement, and a drain of
 /// connections that are already gone (the count is made every 250 ms).
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// At most this many UDP requests wait for their first answer at once; the rest wait their
-/// turn, so that no queue on the way (the backlog of a veth, a server's socket buffer) drops
-/// a burst.
-const IN_FLIGHT: usize = 32;
-/// After this long without an answer, a request no longer holds back the next ones (it may
-/// still be answered until the deadline of [`udp_exchange`]).
-const PACING: Duration = Duration::from_millis(50);
-/// How long a flow's socket stays open after its first answer, to catch a second one. Every
-/// node gets the request at the same moment, so a second answer would come within a
-/// millisecond or so of the first; the servers' records catch any later one.
-const LINGER: Duration = Duration::from_millis(100);
-
 /// Sends one request, `u{i}`, to the VIP's UDP port from each of `flows` (the `i`th) in the
 /// client namespace, and returns what each flow got back within `wait` of its request.
-fn udp_exchange(client: &Netns, flows: Vec<SocketAddrV4>, wait: Duration) -> Vec<Vec<String>> {
-    /// A flow whose socket is open.
-    struct Open {
-        flow: usize,
-        socket: UdpSocket,
-        sent: Instant,
-        answered: Option<Instant>,
-    }
-    client.run(move || {
-        let mut answers = vec![Vec::new(); flows.len()];
-        let mut open: Vec<Open> = Vec::new();
-        let mut next = 0;
-        while next < flows.len() || !open.is_empty() {
-            let now = Instant::now();
-            let mut in_flight = open
-                .iter()
-                .filter(|o| o.answered.is_none() && now - o.sent < PACING)
-                .count();
-            while in_flight < IN_FLIGHT && next < flows.len() {
-                let socket = flow_socket(flows[next]).expect("binds the flow's address");
-                socket.set_nonblocking(true).unwrap();
-                socket
-                    .send_to(format!("u{next}").as_bytes(), (VIP, UDP_PORT))
-                    .unwrap();
-                open.push(Open {
-                    flow: next,
-                    socket,
-                    sent: Instant::now(),
-                    answered: None,
-                });
-                next += 1;
-                in_flight += 1;
-            }
-            wait_readable(open.iter().map(|o| &o.socket), Duration::from_millis(10));
-            let now = Instant::now();
-            let mut buf = [0u8; 512];
-            for o in &mut open {
-                while let Ok(n) = o.socket.recv(&mut buf) {
-                    answers[o.flow].push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                    o.answered.get_or_insert(now);
-                }
-            }
-            open.retain(|o| match o.answered {
-                Some(at) => now - at < LINGER,
-                None => now - o.sent < wait,
-            });
-        }
-        answers
-    })
+fn udp_exchange(client: &Netns, flows: &[SocketAddrV4], wait: Duration) -> Vec<Vec<String>> {
+    client::udp_exchange(client, SocketAddr::from((VIP, UDP_PORT)), flows, wait)
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Asserts that each of `flows` got exactly one answer to its request `u{i}` (as sent by
@@ -582,7 +290,7 @@ fn assert_each_udp_flow_answered_once(
 ) {
     let mut lost = 0;
     for (i, (flow, answers)) in flows.iter().zip(answers).enumerate() {
-        let owner = NODES[farm.owners.of(Protocol::Udp, UDP_PORT, *flow)].0;
+        let owner = NODES[owner(&farm.owners, Protocol::Udp, UDP_PORT, *flow)].0;
         lost += usize::from(answers.is_empty());
         assert!(
             answers.len() <= 1,
@@ -598,95 +306,24 @@ fn assert_each_udp_flow_answered_once(
         "of {} UDP flows, {lost} got no answer",
         flows.len()
     );
-    let served: Vec<SocketAddrV4> = farm.servers.hits()[hits_before..]
+    let served: Vec<SocketAddr> = farm.servers.hits()[hits_before..]
         .iter()
         .filter(|h| h.protocol == Protocol::Udp)
         .map(|h| h.peer)
         .collect();
     assert_eq!(served.len(), flows.len(), "every request served once");
     assert_eq!(
-        served.iter().collect::<HashSet<_>>(),
-        flows.iter().collect::<HashSet<_>>(),
+        served.iter().copied().collect::<HashSet<_>>(),
+        flows.iter().map(|&f| f.into()).collect::<HashSet<_>>(),
         "the servers served exactly the flows sent"
     );
 }
 
 /// Opens one TCP connection from each of `connections`' client addresses to its server
-/// address, from a few threads in the client namespace; sends `t{i}` on the `i`th and returns
-/// what each got back. Panics at the first connection that fails, once the threads have
-/// stopped: a broken farm then fails in seconds rather than after a time-out per connection.
+/// address in the client namespace, sends `t{i}` on the `i`th and returns what each got back;
+/// panics at the first connection that fails.
 fn tcp_exchange(client: &Netns, connections: &[(SocketAddrV4, SocketAddrV4)]) -> Vec<String> {
-    const THREADS: usize = 4;
-    let failed = Arc::new(AtomicBool::new(false));
-    let indexed: Vec<(usize, SocketAddrV4, SocketAddrV4)> = connections
-        .iter()
-        .enumerate()
-        .map(|(i, &(from, to))| (i, from, to))
-        .collect();
-    let chunk = indexed.len().div_ceil(THREADS).max(1);
-    let threads: Vec<_> = indexed
-        .chunks(chunk)
-        .map(|part| {
-            let part = part.to_vec();
-            let failed = Arc::clone(&failed);
-            client.spawn(move || {
-                let mut replies = Vec::new();
-                for (i, from, to) in part {
-                    if failed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match ask_tcp(from, to, &format!("t{i}")) {
-                        Ok(reply) => replies.push((i, reply)),
-                        Err(error) => {
-                            failed.store(true, Ordering::Relaxed);
-                            return Err(format!("connection {i} from {from} to {to}: {error}"));
-                        }
-                    }
-                }
-                Ok(replies)
-            })
-        })
-        .collect();
-    let mut replies: Vec<(usize, String)> = Vec::new();
-    for thread in threads {
-        match thread.join().unwrap() {
-            Ok(part) => replies.extend(part),
-            Err(error) => panic!("{error}"),
-        }
-    }
-    replies.sort_by_key(|(i, _)| *i);
-    replies.into_iter().map(|(_, reply)| reply).collect()
-}
-
-/// One request `text` over a new TCP connection from `from` to `to`: the whole reply.
-fn ask_tcp(from: SocketAddrV4, to: SocketAddrV4, text: &str) -> io::Result<String> {
-    let mut stream = connect(from, to)?;
-    stream.write_all(format!("{text}\n").as_bytes())?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply)
-}
-
-/// A TCP connection from `from` to `to`, in the calling thread's namespace.
-fn connect(from: SocketAddrV4, to: SocketAddrV4) -> io::Result<TcpStream> {
-    // Long enough for a lost SYN to be sent again (after 1 s).
-    let timeout = Duration::from_secs(5);
-    let fd = socket(libc::SOCK_STREAM, 0)?;
-    // A blocking connect gives up after the send timeout (socket(7)).
-    set_timeout(&fd, libc::SO_SNDTIMEO, timeout)?;
-    bind(&fd, from)?;
-    let address = sockaddr(to);
-    // SAFETY: `address` is a valid sockaddr_in and the length is its size.
-    sys(unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&raw const address).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    })?;
-    let stream = TcpStream::from(fd);
-    stream.set_read_timeout(Some(timeout))?;
-    Ok(stream)
+    client::tcp_exchange(client, connections).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Asserts that each of `connections` (to the VIP's `port`) was answered `NAME:t{i}` by the
@@ -698,10 +335,10 @@ fn assert_each_connection_answered_once(
     replies: &[String],
 ) {
     for (i, ((from, _), reply)) in connections.iter().zip(replies).enumerate() {
-        let owner = NODES[farm.owners.of(Protocol::Tcp, port, *from)].0;
+        let owner = NODES[owner(&farm.owners, Protocol::Tcp, port, *from)].0;
         assert_eq!(*reply, format!("{owner}:t{i}"), "connection from {from}");
     }
-    let mut accepted: BTreeMap<SocketAddrV4, Vec<usize>> = BTreeMap::new();
+    let mut accepted: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
     for hit in farm.servers.hits() {
         if hit.protocol == Protocol::Tcp && hit.port == port {
             accepted.entry(hit.peer).or_default().push(hit.node);
@@ -710,202 +347,22 @@ fn assert_each_connection_answered_once(
     assert_eq!(accepted.len(), connections.len(), "accepted connections");
     for (from, _) in connections {
         assert_eq!(
-            accepted.get(from),
-            Some(&vec![farm.owners.of(Protocol::Tcp, port, *from)]),
+            accepted.get(&SocketAddr::V4(*from)),
+            Some(&vec![owner(&farm.owners, Protocol::Tcp, port, *from)]),
             "the nodes that accepted the connection from {from}"
         );
     }
 }
 
 /// Sends an ICMP echo request for each `(from, to)` from the client namespace, and counts
-/// the echo replies to each that arrive within `wait` (and [`LINGER`] after the last one).
-fn ping(client: &Netns, pings: Vec<(Ipv4Addr, Ipv4Addr)>, wait: Duration) -> Vec<usize> {
-    // The sequence number tells these replies from late ones to an earlier call.
-    static SEQUENCE: AtomicU16 = AtomicU16::new(0);
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    client.run(move || {
-        // A raw ICMP socket gets a copy of every ICMP message that reaches the namespace.
-        let receiver = icmp_socket().expect("opens a raw ICMP socket");
-        for (i, &(from, to)) in pings.iter().enumerate() {
-            let sender = icmp_socket().unwrap();
-            // The bound address is the request's source.
-            bind(&sender, SocketAddrV4::new(from, 0)).unwrap();
-            let id = u16::try_from(i).unwrap();
-            sender
-                .send_to(&echo_request(id, sequence), (to, 0))
-                .unwrap();
-        }
-        let mut counts = vec![0; pings.len()];
-        let mut until = Instant::now() + wait;
-        let mut lingering = false;
-        let mut buf = [0u8; 1500];
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            receiver
-                .set_read_timeout(Some(left.max(Duration::from_micros(1))))
-                .unwrap();
-            if let Ok((n, SocketAddr::V4(from))) = receiver.recv_from(&mut buf) {
-                let ping = echo_reply(&buf[..n]).filter(|&(_, seq)| seq == sequence);
-                if let Some(i) = ping.map(|(id, _)| usize::from(id)) {
-                    if pings.get(i).is_some_and(|p| p.1 == *from.ip()) {
-                        counts[i] += 1;
-                    }
-                }
-            }
-            // As for UDP: a second reply would come right after the first.
-            if !lingering && counts.iter().all(|&c| c > 0) {
-                lingering = true;
-                until = Instant::now() + LINGER;
-            }
-        }
-        counts
-    })
+/// the echo replies to each that arrive within `wait`.
+fn ping(client: &Netns, pings: &[(Ipv4Addr, Ipv4Addr)], wait: Duration) -> Vec<usize> {
+    client::ping(client, pings, wait).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
-/// An ICMP echo request with identifier `id` and sequence number `seq`.
-fn echo_request(id: u16, seq: u16) -> Vec<u8> {
-    let mut message = vec![8, 0, 0, 0];
-    message.extend_from_slice(&id.to_be_bytes());
-    message.extend_from_slice(&seq.to_be_bytes());
-    message.extend_from_slice(b"herd farm test");
-    let checksum = herd_packet::wire::checksum(&message);
-    message[2..4].copy_from_slice(&checksum.to_be_bytes());
-    message
-}
-
-/// The identifier and sequence number of an echo reply, given as a raw socket gives it (with
-/// its IPv4 header).
-fn echo_reply(packet: &[u8]) -> Option<(u16, u16)> {
-    let header = usize::from(packet.first()? & 0x0f) * 4;
-    let icmp = packet.get(header..header + 8)?;
-    (icmp[0] == 0).then(|| {
-        (
-            u16::from_be_bytes([icmp[4], icmp[5]]),
-            u16::from_be_bytes([icmp[6], icmp[7]]),
-        )
-    })
-}
-
-/// How many ICMP echo replies namespace `netns` has sent (its `Icmp: OutEchoReps`).
+/// How many ICMP echo replies namespace `netns` has sent.
 fn echo_replies_sent(netns: &Netns) -> u64 {
-    // /proc/thread-self: /proc/self/net would be the namespace of the process, not the thread.
-    let snmp = netns.run(|| std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap());
-    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (names, values) = (icmp.next().unwrap(), icmp.next().unwrap());
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "OutEchoReps")
-        .map(|(_, value)| value.parse().unwrap())
-        .expect("Icmp: OutEchoReps")
-}
-
-/// A raw ICMP socket, used through `UdpSocket`'s datagram calls (`send_to`, `recv_from`),
-/// which work on any IPv4 datagram socket; the port of an address is not used.
-fn icmp_socket() -> io::Result<UdpSocket> {
-    socket(libc::SOCK_RAW, libc::IPPROTO_ICMP).map(UdpSocket::from)
-}
-
-/// A new IPv4 socket of `kind` and `protocol`.
-fn socket(kind: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: socket takes no pointers.
-    let fd = sys(unsafe { libc::socket(libc::AF_INET, kind | libc::SOCK_CLOEXEC, protocol) })?;
-    // SAFETY: `fd` was just opened and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// A UDP socket bound to a flow's `address`, which an earlier exchange may have used a moment
-/// ago. `SO_REUSEADDR`, because a process the test binary forks meanwhile (another test
-/// starting herd) holds a copy of every socket open at that moment until it executes, and the
-/// copy keeps the address taken after this process has closed its own.
-fn flow_socket(address: SocketAddrV4) -> io::Result<UdpSocket> {
-    let fd = socket(libc::SOCK_DGRAM, 0)?;
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a valid int and the length is its size.
-    sys(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const on).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
-    bind(&fd, address)?;
-    Ok(UdpSocket::from(fd))
-}
-
-/// Binds `socket` to `address` (std binds only the sockets it creates).
-fn bind(socket: &impl AsRawFd, address: SocketAddrV4) -> io::Result<()> {
-    let address = sockaddr(address);
-    // SAFETY: `address` is a valid sockaddr_in and the length is its size.
-    sys(unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            (&raw const address).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-/// Sets the socket time-out `option` (`SO_RCVTIMEO`, `SO_SNDTIMEO`) of `socket`.
-fn set_timeout(socket: &impl AsRawFd, option: libc::c_int, timeout: Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros().into(),
-    };
-    // SAFETY: `value` is a valid timeval and the length is its size.
-    sys(unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&raw const value).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
-}
-
-/// `address` for the socket calls.
-fn sockaddr(address: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: address.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*address.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// Waits until one of `sockets` is readable, or `timeout`.
-fn wait_readable<'a>(sockets: impl Iterator<Item = &'a UdpSocket>, timeout: Duration) {
-    let mut fds: Vec<libc::pollfd> = sockets
-        .map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `fds` is an array of `fds.len()` valid pollfd structures.
-    let ready = unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timeout.as_millis() as libc::c_int,
-        )
-    };
-    assert!(ready >= 0, "poll: {}", io::Error::last_os_error());
-}
-
-/// A system call's result, or its error.
-fn sys(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
+    client::echo_replies_sent(netns).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
 /// Every UDP request, TCP connection and ping to the VIP, from 64 client addresses and many
@@ -914,18 +371,20 @@ fn sys(result: libc::c_int) -> io::Result<libc::c_int> {
 /// learn the virtual MAC, or a node's answer to the ARP request go astray, flows would be lost.
 fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
     let farm = Farm::start("once", mode);
-    let config = farm.config();
+    let config = farm.config.clone();
 
     let udp = flows(20000..20064);
     let started = Instant::now();
-    let answers = udp_exchange(&farm.client, udp.clone(), Duration::from_secs(2));
+    let answers = udp_exchange(farm.client(), &udp, Duration::from_secs(2));
     eprintln!("{} UDP flows in {:?}", udp.len(), started.elapsed());
     assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
-    farm.owners
-        .agree_with_whois(&config, Protocol::Udp, UDP_PORT, &udp, 32);
+    agree_with_whois(&farm.owners, &config, Protocol::Udp, UDP_PORT, &udp, 32);
     // The client reached the VIP through its virtual MAC, which no frame carries as its
     // source: the hub had to flood every request to every node.
-    let neighbours = ip_show(&["-n", farm.client.name(), "neigh", "show", &VIP.to_string()]);
+    let neighbours = farm
+        .client()
+        .ip_output(&["neigh", "show", &VIP.to_string()])
+        .unwrap();
     assert!(
         neighbours.contains("02:68:c6:12:00:64"),
         "the client learnt the VIP's virtual MAC: {neighbours}"
@@ -937,7 +396,7 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
             .map(|from| (from, SocketAddrV4::new(VIP, port)))
             .collect();
         let started = Instant::now();
-        let replies = tcp_exchange(&farm.client, &connections);
+        let replies = tcp_exchange(farm.client(), &connections);
         eprintln!(
             "{} TCP connections to port {port} in {:?}",
             connections.len(),
@@ -945,19 +404,24 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
         );
         assert_each_connection_answered_once(&farm, port, &connections, &replies);
         let clients: Vec<SocketAddrV4> = connections.iter().map(|c| c.0).collect();
-        farm.owners
-            .agree_with_whois(&config, Protocol::Tcp, port, &clients, 16);
+        agree_with_whois(&farm.owners, &config, Protocol::Tcp, port, &clients, 16);
     }
 
-    let before: Vec<u64> = farm.nodes.iter().map(echo_replies_sent).collect();
+    let before: Vec<u64> = farm
+        .bed
+        .nodes
+        .iter()
+        .map(|node| echo_replies_sent(&node.netns))
+        .collect();
     let pings: Vec<(Ipv4Addr, Ipv4Addr)> = (1..=SOURCES).map(|i| (source(i), VIP)).collect();
-    let replies = ping(&farm.client, pings.clone(), Duration::from_secs(2));
+    let replies = ping(farm.client(), &pings, Duration::from_secs(2));
     assert_eq!(replies, vec![1; pings.len()], "one echo reply per request");
     let sent: Vec<u64> = farm
+        .bed
         .nodes
         .iter()
         .zip(before)
-        .map(|(netns, before)| echo_replies_sent(netns) - before)
+        .map(|(node, before)| echo_replies_sent(&node.netns) - before)
         .collect();
     let clients: Vec<SocketAddrV4> = pings
         .iter()
@@ -965,11 +429,10 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
         .collect();
     let mut expected = vec![0; NODES.len()];
     for client in &clients {
-        expected[farm.owners.of(Protocol::Icmp, 0, *client)] += 1;
+        expected[owner(&farm.owners, Protocol::Icmp, 0, *client)] += 1;
     }
     assert_eq!(sent, expected, "echo replies sent by each node");
-    farm.owners
-        .agree_with_whois(&config, Protocol::Icmp, 0, &clients, 4);
+    agree_with_whois(&farm.owners, &config, Protocol::Icmp, 0, &clients, 4);
 }
 
 /// `client-ip`: every connection of a client, whatever its port, reaches the same node, the
@@ -981,7 +444,7 @@ fn client_ip_affinity_keeps_a_client_on_one_node(mode: DataplaneMode) {
         .flat_map(|i| (22000..22025).map(move |port| SocketAddrV4::new(source(i), port)))
         .map(|from| (from, SocketAddrV4::new(VIP, STICKY_PORT)))
         .collect();
-    let replies = tcp_exchange(&farm.client, &connections);
+    let replies = tcp_exchange(farm.client(), &connections);
     assert_each_connection_answered_once(&farm, STICKY_PORT, &connections, &replies);
 
     let mut node_of_client: BTreeMap<Ipv4Addr, HashSet<&str>> = BTreeMap::new();
@@ -1000,8 +463,14 @@ fn client_ip_affinity_keeps_a_client_on_one_node(mode: DataplaneMode) {
     let clients: Vec<SocketAddrV4> = (1..=CLIENTS)
         .map(|i| SocketAddrV4::new(source(i), 0))
         .collect();
-    farm.owners
-        .agree_with_whois(&farm.config(), Protocol::Tcp, STICKY_PORT, &clients, 1);
+    agree_with_whois(
+        &farm.owners,
+        &farm.config,
+        Protocol::Tcp,
+        STICKY_PORT,
+        &clients,
+        1,
+    );
 }
 
 /// `client-ip-port`: the connections of a single client spread over every node, each node's
@@ -1017,20 +486,20 @@ fn client_ip_port_spreads_a_client_by_weight(mode: DataplaneMode) {
             )
         })
         .collect();
-    let replies = tcp_exchange(&farm.client, &connections);
+    let replies = tcp_exchange(farm.client(), &connections);
     assert_each_connection_answered_once(&farm, SPREAD_PORT, &connections, &replies);
 
     let table = Command::new(env!("CARGO_BIN_EXE_herd"))
         .args(["table", "--json", "-c"])
-        .arg(farm.config())
+        .arg(&farm.config)
         .output()
         .expect("runs herd table");
     assert!(table.status.success(), "herd table");
     let table: Value = serde_json::from_slice(&table.stdout).unwrap();
     let total_buckets = table["buckets"].as_f64().unwrap();
-    let total_weight: u32 = NODES.iter().map(|n| n.2).sum();
+    let total_weight: u32 = NODES.iter().map(|n| n.1).sum();
     let n = connections.len() as f64;
-    for (node, (name, _, weight)) in NODES.iter().enumerate() {
+    for (node, (name, weight)) in NODES.iter().enumerate() {
         let row = &table["nodes"][node];
         assert_eq!(row["name"], *name);
         let share = row["buckets"].as_f64().unwrap() / total_buckets;
@@ -1065,10 +534,10 @@ fn client_ip_port_spreads_a_client_by_weight(mode: DataplaneMode) {
 /// ssh-like TCP service and ping.
 fn non_vip_traffic_reaches_the_nodes_untouched(mode: DataplaneMode) {
     let farm = Farm::start("own", mode);
-    let connections: Vec<(SocketAddrV4, SocketAddrV4)> = NODES
-        .iter()
+    let connections: Vec<(SocketAddrV4, SocketAddrV4)> = (0..NODES.len())
+        .map(node4)
         .zip(24000..)
-        .flat_map(|(&(_, address, _), port)| {
+        .flat_map(|(address, port)| {
             // A port per node: a client address and port make one connection at a time.
             (1..=8).map(move |i| {
                 (
@@ -1078,16 +547,16 @@ fn non_vip_traffic_reaches_the_nodes_untouched(mode: DataplaneMode) {
             })
         })
         .collect();
-    let replies = tcp_exchange(&farm.client, &connections);
+    let replies = tcp_exchange(farm.client(), &connections);
     for (i, ((from, to), reply)) in connections.iter().zip(&replies).enumerate() {
-        let node = NODES.iter().find(|n| n.1 == *to.ip()).unwrap().0;
+        let node = NODES[(0..NODES.len()).position(|n| node4(n) == *to.ip()).unwrap()].0;
         assert_eq!(*reply, format!("{node}:t{i}"), "{from} to {to}");
     }
-    let pings: Vec<(Ipv4Addr, Ipv4Addr)> = NODES
-        .iter()
-        .flat_map(|&(_, address, _)| [(CLIENT, address), (source(1), address)])
+    let pings: Vec<(Ipv4Addr, Ipv4Addr)> = (0..NODES.len())
+        .map(node4)
+        .flat_map(|address| [(CLIENT, address), (source(1), address)])
         .collect();
-    let replies = ping(&farm.client, pings.clone(), Duration::from_secs(2));
+    let replies = ping(farm.client(), &pings, Duration::from_secs(2));
     assert_eq!(replies, vec![1; pings.len()], "each node answers ping");
 }
 
@@ -1103,8 +572,8 @@ fn probes(farm: &Farm, node: usize) -> Vec<SocketAddrV4> {
     let probes: Vec<SocketAddrV4> = flows(30000..30100)
         .into_iter()
         .filter(|&flow| {
-            farm.owners.of(Protocol::Udp, UDP_PORT, flow) == node
-                && buckets.insert(farm.owners.bucket(Protocol::Udp, UDP_PORT, flow))
+            owner(&farm.owners, Protocol::Udp, UDP_PORT, flow) == node
+                && buckets.insert(farm.owners.bucket(Protocol::Udp, UDP_PORT, flow).unwrap())
         })
         .collect();
     assert_eq!(
@@ -1129,13 +598,13 @@ fn answered_again(
         .iter()
         .enumerate()
         .map(|(i, &probe)| {
-            let owner = survivors.of(Protocol::Udp, UDP_PORT, probe);
+            let owner = owner(&survivors, Protocol::Udp, UDP_PORT, probe);
             format!("{}:u{i}", NODES[owner].0)
         })
         .collect();
     while since.elapsed() < within {
         let round = since.elapsed();
-        let answers = udp_exchange(&farm.client, probes.to_vec(), Duration::from_millis(200));
+        let answers = udp_exchange(farm.client(), probes, Duration::from_millis(200));
         if answers
             .iter()
             .zip(&expected)
@@ -1152,7 +621,7 @@ fn answered_again(
 fn assert_settled_farm_answers_once(farm: &Farm, ports: std::ops::Range<u16>) {
     let udp = flows(ports);
     let before = farm.servers.hits().len();
-    let answers = udp_exchange(&farm.client, udp.clone(), Duration::from_secs(2));
+    let answers = udp_exchange(farm.client(), &udp, Duration::from_secs(2));
     assert_each_udp_flow_answered_once(farm, &udp, &answers, before);
 }
 
@@ -1165,15 +634,18 @@ struct Held {
 
 /// Opens a long-lived connection from each of `from`, and learns which node serves each.
 fn hold(client: &Netns, from: Vec<SocketAddrV4>) -> Vec<Held> {
-    let streams = client.run(move || {
-        from.into_iter()
-            .map(|from| {
-                let stream = connect(from, SocketAddrV4::new(VIP, LONG_PORT))
-                    .unwrap_or_else(|error| panic!("connection from {from}: {error}"));
-                (from, stream)
-            })
-            .collect::<Vec<_>>()
-    });
+    let streams = client
+        .run(move || {
+            from.into_iter()
+                .map(|from| {
+                    let to = SocketAddr::from((VIP, LONG_PORT));
+                    let stream = socket::connect(from.into(), to, Duration::from_secs(5))
+                        .unwrap_or_else(|error| panic!("connection from {from}: {error}"));
+                    (from, stream)
+                })
+                .collect::<Vec<_>>()
+        })
+        .expect("enters the client's namespace");
     let mut held: Vec<Held> = streams
         .into_iter()
         .map(|(from, stream)| Held {
@@ -1246,11 +718,11 @@ fn a_killed_node_s_buckets_move_to_the_survivors(mode: DataplaneMode) {
         let first = 25000 + 4 * run;
         let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(first..first + 1)
             .into_iter()
-            .filter(|&from| farm.owners.of(Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
+            .filter(|&from| owner(&farm.owners, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
             .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
             .collect();
-        for (i, reply) in tcp_exchange(&farm.client, &fresh).iter().enumerate() {
-            let owner = survivors.of(Protocol::Tcp, SPREAD_PORT, fresh[i].0);
+        for (i, reply) in tcp_exchange(farm.client(), &fresh).iter().enumerate() {
+            let owner = owner(&survivors, Protocol::Tcp, SPREAD_PORT, fresh[i].0);
             assert_eq!(*reply, format!("{}:t{i}", NODES[owner].0), "run {run}");
         }
         farm.settle(&marks, WITHOUT_VICTIM);
@@ -1275,7 +747,7 @@ fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: DataplaneMode) 
     let mut farm = Farm::start("freeze", mode);
     let probes = probes(&farm, VICTIM);
     let marks = farm.marks();
-    farm.herds[VICTIM].as_ref().unwrap().signal("STOP");
+    farm.herd(VICTIM).signal(Signal::SIGSTOP).unwrap();
     let frozen = Instant::now();
     let took = answered_again(&farm, &probes, frozen, Duration::from_secs(5))
         .expect("the others answer for every bucket of the frozen node");
@@ -1285,7 +757,7 @@ fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: DataplaneMode) 
 
     let marks = farm.marks();
     let victim = farm.herds[VICTIM].as_ref().unwrap();
-    victim.signal("CONT");
+    victim.signal(Signal::SIGCONT).unwrap();
     assert!(
         victim
             .wait_for(
@@ -1311,10 +783,10 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Datapl
     // Connections in the buckets the restarted node will take back.
     let returning: Vec<SocketAddrV4> = flows(26000..26004)
         .into_iter()
-        .filter(|&from| all.of(Protocol::Tcp, LONG_PORT, from) == VICTIM)
+        .filter(|&from| owner(&all, Protocol::Tcp, LONG_PORT, from) == VICTIM)
         .collect();
     assert!(returning.len() >= 16, "enough connections move");
-    let mut held = hold(&farm.client, returning.clone());
+    let mut held = hold(farm.client(), returning.clone());
     assert!(held
         .iter()
         .all(|connection| connection.node != NODES[VICTIM].0));
@@ -1336,10 +808,10 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Datapl
     // New connections in those buckets go to the node that took them back.
     let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(26004..26006)
         .into_iter()
-        .filter(|&from| all.of(Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
+        .filter(|&from| owner(&all, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
         .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
         .collect();
-    for (i, reply) in tcp_exchange(&farm.client, &fresh).iter().enumerate() {
+    for (i, reply) in tcp_exchange(farm.client(), &fresh).iter().enumerate() {
         assert_eq!(*reply, format!("{}:t{i}", NODES[VICTIM].0));
     }
     assert_every_connection_holds(&mut held, "still");
@@ -1353,7 +825,7 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Datapl
 /// `drain_s`.
 fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: DataplaneMode) {
     let mut farm = Farm::start("leave", mode);
-    let mut held = hold(&farm.client, flows(27000..27001));
+    let mut held = hold(farm.client(), flows(27000..27001));
     let own = held
         .iter()
         .filter(|connection| connection.node == NODES[VICTIM].0)
@@ -1361,7 +833,7 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Datapl
     assert!(own >= 8, "the leaving node serves connections ({own})");
 
     let marks = farm.marks();
-    farm.herds[VICTIM].as_ref().unwrap().signal("TERM");
+    farm.herd(VICTIM).signal(Signal::SIGTERM).unwrap();
     for node in [0, 2] {
         let herd = farm.herds[node].as_ref().unwrap();
         assert!(
@@ -1379,11 +851,11 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Datapl
     let without = farm.owners_if_up(WITHOUT_VICTIM);
     let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(27001..27002)
         .into_iter()
-        .filter(|&from| farm.owners.of(Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
+        .filter(|&from| owner(&farm.owners, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
         .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
         .collect();
-    for (i, reply) in tcp_exchange(&farm.client, &fresh).iter().enumerate() {
-        let owner = without.of(Protocol::Tcp, SPREAD_PORT, fresh[i].0);
+    for (i, reply) in tcp_exchange(farm.client(), &fresh).iter().enumerate() {
+        let owner = owner(&without, Protocol::Tcp, SPREAD_PORT, fresh[i].0);
         assert_eq!(
             *reply,
             format!("{}:t{i}", NODES[owner].0),
@@ -1395,6 +867,7 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Datapl
     let mut victim = farm.herds[VICTIM].take().unwrap();
     let exit = victim
         .wait_timeout(SETTLE)
+        .unwrap()
         .expect("the node exits once its connections have ended");
     assert!(exit.success(), "herd exits cleanly: {exit}");
     assert!(
@@ -1426,16 +899,18 @@ fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: DataplaneMode) {
     let mut farm = Farm::start("refuse", mode);
     farm.kill_victim_and_settle();
 
-    let dir = farm.dir.path().to_owned();
-    let other_key = dir.join("other.key");
-    std::fs::write(&other_key, KEY.replace("1 00", "1 ff")).unwrap();
-    let wrong_key = dir.join("wrong-key.toml");
-    std::fs::write(&wrong_key, config_text(mode, &other_key)).unwrap();
-    let key = dir.join("farm.key");
-    let other_farm = dir.join("other-farm.toml");
-    let text =
-        config_text(mode, &key).replace("[dataplane]", "[membership]\ndrain_s = 7\n\n[dataplane]");
-    std::fs::write(&other_farm, text).unwrap();
+    let bed = farm.bed.bed();
+    let other_key = bed
+        .write_private("other.key", &KEY.replace("1 00", "1 ff"))
+        .unwrap();
+    let wrong_key = bed
+        .write_private("wrong-key.toml", &config(mode, &other_key).text())
+        .unwrap();
+    let key = bed.scratch().join("farm.key");
+    let text = config(mode, &key)
+        .tables("[membership]\ndrain_s = 7\n")
+        .text();
+    let other_farm = bed.write_private("other-farm.toml", &text).unwrap();
 
     for (config, why) in [
         (&wrong_key, "authentication failed"),

@@ -16,8 +16,6 @@
 //! (namespaces, XDP), nginx (`scripts/deps` installs it) and curl 7.84 or later; `scripts/test`
 //! runs it as root, as CI does.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -26,21 +24,14 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{
-    complete_checksums, hub, ip, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
-    ScratchDir, KEY,
-};
-use herd_config::DataplaneMode;
+use herd_config::{Affinity, DataplaneMode, Protocol};
+use herd_testbed::address::{node4, source4 as source, VIP4 as VIP};
+use herd_testbed::config::{FarmToml, KEY};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload};
 use serde_json::Value;
 
-/// The farm's VIP, where nginx listens on every node.
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-/// The nodes: name and own address.
-const NODES: [(&str, Ipv4Addr); 3] = [
-    ("alpha", Ipv4Addr::new(198, 18, 0, 1)),
-    ("bravo", Ipv4Addr::new(198, 18, 0, 2)),
-    ("charlie", Ipv4Addr::new(198, 18, 0, 3)),
-];
+/// The nodes' names; node `i`'s own address is the plan's [`node4`]`(i)`.
+const NODES: [&str; 3] = ["alpha", "bravo", "charlie"];
 /// The node whose nginx is killed.
 const VICTIM: usize = 1;
 
@@ -87,21 +78,19 @@ const LATE_READ: Duration = Duration::from_millis(250);
 /// neither slows the other's probes.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The client's `i`th source address.
-fn source(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 19, 1, i)
-}
+/// How many source addresses the client has to pick its clients from.
+const SOURCES: u8 = 250;
 
 /// Node `node`'s nginx directory: its configuration, prefix, pid file, logs and temp files.
 fn nginx_dir(dir: &Path, node: usize) -> PathBuf {
-    dir.join(NODES[node].0)
+    dir.join(NODES[node])
 }
 
 /// nginx's configuration for node `node`: a daemon listening on the VIP and on the node's own
 /// address (where its check looks), answering every request with the node's name in an
 /// `X-Node` header and in the body; every file it writes under its own directory.
 fn nginx_conf(dir: &Path, node: usize) -> String {
-    let (name, address) = NODES[node];
+    let (name, address) = (NODES[node], node4(node));
     let own = nginx_dir(dir, node);
     let own = own.display();
     format!(
@@ -137,31 +126,17 @@ http {{
 /// its nginx by `$HERD_NODE`. The stop script waits until nginx has removed its pid file on
 /// exit, or removes a stale one (after a crash).
 fn farm_conf(mode: DataplaneMode, dir: &Path, node: usize) -> String {
-    let nodes: String = NODES
-        .iter()
-        .map(|(name, address)| format!("[[node]]\nname = \"{name}\"\naddress = \"{address}\"\n\n"))
-        .collect();
-    let (name, address) = NODES[node];
+    let (name, address) = (NODES[node], node4(node));
     let root = dir.display();
     let nginx = format!("nginx -p {root}/$HERD_NODE -c {root}/$HERD_NODE/nginx.conf");
-    format!(
-        r#"[farm]
-name = "web"
-vip = ["{VIP}"]
-interface = "eth0"
-buckets = 256
-hash_key = "00112233445566778899aabbccddeeff"
-auth_key_file = "{root}/farm.key"
-
-{nodes}[[rule]]
-protocol = "tcp"
-ports = ["80"]
-affinity = "client-ip"
-
-[dataplane]
-mode = "{mode}"
-
-[[check]]
+    let farm = NODES
+        .iter()
+        .enumerate()
+        .fold(FarmToml::new("web", mode), |farm, (node, name)| {
+            farm.node(name, node4(node))
+        });
+    let checks_and_scripts = format!(
+        r#"[[check]]
 name = "web"
 kind = "http"
 url = "http://{address}/"
@@ -177,7 +152,11 @@ start = '{nginx}'
 stop = '{nginx} -s quit 2>/dev/null || rm -f {root}/$HERD_NODE/nginx.pid; while [ -e {root}/$HERD_NODE/nginx.pid ]; do sleep 0.05; done'
 timeout_s = 10
 "#
-    )
+    );
+    farm.key_file(&dir.join("farm.key"))
+        .rule(Protocol::Tcp, &[80], Some(Affinity::ClientIp))
+        .tables(&checks_and_scripts)
+        .text()
 }
 
 /// The nginx of every node, which herd started: killed on drop, since a killed herd cannot
@@ -224,16 +203,12 @@ impl Drop for Nginxes {
 }
 
 /// The test bed. Fields are dropped in this order: the herds are killed (so that none starts
-/// nginx again), then the nginxes, the namespaces (with the interfaces and programs), the BPF
-/// file system and the scratch directory.
+/// nginx again), then the nginxes, then the farm's bed (the namespaces with the interfaces and
+/// programs, the BPF file system and the scratch directory).
 struct Bed {
     herds: Vec<Herd>,
     nginx: Nginxes,
-    _nodes: Vec<Netns>,
-    client: Netns,
-    _hub: Netns,
-    _bpf: BpfFs,
-    dir: ScratchDir,
+    farm: FarmBed,
     /// The clients of the load, each with the node that owns it when all are up and when
     /// [`VICTIM`] is down.
     clients: Vec<Client>,
@@ -254,72 +229,49 @@ struct Client {
 impl Bed {
     /// Builds the farm in `mode` and waits until every node is up, owning its share.
     fn start(mode: DataplaneMode) -> Self {
-        needs_root();
-        let id = format!("web-{mode}-{}", std::process::id());
-        let dir = ScratchDir::new(&format!("nginx-{mode}"));
-        std::fs::write(dir.path().join("farm.key"), KEY).unwrap();
+        let farm = FarmBed::create(&FarmPlan {
+            prefix: format!("herd-web-{mode}-{}", std::process::id()),
+            nodes: &NODES,
+            hub: HubKind::Flooding,
+            sources: SOURCES,
+            client_offload: Offload::TxOff,
+        })
+        .expect("builds the farm's bed");
+        let dir = farm.bed().scratch().to_owned();
+        farm.bed().write_private("farm.key", KEY).unwrap();
         let configs: Vec<PathBuf> = (0..NODES.len())
             .map(|node| {
-                let own = nginx_dir(dir.path(), node);
+                let own = nginx_dir(&dir, node);
                 std::fs::create_dir_all(&own).unwrap();
-                std::fs::write(own.join("nginx.conf"), nginx_conf(dir.path(), node)).unwrap();
-                let config = dir.path().join(format!("{}.toml", NODES[node].0));
-                std::fs::write(&config, farm_conf(mode, dir.path(), node)).unwrap();
-                config
+                std::fs::write(own.join("nginx.conf"), nginx_conf(&dir, node)).unwrap();
+                let text = farm_conf(mode, &dir, node);
+                farm.bed()
+                    .write_private(&format!("{}.toml", NODES[node]), &text)
+                    .unwrap()
             })
             .collect();
         let clients = pick_clients(&configs[0]);
         let shares = table_shares(&configs[0], None);
-        let shares_without_victim = table_shares(&configs[0], Some(NODES[VICTIM].0));
+        let shares_without_victim = table_shares(&configs[0], Some(NODES[VICTIM]));
 
-        let hub = hub(&id);
-        let plug = |netns: &Netns, port: &str, addresses: &[Ipv4Addr]| {
-            veth(netns, "eth0", &hub, port);
-            ip(&["-n", hub.name(), "link", "set", port, "master", "hub", "up"]);
-            for address in addresses {
-                let address = format!("{address}/15");
-                ip(&["-n", netns.name(), "addr", "add", &address, "dev", "eth0"]);
-            }
-            ip(&["-n", netns.name(), "link", "set", "eth0", "up"]);
-        };
-        let nodes: Vec<Netns> = NODES
-            .iter()
-            .map(|(name, address)| {
-                let netns = Netns::new(format!("herd-{id}-{name}"));
-                plug(&netns, name, &[*address]);
-                netns
-            })
-            .collect();
-        let client = Netns::new(format!("herd-{id}-client"));
-        let addresses: Vec<Ipv4Addr> = clients.iter().map(|c| c.address).collect();
-        plug(&client, "client", &addresses);
-        complete_checksums(&client, "eth0");
-
-        let bpf = BpfFs::mount(dir.path().join("bpf"));
-        let state = dir.path().join("state");
         let nginx = Nginxes {
-            dirs: (0..NODES.len())
-                .map(|node| nginx_dir(dir.path(), node))
-                .collect(),
+            dirs: (0..NODES.len()).map(|node| nginx_dir(&dir, node)).collect(),
         };
         let herds = (0..NODES.len())
             .map(|node| {
-                let files = HerdFiles {
+                let run = HerdRun {
+                    exe: Path::new(env!("CARGO_BIN_EXE_herd")),
                     config: &configs[node],
-                    bpf_dir: &bpf.dir(NODES[node].0),
-                    state_dir: &state,
+                    log_file: None,
+                    echo: true,
                 };
-                Herd::start(&nodes[node], &files, Some(NODES[node].0))
+                farm.start_herd(node, &run).expect("herd runs")
             })
             .collect();
         let bed = Bed {
             herds,
             nginx,
-            _nodes: nodes,
-            client,
-            _hub: hub,
-            _bpf: bpf,
-            dir,
+            farm,
             clients,
             shares,
             shares_without_victim,
@@ -340,7 +292,7 @@ impl Bed {
                 herd.wait_for(marks[node], |line| line.contains(&whole), timeout)
                     .is_some(),
                 "{} takes its share of {} buckets within {timeout:?}",
-                NODES[node].0,
+                NODES[node],
                 self.shares[node]
             );
         }
@@ -354,8 +306,8 @@ impl Bed {
     /// Asserts, from `herd status --json`, that node `node` is up, owns its share, has a
     /// healthy check and has restarted its application `restarts` times.
     fn assert_up(&self, node: usize, restarts: u64) {
-        let name = NODES[node].0;
-        let status = status_json(&self.dir.path().join("state"), name);
+        let name = NODES[node];
+        let status = self.herds[node].status().unwrap();
         assert_eq!(status["state"], "up", "{name}: {status:#}");
         assert_eq!(status["membership"]["state"], "up", "{name}: {status:#}");
         assert_eq!(owned(&status), self.shares[node], "{name}'s buckets");
@@ -389,7 +341,7 @@ fn table_shares(config: &Path, down: Option<&str>) -> [usize; 3] {
     assert!(output.status.success(), "herd table");
     let table: Value = serde_json::from_slice(&output.stdout).unwrap();
     std::array::from_fn(|node| {
-        assert_eq!(table["nodes"][node]["name"], NODES[node].0);
+        assert_eq!(table["nodes"][node]["name"], NODES[node]);
         table["nodes"][node]["buckets"].as_u64().unwrap() as usize
     })
 }
@@ -408,7 +360,7 @@ fn whois(config: &Path, client: Ipv4Addr, down: Option<&str>) -> usize {
     let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
     NODES
         .iter()
-        .position(|(name, _)| answer["owner"] == *name)
+        .position(|name| answer["owner"] == *name)
         .expect("a node of the farm")
 }
 
@@ -416,7 +368,7 @@ fn whois(config: &Path, client: Ipv4Addr, down: Option<&str>) -> usize {
 fn pick_clients(config: &Path) -> Vec<Client> {
     let mut clients = Vec::new();
     let mut per_node = [0; 3];
-    for i in 1..=250 {
+    for i in 1..=SOURCES {
         if per_node.iter().all(|&n| n == CLIENTS_PER_NODE) {
             break;
         }
@@ -427,7 +379,7 @@ fn pick_clients(config: &Path) -> Vec<Client> {
             clients.push(Client {
                 address,
                 owner,
-                owner_without_victim: whois(config, address, Some(NODES[VICTIM].0)),
+                owner_without_victim: whois(config, address, Some(NODES[VICTIM])),
             });
         }
     }
@@ -492,6 +444,7 @@ impl Load {
                         .stderr(Stdio::piped())
                         .spawn()
                 })
+                .expect("enters the client's namespace")
                 .expect("runs curl");
             let stderr = curl.stderr.take().unwrap();
             curls.push(curl);
@@ -549,7 +502,7 @@ fn parse(client: usize, line: &str, ended: Instant) -> Request {
         panic!("curl wrote {line:?}");
     };
     let took = Duration::from_secs_f64(took.parse().expect("a time in seconds"));
-    let node = NODES.iter().position(|(name, _)| *name == node);
+    let node = NODES.iter().position(|name| *name == node);
     let outcome = match (status, exit, node) {
         ("200", "0", Some(node)) => Ok(node),
         _ => Err(format!("status {status}, curl exit {exit}: {error}")),
@@ -574,7 +527,8 @@ fn seen(
 ) -> (usize, Instant) {
     let index = herd
         .wait_for(from, |line| line.contains(needle), timeout)
-        .unwrap_or_else(|| panic!("{} logs {needle:?} within {timeout:?}", NODES[node].0));
+        .unwrap_or_else(|| panic!("{} logs {needle:?} within {timeout:?}", NODES[node]))
+        .index;
     (index, Instant::now())
 }
 
@@ -604,9 +558,8 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
     let bed = Bed::start(mode);
     let clients = bed.clients.clone();
     let victim = &bed.herds[VICTIM];
-    let state = bed.dir.path().join("state");
 
-    let load = Load::start(&bed.client, &clients);
+    let load = Load::start(&bed.farm.client.netns, &clients);
     let loaded = Instant::now();
     // The healthy farm: every client answered by its owner, again and again.
     load.wait_until(
@@ -632,7 +585,7 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
         moved = moved.max(seen(&bed.herds[node], node, marks[node], &takes, REJOIN).1);
     }
     // Out of the farm, the node owns nothing, and its status says why.
-    let out = status_json(&state, NODES[VICTIM].0);
+    let out = victim.status().unwrap();
     assert_eq!(owned(&out), 0, "the withdrawn node's buckets: {out:#}");
     assert_ne!(out["state"], "up", "the withdrawn node's state");
     assert!(
@@ -696,7 +649,7 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
         clients.len(),
         requests.last().map_or(Duration::ZERO, |r| r.ended - loaded),
         failed.len(),
-        NODES[VICTIM].0,
+        NODES[VICTIM],
         failed.len() - in_flight - unexpected.len(),
         unexpected.len(),
         after(check_failed),
@@ -714,7 +667,7 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
         eprintln!(
             "  unexpected failure: {} (a client of {}), sent {:?} after the kill: {}",
             clients[request.client].address,
-            NODES[clients[request.client].owner].0,
+            NODES[clients[request.client].owner],
             request.started.checked_duration_since(killed),
             request.outcome.as_ref().unwrap_err()
         );
@@ -748,7 +701,7 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
                 [client.owner, client.owner_without_victim].contains(&node),
                 "a request from {} sent {sent:?} after the kill was answered by {}",
                 client.address,
-                NODES[node].0
+                NODES[node]
             );
             // From the kill until its nginx is started again, the node answers nobody.
             assert!(
@@ -756,7 +709,7 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
                     || request.started <= killed + LATE_READ
                     || request.started >= start_script,
                 "{} answered a request from {} sent {sent:?} after the kill",
-                NODES[VICTIM].0,
+                NODES[VICTIM],
                 client.address
             );
         }
@@ -769,8 +722,8 @@ fn a_crashed_nginx_is_withdrawn_restarted_and_rejoins(mode: DataplaneMode) {
                 answers > 0,
                 "{}, a client of {}, is answered by {} while it is out",
                 client.address,
-                NODES[VICTIM].0,
-                NODES[client.owner_without_victim].0
+                NODES[VICTIM],
+                NODES[client.owner_without_victim]
             );
         }
     }

@@ -3,92 +3,82 @@
 //!
 //! Needs root (namespaces, raw sockets); `scripts/test` runs it as root, as CI does.
 
-mod common;
-
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ip, needs_root, veth, Netns};
 use herd_checkers::probe::{self, Expect, Matcher};
+use herd_testbed::address::{self, node4, twin, CLIENT4};
+use herd_testbed::link::{self, End};
+use herd_testbed::{Bed, Netns};
 use regex::Regex;
 
-const NODE: &str = "198.18.3.1";
-const PEER: &str = "198.18.3.2";
-const NODE6: &str = "2001:2:0:3::1";
+/// The node's addresses, from the test bed's plan; the peer has the client's.
+const NODE: Ipv4Addr = node4(0);
+const NODE6: Ipv6Addr = twin(NODE);
 const TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A node namespace and a peer namespace joined by a veth pair (`vn` and `vp`), addressed
-/// in IPv4 and IPv6; removed on drop.
+/// in IPv4 and IPv6; the bed removes them on drop.
 struct Pair {
     node: Netns,
     peer: Netns,
+    _bed: Bed,
 }
 
 impl Pair {
     fn new(tag: &str) -> Self {
-        needs_root();
-        let id = std::process::id();
-        let node = Netns::new(format!("herd-pn{tag}-{id}"));
-        let peer = Netns::new(format!("herd-pp{tag}-{id}"));
-        veth(&node, "vn", &peer, "vp");
-        for (ns, dev, v4, v6) in [
-            (&node, "vn", NODE, NODE6),
-            (&peer, "vp", PEER, "2001:2:0:3::2"),
-        ] {
-            ip(&[
-                "-n",
-                ns.name(),
-                "addr",
-                "add",
-                &format!("{v4}/24"),
-                "dev",
-                dev,
-            ]);
-            ip(&[
-                "-n",
-                ns.name(),
-                "addr",
-                "add",
-                &format!("{v6}/64"),
-                "dev",
-                dev,
-                "nodad",
-            ]);
-            ip(&["-n", ns.name(), "link", "set", dev, "up"]);
+        let mut bed = Bed::create(&format!("herd-probe{tag}-{}", std::process::id()))
+            .expect("builds the test bed");
+        let node = bed.netns("node").unwrap();
+        let peer = bed.netns("peer").unwrap();
+        link::veth(End::new(&node, "vn"), End::new(&peer, "vp")).unwrap();
+        for (netns, device, own) in [(&node, "vn", NODE), (&peer, "vp", CLIENT4)] {
+            address::assign(netns, device, &[own]).unwrap();
+            netns.ip(&["link", "set", device, "up"]).unwrap();
         }
-        Pair { node, peer }
+        Pair {
+            node,
+            peer,
+            _bed: bed,
+        }
+    }
+
+    /// What `f` returns, run in the node's namespace.
+    fn on_node<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.node.run(f).expect("enters the node's namespace")
+    }
+
+    /// What `f` returns, run in the peer's namespace.
+    fn on_peer<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.peer.run(f).expect("enters the peer's namespace")
     }
 }
 
-fn address(text: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(text.parse().unwrap(), port)
+fn address(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
 }
 
 #[test]
 fn tcp_probes_a_real_listener() {
     let pair = Pair::new("t");
-    let listener = pair
-        .node
-        .run(|| TcpListener::bind(address(NODE, 8080)).unwrap());
+    let listener = pair.on_node(|| TcpListener::bind(address(NODE, 8080)).unwrap());
     assert_eq!(
-        pair.peer.run(|| probe::tcp(address(NODE, 8080), TIMEOUT)),
+        pair.on_peer(|| probe::tcp(address(NODE, 8080), TIMEOUT)),
         Ok(())
     );
     drop(listener);
-    let refused = pair.peer.run(|| probe::tcp(address(NODE, 8080), TIMEOUT));
+    let refused = pair.on_peer(|| probe::tcp(address(NODE, 8080), TIMEOUT));
     assert!(refused
         .unwrap_err()
         .0
-        .starts_with("cannot connect to 198.18.3.1:8080"));
+        .starts_with(&format!("cannot connect to {NODE}:8080")));
 }
 
 /// An HTTP server on the node that answers each request with `answer`.
 fn serve(pair: &Pair, answer: &'static str) -> SocketAddr {
-    let listener = pair
-        .node
-        .run(|| TcpListener::bind(address(NODE, 0)).unwrap());
+    let listener = pair.on_node(|| TcpListener::bind(address(NODE, 0)).unwrap());
     let bound = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for mut stream in listener.incoming().map_while(Result::ok) {
@@ -113,8 +103,7 @@ fn http_probes_a_real_server() {
         body: body.map(str::to_owned),
     };
     let get = |at: SocketAddr, expect: Expect| {
-        pair.peer
-            .run(move || probe::http(&format!("http://{at}/health"), &expect, TIMEOUT))
+        pair.on_peer(move || probe::http(&format!("http://{at}/health"), &expect, TIMEOUT))
     };
     assert_eq!(get(healthy, expect(Some("well"))), Ok(()));
     assert!(get(healthy, expect(Some("sick")))
@@ -130,61 +119,54 @@ fn http_probes_a_real_server() {
 #[test]
 fn interface_sees_the_link_go_down_and_lose_its_carrier() {
     let pair = Pair::new("i");
-    assert_eq!(pair.node.run(|| probe::interface("vn")), Ok(()));
-    ip(&["-n", pair.peer.name(), "link", "set", "vp", "down"]);
+    assert_eq!(pair.on_node(|| probe::interface("vn")), Ok(()));
+    pair.peer.ip(&["link", "set", "vp", "down"]).unwrap();
     // The kernel passes carrier changes on asynchronously (linkwatch, within a second) and
     // tells no one but netlink listeners: the probe is asked until it sees it.
     let no_carrier = (0..60)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(50));
-            pair.node.run(|| probe::interface("vn"))
+            pair.on_node(|| probe::interface("vn"))
         })
         .find(Result::is_err)
         .expect("the carrier loss is seen within 3 s");
     assert_eq!(no_carrier.unwrap_err().0, "interface vn: no carrier");
-    ip(&["-n", pair.node.name(), "link", "set", "vn", "down"]);
-    let down = pair.node.run(|| probe::interface("vn"));
+    pair.node.ip(&["link", "set", "vn", "down"]).unwrap();
+    let down = pair.on_node(|| probe::interface("vn"));
     assert_eq!(down.unwrap_err().0, "interface vn: down");
-    let missing = pair.node.run(|| probe::interface("eth9"));
+    let missing = pair.on_node(|| probe::interface("eth9"));
     assert!(missing.unwrap_err().0.starts_with("interface eth9:"));
 }
 
 #[test]
 fn addresses_sees_an_address_removed() {
     let pair = Pair::new("a");
-    let expected: Vec<IpAddr> = vec![NODE.parse().unwrap(), NODE6.parse().unwrap()];
-    let check = |expected: Vec<IpAddr>| pair.node.run(move || probe::addresses("vn", &expected));
+    let expected: Vec<IpAddr> = vec![NODE.into(), NODE6.into()];
+    let check = |expected: Vec<IpAddr>| pair.on_node(move || probe::addresses("vn", &expected));
     assert_eq!(check(expected.clone()), Ok(()));
-    ip(&[
-        "-n",
-        pair.node.name(),
-        "addr",
-        "del",
-        &format!("{NODE}/24"),
-        "dev",
-        "vn",
-    ]);
+    let prefix = address::PREFIX4;
+    pair.node
+        .ip(&["addr", "del", &format!("{NODE}/{prefix}"), "dev", "vn"])
+        .unwrap();
     assert_eq!(
         check(expected).unwrap_err().0,
-        "198.18.3.1 missing from interface vn"
+        format!("{NODE} missing from interface vn")
     );
 }
 
 #[test]
 fn ping_is_answered_by_a_live_address_only() {
     let pair = Pair::new("p");
-    for target in [NODE, NODE6] {
-        let target: IpAddr = target.parse().unwrap();
+    for target in [IpAddr::from(NODE), IpAddr::from(NODE6)] {
         assert_eq!(
-            pair.peer.run(move || probe::ping(target, TIMEOUT)),
+            pair.on_peer(move || probe::ping(target, TIMEOUT)),
             Ok(()),
             "{target}"
         );
     }
-    let nobody: IpAddr = "198.18.3.77".parse().unwrap();
-    let silent = pair
-        .peer
-        .run(move || probe::ping(nobody, Duration::from_millis(300)));
+    // An address of the plan that neither namespace has.
+    let nobody = IpAddr::from(node4(76));
+    let silent = pair.on_peer(move || probe::ping(nobody, Duration::from_millis(300)));
     assert!(silent.unwrap_err().0.contains("no answer"));
 }
 

@@ -1,38 +1,42 @@
 //! `herd run` on one node, end to end, in network namespaces built for the test: a client
 //! reaches a VIP through its virtual MAC, herd stopped with SIGTERM leaves the host as it found
 //! it (even when it was started after a herd that was killed), and a node whose herd is frozen
-//! or killed stops accepting VIP traffic (fail closed). Each
-//! test takes the dataplane mode; the `xdp` and `afxdp` modules run them in each.
+//! or killed stops accepting VIP traffic (fail closed). Each test takes the dataplane mode; the
+//! `xdp` and `afxdp` modules run them in each.
 //!
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
-mod common;
-
-use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::sync::mpsc;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{
-    complete_checksums, ip, ip_show, needs_root, status_json, veth, BpfFs, Herd, HerdFiles, Netns,
-    ScratchDir, KEY,
-};
-use herd_config::DataplaneMode;
+use herd_config::{DataplaneMode, Protocol};
+use herd_testbed::address::{node4, CLIENT4, VIP4 as VIP};
+use herd_testbed::config::{FarmToml, KEY};
+use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdSpec, HubKind, Netns, Offload, Signal};
 
-const VIP: &str = "198.18.1.100";
 const PORT: u16 = 7;
+/// The node's interface, plugged into the hub.
+const INTERFACE: &str = "eth0";
+/// Where the node's interface keeps its `arp_announce`, which herd changes and restores.
+const ARP_ANNOUNCE: &str = "net/ipv4/conf/eth0/arp_announce";
+/// The `arp_announce` a new interface of the namespace gets: the namespace's default, which
+/// comes from the machine's and so need not be 0.
+const DEFAULT_ARP_ANNOUNCE: &str = "net/ipv4/conf/default/arp_announce";
 
-/// A node namespace and a client namespace joined by a veth pair, a BPF file system for the
-/// pin, and the herd process; all removed on drop, whether the test passed or not. Fields are
-/// dropped in this order: herd is killed, the namespaces go (with the veth pair and the
-/// program attached to it), then the BPF file system and the scratch directory.
+/// A node namespace and a client namespace on a hub, and the herd process; all removed on
+/// drop, whether the test passed or not. Fields are dropped in this order: the echo server
+/// stops, herd is killed, then the bed goes (the namespaces with the interfaces and the program
+/// attached to them, the BPF file system and the scratch directory).
 struct Topology {
+    echo: Option<Responders>,
     herd: Option<Herd>,
-    node: Netns,
-    client: Netns,
-    _bpf: BpfFs,
+    bed: FarmBed,
+    /// The node's pin directory.
     pins: PathBuf,
-    dir: ScratchDir,
+    /// The node's state directory, which holds its control socket too.
+    state: PathBuf,
 }
 
 impl Topology {
@@ -44,72 +48,63 @@ impl Topology {
 
     /// As [`Topology::new`], with more configuration after the rest: `extra` is given the
     /// scratch directory.
-    fn with(tag: &str, mode: DataplaneMode, extra: impl Fn(&std::path::Path) -> String) -> Self {
-        let id = std::process::id();
-        let dir = ScratchDir::new(&format!("run-{tag}-{mode}"));
-        let node = Netns::new(format!("herd-n{tag}-{mode}-{id}"));
-        let client = Netns::new(format!("herd-c{tag}-{mode}-{id}"));
-        veth(&node, "vn", &client, "vc");
-        for (ns, dev, addr) in [
-            (&node, "vn", "198.18.1.1/24"),
-            (&client, "vc", "198.18.1.50/24"),
-        ] {
-            ip(&["-n", ns.name(), "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns.name(), "link", "set", dev, "up"]);
-        }
-        complete_checksums(&client, "vc");
-        let bpf = BpfFs::mount(dir.path().join("bpf"));
-        let pins = bpf.dir("alpha");
-        let key = dir.path().join("farm.key");
-        let key = key.display();
-        std::fs::write(
-            dir.path().join("farm.toml"),
-            format!(
-                r#"
-[farm]
-name = "e2e"
-vip = ["{VIP}"]
-interface = "vn"
-buckets = 64
-hash_key = "00112233445566778899aabbccddeeff"
-auth_key_file = "{key}"
-
-[[node]]
-name = "alpha"
-address = "198.18.1.1"
-
-[[rule]]
-protocol = "udp"
-ports = ["{PORT}"]
-
-[dataplane]
-mode = "{mode}"
-{extra}"#,
-                extra = extra(dir.path())
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("farm.key"), KEY).unwrap();
+    fn with(tag: &str, mode: DataplaneMode, extra: impl Fn(&Path) -> String) -> Self {
+        let bed = FarmBed::create(&FarmPlan {
+            prefix: format!("herd-run{tag}-{mode}-{}", std::process::id()),
+            nodes: &["alpha"],
+            hub: HubKind::Flooding,
+            sources: 0,
+            client_offload: Offload::TxOff,
+        })
+        .expect("builds the node's bed");
+        let key = bed.bed().write_private("farm.key", KEY).unwrap();
+        let text = FarmToml::new("e2e", mode)
+            .buckets(64)
+            .key_file(&key)
+            .node("alpha", node4(0))
+            .rule(Protocol::Udp, &[PORT], None)
+            .tables(&extra(bed.bed().scratch()))
+            .text();
+        bed.bed().write_private("farm.toml", &text).unwrap();
         Topology {
+            echo: None,
             herd: None,
-            node,
-            client,
-            _bpf: bpf,
-            pins,
-            dir,
+            pins: bed.bpf_dir(0).unwrap(),
+            state: bed.state_dir(0).unwrap(),
+            bed,
         }
     }
 
-    /// Starts `herd run` in the node namespace and waits for it to take every bucket: alone
-    /// in its farm, it is up once `dead_after` has passed without word from another node.
+    /// The node's namespace.
+    fn node(&self) -> &Netns {
+        &self.bed.nodes[0].netns
+    }
+
+    /// The client's namespace.
+    fn client(&self) -> &Netns {
+        &self.bed.client.netns
+    }
+
+    /// The scratch directory.
+    fn dir(&self) -> &Path {
+        self.bed.bed().scratch()
+    }
+
+    /// Starts `herd run` in the node namespace, which finds its node by its address, and
+    /// waits for it to take every bucket: alone in its farm, it is up once `dead_after` has
+    /// passed without word from another node.
     fn start_herd(&mut self) {
-        let state = self.dir.path().join("state");
-        let files = HerdFiles {
-            config: &self.dir.path().join("farm.toml"),
+        let config = self.dir().join("farm.toml");
+        let spec = HerdSpec {
+            exe: Path::new(env!("CARGO_BIN_EXE_herd")),
+            node: None,
+            config: &config,
             bpf_dir: &self.pins,
-            state_dir: &state,
+            state_dir: &self.state,
+            log_file: None,
+            echo: true,
         };
-        let herd = Herd::start(&self.node, &files, None);
+        let herd = Herd::start(self.bed.bed(), self.node(), &spec).expect("herd runs");
         let owns_all = herd.wait_for(
             0,
             |line| line.contains("all_tcp=64 non_tcp=64"),
@@ -119,85 +114,95 @@ mode = "{mode}"
         assert!(owns_all.is_some(), "the lone node takes every bucket");
     }
 
-    /// Sends herd a signal (`STOP`, `CONT`, `KILL`, ...).
-    fn signal_herd(&self, signal: &str) {
-        self.herd.as_ref().expect("herd runs").signal(signal);
+    /// Sends herd a signal.
+    fn signal_herd(&self, signal: Signal) {
+        self.herd
+            .as_ref()
+            .expect("herd runs")
+            .signal(signal)
+            .unwrap();
     }
-}
 
-/// A UDP echo server on the VIP in the node namespace that answers `count` requests (or
-/// stops after `for_at_most`), prefixing them with the node's name. Returns once it listens.
-fn echo_server(topology: &Topology, count: usize, for_at_most: Duration) {
-    let (listening, wait) = mpsc::channel();
-    topology.node.spawn(move || {
-        let socket = UdpSocket::bind((VIP, PORT)).expect("binds the VIP");
-        listening.send(()).unwrap();
-        let end = Instant::now() + for_at_most;
-        let mut buf = [0u8; 64];
-        for _ in 0..count {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            socket.set_read_timeout(Some(left)).unwrap();
-            let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                break;
-            };
-            let mut answer = b"alpha:".to_vec();
-            answer.extend_from_slice(&buf[..n]);
-            let _ = socket.send_to(&answer, from);
-        }
-    });
-    wait.recv().expect("the server listens");
+    /// Waits for herd to exit.
+    fn wait_herd(&mut self) -> std::process::ExitStatus {
+        self.herd.take().expect("herd runs").wait().unwrap()
+    }
+
+    /// Starts a UDP echo server on the VIP in the node namespace, which prefixes the requests
+    /// with the node's name until the topology goes. The VIP must be on the node (herd adds
+    /// it).
+    fn start_echo(&mut self) {
+        let service = Service {
+            kind: Kind::Udp,
+            on: On::Vip,
+            port: PORT,
+        };
+        let settings = Settings {
+            vip: VIP.into(),
+            line_wait: Duration::ZERO,
+            record: false,
+        };
+        let echo = Responders::start(&self.bed.nodes, &[service], &settings);
+        self.echo = Some(echo.expect("the server listens"));
+    }
 }
 
 /// One request from a new client port: whether the node answered it within `wait`.
 fn request(client: &Netns, text: &str, wait: Duration) -> bool {
     let text = text.to_owned();
-    client.run(move || {
-        let socket = UdpSocket::bind(("198.18.1.50", 0)).unwrap();
-        socket.set_read_timeout(Some(wait)).unwrap();
-        socket.send_to(text.as_bytes(), (VIP, PORT)).unwrap();
-        let mut buf = [0u8; 64];
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                assert_eq!(&buf[..n], format!("alpha:{text}").as_bytes());
-                true
+    client
+        .run(move || {
+            let socket = UdpSocket::bind(SocketAddr::from((CLIENT4, 0))).unwrap();
+            socket.set_read_timeout(Some(wait)).unwrap();
+            socket.send_to(text.as_bytes(), (VIP, PORT)).unwrap();
+            let mut buf = [0u8; 64];
+            match socket.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    assert_eq!(&buf[..n], format!("alpha:{text}").as_bytes());
+                    true
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
-        }
-    })
+        })
+        .expect("enters the client's namespace")
 }
 
 fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: DataplaneMode) {
-    needs_root();
     let mut topology = Topology::new("a", mode);
+    // What herd must leave as it found it: the namespace's default, whatever the machine's.
+    let arp_announce = topology.node().read_sysctl(ARP_ANNOUNCE).unwrap();
     topology.start_herd();
-    echo_server(&topology, 1000, Duration::from_secs(30));
+    topology.start_echo();
 
     // The first request also resolves the VIP: the answer must carry the virtual MAC.
     let answered = (0..30)
-        .filter(|i| request(&topology.client, &format!("r{i}"), Duration::from_secs(1)))
+        .filter(|i| request(topology.client(), &format!("r{i}"), Duration::from_secs(1)))
         .count();
     assert_eq!(answered, 30, "every request to the VIP is answered");
-    let neighbours = ip_show(&["-n", topology.client.name(), "neigh", "show", VIP]);
+    let neighbours = topology
+        .client()
+        .ip_output(&["neigh", "show", &VIP.to_string()])
+        .unwrap();
     assert!(
-        neighbours.contains("02:68:c6:12:01:64"),
+        neighbours.contains("02:68:c6:12:00:64"),
         "the client learnt the VIP's virtual MAC: {neighbours}"
     );
 
     // SIGTERM: herd stops and leaves the host as it found it.
-    topology.signal_herd("TERM");
-    let exit = topology.herd.take().unwrap().wait();
+    topology.signal_herd(Signal::SIGTERM);
+    let exit = topology.wait_herd();
     assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
-    let link = ip_show(&["-n", topology.node.name(), "link", "show", "vn"]);
+    let link = topology
+        .node()
+        .ip_output(&["link", "show", INTERFACE])
+        .unwrap();
     assert!(
         !link.contains("prog/xdp"),
         "the program is detached: {link}"
     );
     assert!(!link.contains("PROMISC"), "promiscuous mode is off: {link}");
     // Lines read "3: herd2: <BROADCAST,...": the second field is the device's name.
-    let links = ip_show(&["-n", topology.node.name(), "-o", "link", "show"]);
+    let links = topology.node().ip_output(&["-o", "link", "show"]).unwrap();
     assert!(
         !links.lines().any(|line| line
             .split(": ")
@@ -205,16 +210,25 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Dat
             .is_some_and(|name| name.starts_with("herd"))),
         "no device of herd's is left: {links}"
     );
-    let addresses = ip_show(&["-n", topology.node.name(), "addr", "show", "vn"]);
-    assert!(!addresses.contains(VIP), "the VIP is removed: {addresses}");
-    assert!(!topology.pins.join("vn").exists(), "the pin is removed");
-    // A thread reads the sysctls of the namespace it is in.
-    let arp_announce = topology
-        .node
-        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/vn/arp_announce").unwrap());
-    assert_eq!(arp_announce.trim(), "0", "arp_announce restored");
+    let addresses = topology
+        .node()
+        .ip_output(&["addr", "show", INTERFACE])
+        .unwrap();
     assert!(
-        !request(&topology.client, "after", Duration::from_millis(300)),
+        !addresses.contains(&VIP.to_string()),
+        "the VIP is removed: {addresses}"
+    );
+    assert!(
+        !topology.pins.join(INTERFACE).exists(),
+        "the pin is removed"
+    );
+    assert_eq!(
+        topology.node().read_sysctl(ARP_ANNOUNCE).unwrap(),
+        arp_announce,
+        "arp_announce restored"
+    );
+    assert!(
+        !request(topology.client(), "after", Duration::from_millis(300)),
         "a stopped node answers nothing"
     );
 }
@@ -231,10 +245,10 @@ struct InterfaceSettings {
 
 impl InterfaceSettings {
     /// The interface of the node as the test made it, before any herd.
-    fn untouched() -> Self {
+    fn untouched(topology: &Topology) -> Self {
         InterfaceSettings {
             promiscuous: false,
-            arp_announce: "0".to_owned(),
+            arp_announce: topology.node().read_sysctl(DEFAULT_ARP_ANNOUNCE).unwrap(),
             vip: false,
             xdp_attached: false,
         }
@@ -252,15 +266,12 @@ impl InterfaceSettings {
 
     /// The settings of `topology`'s node interface now.
     fn of(topology: &Topology) -> Self {
-        let link = ip_show(&["-n", topology.node.name(), "link", "show", "vn"]);
-        let addresses = ip_show(&["-n", topology.node.name(), "addr", "show", "vn"]);
-        // A thread reads the sysctls of the namespace it is in.
-        let arp_announce = topology
-            .node
-            .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/conf/vn/arp_announce").unwrap());
+        let node = topology.node();
+        let link = node.ip_output(&["link", "show", INTERFACE]).unwrap();
+        let addresses = node.ip_output(&["addr", "show", INTERFACE]).unwrap();
         InterfaceSettings {
             promiscuous: link.contains("PROMISC"),
-            arp_announce: arp_announce.trim().to_owned(),
+            arp_announce: node.read_sysctl(ARP_ANNOUNCE).unwrap(),
             vip: addresses.contains(&format!("{VIP}/32")),
             xdp_attached: link.contains("prog/xdp"),
         }
@@ -269,33 +280,27 @@ impl InterfaceSettings {
 
 /// Where herd keeps the settings of the node's interface as it found them.
 fn originals_record(topology: &Topology) -> PathBuf {
-    topology
-        .dir
-        .path()
-        .join("state")
-        .join("alpha.vn.originals.json")
+    topology.state.join("alpha.eth0.originals.json")
 }
 
 fn a_herd_started_after_a_kill_puts_back_the_settings_from_before_the_killed_one(
     mode: DataplaneMode,
 ) {
-    needs_root();
     let mut topology = Topology::new("r", mode);
     let record = originals_record(&topology);
-    assert_eq!(
-        InterfaceSettings::of(&topology),
-        InterfaceSettings::untouched()
-    );
+    let untouched = InterfaceSettings::untouched(&topology);
+    assert_eq!(InterfaceSettings::of(&topology), untouched);
     topology.start_herd();
     assert_eq!(
         InterfaceSettings::of(&topology),
         InterfaceSettings::running()
     );
     let recorded = std::fs::read_to_string(&record).expect("herd records the originals");
-    assert!(recorded.contains("\"arp_announce\": \"0\""), "{recorded}");
+    let original = format!("\"arp_announce\": \"{}\"", untouched.arp_announce);
+    assert!(recorded.contains(&original), "{recorded}");
 
-    topology.signal_herd("KILL");
-    topology.herd.take().unwrap().wait();
+    topology.signal_herd(Signal::SIGKILL);
+    topology.wait_herd();
     assert_eq!(
         InterfaceSettings::of(&topology),
         InterfaceSettings::running(),
@@ -310,12 +315,12 @@ fn a_herd_started_after_a_kill_puts_back_the_settings_from_before_the_killed_one
         "found the settings a herd that did not exit cleanly (killed?) recorded"
     )));
     assert!(herd.has_logged(0, |line| line.contains("taking it over")));
-    topology.signal_herd("TERM");
-    let exit = topology.herd.take().unwrap().wait();
+    topology.signal_herd(Signal::SIGTERM);
+    let exit = topology.wait_herd();
     assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
     assert_eq!(
         InterfaceSettings::of(&topology),
-        InterfaceSettings::untouched(),
+        untouched,
         "the interface is as it was before the first herd"
     );
     assert!(
@@ -327,30 +332,24 @@ fn a_herd_started_after_a_kill_puts_back_the_settings_from_before_the_killed_one
 /// A VIP address the interface had before herd started is not herd's to remove.
 #[test]
 fn a_vip_address_the_interface_had_before_herd_stays_when_it_stops() {
-    needs_root();
     let mut topology = Topology::new("v", DataplaneMode::Xdp);
     let address = format!("{VIP}/32");
-    ip(&[
-        "-n",
-        topology.node.name(),
-        "addr",
-        "add",
-        &address,
-        "dev",
-        "vn",
-    ]);
+    topology
+        .node()
+        .ip(&["addr", "add", &address, "dev", INTERFACE])
+        .unwrap();
     topology.start_herd();
     let herd = topology.herd.as_ref().unwrap();
     assert!(herd.has_logged(0, |line| line
         .contains("VIP address already on the interface before herd started")));
-    topology.signal_herd("TERM");
-    let exit = topology.herd.take().unwrap().wait();
+    topology.signal_herd(Signal::SIGTERM);
+    let exit = topology.wait_herd();
     assert!(exit.success(), "herd exits cleanly on SIGTERM: {exit}");
     assert_eq!(
         InterfaceSettings::of(&topology),
         InterfaceSettings {
             vip: true,
-            ..InterfaceSettings::untouched()
+            ..InterfaceSettings::untouched(&topology)
         },
         "only the VIP, which was there before, is left"
     );
@@ -360,23 +359,27 @@ fn a_vip_address_the_interface_had_before_herd_stays_when_it_stops() {
 /// the interface: restoring from a guess could leave the interface as a killed herd set it.
 #[test]
 fn a_corrupt_record_of_the_originals_stops_herd_before_it_changes_the_interface() {
-    needs_root();
     let topology = Topology::new("c", DataplaneMode::Xdp);
     let record = originals_record(&topology);
-    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
-    std::fs::write(&record, "{\"interface\": \"vn\", \"promiscuous\": ").unwrap();
-    let files = HerdFiles {
-        config: &topology.dir.path().join("farm.toml"),
+    std::fs::write(&record, "{\"interface\": \"eth0\", \"promiscuous\": ").unwrap();
+    let config = topology.dir().join("farm.toml");
+    let spec = HerdSpec {
+        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
+        node: None,
+        config: &config,
         bpf_dir: &topology.pins,
-        state_dir: &topology.dir.path().join("state"),
+        state_dir: &topology.state,
+        log_file: None,
+        echo: true,
     };
-    let mut herd = Herd::spawn(&topology.node, &files, None);
+    let mut herd = Herd::spawn(topology.bed.bed(), topology.node(), &spec).unwrap();
     let exit = herd
         .wait_timeout(Duration::from_secs(20))
+        .unwrap()
         .expect("herd refuses to run");
     assert!(!exit.success(), "{exit}");
     let message = format!(
-        "{}: not a record of vn's original settings",
+        "{}: not a record of eth0's original settings",
         record.display()
     );
     // The process has exited; its last lines may still be on their way to the test.
@@ -385,7 +388,7 @@ fn a_corrupt_record_of_the_originals_stops_herd_before_it_changes_the_interface(
         .is_some());
     assert_eq!(
         InterfaceSettings::of(&topology),
-        InterfaceSettings::untouched()
+        InterfaceSettings::untouched(&topology)
     );
     assert!(record.exists(), "the file is left for the operator");
 }
@@ -393,11 +396,10 @@ fn a_corrupt_record_of_the_originals_stops_herd_before_it_changes_the_interface(
 /// A running node whose echo server outlasts the test, so that only the node can stop the
 /// answers; one request has been answered.
 fn serving_node(tag: &str, mode: DataplaneMode) -> Topology {
-    needs_root();
     let mut topology = Topology::new(tag, mode);
     topology.start_herd();
-    echo_server(&topology, usize::MAX, Duration::from_secs(20));
-    assert!(request(&topology.client, "alive", Duration::from_secs(1)));
+    topology.start_echo();
+    assert!(request(topology.client(), "alive", Duration::from_secs(1)));
     topology
 }
 
@@ -409,7 +411,7 @@ fn closes_within_the_deadline(topology: &Topology, what: &str) {
     let mut i = 0;
     while first_refused.is_none() && since.elapsed() < Duration::from_secs(5) {
         if !request(
-            &topology.client,
+            topology.client(),
             &format!("{what}{i}"),
             Duration::from_millis(100),
         ) {
@@ -426,7 +428,7 @@ fn closes_within_the_deadline(topology: &Topology, what: &str) {
     let late = (0..20)
         .filter(|i| {
             request(
-                &topology.client,
+                topology.client(),
                 &format!("late{i}"),
                 Duration::from_millis(200),
             )
@@ -437,39 +439,43 @@ fn closes_within_the_deadline(topology: &Topology, what: &str) {
 
 fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes(mode: DataplaneMode) {
     let topology = serving_node("s", mode);
-    topology.signal_herd("STOP");
+    topology.signal_herd(Signal::SIGSTOP);
     closes_within_the_deadline(&topology, "frozen");
-    topology.signal_herd("CONT");
+    topology.signal_herd(Signal::SIGCONT);
     // Resumed, herd renews the deadline within 100 ms: wait for the first answer.
     let resumed = Instant::now();
     let mut answered = false;
     while !answered && resumed.elapsed() < Duration::from_secs(5) {
-        answered = request(&topology.client, "again", Duration::from_millis(100));
+        answered = request(topology.client(), "again", Duration::from_millis(100));
     }
     assert!(answered, "a resumed node takes its traffic again");
 }
 
 fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: DataplaneMode) {
     let mut topology = serving_node("k", mode);
-    topology.signal_herd("KILL");
-    topology.herd.take().unwrap().wait();
+    topology.signal_herd(Signal::SIGKILL);
+    topology.wait_herd();
     // The program stays attached (pinned) and stops accepting once the last liveness deadline
     // has passed.
     closes_within_the_deadline(&topology, "killed");
-    let link = ip_show(&["-n", topology.node.name(), "link", "show", "vn"]);
+    let link = topology
+        .node()
+        .ip_output(&["link", "show", INTERFACE])
+        .unwrap();
     assert!(
         link.contains("prog/xdp"),
         "the program outlives herd, closed"
     );
     // The server still answers from inside the node: the program, not the server, refuses.
-    let answered = topology.node.run(|| {
-        let socket = UdpSocket::bind(("198.18.1.1", 0)).unwrap();
+    let answered = topology.node().run(|| {
+        let socket = UdpSocket::bind(SocketAddr::from((node4(0), 0))).unwrap();
         socket
             .set_read_timeout(Some(Duration::from_secs(1)))
             .unwrap();
         socket.send_to(b"inside", (VIP, PORT)).unwrap();
         socket.recv_from(&mut [0u8; 64]).is_ok()
     });
+    let answered = answered.expect("enters the node's namespace");
     assert!(answered, "the server is alive");
 }
 
@@ -479,22 +485,28 @@ fn a_node_whose_herd_is_killed_accepts_no_vip_traffic(mode: DataplaneMode) {
 /// serves on.
 fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMode) {
     let topology = serving_node("d", mode);
-    let state = topology.dir.path().join("state");
-    let pid = status_json(&state, "alpha")["pid"].as_u64().unwrap();
-    let other = topology.dir.path().join("other");
-    let files = HerdFiles {
-        config: &topology.dir.path().join("farm.toml"),
+    let first = topology.herd.as_ref().unwrap();
+    let pid = first.status().unwrap()["pid"].as_u64().unwrap();
+    let other = topology.dir().join("other");
+    let config = topology.dir().join("farm.toml");
+    let spec = HerdSpec {
+        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
+        node: None,
+        config: &config,
         bpf_dir: &topology.pins,
         state_dir: &other,
+        log_file: None,
+        echo: true,
     };
-    let mut second = Herd::spawn(&topology.node, &files, None);
+    let mut second = Herd::spawn(topology.bed.bed(), topology.node(), &spec).unwrap();
     let exit = second
         .wait_timeout(Duration::from_secs(20))
+        .unwrap()
         .expect("the second herd exits");
     assert_eq!(exit.code(), Some(1), "the second herd fails");
     let refusal = format!(
-        "another herd already runs on vn (pid {pid}, node alpha, control socket {}",
-        state.join("alpha.sock").display()
+        "another herd already runs on {INTERFACE} (pid {pid}, node alpha, control socket {}",
+        topology.state.join("alpha.sock").display()
     );
     assert!(
         second
@@ -514,14 +526,14 @@ fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMo
     let answered = (0..20)
         .filter(|i| {
             request(
-                &topology.client,
+                topology.client(),
                 &format!("after{i}"),
                 Duration::from_secs(1),
             )
         })
         .count();
     assert_eq!(answered, 20, "the first serves on");
-    assert_eq!(status_json(&state, "alpha")["state"], "up");
+    assert_eq!(first.status().unwrap()["state"], "up");
 }
 
 /// A VIP removed by hand under a running node: herd notices within seconds, says so, takes
@@ -529,44 +541,48 @@ fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMo
 /// VIP is there again.
 #[test]
 fn a_vip_removed_under_a_running_node_makes_it_report_not_healthy() {
-    needs_root();
     let mut topology = Topology::with("h", DataplaneMode::Xdp, |_| {
         "\n[admin]\nmetrics = \"127.0.0.1:9477\"\n".into()
     });
     topology.start_herd();
-    let state = topology.dir.path().join("state");
     let herd = topology.herd.as_ref().unwrap();
-    let (healthz, _) = get(&topology.node, "/healthz");
+    let (healthz, _) = get(topology.node(), "/healthz");
     assert!(healthz.contains(" 200 "), "{healthz}");
 
     let mark = herd.logged();
     let removed = Instant::now();
-    let vip = format!("{VIP}/32");
-    ip(&["-n", topology.node.name(), "addr", "del", &vip, "dev", "vn"]);
+    let (vip, vip_text) = (format!("{VIP}/32"), VIP.to_string());
+    topology
+        .node()
+        .ip(&["addr", "del", &vip, "dev", INTERFACE])
+        .unwrap();
     let noticed = herd.wait_for(
         mark,
-        |line| line.contains("check failed") && line.contains(VIP),
+        |line| line.contains("check failed") && line.contains(&vip_text),
         Duration::from_secs(5),
     );
     assert!(noticed.is_some(), "herd logs the missing VIP");
     eprintln!("noticed after {:?}", removed.elapsed());
-    let status = status_json(&state, "alpha");
+    let status = herd.status().unwrap();
     assert_ne!(status["state"], "up", "{status}");
     let reason = status["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains(VIP), "{reason}");
-    let (healthz, body) = get(&topology.node, "/healthz");
+    assert!(reason.contains(&vip_text), "{reason}");
+    let (healthz, body) = get(topology.node(), "/healthz");
     assert!(healthz.contains(" 503 "), "{healthz}");
-    assert!(body.contains(VIP), "{body}");
+    assert!(body.contains(&vip_text), "{body}");
 
     let mark = herd.logged();
-    ip(&["-n", topology.node.name(), "addr", "add", &vip, "dev", "vn"]);
+    topology
+        .node()
+        .ip(&["addr", "add", &vip, "dev", INTERFACE])
+        .unwrap();
     let back = herd.wait_for(
         mark,
         |line| line.contains("all_tcp=64 non_tcp=64"),
         Duration::from_secs(10),
     );
     assert!(back.is_some(), "the node takes its share again");
-    assert_eq!(status_json(&state, "alpha")["state"], "up");
+    assert_eq!(herd.status().unwrap()["state"], "up");
 }
 
 /// `herd` run as an operator would, against the node's control socket in `state`.
@@ -595,6 +611,7 @@ fn get(node: &Netns, path: &'static str) -> (String, String) {
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         (head.lines().next().unwrap().to_owned(), body.to_owned())
     })
+    .expect("enters the node's namespace")
 }
 
 /// The lines the application's scripts wrote.
@@ -613,7 +630,6 @@ fn app_log(dir: &std::path::Path) -> Vec<String> {
 /// stop` runs the stop script and leaves herd running, stopped; SIGTERM then ends herd.
 #[test]
 fn checks_and_operators_drive_the_node_through_its_states() {
-    needs_root();
     let mut topology = Topology::with("l", DataplaneMode::Xdp, |dir| {
         let dir = dir.display();
         format!(
@@ -637,23 +653,24 @@ metrics = "127.0.0.1:9477"
         )
     });
     topology.start_herd();
-    let dir = topology.dir.path().to_owned();
-    let state = dir.join("state");
+    let dir = topology.dir().to_owned();
+    let state = topology.state.clone();
     let herd = topology.herd.as_ref().unwrap();
     let wait = |from: usize, what: &str| {
         let what = what.to_owned();
         herd.wait_for(from, |line| line.contains(&what), Duration::from_secs(10))
             .unwrap_or_else(|| panic!("herd logs {what:?}"))
+            .index
     };
-    let up = status_json(&state, "alpha");
+    let up = herd.status().unwrap();
     assert_eq!(up["state"], "up");
     assert_eq!(up["membership"]["state"], "up");
     assert_eq!(up["checks"][0]["health"], "healthy");
     assert_eq!(up["membership"]["nodes"][0]["buckets"], 64);
     assert_eq!(app_log(&dir), ["start start"]);
-    let (healthz, _) = get(&topology.node, "/healthz");
+    let (healthz, _) = get(topology.node(), "/healthz");
     assert!(healthz.contains(" 200 "), "{healthz}");
-    let (_, metrics) = get(&topology.node, "/metrics");
+    let (_, metrics) = get(topology.node(), "/metrics");
     assert!(metrics.contains("herd_owned_buckets 64\n"), "{metrics}");
     assert!(
         metrics.contains("herd_check_healthy{check=\"app\",kind=\"command\"} 1\n"),
@@ -664,7 +681,7 @@ metrics = "127.0.0.1:9477"
     let drained = operate(&state, &["drain"]);
     assert!(drained.status.success(), "{drained:?}");
     wait(mark, "node stopped");
-    let stopped = status_json(&state, "alpha");
+    let stopped = herd.status().unwrap();
     assert_eq!(stopped["state"], "stopped");
     assert_eq!(stopped["membership"]["state"], "withdrawn");
     assert_eq!(stopped["membership"]["nodes"][0]["buckets"], 0);
@@ -674,7 +691,7 @@ metrics = "127.0.0.1:9477"
         ["start start"],
         "a drain stops no application"
     );
-    let (healthz, body) = get(&topology.node, "/healthz");
+    let (healthz, body) = get(topology.node(), "/healthz");
     assert!(healthz.contains(" 503 "), "{healthz}");
     assert!(body.starts_with("stopped: drained"), "{body}");
 
@@ -697,7 +714,7 @@ metrics = "127.0.0.1:9477"
         app_log(&dir),
         ["start start", "stop restart", "start restart"]
     );
-    assert_eq!(status_json(&state, "alpha")["restarts"]["total"], 1);
+    assert_eq!(herd.status().unwrap()["restarts"]["total"], 1);
 
     let stop = operate(&state, &["stop"]);
     assert!(stop.status.success(), "{stop:?}");
@@ -710,8 +727,8 @@ metrics = "127.0.0.1:9477"
         "{again:?}"
     );
 
-    topology.signal_herd("TERM");
-    let exit = topology.herd.take().unwrap().wait();
+    topology.signal_herd(Signal::SIGTERM);
+    let exit = topology.wait_herd();
     assert!(
         exit.success(),
         "a stopped node's herd exits on SIGTERM: {exit}"

@@ -11,7 +11,6 @@
 //! Needs root (loading eBPF programs); `scripts/test` runs it as root, as CI does.
 
 use std::net::IpAddr;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use herd_packet::neighbor::virtual_mac;
 use herd_packet::table::{BucketMode, BucketTable, ModeTable, NodeId, SharedTable};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
 use herd_packet::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
+use herd_testbed::Bed;
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
 const VIP_B: [u8; 4] = [198, 18, 0, 101];
@@ -543,6 +543,10 @@ fn the_afxdp_mode_counts_the_packets_and_bytes_of_every_outcome() {
 }
 
 fn afxdp_traffic() {
+    // A BPF file system of the test's own for the pin, none being assumed at /sys/fs/bpf;
+    // declared first, so that it goes last.
+    let bed = Bed::create(&format!("herd-xdp-counts-{}", std::process::id()))
+        .expect("mounts a BPF file system");
     // SAFETY: unshare takes no pointers; it moves this thread alone to a new network namespace.
     let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
     assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
@@ -576,8 +580,8 @@ fn afxdp_traffic() {
         stop: Arc::clone(&stop),
     };
     let worker = Worker::spawn(socket, to_stack, settings).expect("starts the worker");
-    let pin = Unpin(format!("/sys/fs/bpf/herd-counts-{}", std::process::id()).into());
-    redirect.attach("herd-a", &pin.0, true).expect("attaches");
+    let pin = bed.bpf_dir("counts").unwrap().join("herd-a");
+    redirect.attach("herd-a", &pin, true).expect("attaches");
 
     let mut rng = Rng(0xaf0d_c0de_0000_0001);
     let frames: Vec<Vec<u8>> = (0..800).map(|i| afxdp_frame(&mut rng, i)).collect();
@@ -687,25 +691,9 @@ fn afxdp_frame(rng: &mut Rng, i: usize) -> Vec<u8> {
     }
 }
 
-/// A pin on the BPF file system, removed when the test ends, even when it fails.
-struct Unpin(std::path::PathBuf);
-
-impl Drop for Unpin {
-    fn drop(&mut self) {
-        // Gone already when the program was detached.
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Runs `ip args`, which must succeed.
+/// Runs `ip args` in this thread's namespace, which must succeed.
 fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("runs ip");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    herd_testbed::command::run("ip", args, None).unwrap_or_else(|error| panic!("{error:#}"));
 }
 
 /// Waits until `done`, for a few seconds at most.

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use hdrhistogram::Histogram;
+use herd_testbed::address::{VIP4, VIP6};
 
 use crate::contender::{Contender, Counts, Kind, Receiver};
-use crate::farm::{BenchFarm, PORT, VIP4, VIP6};
+use crate::farm::{BenchFarm, PORT};
 use crate::generator::{self, Generator};
 use crate::latency::{self, Listen};
 use crate::mix::{self, Clients, MixSpec, Template, Traffic};
@@ -216,7 +217,7 @@ impl<'a> Bench<'a> {
         let receiver = Receiver {
             netns: &self.topology.receiver,
             interface: &self.topology.receiver_if,
-            bpf_dir: &self.topology.bpf_dir(),
+            bpf_dir: self.topology.bpf_dir(),
             farm: self.farm,
             core: self.settings.receiver_core,
         };

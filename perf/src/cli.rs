@@ -66,6 +66,14 @@ impl FarmMode {
             FarmMode::Afxdp => "afxdp",
         }
     }
+
+    /// The mode, as the configuration holds it.
+    pub fn dataplane(self) -> herd_config::DataplaneMode {
+        match self {
+            FarmMode::Xdp => herd_config::DataplaneMode::Xdp,
+            FarmMode::Afxdp => herd_config::DataplaneMode::Afxdp,
+        }
+    }
 }
 
 /// The failover scenario's options.

@@ -16,11 +16,11 @@ use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 use aya::sys::SyscallError;
 use aya::{Ebpf, Pod};
 use core_affinity::CoreId;
+use herd_testbed::Netns;
 
 use crate::mix::{Client, Clients, Schedule, Template};
 use crate::programs::{self, Program};
 use crate::sched;
-use crate::topology::Netns;
 
 /// Packets per BPF_PROG_RUN call. Each call also spends about 25 ms in the kernel setting up
 /// and tearing down live-frames mode (measured here: 1024-packet calls send 0.04 Mpps), during

@@ -13,11 +13,13 @@ use anyhow::{bail, Context};
 use herd_dataplane::handoff::Port;
 use herd_packet::craft::{self, Fragment, MAC_B};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
+use herd_testbed::address::VIP4;
+use herd_testbed::link;
+use herd_testbed::Netns;
 use serde::Serialize;
 
-use crate::farm::{PORT, VIP4};
+use crate::farm::PORT;
 use crate::sched;
-use crate::topology::Netns;
 
 /// The device the worker writes into: the TAP device, or the writing end of the veth pair.
 const HANDOFF: &str = "herdperf0";
@@ -52,7 +54,7 @@ impl Handoff {
     pub fn port(self, netns: &Netns) -> anyhow::Result<Port> {
         match self {
             Handoff::Tap => {
-                let port = netns.run(|| Ok(Port::tap(HANDOFF, 1)?))?;
+                let port = netns.run(|| Port::tap(HANDOFF, 1))??;
                 prepare_stack_device(netns, HANDOFF)?;
                 port.into_iter().next().context("no TAP queue")
             }
@@ -66,7 +68,7 @@ impl Handoff {
                 netns.exec(&["ip", "link", "set", HANDOFF, "up"], None)?;
                 prepare_stack_device(netns, STACK_END)?;
                 netns
-                    .run(|| {
+                    .run(|| -> anyhow::Result<_> {
                         let name = CString::new(HANDOFF)?;
                         // SAFETY: `name` is a NUL-terminated string.
                         let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -74,7 +76,7 @@ impl Handoff {
                             bail!("{HANDOFF}: {}", std::io::Error::last_os_error());
                         }
                         Ok(Port::packet(index, 1)?)
-                    })?
+                    })??
                     .into_iter()
                     .next()
                     .context("no packet socket")
@@ -94,7 +96,7 @@ impl Handoff {
 /// Makes `device` take the frames addressed to the receiver's MAC and give them to the stack,
 /// as `herd run` prepares its TAP device.
 fn prepare_stack_device(netns: &Netns, device: &str) -> anyhow::Result<()> {
-    let mac = MAC_B.map(|byte| format!("{byte:02x}")).join(":");
+    let mac = link::mac_text(MAC_B);
     netns.exec(
         &["ip", "link", "set", "dev", device, "addrgenmode", "none"],
         None,
@@ -103,10 +105,7 @@ fn prepare_stack_device(netns: &Netns, device: &str) -> anyhow::Result<()> {
         &["ip", "link", "set", "dev", device, "address", &mac, "up"],
         None,
     )?;
-    netns.run(|| {
-        let path = format!("/proc/sys/net/ipv4/conf/{device}/rp_filter");
-        std::fs::write(&path, "0").with_context(|| format!("cannot write {path}"))
-    })
+    netns.write_sysctl(&format!("net/ipv4/conf/{device}/rp_filter"), "0")
 }
 
 /// What one way back to the stack cost.
@@ -164,11 +163,11 @@ fn time(
 ) -> anyhow::Result<HandoffCost> {
     let received = AtomicU64::new(0);
     let done = AtomicBool::new(false);
-    let socket = netns.run(|| {
+    let socket = netns.run(|| -> anyhow::Result<_> {
         let socket = UdpSocket::bind((VIP4, PORT)).context("cannot bind the VIP")?;
         socket.set_read_timeout(Some(DRAIN))?;
         Ok(socket)
-    })?;
+    })??;
     let (elapsed, cpu) = std::thread::scope(|scope| {
         scope.spawn(|| {
             let _ = sched::pin(sched::current(), reader_core);

@@ -14,9 +14,9 @@ use anyhow::Context;
 use core_affinity::CoreId;
 use hdrhistogram::Histogram;
 use herd_packet::clock::now_ns;
+use herd_testbed::Netns;
 
 use crate::sched;
-use crate::topology::Netns;
 
 /// The longest latency recorded exactly; longer ones count as this.
 const MAX_NS: u64 = 60_000_000_000;

@@ -5,7 +5,6 @@
 
 mod bench;
 mod cli;
-mod command;
 mod contender;
 mod cost;
 mod failover;
@@ -26,6 +25,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use herd_testbed::{command, stale};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
@@ -34,7 +34,7 @@ use crate::cli::{Args, Cli, Command};
 use crate::contender::Kind;
 use crate::farm::BenchFarm;
 use crate::report::{Report, Setup};
-use crate::topology::Topology;
+use crate::topology::{Topology, TAG};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -114,7 +114,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let interrupted = interruptions()?;
     let farm = BenchFarm::new()?;
     let traffics = Traffics::new(&settings.spec, &farm)?;
-    topology::remove_stale()?;
+    stale::remove(TAG)?;
     let topology = Topology::create().context("cannot build the test bed")?;
     tracing::info!(
         "test bed: {} ({}) -> {} ({})",

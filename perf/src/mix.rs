@@ -8,9 +8,10 @@ use anyhow::bail;
 use herd_packet::craft::{self, Fragment};
 use herd_packet::wire::ethernet::ethertype;
 use herd_packet::wire::{checksum, ip_proto};
+use herd_testbed::address::{VIP4, VIP6};
 use serde::Serialize;
 
-use crate::farm::{PORT, VIP4, VIP6};
+use crate::farm::PORT;
 
 /// Ethernet, IPv4 and UDP headers.
 const V4_HEADERS: usize = 14 + 20 + 8;
@@ -24,9 +25,13 @@ pub const MIN_SIZE: u16 = 60;
 pub const MAX_SIZE: u16 = 1514;
 /// The most clients of one address family (the generator's maps hold as many).
 pub const MAX_CLIENTS: usize = 65536;
-/// IPv4 clients come from 198.19.0.0/16, the upper half of the benchmarking range.
+/// Where the IPv4 clients come from: the upper half of the benchmarking range.
+pub const V4_CLIENTS: &str = "198.19.0.0/16";
+/// How many IPv4 clients there may be, [`v4_candidate`] 0 on.
 const V4_CANDIDATES: u32 = 1 << 16;
-/// IPv6 clients come from 2001:2:0:1::/64, inside the benchmarking range.
+/// Where the IPv6 clients come from, a unique local prefix beside the test bed's link.
+pub const V6_CLIENTS: &str = "fd00:198:19:1::/64";
+/// How many IPv6 clients there may be, [`v6_candidate`] 0 on.
 const V6_CANDIDATES: u32 = 1 << 22;
 
 /// Which clients a measurement sends from.
@@ -135,19 +140,19 @@ fn family_counts(flows: u32, ipv6_share: f64) -> (usize, usize) {
     (v4, v6)
 }
 
-/// The `i`th IPv4 client address, in 198.19.0.0/16.
+/// The `i`th IPv4 client address, in [`V4_CLIENTS`].
 pub fn v4_candidate(i: u32) -> IpAddr {
     let [_, _, high, low] = i.to_be_bytes();
     IpAddr::V4(Ipv4Addr::new(198, 19, high, low))
 }
 
-/// The `i`th IPv6 client address, in 2001:2:0:1::/64.
+/// The `i`th IPv6 client address, in [`V6_CLIENTS`].
 pub fn v6_candidate(i: u32) -> IpAddr {
     let [a, b, c, d] = i.to_be_bytes();
     IpAddr::V6(Ipv6Addr::new(
-        0x2001,
-        2,
-        0,
+        0xfd00,
+        0x198,
+        0x19,
         1,
         0,
         0,

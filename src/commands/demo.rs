@@ -16,12 +16,7 @@ use crate::demo::scenario::{self, Settings};
 use crate::demo::screen::Screen;
 
 /// The tools the demo runs, with the Debian package of each.
-const TOOLS: [(&str, &str); 4] = [
-    ("ip", "iproute2"),
-    ("ethtool", "ethtool"),
-    ("mount", "mount"),
-    ("umount", "mount"),
-];
+const TOOLS: [(&str, &str); 2] = [("ip", "iproute2"), ("ethtool", "ethtool")];
 
 /// `herd demo`'s options.
 #[derive(clap::Args)]

@@ -15,10 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use herd_testbed::address::VIP4 as VIP;
+use herd_testbed::Netns;
 use serde::Serialize;
 
-use super::layout::{self, PORT, VIP};
-use super::netns::Netns;
+use super::layout::{self, PORT};
 
 /// How often each flow sends a request: the resolution of the times measured.
 pub const INTERVAL: Duration = Duration::from_millis(50);
@@ -209,7 +210,7 @@ impl Load {
                     Ok(socket)
                 })
                 .collect::<anyhow::Result<Vec<UdpSocket>>>()
-        })?;
+        })??;
         let shared = Arc::new(Shared {
             tally: Mutex::new(Tally {
                 phases: vec![

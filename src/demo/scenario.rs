@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use herd_testbed::address::VIP4;
+use herd_testbed::responder::{Kind, On, Responders, Service, Settings as ResponderSettings};
 
 use super::bed::{Bed, Made};
-use super::herd::{self, Herd, Herds};
-use super::layout::{BUCKETS, NAMES};
+use super::herd::{self, Herds};
+use super::layout::{BUCKETS, NAMES, PORT};
 use super::load::{Load, Phase, Want, Watched};
-use super::responder::Responders;
 use super::screen::{self, Progress, Row, Screen, Shown};
 use super::summary::{self, Measured, NodeLog, Summary};
 use crate::status::Status;
@@ -127,14 +128,18 @@ impl Demo<'_> {
     /// The whole course, up to the summary.
     fn course(&mut self, made: Made) -> anyhow::Result<Summary> {
         self.start_farm()?;
-        self.responders = Some(Responders::start(&self.bed.nodes, &self.names)?);
+        self.responders = Some(start_responders(&self.bed)?);
         let bound = self.settings.duration
             + WARM_UP_BOUND
             + FAILOVER_BOUND
             + REJOIN_BOUND
             + MIN_FINAL
             + Duration::from_secs(10);
-        self.load = Some(Load::start(self.bed.client()?, &self.names, bound)?);
+        self.load = Some(Load::start(
+            &self.bed.farm.client.netns,
+            &self.names,
+            bound,
+        )?);
         let warm_up = Instant::now();
         self.warm_up()?;
 
@@ -214,7 +219,7 @@ impl Demo<'_> {
     /// every bucket is owned.
     fn start_farm(&mut self) -> anyhow::Result<()> {
         for node in 0..self.names.len() {
-            let herd = Herd::spawn(&self.settings.exe, &self.bed, node, self.names[node])?;
+            let herd = herd::spawn(&self.settings.exe, &self.bed, node, self.names[node])?;
             self.herds.running[node] = Some(herd);
         }
         self.screen.event(&format!(
@@ -288,7 +293,7 @@ impl Demo<'_> {
             .iter()
             .map(|status| status.membership.owned())
             .sum::<usize>()
-            == BUCKETS
+            == BUCKETS as usize
     }
 
     /// Sends traffic until every flow has been answered once: the client has learnt the
@@ -359,7 +364,7 @@ impl Demo<'_> {
         }
         self.load()?.watch(flows, Want::Only(node));
         let restarted = Instant::now();
-        self.herds.running[node] = Some(Herd::spawn(&self.settings.exe, &self.bed, node, name)?);
+        self.herds.running[node] = Some(herd::spawn(&self.settings.exe, &self.bed, node, name)?);
         self.killed = None;
         self.enter(Phase::Rejoining)?;
         self.screen.event(&format!(
@@ -407,17 +412,19 @@ impl Demo<'_> {
                 bail!(
                     "node {}'s herd exited unexpectedly ({exit}); the last lines of its log:\n{}",
                     self.names[node],
-                    herd::log_tail(herd.log(), LOG_LINES)
+                    herd::log_tail(&self.bed.log(self.names[node]), LOG_LINES)
                 );
             }
         }
         if let Some(load) = self.load.as_mut() {
             load.check()?;
         }
-        let dir = self.bed.state_dir();
         for node in 0..self.names.len() {
             self.statuses[node] = match self.herds.running[node] {
-                Some(_) => herd::status(&dir, self.names[node]).ok(),
+                Some(_) => {
+                    let dir = self.bed.farm.state_dir(node)?;
+                    herd::status(&dir, self.names[node]).ok()
+                }
                 None => None,
             };
         }
@@ -468,6 +475,23 @@ impl Demo<'_> {
             .draw(&rows, &progress)
             .context("cannot write to the screen")
     }
+}
+
+/// Starts the service every node runs on the VIP, standing for the application: a UDP
+/// responder that answers each datagram with `NAME:DATAGRAM`, so that the client sees which
+/// node served it. The VIP must be on the nodes already (herd adds it when it starts).
+fn start_responders(bed: &Bed) -> anyhow::Result<Responders> {
+    let service = Service {
+        kind: Kind::Udp,
+        on: On::Vip,
+        port: PORT,
+    };
+    let settings = ResponderSettings {
+        vip: VIP4.into(),
+        line_wait: Duration::ZERO,
+        record: false,
+    };
+    Responders::start(&bed.farm.nodes, &[service], &settings)
 }
 
 /// Fails once a signal has asked the demo to stop.

@@ -16,11 +16,11 @@ use herd_dataplane::xdp::XdpProgram;
 use herd_packet::craft::MAC_B;
 use herd_packet::table::{ModeTable, SharedTable};
 use herd_packet::FarmTable;
+use herd_testbed::Netns;
 
 use super::{Contender, Counts, Receiver};
 use crate::farm::LOCAL;
 use crate::handoff::Handoff;
-use crate::topology::Netns;
 
 /// How long the program stays alive without renewal: longer than any measurement.
 const ALIVE_FOR: Duration = Duration::from_secs(3600);
@@ -57,7 +57,7 @@ impl Contender for HerdAfxdp {
         self.netns = Some(receiver.netns.clone());
         let socket = receiver
             .netns
-            .run(|| Ok(QueueSocket::open(receiver.interface, 0, ZeroCopy::Auto)?))?;
+            .run(|| QueueSocket::open(receiver.interface, 0, ZeroCopy::Auto))??;
         redirect.add_socket(0, socket.fd())?;
         let port = self.handoff.port(receiver.netns)?;
         let modes = ModeTable::of_owner(farm.table(), LOCAL);
@@ -74,7 +74,7 @@ impl Contender for HerdAfxdp {
         let pin = receiver.bpf_dir.join("herd-afxdp");
         receiver
             .netns
-            .run(|| Ok(redirect.attach(receiver.interface, &pin, false)?))?;
+            .run(|| redirect.attach(receiver.interface, &pin, false))??;
         self.redirect = Some(redirect);
         Ok(())
     }

@@ -11,13 +11,13 @@ use std::path::Path;
 use aya::programs::XdpMode;
 use aya::Ebpf;
 use clap::ValueEnum;
+use herd_testbed::Netns;
 use serde::Serialize;
 
 use crate::farm::BenchFarm;
 use crate::handoff::Handoff;
 use crate::mix::Traffic;
 use crate::programs::{self, Program};
-use crate::topology::Netns;
 
 /// Packets a contender counted since its setup.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -148,9 +148,9 @@ impl Kind {
 /// mode; dropping the returned object detaches it.
 fn attach(program: Program, receiver: &Receiver<'_>) -> anyhow::Result<Ebpf> {
     let mut ebpf = programs::load(program)?;
-    receiver.netns.run(|| {
+    receiver.netns.run(|| -> anyhow::Result<()> {
         programs::xdp(&mut ebpf, program)?.attach(receiver.interface, XdpMode::Driver)?;
         Ok(())
-    })?;
+    })??;
     Ok(ebpf)
 }

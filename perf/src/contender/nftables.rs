@@ -9,12 +9,13 @@
 
 use anyhow::{bail, Context};
 use aya::Ebpf;
+use herd_testbed::address::{VIP4, VIP6};
+use herd_testbed::Netns;
 use serde_json::Value;
 
 use super::{attach, Contender, Counts, Receiver};
-use crate::farm::{NFT_SEED, NODES, VIP4, VIP6};
+use crate::farm::{NFT_SEED, NODES};
 use crate::programs::Program;
-use crate::topology::Netns;
 
 /// The table herd-perf creates in the receiver's namespace.
 const TABLE: &str = "herdperf";
@@ -114,7 +115,7 @@ mod tests {
             "ip daddr 198.18.0.100 jhash ip saddr mod 3 seed 0x68657264 != 0 counter name \
              \"dropped\" drop"
         ));
-        assert!(rules.contains("ip6 daddr 2001:2::100 jhash ip6 saddr mod 3"));
+        assert!(rules.contains("ip6 daddr fd00:198:18::18:0:100 jhash ip6 saddr mod 3"));
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl Contender for HerdXdp {
         let pin = receiver.bpf_dir.join("herd-xdp");
         receiver
             .netns
-            .run(|| Ok(classifier.attach(receiver.interface, &pin, false)?))?;
+            .run(|| classifier.attach(receiver.interface, &pin, false))??;
         self.classifier = Some(classifier);
         Ok(())
     }

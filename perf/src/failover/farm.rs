@@ -1,20 +1,25 @@
-//! A running 3-node farm: the test bed, `herd run` on each node, and the servers. Dropped in
-//! order: the servers stop, the herds are killed, then the test bed goes.
+//! A running 3-node farm: the test bed's farm, `herd run` on each node, and the servers.
+//! Dropped in order: the servers stop, the herds are killed, then the bed goes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use herd_config::FarmConfig;
+use herd_testbed::config::KEY;
+use herd_testbed::owner::Owners;
+use herd_testbed::process::START;
+use herd_testbed::responder::{Responders, Settings};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Offload};
 
-use super::bed::{Bed, NODES};
-use super::herd::{Herd, HerdFiles};
-use super::owners::Owners;
-use super::servers::Servers;
+use super::layout::{self, NODES, SERVICES, SOURCES, VIP};
 use crate::cli::FarmMode;
+use crate::topology::TAG;
 
-/// How long herd may take to say it runs.
-const START: Duration = Duration::from_secs(20);
+/// How long the short server waits for a connection's request line: short, as it serves one
+/// connection at a time and a stalled one (its node's herd killed mid-handshake) holds up the
+/// next.
+const SHORT_WAIT: Duration = Duration::from_millis(100);
 /// How long a farm may take to settle after a change: detection, agreement, and a drain of
 /// connections that are already gone (counted every 250 ms).
 pub const SETTLE: Duration = Duration::from_secs(20);
@@ -45,12 +50,14 @@ pub struct FarmSpec<'a> {
 
 /// A running farm.
 pub struct Farm {
-    servers: Option<Servers>,
+    servers: Option<Responders>,
     herds: Vec<Option<Herd>>,
     /// The namespaces and files.
-    pub bed: Bed,
+    pub bed: FarmBed,
     /// The configuration every node runs.
     pub config: FarmConfig,
+    /// Its file.
+    config_file: PathBuf,
     herd: PathBuf,
     keep_logs: Option<PathBuf>,
     tag: String,
@@ -62,13 +69,24 @@ impl Farm {
     /// Builds farm number `serial`, starts every node's herd and the servers, and waits until
     /// the farm has settled: every node has installed the table that gives it its whole share.
     pub fn start(serial: usize, spec: &FarmSpec) -> anyhow::Result<Self> {
-        let bed = Bed::create(serial, spec.mode, spec.buckets)?;
-        let config = FarmConfig::load(&bed.config()).context("the farm's configuration")?;
+        let bed = FarmBed::create(&FarmPlan {
+            prefix: format!("{TAG}-{}-farm{serial}", std::process::id()),
+            nodes: &NODES,
+            hub: HubKind::Flooding,
+            sources: SOURCES,
+            // Complete checksums, as on a wire, for the afxdp mode.
+            client_offload: Offload::TxOff,
+        })?;
+        let key = bed.bed().write_private("farm.key", KEY)?;
+        let text = layout::config(spec.mode.dataplane(), spec.buckets, &key).text();
+        let config_file = bed.bed().write_private("farm.toml", &text)?;
+        let config = FarmConfig::load(&config_file).context("the farm's configuration")?;
         let mut farm = Farm {
             servers: None,
             herds: (0..NODES.len()).map(|_| None).collect(),
             bed,
             config,
+            config_file,
             herd: spec.herd.to_owned(),
             keep_logs: spec.keep_logs.map(Path::to_owned),
             tag: spec.tag.clone(),
@@ -82,28 +100,31 @@ impl Farm {
             farm.wait_running(node, 0)?;
         }
         // After herd, which adds the VIP the servers bind.
-        farm.servers = Some(Servers::start(&farm.bed.nodes)?);
+        let settings = Settings {
+            vip: VIP.into(),
+            line_wait: SHORT_WAIT,
+            record: false,
+        };
+        farm.servers = Some(Responders::start(&farm.bed.nodes, &SERVICES, &settings)?);
         farm.settle(&[0; NODES.len()], ALL_UP)?;
         Ok(farm)
     }
 
     /// Starts node `node`'s herd, without waiting.
     pub fn spawn_herd(&mut self, node: usize) -> anyhow::Result<()> {
-        let name = NODES[node].0;
+        let name = NODES[node];
         let log_file = self
             .keep_logs
             .as_ref()
             .map(|dir| dir.join(format!("{}-{name}-{}.log", self.tag, self.starts[node])));
         self.starts[node] += 1;
-        let config = self.bed.config();
-        let files = HerdFiles {
-            herd: &self.herd,
-            config: &config,
-            bpf_dir: &self.bed.bpf_dir(node)?,
-            state_dir: &self.bed.state_dir(node),
-            log_file,
+        let run = HerdRun {
+            exe: &self.herd,
+            config: &self.config_file,
+            log_file: log_file.as_deref(),
+            echo: false,
         };
-        self.herds[node] = Some(Herd::spawn(&self.bed.nodes[node], name, &files)?);
+        self.herds[node] = Some(self.bed.spawn_herd(node, &run)?);
         Ok(())
     }
 
@@ -116,7 +137,7 @@ impl Farm {
         {
             bail!(
                 "{}'s herd did not say that it runs within {START:?}",
-                NODES[node].0
+                NODES[node]
             );
         }
         Ok(())
@@ -126,14 +147,14 @@ impl Farm {
     pub fn herd(&self, node: usize) -> anyhow::Result<&Herd> {
         self.herds[node]
             .as_ref()
-            .with_context(|| format!("{}'s herd does not run", NODES[node].0))
+            .with_context(|| format!("{}'s herd does not run", NODES[node]))
     }
 
     /// Node `node`'s herd, to wait for its exit.
     pub fn herd_mut(&mut self, node: usize) -> anyhow::Result<&mut Herd> {
         self.herds[node]
             .as_mut()
-            .with_context(|| format!("{}'s herd does not run", NODES[node].0))
+            .with_context(|| format!("{}'s herd does not run", NODES[node]))
     }
 
     /// Forgets node `node`'s herd once it has exited.
@@ -161,7 +182,7 @@ impl Farm {
 
     /// The owners when the nodes in `up` are the members.
     pub fn owners(&self, up: [bool; NODES.len()]) -> anyhow::Result<Owners> {
-        Owners::new(&self.config, up)
+        Owners::new(&self.config, &up)
     }
 
     /// Waits until every node in `up` has installed, since `marks`, the table that gives it
@@ -182,7 +203,7 @@ impl Farm {
             else {
                 bail!(
                     "{} did not take its share of {} buckets within {SETTLE:?}",
-                    NODES[node].0,
+                    NODES[node],
                     shares[node]
                 );
             };

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use herd_config::Protocol;
+use herd_testbed::address::flows;
+use herd_testbed::Signal;
 use serde::Serialize;
 
-use super::bed::{NODES, SHORT_PORT, UDP_PORT};
 use super::farm::{without, Farm, FarmSpec, ALL_UP};
+use super::layout::{NODES, SHORT_PORT, SOURCES, UDP_PORT};
 use super::load::{self, Answer, Control, Goal, Plan, Records};
-use super::owners::flows_in;
 use super::{pause, Settings};
 
 /// How long the load runs before the kill, so that the victim is seen answering; each run adds
@@ -87,7 +88,14 @@ pub fn run_once(
     let before = farm.owners(ALL_UP)?;
     let after = farm.owners(without(victim))?;
     let buckets = before.buckets_of(victim);
-    let udp = flows_in(&before, Protocol::Udp, UDP_PORT, &buckets, 1, 30000..40000)?
+    let udp = before
+        .flows_in(
+            Protocol::Udp,
+            UDP_PORT,
+            &buckets,
+            1,
+            flows(30000..40000, SOURCES),
+        )?
         .into_iter()
         .filter_map(|flows| flows.into_iter().next())
         .collect::<Vec<_>>();
@@ -95,13 +103,12 @@ pub fn run_once(
     let per_bucket = ((WARM_UP + delay + RECOVERY_BOUND + Duration::from_secs(1)).as_secs_f64()
         / settings.tcp_interval.as_secs_f64())
     .ceil() as usize;
-    let tcp = flows_in(
-        &before,
+    let tcp = before.flows_in(
         Protocol::Tcp,
         SHORT_PORT,
         &buckets,
         per_bucket,
-        40000..65000,
+        flows(40000..65000, SOURCES),
     )?;
     let new_owners: Vec<usize> = buckets.iter().map(|&b| after.owner(b)).collect();
     if new_owners.contains(&victim) {
@@ -122,7 +129,7 @@ pub fn run_once(
     };
     let control = Arc::new(Control::default());
     let until = Instant::now() + WARM_UP + delay + RECOVERY_BOUND + Duration::from_secs(1);
-    let client = farm.bed.client.clone();
+    let client = farm.bed.client.netns.clone();
     let thread_control = Arc::clone(&control);
     let load = std::thread::Builder::new()
         .name("load".into())
@@ -138,13 +145,13 @@ pub fn run_once(
     let marks = farm.marks();
     let kill_at = Instant::now();
     let _ = control.kill_at.set(kill_at);
-    farm.herd(victim)?.signal(libc::SIGKILL)?;
+    farm.herd(victim)?.signal(Signal::SIGKILL)?;
     if farm
         .herd_mut(victim)?
         .wait_timeout(Duration::from_secs(5))?
         .is_none()
     {
-        bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim].0);
+        bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim]);
     }
     farm.forget_herd(victim);
     while !load.is_finished() {

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use herd_config::Protocol;
+use herd_testbed::address::source4 as source;
+use herd_testbed::owner::Owners;
+use herd_testbed::{socket, Netns, Signal};
 use serde::Serialize;
 
-use super::bed::{source, LONG_PORT, NODES, SHORT_PORT, SOURCES, VIP};
 use super::farm::{without, Farm, FarmSpec, ALL_UP, SETTLE};
-use super::net;
-use super::owners::Owners;
+use super::layout::{LONG_PORT, NODES, SHORT_PORT, SOURCES, VIP};
 use super::pause;
-use crate::topology::Netns;
 
 /// The node that leaves and joins again.
 const LEAVER: usize = 1;
@@ -94,7 +94,7 @@ impl Held {
             }
             Ok::<_, std::io::Error>(line.trim().to_owned())
         })();
-        let expected = format!("{}:{text}", NODES[self.node].0);
+        let expected = format!("{}:{text}", NODES[self.node]);
         match reply {
             Ok(reply) if reply == expected => Ok(()),
             Ok(reply) => Err(format!("answered `{reply}` instead of `{expected}`")),
@@ -109,12 +109,12 @@ fn hold(client: &Netns, from: Vec<SocketAddrV4>) -> anyhow::Result<Vec<Held>> {
     let streams = client.run(|| {
         from.into_iter()
             .map(|from| {
-                net::connect(from, SocketAddrV4::new(VIP, LONG_PORT), EXCHANGE_TIMEOUT)
+                connect(from, SocketAddrV4::new(VIP, LONG_PORT))
                     .with_context(|| format!("cannot connect from {from}"))
                     .map(|stream| (from, stream))
             })
             .collect::<anyhow::Result<Vec<_>>>()
-    })?;
+    })??;
     streams
         .into_iter()
         .map(|(from, stream)| {
@@ -130,7 +130,7 @@ fn hold(client: &Netns, from: Vec<SocketAddrV4>) -> anyhow::Result<Vec<Held>> {
             let name = line.trim().strip_suffix(":hello").unwrap_or_default();
             let node = NODES
                 .iter()
-                .position(|(node, _)| *node == name)
+                .position(|node| *node == name)
                 .with_context(|| format!("connection from {from} answered `{}`", line.trim()))?;
             Ok(Held {
                 from,
@@ -150,7 +150,7 @@ fn round(held: &mut [Held], text: &str, broken: &mut Vec<String>) {
             connection.broken = true;
             broken.push(format!(
                 "{} (served by {}) at `{text}`: {why}",
-                connection.from, NODES[connection.node].0
+                connection.from, NODES[connection.node]
             ));
         }
     }
@@ -200,14 +200,14 @@ pub fn run(
     let mut farm = Farm::start(serial, spec)?;
     let all = farm.owners(ALL_UP)?;
     let mut result = LeaveJoin {
-        node: NODES[LEAVER].0.to_owned(),
+        node: NODES[LEAVER].to_owned(),
         ..LeaveJoin::default()
     };
     let mut broken = Vec::new();
 
     // The leave.
     let mut held = hold(
-        &farm.bed.client,
+        &farm.bed.client.netns,
         clients(&all, LONG_PORT, 50000, None, CONNECTIONS)?,
     )?;
     result.leave_connections = held.len();
@@ -215,7 +215,7 @@ pub fn run(
     let survivors = names(without(LEAVER));
     let marks = farm.marks();
     let term_at = Instant::now();
-    farm.herd(LEAVER)?.signal(libc::SIGTERM)?;
+    farm.herd(LEAVER)?.signal(Signal::SIGTERM)?;
     let mut agreed: [Option<Instant>; NODES.len()] = [None; NODES.len()];
     loop {
         pause(ROUND_GAP, interrupted)?;
@@ -247,7 +247,7 @@ pub fn run(
         if term_at.elapsed() > SETTLE {
             bail!(
                 "the survivors did not agree on a view without {} within {SETTLE:?}",
-                NODES[LEAVER].0
+                NODES[LEAVER]
             );
         }
     }
@@ -272,7 +272,7 @@ pub fn run(
     if exited.is_none() {
         bail!(
             "{} did not exit within {EXIT_BOUND:?} of its connections' close",
-            NODES[LEAVER].0
+            NODES[LEAVER]
         );
     }
     farm.forget_herd(LEAVER);
@@ -282,7 +282,7 @@ pub fn run(
     // The join: as many connections again, the new ones in the buckets it will take back.
     let refill = CONNECTIONS.saturating_sub(held.len());
     held.extend(hold(
-        &farm.bed.client,
+        &farm.bed.client.netns,
         clients(&all, LONG_PORT, 51000, Some(LEAVER), refill)?,
     )?);
     result.join_connections = held.len();
@@ -319,17 +319,17 @@ pub fn run(
             }
         }
         if start_at.elapsed() > SETTLE {
-            bail!("{} did not rejoin within {SETTLE:?}", NODES[LEAVER].0);
+            bail!("{} did not rejoin within {SETTLE:?}", NODES[LEAVER]);
         }
     }
     round(&mut held, "joined", &mut broken);
     let fresh = clients(&all, SHORT_PORT, 52000, Some(LEAVER), FRESH)?;
     result.fresh = fresh.len();
-    result.fresh_to_joiner = farm.bed.client.run(|| {
-        Ok(fresh
+    result.fresh_to_joiner = farm.bed.client.netns.run(|| {
+        fresh
             .iter()
             .filter(|&&from| ask(from) == Some(LEAVER))
-            .count())
+            .count()
     })?;
     pause(AFTER_AGREED, interrupted)?;
     round(&mut held, "still", &mut broken);
@@ -341,12 +341,18 @@ pub fn run(
 
 /// One line over a new short connection from `from`: the node that answered.
 fn ask(from: SocketAddrV4) -> Option<usize> {
-    let stream = net::connect(from, SocketAddrV4::new(VIP, SHORT_PORT), EXCHANGE_TIMEOUT).ok()?;
+    let stream = connect(from, SocketAddrV4::new(VIP, SHORT_PORT)).ok()?;
     (&stream).write_all(b"fresh\n").ok()?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line).ok()?;
     let name = line.trim().strip_suffix(":fresh")?;
-    NODES.iter().position(|(node, _)| *node == name)
+    NODES.iter().position(|node| *node == name)
+}
+
+/// A TCP connection from `from` to `to`, given up after [`EXCHANGE_TIMEOUT`] as its exchanges
+/// are.
+fn connect(from: SocketAddrV4, to: SocketAddrV4) -> std::io::Result<TcpStream> {
+    socket::connect(from.into(), to.into(), EXCHANGE_TIMEOUT)
 }
 
 /// The members named as herd logs them: `alpha,charlie`.
@@ -355,7 +361,7 @@ fn names(up: [bool; NODES.len()]) -> String {
         .iter()
         .zip(up)
         .filter(|&(_, up)| up)
-        .map(|((name, _), _)| *name)
+        .map(|(name, _)| *name)
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -5,15 +5,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use herd_testbed::socket::{self, pollfd};
 
-use super::bed::{NODES, SHORT_PORT, UDP_PORT, VIP};
-use super::net;
+use super::layout::{NODES, SHORT_PORT, UDP_PORT, VIP};
 
 /// What the load sends.
 pub struct Plan {
@@ -169,10 +168,10 @@ pub fn run(plan: &Plan, control: &Control, until: Instant) -> anyhow::Result<Rec
             };
             tcp_used[bucket] += 1;
             records.tcp_opened += 1;
-            match net::start_connect(from, SocketAddrV4::new(VIP, SHORT_PORT)) {
-                Ok(fd) => attempts.push(Attempt {
+            match socket::start_connect(from.into(), SocketAddrV4::new(VIP, SHORT_PORT).into()) {
+                Ok(stream) => attempts.push(Attempt {
                     bucket,
-                    stream: TcpStream::from(fd),
+                    stream,
                     opened: now,
                     sent: false,
                     reply: Vec::new(),
@@ -196,7 +195,7 @@ pub fn run(plan: &Plan, control: &Control, until: Instant) -> anyhow::Result<Rec
                 },
             )
         }));
-        net::poll(&mut fds, Duration::from_millis(1)).context("poll")?;
+        socket::poll(&mut fds, Duration::from_millis(1)).context("poll")?;
         let now = Instant::now();
         for (flow, (socket, fd)) in sockets.iter().zip(&fds).enumerate() {
             if fd.revents == 0 {
@@ -246,7 +245,7 @@ pub fn run(plan: &Plan, control: &Control, until: Instant) -> anyhow::Result<Rec
 /// handshake is done, then reads the answer line.
 fn step(attempt: &mut Attempt, buf: &mut [u8]) -> Outcome {
     if !attempt.sent {
-        if net::connect_result(&attempt.stream).is_err() {
+        if socket::connect_result(&attempt.stream).is_err() {
             return Outcome::Failed;
         }
         // Two bytes into an empty send buffer: the write is whole or fails.
@@ -281,19 +280,10 @@ fn later(next: Instant, interval: Duration, now: Instant) -> Instant {
     }
 }
 
-/// A poll entry for `socket`.
-fn pollfd(socket: &impl AsRawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events,
-        revents: 0,
-    }
-}
-
 /// The node that wrote the answer `NAME:...`.
 fn node_of(answer: &[u8]) -> Option<usize> {
     let name = answer.split(|&b| b == b':').next()?;
-    NODES.iter().position(|(node, _)| node.as_bytes() == name)
+    NODES.iter().position(|node| node.as_bytes() == name)
 }
 
 /// How far the goal is met, once the victim has been killed.

@@ -3,31 +3,28 @@
 //! `kill -9` (p50/p99 over many runs, each on a fresh farm), connections broken by a planned
 //! leave and by a join, and false positives while stress-ng saturates every core.
 
-mod bed;
 mod farm;
-mod herd;
 mod kill;
+mod layout;
 mod leave_join;
 mod load;
-mod net;
-mod owners;
 mod quiet;
 mod report;
-mod servers;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use herd_config::Membership;
+use herd_testbed::{command, stale};
 
-use self::bed::NODES;
 use self::farm::FarmSpec;
+use self::layout::NODES;
 pub use self::report::FailoverReport;
 use crate::cli::FailoverArgs;
-use crate::{command, topology};
+use crate::topology::TAG;
 
 /// How long a TCP connection of the failover load may take to be answered before it is given
 /// up (and another one opened in its bucket).
@@ -68,8 +65,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
     if let Some(dir) = &args.keep_logs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    topology::remove_stale()?;
-    let _run_dir = RunDir(topology::run_dir(std::process::id()));
+    stale::remove(TAG)?;
     let settings = Settings {
         udp_interval: Duration::from_millis(args.udp_interval_ms),
         tcp_interval: Duration::from_millis(args.tcp_interval_ms),
@@ -102,7 +98,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
             "failover run {} of {}: killing {}",
             run + 1,
             args.runs,
-            NODES[victim].0
+            NODES[victim]
         );
         serial += 1;
         match kill::run_once(
@@ -164,7 +160,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
 }
 
 /// Writes the markdown section to `path`.
-fn write_markdown(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+fn write_markdown(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -196,17 +192,6 @@ fn command_line() -> String {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// This process's temporary directory, which holds each farm's while it runs; removed on drop
-/// once they are gone.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        // Only when empty: a farm that could not remove its own directory said so already.
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 /// Fails once the run has been interrupted.

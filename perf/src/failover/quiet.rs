@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use herd_config::Protocol;
+use herd_testbed::address::flows;
 use serde::Serialize;
 
-use super::bed::{source, NODES, SOURCES, UDP_PORT};
 use super::farm::{Farm, FarmSpec, ALL_UP};
+use super::layout::{NODES, SOURCES, UDP_PORT};
 use super::load::{self, Control, Plan};
 
 /// How often each flow of the light traffic sends a request.
@@ -54,9 +55,7 @@ pub fn run(
     let farm = Farm::start(serial, spec)?;
     let owners = farm.owners(ALL_UP)?;
     // One flow per client address, over every node's buckets.
-    let udp: Vec<_> = (1..=SOURCES)
-        .map(|i| std::net::SocketAddrV4::new(source(i), 45000))
-        .collect();
+    let udp: Vec<_> = flows(45000..45001, SOURCES).collect();
     let expected = udp
         .iter()
         .map(|&flow| owners.of(Protocol::Udp, UDP_PORT, flow))
@@ -72,7 +71,7 @@ pub fn run(
     let length = Duration::from_secs(u64::from(minutes) * 60);
     let control = Arc::new(Control::default());
     let until = Instant::now() + length + OVERRUN + Duration::from_secs(10);
-    let client = farm.bed.client.clone();
+    let client = farm.bed.client.netns.clone();
     let thread_control = Arc::clone(&control);
     let load = std::thread::Builder::new()
         .name("light-load".into())
@@ -117,7 +116,7 @@ pub fn run(
                 }
             }
             if excerpts.len() < 12 {
-                excerpts.push(format!("{}: {}", NODES[node].0, line.text));
+                excerpts.push(format!("{}: {}", NODES[node], line.text));
             }
         }
     }

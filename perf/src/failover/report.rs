@@ -7,8 +7,8 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::bed::NODES;
 use super::kill::{KillRun, RECOVERY_BOUND};
+use super::layout::NODES;
 use super::leave_join::LeaveJoin;
 use super::quiet::Quiet;
 
@@ -294,7 +294,7 @@ impl FailoverReport {
                 out,
                 "| {} | {} | {:.0} ms | {} | {}, {}{} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
                 i + 1,
-                NODES[run.victim].0,
+                NODES[run.victim],
                 run.delay_ms,
                 run.buckets,
                 run.udp_by_victim_before,

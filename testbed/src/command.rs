@@ -1,4 +1,5 @@
-//! Running the system tools herd-perf drives (`ip`, `nft`), with errors that say what failed.
+//! Running the system tools the test bed drives (`ip`, `ethtool`, `nft`...), with errors that
+//! say what failed.
 
 use std::io::{ErrorKind, Write};
 use std::process::{Command, Stdio};
@@ -24,7 +25,7 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<
         Ok(child) => child,
         Err(error) if error.kind() == ErrorKind::NotFound => bail!(
             "`{program}` is not installed (needed for `{line}`); scripts/deps installs what \
-             herd-perf needs"
+             the test bed needs"
         ),
         Err(error) => return Err(error).with_context(|| format!("cannot run `{line}`")),
     };
@@ -44,4 +45,31 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_command_is_named_with_its_message() {
+        let error = run("sh", &["-c", "echo oops >&2; exit 3"], None).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("`sh -c echo oops >&2; exit 3` failed"),
+            "{text}"
+        );
+        assert!(text.contains("oops"), "{text}");
+    }
+
+    #[test]
+    fn standard_input_reaches_the_program() {
+        assert_eq!(run("cat", &[], Some("fed\n")).unwrap(), "fed\n");
+    }
+
+    #[test]
+    fn a_missing_program_says_so() {
+        let error = run("herd-no-such-tool", &[], None).unwrap_err();
+        assert!(format!("{error:#}").contains("is not installed"));
+    }
 }

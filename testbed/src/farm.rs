@@ -1,0 +1,196 @@
+//! A farm's bed: a hub namespace whose bridge joins a namespace per node and one for the
+//! client, each plugged in with a veth pair (`eth0` in the host, a port named after the host
+//! in the hub) and addressed from the plan, IPv4 and IPv6. Nothing is made in the machine's
+//! own network namespace.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::address::{self, CLIENT4, MAX_NODES, MAX_SOURCES};
+use crate::bed::Bed;
+use crate::link::{self, End, HubKind, Offload};
+use crate::netns::Netns;
+use crate::process::{Herd, HerdSpec};
+
+/// The bridge's name, in the hub namespace.
+pub const BRIDGE: &str = "hub";
+/// The interface of every host, plugged into the hub.
+pub const INTERFACE: &str = "eth0";
+/// The client's name, of its namespace and its port in the hub.
+pub const CLIENT: &str = "client";
+
+/// What a farm's bed is made of.
+#[derive(Clone, Debug)]
+pub struct FarmPlan<'a> {
+    /// The prefix of every name (see [`Bed::create`]).
+    pub prefix: String,
+    /// The nodes' names, in order: node `i` has the plan's address [`address::node4`]`(i)`.
+    /// Each names its namespace (`PREFIX-NAME`) and its port in the hub, so at most 15 bytes.
+    pub nodes: &'a [&'a str],
+    /// How the hub forwards frames.
+    pub hub: HubKind,
+    /// How many extra source addresses the client has ([`address::source4`] 1 to this).
+    pub sources: u8,
+    /// The client's checksum offload.
+    pub client_offload: Offload,
+}
+
+/// How a node's `herd run` is started, besides the node's own directories.
+#[derive(Clone, Copy, Debug)]
+pub struct HerdRun<'a> {
+    /// The herd executable.
+    pub exe: &'a Path,
+    /// The configuration file.
+    pub config: &'a Path,
+    /// A file the log is appended to.
+    pub log_file: Option<&'a Path>,
+    /// Whether each line of the log is copied to standard error, after the node's name.
+    pub echo: bool,
+}
+
+/// A host plugged into the hub.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// The node's name, or [`CLIENT`].
+    pub name: String,
+    /// Its namespace.
+    pub netns: Netns,
+    /// Its own IPv4 address; its IPv6 twin is on its interface too.
+    pub address: Ipv4Addr,
+}
+
+/// The hub, the nodes and the client; the [`Bed`] inside removes them.
+#[derive(Debug)]
+pub struct FarmBed {
+    /// The nodes, in the plan's order.
+    pub nodes: Vec<Host>,
+    /// The client.
+    pub client: Host,
+    /// The hub's namespace.
+    pub hub: Netns,
+    bed: Bed,
+}
+
+impl FarmBed {
+    /// Builds the bed `plan` describes. Whatever fails half-way is undone before the error is
+    /// returned.
+    pub fn create(plan: &FarmPlan) -> anyhow::Result<Self> {
+        if plan.nodes.len() > MAX_NODES {
+            bail!("at most {MAX_NODES} nodes, not {}", plan.nodes.len());
+        }
+        if plan.sources > MAX_SOURCES {
+            bail!(
+                "at most {MAX_SOURCES} source addresses, not {}",
+                plan.sources
+            );
+        }
+        let mut bed = Bed::create(&plan.prefix)?;
+        let hub = bed.netns("hub")?;
+        link::bridge(&hub, BRIDGE, plan.hub)?;
+        let mut nodes = Vec::new();
+        for (index, &name) in plan.nodes.iter().enumerate() {
+            let address = address::node4(index);
+            let netns = plug(&mut bed, &hub, name, &[address])?;
+            nodes.push(Host {
+                name: name.to_owned(),
+                netns,
+                address,
+            });
+        }
+        let addresses: Vec<Ipv4Addr> = std::iter::once(CLIENT4)
+            .chain((1..=plan.sources).map(address::source4))
+            .collect();
+        let netns = plug(&mut bed, &hub, CLIENT, &addresses)?;
+        link::set_offload(&netns, INTERFACE, plan.client_offload)?;
+        Ok(FarmBed {
+            nodes,
+            client: Host {
+                name: CLIENT.to_owned(),
+                netns,
+                address: CLIENT4,
+            },
+            hub,
+            bed,
+        })
+    }
+
+    /// The bed: scratch directory, BPF file system, namespaces, processes.
+    pub fn bed(&self) -> &Bed {
+        &self.bed
+    }
+
+    /// Node `node`'s directory for its incarnation and control socket, created; a node's own,
+    /// so that what one node keeps there cannot be taken for another's.
+    pub fn state_dir(&self, node: usize) -> anyhow::Result<PathBuf> {
+        let name = &self.node(node)?.name;
+        self.bed.dir(&format!("state/{name}"))
+    }
+
+    /// Node `node`'s pin directory (`--bpf-dir`), created on the bed's BPF file system.
+    pub fn bpf_dir(&self, node: usize) -> anyhow::Result<PathBuf> {
+        self.bed.bpf_dir(&self.node(node)?.name)
+    }
+
+    /// Starts `herd run` as node `node` in its namespace, with its own pin and state
+    /// directories, without waiting for anything.
+    pub fn spawn_herd(&self, node: usize, run: &HerdRun) -> anyhow::Result<Herd> {
+        let dirs = self.dirs(node)?;
+        Herd::spawn(&self.bed, &self.node(node)?.netns, &dirs.spec(run))
+    }
+
+    /// Starts `herd run` as node `node`, as [`FarmBed::spawn_herd`] does, and waits for it to
+    /// say that it runs.
+    pub fn start_herd(&self, node: usize, run: &HerdRun) -> anyhow::Result<Herd> {
+        let dirs = self.dirs(node)?;
+        Herd::start(&self.bed, &self.node(node)?.netns, &dirs.spec(run))
+    }
+
+    fn dirs(&self, node: usize) -> anyhow::Result<NodeDirs> {
+        Ok(NodeDirs {
+            name: self.node(node)?.name.clone(),
+            bpf_dir: self.bpf_dir(node)?,
+            state_dir: self.state_dir(node)?,
+        })
+    }
+
+    /// Node `node`.
+    pub fn node(&self, node: usize) -> anyhow::Result<&Host> {
+        self.nodes
+            .get(node)
+            .with_context(|| format!("the farm has no node {node}"))
+    }
+}
+
+/// Makes host `name`'s namespace and plugs it into the hub: a veth pair, `eth0` in the host
+/// with `addresses` and their IPv6 twins, the port `name` in the hub's bridge.
+fn plug(bed: &mut Bed, hub: &Netns, name: &str, addresses: &[Ipv4Addr]) -> anyhow::Result<Netns> {
+    let netns = bed.netns(name)?;
+    link::veth(End::new(&netns, INTERFACE), End::new(hub, name))?;
+    link::attach(hub, name, BRIDGE)?;
+    address::assign(&netns, INTERFACE, addresses)?;
+    netns.ip(&["link", "set", INTERFACE, "up"])?;
+    Ok(netns)
+}
+
+/// A node's own name and directories.
+struct NodeDirs {
+    name: String,
+    bpf_dir: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl NodeDirs {
+    fn spec<'a>(&'a self, run: &HerdRun<'a>) -> HerdSpec<'a> {
+        HerdSpec {
+            exe: run.exe,
+            node: Some(&self.name),
+            config: run.config,
+            bpf_dir: &self.bpf_dir,
+            state_dir: &self.state_dir,
+            log_file: run.log_file,
+            echo: run.echo,
+        }
+    }
+}

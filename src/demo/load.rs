@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -170,6 +170,8 @@ impl Tally {
 /// What the load thread and the driving thread share.
 struct Shared {
     tally: Mutex<Tally>,
+    /// Notified whenever the load thread has added a turn to the tally.
+    tallied: Condvar,
     phase: AtomicUsize,
     stop: AtomicBool,
 }
@@ -224,6 +226,7 @@ impl Load {
                 last: vec![None; sockets.len()],
                 watch: None,
             }),
+            tallied: Condvar::new(),
             phase: AtomicUsize::new(Phase::WarmUp.index()),
             stop: AtomicBool::new(false),
         });
@@ -248,6 +251,30 @@ impl Load {
     /// The requests sent from now on count in `phase`.
     pub fn set_phase(&self, phase: Phase) {
         self.shared.phase.store(phase.index(), Ordering::Relaxed);
+    }
+
+    /// Waits until every request sent in `phase` has been answered or found lost, at most
+    /// [`TIMEOUT`] and a little more (the load's own time-out settles every request by then);
+    /// whether they all were.
+    pub fn settle(&self, phase: Phase) -> bool {
+        let deadline = Instant::now() + TIMEOUT + 4 * POLL;
+        let mut tally = self.shared.lock();
+        loop {
+            let counts = tally.phase(phase);
+            if counts.answered + counts.lost >= counts.sent {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            tally = self
+                .shared
+                .tallied
+                .wait_timeout(tally, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
     }
 
     /// A copy of what the load has seen so far.
@@ -478,12 +505,14 @@ fn run(
             requests.pop_first();
         }
         apply(&mut shared.lock(), &turn, now);
+        shared.tallied.notify_all();
     }
     let mut turn = Turn::default();
     for request in requests.values().filter(|r| r.state == State::Waiting) {
         turn.lost.push(request.phase);
     }
     apply(&mut shared.lock(), &turn, Instant::now());
+    shared.tallied.notify_all();
     Ok(())
 }
 

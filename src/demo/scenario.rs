@@ -327,8 +327,13 @@ impl Demo<'_> {
             bail!("{name} answers none of the client flows: there is nothing to fail over");
         }
         // Just before the signal: the time measured includes the kill itself, and the
-        // requests in flight when it lands count as sent with the node down.
+        // requests in flight when it lands count as sent with the node down. Those of the
+        // steady phase are answered first: one still queued in the node (an AF_XDP worker's
+        // ring, the hand-off device) when it dies would be counted lost while all was up.
         self.enter(Phase::Down)?;
+        if !self.load()?.settle(Phase::Steady) {
+            bail!("the steady phase's requests were neither answered nor lost in time");
+        }
         self.load()?.watch(&flows, Want::AnyBut(node));
         let herd = self.herds.running[node]
             .as_mut()

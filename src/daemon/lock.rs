@@ -2,7 +2,8 @@
 //! interface in a fixed directory, whatever the other paths `herd run` is given. The file holds
 //! what tells the holder apart (its pid, node and control socket), for the refusal to name it.
 //! The kernel releases the lock when the holder ends, however it ends; a holder that ends
-//! cleanly also removes the file, so that stopped herds leave no files behind.
+//! cleanly also removes the file, and a herd that starts removes the files nobody holds (those
+//! of killed herds), so that no files pile up.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, Write};
@@ -80,6 +81,7 @@ impl InterfaceLock {
             .context("cannot tell this process's network namespace (/proc/self/ns/net)")?
             .ino();
         let path = dir.join(format!("{interface}@net{namespace}"));
+        remove_unheld(dir, &path);
         let mut file = loop {
             let file = lock_file(&path, interface)?;
             // The holder before may have removed the file between our open and our lock: the
@@ -105,6 +107,27 @@ impl Drop for InterfaceLock {
         // Removed while still locked, so that no other herd can hold it meanwhile.
         if let Err(error) = std::fs::remove_file(&self.path) {
             tracing::warn!(file = %self.path.display(), "cannot remove the lock file: {error}");
+        }
+    }
+}
+
+/// Removes the lock files in `dir` but `own` that nobody holds: those left by killed herds.
+/// Each is locked before it is removed, so a held one is left alone; a herd that opened one
+/// just before may be refused once, naming the dead holder, and succeeds when started again.
+fn remove_unheld(dir: &Path, own: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|entry| entry.path()) {
+        if path == own {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        // SAFETY: flock takes an open descriptor, which `file` holds, and no memory.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }
@@ -177,6 +200,28 @@ mod tests {
         let again = InterfaceLock::take(&dir, "vn0", &holder("bravo"));
         assert!(again.is_ok(), "free once the first is gone");
         drop((again, other));
+        std::fs::remove_dir(&dir).expect("the lock directory is left empty");
+    }
+
+    #[test]
+    fn a_lock_file_nobody_holds_is_removed_by_the_next_taker_and_a_held_one_kept() {
+        let dir = std::env::temp_dir().join(format!("herd-lock-stale-{}", std::process::id()));
+        let holder = Holder {
+            pid: 4242,
+            node: "alpha".into(),
+            control: PathBuf::from("/run/herd/alpha.sock"),
+        };
+        let held = InterfaceLock::take(&dir, "vn0", &holder).unwrap();
+        let stale = dir.join("vn9@net1");
+        std::fs::write(&stale, holder.line()).unwrap();
+        let other = InterfaceLock::take(&dir, "vn1", &holder).unwrap();
+        assert!(!stale.exists(), "the file a killed herd left is removed");
+        assert!(held.path.exists(), "a held lock's file is kept");
+        assert!(
+            InterfaceLock::take(&dir, "vn0", &holder).is_err(),
+            "and still refuses"
+        );
+        drop((held, other));
         std::fs::remove_dir(&dir).expect("the lock directory is left empty");
     }
 

@@ -65,19 +65,11 @@ impl Server {
         let mut readiness = shutdown
             .watch(self.listener.as_raw_fd())
             .context("cannot watch the control socket")?;
-        while readiness.wait()? {
-            loop {
-                let stream = match self.listener.accept() {
-                    Ok((stream, _)) => stream,
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) => {
-                        tracing::warn!("control socket: cannot accept: {error}");
-                        break;
-                    }
-                };
-                if let Err(error) = answer(stream, requests) {
-                    tracing::warn!("control socket: {error:#}");
-                }
+        while let Some(stream) =
+            readiness.accept("control socket", || Ok(self.listener.accept()?.0))?
+        {
+            if let Err(error) = answer(stream, requests) {
+                tracing::warn!("control socket: {error:#}");
             }
         }
         Ok(())

@@ -60,10 +60,6 @@ const LINGER: Duration = Duration::from_millis(500);
 /// The most bytes thrown away after an answer; see [`LINGER`].
 const LINGER_BYTES: usize = 65_536;
 
-/// How long the accepting thread rests after a failed accept (out of file descriptors, for
-/// one), rather than spin on the error.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
 // The Prometheus text format.
 
 /// The node's `status` in the Prometheus text exposition format 0.0.4: each metric family with
@@ -498,37 +494,23 @@ impl Server {
             .context("cannot watch the metrics socket")?;
         let active = Arc::new(AtomicUsize::new(0));
         std::thread::scope(|scope| {
-            while readiness.wait()? {
-                loop {
-                    let stream = match self.listener.accept() {
-                        Ok((stream, _)) => stream,
-                        Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                        Err(error) => {
-                            tracing::warn!("metrics: cannot accept a connection: {error}");
-                            // Out of file descriptors, say: rest rather than spin on it.
-                            if shutdown.wait(ACCEPT_BACKOFF) {
-                                return Ok(());
-                            }
-                            break;
+            while let Some(stream) =
+                readiness.accept("metrics", || Ok(self.listener.accept()?.0))?
+            {
+                let Some(slot) = Slot::take(&active) else {
+                    tracing::debug!("metrics: {MAX_CONNECTIONS} connections already; one closed");
+                    continue;
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("herd-metrics-c".into())
+                    .spawn_scoped(scope, move || {
+                        let _slot = slot;
+                        if let Err(error) = answer(stream, requests) {
+                            tracing::debug!("metrics: {error}");
                         }
-                    };
-                    let Some(slot) = Slot::take(&active) else {
-                        tracing::debug!(
-                            "metrics: {MAX_CONNECTIONS} connections already; one closed"
-                        );
-                        continue;
-                    };
-                    let spawned = std::thread::Builder::new()
-                        .name("herd-metrics-c".into())
-                        .spawn_scoped(scope, move || {
-                            let _slot = slot;
-                            if let Err(error) = answer(stream, requests) {
-                                tracing::debug!("metrics: {error}");
-                            }
-                        });
-                    if let Err(error) = spawned {
-                        tracing::warn!("metrics: cannot start a thread for a connection: {error}");
-                    }
+                    });
+                if let Err(error) = spawned {
+                    tracing::warn!("metrics: cannot start a thread for a connection: {error}");
                 }
             }
             Ok(())

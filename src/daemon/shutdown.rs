@@ -127,6 +127,9 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// How long an accepting thread rests after a failed accept, rather than spin on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A listening socket watched until the shutdown; see [`Shutdown::watch`].
 pub struct Readiness {
     poll: Poll,
@@ -137,9 +140,40 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// The next connection `accept` takes from the watched (non-blocking) socket, waiting for
+    /// one; `None` once the shutdown has come. A failed accept (out of file descriptors, for
+    /// one) is logged as `what`'s and rested on for [`ACCEPT_BACKOFF`] rather than spun on.
+    pub fn accept<S>(
+        &mut self,
+        what: &str,
+        mut accept: impl FnMut() -> io::Result<S>,
+    ) -> io::Result<Option<S>> {
+        loop {
+            if self.shutdown.triggered() {
+                return Ok(None);
+            }
+            match accept() {
+                Ok(stream) => return Ok(Some(stream)),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // Every waiting connection taken: the poll, edge-triggered, wakes at the next.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait()? {
+                        return Ok(None);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!("{what}: cannot accept a connection: {error}");
+                    if self.shutdown.wait(ACCEPT_BACKOFF) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits until the socket may have a connection to accept (`true`) or the shutdown has
     /// come (`false`).
-    pub fn wait(&mut self) -> io::Result<bool> {
+    fn wait(&mut self) -> io::Result<bool> {
         loop {
             if self.shutdown.triggered() {
                 return Ok(false);

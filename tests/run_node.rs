@@ -172,6 +172,14 @@ fn request(client: &Netns, text: &str, wait: Duration) -> bool {
         .expect("enters the client's namespace")
 }
 
+/// How many of `count` requests, `PREFIX0`, `PREFIX1`..., the node answered, each within
+/// `wait`.
+fn answered(client: &Netns, prefix: &str, count: usize, wait: Duration) -> usize {
+    (0..count)
+        .filter(|i| request(client, &format!("{prefix}{i}"), wait))
+        .count()
+}
+
 fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: DataplaneMode) {
     let mut topology = Topology::new("a", mode);
     // What herd must leave as it found it: the namespace's default, whatever the machine's.
@@ -180,9 +188,7 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Dat
     topology.start_echo();
 
     // The first request also resolves the VIP: the answer must carry the virtual MAC.
-    let answered = (0..30)
-        .filter(|i| request(topology.client(), &format!("r{i}"), Duration::from_secs(1)))
-        .count();
+    let answered = answered(topology.client(), "r", 30, Duration::from_secs(1));
     assert_eq!(answered, 30, "every request to the VIP is answered");
     let neighbours = topology
         .client()
@@ -430,15 +436,7 @@ fn closes_within_the_deadline(topology: &Topology, what: &str) {
         first_refused < Duration::from_secs(2),
         "stopped after {first_refused:?}"
     );
-    let late = (0..20)
-        .filter(|i| {
-            request(
-                topology.client(),
-                &format!("late{i}"),
-                Duration::from_millis(200),
-            )
-        })
-        .count();
+    let late = answered(topology.client(), "late", 20, Duration::from_millis(200));
     assert_eq!(late, 0, "no VIP packet is accepted once herd is {what}");
 }
 
@@ -528,15 +526,7 @@ fn a_second_herd_of_a_running_node_refuses_without_touching_it(mode: DataplaneMo
         InterfaceSettings::running(),
         "the first keeps its VIP and its attachment"
     );
-    let answered = (0..20)
-        .filter(|i| {
-            request(
-                topology.client(),
-                &format!("after{i}"),
-                Duration::from_secs(1),
-            )
-        })
-        .count();
+    let answered = answered(topology.client(), "after", 20, Duration::from_secs(1));
     assert_eq!(answered, 20, "the first serves on");
     assert_eq!(first.status().unwrap()["state"], "up");
 }

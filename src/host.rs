@@ -10,7 +10,7 @@ pub mod route_socket;
 
 use std::fs;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -62,6 +62,29 @@ impl Host {
             originals_file: originals::file(state_dir, node, interface),
             originals: None,
         })
+    }
+
+    /// The node's own IPv6 address on the interface that neighbour solicitations from an IPv6
+    /// VIP leave from instead (see [`herd_dataplane::egress`]): its link-local address, else
+    /// another that is not one of `vips`; `None` when it has neither.
+    pub fn solicitation_source(&mut self, vips: &[IpAddr]) -> anyhow::Result<Option<Ipv6Addr>> {
+        let interface = &self.interface;
+        let own: Vec<Ipv6Addr> = self
+            .netlink
+            .addresses(self.index)
+            .with_context(|| format!("cannot list the addresses of {interface}"))?
+            .into_iter()
+            .filter(|address| !vips.contains(address))
+            .filter_map(|address| match address {
+                IpAddr::V6(address) => Some(address),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        Ok(own
+            .iter()
+            .find(|address| address.is_unicast_link_local())
+            .or(own.first())
+            .copied())
     }
 
     /// Whether the interface is virtual (veth, tap, bridge...): it has no device behind it.

@@ -229,9 +229,13 @@ fn a_client_reaches_the_vip_through_its_virtual_mac_and_herd_cleans_up(mode: Dat
         !addresses.contains(&VIP.to_string()),
         "the VIP is removed: {addresses}"
     );
+    let pins: Vec<_> = std::fs::read_dir(&topology.pins)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
     assert!(
-        !topology.pins.join(INTERFACE).exists(),
-        "the pin is removed"
+        pins.is_empty(),
+        "the pins of the XDP program and the egress guard are removed: {pins:?}"
     );
     assert_eq!(
         topology.node().read_sysctl(ARP_ANNOUNCE).unwrap(),

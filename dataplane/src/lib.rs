@@ -1,7 +1,11 @@
 //! herd's packet path in the kernel: the XDP programs and their loader ([`xdp`]), which make
 //! `herd_packet::classify`'s verdict in the kernel or redirect VIP traffic to AF_XDP sockets, and
-//! the AF_XDP workers ([`afxdp`]) with their way back to the stack ([`handoff`]).
+//! the AF_XDP workers ([`afxdp`]) with their way back to the stack ([`handoff`]); the egress
+//! guard ([`egress`]), which keeps the kernel from mapping a VIP to the node's MAC; the pins
+//! that keep both attached past a killed herd ([`pin`]).
 
 pub mod afxdp;
+pub mod egress;
 pub mod handoff;
+pub mod pin;
 pub mod xdp;

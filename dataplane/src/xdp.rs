@@ -5,11 +5,11 @@
 //! the program's `flows` map, a kernel LRU hash with the key and value of [`herd_packet::flows`].
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::links::FdLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
 use herd_config::{Affinity, Protocol};
@@ -20,6 +20,8 @@ use herd_packet::counts::{Count, Traffic};
 use herd_packet::flows::{Connection, FlowState, FLOWS};
 use herd_packet::rules::{DropReason, FarmRules};
 use herd_packet::table::{ModeTable, MAX_BUCKETS};
+
+use crate::pin::{Pin, PinError};
 
 /// The program object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/herd.bpf.o"));
@@ -127,14 +129,9 @@ pub enum XdpError {
     /// The farm has more VIPs of a family than the program holds.
     #[error("the eBPF program holds at most {MAX_VIPS} VIPs of each family")]
     TooManyVips,
-    /// The program could not be pinned to, or unpinned from, the BPF file system.
-    #[error("cannot pin the XDP program's link at {path}: {message}")]
-    Pin {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
+    /// The attachment could not be pinned to, or unpinned from, the BPF file system.
+    #[error("XDP program: {0}")]
+    Pin(#[from] PinError),
     /// The program could not be attached as a link (the kernel is too old for XDP links).
     #[error("XDP link: {0}")]
     Link(#[from] aya::programs::links::LinkError),
@@ -257,14 +254,6 @@ fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
     Ok(program.try_into()?)
 }
 
-/// Removes a pin; dropping the link it returns detaches the program.
-fn unpin(pinned: PinnedLink, path: &Path) -> Result<(), XdpError> {
-    pinned.unpin().map(drop).map_err(|error| XdpError::Pin {
-        path: path.to_owned(),
-        message: error.to_string(),
-    })
-}
-
 /// One of the programs, loaded and filled with one farm's settings, not yet attached: the
 /// in-kernel classifier ([`XdpProgram::load`]) or the AF_XDP redirect
 /// ([`XdpProgram::load_redirect`]).
@@ -278,7 +267,7 @@ pub struct XdpProgram {
     /// must have its bucket count. `None` for the redirect program.
     modes: Option<ModeTable>,
     /// The attachment, pinned so that it outlives a killed herd (see [`XdpProgram::attach`]).
-    attached: Option<(PinnedLink, PathBuf)>,
+    attached: Option<Pin>,
 }
 
 impl XdpProgram {
@@ -480,11 +469,7 @@ impl XdpProgram {
         };
         let id = program.attach(interface, mode)?;
         let link: FdLink = program.take_link(id)?.try_into()?;
-        let pinned = link.pin(pin).map_err(|error| XdpError::Pin {
-            path: pin.to_owned(),
-            message: error.to_string(),
-        })?;
-        self.attached = Some((pinned, pin.to_owned()));
+        self.attached = Some(Pin::new(link, pin)?);
         Ok(())
     }
 
@@ -495,8 +480,8 @@ impl XdpProgram {
 
     /// Detaches the program, if attached, and removes its pin.
     pub fn detach(&mut self) -> Result<(), XdpError> {
-        if let Some((pinned, path)) = self.attached.take() {
-            unpin(pinned, &path)?;
+        if let Some(pin) = self.attached.take() {
+            pin.remove()?;
         }
         Ok(())
     }
@@ -504,15 +489,7 @@ impl XdpProgram {
     /// Detaches a program a previous herd left pinned at `pin` (it was killed); whether there
     /// was one.
     pub fn remove_stale(pin: &Path) -> Result<bool, XdpError> {
-        if !pin.exists() {
-            return Ok(false);
-        }
-        let pinned = PinnedLink::from_pin(pin).map_err(|error| XdpError::Pin {
-            path: pin.to_owned(),
-            message: error.to_string(),
-        })?;
-        unpin(pinned, pin)?;
-        Ok(true)
+        Ok(Pin::remove_stale(pin)?)
     }
 
     /// How many packets met each verdict since the program was loaded, summed over the CPUs.

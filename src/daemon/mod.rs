@@ -27,6 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use crossbeam_channel::Receiver;
 use herd_config::FarmConfig;
+use herd_dataplane::egress::{EgressError, EgressGuard};
 use herd_dataplane::xdp::XdpProgram;
 use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
@@ -112,6 +113,11 @@ struct Node {
     host: Host,
     /// Where the XDP attachment is pinned.
     pin: PathBuf,
+    /// The guard on what the kernel sends from the VIPs, loaded, attached by
+    /// [`Node::prepare_host`].
+    egress: EgressGuard,
+    /// Where its attachment is pinned.
+    egress_pin: PathBuf,
     /// The control socket.
     control: Server,
     /// Held while the node runs: one herd per interface.
@@ -148,7 +154,8 @@ impl Node {
             &paths.state_dir.join(format!("{name}.incarnation")),
             driver::wall_ms(),
         )?;
-        let host = Host::open(&interface, paths.state_dir, &name)?;
+        let mut host = Host::open(&interface, paths.state_dir, &name)?;
+        let egress = load_egress_guard(&mut host, &config.farm.vips)?;
         // Bound before the host is touched: a second herd of the same node stops here.
         let control = Server::bind(paths.control_dir, &name)?;
         let start = Start {
@@ -163,10 +170,14 @@ impl Node {
                 .map(|node| SocketAddr::new(node.address, config.farm.port))
                 .collect(),
         };
+        let pin_dir = pin::pin_dir(paths.bpf_dir)?;
         let node = Self {
             name,
             incarnation,
-            pin: pin::pin_dir(paths.bpf_dir)?.join(&interface),
+            pin: pin_dir.join(&interface),
+            egress,
+            // No interface name holds a colon: the pin cannot be another interface's.
+            egress_pin: pin_dir.join(format!("{interface}:egress")),
             config,
             host,
             control,
@@ -202,17 +213,37 @@ impl Node {
         Ok(())
     }
 
-    /// Prepares the host for the VIPs' traffic: the kernel must never send an ARP packet with a
-    /// VIP as its sender address, which would teach the link this node's own MAC for the VIP
-    /// (arp_announce 2 makes it use the node's own address); the interface takes the frames
-    /// sent to the virtual MACs (promiscuous mode); the kernel takes the VIPs' packets that
-    /// the dataplane hands it (the VIP addresses).
+    /// Prepares the host for the VIPs' traffic: nothing the kernel sends may teach the link
+    /// this node's own MAC for a VIP, so the egress guard is attached first (it covers IPv6
+    /// neighbour discovery and the ARP packets) and the kernel chooses the node's own address
+    /// for the ARP packets it sends (arp_announce 2); the interface takes the frames sent to
+    /// the virtual MACs (promiscuous mode); the kernel takes the VIPs' packets that the
+    /// dataplane hands it (the VIP addresses).
     fn prepare_host(&mut self) -> anyhow::Result<()> {
+        self.guard_egress()?;
         self.host.set_ipv4_conf("arp_announce", "2")?;
         self.host.promiscuous()?;
         for &vip in &self.config.farm.vips {
             self.host.add_vip(vip)?;
         }
+        Ok(())
+    }
+
+    /// Attaches the egress guard to the interface, replacing one an earlier herd left.
+    fn guard_egress(&mut self) -> anyhow::Result<()> {
+        let interface = self.host.name();
+        if EgressGuard::remove_stale(&self.egress_pin)? {
+            tracing::warn!(%interface, "removed the egress guard an earlier herd left attached (it was killed)");
+        }
+        self.egress
+            .attach(interface, &self.egress_pin)
+            .with_context(|| {
+                format!(
+                    "cannot attach the egress guard to {interface} (herd needs tcx links: Linux \
+                     6.6 or later)"
+                )
+            })?;
+        tracing::info!(%interface, pin = %self.egress_pin.display(), "attached the egress guard");
         Ok(())
     }
 
@@ -354,13 +385,41 @@ impl Node {
     }
 
     /// Undoes everything: the VIPs first, since once the program is detached the kernel would
-    /// take every VIP packet.
+    /// take every VIP packet, and since the egress guard must outlast them.
     fn teardown(&mut self, program: &mut XdpProgram) -> anyhow::Result<()> {
         self.host.restore();
-        program.detach()?;
+        match self.egress.guarded() {
+            Ok(guarded) => tracing::info!(
+                solicitations_readdressed = guarded.solicitations_readdressed,
+                advertisements_dropped = guarded.advertisements_dropped,
+                arp_dropped = guarded.arp_dropped,
+                "what the egress guard kept from mapping a VIP to this node's MAC"
+            ),
+            Err(error) => tracing::warn!("cannot read the egress guard's counters: {error}"),
+        }
+        let program_detached = program.detach();
+        let guard_detached = self.egress.detach();
+        program_detached?;
+        guard_detached?;
         tracing::info!("stopped; the host is as herd found it");
         Ok(())
     }
+}
+
+/// Loads the egress guard for `vips` on `host`'s interface.
+fn load_egress_guard(host: &mut Host, vips: &[std::net::IpAddr]) -> anyhow::Result<EgressGuard> {
+    let source = host.solicitation_source(vips)?;
+    EgressGuard::load(vips, host.mac(), source).map_err(|error| match error {
+        EgressError::NoSource => anyhow::anyhow!(
+            "{} has no IPv6 address of its own, which the IPv6 VIPs need: herd makes the \
+             neighbour solicitations the kernel would send from a VIP leave from it. The kernel \
+             gives every interface a link-local address unless IPv6 is off there \
+             (net.ipv6.conf.{0}.disable_ipv6 = 1, or addr_gen_mode none): turn it on, or add an \
+             address",
+            host.name()
+        ),
+        error => anyhow::Error::new(error).context("cannot load the egress guard"),
+    })
 }
 
 /// The result of a scoped thread, whose panic goes on in the caller.

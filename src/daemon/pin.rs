@@ -1,4 +1,5 @@
-//! Where the XDP attachment is pinned, so that it outlives a killed herd (fail closed).
+//! Where the XDP attachment and the egress guard are pinned, so that they outlive a killed
+//! herd (fail closed, and no VIP mapped to the node's MAC).
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use sha2::{Digest, Sha256};
 
-use crate::{Affinity, FarmConfig, Membership, Protocol};
+use crate::{Affinity, FarmConfig, MacMode, Membership, Protocol};
 
 /// SHA-256 of the part of a [`FarmConfig`] that must be identical on every node.
 ///
@@ -13,13 +13,14 @@ use crate::{Affinity, FarmConfig, Membership, Protocol};
 /// comments, whitespace, key order and spelling (such as `"80-80"` for `"80"`) do not matter.
 /// Included: the farm name, the VIPs (in file order), the bucket count, the hash key, the
 /// heartbeat port, every node's name, address and weight (in file order), every rule's
-/// protocol, port ranges and affinity, and the `[membership]` timings and quorum setting: any of
-/// these differing between nodes would make them disagree on who owns a flow, or not hear each
-/// other.
+/// protocol, port ranges and affinity, the `[membership]` timings and quorum setting, and the
+/// farm's virtual MAC mode: any of these differing between nodes would make them disagree on
+/// who owns a flow, not hear each other, or give clients different MACs for a VIP.
 ///
 /// The `[membership]` table, added after the first version of the encoding, is encoded only
 /// when it differs from [`Membership::default`]: a file without it hashes as it did before the
-/// table existed, and as the same file with the defaults written out.
+/// table existed, and as the same file with the defaults written out. So is the MAC mode, when
+/// it is not the default `unicast`.
 ///
 /// Excluded: the interfaces, as NIC names are host-local and may legitimately differ between
 /// nodes; `auth_key_file`, which is only a path: the key itself is checked by every
@@ -60,6 +61,10 @@ const VERSION: &[u8] = b"herd farm digest v1";
 /// its defaults. The v1 encoding is self-delimiting, so a section appended to it can never make
 /// two configurations encode alike; the tag keeps sections added later apart from this one.
 const MEMBERSHIP_TAG: u8 = 1;
+
+/// Tag of the farm's virtual MAC mode, encoded after the `[membership]` section only when it
+/// is not [`MacMode::Unicast`], the only mode before it existed.
+const MAC_TAG: u8 = 2;
 
 /// Feeds values to the hash in a self-delimiting encoding: every variable-length field is
 /// prefixed with its length, so no two different configurations encode to the same bytes.
@@ -112,6 +117,14 @@ fn protocol_code(protocol: Protocol) -> u8 {
     }
 }
 
+/// Wire codes of virtual MAC modes, fixed whatever the enum's order.
+fn mac_code(mac: MacMode) -> u8 {
+    match mac {
+        MacMode::Unicast => 1,
+        MacMode::Multicast => 2,
+    }
+}
+
 /// Wire codes of affinities, fixed whatever the enum's order.
 fn affinity_code(affinity: Affinity) -> u8 {
     match affinity {
@@ -157,6 +170,11 @@ pub(crate) fn digest(config: &FarmConfig) -> FarmDigest {
         encoder.u32(membership.dead_after_ms);
         encoder.u32(membership.drain_s);
         encoder.u8(u8::from(membership.quorum));
+    }
+
+    if farm.mac != MacMode::default() {
+        encoder.u8(MAC_TAG);
+        encoder.u8(mac_code(farm.mac));
     }
 
     FarmDigest(encoder.0.finalize().into())

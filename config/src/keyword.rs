@@ -44,7 +44,7 @@ pub(crate) trait Keyword: Copy + PartialEq + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Affinity, CheckAction, DataplaneMode, KindName, Protocol, ZeroCopy};
+    use crate::{Affinity, CheckAction, DataplaneMode, KindName, MacMode, Protocol, ZeroCopy};
 
     fn round_trips<T: Keyword + std::fmt::Debug>() {
         assert_eq!(T::ALL.len(), T::NAMES.len(), "{}", T::WHAT);
@@ -60,6 +60,7 @@ mod tests {
         round_trips::<Affinity>();
         round_trips::<DataplaneMode>();
         round_trips::<ZeroCopy>();
+        round_trips::<MacMode>();
         round_trips::<CheckAction>();
         round_trips::<KindName>();
     }

@@ -88,6 +88,9 @@ pub struct Farm {
     pub port: u16,
     /// File holding the key that authenticates heartbeats.
     pub auth_key_file: PathBuf,
+    /// The kind of virtual MAC the nodes answer ARP and neighbour solicitations for a VIP
+    /// with.
+    pub mac: MacMode,
 }
 
 impl Farm {
@@ -291,6 +294,42 @@ impl fmt::Display for DataplaneMode {
 }
 
 impl FromStr for DataplaneMode {
+    type Err = ValueError;
+
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        Self::parse(s)
+    }
+}
+
+/// The kind of virtual MAC a farm's VIPs resolve to, the `[farm]` value of `mac`.
+///
+/// Farm-wide: every node must answer with the same MAC, so [`FarmDigest`] covers it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MacMode {
+    /// A locally administered unicast MAC that is never the source of a frame: switches never
+    /// learn it and flood the VIP's traffic to every port. Needs switches that flood unknown
+    /// unicast.
+    #[default]
+    Unicast,
+    /// An IP multicast MAC whose group every node joins on its interface: snooping switches
+    /// forward the VIP's traffic to the ports that joined it. For switches that do not flood
+    /// unknown unicast.
+    Multicast,
+}
+
+impl Keyword for MacMode {
+    const ALL: &'static [MacMode] = &[MacMode::Unicast, MacMode::Multicast];
+    const NAMES: &'static [&'static str] = &["unicast", "multicast"];
+    const WHAT: &'static str = "a virtual MAC mode";
+}
+
+impl fmt::Display for MacMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for MacMode {
     type Err = ValueError;
 
     fn from_str(s: &str) -> Result<Self, ValueError> {

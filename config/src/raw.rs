@@ -102,6 +102,7 @@ pub(crate) struct RawFarm {
     pub hash_key: Option<Spanned<RawSecret>>,
     pub port: Option<Spanned<RawInt>>,
     pub auth_key_file: Option<Spanned<String>>,
+    pub mac: Option<Spanned<String>>,
 }
 
 /// A `[[node]]` entry.

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use herd_config::{Affinity, Farm, FarmConfig, Node, PortRange, Protocol, Rule};
+use herd_config::{Affinity, Farm, FarmConfig, MacMode, Node, PortRange, Protocol, Rule};
 
 use crate::classify::FarmTable;
 use crate::rules::FarmRules;
@@ -42,6 +42,7 @@ pub fn farm_config(
             hash_key,
             port: Farm::DEFAULT_PORT,
             auth_key_file: Farm::DEFAULT_AUTH_KEY_FILE.into(),
+            mac: MacMode::Unicast,
         },
         nodes: (0..nodes)
             .map(|i| Node {

@@ -68,6 +68,7 @@ fn every_farm_wide_value_changes_it() {
         ("\"8000-8099\"", "\"8000-8098\""),
         ("\"443\", \"8000-8099\"", "\"8000-8099\", \"443\""),
         ("affinity = \"client-ip-port\"", "affinity = \"client-ip\""),
+        ("port = 7400", "port = 7400\nmac = \"multicast\""),
     ];
     let base = digest(BASE);
     for (from, to) in changes {
@@ -102,6 +103,8 @@ fn host_local_values_do_not_change_it() {
         "port = 7400\nauth_key_file = \"/run/herd.key\"",
     );
     assert_eq!(digest(&key_file), base);
+    let unicast = base_with("port = 7400", "port = 7400\nmac = \"unicast\"");
+    assert_eq!(digest(&unicast), base, "the default mode written out");
 }
 
 #[test]

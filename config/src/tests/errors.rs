@@ -73,7 +73,7 @@ fn a_typo_in_a_key_is_located_and_gets_a_suggestion() {
     assert_eq!(
         error.to_string(),
         "farm.toml:5:1: farm.bucket: unknown key `bucket` (did you mean `buckets`?); expected one of \
-         `name`, `vip`, `interface`, `buckets`, `hash_key`, `port`, `auth_key_file`"
+         `name`, `vip`, `interface`, `buckets`, `hash_key`, `port`, `auth_key_file`, `mac`"
     );
 }
 
@@ -839,6 +839,22 @@ fn the_dataplane_must_be_a_table_given_once() {
         (28, 2),
         "dataplane",
         &["table [dataplane] is defined twice; expected each table once"],
+    );
+}
+
+#[test]
+fn the_mac_mode_must_be_known_with_suggestions() {
+    assert_error(
+        &base_with("port = 7400", "port = 7400\nmac = \"broadcast\""),
+        (8, 7),
+        "farm.mac",
+        &["`broadcast` is not a virtual MAC mode; expected `unicast` or `multicast`"],
+    );
+    assert_error(
+        &base_with("port = 7400", "port = 7400\nmac = \"Multicast\""),
+        (8, 7),
+        "farm.mac",
+        &["(did you mean `multicast`?)"],
     );
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use super::{ip, parse, BASE};
 use crate::{
     Admin, Affinity, Check, CheckAction, CheckKind, Dataplane, DataplaneMode, Farm, FarmConfig,
-    Membership, Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts, ZeroCopy,
+    MacMode, Membership, Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts,
+    ZeroCopy,
 };
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
@@ -31,6 +32,7 @@ fn example_file_parses_to_what_it_says() {
             ],
             port: 7400,
             auth_key_file: PathBuf::from("/etc/herd/farm.key"),
+            mac: MacMode::Unicast,
         },
         nodes: ["alpha", "bravo", "charlie"]
             .iter()

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use super::{check_interface, check_name, integer, invalid, name_rule, required, unicast};
+use crate::keyword::Keyword;
 use crate::locate::Source;
 use crate::raw::{RawFarm, RawInt};
-use crate::{ConfigError, Farm, ValueError};
+use crate::{ConfigError, Farm, MacMode, ValueError};
 
 /// What the hash key may be.
 const HASH_KEY: &str =
@@ -53,6 +54,13 @@ pub(super) fn check_farm(
         Some(path) => PathBuf::from(path.get_ref()),
         None => PathBuf::from(Farm::DEFAULT_AUTH_KEY_FILE),
     };
+    let mac = match &raw.mac {
+        Some(mac) => mac.get_ref().parse::<MacMode>().map_err(|error| {
+            let error = error.suggesting(mac.get_ref(), MacMode::NAMES);
+            invalid(source, mac.span(), "farm.mac", error)
+        })?,
+        None => MacMode::default(),
+    };
     Ok(Farm {
         name,
         vips,
@@ -61,6 +69,7 @@ pub(super) fn check_farm(
         hash_key,
         port,
         auth_key_file,
+        mac,
     })
 }
 

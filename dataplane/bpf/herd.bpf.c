@@ -9,7 +9,8 @@
 // (clients address a VIP's virtual MAC); every Drop is XDP_DROP. AnswerNeighbor turns the ARP
 // request or neighbour solicitation into its answer in place, XDP_TX: the VIP's virtual MAC in
 // the ARP or NDP payload, the interface's own MAC as the Ethernet source, so that no switch ever
-// learns the virtual MAC and every node keeps receiving the VIP's traffic. A solicitation that
+// learns the virtual MAC and every node keeps receiving the VIP's traffic (in the multicast MAC
+// mode, the virtual MAC is that of a group every node joins). A solicitation that
 // cannot be answered in place (extension headers, the unspecified source of duplicate address
 // detection) is dropped, so the kernel never answers for a VIP with its own MAC.
 //
@@ -74,6 +75,10 @@
 #define TCP_RST 0x04
 #define TCP_ACK 0x10
 
+// The kinds of virtual MAC (`MacMode` in config/src/lib.rs), as `struct farm` holds them.
+#define MAC_UNICAST 0
+#define MAC_MULTICAST 1
+
 // What a port rule says, as the `ports` map holds it.
 #define RULE_NONE 0
 #define RULE_CLIENT_IP 1
@@ -107,7 +112,8 @@ struct farm {
 	__u8 vips_v4;
 	__u8 vips_v6;
 	__u8 if_mac[6]; // the interface's own MAC
-	__u8 pad[9];
+	__u8 mac_mode;  // MAC_UNICAST or MAC_MULTICAST: the kind of virtual MAC answers carry
+	__u8 pad[8];
 	__u8 vip4[MAX_VIPS][4];
 	__u8 vip6[MAX_VIPS][16];
 };
@@ -759,15 +765,24 @@ static __always_inline struct identity identify(struct xdp_md *ctx, const struct
 	}
 }
 
-// The virtual MAC of a VIP: locally administered unicast, 02:68 and the IPv4 address, or 06:68
-// and the last 4 bytes of the IPv6 address (`virtual_mac` in packet/src/neighbor.rs).
-static __always_inline void virtual_mac(__u8 *mac, const __u8 *vip, int v6)
+// The virtual MAC of a VIP (`virtual_mac` in packet/src/neighbor.rs). Unicast: locally
+// administered, 02:68 and the IPv4 address, or 06:68 and the last 4 bytes of the IPv6 address.
+// Multicast: the MAC of the group the nodes join, 239.255.c.d for a.b.c.d (01:00:5e:7f:c:d),
+// or the IPv6 address's solicited-node group (33:33:ff and its last 3 bytes).
+static __always_inline void virtual_mac(__u8 *mac, const __u8 *vip, int v6, const struct farm *f)
 {
-	mac[0] = v6 ? 0x06 : 0x02;
-	mac[1] = 0x68;
 	const __u8 *low = v6 ? vip + 12 : vip;
-	mac[2] = low[0];
-	mac[3] = low[1];
+	if (f->mac_mode == MAC_MULTICAST) {
+		mac[0] = v6 ? 0x33 : 0x01;
+		mac[1] = v6 ? 0x33 : 0x00;
+		mac[2] = v6 ? 0xff : 0x5e;
+		mac[3] = v6 ? low[1] : 0x7f;
+	} else {
+		mac[0] = v6 ? 0x06 : 0x02;
+		mac[1] = 0x68;
+		mac[2] = low[0];
+		mac[3] = low[1];
+	}
 	mac[4] = low[2];
 	mac[5] = low[3];
 }
@@ -793,7 +808,7 @@ static __always_inline int answer_arp(struct xdp_md *ctx, const struct farm *f, 
 	reply_ethernet(eth, f);
 	a[6] = 0;
 	a[7] = 2; // reply
-	virtual_mac(a + 8, vip, 0);
+	virtual_mac(a + 8, vip, 0, f);
 	__builtin_memcpy(a + 14, vip, 4);
 	__builtin_memcpy(a + 18, requester, 10);
 	return XDP_TX;
@@ -844,7 +859,7 @@ static __always_inline int answer_solicitation(struct xdp_md *ctx, const struct 
 	__builtin_memcpy(na + 8, vip, 16);
 	na[24] = 2; // target link-layer address option, 8 bytes
 	na[25] = 1;
-	virtual_mac(na + 26, vip, 1);
+	virtual_mac(na + 26, vip, 1, f);
 	__u16 checksum = na_checksum(vip, client, na);
 	na[2] = checksum >> 8;
 	na[3] = checksum & 0xff;

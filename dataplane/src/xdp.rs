@@ -12,7 +12,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::links::FdLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
-use herd_config::{Affinity, Protocol};
+use herd_config::{Affinity, MacMode, Protocol};
 
 use herd_packet::classify::Verdict;
 use herd_packet::clock::coarse_monotonic_ns;
@@ -46,7 +46,8 @@ struct FarmSettings {
     vips_v4: u8,
     vips_v6: u8,
     if_mac: [u8; 6],
-    pad: [u8; 9],
+    mac_mode: u8,
+    pad: [u8; 8],
     vip4: [[u8; 4]; MAX_VIPS],
     vip6: [[u8; 16]; MAX_VIPS],
 }
@@ -349,7 +350,11 @@ impl XdpProgram {
             vips_v4: v4.len() as u8,
             vips_v6: v6.len() as u8,
             if_mac,
-            pad: [0; 9],
+            mac_mode: match rules.mac_mode() {
+                MacMode::Unicast => 0,
+                MacMode::Multicast => 1,
+            },
+            pad: [0; 8],
             vip4: [[0; 4]; MAX_VIPS],
             vip6: [[0; 16]; MAX_VIPS],
         };

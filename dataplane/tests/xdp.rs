@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use core_affinity::CoreId;
-use herd_config::{Affinity, FarmConfig, Protocol, ZeroCopy};
+use herd_config::{Affinity, FarmConfig, MacMode, Protocol, ZeroCopy};
 use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::handoff::Port;
 use herd_dataplane::xdp::{TestOutcome, XdpProgram, LOOKUP_BATCH};
@@ -43,7 +43,8 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
-fn farm(icmp: bool) -> FarmConfig {
+/// The differential farm, with an ICMP rule when `icmp`, whose VIPs resolve to `mac` MACs.
+fn farm(icmp: bool, mac: MacMode) -> FarmConfig {
     let mut rules = vec![
         craft::rule(Protocol::Tcp, 80, 80, Affinity::ClientIp),
         craft::rule(Protocol::Tcp, 8000, 8099, Affinity::ClientIpPort),
@@ -53,13 +54,15 @@ fn farm(icmp: bool) -> FarmConfig {
     if icmp {
         rules.push(craft::rule(Protocol::Icmp, 0, 0, Affinity::ClientIp));
     }
-    craft::farm_config(
+    let mut config = craft::farm_config(
         &[VIP.into(), VIP_B.into(), VIP6.into()],
         BUCKETS,
         *b"differential-key",
         3,
         rules,
-    )
+    );
+    config.farm.mac = mac;
+    config
 }
 
 /// Bucket owners from a seed: nodes 0-2, and some buckets nobody owns.
@@ -286,7 +289,7 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
             let expected = classify(frame, &rust, &mut flows, 0);
             let outcome = xdp.test_run(frame).expect("runs the eBPF program");
             assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
-            check_action(frame, &outcome);
+            check_action(frame, &outcome, config.farm.mac);
             tally(&mut traffic, expected, frame.len());
             match seen.iter_mut().find(|(verdict, _)| *verdict == expected) {
                 Some((_, count)) => *count += 1,
@@ -322,8 +325,8 @@ fn same_flows(rust: &Flows, xdp: &XdpProgram) {
     }
 }
 
-/// What the program did with `frame`, given its verdict.
-fn check_action(frame: &[u8], outcome: &TestOutcome) {
+/// What the program did with `frame`, given its verdict, in a farm of `mac` virtual MACs.
+fn check_action(frame: &[u8], outcome: &TestOutcome, mac: MacMode) {
     let out = &outcome.frame;
     match outcome.verdict.expect("a verdict, not a redirect") {
         Verdict::Pass => {
@@ -339,12 +342,12 @@ fn check_action(frame: &[u8], outcome: &TestOutcome) {
             assert_eq!(out[6..], frame[6..], "nothing else changed");
         }
         Verdict::Drop(_) => assert_eq!(outcome.action, XDP_DROP),
-        Verdict::AnswerNeighbor => check_answer(frame, outcome),
+        Verdict::AnswerNeighbor => check_answer(frame, outcome, mac),
     }
 }
 
-/// The answer to an ARP request or neighbour solicitation for a VIP.
-fn check_answer(question: &[u8], outcome: &TestOutcome) {
+/// The answer to an ARP request or neighbour solicitation for a VIP, with its `mac` virtual MAC.
+fn check_answer(question: &[u8], outcome: &TestOutcome, mac: MacMode) {
     let answer = &outcome.frame;
     // Where the network header starts, under the tags.
     let mut l3 = 14;
@@ -373,7 +376,7 @@ fn check_answer(question: &[u8], outcome: &TestOutcome) {
         assert_eq!(a[..8], [0, 1, 0x08, 0x00, 6, 4, 0, 2], "an ARP reply");
         assert_eq!(
             a[8..14],
-            virtual_mac(IpAddr::from(vip)),
+            virtual_mac(IpAddr::from(vip), mac),
             "the VIP's virtual MAC"
         );
         assert_eq!(a[14..18], vip);
@@ -396,7 +399,7 @@ fn check_answer(question: &[u8], outcome: &TestOutcome) {
         assert_eq!(a[44..48], [0x60, 0, 0, 0], "solicited, override");
         assert_eq!(a[48..64], vip);
         assert_eq!(a[64..66], [2, 1], "a target link-layer address option");
-        assert_eq!(a[66..72], virtual_mac(IpAddr::from(vip)));
+        assert_eq!(a[66..72], virtual_mac(IpAddr::from(vip), mac));
         let mut pseudo = a[8..40].to_vec();
         pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, ip_proto::ICMPV6]);
         pseudo.extend_from_slice(&a[40..72]);
@@ -413,7 +416,7 @@ fn the_ebpf_program_and_classify_agree_on_every_frame() {
     needs_root();
     let mut rng = Rng(0x5eed_f00d_d00d_cafe);
     let frames: Vec<Vec<u8>> = (0..3000).map(|_| frame(&mut rng)).collect();
-    let seen = differential(&farm(true), 0, &frames);
+    let seen = differential(&farm(true, MacMode::Unicast), 0, &frames);
     // The frames reach every verdict, so agreement is not agreement on a few easy cases.
     for verdict in [
         Verdict::Pass,
@@ -429,17 +432,22 @@ fn the_ebpf_program_and_classify_agree_on_every_frame() {
 }
 
 #[test]
-fn they_agree_for_another_node_and_a_farm_without_an_icmp_rule() {
+fn they_agree_for_another_node_and_a_farm_without_an_icmp_rule_in_the_multicast_mode() {
     needs_root();
     let mut rng = Rng(0x0123_4567_89ab_cdef);
     let frames: Vec<Vec<u8>> = (0..1500).map(|_| frame(&mut rng)).collect();
-    differential(&farm(false), 2, &frames);
+    let seen = differential(&farm(false, MacMode::Multicast), 2, &frames);
+    let answered = seen
+        .iter()
+        .find(|(v, _)| *v == Verdict::AnswerNeighbor)
+        .map_or(0, |c| c.1);
+    assert!(answered >= 20, "only {answered} neighbour answers");
 }
 
 #[test]
 fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
     needs_root();
-    let config = farm(true);
+    let config = farm(true, MacMode::Unicast);
     let rules = Arc::new(FarmRules::from_config(&config));
     let table = ModeTable::of_owner(&owners(3), 0);
     let mut xdp = XdpProgram::load(&rules, &table, IF_MAC).expect("loads");
@@ -467,7 +475,7 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
             Some(classify(frame, &nobody, &mut flows, 0)),
             "frame {frame:02x?}"
         );
-        check_action(frame, &outcome);
+        check_action(frame, &outcome, config.farm.mac);
     }
     xdp.keep_alive(Duration::from_secs(60)).unwrap();
     assert!(
@@ -479,7 +487,15 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
 #[test]
 fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() {
     needs_root();
-    let config = farm(true);
+    for mac in [MacMode::Unicast, MacMode::Multicast] {
+        redirects_exactly_the_flows_classify_looks_up(mac);
+    }
+}
+
+/// The redirect program of a farm of `mac` virtual MACs hands the workers exactly the flows
+/// that classify looks up, and answers the rest as classify says.
+fn redirects_exactly_the_flows_classify_looks_up(mac: MacMode) {
+    let config = farm(true, mac);
     let rules = Arc::new(FarmRules::from_config(&config));
     let rust = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
     let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
@@ -510,7 +526,7 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
                 tally(&mut kept, Verdict::Drop(DropReason::NotOwner), frame.len());
             } else {
                 assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
-                check_action(frame, &outcome);
+                check_action(frame, &outcome, mac);
                 tally(&mut kept, expected, frame.len());
             }
         }
@@ -562,7 +578,7 @@ fn afxdp_traffic() {
     ip(&["link", "set", "herd-a", "up"]);
     ip(&["link", "set", "herd-b", "up"]);
 
-    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
     let table = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
     let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
     let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
@@ -708,7 +724,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn a_table_of_another_size_is_refused() {
     needs_root();
-    let rules = FarmRules::from_config(&farm(true));
+    let rules = FarmRules::from_config(&farm(true, MacMode::Unicast));
     let modes = ModeTable::of_owner(&owners(1), 0);
     let mut xdp = XdpProgram::load(&rules, &modes, IF_MAC).expect("loads");
     let other = ModeTable::none(2 * BUCKETS as usize).unwrap();
@@ -855,7 +871,7 @@ struct Cases {
 #[test]
 fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
     needs_root();
-    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
     let mut cases = Cases::default();
     for sequence in 0..12u64 {
         let mut rng = Rng(0x5e9_ce00_0000 + sequence * 7919);
@@ -887,7 +903,7 @@ fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
                 Some(expected),
                 "sequence {sequence}, step {step}: frame {frame:02x?}"
             );
-            check_action(&frame, &outcome);
+            check_action(&frame, &outcome, MacMode::Unicast);
             let Some((client, flags)) = segment else {
                 continue;
             };
@@ -924,7 +940,7 @@ fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
 #[test]
 fn both_classifiers_count_the_same_draining_flows() {
     needs_root();
-    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
     let owned = ModeTable::new(1, vec![BucketMode::OWN; BUCKETS as usize]).unwrap();
     let mut xdp = XdpProgram::load(&rules, &owned, IF_MAC).expect("loads");
     let mut flows = Flows::with_capacity(1024);
@@ -1000,7 +1016,7 @@ fn both_classifiers_count_the_same_draining_flows() {
 #[test]
 fn a_flow_table_larger_than_a_batch_is_counted_whole() {
     needs_root();
-    let rules = Arc::new(FarmRules::from_config(&farm(true)));
+    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
     let owned = ModeTable::new(1, vec![BucketMode::OWN; BUCKETS as usize]).unwrap();
     let mut xdp = XdpProgram::load(&rules, &owned, IF_MAC).expect("loads");
     let connections = 2 * LOOKUP_BATCH + 100;
@@ -1029,7 +1045,7 @@ fn a_flow_table_larger_than_a_batch_is_counted_whole() {
 #[ignore]
 fn cost_per_packet() {
     needs_root();
-    let rules = FarmRules::from_config(&farm(true));
+    let rules = FarmRules::from_config(&farm(true, MacMode::Unicast));
     let client = [198, 19, 1, 2];
     let frames = [
         ("UDP", ip_proto::UDP, craft::udp(40000, 5000, &[0; 22])),

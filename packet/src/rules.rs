@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use herd_config::{Affinity, FarmConfig, Protocol};
+use herd_config::{Affinity, FarmConfig, MacMode, Protocol};
 
 use crate::hash::{client_hash, HashKey};
 
@@ -67,6 +67,8 @@ pub struct FarmRules {
     /// Whether any rule covers TCP, UDP, ICMP: what fragments and ICMP messages are checked
     /// against.
     covered: [bool; 3],
+    /// The kind of virtual MAC the VIPs' neighbour answers carry.
+    mac: MacMode,
 }
 
 impl FarmRules {
@@ -86,6 +88,7 @@ impl FarmRules {
             tcp: no_port_rules(),
             udp: no_port_rules(),
             covered: [false; 3],
+            mac: config.farm.mac,
         };
         // Rules are applied in reverse so that, where they overlap, the first one listed wins,
         // as `FarmConfig::rule_for` reads them (validation refuses overlaps that disagree).
@@ -103,6 +106,11 @@ impl FarmRules {
             }
         }
         rules
+    }
+
+    /// The kind of virtual MAC the VIPs' neighbour answers carry.
+    pub fn mac_mode(&self) -> MacMode {
+        self.mac
     }
 
     /// Whether an IPv4 address is one of the farm's VIPs.

@@ -5,6 +5,7 @@
 //! netlink ([`route_socket`]); the settings as herd found them are kept in the state
 //! directory ([`originals`]).
 
+mod groups;
 mod originals;
 pub mod route_socket;
 
@@ -19,6 +20,7 @@ use anyhow::{bail, Context};
 use herd_dataplane::handoff::packet_socket;
 use herd_packet::neighbor::{holder, probe};
 
+pub use groups::Groups;
 use originals::Originals;
 use route_socket::RouteSocket;
 
@@ -256,6 +258,18 @@ impl Host {
             .with_context(|| format!("cannot turn promiscuous mode of {interface} on"))?;
         tracing::info!(%interface, "promiscuous mode on");
         Ok(())
+    }
+
+    /// Joins the multicast `groups` on the interface until the [`Groups`] returned is dropped.
+    pub fn join_groups(&self, groups: &[IpAddr]) -> anyhow::Result<Groups> {
+        Groups::join(self.index, groups).with_context(|| {
+            let listed: Vec<String> = groups.iter().map(IpAddr::to_string).collect();
+            format!(
+                "cannot join the multicast groups {} on {}",
+                listed.join(", "),
+                self.interface
+            )
+        })
     }
 
     /// Sends one frame, as it is, out of the interface.

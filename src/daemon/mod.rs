@@ -26,14 +26,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use crossbeam_channel::Receiver;
-use herd_config::FarmConfig;
+use herd_config::{FarmConfig, MacMode};
 use herd_dataplane::egress::{EgressError, EgressGuard};
 use herd_dataplane::xdp::XdpProgram;
 use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
-use herd_packet::neighbor::announcement;
+use herd_packet::neighbor::{announcement, multicast_group};
 
-use crate::host::{format_mac, Host};
+use crate::host::{format_mac, Groups, Host};
 use crate::{control, farm};
 use control_server::Server;
 use host_watch::HostWatch;
@@ -111,6 +111,8 @@ struct Node {
     name: String,
     incarnation: u64,
     host: Host,
+    /// The VIPs' multicast groups, joined in the multicast MAC mode.
+    groups: Option<Groups>,
     /// Where the XDP attachment is pinned.
     pin: PathBuf,
     /// The guard on what the kernel sends from the VIPs, loaded, attached by
@@ -180,6 +182,7 @@ impl Node {
             egress_pin: pin_dir.join(format!("{interface}:egress")),
             config,
             host,
+            groups: None,
             control,
             _lock: lock,
         };
@@ -218,13 +221,25 @@ impl Node {
     /// neighbour discovery and the ARP packets) and the kernel chooses the node's own address
     /// for the ARP packets it sends (arp_announce 2); the interface takes the frames sent to
     /// the virtual MACs (promiscuous mode); the kernel takes the VIPs' packets that the
-    /// dataplane hands it (the VIP addresses).
+    /// dataplane hands it (the VIP addresses). In the multicast MAC mode, the interface joins
+    /// the VIPs' groups, so that snooping switches send it their traffic.
     fn prepare_host(&mut self) -> anyhow::Result<()> {
         self.guard_egress()?;
         self.host.set_ipv4_conf("arp_announce", "2")?;
         self.host.promiscuous()?;
         for &vip in &self.config.farm.vips {
             self.host.add_vip(vip)?;
+        }
+        if self.config.farm.mac == MacMode::Multicast {
+            let groups: Vec<_> = self
+                .config
+                .farm
+                .vips
+                .iter()
+                .map(|&vip| multicast_group(vip))
+                .collect();
+            self.groups = Some(self.host.join_groups(&groups)?);
+            tracing::info!(interface = %self.host.name(), ?groups, "joined the VIPs' multicast groups");
         }
         Ok(())
     }
@@ -296,7 +311,8 @@ impl Node {
             "running: the node joins the farm once its application is up"
         );
         for &vip in &self.config.farm.vips {
-            if let Err(error) = self.host.send(&announcement(self.host.mac(), vip)) {
+            let frame = announcement(self.host.mac(), vip, self.config.farm.mac);
+            if let Err(error) = self.host.send(&frame) {
                 tracing::warn!(%vip, "cannot announce the VIP's virtual MAC: {error}");
             }
         }
@@ -384,9 +400,10 @@ impl Node {
         Ok(())
     }
 
-    /// Undoes everything: the VIPs first, since once the program is detached the kernel would
-    /// take every VIP packet, and since the egress guard must outlast them.
+    /// Undoes everything: the groups and the VIPs first, since once the program is detached
+    /// the kernel would take every VIP packet, and since the egress guard must outlast them.
     fn teardown(&mut self, program: &mut XdpProgram) -> anyhow::Result<()> {
+        self.groups = None;
         self.host.restore();
         match self.egress.guarded() {
             Ok(guarded) => tracing::info!(

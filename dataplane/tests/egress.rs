@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use herd_config::MacMode;
 use herd_dataplane::egress::{Egress, EgressGuard, Guarded};
 use herd_packet::craft;
 use herd_packet::neighbor::{announcement, virtual_mac};
@@ -148,16 +149,20 @@ fn the_kernel_s_advertisements_and_arp_for_a_vip_with_the_node_s_mac_are_dropped
 #[test]
 fn herd_s_announcements_and_the_node_s_own_neighbour_discovery_leave_untouched() {
     let guard = guard();
-    let untouched = [
-        announcement(IF_MAC, VIP4.into()),
-        announcement(IF_MAC, VIP6.into()),
-        advertisement(VIP6, &target_mac(virtual_mac(VIP6.into()))),
+    let mut untouched = vec![
         solicitation(&[], LINK_LOCAL),
         solicitation(&[], CLIENT6),
         advertisement(LINK_LOCAL, &target_mac(IF_MAC)),
         arp(NODE4, IF_MAC),
-        arp(VIP4, virtual_mac(VIP4.into())),
     ];
+    for mode in [MacMode::Unicast, MacMode::Multicast] {
+        untouched.extend([
+            announcement(IF_MAC, VIP4.into(), mode),
+            announcement(IF_MAC, VIP6.into(), mode),
+            advertisement(VIP6, &target_mac(virtual_mac(VIP6.into(), mode))),
+            arp(VIP4, virtual_mac(VIP4.into(), mode)),
+        ]);
+    }
     for frame in &untouched {
         assert_eq!(&leaves(&guard, frame), frame);
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use herd_config::{Affinity, DataplaneMode, Protocol};
+use herd_config::{Affinity, DataplaneMode, MacMode, Protocol};
 
 use crate::address::VIP4;
 
@@ -30,6 +30,7 @@ pub struct FarmToml {
     nodes: Vec<NodeEntry>,
     rules: Vec<RuleEntry>,
     mode: DataplaneMode,
+    mac: Option<MacMode>,
     tables: String,
 }
 
@@ -64,6 +65,7 @@ impl FarmToml {
             nodes: Vec::new(),
             rules: Vec::new(),
             mode,
+            mac: None,
             tables: String::new(),
         }
     }
@@ -95,6 +97,12 @@ impl FarmToml {
     /// The hash key, 32 hex digits.
     pub fn hash_key(mut self, hash_key: &str) -> Self {
         self.hash_key = hash_key.to_owned();
+        self
+    }
+
+    /// The farm's virtual MAC mode, written out (the file says nothing of it otherwise).
+    pub fn mac(mut self, mac: MacMode) -> Self {
+        self.mac = Some(mac);
         self
     }
 
@@ -166,6 +174,9 @@ impl FarmToml {
                 quoted(&key_file.display().to_string())
             );
         }
+        if let Some(mac) = self.mac {
+            let _ = writeln!(text, "mac = \"{mac}\"");
+        }
         for node in &self.nodes {
             let _ = write!(
                 text,
@@ -233,6 +244,7 @@ mod tests {
             .rule(Protocol::Udp, &[7], Some(Affinity::ClientIpPort))
             .rule(Protocol::Tcp, &[80, 81], Some(Affinity::ClientIp))
             .rule(Protocol::Icmp, &[], None)
+            .mac(herd_config::MacMode::Multicast)
             .tables("[membership]\ndrain_s = 7\n")
             .text();
         let path = dir.write_private("farm.toml", &text).unwrap();
@@ -245,6 +257,7 @@ mod tests {
         assert_eq!(config.rules.len(), 3);
         assert_eq!(config.dataplane.mode, DataplaneMode::Afxdp);
         assert_eq!(config.membership.drain_s, 7);
+        assert_eq!(config.farm.mac, herd_config::MacMode::Multicast);
         assert!(text.starts_with("# a test farm\n"));
     }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use crate::address::{self, CLIENT4, MAX_NODES, MAX_SOURCES};
 use crate::bed::Bed;
-use crate::link::{self, End, HubKind, Offload};
+use crate::link::{self, End, HubKind, Offload, PortOf};
 use crate::netns::Netns;
 use crate::process::{Herd, HerdSpec};
 
@@ -92,7 +92,7 @@ impl FarmBed {
         let mut nodes = Vec::new();
         for (index, &name) in plan.nodes.iter().enumerate() {
             let address = address::node4(index);
-            let netns = plug(&mut bed, &hub, name, &[address])?;
+            let netns = plug(&mut bed, (&hub, plan.hub, PortOf::Node), name, &[address])?;
             nodes.push(Host {
                 name: name.to_owned(),
                 netns,
@@ -102,7 +102,12 @@ impl FarmBed {
         let addresses: Vec<Ipv4Addr> = std::iter::once(CLIENT4)
             .chain((1..=plan.sources).map(address::source4))
             .collect();
-        let netns = plug(&mut bed, &hub, CLIENT, &addresses)?;
+        let netns = plug(
+            &mut bed,
+            (&hub, plan.hub, PortOf::Client),
+            CLIENT,
+            &addresses,
+        )?;
         link::set_offload(&netns, INTERFACE, plan.client_offload)?;
         Ok(FarmBed {
             nodes,
@@ -163,12 +168,18 @@ impl FarmBed {
     }
 }
 
-/// Makes host `name`'s namespace and plugs it into the hub: a veth pair, `eth0` in the host
-/// with `addresses` and their IPv6 twins, the port `name` in the hub's bridge.
-fn plug(bed: &mut Bed, hub: &Netns, name: &str, addresses: &[Ipv4Addr]) -> anyhow::Result<Netns> {
+/// Makes host `name`'s namespace and plugs it into the hub, a bridge of `kind` in namespace
+/// `hub`: a veth pair, `eth0` in the host with `addresses` and their IPv6 twins, the port
+/// `name` in the hub's bridge, leading to `of`.
+fn plug(
+    bed: &mut Bed,
+    (hub, kind, of): (&Netns, HubKind, PortOf),
+    name: &str,
+    addresses: &[Ipv4Addr],
+) -> anyhow::Result<Netns> {
     let netns = bed.netns(name)?;
     link::veth(End::new(&netns, INTERFACE), End::new(hub, name))?;
-    link::attach(hub, name, BRIDGE)?;
+    link::attach(hub, name, BRIDGE, kind, of)?;
     address::assign(&netns, INTERFACE, addresses)?;
     netns.ip(&["link", "set", INTERFACE, "up"])?;
     Ok(netns)

@@ -62,13 +62,32 @@ pub enum HubKind {
     /// A bridge that learns, with the kernel's default ageing: a switch that has seen the
     /// VIP's MAC as a source sends its frames to that port only.
     Learning,
+    /// A learning bridge whose ports flood no unknown unicast (`flood off`), as a switch with
+    /// unicast flooding blocked or storm control, with IGMP and MLD snooping and a querier:
+    /// the unicast virtual MAC reaches no node. Its snooping looks groups up by a frame's IP
+    /// destination, as many switches' does, so traffic to a group MAC whose destination is
+    /// the VIP goes to the multicast router ports only (or floods while no querier is
+    /// known): the nodes' ports are static router ports (`mcast_router 2`), the static entry
+    /// such a switch needs for the multicast MAC mode.
+    NoFlood,
+}
+
+/// What a hub's port leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortOf {
+    /// A node of the farm.
+    Node,
+    /// A client.
+    Client,
 }
 
 /// Creates bridge `name` in `netns` of `kind` and brings it up.
 pub fn bridge(netns: &Netns, name: &str, kind: HubKind) -> anyhow::Result<()> {
     let mut args = vec!["link", "add", "name", name, "type", "bridge"];
-    if kind == HubKind::Flooding {
-        args.extend(["ageing_time", "0"]);
+    match kind {
+        HubKind::Flooding => args.extend(["ageing_time", "0"]),
+        HubKind::Learning => {}
+        HubKind::NoFlood => args.extend(["mcast_snooping", "1", "mcast_querier", "1"]),
     }
     netns
         .ip(&args)
@@ -76,9 +95,35 @@ pub fn bridge(netns: &Netns, name: &str, kind: HubKind) -> anyhow::Result<()> {
     netns.ip(&["link", "set", name, "up"])
 }
 
-/// Makes `port` (in the bridge's namespace) a port of `bridge` and brings it up.
-pub fn attach(netns: &Netns, port: &str, bridge: &str) -> anyhow::Result<()> {
-    netns.ip(&["link", "set", port, "master", bridge, "up"])
+/// Makes `port` (in the bridge's namespace) a port of `bridge` of `kind`, leading to `of`, and
+/// brings it up.
+pub fn attach(
+    netns: &Netns,
+    port: &str,
+    bridge: &str,
+    kind: HubKind,
+    of: PortOf,
+) -> anyhow::Result<()> {
+    netns.ip(&["link", "set", port, "master", bridge, "up"])?;
+    if kind != HubKind::NoFlood {
+        return Ok(());
+    }
+    let mut args = vec![
+        "link",
+        "set",
+        "dev",
+        port,
+        "type",
+        "bridge_slave",
+        "flood",
+        "off",
+    ];
+    if of == PortOf::Node {
+        args.extend(["mcast_router", "2"]);
+    }
+    netns
+        .ip(&args)
+        .with_context(|| format!("cannot set the flooding of port {port} of {bridge}"))
 }
 
 /// The checksum offload of a host's interface.

@@ -3,7 +3,8 @@
 //! virtual MAC reaches no node, and the multicast one reaches every node, which answers each
 //! request once. Fail closed holds in both modes: a frame to the multicast MAC would reach a
 //! node's IP layer without herd's program (the kernel drops a frame to another host's unicast
-//! MAC, not one to a group), so a node whose herd is frozen or killed must still take nothing.
+//! MAC, not one to a group, as the tests show once the program is gone), so a node whose herd
+//! is frozen or killed must still take nothing.
 //!
 //! Each test takes the dataplane mode; the `xdp` and `afxdp` modules run them in each.
 //!
@@ -353,6 +354,30 @@ fn a_frozen_or_killed_node_accepts_nothing(mode: DataplaneMode, mac: MacMode) {
     assert!(
         inside.expect("enters the node's namespace"),
         "the server is alive"
+    );
+
+    // Without the program (its pin removed, as by hand), the node's kernel takes what the
+    // destination MAC lets through: a group's frames, but not those to another host's MAC.
+    std::fs::remove_file(farm.bed.bpf_dir(0).unwrap().join(INTERFACE)).unwrap();
+    let removed = Instant::now();
+    let detached = || {
+        !node
+            .ip_output(&["link", "show", INTERFACE])
+            .unwrap()
+            .contains("prog/xdp")
+    };
+    while !detached() && removed.elapsed() < Duration::from_secs(5) {
+        // The kernel releases the link once the pin was its last holder: polled, as nothing
+        // tells of it.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(detached(), "the program goes with its pin");
+    let taken = farm.answered(Duration::from_secs(1));
+    eprintln!("{mac} MAC, {mode}, no program left: the node's kernel took the request: {taken}");
+    assert_eq!(
+        taken,
+        mac == MacMode::Multicast,
+        "the kernel takes frames to a group, not to another host's MAC"
     );
 }
 

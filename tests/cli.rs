@@ -78,6 +78,8 @@ fn check_config_accepts_the_example_and_shows_the_farm() {
         "198.18.0.100",
         "2001:db8::100",
         "client-ip-port",
+        "virtual MACs (unicast):",
+        "02:68:c6:12:00:64",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -100,6 +102,26 @@ fn check_config_accepts_the_example_and_shows_the_farm() {
         shares,
         report["buckets"].as_u64().unwrap(),
         "every bucket has an owner"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn check_config_shows_the_multicast_macs_and_their_groups() {
+    let dir = temp_dir("multicast");
+    let path = example_here(&dir, KEY);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("mac = \"unicast\"", "mac = \"multicast\"");
+    let path = write_config(&dir, &text);
+    let report = json(&herd(&["check-config", path.to_str().unwrap(), "--json"]));
+    assert_eq!(report["mac"], "multicast");
+    assert_eq!(
+        report["virtual_macs"],
+        serde_json::json!([
+            {"vip": "198.18.0.100", "mac": "01:00:5e:7f:00:64", "group": "239.255.0.100"},
+            {"vip": "2001:db8::100", "mac": "33:33:ff:00:01:00", "group": "ff02::1:ff00:100"},
+        ])
     );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -4,11 +4,13 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::bail;
-use herd_config::{Check, CheckKind, FarmConfig, ProcessMatcher};
+use herd_config::{Check, CheckKind, FarmConfig, MacMode, ProcessMatcher};
 use herd_membership::farm_table;
+use herd_packet::neighbor::{multicast_group, virtual_mac};
 use serde::Serialize;
 
 use crate::farm;
+use crate::host::format_mac;
 use crate::host::route_socket::RouteSocket;
 
 #[derive(Serialize)]
@@ -17,6 +19,9 @@ struct Report {
     farm: String,
     digest: String,
     vips: Vec<IpAddr>,
+    /// The kind of virtual MAC, `unicast` or `multicast`.
+    mac: String,
+    virtual_macs: Vec<VirtualMacReport>,
     buckets: u32,
     heartbeat_port: u16,
     rules: Vec<RuleReport>,
@@ -49,6 +54,15 @@ struct ScriptsReport {
     restart_within_s: u32,
 }
 
+/// A VIP's virtual MAC, and the group the nodes join in the multicast mode: what a router
+/// that refuses a multicast MAC in an ARP answer needs as a static entry.
+#[derive(Serialize)]
+struct VirtualMacReport {
+    vip: IpAddr,
+    mac: String,
+    group: Option<IpAddr>,
+}
+
 #[derive(Serialize)]
 struct RuleReport {
     protocol: String,
@@ -78,6 +92,17 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
         farm: config.farm.name.clone(),
         digest: config.digest().to_string(),
         vips: config.farm.vips.clone(),
+        mac: config.farm.mac.to_string(),
+        virtual_macs: config
+            .farm
+            .vips
+            .iter()
+            .map(|&vip| VirtualMacReport {
+                vip,
+                mac: format_mac(virtual_mac(vip, config.farm.mac)),
+                group: (config.farm.mac == MacMode::Multicast).then(|| multicast_group(vip)),
+            })
+            .collect(),
         buckets: config.farm.buckets,
         heartbeat_port: config.farm.port,
         rules: config
@@ -233,6 +258,21 @@ fn print_text(r: &Report) {
     println!("  VIPs            {}", vips.join(", "));
     println!("  buckets         {}", r.buckets);
     println!("  heartbeats      UDP port {}", r.heartbeat_port);
+    println!();
+    println!("virtual MACs ({}):", r.mac);
+    let vip_width = r
+        .virtual_macs
+        .iter()
+        .map(|v| v.vip.to_string().len())
+        .max()
+        .unwrap_or(0);
+    for v in &r.virtual_macs {
+        let vip = v.vip.to_string();
+        match v.group {
+            Some(group) => println!("  {vip:<vip_width$}  {}  group {group}", v.mac),
+            None => println!("  {vip:<vip_width$}  {}", v.mac),
+        }
+    }
     println!();
     println!("rules (VIP traffic no rule matches is dropped on every node):");
     for rule in &r.rules {

@@ -1,7 +1,8 @@
 //! The virtual MAC modes end to end, on a switch whose ports flood no unknown unicast
 //! ([`HubKind::NoFlood`]: `flood off`, IGMP and MLD snooping with a querier): there the unicast
 //! virtual MAC reaches no node, and the multicast one reaches every node, which answers each
-//! request once. Fail closed holds in both modes: a frame to the multicast MAC would reach a
+//! request once; the switch's snooping shows each node's membership of the VIP's group, which a
+//! killed node's kernel gives up. Fail closed holds in both modes: a frame to the multicast MAC would reach a
 //! node's IP layer without herd's program (the kernel drops a frame to another host's unicast
 //! MAC, not one to a group, as the tests show once the program is gone), so a node whose herd
 //! is frozen or killed must still take nothing.
@@ -188,6 +189,12 @@ impl Farm {
             .exec(&["bridge", "mdb", "show"], None)
             .expect("bridge mdb")
     }
+
+    /// Whether the hub's snooping has the port of `node` as a member of the VIP's group.
+    fn member(&self, node: &str) -> bool {
+        let entry = format!("port {node} grp {} ", multicast_group(self.vip));
+        self.groups().lines().any(|line| line.contains(&entry))
+    }
 }
 
 fn start_herd(bed: &FarmBed, node: usize, config: &Path) -> Herd {
@@ -281,14 +288,12 @@ fn multicast_answers_every_request_once_on_a_switch_that_does_not_flood(
     );
     // Each node reported its membership of the VIP's group (IGMP or MLD), which the switch's
     // snooping recorded against its port.
-    let groups = farm.groups();
-    let group = multicast_group(farm.vip);
     for node in nodes {
         assert!(
-            groups
-                .lines()
-                .any(|line| line.contains(&format!("port {node} grp {group} "))),
-            "{node} is a member of {group}: {groups}"
+            farm.member(node),
+            "{node} is a member of {}: {}",
+            multicast_group(farm.vip),
+            farm.groups()
         );
     }
 }
@@ -333,8 +338,25 @@ fn a_frozen_or_killed_node_accepts_nothing(mode: DataplaneMode, mac: MacMode) {
     }
     assert!(answered, "a resumed node takes its traffic again");
 
+    let group = multicast_group(farm.vip);
+    let joined = farm.member("alpha");
     farm.herds[0].kill().unwrap();
     closes_within_the_deadline(&farm, &format!("killed ({mac} MAC)"));
+    if mac == MacMode::Multicast {
+        assert!(joined, "the node had joined {group}");
+        // The killed herd's socket took the membership with it: the kernel sent a leave, and
+        // the switch asked the link for other members before it forgot the port (a second or
+        // two). Polled, as the switch tells of it to no one.
+        let killed = Instant::now();
+        while farm.member("alpha") && killed.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!farm.member("alpha"), "the killed node left {group}");
+        eprintln!(
+            "{mode}: the switch forgot the killed node's membership after {:?}",
+            killed.elapsed()
+        );
+    }
     let node = &farm.bed.nodes[0].netns;
     let link = node.ip_output(&["link", "show", INTERFACE]).unwrap();
     assert!(

@@ -86,6 +86,10 @@ pub struct Farm {
     pub hash_key: [u8; 16],
     /// UDP port of the heartbeats.
     pub port: u16,
+    /// Seconds between the announcements of the VIPs' virtual MACs this node sends besides
+    /// those at start and after every change of view: 0 (none) to
+    /// [`Farm::MAX_ANNOUNCE_INTERVAL_S`].
+    pub announce_interval_s: u32,
     /// File holding the key that authenticates heartbeats.
     pub auth_key_file: PathBuf,
     /// The kind of virtual MAC the nodes answer ARP and neighbour solicitations for a VIP
@@ -102,6 +106,14 @@ impl Farm {
     pub const MAX_BUCKETS: u32 = 65536;
     /// Heartbeat port when `port` is not given.
     pub const DEFAULT_PORT: u16 = 7400;
+    /// Announcement period when `announce_interval_s` is not given: a neighbour cache that
+    /// took a wrong MAC for a VIP (on a learning switch, the traffic then reaches one node,
+    /// which drops what it does not own) heals within 10 s, for one small frame per VIP and
+    /// node every 10 s.
+    pub const DEFAULT_ANNOUNCE_INTERVAL_S: u32 = 10;
+    /// Longest announcement period, an hour: beyond it a wrong cache entry would outlive most
+    /// routers' own ARP timeouts anyway.
+    pub const MAX_ANNOUNCE_INTERVAL_S: u32 = 3600;
     /// Heartbeat key file when `auth_key_file` is not given.
     pub const DEFAULT_AUTH_KEY_FILE: &'static str = "/etc/herd/farm.key";
     /// Most VIPs a farm may have.

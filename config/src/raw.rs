@@ -101,6 +101,7 @@ pub(crate) struct RawFarm {
     pub buckets: Option<Spanned<RawInt>>,
     pub hash_key: Option<Spanned<RawSecret>>,
     pub port: Option<Spanned<RawInt>>,
+    pub announce_interval_s: Option<Spanned<RawInt>>,
     pub auth_key_file: Option<Spanned<String>>,
     pub mac: Option<Spanned<String>>,
 }

@@ -73,7 +73,8 @@ fn a_typo_in_a_key_is_located_and_gets_a_suggestion() {
     assert_eq!(
         error.to_string(),
         "farm.toml:5:1: farm.bucket: unknown key `bucket` (did you mean `buckets`?); expected one of \
-         `name`, `vip`, `interface`, `buckets`, `hash_key`, `port`, `auth_key_file`, `mac`"
+         `name`, `vip`, `interface`, `buckets`, `hash_key`, `port`, `announce_interval_s`, \
+         `auth_key_file`, `mac`"
     );
 }
 
@@ -416,6 +417,45 @@ fn buckets_must_be_a_power_of_two_in_range() {
             )],
         );
     }
+}
+
+#[test]
+fn the_announce_interval_must_be_a_whole_number_of_seconds_up_to_an_hour() {
+    for (bad, problem) in [
+        (
+            "3601",
+            "3601 is out of range; expected an integer from 0 to 3600",
+        ),
+        (
+            "-1",
+            "-1 is out of range; expected an integer from 0 to 3600",
+        ),
+        (
+            "0.5",
+            "invalid type: floating point `0.5`, expected an integer",
+        ),
+        (
+            "\"10s\"",
+            "invalid type: string \"10s\", expected an integer",
+        ),
+    ] {
+        assert_error(
+            &base_with(
+                "port = 7400",
+                &format!("port = 7400\nannounce_interval_s = {bad}"),
+            ),
+            (8, 23),
+            "farm.announce_interval_s",
+            &[problem],
+        );
+    }
+    let off = parse(&base_with(
+        "port = 7400",
+        "port = 7400\nannounce_interval_s = 0",
+    ))
+    .unwrap();
+    assert_eq!(off.farm.announce_interval_s, 0);
+    assert_eq!(parse(BASE).unwrap().farm.announce_interval_s, 10);
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn example_file_parses_to_what_it_says() {
                 0xee, 0xff,
             ],
             port: 7400,
+            announce_interval_s: 10,
             auth_key_file: PathBuf::from("/etc/herd/farm.key"),
             mac: MacMode::Unicast,
         },

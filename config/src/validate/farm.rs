@@ -46,6 +46,15 @@ pub(super) fn check_farm(
         Some(port) => integer(port, 1..=i128::from(u16::MAX), "farm.port", source)?,
         None => Farm::DEFAULT_PORT,
     };
+    let announce_interval_s = match &raw.announce_interval_s {
+        Some(interval) => integer(
+            interval,
+            0..=i128::from(Farm::MAX_ANNOUNCE_INTERVAL_S),
+            "farm.announce_interval_s",
+            source,
+        )?,
+        None => Farm::DEFAULT_ANNOUNCE_INTERVAL_S,
+    };
     let auth_key_file = match &raw.auth_key_file {
         Some(path) if path.get_ref().is_empty() => {
             let error = ValueError::new("the path is empty", "the path of the heartbeat key file");
@@ -68,6 +77,7 @@ pub(super) fn check_farm(
         buckets,
         hash_key,
         port,
+        announce_interval_s,
         auth_key_file,
         mac,
     })

@@ -3,7 +3,7 @@
 //! decided there; this module only moves bytes and time in and out, and logs. The rest of the
 //! node steers it through a [`Handle`]: it joins when the application is healthy, leaves when
 //! it is not or an operator says so, and tells back when it is up and when it has left; a
-//! [`Snapshot`] of it is always there to read.
+//! [`Snapshot`] of it is always there to read, and [`Handle::views`] signals each new view.
 //!
 //! # Scheduling
 //!
@@ -114,6 +114,12 @@ pub struct Handle {
     pub notices: Receiver<Notice>,
     /// Where it stands, refreshed at every change and every [`REFRESH_MS`].
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The epoch of each new view, for whoever reacts to a change of view (the daemon
+    /// announces the VIPs again). It holds one: views that come while one waits unread are
+    /// folded into it, so a reader that only needs to know that the view changed never falls
+    /// behind, and a node without such a reader keeps nothing. It closes when the thread
+    /// stops.
+    pub views: Receiver<u64>,
 }
 
 impl Handle {
@@ -203,6 +209,7 @@ pub struct Driver<D> {
     commands: Receiver<Command>,
     notices: Sender<Notice>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    views: Sender<u64>,
     /// The protocol's state when the snapshot was last refreshed.
     reported: State,
     /// A leave was asked for and its [`Notice::Left`] is still due: exactly one per leave, so
@@ -266,6 +273,7 @@ impl<D: Dataplane> Driver<D> {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DriverError::Poll)?);
         let (commands, inbox) = crossbeam_channel::unbounded();
         let (notify, notices) = crossbeam_channel::unbounded();
+        let (view_sender, views) = crossbeam_channel::bounded(1);
         let traffic = dataplane
             .traffic()
             .map_err(|source| DriverError::Dataplane {
@@ -284,6 +292,7 @@ impl<D: Dataplane> Driver<D> {
             waker,
             notices,
             snapshot: Arc::clone(&snapshot),
+            views,
         };
         let driver = Self {
             reported: membership.state(),
@@ -299,6 +308,7 @@ impl<D: Dataplane> Driver<D> {
             commands: inbox,
             notices: notify,
             snapshot,
+            views: view_sender,
             next_refresh_ms: 0,
             clock,
             generation: 0,
@@ -518,6 +528,12 @@ impl<D: Dataplane> Driver<D> {
                     );
                 }
                 Output::Event(Event::Refused(refusal)) => self.log_refusal(&refusal, from, now),
+                Output::Event(event @ Event::View { epoch, .. }) => {
+                    self.log(&event);
+                    // Full: a view already waits unread, which says the same. Disconnected:
+                    // nobody reacts to views.
+                    let _ = self.views.try_send(epoch);
+                }
                 Output::Event(event) => self.log(&event),
             }
         }

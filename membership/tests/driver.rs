@@ -117,3 +117,39 @@ fn the_thread_joins_and_leaves_when_told_and_tells_once_per_leave() {
     assert_eq!(installs.last(), Some(&0), "and gave them back");
     assert!(handle.send(Command::Join).is_err(), "the thread is gone");
 }
+
+#[test]
+fn each_new_view_is_signalled_and_unread_ones_are_folded_into_one() {
+    let (driver, handle) = Driver::new(start(), Recorder::default(), false).unwrap();
+    let thread = std::thread::spawn(move || driver.run().map(|_| ()));
+
+    handle.send(Command::Join).unwrap();
+    let joined = handle
+        .views
+        .recv_timeout(WAIT)
+        .expect("joining makes a view");
+    assert_eq!(handle.notices.recv_timeout(WAIT), Ok(Notice::Up));
+    handle.send(Command::Leave).unwrap();
+    assert_eq!(handle.notices.recv_timeout(WAIT), Ok(Notice::Left));
+    let left = handle
+        .views
+        .recv_timeout(WAIT)
+        .expect("leaving makes a view");
+    assert!(left > joined, "views {joined} then {left}");
+
+    // Two views while nobody reads: one signal waits, not two.
+    handle.send(Command::Join).unwrap();
+    assert_eq!(handle.notices.recv_timeout(WAIT), Ok(Notice::Up));
+    handle.send(Command::Leave).unwrap();
+    assert_eq!(handle.notices.recv_timeout(WAIT), Ok(Notice::Left));
+    assert!(handle.views.try_recv().is_ok(), "a view waits");
+    assert!(handle.views.try_recv().is_err(), "and only one");
+
+    handle.send(Command::Exit).unwrap();
+    thread.join().unwrap().unwrap();
+    assert_eq!(
+        handle.views.recv_timeout(WAIT),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected),
+        "the signal closes when the thread stops"
+    );
+}

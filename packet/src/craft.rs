@@ -41,6 +41,7 @@ pub fn farm_config(
             buckets,
             hash_key,
             port: Farm::DEFAULT_PORT,
+            announce_interval_s: Farm::DEFAULT_ANNOUNCE_INTERVAL_S,
             auth_key_file: Farm::DEFAULT_AUTH_KEY_FILE.into(),
             mac: MacMode::Unicast,
         },

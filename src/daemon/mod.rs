@@ -8,8 +8,10 @@
 //! ([`herd_membership::driver`]) steers the packet path through the `Dataplane` seam: it
 //! installs the bucket modes the protocol decides and renews the liveness deadline with every
 //! heartbeat; the node starts owning nothing. The supervisor runs the start script, joins the
-//! farm once the checks are healthy and answers the operator's requests and the signals.
+//! farm once the checks are healthy and answers the operator's requests and the signals. The
+//! announcer sends the VIPs' virtual MACs again after each new view and every period.
 
+mod announcer;
 mod control_server;
 mod host_watch;
 mod lock;
@@ -31,10 +33,11 @@ use herd_dataplane::egress::{EgressError, EgressGuard};
 use herd_dataplane::xdp::XdpProgram;
 use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
-use herd_packet::neighbor::{announcement, multicast_group};
+use herd_packet::neighbor::multicast_group;
 
 use crate::host::{format_mac, Groups, Host};
 use crate::{control, farm};
+use announcer::Announcer;
 use control_server::Server;
 use host_watch::HostWatch;
 use lock::{Holder, InterfaceLock};
@@ -310,12 +313,12 @@ impl Node {
             control = %self.control.path().display(),
             "running: the node joins the farm once its application is up"
         );
-        for &vip in &self.config.farm.vips {
-            let frame = announcement(self.host.mac(), vip, self.config.farm.mac);
-            if let Err(error) = self.host.send(&frame) {
-                tracing::warn!(%vip, "cannot announce the VIP's virtual MAC: {error}");
-            }
-        }
+        self.announcer().announce();
+    }
+
+    /// The announcer of the VIPs' virtual MACs on the node's interface.
+    fn announcer(&self) -> Announcer<'_> {
+        Announcer::new(&self.host, &self.config.farm)
     }
 
     /// Runs the node over `path` until it has stopped: the membership thread, the supervisor
@@ -368,6 +371,10 @@ impl Node {
             let membership_thread = spawn("herd-membership")
                 .spawn_scoped(scope, || driver.run())
                 .context("cannot start the membership thread")?;
+            let announcer = self.announcer();
+            let announcements = spawn("herd-announce")
+                .spawn_scoped(scope, || announcer.run(&membership.views))
+                .context("cannot start the announcement thread")?;
             let control = spawn("herd-control")
                 .spawn_scoped(scope, || self.control.serve(&requests, shutdown))
                 .context("cannot start the control thread")?;
@@ -382,6 +389,7 @@ impl Node {
             let ending = supervisor.run(scope, &membership, incoming, stops, shutdown);
             shutdown.trigger();
             let stopped = joined(membership_thread).context("the membership thread stopped");
+            joined(announcements);
             joined(control)?;
             if let Some(metrics) = metrics {
                 joined(metrics)?;

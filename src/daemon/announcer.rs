@@ -75,12 +75,16 @@ impl<'a> Announcer<'a> {
                 Some(every) => views.recv_timeout(every),
                 None => views.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
-            match signal {
-                Ok(epoch) => tracing::debug!(epoch, "announcing the VIPs after a new view"),
-                Err(RecvTimeoutError::Timeout) => {}
+            let view = match signal {
+                Ok(epoch) => Some(epoch),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return,
-            }
+            };
             self.announce();
+            // The periodic ones are not logged: one line every few seconds says nothing.
+            if let Some(epoch) = view {
+                tracing::info!(epoch, "announced the VIPs' virtual MACs after a new view");
+            }
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct FarmToml {
     buckets: u32,
     hash_key: String,
     key_file: Option<PathBuf>,
+    /// `announce_interval_s`, when not herd's default.
+    announce_interval_s: Option<u32>,
     nodes: Vec<NodeEntry>,
     rules: Vec<RuleEntry>,
     mode: DataplaneMode,
@@ -62,6 +64,7 @@ impl FarmToml {
             buckets: 256,
             hash_key: HASH_KEY.to_owned(),
             key_file: None,
+            announce_interval_s: None,
             nodes: Vec::new(),
             rules: Vec::new(),
             mode,
@@ -109,6 +112,13 @@ impl FarmToml {
     /// The key file that signs the heartbeats.
     pub fn key_file(mut self, path: &Path) -> Self {
         self.key_file = Some(path.to_owned());
+        self
+    }
+
+    /// The period of the VIPs' announcements, in seconds (0 for none besides those at start
+    /// and after each view).
+    pub fn announce_interval_s(mut self, seconds: u32) -> Self {
+        self.announce_interval_s = Some(seconds);
         self
     }
 
@@ -177,6 +187,9 @@ impl FarmToml {
         if let Some(mac) = self.mac {
             let _ = writeln!(text, "mac = \"{mac}\"");
         }
+        if let Some(seconds) = self.announce_interval_s {
+            let _ = writeln!(text, "announce_interval_s = {seconds}");
+        }
         for node in &self.nodes {
             let _ = write!(
                 text,
@@ -238,6 +251,7 @@ mod tests {
             .vips(&[VIP4.into(), six.into()])
             .buckets(64)
             .key_file(&key)
+            .announce_interval_s(3)
             .weighted_node("alpha", node4(0), 1)
             .weighted_node("bravo", node4(1), 2)
             .node("charlie", node4(2))
@@ -252,6 +266,7 @@ mod tests {
         assert_eq!(config.farm.name, "e2e");
         assert_eq!(config.farm.buckets, 64);
         assert_eq!(config.farm.vips.len(), 2);
+        assert_eq!(config.farm.announce_interval_s, 3);
         assert_eq!(config.nodes.len(), 3);
         assert_eq!(config.nodes[1].weight, 2);
         assert_eq!(config.rules.len(), 3);

@@ -80,6 +80,7 @@ fn check_config_accepts_the_example_and_shows_the_farm() {
         "client-ip-port",
         "virtual MACs (unicast):",
         "02:68:c6:12:00:64",
+        "announcements   at start, after each new view and every 10 s",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -92,6 +93,7 @@ fn check_config_accepts_the_example_and_shows_the_farm() {
         "--json",
     ]));
     assert_eq!(report["this_node"], "bravo");
+    assert_eq!(report["announce_interval_s"], 10);
     let shares: u64 = report["nodes"]
         .as_array()
         .unwrap()

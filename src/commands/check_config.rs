@@ -24,6 +24,8 @@ struct Report {
     virtual_macs: Vec<VirtualMacReport>,
     buckets: u32,
     heartbeat_port: u16,
+    /// Seconds between the VIPs' periodic announcements; 0 for none.
+    announce_interval_s: u32,
     rules: Vec<RuleReport>,
     nodes: Vec<NodeReport>,
     this_node: Option<String>,
@@ -105,6 +107,7 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
             .collect(),
         buckets: config.farm.buckets,
         heartbeat_port: config.farm.port,
+        announce_interval_s: config.farm.announce_interval_s,
         rules: config
             .rules
             .iter()
@@ -258,6 +261,10 @@ fn print_text(r: &Report) {
     println!("  VIPs            {}", vips.join(", "));
     println!("  buckets         {}", r.buckets);
     println!("  heartbeats      UDP port {}", r.heartbeat_port);
+    match r.announce_interval_s {
+        0 => println!("  announcements   at start and after each new view"),
+        every => println!("  announcements   at start, after each new view and every {every} s"),
+    }
     println!();
     println!("virtual MACs ({}):", r.mac);
     let vip_width = r

@@ -1,8 +1,8 @@
-//! A real web server behind herd, end to end: three node namespaces behind a bridge that floods
-//! like a hub, each running `herd run` and Debian's nginx, which herd starts and stops with its
-//! `[scripts]` and watches with an `http` check (`action = "restart"`); a client namespace
-//! sends a steady load of HTTP requests with curl from a dozen source addresses, each request
-//! on a new connection, and every request's outcome is recorded.
+//! A real web server behind herd, end to end: three node namespaces behind a learning bridge,
+//! each running `herd run` and Debian's nginx, which herd starts and stops with its `[scripts]`
+//! and watches with an `http` check (`action = "restart"`); a client namespace sends a steady
+//! load of HTTP requests with curl from a dozen source addresses, each request on a new
+//! connection, and every request's outcome is recorded.
 //!
 //! While the farm is healthy every request succeeds, each answered by the node `herd whois`
 //! names. Then nginx is killed on one node from outside herd (SIGKILL of its process group, a
@@ -232,9 +232,9 @@ impl Bed {
         let farm = FarmBed::create(&FarmPlan {
             prefix: format!("herd-web-{mode}-{}", std::process::id()),
             nodes: &NODES,
-            hub: HubKind::Flooding,
+            hub: HubKind::Learning,
             sources: SOURCES,
-            client_offload: Offload::TxOff,
+            client_offload: Offload::for_clients_of(mode),
         })
         .expect("builds the farm's bed");
         let dir = farm.bed().scratch().to_owned();

@@ -1,5 +1,5 @@
 //! The demo's bed: the test bed's farm ([`FarmBed`]), a namespace per node and one for the
-//! client plugged into a hub whose bridge floods every frame, named after the demo's process
+//! client plugged into a hub whose bridge learns, as a switch does, named after the demo's process
 //! id; the farm's configuration, a random key and the nodes' logs in its scratch directory;
 //! the nodes' pins on its BPF file system. Nothing is made in the host's own network
 //! namespace, and everything is removed when the [`Bed`] is dropped, whether the demo
@@ -42,10 +42,9 @@ impl Bed {
         let farm = FarmBed::create(&FarmPlan {
             prefix: format!("herd-demo-{}", std::process::id()),
             nodes: &NAMES[..nodes],
-            hub: HubKind::Flooding,
+            hub: HubKind::Learning,
             sources: SOURCES,
-            // Complete checksums, as on a wire, for the afxdp mode.
-            client_offload: Offload::TxOff,
+            client_offload: Offload::for_clients_of(mode),
         })?;
         let files = farm.bed();
         let key = files.write_private("farm.key", &format!("1 {}\n", random_hex(32)?))?;

@@ -2,6 +2,7 @@
 //! host's interface.
 
 use anyhow::Context;
+use herd_config::DataplaneMode;
 
 use crate::netns::Netns;
 
@@ -137,6 +138,18 @@ pub enum Offload {
     /// carry complete checksums, as frames on a wire do. An AF_XDP copy does not keep the
     /// kernel's mark: the afxdp mode would hand the nodes' stacks packets whose checksums fail.
     TxOff,
+}
+
+impl Offload {
+    /// The clients' offload for a farm in `mode`: their default in the in-kernel mode, which
+    /// takes frames as they come; transmit checksum offload off in the AF_XDP mode, which hands
+    /// the stack what the offload left unfilled (issue 16).
+    pub fn for_clients_of(mode: DataplaneMode) -> Self {
+        match mode {
+            DataplaneMode::Xdp => Offload::Default,
+            DataplaneMode::Afxdp => Offload::TxOff,
+        }
+    }
 }
 
 /// Applies `offload` to `device` in `netns`.

@@ -72,10 +72,9 @@ impl Farm {
         let bed = FarmBed::create(&FarmPlan {
             prefix: format!("{TAG}-{}-farm{serial}", std::process::id()),
             nodes: &NODES,
-            hub: HubKind::Flooding,
+            hub: HubKind::Learning,
             sources: SOURCES,
-            // Complete checksums, as on a wire, for the afxdp mode.
-            client_offload: Offload::TxOff,
+            client_offload: Offload::for_clients_of(spec.mode.dataplane()),
         })?;
         let key = bed.bed().write_private("farm.key", KEY)?;
         let text = layout::config(spec.mode.dataplane(), spec.buckets, &key).text();

@@ -167,7 +167,7 @@ fn write_markdown(path: &Path, text: &str) -> anyhow::Result<()> {
 /// The farm and the load in a sentence.
 fn setup(args: &FailoverArgs, settings: &Settings) -> String {
     format!(
-        "Farm: 3 nodes (weight 1 each) in network namespaces on a bridge that floods every frame, \
+        "Farm: 3 nodes (weight 1 each) in network namespaces on a learning bridge, \
          {} buckets, default membership settings (heartbeat {} ms, dead_after {} ms, drain {} s), \
          {} mode, each failover run on a fresh farm. Load of a failover run: one UDP flow per \
          bucket of the victim, each sending a request every {} ms (the resolution), and a short \

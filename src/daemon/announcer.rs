@@ -2,8 +2,8 @@
 //! unsolicited neighbour advertisement for each IPv6 VIP
 //! ([`herd_packet::neighbor::announcement`]), sent when the node starts, after every change of
 //! view and every `[farm] announce_interval_s`. A neighbour cache that took another MAC for a
-//! VIP (from a node's own neighbour discovery, a stray host, a router that learnt it from
-//! traffic) makes a learning switch deliver the VIP's traffic to one node, which drops the
+//! VIP (a stray ARP answer, a host that held the address before, a node's kernel before the
+//! egress guard was attached) makes a learning switch deliver the VIP's traffic to one node, which drops the
 //! buckets it does not own; the next announcement puts the virtual MAC back (a Linux neighbour
 //! takes it over an entry it holds: the gratuitous ARP and the override flag of the
 //! advertisement replace the address, whatever `arp_accept` says).

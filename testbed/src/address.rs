@@ -3,8 +3,8 @@
 //! the bed's namespaces: the nodes' own addresses, the VIP, the client's main address and its
 //! extra source addresses, the flows' sources.
 
-use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::ops::Range;
 
 use anyhow::Context;
@@ -49,6 +49,70 @@ pub const fn source4(i: u8) -> Ipv4Addr {
 /// that must not share a flow take disjoint port ranges.
 pub fn flows(ports: Range<u16>, sources: u8) -> impl Iterator<Item = SocketAddrV4> {
     ports.flat_map(move |port| (1..=sources).map(move |i| SocketAddrV4::new(source4(i), port)))
+}
+
+/// The IP family a farm's traffic is in: the plan's IPv4 addresses, or their IPv6 twins. The
+/// nodes' interfaces have both; a farm of one family has its VIP, its nodes' own addresses and
+/// its clients' addresses in that family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4, 198.18.0.0/15.
+    V4,
+    /// IPv6, the twins in fd00:198:18::/64.
+    V6,
+}
+
+impl Family {
+    /// The plan address `v4` in this family: itself, or its [`twin`].
+    pub const fn of(self, v4: Ipv4Addr) -> IpAddr {
+        match self {
+            Family::V4 => IpAddr::V4(v4),
+            Family::V6 => IpAddr::V6(twin(v4)),
+        }
+    }
+
+    /// The farm's VIP: [`VIP4`] or [`VIP6`].
+    pub const fn vip(self) -> IpAddr {
+        self.of(VIP4)
+    }
+
+    /// The client's main address.
+    pub const fn client(self) -> IpAddr {
+        self.of(CLIENT4)
+    }
+
+    /// Node `index`'s own address (see [`node4`]).
+    pub const fn node(self, index: usize) -> IpAddr {
+        self.of(node4(index))
+    }
+
+    /// The client's `i`th extra source address (see [`source4`]).
+    pub const fn source(self, i: u8) -> IpAddr {
+        self.of(source4(i))
+    }
+
+    /// The [`flows`] of `ports` and `sources` in this family.
+    pub fn flows(self, ports: Range<u16>, sources: u8) -> impl Iterator<Item = SocketAddr> {
+        flows(ports, sources).map(move |flow| SocketAddr::new(self.of(*flow.ip()), flow.port()))
+    }
+
+    /// The family of `address`.
+    pub const fn of_address(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    /// `v4` or `v6`, as in a test's or a namespace's name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        })
+    }
 }
 
 /// The IPv6 twin of a plan address `a.b.c.d`: fd00:198:18::b:c:d, each of `b`, `c`, `d` written
@@ -130,5 +194,19 @@ mod tests {
         assert_eq!(distinct.len(), flows.len());
         assert_ne!(flows[0].ip(), flows[1].ip());
         assert_eq!(flows[64], SocketAddrV4::new(source4(1), 40001));
+    }
+
+    #[test]
+    fn a_family_gives_the_plan_s_addresses_or_their_twins() {
+        assert_eq!(Family::V4.vip(), IpAddr::V4(VIP4));
+        assert_eq!(Family::V6.vip(), IpAddr::V6(VIP6));
+        assert_eq!(Family::V6.node(2), IpAddr::V6(twin(node4(2))));
+        assert_eq!(Family::V6.client(), IpAddr::V6(twin(CLIENT4)));
+        let six: Vec<SocketAddr> = Family::V6.flows(40000..40002, 64).collect();
+        assert_eq!(six[64], SocketAddr::new(Family::V6.source(1), 40001));
+        assert!(six
+            .iter()
+            .all(|flow| Family::of_address(flow.ip()) == Family::V6));
+        assert_eq!(Family::V6.to_string(), "v6");
     }
 }

@@ -61,6 +61,13 @@ pub struct Host {
     pub address: Ipv4Addr,
 }
 
+impl Host {
+    /// The MAC of its interface.
+    pub fn mac(&self) -> anyhow::Result<[u8; 6]> {
+        crate::neighbour::interface_mac(&self.netns, INTERFACE)
+    }
+}
+
 /// The hub, the nodes and the client; the [`Bed`] inside removes them.
 #[derive(Debug)]
 pub struct FarmBed {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod farm;
 pub mod link;
 pub mod log;
+pub mod neighbour;
 pub mod netns;
 pub mod owner;
 pub mod process;

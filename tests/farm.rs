@@ -1,26 +1,32 @@
 //! A three-node farm end to end: `herd run` on three node namespaces joined by a learning
-//! bridge (a switch that learns MACs), a client namespace with many source addresses, and on every node a UDP
-//! echo server and TCP servers that answer with the node's name. Every flow to the VIP must get
-//! exactly one answer, from the node `herd whois` names; affinity must hold; traffic to the
-//! nodes' own addresses must pass untouched; a node whose herd is killed must go quiet.
+//! bridge (a switch that learns MACs), a client namespace with many source addresses, and on
+//! every node a UDP echo server and TCP servers that answer with the node's name. Every flow to
+//! the VIP must get exactly one answer, from the node `herd whois` names; affinity must hold;
+//! traffic to the nodes' own addresses must pass untouched; a node whose herd is killed must go
+//! quiet; the client must keep the VIP at its virtual MAC.
 //!
-//! Each test takes the dataplane mode; the `xdp` and `afxdp` modules run them in each.
+//! Each test takes a [`Variant`]: the dataplane mode and the IP family of the farm. The modules
+//! `xdp_v4`, `xdp_v6`, `afxdp_v4` and `afxdp_v6` run every test in each, on the learning bridge,
+//! and the first on a flooding hub too.
 //!
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use herd_config::{Affinity, DataplaneMode, Protocol};
-use herd_testbed::address::{self, node4, source4 as source, CLIENT4 as CLIENT, VIP4 as VIP};
+use herd_config::{Affinity, DataplaneMode, MacMode, Protocol};
+use herd_packet::neighbor::virtual_mac;
+use herd_testbed::address::Family;
 use herd_testbed::config::{FarmToml, KEY};
+use herd_testbed::farm::INTERFACE;
+use herd_testbed::link::mac_text;
 use herd_testbed::owner::Owners;
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
-use herd_testbed::{client, socket};
+use herd_testbed::{client, neighbour, socket};
 use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal};
 use serde_json::Value;
 
@@ -35,10 +41,10 @@ const SPREAD_PORT: u16 = 81;
 const LONG_PORT: u16 = 82;
 /// An ssh-like TCP service on each node's own address, which herd must leave alone.
 const OWN_PORT: u16 = 22;
-/// The nodes: name and weight; node `i`'s own address is the plan's [`node4`]`(i)`. The
-/// weights differ so that a share can be seen to follow them.
+/// The nodes: name and weight; node `i`'s own address is the plan's [`Family::node`]`(i)`.
+/// The weights differ so that a share can be seen to follow them.
 const NODES: [(&str, u32); 3] = [("alpha", 1), ("bravo", 1), ("charlie", 2)];
-/// How many more addresses the client has, [`source`] 1 to `SOURCES`.
+/// How many more addresses the client has, [`Family::source`] 1 to `SOURCES`.
 const SOURCES: u8 = 64;
 /// The services every node runs: each answers `NAME:REQUEST`.
 const SERVICES: [Service; 5] = [
@@ -69,19 +75,26 @@ const SERVICES: [Service; 5] = [
     },
 ];
 
-/// One flow from each extra source address and port in `ports`, interleaved so that
-/// consecutive flows come from different addresses. Tests take disjoint port ranges so that no
-/// two of their flows share an address and port.
-fn flows(ports: std::ops::Range<u16>) -> Vec<SocketAddrV4> {
-    address::flows(ports, SOURCES).collect()
+/// What a test's farm is.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    /// The nodes' dataplane mode.
+    mode: DataplaneMode,
+    /// The family of the VIP, of the nodes' own addresses (and so of their heartbeats), and
+    /// of the client's addresses.
+    family: Family,
+    /// How the bridge that joins the hosts forwards frames.
+    hub: HubKind,
 }
 
-/// The farm's configuration, whose heartbeats are signed with the key in `key_file`. A small
-/// table: `herd whois` computes it at every call, and the tests call it often.
-fn config(mode: DataplaneMode, key_file: &Path) -> FarmToml {
+/// The farm's configuration in `variant`, whose heartbeats are signed with the key in
+/// `key_file`. A small table: `herd whois` computes it at every call, and the tests call it
+/// often.
+fn config(variant: Variant, key_file: &Path) -> FarmToml {
+    let family = variant.family;
     let farm = NODES.iter().enumerate().fold(
-        FarmToml::new("e2e", mode),
-        |farm, (node, &(name, weight))| farm.weighted_node(name, node4(node), weight),
+        FarmToml::new("e2e", variant.mode).vips(&[family.vip()]),
+        |farm, (node, &(name, weight))| farm.weighted_node(name, family.node(node), weight),
     );
     farm.key_file(key_file)
         .rule(Protocol::Udp, &[UDP_PORT], Some(Affinity::ClientIpPort))
@@ -99,12 +112,12 @@ fn agree_with_whois(
     config: &Path,
     protocol: Protocol,
     vip_port: u16,
-    clients: &[SocketAddrV4],
+    clients: &[SocketAddr],
     step: usize,
 ) {
-    let (name, client_text): (&str, fn(&SocketAddrV4) -> String) = match protocol {
-        Protocol::Tcp => ("tcp", SocketAddrV4::to_string),
-        Protocol::Udp => ("udp", SocketAddrV4::to_string),
+    let (name, client_text): (&str, fn(&SocketAddr) -> String) = match protocol {
+        Protocol::Tcp => ("tcp", SocketAddr::to_string),
+        Protocol::Udp => ("udp", SocketAddr::to_string),
         Protocol::Icmp => ("icmp", |c| c.ip().to_string()),
     };
     for client in clients.iter().step_by(step) {
@@ -129,19 +142,21 @@ fn agree_with_whois(
 }
 
 /// The node that owns `client`'s traffic of `protocol` to `vip_port`.
-fn owner(owners: &Owners, protocol: Protocol, vip_port: u16, client: SocketAddrV4) -> usize {
+fn owner(owners: &Owners, protocol: Protocol, vip_port: u16, client: SocketAddr) -> usize {
     owners
         .of(protocol, vip_port, client)
         .expect("a rule balances the flow")
 }
 
-/// The farm: a learning bridge, three nodes running herd and the servers, a client. Fields are dropped
-/// in this order: servers stop, herds are killed, then the bed goes (namespaces with the
-/// interfaces and programs, the BPF file system and the scratch directory).
+/// The farm: a bridge, three nodes running herd and the servers, a client. Fields are
+/// dropped in this order: servers stop, herds are killed, then the bed goes (namespaces with
+/// the interfaces and programs, the BPF file system and the scratch directory).
 struct Farm {
     servers: Responders,
     herds: Vec<Option<Herd>>,
     bed: FarmBed,
+    /// The family of its addresses.
+    family: Family,
     /// The configuration file.
     config: PathBuf,
     /// The owners of the farm as it last settled.
@@ -149,14 +164,23 @@ struct Farm {
 }
 
 impl Farm {
-    /// Builds the farm for test `tag` in `mode` and waits until every herd runs and every
+    /// Builds the farm for test `tag` in `variant` and waits until every herd runs and every
     /// server listens.
-    fn start(tag: &str, mode: DataplaneMode) -> Self {
+    fn start(tag: &str, variant: Variant) -> Self {
+        let Variant { mode, family, hub } = variant;
         let names = NODES.map(|(name, _)| name);
+        let hub_name = match hub {
+            HubKind::Learning => "",
+            HubKind::Flooding => "-hub",
+            HubKind::NoFlood => "-noflood",
+        };
         let bed = FarmBed::create(&FarmPlan {
-            prefix: format!("herd-{tag}-{mode}-{}", std::process::id()),
+            prefix: format!(
+                "herd-{tag}-{mode}-{family}{hub_name}-{}",
+                std::process::id()
+            ),
             nodes: &names,
-            hub: HubKind::Learning,
+            hub,
             sources: SOURCES,
             // The AF_XDP mode hands the stack what the client's checksum offload left
             // unfilled (issue 16); the in-kernel mode takes the clients as they come.
@@ -169,7 +193,7 @@ impl Farm {
         let key = bed.bed().write_private("farm.key", KEY).unwrap();
         let config = bed
             .bed()
-            .write_private("farm.toml", &config(mode, &key).text())
+            .write_private("farm.toml", &config(variant, &key).text())
             .unwrap();
         let owners = Owners::load(&config, &[true; NODES.len()]).expect("a valid configuration");
         // Started before the servers, which bind the VIP that herd adds.
@@ -177,7 +201,7 @@ impl Farm {
             .map(|node| Some(start_herd(&bed, node, &config)))
             .collect();
         let settings = Settings {
-            vip: VIP.into(),
+            vip: family.vip(),
             line_wait: Duration::from_secs(2),
             record: true,
         };
@@ -186,6 +210,7 @@ impl Farm {
             servers,
             herds,
             bed,
+            family,
             config,
             owners,
         };
@@ -196,6 +221,24 @@ impl Farm {
     /// The client's namespace.
     fn client(&self) -> &Netns {
         &self.bed.client.netns
+    }
+
+    /// The farm's VIP.
+    fn vip(&self) -> IpAddr {
+        self.family.vip()
+    }
+
+    /// One flow from each extra source address and port in `ports`, interleaved so that
+    /// consecutive flows come from different addresses. Tests take disjoint port ranges so
+    /// that no two of their flows share an address and port.
+    fn flows(&self, ports: std::ops::Range<u16>) -> Vec<SocketAddr> {
+        self.family.flows(ports, SOURCES).collect()
+    }
+
+    /// A TCP connection from each of `from` to the VIP's `port`, as `(from, to)`.
+    fn to_vip(&self, from: &[SocketAddr], port: u16) -> Vec<(SocketAddr, SocketAddr)> {
+        let to = SocketAddr::new(self.vip(), port);
+        from.iter().map(|&from| (from, to)).collect()
     }
 
     /// Starts node `node`'s herd with the farm's configuration.
@@ -280,8 +323,9 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 /// Sends one request, `u{i}`, to the VIP's UDP port from each of `flows` (the `i`th) in the
 /// client namespace, and returns what each flow got back within `wait` of its request.
-fn udp_exchange(client: &Netns, flows: &[SocketAddrV4], wait: Duration) -> Vec<Vec<String>> {
-    client::udp_exchange(client, SocketAddr::from((VIP, UDP_PORT)), flows, wait)
+fn udp_exchange(farm: &Farm, flows: &[SocketAddr], wait: Duration) -> Vec<Vec<String>> {
+    let vip = SocketAddr::new(farm.vip(), UDP_PORT);
+    client::udp_exchange(farm.client(), vip, flows, wait)
         .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
@@ -289,7 +333,7 @@ fn udp_exchange(client: &Netns, flows: &[SocketAddrV4], wait: Duration) -> Vec<V
 /// [`udp_exchange`]), from the node that owns it, and that the servers served each flow once.
 fn assert_each_udp_flow_answered_once(
     farm: &Farm,
-    flows: &[SocketAddrV4],
+    flows: &[SocketAddr],
     answers: &[Vec<String>],
     hits_before: usize,
 ) {
@@ -319,7 +363,7 @@ fn assert_each_udp_flow_answered_once(
     assert_eq!(served.len(), flows.len(), "every request served once");
     assert_eq!(
         served.iter().copied().collect::<HashSet<_>>(),
-        flows.iter().map(|&f| f.into()).collect::<HashSet<_>>(),
+        flows.iter().copied().collect::<HashSet<_>>(),
         "the servers served exactly the flows sent"
     );
 }
@@ -327,7 +371,7 @@ fn assert_each_udp_flow_answered_once(
 /// Opens one TCP connection from each of `connections`' client addresses to its server
 /// address in the client namespace, sends `t{i}` on the `i`th and returns what each got back;
 /// panics at the first connection that fails.
-fn tcp_exchange(client: &Netns, connections: &[(SocketAddrV4, SocketAddrV4)]) -> Vec<String> {
+fn tcp_exchange(client: &Netns, connections: &[(SocketAddr, SocketAddr)]) -> Vec<String> {
     client::tcp_exchange(client, connections).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
@@ -336,7 +380,7 @@ fn tcp_exchange(client: &Netns, connections: &[(SocketAddrV4, SocketAddrV4)]) ->
 fn assert_each_connection_answered_once(
     farm: &Farm,
     port: u16,
-    connections: &[(SocketAddrV4, SocketAddrV4)],
+    connections: &[(SocketAddr, SocketAddr)],
     replies: &[String],
 ) {
     for (i, ((from, _), reply)) in connections.iter().zip(replies).enumerate() {
@@ -352,7 +396,7 @@ fn assert_each_connection_answered_once(
     assert_eq!(accepted.len(), connections.len(), "accepted connections");
     for (from, _) in connections {
         assert_eq!(
-            accepted.get(&SocketAddr::V4(*from)),
+            accepted.get(from),
             Some(&vec![owner(&farm.owners, Protocol::Tcp, port, *from)]),
             "the nodes that accepted the connection from {from}"
         );
@@ -361,45 +405,60 @@ fn assert_each_connection_answered_once(
 
 /// Sends an ICMP echo request for each `(from, to)` from the client namespace, and counts
 /// the echo replies to each that arrive within `wait`.
-fn ping(client: &Netns, pings: &[(Ipv4Addr, Ipv4Addr)], wait: Duration) -> Vec<usize> {
+fn ping(client: &Netns, pings: &[(IpAddr, IpAddr)], wait: Duration) -> Vec<usize> {
     client::ping(client, pings, wait).unwrap_or_else(|error| panic!("{error:#}"))
 }
 
-/// How many ICMP echo replies namespace `netns` has sent.
-fn echo_replies_sent(netns: &Netns) -> u64 {
-    client::echo_replies_sent(netns).unwrap_or_else(|error| panic!("{error:#}"))
+/// How many ICMP echo replies of `family` namespace `netns` has sent.
+fn echo_replies_sent(netns: &Netns, family: Family) -> u64 {
+    client::echo_replies_sent(netns, family).unwrap_or_else(|error| panic!("{error:#}"))
+}
+
+/// Asserts that the client's neighbour entry for the VIP holds the VIP's unicast virtual MAC
+/// (the farm's MAC mode is the default), which no frame carries as its source, and not a
+/// node's MAC, which would make a learning bridge send the client's traffic to that node
+/// alone; `when` says at which point of the test.
+fn assert_the_client_holds_the_virtual_mac(farm: &Farm, when: &str) {
+    let vip = farm.vip();
+    let held = neighbour::neighbour_mac(farm.client(), INTERFACE, vip)
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    for node in &farm.bed.nodes {
+        let mac = node.mac().unwrap_or_else(|error| panic!("{error:#}"));
+        assert!(
+            held != Some(mac),
+            "{when}: the client's neighbour entry for {vip} holds {}'s MAC {}",
+            node.name,
+            mac_text(mac)
+        );
+    }
+    assert_eq!(
+        held.map(mac_text),
+        Some(mac_text(virtual_mac(vip, MacMode::Unicast))),
+        "{when}: the client's neighbour entry for {vip} holds the virtual MAC"
+    );
 }
 
 /// Every UDP request, TCP connection and ping to the VIP, from 64 client addresses and many
 /// ports, is answered exactly once, by the node `herd whois` names. Were a node to keep the
 /// packets it does not own, every flow would be answered two or three times; were the bridge to
 /// learn the virtual MAC, or a node's answer to the ARP request go astray, flows would be lost.
-fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
-    let farm = Farm::start("once", mode);
+fn every_flow_gets_exactly_one_answer_from_its_owner(variant: Variant) {
+    let farm = Farm::start("once", variant);
     let config = farm.config.clone();
+    let family = farm.family;
 
-    let udp = flows(20000..20064);
+    let udp = farm.flows(20000..20064);
     let started = Instant::now();
-    let answers = udp_exchange(farm.client(), &udp, Duration::from_secs(2));
+    let answers = udp_exchange(&farm, &udp, Duration::from_secs(2));
     eprintln!("{} UDP flows in {:?}", udp.len(), started.elapsed());
-    assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
-    agree_with_whois(&farm.owners, &config, Protocol::Udp, UDP_PORT, &udp, 32);
     // The client reached the VIP through its virtual MAC, which no frame carries as its
     // source: the bridge, never having learnt it, had to flood every request to every node.
-    let neighbours = farm
-        .client()
-        .ip_output(&["neigh", "show", &VIP.to_string()])
-        .unwrap();
-    assert!(
-        neighbours.contains("02:68:c6:12:00:64"),
-        "the client learnt the VIP's virtual MAC: {neighbours}"
-    );
+    assert_the_client_holds_the_virtual_mac(&farm, "after the UDP flows");
+    assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
+    agree_with_whois(&farm.owners, &config, Protocol::Udp, UDP_PORT, &udp, 32);
 
     for port in [STICKY_PORT, SPREAD_PORT] {
-        let connections: Vec<_> = flows(21000..21008)
-            .into_iter()
-            .map(|from| (from, SocketAddrV4::new(VIP, port)))
-            .collect();
+        let connections = farm.to_vip(&farm.flows(21000..21008), port);
         let started = Instant::now();
         let replies = tcp_exchange(farm.client(), &connections);
         eprintln!(
@@ -408,7 +467,7 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
             started.elapsed()
         );
         assert_each_connection_answered_once(&farm, port, &connections, &replies);
-        let clients: Vec<SocketAddrV4> = connections.iter().map(|c| c.0).collect();
+        let clients: Vec<SocketAddr> = connections.iter().map(|c| c.0).collect();
         agree_with_whois(&farm.owners, &config, Protocol::Tcp, port, &clients, 16);
     }
 
@@ -416,9 +475,11 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
         .bed
         .nodes
         .iter()
-        .map(|node| echo_replies_sent(&node.netns))
+        .map(|node| echo_replies_sent(&node.netns, family))
         .collect();
-    let pings: Vec<(Ipv4Addr, Ipv4Addr)> = (1..=SOURCES).map(|i| (source(i), VIP)).collect();
+    let pings: Vec<(IpAddr, IpAddr)> = (1..=SOURCES)
+        .map(|i| (family.source(i), farm.vip()))
+        .collect();
     let replies = ping(farm.client(), &pings, Duration::from_secs(2));
     assert_eq!(replies, vec![1; pings.len()], "one echo reply per request");
     let sent: Vec<u64> = farm
@@ -426,11 +487,11 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
         .nodes
         .iter()
         .zip(before)
-        .map(|(node, before)| echo_replies_sent(&node.netns) - before)
+        .map(|(node, before)| echo_replies_sent(&node.netns, family) - before)
         .collect();
-    let clients: Vec<SocketAddrV4> = pings
+    let clients: Vec<SocketAddr> = pings
         .iter()
-        .map(|&(from, _)| SocketAddrV4::new(from, 0))
+        .map(|&(from, _)| SocketAddr::new(from, 0))
         .collect();
     let mut expected = vec![0; NODES.len()];
     for client in &clients {
@@ -442,20 +503,21 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(mode: DataplaneMode) {
 
 /// `client-ip`: every connection of a client, whatever its port, reaches the same node, the
 /// one `herd whois` names for the client's address; different clients reach different nodes.
-fn client_ip_affinity_keeps_a_client_on_one_node(mode: DataplaneMode) {
-    let farm = Farm::start("sticky", mode);
+fn client_ip_affinity_keeps_a_client_on_one_node(variant: Variant) {
+    let farm = Farm::start("sticky", variant);
+    let family = farm.family;
     const CLIENTS: u8 = 16;
-    let connections: Vec<(SocketAddrV4, SocketAddrV4)> = (1..=CLIENTS)
-        .flat_map(|i| (22000..22025).map(move |port| SocketAddrV4::new(source(i), port)))
-        .map(|from| (from, SocketAddrV4::new(VIP, STICKY_PORT)))
+    let from: Vec<SocketAddr> = (1..=CLIENTS)
+        .flat_map(|i| (22000..22025).map(move |port| SocketAddr::new(family.source(i), port)))
         .collect();
+    let connections = farm.to_vip(&from, STICKY_PORT);
     let replies = tcp_exchange(farm.client(), &connections);
     assert_each_connection_answered_once(&farm, STICKY_PORT, &connections, &replies);
 
-    let mut node_of_client: BTreeMap<Ipv4Addr, HashSet<&str>> = BTreeMap::new();
+    let mut node_of_client: BTreeMap<IpAddr, HashSet<&str>> = BTreeMap::new();
     for ((from, _), reply) in connections.iter().zip(&replies) {
         let node = reply.split(':').next().unwrap();
-        node_of_client.entry(*from.ip()).or_default().insert(node);
+        node_of_client.entry(from.ip()).or_default().insert(node);
     }
     for (client, nodes) in &node_of_client {
         assert_eq!(nodes.len(), 1, "client {client} reached {nodes:?}");
@@ -465,8 +527,8 @@ fn client_ip_affinity_keeps_a_client_on_one_node(mode: DataplaneMode) {
         reached.len() > 1,
         "{CLIENTS} clients all on one node: the test would not tell client-ip from a single owner"
     );
-    let clients: Vec<SocketAddrV4> = (1..=CLIENTS)
-        .map(|i| SocketAddrV4::new(source(i), 0))
+    let clients: Vec<SocketAddr> = (1..=CLIENTS)
+        .map(|i| SocketAddr::new(family.source(i), 0))
         .collect();
     agree_with_whois(
         &farm.owners,
@@ -481,16 +543,12 @@ fn client_ip_affinity_keeps_a_client_on_one_node(mode: DataplaneMode) {
 /// `client-ip-port`: the connections of a single client spread over every node, each node's
 /// share following its share of the buckets as `herd table` gives it, which follows the
 /// weights (1, 1, 2).
-fn client_ip_port_spreads_a_client_by_weight(mode: DataplaneMode) {
-    let farm = Farm::start("spread", mode);
-    let connections: Vec<(SocketAddrV4, SocketAddrV4)> = (23000..23800)
-        .map(|port| {
-            (
-                SocketAddrV4::new(CLIENT, port),
-                SocketAddrV4::new(VIP, SPREAD_PORT),
-            )
-        })
+fn client_ip_port_spreads_a_client_by_weight(variant: Variant) {
+    let farm = Farm::start("spread", variant);
+    let from: Vec<SocketAddr> = (23000..23800)
+        .map(|port| SocketAddr::new(farm.family.client(), port))
         .collect();
+    let connections = farm.to_vip(&from, SPREAD_PORT);
     let replies = tcp_exchange(farm.client(), &connections);
     assert_each_connection_answered_once(&farm, SPREAD_PORT, &connections, &replies);
 
@@ -537,29 +595,34 @@ fn client_ip_port_spreads_a_client_by_weight(mode: DataplaneMode) {
 
 /// Traffic to a node's own address passes whatever the program does with the VIP: an
 /// ssh-like TCP service and ping.
-fn non_vip_traffic_reaches_the_nodes_untouched(mode: DataplaneMode) {
-    let farm = Farm::start("own", mode);
-    let connections: Vec<(SocketAddrV4, SocketAddrV4)> = (0..NODES.len())
-        .map(node4)
+fn non_vip_traffic_reaches_the_nodes_untouched(variant: Variant) {
+    let farm = Farm::start("own", variant);
+    let family = farm.family;
+    let connections: Vec<(SocketAddr, SocketAddr)> = (0..NODES.len())
+        .map(|node| family.node(node))
         .zip(24000..)
         .flat_map(|(address, port)| {
             // A port per node: a client address and port make one connection at a time.
             (1..=8).map(move |i| {
                 (
-                    SocketAddrV4::new(source(i), port),
-                    SocketAddrV4::new(address, OWN_PORT),
+                    SocketAddr::new(family.source(i), port),
+                    SocketAddr::new(address, OWN_PORT),
                 )
             })
         })
         .collect();
     let replies = tcp_exchange(farm.client(), &connections);
     for (i, ((from, to), reply)) in connections.iter().zip(&replies).enumerate() {
-        let node = NODES[(0..NODES.len()).position(|n| node4(n) == *to.ip()).unwrap()].0;
-        assert_eq!(*reply, format!("{node}:t{i}"), "{from} to {to}");
+        let node = (0..NODES.len()).position(|n| family.node(n) == to.ip());
+        assert_eq!(
+            *reply,
+            format!("{}:t{i}", NODES[node.unwrap()].0),
+            "{from} to {to}"
+        );
     }
-    let pings: Vec<(Ipv4Addr, Ipv4Addr)> = (0..NODES.len())
-        .map(node4)
-        .flat_map(|address| [(CLIENT, address), (source(1), address)])
+    let pings: Vec<(IpAddr, IpAddr)> = (0..NODES.len())
+        .map(|node| family.node(node))
+        .flat_map(|address| [(family.client(), address), (family.source(1), address)])
         .collect();
     let replies = ping(farm.client(), &pings, Duration::from_secs(2));
     assert_eq!(replies, vec![1; pings.len()], "each node answers ping");
@@ -572,9 +635,10 @@ const VICTIM: usize = 1;
 const WITHOUT_VICTIM: [bool; 3] = [true, false, true];
 
 /// One UDP flow in each bucket that `node` owns in the farm as it last settled.
-fn probes(farm: &Farm, node: usize) -> Vec<SocketAddrV4> {
+fn probes(farm: &Farm, node: usize) -> Vec<SocketAddr> {
     let mut buckets = HashSet::new();
-    let probes: Vec<SocketAddrV4> = flows(30000..30100)
+    let probes: Vec<SocketAddr> = farm
+        .flows(30000..30100)
         .into_iter()
         .filter(|&flow| {
             owner(&farm.owners, Protocol::Udp, UDP_PORT, flow) == node
@@ -594,7 +658,7 @@ fn probes(farm: &Farm, node: usize) -> Vec<SocketAddrV4> {
 /// that round started. `None` after `within`.
 fn answered_again(
     farm: &Farm,
-    probes: &[SocketAddrV4],
+    probes: &[SocketAddr],
     since: Instant,
     within: Duration,
 ) -> Option<Duration> {
@@ -609,7 +673,7 @@ fn answered_again(
         .collect();
     while since.elapsed() < within {
         let round = since.elapsed();
-        let answers = udp_exchange(farm.client(), probes, Duration::from_millis(200));
+        let answers = udp_exchange(farm, probes, Duration::from_millis(200));
         if answers
             .iter()
             .zip(&expected)
@@ -624,27 +688,41 @@ fn answered_again(
 /// Fresh UDP flows from ports `ports` are each answered once, by their owner in the farm as it
 /// last settled.
 fn assert_settled_farm_answers_once(farm: &Farm, ports: std::ops::Range<u16>) {
-    let udp = flows(ports);
+    let udp = farm.flows(ports);
     let before = farm.servers.hits().len();
-    let answers = udp_exchange(farm.client(), &udp, Duration::from_secs(2));
+    let answers = udp_exchange(farm, &udp, Duration::from_secs(2));
     assert_each_udp_flow_answered_once(farm, &udp, &answers, before);
+}
+
+/// The flows from ports `ports` whose TCP connections to [`SPREAD_PORT`] [`VICTIM`] owns
+/// with `owners`.
+fn fresh_victim_flows(
+    farm: &Farm,
+    owners: &Owners,
+    ports: std::ops::Range<u16>,
+) -> Vec<SocketAddr> {
+    farm.flows(ports)
+        .into_iter()
+        .filter(|&from| owner(owners, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
+        .collect()
 }
 
 /// A long-lived TCP connection of the client to [`LONG_PORT`], and the node that serves it.
 struct Held {
-    from: SocketAddrV4,
+    from: SocketAddr,
     reader: BufReader<TcpStream>,
     node: String,
 }
 
 /// Opens a long-lived connection from each of `from`, and learns which node serves each.
-fn hold(client: &Netns, from: Vec<SocketAddrV4>) -> Vec<Held> {
-    let streams = client
+fn hold(farm: &Farm, from: Vec<SocketAddr>) -> Vec<Held> {
+    let to = SocketAddr::new(farm.vip(), LONG_PORT);
+    let streams = farm
+        .client()
         .run(move || {
             from.into_iter()
                 .map(|from| {
-                    let to = SocketAddr::from((VIP, LONG_PORT));
-                    let stream = socket::connect(from.into(), to, Duration::from_secs(5))
+                    let stream = socket::connect(from, to, Duration::from_secs(5))
                         .unwrap_or_else(|error| panic!("connection from {from}: {error}"));
                     (from, stream)
                 })
@@ -707,8 +785,8 @@ const KILL_RUNS: u16 = 20;
 /// connections. The times from the kill until every one of its buckets answers again are
 /// printed (to the probing rounds' resolution, about 200 ms); `herd-perf failover` measures
 /// them finely.
-fn a_killed_node_s_buckets_move_to_the_survivors(mode: DataplaneMode) {
-    let mut farm = Farm::start("kill", mode);
+fn a_killed_node_s_buckets_move_to_the_survivors(variant: Variant) {
+    let mut farm = Farm::start("kill", variant);
     let probes = probes(&farm, VICTIM);
     let survivors = farm.owners_if_up(WITHOUT_VICTIM);
     let mut took = Vec::new();
@@ -721,11 +799,10 @@ fn a_killed_node_s_buckets_move_to_the_survivors(mode: DataplaneMode) {
                 .expect("the survivors answer for every bucket of the dead node"),
         );
         let first = 25000 + 4 * run;
-        let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(first..first + 1)
-            .into_iter()
-            .filter(|&from| owner(&farm.owners, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
-            .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
-            .collect();
+        let fresh = farm.to_vip(
+            &fresh_victim_flows(&farm, &farm.owners, first..first + 1),
+            SPREAD_PORT,
+        );
         for (i, reply) in tcp_exchange(farm.client(), &fresh).iter().enumerate() {
             let owner = owner(&survivors, Protocol::Tcp, SPREAD_PORT, fresh[i].0);
             assert_eq!(*reply, format!("{}:t{i}", NODES[owner].0), "run {run}");
@@ -748,8 +825,8 @@ fn a_killed_node_s_buckets_move_to_the_survivors(mode: DataplaneMode) {
 /// SIGSTOP of one node's herd: the others take its buckets; once resumed, it finds it was
 /// declared dead, takes nothing until the farm agrees on a view with it, and gets its share
 /// back.
-fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: DataplaneMode) {
-    let mut farm = Farm::start("freeze", mode);
+fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(variant: Variant) {
+    let mut farm = Farm::start("freeze", variant);
     let probes = probes(&farm, VICTIM);
     let marks = farm.marks();
     farm.herd(VICTIM).signal(Signal::SIGSTOP).unwrap();
@@ -780,18 +857,19 @@ fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(mode: DataplaneMode) 
 /// A node started again joins the farm; the connections the others serve in the buckets it
 /// takes back stay with them (they drain) and none breaks, while new connections in those
 /// buckets go to it. Once those connections end, the drains end and the farm settles.
-fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: DataplaneMode) {
-    let mut farm = Farm::start("rejoin", mode);
+fn a_restarted_node_rejoins_without_breaking_the_others_connections(variant: Variant) {
+    let mut farm = Farm::start("rejoin", variant);
     farm.kill_victim_and_settle();
 
     let all = farm.owners_if_up([true; 3]);
     // Connections in the buckets the restarted node will take back.
-    let returning: Vec<SocketAddrV4> = flows(26000..26004)
+    let returning: Vec<SocketAddr> = farm
+        .flows(26000..26004)
         .into_iter()
         .filter(|&from| owner(&all, Protocol::Tcp, LONG_PORT, from) == VICTIM)
         .collect();
     assert!(returning.len() >= 16, "enough connections move");
-    let mut held = hold(farm.client(), returning.clone());
+    let mut held = hold(&farm, returning);
     assert!(held
         .iter()
         .all(|connection| connection.node != NODES[VICTIM].0));
@@ -811,11 +889,7 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Datapl
     );
     assert_every_connection_holds(&mut held, "after the rejoin");
     // New connections in those buckets go to the node that took them back.
-    let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(26004..26006)
-        .into_iter()
-        .filter(|&from| owner(&all, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
-        .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
-        .collect();
+    let fresh = farm.to_vip(&fresh_victim_flows(&farm, &all, 26004..26006), SPREAD_PORT);
     for (i, reply) in tcp_exchange(farm.client(), &fresh).iter().enumerate() {
         assert_eq!(*reply, format!("{}:t{i}", NODES[VICTIM].0));
     }
@@ -828,9 +902,9 @@ fn a_restarted_node_rejoins_without_breaking_the_others_connections(mode: Datapl
 /// SIGTERM: the node leaves the farm, keeps serving its established connections (none
 /// breaks) while new ones go to the others, and exits once they have ended, long before
 /// `drain_s`.
-fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: DataplaneMode) {
-    let mut farm = Farm::start("leave", mode);
-    let mut held = hold(farm.client(), flows(27000..27001));
+fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(variant: Variant) {
+    let mut farm = Farm::start("leave", variant);
+    let mut held = hold(&farm, farm.flows(27000..27001));
     let own = held
         .iter()
         .filter(|connection| connection.node == NODES[VICTIM].0)
@@ -854,11 +928,10 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Datapl
     }
     assert_every_connection_holds(&mut held, "while it leaves");
     let without = farm.owners_if_up(WITHOUT_VICTIM);
-    let fresh: Vec<(SocketAddrV4, SocketAddrV4)> = flows(27001..27002)
-        .into_iter()
-        .filter(|&from| owner(&farm.owners, Protocol::Tcp, SPREAD_PORT, from) == VICTIM)
-        .map(|from| (from, SocketAddrV4::new(VIP, SPREAD_PORT)))
-        .collect();
+    let fresh = farm.to_vip(
+        &fresh_victim_flows(&farm, &farm.owners, 27001..27002),
+        SPREAD_PORT,
+    );
     for (i, reply) in tcp_exchange(farm.client(), &fresh).iter().enumerate() {
         let owner = owner(&without, Protocol::Tcp, SPREAD_PORT, fresh[i].0);
         assert_eq!(
@@ -900,8 +973,8 @@ fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(mode: Datapl
 /// A node started with another key, and then with a farm configuration that differs, is
 /// refused: both sides say so in their logs, it takes no bucket, and the others keep
 /// answering every flow once.
-fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: DataplaneMode) {
-    let mut farm = Farm::start("refuse", mode);
+fn a_node_with_a_wrong_key_or_configuration_is_refused(variant: Variant) {
+    let mut farm = Farm::start("refuse", variant);
     farm.kill_victim_and_settle();
 
     let bed = farm.bed.bed();
@@ -909,10 +982,10 @@ fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: DataplaneMode) {
         .write_private("other.key", &KEY.replace("1 00", "1 ff"))
         .unwrap();
     let wrong_key = bed
-        .write_private("wrong-key.toml", &config(mode, &other_key).text())
+        .write_private("wrong-key.toml", &config(variant, &other_key).text())
         .unwrap();
     let key = bed.scratch().join("farm.key");
-    let text = config(mode, &key)
+    let text = config(variant, &key)
         .tables("[membership]\ndrain_s = 7\n")
         .text();
     let other_farm = bed.write_private("other-farm.toml", &text).unwrap();
@@ -948,58 +1021,115 @@ fn a_node_with_a_wrong_key_or_configuration_is_refused(mode: DataplaneMode) {
     }
 }
 
-/// Generates, for each mode, a module of `#[test]` wrappers around the tests above.
-macro_rules! in_mode {
-    ($($module:ident: $mode:expr),*) => {$(
+/// After traffic of every kind to the VIP and a failover, the client's neighbour entry for the
+/// VIP holds its virtual MAC, never a node's. A node answering a new client first resolves the
+/// client's address, and so do the survivors of a failover for the clients they take over: in
+/// IPv6 the kernel's neighbour solicitation comes from the VIP, and would name the node's MAC
+/// as the VIP's if it left the node as the kernel wrote it; the client would then send all
+/// its traffic to that node, which drops the buckets it does not own (on a learning bridge).
+fn the_client_never_holds_a_node_s_mac_for_the_vip(variant: Variant) {
+    let mut farm = Farm::start("neigh", variant);
+    let family = farm.family;
+    let udp = farm.flows(28000..28002);
+    let answers = udp_exchange(&farm, &udp, Duration::from_secs(2));
+    assert_the_client_holds_the_virtual_mac(&farm, "after UDP flows");
+    assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
+    let connections = farm.to_vip(&farm.flows(28002..28003), STICKY_PORT);
+    let replies = tcp_exchange(farm.client(), &connections);
+    let pings: Vec<(IpAddr, IpAddr)> = (1..=SOURCES)
+        .map(|i| (family.source(i), farm.vip()))
+        .collect();
+    let echoes = ping(farm.client(), &pings, Duration::from_secs(2));
+    assert_the_client_holds_the_virtual_mac(&farm, "after TCP connections and pings");
+    assert_each_connection_answered_once(&farm, STICKY_PORT, &connections, &replies);
+    assert_eq!(echoes, vec![1; pings.len()], "one echo reply per request");
+
+    farm.kill_victim_and_settle();
+    let udp = farm.flows(28003..28005);
+    let before = farm.servers.hits().len();
+    let answers = udp_exchange(&farm, &udp, Duration::from_secs(2));
+    assert_the_client_holds_the_virtual_mac(&farm, "after a failover");
+    assert_each_udp_flow_answered_once(&farm, &udp, &answers, before);
+}
+
+/// Generates, for each dataplane mode and family, a module of `#[test]` wrappers around the
+/// tests above: every test on a learning bridge, and the first on a flooding hub too.
+macro_rules! variants {
+    ($($module:ident: $mode:expr, $family:expr;)*) => {$(
         mod $module {
             use super::*;
 
+            const LEARNING: Variant = Variant {
+                mode: $mode,
+                family: $family,
+                hub: HubKind::Learning,
+            };
+            const HUB: Variant = Variant {
+                hub: HubKind::Flooding,
+                ..LEARNING
+            };
+
             #[test]
             fn every_flow_gets_exactly_one_answer_from_its_owner() {
-                super::every_flow_gets_exactly_one_answer_from_its_owner($mode);
+                super::every_flow_gets_exactly_one_answer_from_its_owner(LEARNING);
             }
 
             #[test]
             fn client_ip_affinity_keeps_a_client_on_one_node() {
-                super::client_ip_affinity_keeps_a_client_on_one_node($mode);
+                super::client_ip_affinity_keeps_a_client_on_one_node(LEARNING);
             }
 
             #[test]
             fn client_ip_port_spreads_a_client_by_weight() {
-                super::client_ip_port_spreads_a_client_by_weight($mode);
+                super::client_ip_port_spreads_a_client_by_weight(LEARNING);
             }
 
             #[test]
             fn non_vip_traffic_reaches_the_nodes_untouched() {
-                super::non_vip_traffic_reaches_the_nodes_untouched($mode);
+                super::non_vip_traffic_reaches_the_nodes_untouched(LEARNING);
             }
 
             #[test]
             fn a_killed_node_s_buckets_move_to_the_survivors() {
-                super::a_killed_node_s_buckets_move_to_the_survivors($mode);
+                super::a_killed_node_s_buckets_move_to_the_survivors(LEARNING);
             }
 
             #[test]
             fn a_frozen_node_is_taken_over_and_rejoins_when_it_resumes() {
-                super::a_frozen_node_is_taken_over_and_rejoins_when_it_resumes($mode);
+                super::a_frozen_node_is_taken_over_and_rejoins_when_it_resumes(LEARNING);
             }
 
             #[test]
             fn a_restarted_node_rejoins_without_breaking_the_others_connections() {
-                super::a_restarted_node_rejoins_without_breaking_the_others_connections($mode);
+                super::a_restarted_node_rejoins_without_breaking_the_others_connections(LEARNING);
             }
 
             #[test]
             fn a_node_stopped_with_sigterm_keeps_its_connections_until_they_end() {
-                super::a_node_stopped_with_sigterm_keeps_its_connections_until_they_end($mode);
+                super::a_node_stopped_with_sigterm_keeps_its_connections_until_they_end(LEARNING);
             }
 
             #[test]
             fn a_node_with_a_wrong_key_or_configuration_is_refused() {
-                super::a_node_with_a_wrong_key_or_configuration_is_refused($mode);
+                super::a_node_with_a_wrong_key_or_configuration_is_refused(LEARNING);
+            }
+
+            #[test]
+            fn the_client_never_holds_a_node_s_mac_for_the_vip() {
+                super::the_client_never_holds_a_node_s_mac_for_the_vip(LEARNING);
+            }
+
+            #[test]
+            fn every_flow_gets_exactly_one_answer_from_its_owner_on_a_hub() {
+                super::every_flow_gets_exactly_one_answer_from_its_owner(HUB);
             }
         }
     )*};
 }
 
-in_mode!(xdp: DataplaneMode::Xdp, afxdp: DataplaneMode::Afxdp);
+variants! {
+    xdp_v4: DataplaneMode::Xdp, Family::V4;
+    xdp_v6: DataplaneMode::Xdp, Family::V6;
+    afxdp_v4: DataplaneMode::Afxdp, Family::V4;
+    afxdp_v6: DataplaneMode::Afxdp, Family::V6;
+}

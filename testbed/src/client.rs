@@ -3,12 +3,13 @@
 //! every answer, so that its caller can check which node gave it and that none came twice.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::address::Family;
 use crate::netns::Netns;
 use crate::socket::{self, icmp_echo_reply, icmp_echo_request};
 
@@ -34,7 +35,7 @@ const TCP_THREADS: usize = 4;
 pub fn udp_exchange(
     client: &Netns,
     to: SocketAddr,
-    flows: &[SocketAddrV4],
+    flows: &[SocketAddr],
     wait: Duration,
 ) -> anyhow::Result<Vec<Vec<String>>> {
     /// A flow whose socket is open.
@@ -56,7 +57,7 @@ pub fn udp_exchange(
                 .count();
             while in_flight < IN_FLIGHT && next < flows.len() {
                 let flow = flows[next];
-                let socket = socket::reused_udp(flow.into())
+                let socket = socket::reused_udp(flow)
                     .with_context(|| format!("cannot bind the flow {flow}"))?;
                 socket.set_nonblocking(true)?;
                 socket
@@ -100,10 +101,10 @@ pub fn udp_exchange(
 /// after a time-out per connection.
 pub fn tcp_exchange(
     client: &Netns,
-    connections: &[(SocketAddrV4, SocketAddrV4)],
+    connections: &[(SocketAddr, SocketAddr)],
 ) -> anyhow::Result<Vec<String>> {
     let failed = AtomicBool::new(false);
-    let indexed: Vec<(usize, SocketAddrV4, SocketAddrV4)> = connections
+    let indexed: Vec<(usize, SocketAddr, SocketAddr)> = connections
         .iter()
         .enumerate()
         .map(|(i, &(from, to))| (i, from, to))
@@ -148,8 +149,8 @@ pub fn tcp_exchange(
 
 /// One request `text` over a new TCP connection from `from` to `to`, in the calling thread's
 /// namespace: the whole reply, without its line end.
-pub fn ask_tcp(from: SocketAddrV4, to: SocketAddrV4, text: &str) -> io::Result<String> {
-    let mut stream = socket::connect(from.into(), to.into(), TCP_TIMEOUT)?;
+pub fn ask_tcp(from: SocketAddr, to: SocketAddr, text: &str) -> io::Result<String> {
+    let mut stream = socket::connect(from, to, TCP_TIMEOUT)?;
     stream.write_all(format!("{text}\n").as_bytes())?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;
@@ -158,28 +159,39 @@ pub fn ask_tcp(from: SocketAddrV4, to: SocketAddrV4, text: &str) -> io::Result<S
 
 /// Sends an ICMP echo request for each `(from, to)` from `client`'s namespace, and counts the
 /// echo replies to each that arrive within `wait` (and [`LINGER`] after every request has had
-/// one).
+/// one). Every address is of one family: ICMPv6 for IPv6.
 pub fn ping(
     client: &Netns,
-    pings: &[(Ipv4Addr, Ipv4Addr)],
+    pings: &[(IpAddr, IpAddr)],
     wait: Duration,
 ) -> anyhow::Result<Vec<usize>> {
     // The sequence number tells these replies from late ones to an earlier call.
     static SEQUENCE: AtomicU16 = AtomicU16::new(0);
     let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let Some(&(first, _)) = pings.first() else {
+        return Ok(Vec::new());
+    };
+    let family = Family::of_address(first);
+    if let Some((from, to)) = pings
+        .iter()
+        .find(|(from, to)| Family::of_address(*from) != family || Family::of_address(*to) != family)
+    {
+        bail!("the pings are of one family: {from} to {to} is not {family}");
+    }
     client.run(|| {
-        // A raw ICMP socket gets a copy of every ICMP message that reaches the namespace.
-        let receiver = socket::icmp_socket().context("cannot open a raw ICMP socket")?;
+        // A raw ICMP socket gets a copy of every ICMP message of its family that reaches the
+        // namespace.
+        let receiver = socket::icmp_socket(family).context("cannot open a raw ICMP socket")?;
         for (i, &(from, to)) in pings.iter().enumerate() {
             let Ok(id) = u16::try_from(i) else {
                 bail!("at most {} pings at once", u16::MAX);
             };
-            let sender = socket::icmp_socket()?;
+            let sender = socket::icmp_socket(family)?;
             // The bound address is the request's source.
-            socket::bind(&sender, SocketAddr::from((from, 0)))?;
-            let request = icmp_echo_request(id, sequence, b"herd test bed");
+            socket::bind(&sender, SocketAddr::new(from, 0))?;
+            let request = icmp_echo_request(family, id, sequence, b"herd test bed");
             sender
-                .send_to(&request, (to, 0))
+                .send_to(&request, SocketAddr::new(to, 0))
                 .with_context(|| format!("cannot ping {to} from {from}"))?;
         }
         let mut counts = vec![0; pings.len()];
@@ -188,10 +200,10 @@ pub fn ping(
         let mut buf = [0u8; 1500];
         while let Some(left) = until.checked_duration_since(Instant::now()) {
             receiver.set_read_timeout(Some(left.max(Duration::from_micros(1))))?;
-            if let Ok((n, SocketAddr::V4(from))) = receiver.recv_from(&mut buf) {
-                let ping = icmp_echo_reply(&buf[..n]).filter(|&(_, seq)| seq == sequence);
+            if let Ok((n, from)) = receiver.recv_from(&mut buf) {
+                let ping = icmp_echo_reply(family, &buf[..n]).filter(|&(_, seq)| seq == sequence);
                 if let Some(i) = ping.map(|(id, _)| usize::from(id)) {
-                    if pings.get(i).is_some_and(|p| p.1 == *from.ip()) {
+                    if pings.get(i).is_some_and(|p| p.1 == from.ip()) {
                         counts[i] += 1;
                     }
                 }
@@ -206,22 +218,42 @@ pub fn ping(
     })?
 }
 
-/// How many ICMP echo replies `netns` has sent (its `Icmp: OutEchoReps`).
-pub fn echo_replies_sent(netns: &Netns) -> anyhow::Result<u64> {
+/// How many ICMP echo replies of `family` `netns` has sent (its `Icmp: OutEchoReps`, or its
+/// `Icmp6OutEchoReplies`).
+pub fn echo_replies_sent(netns: &Netns, family: Family) -> anyhow::Result<u64> {
     // /proc/thread-self: /proc/self/net would be the namespace of the process, not the thread.
-    let snmp = netns
-        .run(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))?
-        .context("cannot read the namespace's SNMP counters")?;
-    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (Some(names), Some(values)) = (icmp.next(), icmp.next()) else {
-        bail!("no Icmp: lines in the SNMP counters");
+    let file = match family {
+        Family::V4 => "snmp",
+        Family::V6 => "snmp6",
     };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "OutEchoReps")
-        .context("no Icmp: OutEchoReps counter")?
-        .1
+    let path = format!("/proc/thread-self/net/{file}");
+    let counters = netns
+        .run(|| std::fs::read_to_string(&path))?
+        .context("cannot read the namespace's SNMP counters")?;
+    let value = match family {
+        Family::V4 => {
+            // Two lines: the names, then the values.
+            let mut icmp = counters.lines().filter(|l| l.starts_with("Icmp:"));
+            let (Some(names), Some(values)) = (icmp.next(), icmp.next()) else {
+                bail!("no Icmp: lines in the SNMP counters");
+            };
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(name, _)| *name == "OutEchoReps")
+                .context("no Icmp: OutEchoReps counter")?
+                .1
+        }
+        // A line per counter: its name, then its value.
+        Family::V6 => counters
+            .lines()
+            .filter_map(|line| line.split_once(char::is_whitespace))
+            .find(|(name, _)| *name == "Icmp6OutEchoReplies")
+            .context("no Icmp6OutEchoReplies counter")?
+            .1
+            .trim(),
+    };
+    value
         .parse()
-        .context("Icmp: OutEchoReps is not a number")
+        .with_context(|| format!("the echo replies counter in {path} is not a number"))
 }

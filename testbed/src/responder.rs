@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use herd_config::Protocol;
 
+use crate::address::Family;
 use crate::farm::Host;
 use crate::socket;
 
@@ -37,7 +38,7 @@ pub enum Kind {
 pub enum On {
     /// On the VIP, which herd must have added to the node already.
     Vip,
-    /// On the node's own address, which herd must leave alone.
+    /// On the node's own address in the VIP's family, which herd must leave alone.
     Own,
 }
 
@@ -192,7 +193,7 @@ impl Drop for Responders {
 fn bind(service: &Service, node: &Host, settings: &Settings) -> anyhow::Result<Bound> {
     let address = match service.on {
         On::Vip => settings.vip,
-        On::Own => IpAddr::V4(node.address),
+        On::Own => Family::of_address(settings.vip).of(node.address),
     };
     let at = SocketAddr::new(address, service.port);
     Ok(match service.kind {

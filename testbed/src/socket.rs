@@ -1,10 +1,10 @@
 //! The socket calls the standard library does not offer: a TCP connection from a chosen source
 //! address and port (started without blocking, or given up after a time-out), a UDP socket on
-//! an address another socket may have used a moment ago, a raw ICMP socket, an accept
+//! an address another socket may have used a moment ago, a raw ICMP or ICMPv6 socket, an accept
 //! time-out, and `poll`.
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ use nix::sys::socket::{
     self, setsockopt, sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrStorage,
 };
 use nix::sys::time::TimeVal;
+
+use crate::address::Family;
 
 /// A new socket of `kind` and `protocol` for addresses of `address`'s family.
 fn new_socket(
@@ -98,38 +100,53 @@ pub fn reused_udp(address: SocketAddr) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// A raw ICMP (IPv4) socket, used through `UdpSocket`'s datagram calls (`send_to`,
-/// `recv_from`), which work on any IPv4 datagram socket; the port of an address is not used.
-/// It gets a copy of every ICMP message that reaches its namespace, with the IPv4 header.
-pub fn icmp_socket() -> io::Result<UdpSocket> {
-    let any = SocketAddr::from(([0, 0, 0, 0], 0));
-    let fd = new_socket(
-        &any,
-        SockType::Raw,
-        SockFlag::empty(),
-        Some(SockProtocol::Icmp),
-    )?;
+/// A raw ICMP socket of `family` (ICMPv6 for IPv6), used through `UdpSocket`'s datagram
+/// calls (`send_to`, `recv_from`), which work on any datagram socket; the port of an address is
+/// not used. It gets a copy of every ICMP message of its family that reaches its namespace:
+/// with the IPv4 header for IPv4, without the header for IPv6. For IPv6 the kernel fills in
+/// the checksum of what it sends (RFC 3542), which covers the addresses it chooses.
+pub fn icmp_socket(family: Family) -> io::Result<UdpSocket> {
+    let (any, protocol) = match family {
+        Family::V4 => (IpAddr::from(Ipv4Addr::UNSPECIFIED), SockProtocol::Icmp),
+        Family::V6 => (IpAddr::from(Ipv6Addr::UNSPECIFIED), SockProtocol::IcmpV6),
+    };
+    let any = SocketAddr::new(any, 0);
+    let fd = new_socket(&any, SockType::Raw, SockFlag::empty(), Some(protocol))?;
     Ok(UdpSocket::from(fd))
 }
 
-/// An ICMP echo request with identifier `id`, sequence number `seq` and `data`, its checksum
-/// filled in, for a raw ICMP socket to send.
-pub fn icmp_echo_request(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
-    let mut message = vec![8, 0, 0, 0];
+/// The ICMP echo request and reply types of each family.
+const fn echo_types(family: Family) -> (u8, u8) {
+    match family {
+        Family::V4 => (8, 0),
+        Family::V6 => (128, 129),
+    }
+}
+
+/// An ICMP echo request of `family` with identifier `id`, sequence number `seq` and `data`,
+/// for a raw ICMP socket of that family to send; the IPv4 one has its checksum filled in.
+pub fn icmp_echo_request(family: Family, id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut message = vec![echo_types(family).0, 0, 0, 0];
     message.extend_from_slice(&id.to_be_bytes());
     message.extend_from_slice(&seq.to_be_bytes());
     message.extend_from_slice(data);
-    let checksum = herd_packet::wire::checksum(&message);
-    message[2..4].copy_from_slice(&checksum.to_be_bytes());
+    if family == Family::V4 {
+        let checksum = herd_packet::wire::checksum(&message);
+        message[2..4].copy_from_slice(&checksum.to_be_bytes());
+    }
     message
 }
 
-/// The identifier and sequence number of an ICMP echo reply as a raw ICMP socket receives it
-/// (after its IPv4 header); `None` for any other packet.
-pub fn icmp_echo_reply(packet: &[u8]) -> Option<(u16, u16)> {
-    let header = usize::from(packet.first()? & 0x0f) * 4;
+/// The identifier and sequence number of an ICMP echo reply of `family` as a raw ICMP socket
+/// of that family receives it (after its IPv4 header, or alone for IPv6); `None` for any other
+/// packet.
+pub fn icmp_echo_reply(family: Family, packet: &[u8]) -> Option<(u16, u16)> {
+    let header = match family {
+        Family::V4 => usize::from(packet.first()? & 0x0f) * 4,
+        Family::V6 => 0,
+    };
     let icmp = packet.get(header..header + 8)?;
-    (icmp[0] == 0).then(|| {
+    (icmp[0] == echo_types(family).1).then(|| {
         (
             u16::from_be_bytes([icmp[4], icmp[5]]),
             u16::from_be_bytes([icmp[6], icmp[7]]),
@@ -216,17 +233,31 @@ mod tests {
 
     #[test]
     fn an_echo_request_checks_and_its_reply_is_recognised() {
-        let request = icmp_echo_request(7, 9, b"data");
+        let request = icmp_echo_request(Family::V4, 7, 9, b"data");
         assert_eq!(herd_packet::wire::checksum(&request), 0, "a valid checksum");
         // The reply as the raw socket gives it: a 20-byte IPv4 header, then type 0.
         let mut reply = vec![0x45];
         reply.resize(20, 0);
         reply.extend_from_slice(&request);
         reply[20] = 0;
-        assert_eq!(icmp_echo_reply(&reply), Some((7, 9)));
+        assert_eq!(icmp_echo_reply(Family::V4, &reply), Some((7, 9)));
         reply[20] = 3;
-        assert_eq!(icmp_echo_reply(&reply), None, "not an echo reply");
-        assert_eq!(icmp_echo_reply(&reply[..24]), None, "cut short");
+        assert_eq!(
+            icmp_echo_reply(Family::V4, &reply),
+            None,
+            "not an echo reply"
+        );
+        assert_eq!(icmp_echo_reply(Family::V4, &reply[..24]), None, "cut short");
+    }
+
+    #[test]
+    fn an_icmpv6_echo_reply_is_recognised_without_a_header() {
+        let mut reply = icmp_echo_request(Family::V6, 7, 9, b"data");
+        assert_eq!(reply[0], 128, "an echo request");
+        assert_eq!(icmp_echo_reply(Family::V6, &reply), None, "not a reply");
+        reply[0] = 129;
+        assert_eq!(icmp_echo_reply(Family::V6, &reply), Some((7, 9)));
+        assert_eq!(icmp_echo_reply(Family::V6, &reply[..6]), None, "cut short");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use herd_testbed::link::mac_text;
 use herd_testbed::owner::Owners;
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
 use herd_testbed::{client, neighbour, socket};
-use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal, Uplink};
 use serde_json::Value;
 
 /// The UDP echo service on the VIP, balanced per client address and port.
@@ -181,6 +181,7 @@ impl Farm {
             ),
             nodes: &names,
             hub,
+            uplink: Uplink::Veth,
             sources: SOURCES,
             // The AF_XDP mode hands the stack what the client's checksum offload left
             // unfilled (issue 16); the in-kernel mode takes the clients as they come.

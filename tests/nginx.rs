@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use herd_config::{Affinity, DataplaneMode, Protocol};
 use herd_testbed::address::{node4, source4 as source, VIP4 as VIP};
 use herd_testbed::config::{FarmToml, KEY};
-use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Uplink};
 use serde_json::Value;
 
 /// The nodes' names; node `i`'s own address is the plan's [`node4`]`(i)`.
@@ -233,6 +233,7 @@ impl Bed {
             prefix: format!("herd-web-{mode}-{}", std::process::id()),
             nodes: &NODES,
             hub: HubKind::Learning,
+            uplink: Uplink::Veth,
             sources: SOURCES,
             client_offload: Offload::for_clients_of(mode),
         })

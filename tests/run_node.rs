@@ -14,7 +14,7 @@ use herd_config::{DataplaneMode, Protocol};
 use herd_testbed::address::{node4, CLIENT4, VIP4 as VIP};
 use herd_testbed::config::{FarmToml, KEY};
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
-use herd_testbed::{FarmBed, FarmPlan, Herd, HerdSpec, HubKind, Netns, Offload, Signal};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdSpec, HubKind, Netns, Offload, Signal, Uplink};
 
 const PORT: u16 = 7;
 /// The node's interface, plugged into the bridge.
@@ -53,6 +53,7 @@ impl Topology {
             prefix: format!("herd-run{tag}-{mode}-{}", std::process::id()),
             nodes: &["alpha"],
             hub: HubKind::Learning,
+            uplink: Uplink::Veth,
             sources: 0,
             // The AF_XDP mode hands the stack what the client's checksum offload left
             // unfilled (issue 16); the in-kernel mode takes the clients as they come.

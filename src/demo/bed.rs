@@ -11,7 +11,7 @@ use anyhow::Context;
 use herd_config::DataplaneMode;
 use herd_testbed::config::random_hex;
 use herd_testbed::farm::BRIDGE;
-use herd_testbed::{FarmBed, FarmPlan, HubKind, Offload};
+use herd_testbed::{FarmBed, FarmPlan, HubKind, Offload, Uplink};
 
 use super::layout::{self, NAMES, SOURCES};
 
@@ -43,6 +43,7 @@ impl Bed {
             prefix: format!("herd-demo-{}", std::process::id()),
             nodes: &NAMES[..nodes],
             hub: HubKind::Learning,
+            uplink: Uplink::Veth,
             sources: SOURCES,
             client_offload: Offload::for_clients_of(mode),
         })?;

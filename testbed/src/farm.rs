@@ -1,7 +1,7 @@
 //! A farm's bed: a hub namespace whose bridge joins a namespace per node and one for the
 //! client, each plugged in with a veth pair (`eth0` in the host, a port named after the host
-//! in the hub) and addressed from the plan, IPv4 and IPv6. Nothing is made in the machine's
-//! own network namespace.
+//! in the hub), or as the plan's [`Uplink`] says, and addressed from the plan, IPv4 and IPv6.
+//! Nothing is made in the machine's own network namespace.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -10,14 +10,16 @@ use anyhow::{bail, Context};
 
 use crate::address::{self, CLIENT4, MAX_NODES, MAX_SOURCES};
 use crate::bed::Bed;
-use crate::link::{self, End, HubKind, Offload, PortOf};
+use crate::link::{self, HubKind, Offload, PortOf};
 use crate::netns::Netns;
 use crate::process::{Herd, HerdSpec};
+use crate::uplink::{self, Uplink};
 
 /// The bridge's name, in the hub namespace.
 pub const BRIDGE: &str = "hub";
-/// The interface of every host, plugged into the hub.
-pub const INTERFACE: &str = "eth0";
+/// The veth of every host, plugged into the hub: its interface unless the plan's [`Uplink`]
+/// puts a VLAN or a bond on top.
+pub const INTERFACE: &str = uplink::VETH;
 /// The client's name, of its namespace and its port in the hub.
 pub const CLIENT: &str = "client";
 
@@ -35,6 +37,8 @@ pub struct FarmPlan<'a> {
     pub sources: u8,
     /// The client's checksum offload.
     pub client_offload: Offload,
+    /// How each node is attached to the hub, and the client with it.
+    pub uplink: Uplink,
 }
 
 /// How a node's `herd run` is started, besides the node's own directories.
@@ -59,12 +63,14 @@ pub struct Host {
     pub netns: Netns,
     /// Its own IPv4 address; its IPv6 twin is on its interface too.
     pub address: Ipv4Addr,
+    /// The interface its addresses are on (`eth0`, `eth0.VID`, `bond0`), which herd runs on.
+    pub interface: String,
 }
 
 impl Host {
     /// The MAC of its interface.
     pub fn mac(&self) -> anyhow::Result<[u8; 6]> {
-        crate::neighbour::interface_mac(&self.netns, INTERFACE)
+        crate::neighbour::interface_mac(&self.netns, &self.interface)
     }
 }
 
@@ -99,29 +105,42 @@ impl FarmBed {
         let mut nodes = Vec::new();
         for (index, &name) in plan.nodes.iter().enumerate() {
             let address = address::node4(index);
-            let netns = plug(&mut bed, (&hub, plan.hub, PortOf::Node), name, &[address])?;
+            let (netns, interface) = plug(
+                &mut bed,
+                (&hub, plan.hub, PortOf::Node),
+                name,
+                plan.uplink,
+                &[address],
+            )?;
             nodes.push(Host {
                 name: name.to_owned(),
                 netns,
                 address,
+                interface,
             });
         }
         let addresses: Vec<Ipv4Addr> = std::iter::once(CLIENT4)
             .chain((1..=plan.sources).map(address::source4))
             .collect();
-        let netns = plug(
+        let (netns, interface) = plug(
             &mut bed,
             (&hub, plan.hub, PortOf::Client),
             CLIENT,
+            plan.uplink,
             &addresses,
         )?;
         link::set_offload(&netns, INTERFACE, plan.client_offload)?;
+        if interface != INTERFACE {
+            // A VLAN device has offloads of its own, on top of its veth's.
+            link::set_offload(&netns, &interface, plan.client_offload)?;
+        }
         Ok(FarmBed {
             nodes,
             client: Host {
                 name: CLIENT.to_owned(),
                 netns,
                 address: CLIENT4,
+                interface,
             },
             hub,
             bed,
@@ -167,6 +186,16 @@ impl FarmBed {
         })
     }
 
+    /// Pulls the cable of node `node`'s `veth` (`eth0`, or a bond's `eth1`) out of the hub:
+    /// the hub's port goes down, so the veth loses its carrier as a NIC whose cable is pulled
+    /// does, and the bridge forgets the MACs it learnt on that port.
+    pub fn unplug(&self, node: usize, veth: &str) -> anyhow::Result<()> {
+        let port = uplink::hub_port(&self.node(node)?.name, veth);
+        self.hub
+            .ip(&["link", "set", &port, "down"])
+            .with_context(|| format!("cannot take the hub's port {port} down"))
+    }
+
     /// Node `node`.
     pub fn node(&self, node: usize) -> anyhow::Result<&Host> {
         self.nodes
@@ -176,20 +205,20 @@ impl FarmBed {
 }
 
 /// Makes host `name`'s namespace and plugs it into the hub, a bridge of `kind` in namespace
-/// `hub`: a veth pair, `eth0` in the host with `addresses` and their IPv6 twins, the port
-/// `name` in the hub's bridge, leading to `of`.
+/// `hub`, as `uplink` says (a port or two named after the host, leading to `of`), its
+/// interface given `addresses` and their IPv6 twins; returns the namespace and the
+/// interface.
 fn plug(
     bed: &mut Bed,
-    (hub, kind, of): (&Netns, HubKind, PortOf),
+    hub: (&Netns, HubKind, PortOf),
     name: &str,
+    uplink: Uplink,
     addresses: &[Ipv4Addr],
-) -> anyhow::Result<Netns> {
+) -> anyhow::Result<(Netns, String)> {
     let netns = bed.netns(name)?;
-    link::veth(End::new(&netns, INTERFACE), End::new(hub, name))?;
-    link::attach(hub, name, BRIDGE, kind, of)?;
-    address::assign(&netns, INTERFACE, addresses)?;
-    netns.ip(&["link", "set", INTERFACE, "up"])?;
-    Ok(netns)
+    let interface = uplink::plug(&netns, hub, BRIDGE, name, uplink)?;
+    address::assign(&netns, &interface, addresses)?;
+    Ok((netns, interface))
 }
 
 /// A node's own name and directories.

@@ -29,6 +29,8 @@ pub mod responder;
 pub mod scratch;
 pub mod socket;
 pub mod stale;
+pub mod stream;
+pub mod uplink;
 
 pub use bed::Bed;
 pub use farm::{FarmBed, FarmPlan, HerdRun, Host};
@@ -36,6 +38,7 @@ pub use link::{HubKind, Offload};
 pub use netns::Netns;
 pub use nix::sys::signal::Signal;
 pub use process::{Herd, HerdSpec};
+pub use uplink::Uplink;
 
 /// Fails unless this process runs as root, which namespaces, mounts and XDP need; `what` says
 /// who asks.

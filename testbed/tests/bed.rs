@@ -12,7 +12,7 @@ use std::time::Duration;
 use herd_config::Protocol;
 use herd_testbed::address::{self, source4, CLIENT4};
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
-use herd_testbed::{socket, FarmBed, FarmPlan, HubKind, Netns, Offload};
+use herd_testbed::{socket, FarmBed, FarmPlan, HubKind, Netns, Offload, Uplink};
 
 const NODES: [&str; 2] = ["alpha", "bravo"];
 const UDP_PORT: u16 = 7;
@@ -25,6 +25,7 @@ fn plan<'a>(tag: &str, hub: HubKind) -> FarmPlan<'a> {
         prefix: format!("herd-tb-{tag}-{}", std::process::id()),
         nodes: &NODES,
         hub,
+        uplink: Uplink::Veth,
         sources: 4,
         client_offload: Offload::TxOff,
     }

@@ -10,7 +10,7 @@ use herd_testbed::config::KEY;
 use herd_testbed::owner::Owners;
 use herd_testbed::process::START;
 use herd_testbed::responder::{Responders, Settings};
-use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Offload};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Offload, Uplink};
 
 use super::layout::{self, NODES, SERVICES, SOURCES, VIP};
 use crate::cli::FarmMode;
@@ -73,6 +73,7 @@ impl Farm {
             prefix: format!("{TAG}-{}-farm{serial}", std::process::id()),
             nodes: &NODES,
             hub: HubKind::Learning,
+            uplink: Uplink::Veth,
             sources: SOURCES,
             client_offload: Offload::for_clients_of(spec.mode.dataplane()),
         })?;

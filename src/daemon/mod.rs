@@ -179,10 +179,9 @@ impl Node {
         let node = Self {
             name,
             incarnation,
-            pin: pin_dir.join(&interface),
+            pin: pin::xdp_pin(&pin_dir, &interface),
             egress,
-            // No interface name holds a colon: the pin cannot be another interface's.
-            egress_pin: pin_dir.join(format!("{interface}:egress")),
+            egress_pin: pin::egress_pin(&pin_dir, &interface),
             config,
             host,
             groups: None,

@@ -31,6 +31,26 @@ pub fn pin_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where `interface`'s XDP attachment is pinned in `dir`: a file named after the interface
+/// (see [`pin_name`]).
+pub fn xdp_pin(dir: &Path, interface: &str) -> PathBuf {
+    dir.join(pin_name(interface))
+}
+
+/// Where `interface`'s egress guard is pinned in `dir`: the XDP attachment's name and
+/// `:egress`.
+pub fn egress_pin(dir: &Path, interface: &str) -> PathBuf {
+    dir.join(format!("{}:egress", pin_name(interface)))
+}
+
+/// `interface` as a pin's name: each dot written as two colons. The BPF file system refuses
+/// names with a dot (it keeps them for itself), which a VLAN sub-interface (`eth0.42`) has,
+/// and no interface name has a colon: the colons of a name come in pairs, the egress guard's
+/// one stands alone, so no two interfaces, nor an XDP attachment and a guard, share a pin.
+fn pin_name(interface: &str) -> String {
+    interface.replace('.', "::")
+}
+
 /// Mounts a BPF file system at [`BPF_FS`], as `mount -t bpf bpf /sys/fs/bpf` would.
 fn mount_bpf_fs() -> std::io::Result<()> {
     // SAFETY: every argument is a NUL-terminated string literal, and no data is passed.
@@ -61,4 +81,30 @@ fn on_bpf_fs(dir: &Path) -> bool {
     // SAFETY: `path` is a NUL-terminated string and `stat` a valid statfs to write to.
     let result = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
     result == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vlan_sub_interface_is_pinned_without_its_dot() {
+        let dir = Path::new("/sys/fs/bpf/herd");
+        assert_eq!(xdp_pin(dir, "eth0"), dir.join("eth0"));
+        assert_eq!(egress_pin(dir, "eth0"), dir.join("eth0:egress"));
+        assert_eq!(xdp_pin(dir, "eth0.42"), dir.join("eth0::42"));
+        assert_eq!(egress_pin(dir, "eth0.42"), dir.join("eth0::42:egress"));
+    }
+
+    #[test]
+    fn no_two_pins_share_a_name() {
+        let dir = Path::new("/sys/fs/bpf/herd");
+        let interfaces = ["eth0", "eth0.egress", "eth0.", "eth0..egress", "eth0.42", "eth0.42."];
+        let pins: Vec<PathBuf> = interfaces
+            .iter()
+            .flat_map(|interface| [xdp_pin(dir, interface), egress_pin(dir, interface)])
+            .collect();
+        let distinct: std::collections::HashSet<&PathBuf> = pins.iter().collect();
+        assert_eq!(distinct.len(), pins.len(), "{pins:?}");
+    }
 }

@@ -56,6 +56,7 @@ impl Host {
                 link.address.len()
             )
         })?;
+        check_bond(interface)?;
         Ok(Self {
             interface: interface.to_owned(),
             index: link.index,
@@ -390,6 +391,42 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.restore();
     }
+}
+
+/// Refuses a bond that would undo the farm's virtual MAC: in `balance-alb` mode it rewrites
+/// the sender MAC of the ARP packets it sends (herd's answers for a VIP included) to one of its
+/// links' MACs, and teaches the clients those MACs for its addresses; with `fail_over_mac`
+/// `active` its own MAC becomes the new active link's at every failover, while the XDP
+/// program hands the stack frames addressed to the MAC herd found at its start. Any other bond
+/// (active-backup, 802.3ad...), or another kind of interface, passes.
+fn check_bond(interface: &str) -> anyhow::Result<()> {
+    let dir = Path::new("/sys/class/net").join(interface).join("bonding");
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let setting = |name: &str| -> anyhow::Result<String> {
+        let path = dir.join(name);
+        let text = fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        // `active-backup 1`: the setting's name, then its number.
+        Ok(text.split_whitespace().next().unwrap_or_default().to_owned())
+    };
+    let mode = setting("mode")?;
+    if mode == "balance-alb" {
+        bail!(
+            "bond {interface} is in mode balance-alb, which rewrites the MAC in herd's ARP answers \
+             for the VIPs and announces its links' own MACs for its addresses: use \
+             active-backup, 802.3ad or another mode"
+        );
+    }
+    if setting("fail_over_mac")? == "active" {
+        bail!(
+            "bond {interface} has fail_over_mac active: its MAC changes at every failover, and \
+             herd, which reads the MAC once at its start, would hand the stack frames for the \
+             old one; set fail_over_mac to none (the default) or follow"
+        );
+    }
+    Ok(())
 }
 
 /// Sends `frame` on a packet socket bound to an interface.

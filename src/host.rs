@@ -406,10 +406,14 @@ fn check_bond(interface: &str) -> anyhow::Result<()> {
     }
     let setting = |name: &str| -> anyhow::Result<String> {
         let path = dir.join(name);
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         // `active-backup 1`: the setting's name, then its number.
-        Ok(text.split_whitespace().next().unwrap_or_default().to_owned())
+        Ok(text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     };
     let mode = setting("mode")?;
     if mode == "balance-alb" {

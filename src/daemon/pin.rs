@@ -99,7 +99,14 @@ mod tests {
     #[test]
     fn no_two_pins_share_a_name() {
         let dir = Path::new("/sys/fs/bpf/herd");
-        let interfaces = ["eth0", "eth0.egress", "eth0.", "eth0..egress", "eth0.42", "eth0.42."];
+        let interfaces = [
+            "eth0",
+            "eth0.egress",
+            "eth0.",
+            "eth0..egress",
+            "eth0.42",
+            "eth0.42.",
+        ];
         let pins: Vec<PathBuf> = interfaces
             .iter()
             .flat_map(|interface| [xdp_pin(dir, interface), egress_pin(dir, interface)])

@@ -97,7 +97,13 @@ pub fn plug(
                 .ip(&[
                     "link", "add", "link", VETH, "name", &interface, "type", "vlan", "id", &vid,
                 ])
-                .with_context(|| format!("cannot create {interface} in {}", netns.name()))?;
+                .with_context(|| {
+                    format!(
+                        "cannot create {interface} in {} (does the kernel have 802.1Q VLANs, \
+                         CONFIG_VLAN_8021Q?)",
+                        netns.name()
+                    )
+                })?;
         }
         Uplink::Bond => {
             let miimon = MIIMON_MS.to_string();
@@ -113,10 +119,15 @@ pub fn plug(
                     "miimon",
                     &miimon,
                 ])
-                .with_context(|| format!("cannot create {BOND} in {}", netns.name()))?;
+                .with_context(|| {
+                    format!(
+                        "cannot create {BOND} in {} (does the kernel have bonding, \
+                         CONFIG_BONDING?)",
+                        netns.name()
+                    )
+                })?;
             for veth in [VETH, SECOND_VETH] {
                 cable(netns, hub, bridge, name, veth)?;
-                // A bond takes its links down; the first one enslaved becomes the active one.
                 netns
                     .ip(&["link", "set", veth, "master", BOND])
                     .with_context(|| format!("cannot enslave {veth} to {BOND}"))?;

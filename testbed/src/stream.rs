@@ -31,19 +31,50 @@ pub struct Pace {
     pub wait: Duration,
 }
 
-/// How many answers each request to one target got, in the order they were sent.
+/// What the requests to one target got, in the order they were sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answered(pub Vec<u32>);
+pub struct Answered {
+    /// How many answers each request got.
+    pub answers: Vec<u32>,
+    /// How long each request waited for its first answer, if it had one.
+    pub waits: Vec<Option<Duration>>,
+}
 
 impl Answered {
+    fn new(count: usize) -> Self {
+        Answered {
+            answers: vec![0; count],
+            waits: vec![None; count],
+        }
+    }
+
     /// How many requests got no answer.
     pub fn lost(&self) -> usize {
-        self.0.iter().filter(|&&answers| answers == 0).count()
+        self.answers.iter().filter(|&&answers| answers == 0).count()
     }
 
     /// How many requests got more than one answer.
     pub fn repeated(&self) -> usize {
-        self.0.iter().filter(|&&answers| answers > 1).count()
+        self.answers.iter().filter(|&&answers| answers > 1).count()
+    }
+
+    /// The `percent`th percentile of the waits for a first answer of the requests in
+    /// `requests` that had one; `None` if none had.
+    pub fn wait_percentile(
+        &self,
+        requests: std::ops::Range<usize>,
+        percent: usize,
+    ) -> Option<Duration> {
+        let mut waits: Vec<Duration> = self
+            .waits
+            .get(requests)?
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        waits.sort_unstable();
+        let last = waits.len().checked_sub(1)?;
+        waits.get(last * percent.min(100) / 100).copied()
     }
 }
 
@@ -78,15 +109,16 @@ pub fn steady_udp(
                     .collect::<anyhow::Result<Vec<UdpSocket>>>()
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut answered = vec![Answered(vec![0; pace.count]); targets.len()];
+        let mut answered = vec![Answered::new(pace.count); targets.len()];
         let mut marked = Some(marked);
         let start = Instant::now();
+        let sent_at = |i: usize| start + pace.interval * i as u32;
         let end = start + pace.interval * u32::try_from(pace.count)? + pace.wait;
         let mut next = 0;
         let mut buf = [0u8; 512];
         loop {
             let now = Instant::now();
-            while next < pace.count && start + pace.interval * next as u32 <= now {
+            while next < pace.count && sent_at(next) <= now {
                 for (target, sockets) in targets.iter().zip(&sockets) {
                     let socket = &sockets[next % sockets.len()];
                     socket
@@ -104,7 +136,7 @@ pub fn steady_udp(
                 break;
             }
             let due = if next < pace.count {
-                start + pace.interval * next as u32
+                sent_at(next)
             } else {
                 end
             };
@@ -114,14 +146,16 @@ pub fn steady_udp(
                 .map(|socket| socket::pollfd(socket, libc::POLLIN))
                 .collect();
             socket::poll(&mut fds, due.saturating_duration_since(now)).context("poll")?;
+            let now = Instant::now();
             for (answered, sockets) in answered.iter_mut().zip(&sockets) {
                 for socket in sockets {
                     while let Ok(n) = socket.recv(&mut buf) {
-                        if let Some(i) = request_number(&buf[..n]) {
-                            if let Some(count) = answered.0.get_mut(i) {
-                                *count += 1;
-                            }
-                        }
+                        let Some(i) = request_number(&buf[..n]).filter(|&i| i < next) else {
+                            continue;
+                        };
+                        answered.answers[i] += 1;
+                        // A request sent late (see above) waited less than this says.
+                        answered.waits[i].get_or_insert(now.saturating_duration_since(sent_at(i)));
                     }
                 }
             }
@@ -149,8 +183,25 @@ mod tests {
 
     #[test]
     fn lost_and_repeated_requests_are_counted() {
-        let answered = Answered(vec![1, 0, 2, 1, 0]);
+        let answered = Answered {
+            answers: vec![1, 0, 2, 1, 0],
+            waits: vec![None; 5],
+        };
         assert_eq!(answered.lost(), 2);
         assert_eq!(answered.repeated(), 1);
+    }
+
+    #[test]
+    fn percentiles_are_of_the_answered_requests_in_the_range() {
+        let ms = Duration::from_millis;
+        let answered = Answered {
+            answers: vec![1, 1, 0, 1, 1],
+            waits: vec![Some(ms(9)), Some(ms(1)), None, Some(ms(3)), Some(ms(100))],
+        };
+        assert_eq!(answered.wait_percentile(0..4, 0), Some(ms(1)));
+        assert_eq!(answered.wait_percentile(0..4, 50), Some(ms(3)));
+        assert_eq!(answered.wait_percentile(0..4, 100), Some(ms(9)));
+        assert_eq!(answered.wait_percentile(2..3, 50), None);
+        assert_eq!(answered.wait_percentile(0..9, 50), None);
     }
 }

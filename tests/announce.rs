@@ -18,7 +18,7 @@ use herd_packet::neighbor::virtual_mac;
 use herd_testbed::address::{node4, VIP4, VIP6};
 use herd_testbed::config::{FarmToml, KEY};
 use herd_testbed::link::mac_text;
-use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Uplink};
 
 /// The client's and the node's interface.
 const INTERFACE: &str = "eth0";
@@ -51,6 +51,7 @@ impl Farm {
             prefix: format!("herd-announce{tag}-{mac}-{}", std::process::id()),
             nodes: &["alpha"],
             hub: HubKind::Learning,
+            uplink: Uplink::Veth,
             sources: 0,
             client_offload: Offload::Default,
         })

@@ -23,7 +23,7 @@ use herd_testbed::farm::INTERFACE;
 use herd_testbed::link::mac_text;
 use herd_testbed::owner::Owners;
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
-use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal};
+use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Netns, Offload, Signal, Uplink};
 
 /// The UDP echo service on the VIP.
 const PORT: u16 = 7;
@@ -61,6 +61,7 @@ impl Farm {
             prefix: format!("herd-mac{tag}-{mode}-{}", std::process::id()),
             nodes,
             hub,
+            uplink: Uplink::Veth,
             sources: 0,
             // The AF_XDP mode hands the stack what the client's checksum offload left
             // unfilled (issue 16); the in-kernel mode takes the clients as they come.

@@ -11,8 +11,9 @@
 //!
 //! Needs root (namespaces, XDP) and a kernel with 802.1Q VLANs and bonding (`CONFIG_VLAN_8021Q`,
 //! `CONFIG_BONDING`, built in or as modules). Some kernels have neither (the development
-//! machine's 6.18 among them), so the tests are ignored by default; run them with
-//! `cargo test --test uplinks -- --ignored` as root on a kernel that has both (Debian's does).
+//! machine's 6.18 among them), so the tests are ignored by default: `scripts/test` runs them
+//! with `cargo test --test uplinks -- --ignored` wherever the kernel can make both devices
+//! (Debian's can), and says when it could not.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

@@ -6,11 +6,12 @@
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use socket2::{Domain, InterfaceIndexOrAddress, Socket, Type};
 
 /// The memberships, one socket per group.
 pub struct Groups {
-    _sockets: Vec<OwnedFd>,
+    _sockets: Vec<Socket>,
 }
 
 impl Groups {
@@ -29,65 +30,21 @@ impl Groups {
     }
 }
 
-/// A new unbound UDP socket of `group`'s family, member of `group` on interface `index`.
-fn join_one(index: u32, group: IpAddr) -> io::Result<OwnedFd> {
-    let family = match group {
-        IpAddr::V4(_) => libc::AF_INET,
-        IpAddr::V6(_) => libc::AF_INET6,
+/// A new unbound UDP socket of `group`'s family, member of `group` on interface `index` (named
+/// by index: an address could be on several interfaces).
+fn join_one(index: u32, group: IpAddr) -> io::Result<Socket> {
+    let domain = match group {
+        IpAddr::V4(_) => Domain::IPV4,
+        IpAddr::V6(_) => Domain::IPV6,
     };
-    // SAFETY: socket() takes no pointers; the result is checked before use.
-    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let joined = match group {
+    let socket = Socket::new(domain, Type::DGRAM, None)?;
+    match group {
         IpAddr::V4(group) => {
-            // ip_mreqn names the interface by index: an address could be on several.
-            let request = libc::ip_mreqn {
-                imr_multiaddr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(group.octets()),
-                },
-                imr_address: libc::in_addr { s_addr: 0 },
-                imr_ifindex: index as i32,
-            };
-            set(&socket, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &request)
+            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(index))?
         }
-        IpAddr::V6(group) => {
-            let request = libc::ipv6_mreq {
-                ipv6mr_multiaddr: libc::in6_addr {
-                    s6_addr: group.octets(),
-                },
-                ipv6mr_interface: index,
-            };
-            set(
-                &socket,
-                libc::IPPROTO_IPV6,
-                libc::IPV6_ADD_MEMBERSHIP,
-                &request,
-            )
-        }
-    };
-    joined.map(|()| socket)
-}
-
-/// Sets socket option `name` of `level` to `value`.
-fn set<T>(socket: &OwnedFd, level: i32, name: i32, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a valid, initialised T of the length passed.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if set < 0 {
-        return Err(io::Error::last_os_error());
+        IpAddr::V6(group) => socket.join_multicast_v6(&group, index)?,
     }
-    Ok(())
+    Ok(socket)
 }
 
 #[cfg(test)]

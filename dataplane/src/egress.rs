@@ -178,6 +178,23 @@ impl EgressGuard {
         Ok(Pin::remove_stale(pin)?)
     }
 
+    /// The kernel's id of the guard's program.
+    pub fn id(&self) -> Result<u32, EgressError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(EgressError::Missing(PROGRAM))?
+            .try_into()?;
+        Ok(program.info()?.id())
+    }
+
+    /// The kernel's ids of the programs attached to `interface`'s egress through tcx, in
+    /// order: what [`EgressGuard::id`] is looked for among.
+    pub fn attached_to(interface: &str) -> Result<Vec<u32>, EgressError> {
+        let (_revision, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Egress)?;
+        Ok(programs.iter().map(|program| program.id()).collect())
+    }
+
     /// What the guard has done since it was loaded.
     pub fn guarded(&self) -> Result<Guarded, EgressError> {
         let map = self

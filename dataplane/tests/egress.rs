@@ -221,3 +221,31 @@ fn ipv6_vips_need_an_address_to_solicit_from() {
     assert!(EgressGuard::load(&vips, IF_MAC, None).is_err());
     assert!(EgressGuard::load(&[VIP4.into()], IF_MAC, None).is_ok());
 }
+
+#[test]
+fn the_guard_is_listed_on_the_interface_from_its_attachment_to_its_detachment() {
+    needs_root();
+    let attachment = std::thread::spawn(|| {
+        // A BPF file system of the test's own for the pin, none being assumed at /sys/fs/bpf.
+        let bed = herd_testbed::Bed::create(&format!("herd-egress-{}", std::process::id()))
+            .expect("mounts a BPF file system");
+        // SAFETY: unshare takes no pointers; it moves this thread alone to a new network
+        // namespace, whose loopback interface the guard is attached to.
+        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
+        let pin = bed.bpf_dir("egress").unwrap().join("lo:egress");
+        let mut guard = guard();
+        let id = guard.id().unwrap();
+        let listed = || EgressGuard::attached_to("lo").unwrap().contains(&id);
+        assert!(!listed(), "not attached yet");
+        guard.attach("lo", &pin).unwrap();
+        assert!(listed(), "attached");
+        assert!(pin.exists(), "pinned");
+        guard.detach().unwrap();
+        assert!(!listed(), "detached");
+        assert!(!pin.exists(), "unpinned");
+    });
+    if let Err(panic) = attachment.join() {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -346,6 +346,7 @@ impl Node {
             self.host.name(),
             &self.config.farm.vips,
             path.program().id()?,
+            self.egress.id()?,
         )
         .context("cannot open a routing netlink socket")?;
         let supervisor = Supervisor::new(&self.config, identity, &checked, watch)?;

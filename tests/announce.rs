@@ -70,12 +70,7 @@ impl Farm {
         let herd = bed
             .start_herd(
                 0,
-                &HerdRun {
-                    exe: Path::new(env!("CARGO_BIN_EXE_herd")),
-                    config: &config,
-                    log_file: None,
-                    echo: true,
-                },
+                &HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), &config),
             )
             .expect("herd runs");
         let owns_all = herd.wait_for(

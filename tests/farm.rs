@@ -183,12 +183,7 @@ impl Farm {
             hub,
             uplink: Uplink::Veth,
             sources: SOURCES,
-            // The AF_XDP mode hands the stack what the client's checksum offload left
-            // unfilled (issue 16); the in-kernel mode takes the clients as they come.
-            client_offload: match mode {
-                DataplaneMode::Xdp => Offload::Default,
-                DataplaneMode::Afxdp => Offload::TxOff,
-            },
+            client_offload: Offload::for_clients_of(mode),
         })
         .expect("builds the farm's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();
@@ -309,12 +304,7 @@ impl Farm {
 /// Starts `herd run` as node `node` of `bed` with the configuration file `config`, its log
 /// copied to the test's output.
 fn start_herd(bed: &FarmBed, node: usize, config: &Path) -> Herd {
-    let run = HerdRun {
-        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
-        config,
-        log_file: None,
-        echo: true,
-    };
+    let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), config);
     bed.start_herd(node, &run).expect("herd runs")
 }
 

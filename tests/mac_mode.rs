@@ -12,7 +12,7 @@
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
 use std::net::{IpAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use herd_config::{Affinity, DataplaneMode, MacMode, Protocol};
@@ -63,12 +63,7 @@ impl Farm {
             hub,
             uplink: Uplink::Veth,
             sources: 0,
-            // The AF_XDP mode hands the stack what the client's checksum offload left
-            // unfilled (issue 16); the in-kernel mode takes the clients as they come.
-            client_offload: match mode {
-                DataplaneMode::Xdp => Offload::Default,
-                DataplaneMode::Afxdp => Offload::TxOff,
-            },
+            client_offload: Offload::for_clients_of(mode),
         })
         .expect("builds the farm's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();
@@ -199,13 +194,7 @@ impl Farm {
 }
 
 fn start_herd(bed: &FarmBed, node: usize, config: &Path) -> Herd {
-    let config: PathBuf = config.to_owned();
-    let run = HerdRun {
-        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
-        config: &config,
-        log_file: None,
-        echo: true,
-    };
+    let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), config);
     bed.start_herd(node, &run).expect("herd runs")
 }
 

@@ -260,12 +260,7 @@ impl Bed {
         };
         let herds = (0..NODES.len())
             .map(|node| {
-                let run = HerdRun {
-                    exe: Path::new(env!("CARGO_BIN_EXE_herd")),
-                    config: &configs[node],
-                    log_file: None,
-                    echo: true,
-                };
+                let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), &configs[node]);
                 farm.start_herd(node, &run).expect("herd runs")
             })
             .collect();

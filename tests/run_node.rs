@@ -55,12 +55,7 @@ impl Topology {
             hub: HubKind::Learning,
             uplink: Uplink::Veth,
             sources: 0,
-            // The AF_XDP mode hands the stack what the client's checksum offload left
-            // unfilled (issue 16); the in-kernel mode takes the clients as they come.
-            client_offload: match mode {
-                DataplaneMode::Xdp => Offload::Default,
-                DataplaneMode::Afxdp => Offload::TxOff,
-            },
+            client_offload: Offload::for_clients_of(mode),
         })
         .expect("builds the node's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();

@@ -127,12 +127,7 @@ impl Farm {
             nodes: &NODES,
             hub: HubKind::Learning,
             sources: SOURCES,
-            // As in the farm tests: the AF_XDP mode hands the stack what the client's checksum
-            // offload left unfilled (issue 16).
-            client_offload: match mode {
-                DataplaneMode::Xdp => Offload::Default,
-                DataplaneMode::Afxdp => Offload::TxOff,
-            },
+            client_offload: Offload::for_clients_of(mode),
             uplink,
         })
         .expect("builds the farm's bed");
@@ -244,12 +239,7 @@ impl Farm {
 /// Starts `herd run` as node `node` of `bed` with the configuration file `config`, its log
 /// copied to the test's output.
 fn start_herd(bed: &FarmBed, node: usize, config: &Path) -> Herd {
-    let run = HerdRun {
-        exe: Path::new(env!("CARGO_BIN_EXE_herd")),
-        config,
-        log_file: None,
-        echo: true,
-    };
+    let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), config);
     bed.start_herd(node, &run).expect("herd runs")
 }
 
@@ -549,12 +539,7 @@ fn a_bond_that_would_undo_the_virtual_mac_is_refused() {
             .bed()
             .write_private(&format!("{bond}.toml"), &text)
             .unwrap();
-        let run = HerdRun {
-            exe: Path::new(env!("CARGO_BIN_EXE_herd")),
-            config: &config,
-            log_file: None,
-            echo: true,
-        };
+        let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), &config);
         let mut herd = bed.spawn_herd(0, &run).unwrap();
         let exit = herd
             .wait_timeout(Duration::from_secs(60))

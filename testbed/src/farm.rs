@@ -54,6 +54,19 @@ pub struct HerdRun<'a> {
     pub echo: bool,
 }
 
+impl<'a> HerdRun<'a> {
+    /// A run of `exe` with `config` whose log is copied to standard error and kept in no
+    /// file: what a test shows among its own output.
+    pub fn echoed(exe: &'a Path, config: &'a Path) -> Self {
+        HerdRun {
+            exe,
+            config,
+            log_file: None,
+            echo: true,
+        }
+    }
+}
+
 /// A host plugged into the hub.
 #[derive(Clone, Debug)]
 pub struct Host {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use herd_config::FarmConfig;
 use herd_membership::assign::{assign, Member};
 use herd_packet::craft::{self, Fragment};
+use herd_packet::kernel::NoSockets;
 use herd_packet::table::{BucketTable, ModeTable, NodeId};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
 use herd_packet::{classify, FarmRules, FarmTable, Flows, Verdict};
@@ -304,7 +305,7 @@ fn dataplane_owner(
         .filter(|&n| {
             let modes = ModeTable::of_owner(&buckets, n as NodeId);
             let table = FarmTable::new(Arc::clone(&rules), modes);
-            classify(&frame, &table, &mut Flows::with_capacity(8), 0) == Verdict::Accept
+            classify(&frame, &table, &mut Flows::with_capacity(8), &NoSockets, 0) == Verdict::Accept
         })
         .collect();
     assert_eq!(accepting.len(), 1);

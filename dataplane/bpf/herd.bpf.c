@@ -14,10 +14,12 @@
 // cannot be answered in place (extension headers, the unspecified source of duplicate address
 // detection) is dropped, so the kernel never answers for a VIP with its own MAC.
 //
-// Each bucket has a mode, the bits of `BucketMode` in packet/src/table.rs, and TCP connections
-// whose SYN this node took are kept in the `flows` map (an LRU hash: the least recently used
-// connections go when it is full), so that a bucket moving between two live nodes keeps its
-// connections: step 6 of the rules.
+// Each bucket has a mode, the bits of `BucketMode` in packet/src/table.rs. A bucket moving
+// between two live nodes keeps its connections (step 6 of the rules): the old owner keeps the
+// segments its kernel has a socket for (bpf_skc_lookup_tcp), or that complete a handshake it
+// answered with a SYN cookie (bpf_tcp_check_syncookie); the new owner records the SYNs it takes
+// meanwhile in the `flows` map (an LRU hash: the least recently used go when it is full), for
+// the cookies among them. Nothing is recorded for a SYN of a bucket owned outright.
 //
 // Fail closed: the `liveness` map holds a deadline (CLOCK_MONOTONIC_COARSE, ns) that herd keeps
 // pushing forward. Once it has passed (herd killed or frozen), the node accepts no VIP packet.
@@ -27,8 +29,10 @@
 // AF_XDP socket of its RX queue, whose worker hashes it in userspace. Everything else (non-VIP
 // traffic, neighbour answers, VIP traffic no rule balances, malformed VIP packets) is handled
 // here exactly as `herd_classify` handles it, so the workers only see what needs the table.
-// With no live socket on the queue (herd killed) or a stale deadline (herd frozen), VIP
-// traffic is dropped. It counts the frames it keeps as `herd_classify` does, since no worker
+// Every frame it hands a worker starts with 4 bytes of what the kernel says of its connection:
+// while some bucket keeps known connections (`lookups` in `struct farm`), it asks the kernel
+// about every TCP segment but a SYN; otherwise, and for other frames, the answer is nothing. With no live socket on the queue (herd killed) or a stale deadline (herd
+// frozen), VIP traffic is dropped. It counts the frames it keeps as `herd_classify` does, since no worker
 // sees them (the traffic passed to the kernel above all), and those it redirects.
 
 #include <linux/bpf.h>
@@ -44,8 +48,8 @@
 #define MAX_EXTENSION_HEADERS 8
 // RX queues the AF_XDP mode serves (`MAX_QUEUES` in dataplane/src/xdp.rs).
 #define MAX_QUEUES 64
-// TCP connections the flow table holds (`FLOWS` in packet/src/flows.rs; the redirect
-// program is loaded with a one-entry map).
+// Handshakes the flow table holds (`FLOWS` in packet/src/flows.rs; the redirect program is
+// loaded with a one-entry map).
 #define FLOWS 262144
 
 #define ETH_P_IP 0x0800
@@ -65,15 +69,21 @@
 #define PROTO_DEST_OPTS 60
 
 // The bits of a bucket's mode (`BucketMode` in packet/src/table.rs).
-#define MODE_SYN 1     // a SYN without ACK, recorded in `flows`
-#define MODE_KNOWN 2   // any other TCP segment of a connection in `flows`
+#define MODE_SYN 1     // a SYN without ACK (recorded in `flows` with MODE_KNOWN)
+#define MODE_KNOWN 2   // any other TCP segment of a connection this node serves
 #define MODE_TCP_ANY 4 // any other TCP segment, without lookup
 #define MODE_OTHER 8   // every VIP packet that is not TCP
 
-#define TCP_FIN 0x01
 #define TCP_SYN 0x02
-#define TCP_RST 0x04
 #define TCP_ACK 0x10
+
+// The kernel's TCP states that serve no connection (include/net/tcp_states.h).
+#define TCP_STATE_TIME_WAIT 6
+#define TCP_STATE_LISTEN 10
+
+// What the kernel says of a connection (`Served` in packet/src/kernel.rs).
+#define SERVED_SOCKET 1
+#define SERVED_COOKIE 2
 
 // The kinds of virtual MAC (`MacMode` in config/src/lib.rs), as `struct farm` holds them.
 #define MAC_UNICAST 0
@@ -113,7 +123,8 @@ struct farm {
 	__u8 vips_v6;
 	__u8 if_mac[6]; // the interface's own MAC
 	__u8 mac_mode;  // MAC_UNICAST or MAC_MULTICAST: the kind of virtual MAC answers carry
-	__u8 pad[8];
+	__u8 lookups;   // herd_redirect: some bucket keeps known connections, ask the kernel
+	__u8 pad[7];
 	__u8 vip4[MAX_VIPS][4];
 	__u8 vip6[MAX_VIPS][16];
 };
@@ -167,19 +178,13 @@ struct flow_key {
 	__u8 pad[3];
 };
 
-// What the flow table records of a connection (`FlowValue` in dataplane/src/xdp.rs).
-struct flow {
-	__u64 last_seen; // CLOCK_MONOTONIC_COARSE, ns
-	__u32 bucket;
-	__u8 closed; // a FIN or RST seen
-	__u8 pad[3];
-};
-
+// The value of a recorded handshake: when its connection was last seen
+// (CLOCK_MONOTONIC_COARSE, ns).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, FLOWS);
 	__type(key, struct flow_key);
-	__type(value, struct flow);
+	__type(value, __u64);
 } flows SEC(".maps");
 
 // The AF_XDP socket of each RX queue (herd_redirect).
@@ -664,12 +669,56 @@ static __always_inline int flow_key(const struct packet *pkt, const struct ident
 	return 1;
 }
 
-// Whether a TCP segment whose bucket's mode calls for the flow table is accepted, with the
-// table kept as step 6 says: a SYN is recorded and accepted in a mode with SYN, and forgets
-// its connection in a mode with KNOWN alone; any other segment, in a mode with TCP_ANY or
-// KNOWN, updates its connection if recorded, and is accepted with TCP_ANY or when recorded.
-static __always_inline int flow_accepted(struct xdp_md *ctx, const struct identity *id,
-					 __u32 l3, __u32 mode, __u32 bucket, __u64 now)
+// What the kernel of this node's namespace says of the connection of the TCP segment `id`
+// describes, its IP header at `l3` (`Served` in packet/src/kernel.rs): SERVED_SOCKET when it
+// has a socket for the 4-tuple in any state but LISTEN and TIME_WAIT (the lookup falls back to
+// the listener when there is none); SERVED_COOKIE when the segment completes a SYN-cookie
+// handshake of that listener.
+static __always_inline __u32 served(struct xdp_md *ctx, const struct identity *id, __u32 l3)
+{
+	struct packet pkt = packet_of(ctx);
+	struct bpf_sock_tuple tuple = {};
+	const __u8 *th = at(&pkt, id->l4, 20);
+	const __u8 *ip = at(&pkt, l3, id->words == 3 ? 40 : 20);
+	if (!th || !ip)
+		return 0;
+	__u32 tuple_len;
+	if (id->words == 3) {
+		__builtin_memcpy(tuple.ipv6.saddr, ip + 8, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, ip + 24, 16);
+		__builtin_memcpy(&tuple.ipv6.sport, th, 2);
+		__builtin_memcpy(&tuple.ipv6.dport, th + 2, 2);
+		tuple_len = sizeof(tuple.ipv6);
+	} else {
+		__builtin_memcpy(&tuple.ipv4.saddr, ip + 12, 4);
+		__builtin_memcpy(&tuple.ipv4.daddr, ip + 16, 4);
+		__builtin_memcpy(&tuple.ipv4.sport, th, 2);
+		__builtin_memcpy(&tuple.ipv4.dport, th + 2, 2);
+		tuple_len = sizeof(tuple.ipv4);
+	}
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(ctx, &tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	__u32 answer = 0;
+	if (sk->state == TCP_STATE_LISTEN) {
+		// The helper checks the flags, and that the listener sent cookies lately.
+		long cookie = id->words == 3 ? bpf_tcp_check_syncookie(sk, (void *)ip, 40, (void *)th, 20)
+					     : bpf_tcp_check_syncookie(sk, (void *)ip, 20, (void *)th, 20);
+		if (cookie == 0)
+			answer = SERVED_COOKIE;
+	} else if (sk->state != TCP_STATE_TIME_WAIT) {
+		answer = SERVED_SOCKET;
+	}
+	bpf_sk_release(sk);
+	return answer;
+}
+
+// Whether a TCP segment whose bucket's mode has KNOWN is accepted, with the flow table kept as
+// step 6 says: a SYN is recorded and accepted in a mode with SYN, and forgets its connection
+// in a mode without; any other segment is accepted when recorded (and seen now), or when the
+// kernel serves its connection: a socket, or, in a mode without SYN, a cookie.
+static __always_inline int known_accepted(struct xdp_md *ctx, const struct identity *id,
+					  __u32 l3, __u32 mode, __u64 now)
 {
 	struct packet pkt = packet_of(ctx);
 	struct flow_key key;
@@ -680,21 +729,20 @@ static __always_inline int flow_accepted(struct xdp_md *ctx, const struct identi
 			bpf_map_delete_elem(&flows, &key);
 			return 0;
 		}
-		struct flow opened = {.last_seen = now, .bucket = bucket};
-		bpf_map_update_elem(&flows, &key, &opened, BPF_ANY);
+		bpf_map_update_elem(&flows, &key, &now, BPF_ANY);
 		return 1;
 	}
-	struct flow *known = bpf_map_lookup_elem(&flows, &key);
-	if (!known)
-		return (mode & MODE_TCP_ANY) != 0;
-	known->last_seen = now;
-	if (id->flags & (TCP_FIN | TCP_RST))
-		known->closed = 1;
-	return 1;
+	__u64 *seen = bpf_map_lookup_elem(&flows, &key);
+	if (seen) {
+		*seen = now;
+		return 1;
+	}
+	__u32 answer = served(ctx, id, l3);
+	return (answer & SERVED_SOCKET) || (!(mode & MODE_SYN) && (answer & SERVED_COOKIE));
 }
 
-// Step 6: what this node's mode of the packet's bucket says. The common packets of a bucket
-// owned outright (OWN) or not at all (NONE) never touch the flow table.
+// Step 6: what this node's mode of the packet's bucket says. The packets of a bucket owned
+// outright (OWN) or not at all (NONE) never touch the flow table nor ask the kernel.
 static __always_inline enum verdict mode_verdict(struct xdp_md *ctx, const struct farm *f,
 						 const struct identity *id, __u32 l3)
 {
@@ -711,22 +759,16 @@ static __always_inline enum verdict mode_verdict(struct xdp_md *ctx, const struc
 	if (!entry)
 		return V_DROP_NOT_OWNER;
 	__u32 mode = *entry;
-	int accepted, needs_flow;
-	if (!id->tcp) {
+	int accepted;
+	if (!id->tcp)
 		accepted = mode & MODE_OTHER;
-		needs_flow = 0;
-	} else if ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-		accepted = 0;
-		needs_flow = mode & (MODE_SYN | MODE_KNOWN);
-	} else if (mode & MODE_TCP_ANY) {
-		accepted = 1;
-		needs_flow = id->flags & (TCP_FIN | TCP_RST);
-	} else {
-		accepted = 0;
-		needs_flow = mode & MODE_KNOWN;
-	}
-	if (needs_flow)
-		accepted = flow_accepted(ctx, id, l3, mode, bucket, now);
+	else if (mode & MODE_KNOWN && ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN ||
+				       !(mode & MODE_TCP_ANY)))
+		accepted = known_accepted(ctx, id, l3, mode, now);
+	else if ((id->flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		accepted = mode & MODE_SYN;
+	else
+		accepted = mode & MODE_TCP_ANY;
 	return accepted ? V_ACCEPT : V_DROP_NOT_OWNER;
 }
 
@@ -926,6 +968,21 @@ int herd_classify(struct xdp_md *ctx)
 	return act(ctx, f, v, l3);
 }
 
+// Puts the kernel's answer for a frame's connection in front of it, in the 4 bytes the worker
+// reads first (`Served::from_prefix` in packet/src/kernel.rs). Fails only without headroom,
+// which XDP always leaves.
+static __always_inline int prepend_answer(struct xdp_md *ctx, __u32 answer)
+{
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(answer)))
+		return 0;
+	struct packet pkt = packet_of(ctx);
+	__u8 *head = at(&pkt, 0, sizeof(answer));
+	if (!head)
+		return 0;
+	__builtin_memcpy(head, &answer, sizeof(answer));
+	return 1;
+}
+
 SEC("xdp")
 int herd_redirect(struct xdp_md *ctx)
 {
@@ -934,13 +991,19 @@ int herd_redirect(struct xdp_md *ctx)
 	if (!f)
 		return XDP_PASS;
 	__u32 l3 = 0;
-	enum verdict v = identify(ctx, f, &l3).verdict;
+	struct identity id = identify(ctx, f, &l3);
+	enum verdict v = id.verdict;
 	if (v == V_ACCEPT)
 		v = alive(bpf_ktime_get_coarse_ns()) ? V_REDIRECTED : V_DROP_NOT_OWNER;
 	count(ctx, v);
-	if (v == V_REDIRECTED)
-		return bpf_redirect_map(&sockets, ctx->rx_queue_index, XDP_DROP);
-	return act(ctx, f, v, l3);
+	if (v != V_REDIRECTED)
+		return act(ctx, f, v, l3);
+	__u32 answer = 0;
+	if (f->lookups && id.tcp && (id.flags & (TCP_SYN | TCP_ACK)) != TCP_SYN)
+		answer = served(ctx, &id, l3);
+	if (!prepend_answer(ctx, answer))
+		return XDP_DROP;
+	return bpf_redirect_map(&sockets, ctx->rx_queue_index, XDP_DROP);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

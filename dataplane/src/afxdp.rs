@@ -2,8 +2,9 @@
 //! worker thread pinned to a core. The redirect program (see [`crate::xdp`]) hands the workers
 //! only VIP flows; a worker classifies them in batches with [`herd_packet::classify()`], drops what
 //! other nodes own, and hands the rest to the stack through its [`Port`]. Each worker keeps
-//! the TCP connections it takes in a flow table of its own ([`Flows`]), which it alone reads
-//! and writes.
+//! the handshakes it records in a flow table of its own ([`Flows`]), which it alone reads and
+//! writes; what the kernel says of a connection comes in front of each frame, put there by the
+//! redirect program ([`Served::from_prefix`]).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +23,8 @@ use crate::handoff::Port;
 use herd_packet::classify::{classify, FarmTable, Verdict};
 use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
-use herd_packet::flows::{DrainCount, Drained, Flows};
+use herd_packet::flows::Flows;
+use herd_packet::kernel::Served;
 use herd_packet::table::SharedTable;
 
 /// Frames of a socket's memory, all of them on the fill ring or in the worker's hands: the
@@ -210,29 +212,9 @@ pub struct Counters {
     pub handed_off: AtomicU64,
     /// Frames the port refused.
     pub errors: AtomicU64,
-    /// The last complete count of the open connections of the worker's flow table whose
-    /// bucket drains (see [`herd_packet::flows::FlowState::is_draining`]), with the generation of the mode
-    /// table it was counted under, packed into one word so that they are read together: read
-    /// it with [`Counters::drained`].
-    draining: AtomicU64,
 }
 
-/// Bits of [`Counters::draining`] that hold the count: enough for a whole flow table.
-const DRAINING_COUNT_BITS: u32 = 20;
-const _: () = assert!(herd_packet::flows::FLOWS < 1 << DRAINING_COUNT_BITS);
-
 impl Counters {
-    /// The worker's last complete count of its draining flows: how far a bucket handover has
-    /// come. Recounted at most every [`herd_packet::flows::RECOUNT_NS`], a few sets of the table
-    /// between batches; `None` before the first count.
-    pub fn drained(&self) -> Option<Drained> {
-        let word = self.draining.load(Ordering::Relaxed);
-        (word != 0).then(|| Drained {
-            generation: (word >> DRAINING_COUNT_BITS) - 1,
-            flows: (word & ((1 << DRAINING_COUNT_BITS) - 1)) as usize,
-        })
-    }
-
     /// The packets and bytes the worker accepted and dropped. `passed` is zero: the kernel's
     /// traffic never reaches a worker, so the caller adds the redirect program's
     /// [`crate::xdp::XdpProgram::traffic`], which counts it (and what that program drops
@@ -251,12 +233,6 @@ impl Counters {
             dropped: read(&self.dropped, &self.dropped_bytes),
             passed: Count::default(),
         }
-    }
-
-    fn set_drained(&self, drained: Drained) {
-        // The generation is stored plus one, so that 0 means "not counted yet".
-        let word = ((drained.generation + 1) << DRAINING_COUNT_BITS) | drained.flows as u64;
-        self.draining.store(word, Ordering::Relaxed);
     }
 }
 
@@ -409,10 +385,8 @@ struct Loop<'a> {
     settings: WorkerSettings,
     counters: &'a Counters,
     totals: Totals,
-    /// The TCP connections this worker has taken.
+    /// The handshakes this worker recorded.
     flows: Flows,
-    /// The count of those that drain, under way.
-    draining: DrainCount,
     /// Batch processing times in nanoseconds, 1 ns to 10 s: recording never allocates.
     batches: Histogram<u64>,
 }
@@ -436,7 +410,6 @@ impl<'a> Loop<'a> {
             counters,
             totals: Totals::default(),
             flows: Flows::new(),
-            draining: DrainCount::default(),
             batches,
         }
     }
@@ -450,7 +423,6 @@ impl<'a> Loop<'a> {
             let received = unsafe { self.socket.rx.consume(&mut batch) };
             let now = coarse_monotonic_ns();
             if received == 0 {
-                self.count_draining(now);
                 empty_polls += 1;
                 if empty_polls >= SPINS_BEFORE_SLEEP || self.socket.fill.needs_wakeup() {
                     // Sleeps until a frame arrives (and wakes the driver if it asked to be).
@@ -469,7 +441,6 @@ impl<'a> Loop<'a> {
             }
             self.totals.publish(self.counters);
             self.batches.saturating_record(duration_ns(start.elapsed()));
-            self.count_draining(now);
         }
         Finished {
             totals: self.totals,
@@ -489,10 +460,14 @@ impl<'a> Loop<'a> {
             // that the kernel has finished with and that nothing else touches until it goes
             // back on the fill ring.
             let mut data = unsafe { self.socket.umem.data_mut(desc) };
-            let frame = data.contents_mut();
+            let Some((prefix, frame)) = data.contents_mut().split_first_chunk_mut() else {
+                // The redirect program puts the kernel's answer in front of every frame.
+                totals.dropped += 1;
+                continue;
+            };
             let bytes = frame.len() as u64;
             totals.received_bytes += bytes;
-            match classify(frame, &table, flows, now) {
+            match classify(frame, &table, flows, &Served::from_prefix(*prefix), now) {
                 Verdict::Accept => {
                     totals.accepted += 1;
                     totals.accepted_bytes += bytes;
@@ -507,15 +482,6 @@ impl<'a> Loop<'a> {
                     totals.dropped_bytes += bytes;
                 }
             }
-        }
-    }
-
-    /// Counts the next sets of the flow table, and publishes the count of draining flows when
-    /// a pass is complete.
-    fn count_draining(&mut self, now: u64) {
-        let table = self.settings.table.load();
-        if let Some(drained) = self.draining.step(&self.flows, table.modes(), now) {
-            self.counters.set_drained(drained);
         }
     }
 }

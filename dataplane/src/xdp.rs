@@ -2,9 +2,10 @@
 //! into them: `herd_classify`, which makes the whole verdict of [`herd_packet::classify()`] in XDP (the
 //! in-kernel mode), and `herd_redirect`, which hands the VIP flows to the AF_XDP sockets of the
 //! workers instead of looking up their bucket (the AF_XDP mode). The classifier's flow table is
-//! the program's `flows` map, a kernel LRU hash with the key and value of [`herd_packet::flows`].
+//! the program's `flows` map, a kernel LRU hash with the key and value of [`herd_packet::flows`];
+//! what the kernel says of a connection ([`herd_packet::kernel`]) the program asks it itself.
 
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use herd_config::{Affinity, MacMode, Protocol};
 use herd_packet::classify::Verdict;
 use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
-use herd_packet::flows::{Connection, FlowState, FLOWS};
+use herd_packet::flows::{Connection, FLOWS};
 use herd_packet::rules::{DropReason, FarmRules};
 use herd_packet::table::{ModeTable, MAX_BUCKETS};
 
@@ -47,7 +48,8 @@ struct FarmSettings {
     vips_v6: u8,
     if_mac: [u8; 6],
     mac_mode: u8,
-    pad: [u8; 8],
+    lookups: u8,
+    pad: [u8; 7],
     vip4: [[u8; 4]; MAX_VIPS],
     vip6: [[u8; 16]; MAX_VIPS],
 }
@@ -73,30 +75,6 @@ fn to_count(value: CountValue) -> Count {
     Count {
         packets: value[0],
         bytes: value[1],
-    }
-}
-
-/// A flow's state as the program's `flows` map holds it: `struct flow` in herd.bpf.c.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct FlowValue {
-    last_seen: u64,
-    bucket: u32,
-    closed: u8,
-    pad: [u8; 3],
-}
-
-// SAFETY: `FlowValue` is `repr(C)` plain data whose fields leave no padding (the explicit `pad`
-// fills the only gap), so every byte pattern is a valid value.
-unsafe impl Pod for FlowValue {}
-
-impl From<FlowValue> for FlowState {
-    fn from(value: FlowValue) -> Self {
-        Self {
-            last_seen: value.last_seen,
-            bucket: value.bucket,
-            closed: value.closed != 0,
-        }
     }
 }
 
@@ -145,96 +123,15 @@ pub enum XdpError {
         got: usize,
     },
     /// A mode table offered to, or flows asked of, the redirect program, which has neither
-    /// (the workers do).
-    #[error("the AF_XDP redirect program holds no mode table and no flow")]
+    /// (the workers do), or lookups asked of the classifier, which makes them as its modes say.
+    #[error("the AF_XDP redirect program holds no mode table and no flow, and only it is told when to ask the kernel")]
     NoTable,
     /// A socket for an RX queue past [`MAX_QUEUES`].
     #[error("RX queue {0}: the AF_XDP mode serves at most {MAX_QUEUES} queues")]
     Queue(u32),
-    /// Reading the flow map failed.
-    #[error("cannot read the flow table: {0}")]
-    Batch(std::io::Error),
     /// A test run did not count exactly one verdict.
     #[error("a test run counted {0} verdicts instead of one")]
     Uncounted(u64),
-}
-
-/// Flow entries read per system call by [`XdpProgram::draining_flows`]: 4096 keys and values,
-/// 224 KiB of buffers.
-pub const LOOKUP_BATCH: usize = 4096;
-
-/// `bpf(2)`'s command that reads a map's entries in batches.
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-
-/// The part of `union bpf_attr` that the batch commands read (`struct { ... } batch`).
-#[repr(C)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// Calls `each` with every value of the flow map `fd`, [`LOOKUP_BATCH`] entries per system
-/// call. `EINVAL` means the kernel has no batch lookup for the map.
-fn lookup_batches(fd: RawFd, mut each: impl FnMut(FlowValue)) -> std::io::Result<()> {
-    let mut keys = vec![[0u8; size_of::<Connection>()]; LOOKUP_BATCH];
-    let mut values = vec![
-        FlowValue {
-            last_seen: 0,
-            bucket: 0,
-            closed: 0,
-            pad: [0; 3],
-        };
-        LOOKUP_BATCH
-    ];
-    // A hash map's batch token is the index of the hash bucket to go on from.
-    let mut token: u32 = 0;
-    let mut next: u32 = 0;
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { (&raw const token) as u64 },
-            out_batch: (&raw mut next) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: LOOKUP_BATCH as u32,
-            map_fd: fd as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: `attr` is a valid batch attribute whose pointers address `token`, `next`
-        // and buffers of `count` keys and values of the map's sizes (the key is a
-        // `Connection`, the value a `FlowValue`), all alive for the call.
-        let result = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        // On the last batch the kernel says ENOENT and still fills `count` entries.
-        let done = result < 0;
-        if done {
-            let error = std::io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::ENOENT) {
-                return Err(error);
-            }
-        }
-        for value in &values[..(attr.count as usize).min(LOOKUP_BATCH)] {
-            each(*value);
-        }
-        if done {
-            return Ok(());
-        }
-        token = next;
-        first = false;
-    }
 }
 
 /// What one test run of the program did.
@@ -264,8 +161,8 @@ pub struct XdpProgram {
     program: &'static str,
     /// Which half of the `buckets` map packets read.
     active: u32,
-    /// The mode table packets read, kept to count the draining flows; every table installed
-    /// must have its bucket count. `None` for the redirect program.
+    /// The mode table packets read; every table installed must have its bucket count. `None`
+    /// for the redirect program.
     modes: Option<ModeTable>,
     /// The attachment, pinned so that it outlives a killed herd (see [`XdpProgram::attach`]).
     attached: Option<Pin>,
@@ -354,7 +251,8 @@ impl XdpProgram {
                 MacMode::Unicast => 0,
                 MacMode::Multicast => 1,
             },
-            pad: [0; 8],
+            lookups: 0,
+            pad: [0; 7],
             vip4: [[0; 4]; MAX_VIPS],
             vip6: [[0; 16]; MAX_VIPS],
         };
@@ -398,47 +296,34 @@ impl XdpProgram {
         Ok(())
     }
 
-    /// The connections in the program's flow table, with their state. For diagnostics and
-    /// tests: it reads the map one entry at a time (two system calls each), and while packets
-    /// flow, connections added or evicted meanwhile may be missed or seen twice.
-    pub fn flows(&self) -> Result<Vec<(Connection, FlowState)>, XdpError> {
+    /// The connections in the program's flow table, with when each was last seen
+    /// (`CLOCK_MONOTONIC_COARSE`, ns). For diagnostics and tests: it reads the map one entry at
+    /// a time (two system calls each), and while packets flow, connections added or evicted
+    /// meanwhile may be missed or seen twice.
+    pub fn flows(&self) -> Result<Vec<(Connection, u64)>, XdpError> {
         self.flow_map()?
             .iter()
-            .map(|entry| Ok(entry.map(|(key, value)| (key.0, FlowState::from(value)))?))
+            .map(|entry| Ok(entry.map(|(key, seen)| (key.0, seen))?))
             .collect()
     }
 
-    /// How many connections of the flow table are draining now under the installed mode table
-    /// (see [`FlowState::is_draining`]): how far a bucket handover has come. The map is read
-    /// [`LOOKUP_BATCH`] entries per system call, so that a full table costs milliseconds, not
-    /// the seconds of two calls per entry (kernels before 5.6, which lack batches, still pay
-    /// them). Approximate under traffic: connections added or evicted meanwhile may be missed
-    /// or seen twice.
-    pub fn draining_flows(&self) -> Result<usize, XdpError> {
-        let modes = self.modes.as_ref().ok_or(XdpError::NoTable)?;
-        let now = coarse_monotonic_ns();
-        let drains = |value: FlowValue| usize::from(FlowState::from(value).is_draining(modes, now));
-        let map = self.ebpf.map("flows").ok_or(XdpError::Missing("flows"))?;
-        let fd = match map {
-            aya::maps::Map::LruHashMap(data) => data.fd().as_fd().as_raw_fd(),
-            _ => return Err(XdpError::Missing("flows")),
-        };
-        let mut draining = 0;
-        match lookup_batches(fd, |value| draining += drains(value)) {
-            Ok(()) => Ok(draining),
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                let mut draining = 0;
-                for entry in self.flow_map()?.iter() {
-                    draining += drains(entry?.1);
-                }
-                Ok(draining)
-            }
-            Err(error) => Err(XdpError::Batch(error)),
+    /// Makes the redirect program ask the kernel about the connection of every TCP segment but
+    /// a SYN that it hands the workers (`lookups`), or stop: it should while some bucket of the
+    /// workers' table keeps known connections ([`herd_packet::table::BucketMode::KNOWN`]), and
+    /// only then, since a lookup costs every such segment a socket lookup.
+    pub fn set_lookups(&mut self, lookups: bool) -> Result<(), XdpError> {
+        if self.modes.is_some() {
+            return Err(XdpError::NoTable);
         }
+        let mut farm = self.array::<FarmSettings>("farm")?;
+        let mut settings = farm.get(&0, 0)?;
+        settings.lookups = u8::from(lookups);
+        farm.set(0, settings, 0)?;
+        Ok(())
     }
 
     /// The program's flow table; the redirect program has none.
-    fn flow_map(&self) -> Result<HashMap<&MapData, FlowKey, FlowValue>, XdpError> {
+    fn flow_map(&self) -> Result<HashMap<&MapData, FlowKey, u64>, XdpError> {
         if self.modes.is_none() {
             return Err(XdpError::NoTable);
         }

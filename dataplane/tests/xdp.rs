@@ -10,7 +10,9 @@
 //!
 //! Needs root (loading eBPF programs); `scripts/test` runs it as root, as CI does.
 
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,16 +21,18 @@ use core_affinity::CoreId;
 use herd_config::{Affinity, FarmConfig, MacMode, Protocol, ZeroCopy};
 use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::handoff::Port;
-use herd_dataplane::xdp::{TestOutcome, XdpProgram, LOOKUP_BATCH};
+use herd_dataplane::xdp::{TestOutcome, XdpProgram};
 use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
 use herd_packet::craft::{self, Fragment};
-use herd_packet::flows::{Connection, LINGER_NS};
+use herd_packet::flows::Connection;
+use herd_packet::kernel::{Kernel, NoSockets, Served};
 use herd_packet::neighbor::virtual_mac;
 use herd_packet::table::{BucketMode, BucketTable, ModeTable, NodeId, SharedTable};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
 use herd_packet::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
 use herd_testbed::Bed;
+use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
 
 const VIP: [u8; 4] = [198, 18, 0, 100];
 const VIP_B: [u8; 4] = [198, 18, 0, 101];
@@ -286,7 +290,7 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
         xdp.install(&table).expect("installs the table");
         let rust = FarmTable::new(Arc::clone(&rules), table);
         for frame in frames {
-            let expected = classify(frame, &rust, &mut flows, 0);
+            let expected = classify(frame, &rust, &mut flows, &NoSockets, 0);
             let outcome = xdp.test_run(frame).expect("runs the eBPF program");
             assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}");
             check_action(frame, &outcome, config.farm.mac);
@@ -310,18 +314,13 @@ fn differential(config: &FarmConfig, local: NodeId, frames: &[Vec<u8>]) -> Vec<(
     seen
 }
 
-/// The two flow tables hold the same connections, in the same buckets, closed or not (their
-/// times differ: the test gives the Rust classifier its own).
+/// The two flow tables hold the same connections (their times differ: the test gives the Rust
+/// classifier its own).
 fn same_flows(rust: &Flows, xdp: &XdpProgram) {
     let kernel = xdp.flows().expect("reads the flow map");
     assert_eq!(kernel.len(), rust.len(), "{kernel:?}");
-    for (connection, state) in &kernel {
-        let recorded = rust.get(connection).expect("the Rust table has it");
-        assert_eq!(
-            (recorded.bucket, recorded.closed),
-            (state.bucket, state.closed),
-            "{connection:?}"
-        );
+    for (connection, _) in &kernel {
+        assert!(rust.get(connection).is_some(), "{connection:?}");
     }
 }
 
@@ -472,7 +471,7 @@ fn a_node_whose_herd_stops_renewing_its_deadline_owns_nothing() {
         let outcome = xdp.test_run(frame).unwrap();
         assert_eq!(
             outcome.verdict,
-            Some(classify(frame, &nobody, &mut flows, 0)),
+            Some(classify(frame, &nobody, &mut flows, &NoSockets, 0)),
             "frame {frame:02x?}"
         );
         check_action(frame, &outcome, config.farm.mac);
@@ -512,13 +511,17 @@ fn redirects_exactly_the_flows_classify_looks_up(mac: MacMode) {
     let mut check = |redirect: &XdpProgram, alive: bool| {
         let mut redirected = 0;
         for frame in &frames {
-            let expected = classify(frame, &rust, &mut Flows::with_capacity(8), 0);
+            let expected = classify(frame, &rust, &mut Flows::with_capacity(8), &NoSockets, 0);
             let outcome = redirect.test_run(frame).unwrap();
             if looked_up(expected) && alive {
                 // No socket on the queue in a test run: the frame is dropped, never left to
                 // the kernel.
                 assert_eq!(outcome.verdict, None, "frame {frame:02x?}");
-                assert_eq!((outcome.action, &outcome.frame), (XDP_DROP, frame));
+                // The kernel's answer goes in front: nothing, with no bucket keeping known
+                // connections.
+                assert_eq!(outcome.action, XDP_DROP);
+                assert_eq!(outcome.frame[..4], [0; 4]);
+                assert_eq!(outcome.frame[4..], frame[..]);
                 redirected += 1;
             } else if looked_up(expected) {
                 assert_eq!(outcome.verdict, Some(Verdict::Drop(DropReason::NotOwner)));
@@ -550,12 +553,22 @@ fn redirects_exactly_the_flows_classify_looks_up(mac: MacMode) {
 #[test]
 fn the_afxdp_mode_counts_the_packets_and_bytes_of_every_outcome() {
     needs_root();
-    // A namespace belongs to the thread that creates it: one of the test's own, which goes
-    // with the thread, its interfaces and its sockets.
-    let test = std::thread::spawn(afxdp_traffic);
-    if let Err(panic) = test.join() {
-        std::panic::resume_unwind(panic);
-    }
+    in_a_namespace_of_its_own(afxdp_traffic);
+}
+
+/// Runs `test` in a thread moved to a new network namespace, which goes with the thread, its
+/// interfaces and its sockets; a panic of the test is the caller's.
+fn in_a_namespace_of_its_own<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare takes no pointers; it moves this thread alone to a new network
+        // namespace.
+        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
+        test()
+    });
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn afxdp_traffic() {
@@ -563,9 +576,6 @@ fn afxdp_traffic() {
     // declared first, so that it goes last.
     let bed = Bed::create(&format!("herd-xdp-counts-{}", std::process::id()))
         .expect("mounts a BPF file system");
-    // SAFETY: unshare takes no pointers; it moves this thread alone to a new network namespace.
-    let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
     // Interfaces with IPv6 send listener reports and solicitations of their own, which the
     // program would count among the test's frames.
     for conf in ["all", "default"] {
@@ -605,7 +615,7 @@ fn afxdp_traffic() {
     let (mut whole, mut kept, mut taken) = Default::default();
     let mut flows = Flows::with_capacity(1024);
     for frame in &frames {
-        let verdict = classify(frame, &table, &mut flows, coarse_monotonic_ns());
+        let verdict = classify(frame, &table, &mut flows, &NoSockets, coarse_monotonic_ns());
         tally(&mut whole, verdict, frame.len());
         let looked_up = matches!(
             verdict,
@@ -812,6 +822,22 @@ impl Client {
         (frame, intact)
     }
 
+    /// The client's address and port, and its VIP and port.
+    fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        if self.v6 {
+            (
+                SocketAddr::new(IpAddr::from(self.address), self.port),
+                SocketAddr::new(IpAddr::from(VIP6), self.vip_port),
+            )
+        } else {
+            let client: [u8; 4] = self.address[..4].try_into().unwrap();
+            (
+                SocketAddr::new(IpAddr::from(client), self.port),
+                SocketAddr::new(IpAddr::from(self.vip), self.vip_port),
+            )
+        }
+    }
+
     /// This connection's key in the flow tables.
     fn key(&self) -> Connection {
         if self.v6 {
@@ -858,182 +884,271 @@ const FLAGS: [u8; 12] = [
     0,
 ];
 
-/// How often step 6 met a case that needs the flow table, over all sequences.
+/// How often step 6 met each case of a bucket keeping known connections.
 #[derive(Debug, Default)]
 struct Cases {
     recorded: usize,
     forgotten: usize,
-    known: usize,
+    by_record: usize,
+    by_socket: usize,
+    time_wait: usize,
     unknown: usize,
-    closed: usize,
 }
 
-#[test]
-fn the_flow_tables_agree_on_sequences_of_connections_under_every_mode() {
-    needs_root();
-    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
-    let mut cases = Cases::default();
-    for sequence in 0..12u64 {
-        let mut rng = Rng(0x5e9_ce00_0000 + sequence * 7919);
-        let clients: Vec<Client> = (0..16).map(|_| Client::random(&mut rng)).collect();
-        let mut table = modes(rng.next());
-        // A fresh program: its flow table is empty, as the Rust one is.
-        let mut xdp = XdpProgram::load(&rules, &table, IF_MAC).expect("loads");
-        let mut flows = Flows::with_capacity(4096);
-        for step in 0..400u64 {
-            if step % 100 == 99 {
-                // Modes change under live connections; the flow tables stay.
-                table = modes(rng.next());
-                xdp.install(&table).expect("installs");
+impl std::ops::Add for Cases {
+    type Output = Cases;
+
+    fn add(self, other: Cases) -> Cases {
+        Cases {
+            recorded: self.recorded + other.recorded,
+            forgotten: self.forgotten + other.forgotten,
+            by_record: self.by_record + other.by_record,
+            by_socket: self.by_socket + other.by_socket,
+            time_wait: self.time_wait + other.time_wait,
+            unknown: self.unknown + other.unknown,
+        }
+    }
+}
+
+/// The sockets of the test's namespace, as the classifier's model of the kernel: the
+/// connections with an established socket on the VIP's side. Those in TIME_WAIT and the
+/// listeners serve nothing.
+struct Sockets {
+    open: HashSet<Connection>,
+    time_wait: HashSet<Connection>,
+    /// The sockets themselves, kept open: listeners, and both ends of each connection.
+    _held: Vec<Socket>,
+}
+
+impl Kernel for Sockets {
+    fn served(&self, connection: &Connection) -> Served {
+        if self.open.contains(connection) {
+            Served::SOCKET
+        } else {
+            Served::NOTHING
+        }
+    }
+}
+
+impl Sockets {
+    /// Real connections, in this thread's namespace, for about half of `clients` (from their
+    /// address and port to their VIP and port), a third of which end in TIME_WAIT on the VIP's
+    /// side. The addresses go on the loopback interface, where test runs look sockets up.
+    fn open(clients: &[Client], rng: &mut Rng) -> Self {
+        ip(&["link", "set", "lo", "up"]);
+        let mut addresses: HashSet<IpAddr> = HashSet::new();
+        let mut listeners: HashMap<SocketAddr, Socket> = HashMap::new();
+        let mut sockets = Sockets {
+            open: HashSet::new(),
+            time_wait: HashSet::new(),
+            _held: Vec::new(),
+        };
+        let mut closing = Vec::new();
+        for client in clients {
+            if !rng.chance(2) || sockets.open.contains(&client.key()) {
+                continue;
             }
-            let rust = FarmTable::new(Arc::clone(&rules), table.clone());
-            let (frame, segment) = if rng.chance(4) {
-                (frame(&mut rng), None)
-            } else {
-                let client = rng.pick(&clients);
-                let flags = rng.pick(&FLAGS);
-                let (frame, intact) = client.segment(&mut rng, flags);
-                (frame, intact.then_some((client, flags)))
-            };
-            let recorded = segment.is_some_and(|(client, _)| flows.get(&client.key()).is_some());
-            let expected = classify(&frame, &rust, &mut flows, step);
-            let outcome = xdp.test_run(&frame).expect("runs the eBPF program");
-            assert_eq!(
-                outcome.verdict,
-                Some(expected),
-                "sequence {sequence}, step {step}: frame {frame:02x?}"
-            );
-            check_action(&frame, &outcome, MacMode::Unicast);
-            let Some((client, flags)) = segment else {
-                continue;
-            };
-            let Some(bucket) = client.bucket(&rules, &table) else {
-                continue;
-            };
-            let mode = table.mode(bucket);
-            let accepted = expected == Verdict::Accept;
-            if flags & (SYN | ACK) == SYN {
-                cases.recorded += usize::from(accepted);
-                cases.forgotten += usize::from(recorded && mode.drains());
-            } else if mode.contains(BucketMode::KNOWN) && !mode.contains(BucketMode::TCP_ANY) {
-                if accepted {
-                    cases.known += 1;
-                    cases.closed += usize::from(flags & (FIN | RST) != 0);
-                } else {
-                    cases.unknown += 1;
+            let (local, vip) = client.addresses();
+            for address in [local.ip(), vip.ip()] {
+                if addresses.insert(address) {
+                    if address.is_ipv6() {
+                        ip(&[
+                            "addr",
+                            "add",
+                            &format!("{address}/128"),
+                            "dev",
+                            "lo",
+                            "nodad",
+                        ]);
+                    } else {
+                        ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+                    }
                 }
             }
+            let listener = listeners.entry(vip).or_insert_with(|| {
+                let listener = tcp_socket(vip);
+                listener.bind(&vip.into()).expect("binds the listener");
+                listener.listen(64).expect("listens");
+                listener
+            });
+            let outbound = connected(local, vip);
+            let (inbound, _) = listener.accept().expect("accepts");
+            if rng.chance(3) {
+                closing.push((client.key(), inbound, outbound));
+            } else {
+                sockets.open.insert(client.key());
+                sockets._held.extend([inbound, outbound]);
+            }
         }
-        same_flows(&flows, &xdp);
+        // The VIP's side closes first, so that its socket ends in TIME_WAIT once the client's
+        // FIN is in.
+        for (key, inbound, outbound) in closing {
+            drop(inbound);
+            let mut byte = [0u8; 1];
+            let read = (&outbound).read(&mut byte).expect("reads to the end");
+            assert_eq!(read, 0, "the client sees the FIN");
+            drop(outbound);
+            sockets.time_wait.insert(key);
+        }
+        wait_for("the closed connections to reach TIME_WAIT", || {
+            time_wait_sockets() == sockets.time_wait.len()
+        });
+        sockets._held.extend(listeners.into_values());
+        sockets
+    }
+}
+
+/// A TCP socket from `local` connected to `remote`. A new IPv6 address's routes come from a
+/// work queue, and until then a connection from it may find the network unreachable: it is
+/// tried again, for a few seconds at most.
+fn connected(local: SocketAddr, remote: SocketAddr) -> Socket {
+    let mut socket = None;
+    let mut error = None;
+    wait_for("a connection from a new address", || {
+        let attempt = tcp_socket(local);
+        attempt
+            .bind(&local.into())
+            .expect("binds the client's address and port");
+        match attempt.connect(&remote.into()) {
+            Ok(()) => socket = Some(attempt),
+            Err(failed) if failed.raw_os_error() == Some(libc::ENETUNREACH) => error = Some(failed),
+            Err(failed) => panic!("connects {local} to {remote}: {failed}"),
+        }
+        socket.is_some()
+    });
+    socket.unwrap_or_else(|| panic!("connects {local} to {remote}: {error:?}"))
+}
+
+/// A TCP socket of `address`'s family that may reuse a port in TIME_WAIT.
+fn tcp_socket(address: SocketAddr) -> Socket {
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(SocketProtocol::TCP),
+    )
+    .expect("creates a TCP socket");
+    socket.set_reuse_address(true).expect("sets SO_REUSEADDR");
+    socket
+}
+
+/// How many TCP sockets of this thread's namespace are in TIME_WAIT (state 06 in
+/// /proc/net/tcp and tcp6).
+fn time_wait_sockets() -> usize {
+    ["tcp", "tcp6"]
+        .iter()
+        .map(|table| {
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{table}"))
+                .expect("reads the socket table");
+            text.lines()
+                .skip(1)
+                .filter(|line| line.split_whitespace().nth(3) == Some("06"))
+                .count()
+        })
+        .sum()
+}
+
+/// Sequences of TCP segments of a few connections, among other frames, under random bucket
+/// modes: the program and the classifier, with the test namespace's real sockets as its model
+/// of the kernel, give the same verdicts in order and keep the same records; and the redirect
+/// program, asked to look connections up, puts the same answer in front of the frames it
+/// hands the workers.
+#[test]
+fn the_program_and_classify_agree_on_sequences_of_connections_with_real_sockets() {
+    needs_root();
+    let mut cases = Cases::default();
+    for sequence in 0..12u64 {
+        // Each sequence in a namespace of its own, so that no socket outlives it.
+        let seen = in_a_namespace_of_its_own(move || sequence_with_sockets(sequence));
+        cases = cases + seen;
     }
     // The sequences reach every case, so agreement is not agreement on a few easy ones.
     assert!(
-        cases.recorded >= 50
-            && cases.forgotten >= 10
-            && cases.known >= 50
-            && cases.unknown >= 50
-            && cases.closed >= 10,
+        cases.recorded >= 30
+            && cases.forgotten >= 5
+            && cases.by_record >= 30
+            && cases.by_socket >= 30
+            && cases.time_wait >= 5
+            && cases.unknown >= 50,
         "{cases:?}"
     );
 }
 
-#[test]
-fn both_classifiers_count_the_same_draining_flows() {
-    needs_root();
+/// Sequence number `sequence`, in this thread's namespace: the cases it met.
+fn sequence_with_sockets(sequence: u64) -> Cases {
     let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
-    let owned = ModeTable::new(1, vec![BucketMode::OWN; BUCKETS as usize]).unwrap();
-    let mut xdp = XdpProgram::load(&rules, &owned, IF_MAC).expect("loads");
-    let mut flows = Flows::with_capacity(1024);
-    let mut rng = Rng(0xd7a1_0000_0001);
-    let clients: Vec<Client> = (0..12u16)
-        .map(|i| Client {
-            port: 2000 + i,
-            vip_port: 8000,
-            ..Client::random(&mut rng)
-        })
-        .collect();
-    let mut run = |table: &ModeTable, client: &Client, flags: u8| {
+    let mut cases = Cases::default();
+    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+    redirect.set_lookups(true).expect("turns the lookups on");
+    let mut rng = Rng(0x5e9_ce00_0000 + sequence * 7919);
+    let clients: Vec<Client> = (0..16).map(|_| Client::random(&mut rng)).collect();
+    let sockets = Sockets::open(&clients, &mut rng);
+    let mut table = modes(rng.next());
+    // A fresh program: its flow table is empty, as the Rust one is.
+    let mut xdp = XdpProgram::load(&rules, &table, IF_MAC).expect("loads");
+    let mut flows = Flows::with_capacity(4096);
+    for step in 0..400u64 {
+        if step % 100 == 99 {
+            // Modes change under live connections; the flow tables stay.
+            table = modes(rng.next());
+            xdp.install(&table).expect("installs");
+        }
         let rust = FarmTable::new(Arc::clone(&rules), table.clone());
-        let (frame, _) = client.segment(&mut Rng(1), flags);
-        let expected = classify(&frame, &rust, &mut flows, coarse_monotonic_ns());
-        assert_eq!(xdp.test_run(&frame).unwrap().verdict, Some(expected));
-        expected
-    };
-    // All open, on the first client's bucket and the others'.
-    let kept = clients[0].bucket(&rules, &owned).unwrap();
-    let drains = |c: &&Client| c.bucket(&rules, &owned) != Some(kept);
-    for client in &clients {
-        assert_eq!(run(&owned, client, SYN), Verdict::Accept);
-    }
-    let closing: Vec<&Client> = clients.iter().filter(drains).take(3).collect();
-    for client in &closing {
-        assert_eq!(run(&owned, client, FIN | ACK), Verdict::Accept);
-    }
-    let draining = clients.iter().filter(drains).count();
-    assert!(draining >= 8, "{draining} connections off the kept bucket");
-    let count = |xdp: &XdpProgram, flows: &Flows, table: &ModeTable| {
-        let kernel = xdp.draining_flows().expect("counts the program's flows");
-        assert_eq!(kernel, flows.draining(table, coarse_monotonic_ns()));
-        kernel
-    };
-    let handover = ModeTable::new(
-        2,
-        (0..BUCKETS)
-            .map(|b| {
-                if b == kept {
-                    BucketMode::OWN
-                } else {
-                    BucketMode::DRAIN
-                }
-            })
-            .collect(),
-    )
-    .unwrap();
-    // Nothing drains while every bucket is owned.
-    assert_eq!(count(&xdp, &flows, &owned), 0);
-    xdp.install(&handover).unwrap();
-    assert_eq!(
-        count(&xdp, &flows, &handover),
-        draining,
-        "closed ones linger"
-    );
-    let known = ModeTable::new(3, vec![BucketMode::KNOWN; BUCKETS as usize]).unwrap();
-    xdp.install(&known).unwrap();
-    assert_eq!(count(&xdp, &flows, &known), clients.len());
-    xdp.install(&handover).unwrap();
-    std::thread::sleep(Duration::from_nanos(LINGER_NS) + Duration::from_millis(50));
-    assert_eq!(
-        count(&xdp, &flows, &handover),
-        draining - closing.len(),
-        "then go"
-    );
-    let gaining = ModeTable::new(4, vec![BucketMode::GAIN; BUCKETS as usize]).unwrap();
-    xdp.install(&gaining).unwrap();
-    assert_eq!(count(&xdp, &flows, &gaining), 0);
-}
-
-/// A flow table of several batches is counted whole: every connection once.
-#[test]
-fn a_flow_table_larger_than_a_batch_is_counted_whole() {
-    needs_root();
-    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
-    let owned = ModeTable::new(1, vec![BucketMode::OWN; BUCKETS as usize]).unwrap();
-    let mut xdp = XdpProgram::load(&rules, &owned, IF_MAC).expect("loads");
-    let connections = 2 * LOOKUP_BATCH + 100;
-    let mut rng = Rng(0xd7a1_0000_0002);
-    for i in 0..connections {
-        let client = Client {
-            v6: false,
-            port: 1024 + (i % 50_000) as u16,
-            vip_port: 8000,
-            ..Client::random(&mut rng)
+        let (frame, segment) = if rng.chance(4) {
+            (frame(&mut rng), None)
+        } else {
+            let client = rng.pick(&clients);
+            let flags = rng.pick(&FLAGS);
+            let (frame, intact) = client.segment(&mut rng, flags);
+            (frame, intact.then_some((client, flags)))
         };
-        let (frame, _) = client.segment(&mut Rng(1), SYN);
-        assert_eq!(xdp.test_run(&frame).unwrap().verdict, Some(Verdict::Accept));
+        let recorded = segment.is_some_and(|(client, _)| flows.get(&client.key()).is_some());
+        let expected = classify(&frame, &rust, &mut flows, &sockets, step);
+        let outcome = xdp.test_run(&frame).expect("runs the eBPF program");
+        assert_eq!(
+            outcome.verdict,
+            Some(expected),
+            "sequence {sequence}, step {step}: frame {frame:02x?}"
+        );
+        check_action(&frame, &outcome, MacMode::Unicast);
+        let handed = redirect
+            .test_run(&frame)
+            .expect("runs the redirect program");
+        let syn = |flags: u8| flags & (SYN | ACK) == SYN;
+        if handed.verdict.is_none() {
+            let answer = match segment {
+                Some((client, flags)) if !syn(flags) => sockets.served(&client.key()),
+                _ => Served::NOTHING,
+            };
+            let prefix: [u8; 4] = handed.frame[..4].try_into().unwrap();
+            assert_eq!(Served::from_prefix(prefix), answer, "frame {frame:02x?}");
+            assert_eq!(handed.frame[4..], frame[..]);
+        }
+        let Some((client, flags)) = segment else {
+            continue;
+        };
+        let Some(bucket) = client.bucket(&rules, &table) else {
+            continue;
+        };
+        let mode = table.mode(bucket);
+        let accepted = expected == Verdict::Accept;
+        let key = client.key();
+        if syn(flags) {
+            let keeps = mode.contains(BucketMode::KNOWN);
+            cases.recorded += usize::from(accepted && keeps);
+            cases.forgotten += usize::from(recorded && keeps && !accepted);
+        } else if mode.contains(BucketMode::KNOWN) && !mode.contains(BucketMode::TCP_ANY) {
+            if !accepted {
+                cases.unknown += 1;
+                cases.time_wait += usize::from(sockets.time_wait.contains(&key));
+            } else if recorded {
+                cases.by_record += 1;
+            } else {
+                cases.by_socket += usize::from(sockets.open.contains(&key));
+            }
+        }
     }
-    let known = ModeTable::new(2, vec![BucketMode::KNOWN; BUCKETS as usize]).unwrap();
-    xdp.install(&known).unwrap();
-    assert_eq!(xdp.draining_flows().unwrap(), connections);
+    same_flows(&flows, &xdp);
+    cases
 }
 
 /// The program's cost per packet, as `BPF_PROG_TEST_RUN` times it, on the frames of a bucket

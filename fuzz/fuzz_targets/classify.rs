@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use herd_config::{Affinity, Protocol};
+use herd_packet::kernel::{NoSockets, Served};
 use herd_packet::table::{BucketMode, ModeTable};
 use herd_packet::{classify, craft, DropReason, FarmRules, FarmTable, Flows, Verdict};
 use libfuzzer_sys::fuzz_target;
@@ -72,13 +73,15 @@ fuzz_target!(|frame: &[u8]| {
     } = &mut *state;
     let accepted = farm
         .iter_mut()
-        .map(|(table, flows)| classify(frame, table, flows, *now))
+        .map(|(table, flows)| classify(frame, table, flows, &NoSockets, *now))
         .filter(|verdict| *verdict == Verdict::Accept)
         .count();
     assert!(accepted <= 1);
-    let mode = classify(frame, &every_mode.0, &mut every_mode.1, *now);
-    let owned = classify(frame, &own.0, &mut own.1, *now);
-    let unowned = classify(frame, &none.0, &mut none.1, *now);
+    // A kernel serving every connection, so that the modes with KNOWN take the lookup's path.
+    let everything = Served::SOCKET | Served::COOKIE;
+    let mode = classify(frame, &every_mode.0, &mut every_mode.1, &everything, *now);
+    let owned = classify(frame, &own.0, &mut own.1, &NoSockets, *now);
+    let unowned = classify(frame, &none.0, &mut none.1, &NoSockets, *now);
     let not_owner = Verdict::Drop(DropReason::NotOwner);
     if owned == Verdict::Accept {
         assert_eq!(unowned, not_owner);

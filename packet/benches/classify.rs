@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use herd_config::{Affinity, Protocol};
 use herd_packet::craft::{self, Fragment};
 use herd_packet::hash::{client_hash, HashKey};
+use herd_packet::kernel::NoSockets;
 use herd_packet::table::{BucketMode, ModeTable};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
 use herd_packet::{classify, FarmRules, FarmTable, Flows};
@@ -128,7 +129,7 @@ fn bench_classify(c: &mut Criterion) {
                 // back, a store-forwarding delay per frame that a worker reading descriptors
                 // does not have. The verdicts go through `black_box` so none is skipped.
                 for frame in &frames {
-                    black_box(classify(frame, &table, &mut flows, 0));
+                    black_box(classify(frame, &table, &mut flows, &NoSockets, 0));
                 }
             })
         });

@@ -34,21 +34,24 @@
 //!    accepts; everything refused is `Drop(NotOwner)`. A TCP segment (one identified by its
 //!    TCP header, not a fragment, nor a segment an ICMP error quotes) is keyed in the flow
 //!    table by family, client address, VIP address, client port and VIP port:
-//!    - SYN without ACK: `Accept` when the mode has `SYN`, which also records the connection
-//!      (seen now, open, in this bucket), replacing any earlier record; otherwise, when the
-//!      mode has `KNOWN`, the connection is forgotten (a client reusing its ports opens a new
-//!      connection, which the node taking SYNs answers);
-//!    - any other segment: `Accept` when the mode has `TCP_ANY`, marking a recorded
-//!      connection closed (and seen now) on FIN or RST; otherwise, when the mode has `KNOWN`,
-//!      `Accept` if the connection is recorded, which is then seen now and closed on FIN or
-//!      RST;
+//!    - SYN without ACK: `Accept` when the mode has `SYN`; when the mode also has `KNOWN`
+//!      (`GAIN`: another node drains the bucket) the connection is recorded (seen now),
+//!      replacing any earlier record. When the mode has `KNOWN` but not `SYN`, any record of
+//!      the connection is forgotten (a client reusing its ports opens a new connection, which
+//!      the node taking SYNs answers).
+//!    - any other segment: `Accept` when the mode has `TCP_ANY`; otherwise, when the mode has
+//!      `KNOWN`, `Accept` if the connection is recorded (it is then seen now), or if the node's
+//!      kernel serves it ([`crate::kernel`]): it has a socket for the 4-tuple, in any state but
+//!      LISTEN and TIME_WAIT, or, in a mode without `SYN`, the segment completes a SYN-cookie
+//!      handshake of the node's listener.
 //!    - every other VIP packet (UDP, ICMP and ICMP errors, fragments): `Accept` when the mode
 //!      has `OTHER`.
 //!
-//!    In a bucket owned outright (`OWN`) or not at all (`NONE`), only an accepted SYN, or a
-//!    FIN or RST, touches the flow table; the mode alone decides every other packet. Modes let
-//!    a bucket move between live nodes without breaking connections: the old owner keeps the
-//!    ones it knows (`DRAIN`) while the new one takes the new ones (`GAIN`).
+//!    In a bucket owned outright (`OWN`) or not at all (`NONE`), no packet touches the flow
+//!    table or asks the kernel. Modes let a bucket move between live nodes without breaking
+//!    connections: the old owner keeps the ones its kernel serves (`DRAIN`) while the new one
+//!    takes the new ones (`GAIN`). The old owner never takes the cookie of a handshake the new
+//!    owner answered, since only the new owner's kernel knows its secret.
 //!
 //! The most common frame, untagged IPv4 TCP or UDP without options or fragmentation, is decided
 //! by a straight-line fast path first (`fast_v4`); everything else, and anything malformed,
@@ -59,7 +62,8 @@ use std::sync::Arc;
 
 use herd_config::Protocol;
 
-use crate::flows::{Connection, FlowState, Flows};
+use crate::flows::{Connection, Flows};
+use crate::kernel::{Kernel, Served};
 use crate::rules::{DropReason, FarmRules, Flow, FlowKey};
 use crate::table::{BucketMode, ModeTable};
 use crate::wire::arp::{self, ArpPacket};
@@ -111,17 +115,15 @@ impl FarmTable {
         &self,
         hash: Result<u64, DropReason>,
         segment: impl FnOnce() -> Option<Segment>,
-        flows: &mut Flows,
-        now: u64,
+        known: &mut Known<'_, impl Kernel>,
     ) -> Verdict {
         let hash = match hash {
             Ok(hash) => hash,
             Err(reason) => return Verdict::Drop(reason),
         };
-        let bucket = self.modes.bucket_of(hash);
-        let mode = self.modes.mode(bucket);
+        let mode = self.modes.mode(self.modes.bucket_of(hash));
         let accepted = match segment() {
-            Some(segment) => segment.accepted(mode, bucket, flows, now),
+            Some(segment) => segment.accepted(mode, known),
             None => mode.contains(BucketMode::OTHER),
         };
         if accepted {
@@ -130,6 +132,14 @@ impl FarmTable {
             Verdict::Drop(DropReason::NotOwner)
         }
     }
+}
+
+/// What step 6 knows of TCP connections besides the modes: the flow table, the node's kernel,
+/// and the time.
+struct Known<'a, K> {
+    flows: &'a mut Flows,
+    kernel: &'a K,
+    now: u64,
 }
 
 /// A TCP segment to a VIP, as step 6 reads it.
@@ -142,82 +152,68 @@ struct Segment {
 impl Segment {
     /// Whether a bucket in `mode` takes the segment; updates the flow table as step 6 says.
     #[inline(always)]
-    fn accepted(&self, mode: BucketMode, bucket: u32, flows: &mut Flows, now: u64) -> bool {
+    fn accepted(&self, mode: BucketMode, known: &mut Known<'_, impl Kernel>) -> bool {
         if self.flags & (tcp::SYN | tcp::ACK) == tcp::SYN {
-            if mode.contains(BucketMode::SYN) {
-                opened(flows, self.connection, bucket, now);
-                return true;
-            }
+            let taken = mode.contains(BucketMode::SYN);
             if mode.contains(BucketMode::KNOWN) {
-                forgotten(flows, &self.connection);
+                recorded(known.flows, self.connection, taken, known.now);
             }
-            return false;
+            return taken;
         }
-        let ends = self.flags & (tcp::FIN | tcp::RST) != 0;
         if mode.contains(BucketMode::TCP_ANY) {
-            if ends {
-                closed(flows, &self.connection, now);
-            }
-            true
-        } else {
-            mode.contains(BucketMode::KNOWN) && known(flows, &self.connection, ends, now)
+            return true;
         }
+        mode.contains(BucketMode::KNOWN) && self.served(mode, known)
     }
-}
 
-// The flow table's four uses, out of line: the common packets of a bucket owned outright, or
-// not at all, never reach them.
-
-/// Records a connection whose SYN was accepted.
-#[inline(never)]
-fn opened(flows: &mut Flows, connection: Connection, bucket: u32, now: u64) {
-    let state = FlowState {
-        last_seen: now,
-        bucket,
-        closed: false,
-    };
-    flows.insert(connection, state);
-}
-
-/// Forgets a recorded connection whose client opens a new one on the same ports, in a bucket
-/// where another node takes new connections: that node answers the SYN, so the connection's
-/// later segments are its own, not the old one's.
-#[inline(never)]
-fn forgotten(flows: &mut Flows, connection: &Connection) {
-    flows.remove(connection);
-}
-
-/// Marks a recorded connection closed, on a FIN or RST taken without lookup.
-#[inline(never)]
-fn closed(flows: &mut Flows, connection: &Connection, now: u64) {
-    if let Some(flow) = flows.get_mut(connection) {
-        flow.closed = true;
-        flow.last_seen = now;
-    }
-}
-
-/// Whether a connection is recorded; if so, it is seen now, and closed when `ends`.
-#[inline(never)]
-fn known(flows: &mut Flows, connection: &Connection, ends: bool, now: u64) -> bool {
-    match flows.get_mut(connection) {
-        Some(flow) => {
-            flow.last_seen = now;
-            flow.closed |= ends;
-            true
+    /// Whether the node serves the segment's connection, in a bucket whose mode has `KNOWN`:
+    /// recorded in the flow table (and seen now), or served by the kernel.
+    #[inline(never)]
+    fn served(&self, mode: BucketMode, known: &mut Known<'_, impl Kernel>) -> bool {
+        if known.flows.touch(&self.connection, known.now) {
+            return true;
         }
-        None => false,
+        let served = known.kernel.served(&self.connection);
+        // Only a node that answers no SYN of the bucket can tell that a cookie came before
+        // the bucket moved.
+        served.contains(Served::SOCKET)
+            || (!mode.contains(BucketMode::SYN) && served.contains(Served::COOKIE))
     }
 }
 
-/// The verdict on one Ethernet frame, updating `flows` (the connections this node has taken)
-/// at time `now_ns` (`CLOCK_MONOTONIC_COARSE`, see [`crate::clock::coarse_monotonic_ns`]).
-/// Never panics, whatever the bytes; never allocates.
+/// Records a connection whose SYN a `GAIN` bucket `taken`, or forgets it when the bucket took
+/// none: the node that did answers the connection's later segments. Out of line: the SYNs of a
+/// bucket owned outright, or not at all, never reach it.
+#[inline(never)]
+fn recorded(flows: &mut Flows, connection: Connection, taken: bool, now: u64) {
+    if taken {
+        flows.insert(connection, now);
+    } else {
+        flows.remove(&connection);
+    }
+}
+
+/// The verdict on one Ethernet frame, updating `flows` (the handshakes this node answered in
+/// buckets another node drains) at time `now_ns` (`CLOCK_MONOTONIC_COARSE`, see
+/// [`crate::clock::coarse_monotonic_ns`]), and asking `kernel` whether it serves a connection
+/// where step 6 needs to know. Never panics, whatever the bytes; never allocates.
 #[inline]
-pub fn classify(frame: &[u8], table: &FarmTable, flows: &mut Flows, now_ns: u64) -> Verdict {
-    if let Some(verdict) = fast_v4(frame, table, flows, now_ns) {
+pub fn classify(
+    frame: &[u8],
+    table: &FarmTable,
+    flows: &mut Flows,
+    kernel: &impl Kernel,
+    now_ns: u64,
+) -> Verdict {
+    let mut known = Known {
+        flows,
+        kernel,
+        now: now_ns,
+    };
+    if let Some(verdict) = fast_v4(frame, table, &mut known) {
         return verdict;
     }
-    classify_general(frame, table, flows, now_ns)
+    classify_general(frame, table, &mut known)
 }
 
 /// The bytes [`fast_v4`] reads: Ethernet, an IPv4 header without options, and the UDP header
@@ -228,7 +224,7 @@ const FAST_LEN: usize = 14 + 20 + 8;
 /// fragmentation, carrying TCP or UDP. `None` for anything else, and for anything malformed,
 /// which [`classify_general`] then decides; a test holds the two to the same verdicts.
 #[inline(always)]
-fn fast_v4(frame: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Option<Verdict> {
+fn fast_v4(frame: &[u8], table: &FarmTable, known: &mut Known<'_, impl Kernel>) -> Option<Verdict> {
     let head: &[u8; FAST_LEN] = frame.first_chunk()?;
     // EtherType IPv4, version 4 with a 20-byte header, no MF flag and a zero fragment offset.
     if head[12..14] != [0x08, 0x00] || head[14] != 0x45 || head[20] & 0x3f != 0 || head[21] != 0 {
@@ -272,17 +268,21 @@ fn fast_v4(frame: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Opti
             connection: Connection::v4(src, dst, client_port, vip_port),
         })
     };
-    Some(table.decide(table.rules.flow_hash(&flow), segment, flows, now))
+    Some(table.decide(table.rules.flow_hash(&flow), segment, known))
 }
 
 /// The verdict on any frame, by the rules at the top of this module.
-fn classify_general(frame: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Verdict {
+fn classify_general(
+    frame: &[u8],
+    table: &FarmTable,
+    known: &mut Known<'_, impl Kernel>,
+) -> Verdict {
     let Ok(network) = EthernetFrame::new_checked(frame).and_then(|eth| eth.network()) else {
         return Verdict::Pass;
     };
     match network.ethertype {
-        ethertype::IPV4 => classify_v4(network.payload, table, flows, now),
-        ethertype::IPV6 => classify_v6(network.payload, table, flows, now),
+        ethertype::IPV4 => classify_v4(network.payload, table, known),
+        ethertype::IPV6 => classify_v6(network.payload, table, known),
         ethertype::ARP => classify_arp(network.payload, &table.rules),
         _ => Verdict::Pass,
     }
@@ -302,11 +302,11 @@ fn classify_arp(bytes: &[u8], rules: &FarmRules) -> Verdict {
 }
 
 #[inline(always)]
-fn classify_v4(bytes: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Verdict {
+fn classify_v4(bytes: &[u8], table: &FarmTable, known: &mut Known<'_, impl Kernel>) -> Verdict {
     match Ipv4Packet::new_checked(bytes) {
         Ok(ip) if table.rules.is_vip_v4(ip.dst()) => {
             let segment = || v4_segment(&ip);
-            table.decide(v4_hash(&ip, &table.rules), segment, flows, now)
+            table.decide(v4_hash(&ip, &table.rules), segment, known)
         }
         _ => Verdict::Pass,
     }
@@ -450,7 +450,7 @@ fn is_solicited_node(addr: [u8; 16]) -> bool {
     addr[..13] == [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff]
 }
 
-fn classify_v6(bytes: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> Verdict {
+fn classify_v6(bytes: &[u8], table: &FarmTable, known: &mut Known<'_, impl Kernel>) -> Verdict {
     let Ok(ip) = Ipv6Packet::new_checked(bytes) else {
         return Verdict::Pass;
     };
@@ -472,7 +472,7 @@ fn classify_v6(bytes: &[u8], table: &FarmTable, flows: &mut Flows, now: u64) -> 
         Err(error) => return Verdict::Drop(malformed(error)),
     };
     let segment = || v6_segment(&ip, &upper);
-    table.decide(v6_hash(&ip, &upper, &table.rules), segment, flows, now)
+    table.decide(v6_hash(&ip, &upper, &table.rules), segment, known)
 }
 
 /// The verdict on ICMPv6 neighbour-discovery and listener messages, or `None` for any other.
@@ -661,21 +661,43 @@ mod tests {
             *flags = tcp::SYN;
         }
         for table in tables() {
-            let owned = ModeTable::new(0, vec![BucketMode::OWN; table.modes.len()]).unwrap();
-            let owned = FarmTable::new(Arc::clone(&table.rules), owned);
+            let gaining = ModeTable::new(0, vec![BucketMode::GAIN; table.modes.len()]).unwrap();
+            let gaining = FarmTable::new(Arc::clone(&table.rules), gaining);
             let (mut fast, mut general) = (Flows::with_capacity(64), Flows::with_capacity(64));
-            classify_general(&syn, &owned, &mut fast, 1);
-            classify_general(&syn, &owned, &mut general, 1);
+            classify_general(&syn, &gaining, &mut known(&mut fast, 1));
+            classify_general(&syn, &gaining, &mut known(&mut general, 1));
             prop_assert_eq!(
-                classify(frame, &table, &mut fast, 2),
-                classify_general(frame, &table, &mut general, 2)
+                classify(frame, &table, &mut fast, &SomeSockets, 2),
+                classify_general(frame, &table, &mut known(&mut general, 2))
             );
             prop_assert_eq!(fast.len(), general.len());
-            for (connection, state) in fast.iter() {
-                prop_assert_eq!(general.get(connection), Some(state));
+            for (connection, seen) in fast.iter() {
+                prop_assert_eq!(general.get(connection), Some(seen));
             }
         }
         Ok(())
+    }
+
+    /// A kernel serving about half the connections, by a hash of the whole connection, so that
+    /// both paths must ask it about the same one.
+    struct SomeSockets;
+
+    impl Kernel for SomeSockets {
+        fn served(&self, connection: &Connection) -> Served {
+            let hash = std::hash::BuildHasher::hash_one(
+                &std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default(),
+                connection,
+            );
+            [Served::NOTHING, Served::SOCKET, Served::COOKIE][(hash % 3) as usize]
+        }
+    }
+
+    fn known(flows: &mut Flows, now: u64) -> Known<'_, SomeSockets> {
+        Known {
+            flows,
+            kernel: &SomeSockets,
+            now,
+        }
     }
 
     proptest! {
@@ -705,10 +727,10 @@ mod tests {
             &segment,
         );
         let frame = craft::ethernet(&[], ethertype::IPV4, &ip);
-        assert!(fast_v4(&frame, table, &mut flows, 0).is_some());
+        assert!(fast_v4(&frame, table, &mut known(&mut flows, 0)).is_some());
         let tagged = craft::ethernet(&[5], ethertype::IPV4, &ip);
         assert!(
-            fast_v4(&tagged, table, &mut flows, 0).is_none(),
+            fast_v4(&tagged, table, &mut known(&mut flows, 0)).is_none(),
             "tagged frames take the general path"
         );
     }

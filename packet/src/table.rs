@@ -127,10 +127,12 @@ pub struct BucketMode(pub u8);
 impl BucketMode {
     /// Accepts nothing.
     pub const NONE: BucketMode = BucketMode(0);
-    /// Accepts a TCP SYN without ACK (a new connection) and remembers the connection in the
-    /// flow table.
+    /// Accepts a TCP SYN without ACK (a new connection); with [`BucketMode::KNOWN`] too, also
+    /// records the connection in the flow table.
     pub const SYN: BucketMode = BucketMode(1);
-    /// Accepts any other TCP packet of a connection in the flow table.
+    /// Accepts any other TCP packet of a connection this node serves: one recorded in the flow
+    /// table, or one its kernel has a socket (or, without [`BucketMode::SYN`], a SYN cookie)
+    /// for (see [`crate::kernel`]).
     pub const KNOWN: BucketMode = BucketMode(2);
     /// Accepts any other TCP packet without looking it up.
     pub const TCP_ANY: BucketMode = BucketMode(4);
@@ -138,10 +140,11 @@ impl BucketMode {
     pub const OTHER: BucketMode = BucketMode(8);
     /// A bucket this node owns outright.
     pub const OWN: BucketMode = BucketMode(Self::SYN.0 | Self::TCP_ANY.0 | Self::OTHER.0);
-    /// A bucket this node is giving up: its own connections, and (still) everything but TCP.
+    /// A bucket this node is giving up: the connections its kernel still serves, and (still)
+    /// everything but TCP.
     pub const DRAIN: BucketMode = BucketMode(Self::KNOWN.0 | Self::OTHER.0);
     /// A bucket this node is taking while another drains it: new connections, and those it
-    /// has seen start.
+    /// has taken since (its kernel's sockets, and the handshakes it recorded).
     pub const GAIN: BucketMode = BucketMode(Self::SYN.0 | Self::KNOWN.0);
 
     /// Whether every bit of `bits` is set.

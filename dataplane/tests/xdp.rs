@@ -1151,6 +1151,184 @@ fn sequence_with_sockets(sequence: u64) -> Cases {
     cases
 }
 
+/// A handshake the node answered with a SYN cookie leaves no socket: the ACK that completes it
+/// is taken by a bucket that drains (a cookie there predates the move), never by one being
+/// gained, where the cookie may be the draining node's; the classifier, told of the cookie,
+/// agrees, and the redirect program hands the workers the same answer. Both families, with a
+/// real listener that always answers with cookies.
+#[test]
+fn the_ack_of_a_handshake_answered_with_a_cookie_is_the_draining_nodes() {
+    needs_root();
+    for v6 in [false, true] {
+        in_a_namespace_of_its_own(move || cookie_handshake(v6));
+    }
+}
+
+fn cookie_handshake(v6: bool) {
+    ip(&["link", "set", "lo", "up"]);
+    std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2")
+        .expect("makes the namespace's listeners always answer with cookies");
+    let client_port = 40001;
+    let (client, vip): (IpAddr, IpAddr) = if v6 {
+        let mut client = VIP6;
+        client[15] = 0x07;
+        (client.into(), VIP6.into())
+    } else {
+        ([198, 19, 0, 7].into(), VIP.into())
+    };
+    for address in [client, vip] {
+        if v6 {
+            ip(&[
+                "addr",
+                "add",
+                &format!("{address}/128"),
+                "dev",
+                "lo",
+                "nodad",
+            ]);
+        } else {
+            ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+        }
+    }
+    let listener = tcp_socket(SocketAddr::new(vip, 80));
+    listener
+        .bind(&SocketAddr::new(vip, 80).into())
+        .expect("binds the listener");
+    listener.listen(8).expect("listens");
+    let cookie = syn_ack_cookie(client, client_port, vip);
+    let mut ack = craft::tcp(client_port, 80, ACK, &[]);
+    ack[4..8].copy_from_slice(&SYN_SEQUENCE.wrapping_add(1).to_be_bytes());
+    ack[8..12].copy_from_slice(&cookie.wrapping_add(1).to_be_bytes());
+    let frame = match (client, vip) {
+        (IpAddr::V4(client), IpAddr::V4(vip)) => {
+            let ip = craft::ipv4(
+                client.octets(),
+                vip.octets(),
+                ip_proto::TCP,
+                Fragment::default(),
+                &ack,
+            );
+            craft::ethernet(&[], ethertype::IPV4, &ip)
+        }
+        (IpAddr::V6(client), IpAddr::V6(vip)) => {
+            let ip = craft::ipv6(client.octets(), vip.octets(), ip_proto::TCP, 64, &ack);
+            craft::ethernet(&[], ethertype::IPV6, &ip)
+        }
+        _ => unreachable!("one family"),
+    };
+    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
+    let every = |mode| ModeTable::new(1, vec![mode; BUCKETS as usize]).unwrap();
+    let mut xdp = XdpProgram::load(&rules, &every(BucketMode::OWN), IF_MAC).expect("loads");
+    let expected = [
+        (BucketMode::DRAIN, Verdict::Accept),
+        (BucketMode::KNOWN, Verdict::Accept),
+        (BucketMode::GAIN, Verdict::Drop(DropReason::NotOwner)),
+        (BucketMode::NONE, Verdict::Drop(DropReason::NotOwner)),
+    ];
+    for (mode, verdict) in expected {
+        let table = every(mode);
+        xdp.install(&table).unwrap();
+        let rust = FarmTable::new(Arc::clone(&rules), table);
+        let classified = classify(
+            &frame,
+            &rust,
+            &mut Flows::with_capacity(8),
+            &Served::COOKIE,
+            0,
+        );
+        assert_eq!(classified, verdict, "{mode:?}, IPv6 {v6}");
+        let outcome = xdp.test_run(&frame).expect("runs the eBPF program");
+        assert_eq!(outcome.verdict, Some(verdict), "{mode:?}, IPv6 {v6}");
+    }
+    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+    redirect.set_lookups(true).unwrap();
+    let handed = redirect
+        .test_run(&frame)
+        .expect("runs the redirect program");
+    let prefix: [u8; 4] = handed.frame[..4].try_into().unwrap();
+    assert_eq!(Served::from_prefix(prefix), Served::COOKIE, "IPv6 {v6}");
+    // A segment that completes no handshake of the listener is nobody's.
+    let mut stray = frame.clone();
+    let last = stray.len() - 1 - 12;
+    stray[last] ^= 0x40;
+    let handed = redirect
+        .test_run(&stray)
+        .expect("runs the redirect program");
+    let prefix: [u8; 4] = handed.frame[..4].try_into().unwrap();
+    assert_eq!(Served::from_prefix(prefix), Served::NOTHING, "IPv6 {v6}");
+}
+
+/// The sequence number of the SYN [`syn_ack_cookie`] sends.
+const SYN_SEQUENCE: u32 = 0x1000_0000;
+
+/// Sends a SYN from `client`:`port` to `vip`:80 through a raw socket and returns the sequence
+/// number of the listener's SYN-ACK: its cookie.
+fn syn_ack_cookie(client: IpAddr, port: u16, vip: IpAddr) -> u32 {
+    let domain = if vip.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let raw =
+        Socket::new(domain, Type::RAW, Some(SocketProtocol::TCP)).expect("opens a raw socket");
+    raw.bind(&SocketAddr::new(client, 0).into())
+        .expect("binds the client's address");
+    raw.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut syn = craft::tcp(port, 80, SYN, &[]);
+    syn[4..8].copy_from_slice(&SYN_SEQUENCE.to_be_bytes());
+    match (client, vip) {
+        (IpAddr::V4(client), IpAddr::V4(vip)) => {
+            let mut pseudo = [client.octets(), vip.octets()].concat();
+            pseudo.extend_from_slice(&[0, ip_proto::TCP, 0, syn.len() as u8]);
+            pseudo.extend_from_slice(&syn);
+            let sum = herd_packet::wire::checksum(&pseudo);
+            syn[16..18].copy_from_slice(&sum.to_be_bytes());
+        }
+        _ => {
+            // The kernel fills the checksum at byte 16 of what an IPv6 raw socket sends.
+            let offset: libc::c_int = 16;
+            // SAFETY: the option value is a live `c_int` of the size given, for a socket this
+            // function owns.
+            let set = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&raw),
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_CHECKSUM,
+                    (&raw const offset).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(set, 0, "IPV6_CHECKSUM: {}", std::io::Error::last_os_error());
+        }
+    }
+    // A new IPv6 address's routes come from a work queue: until then the SYN or its answer
+    // may be lost, and the SYN is sent again, every second for 5 s at most.
+    for _ in 0..5 {
+        raw.send_to(&syn, &SocketAddr::new(vip, 0).into())
+            .expect("sends the SYN");
+        let mut buffer = [std::mem::MaybeUninit::new(0u8); 256];
+        while let Ok((length, _)) = raw.recv_from(&mut buffer) {
+            // SAFETY: `recv_from` initialised the first `length` bytes.
+            let bytes: Vec<u8> = buffer[..length]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            // An IPv4 raw socket reads the IP header too; an IPv6 one does not.
+            let tcp = if vip.is_ipv6() {
+                &bytes[..]
+            } else {
+                &bytes[usize::from(bytes[0] & 0x0f) * 4..]
+            };
+            let from_listener =
+                tcp.len() >= 20 && tcp[..4] == [0, 80, (port >> 8) as u8, port as u8];
+            if from_listener && tcp[13] == SYN | ACK {
+                return u32::from_be_bytes(tcp[4..8].try_into().unwrap());
+            }
+        }
+    }
+    panic!("no SYN-ACK from the listener within 5 s");
+}
+
 /// The program's cost per packet, as `BPF_PROG_TEST_RUN` times it, on the frames of a bucket
 /// owned outright, of one not owned and of one draining (its flow table empty, so its TCP
 /// segments look up, or forget, an unknown connection): `cargo test -p herd-dataplane --release --test xdp --

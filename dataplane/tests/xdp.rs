@@ -1330,22 +1330,42 @@ fn syn_ack_cookie(client: IpAddr, port: u16, vip: IpAddr) -> u32 {
 }
 
 /// The program's cost per packet, as `BPF_PROG_TEST_RUN` times it, on the frames of a bucket
-/// owned outright, of one not owned and of one draining (its flow table empty, so its TCP
-/// segments look up, or forget, an unknown connection): `cargo test -p herd-dataplane --release --test xdp --
-/// --ignored --nocapture` (as root). Prints the fastest and the median of 15 timings of
-/// 200000 runs each.
+/// owned outright, of one not owned, of one draining and of one being gained, in a namespace
+/// where the kernel has a socket for the connection from port 40000 and a listener on the VIP
+/// port, but none for the one from port 40002 (so a draining bucket's TCP segments look up a
+/// served connection, or an unknown one, which the listener answers for: no cookie sent
+/// lately): `cargo test -p herd-dataplane --release --test xdp -- --ignored --nocapture`
+/// (as root). Prints the fastest and the median of 15 timings of 200000 runs each.
 #[test]
 #[ignore]
 fn cost_per_packet() {
     needs_root();
-    let rules = FarmRules::from_config(&farm(true, MacMode::Unicast));
+    in_a_namespace_of_its_own(time_each_mode);
+}
+
+fn time_each_mode() {
+    ip(&["link", "set", "lo", "up"]);
     let client = [198, 19, 1, 2];
+    for address in ["198.18.0.100/32", "198.19.1.2/32"] {
+        ip(&["addr", "add", address, "dev", "lo"]);
+    }
+    let vip = SocketAddr::new(IpAddr::from(VIP), 80);
+    let listener = tcp_socket(vip);
+    listener.bind(&vip.into()).expect("binds the listener");
+    listener.listen(8).expect("listens");
+    let _served = connected(SocketAddr::new(IpAddr::from(client), 40000), vip);
+    let rules = FarmRules::from_config(&farm(true, MacMode::Unicast));
     let frames = [
         ("UDP", ip_proto::UDP, craft::udp(40000, 5000, &[0; 22])),
         (
-            "TCP ACK",
+            "TCP ACK, served",
             ip_proto::TCP,
             craft::tcp(40000, 80, ACK, &[0; 10]),
+        ),
+        (
+            "TCP ACK, unknown",
+            ip_proto::TCP,
+            craft::tcp(40002, 80, ACK, &[0; 10]),
         ),
         (
             "TCP SYN",
@@ -1357,6 +1377,7 @@ fn cost_per_packet() {
         ("OWN", BucketMode::OWN),
         ("NONE", BucketMode::NONE),
         ("DRAIN", BucketMode::DRAIN),
+        ("GAIN", BucketMode::GAIN),
     ];
     for (name, mode) in modes {
         let table = ModeTable::new(1, vec![mode; BUCKETS as usize]).unwrap();

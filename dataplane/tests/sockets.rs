@@ -434,3 +434,71 @@ fn the_vip_ports_with_a_listener_are_listed() {
         })
         .unwrap();
 }
+
+/// What one count costs with many sockets: `HERD_SOCKETS_CONNECTIONS` connections (as many as
+/// the open files limit allows when unset) to a VIP, both ends in the namespace, the server's
+/// left in the listener's queue (they hold no file), then timed dumps. Run by hand (`cargo
+/// test --release -p herd-dataplane --test sockets -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement: opens tens of thousands of sockets"]
+fn a_count_of_many_sockets_is_timed() {
+    let mut files = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct passed, which lives across the call.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut files) },
+        0
+    );
+    let connections: usize = std::env::var("HERD_SOCKETS_CONNECTIONS")
+        .map_or(files.rlim_cur.saturating_sub(200) as usize, |count| {
+            count.parse().expect("a number of connections")
+        });
+    let (_bed, netns) = bed("many");
+    netns
+        .write_sysctl("net/ipv4/ip_local_port_range", "1024 65535")
+        .unwrap();
+    netns.write_sysctl("net/core/somaxconn", "65535").unwrap();
+    netns
+        .run(|| {
+            let (rules, modes) = (rules(), half_draining());
+            let vip = SocketAddr::new(VIP4.into(), PORT_BY_CONNECTION);
+            let listener =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            listener.bind(&vip.into()).unwrap();
+            listener.listen(65535).unwrap();
+            let started = Instant::now();
+            let mut expected = 0;
+            let open: Vec<TcpStream> = (0..connections)
+                .map(|_| {
+                    let client = TcpStream::connect(vip).unwrap();
+                    let from = client.local_addr().unwrap();
+                    expected += u64::from(in_draining_bucket(&rules, &modes, from, vip));
+                    client
+                })
+                .collect();
+            let sockets_open = 2 * open.len();
+            println!("opened {connections} connections ({sockets_open} sockets) in {:?}", started.elapsed());
+            let mut sockets = Sockets::open().unwrap();
+            let mut times = Vec::new();
+            for _ in 0..60 {
+                let started = Instant::now();
+                let count = sockets.draining_connections(&rules, &modes).unwrap();
+                times.push(started.elapsed());
+                assert_eq!(count, expected);
+            }
+            times.sort_unstable();
+            let median = times[times.len() / 2];
+            println!(
+                "count of {expected} draining among {sockets_open} sockets: median {median:?} (min {:?}, max {:?}), {:.0} ns a socket",
+                times[0],
+                times[times.len() - 1],
+                median.as_nanos() as f64 / sockets_open as f64
+            );
+            let started = Instant::now();
+            let listed = sockets.listeners(&rules).unwrap();
+            println!("listeners among them: {listed:?} in {:?}", started.elapsed());
+        })
+        .unwrap();
+}

@@ -13,6 +13,7 @@
 
 mod announcer;
 mod control_server;
+mod drain_count;
 mod host_watch;
 mod lock;
 mod metrics;

@@ -15,6 +15,7 @@ mod announcer;
 mod control_server;
 mod drain_count;
 mod host_watch;
+mod listener_watch;
 mod lock;
 mod metrics;
 mod packet_path;

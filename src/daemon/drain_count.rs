@@ -2,19 +2,25 @@
 //! ([`Sockets::draining_connections`]) on a thread of its own: one dump costs about 2 µs a TCP
 //! socket (over half a second for 300,000), which the membership thread, real-time and sending
 //! the heartbeats, must not spend. The thread counts under the modes installed last, at once
-//! and then every [`INTERVAL`] while some bucket drains; the membership thread reads the last
-//! count made under the generation it asks about.
+//! and then again while some bucket drains, every [`MIN_INTERVAL`] or, when the dumps are
+//! long, every [`SPAN`] of a dump's time; the membership thread reads the last count made
+//! under the generation it asks about.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use herd_dataplane::sockets::Sockets;
 use herd_packet::table::ModeTable;
 use herd_packet::FarmRules;
 
-/// How often the connections are counted again while some bucket drains.
-pub const INTERVAL: Duration = Duration::from_secs(1);
+/// How often, at most, the connections are counted again while some bucket drains: the
+/// membership thread asks as often.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The interval between counts, in times the last count's duration, when that is longer: the
+/// thread takes a fifth of a core at most.
+pub const SPAN: u32 = 5;
 
 /// What the counting thread and its users share.
 #[derive(Default)]
@@ -97,8 +103,8 @@ impl Drop for DrainCount {
 }
 
 impl Shared {
-    /// Counts under each new draining table at once and again every [`INTERVAL`], until
-    /// told to stop. A failed count is logged once per table and leaves the previous one (the
+    /// Counts under each new draining table at once and again as the module says, until told
+    /// to stop. A failed count is logged once per table and leaves the previous one (the
     /// drain then ends at `drain_s`).
     fn run(&self, sockets: &mut Sockets, rules: &FarmRules) {
         let mut failed_generation = None;
@@ -112,7 +118,9 @@ impl Shared {
                 return;
             };
             drop(state);
+            let started = Instant::now();
             let result = sockets.draining_connections(rules, &modes);
+            let interval = (started.elapsed() * SPAN).max(MIN_INTERVAL);
             state = self.lock();
             let generation = modes.generation();
             let current = state.modes.as_ref().map(|modes| modes.generation());
@@ -129,7 +137,7 @@ impl Shared {
             }
             state = self
                 .changed
-                .wait_timeout_while(state, INTERVAL, |state| {
+                .wait_timeout_while(state, interval, |state| {
                     !state.stop
                         && state.modes.as_ref().map(|modes| modes.generation()) == Some(generation)
                 })
@@ -166,10 +174,10 @@ mod tests {
     fn a_draining_table_is_counted_by_the_thread() {
         let count = counter();
         count.install(ModeTable::new(7, vec![BucketMode::DRAIN; 4]).unwrap());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(5);
         // No VIP: nothing of this process's namespace counts.
         while count.counted(7).is_none() {
-            assert!(std::time::Instant::now() < deadline, "never counted");
+            assert!(Instant::now() < deadline, "never counted");
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(count.counted(7), Some(0));

@@ -224,53 +224,77 @@ impl Sockets {
                     self.buffer.len()
                 )));
             }
-            let mut rest = &self.buffer[..length];
-            while !rest.is_empty() {
-                let message = NetlinkBuffer::new_checked(rest)
-                    .map_err(|error| malformed(format!("a truncated message: {error}")))?;
-                let payload = message.payload();
-                // Messages in a datagram start on four-byte boundaries.
-                let next = (message.length() as usize)
-                    .next_multiple_of(4)
-                    .min(rest.len());
-                let (sequence, kind) = (message.sequence_number(), message.message_type());
-                rest = &rest[next..];
-                // An answer to an earlier request that was given up on.
-                if sequence != self.sequence {
-                    continue;
+            match read_datagram(&self.buffer[..length], self.sequence, &mut each) {
+                Ok(false) => {}
+                Ok(true) => return Ok(()),
+                Err(Fault::Refused(errno)) => {
+                    return Err(SocketsError::Refused {
+                        family: name,
+                        error: io::Error::from_raw_os_error(errno),
+                    })
                 }
-                match kind {
-                    SOCK_DIAG_BY_FAMILY => each(payload).map_err(&malformed)?,
-                    NLMSG_DONE => {
-                        let code = DoneBuffer::new_checked(payload)
-                            .map_err(|error| malformed(format!("a truncated end: {error}")))?
-                            .code();
-                        return match code {
-                            0 => Ok(()),
-                            code => Err(SocketsError::Refused {
-                                family: name,
-                                error: io::Error::from_raw_os_error(code.saturating_neg()),
-                            }),
-                        };
-                    }
-                    NLMSG_ERROR => {
-                        let code = ErrorBuffer::new_checked(payload)
-                            .map_err(|error| malformed(format!("a truncated error: {error}")))?
-                            .code();
-                        return Err(match code {
-                            Some(code) => SocketsError::Refused {
-                                family: name,
-                                error: io::Error::from_raw_os_error(code.get().saturating_neg()),
-                            },
-                            None => malformed("an acknowledgement instead of a dump".into()),
-                        });
-                    }
-                    NLMSG_NOOP => {}
-                    other => return Err(malformed(format!("a message of type {other}"))),
-                }
+                Err(Fault::Malformed(what)) => return Err(malformed(what)),
             }
         }
     }
+}
+
+/// What is wrong with an answer.
+#[derive(Debug, PartialEq, Eq)]
+enum Fault {
+    /// The kernel refused the request with this error number.
+    Refused(i32),
+    /// The answer is not what a dump sends.
+    Malformed(String),
+}
+
+/// Reads one datagram of the answer to request `sequence`, handing the payload of each
+/// socket's message to `each`; whether the dump ends with it. Messages of other requests
+/// (one given up on) are skipped.
+fn read_datagram(
+    datagram: &[u8],
+    sequence: u32,
+    each: &mut impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<bool, Fault> {
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let message = NetlinkBuffer::new_checked(rest)
+            .map_err(|error| Fault::Malformed(format!("a truncated message: {error}")))?;
+        let payload = message.payload();
+        // Messages in a datagram start on four-byte boundaries.
+        let next = (message.length() as usize)
+            .next_multiple_of(4)
+            .min(rest.len());
+        let (answers, kind) = (message.sequence_number(), message.message_type());
+        rest = &rest[next..];
+        if answers != sequence {
+            continue;
+        }
+        match kind {
+            SOCK_DIAG_BY_FAMILY => each(payload).map_err(Fault::Malformed)?,
+            NLMSG_DONE => {
+                let code = DoneBuffer::new_checked(payload)
+                    .map_err(|error| Fault::Malformed(format!("a truncated end: {error}")))?
+                    .code();
+                return match code {
+                    0 => Ok(true),
+                    code => Err(Fault::Refused(code.saturating_neg())),
+                };
+            }
+            NLMSG_ERROR => {
+                let code = ErrorBuffer::new_checked(payload)
+                    .map_err(|error| Fault::Malformed(format!("a truncated error: {error}")))?
+                    .code();
+                return Err(match code {
+                    Some(code) => Fault::Refused(code.get().saturating_neg()),
+                    None => Fault::Malformed("an acknowledgement instead of a dump".into()),
+                });
+            }
+            NLMSG_NOOP => {}
+            other => return Err(Fault::Malformed(format!("a message of type {other}"))),
+        }
+    }
+    Ok(false)
 }
 
 /// Whether a socket in one of [`draining_states`] holds a drain: any but a half-open one
@@ -370,6 +394,99 @@ mod tests {
             &mut found,
         );
         found.iter().map(ToString::to_string).collect()
+    }
+
+    /// A netlink message of `kind` answering request `sequence`.
+    fn message(kind: u16, sequence: u32, payload: &[u8]) -> Vec<u8> {
+        let mut message = ((16 + payload.len()) as u32).to_ne_bytes().to_vec();
+        message.extend_from_slice(&kind.to_ne_bytes());
+        message.extend_from_slice(&2u16.to_ne_bytes());
+        message.extend_from_slice(&sequence.to_ne_bytes());
+        message.extend_from_slice(&[0; 4]);
+        message.extend_from_slice(payload);
+        message
+    }
+
+    /// An established IPv4 socket's message (`struct inet_diag_msg`, no attributes).
+    fn socket(sequence: u32) -> Vec<u8> {
+        let mut payload = vec![AF_INET, 1, 0, 0];
+        payload.resize(72, 0);
+        message(SOCK_DIAG_BY_FAMILY, sequence, &payload)
+    }
+
+    /// Reads `datagram` as the answer to request 7, parsing each socket as the count does.
+    fn read(datagram: &[u8]) -> (Result<bool, Fault>, usize) {
+        let mut sockets = 0;
+        let result = read_datagram(datagram, 7, &mut |payload| {
+            InetResponseHeader::parse(payload).map_err(|error| error.to_string())?;
+            sockets += 1;
+            Ok(())
+        });
+        (result, sockets)
+    }
+
+    #[test]
+    fn a_dump_is_read_to_its_end_and_a_refusal_named() {
+        let mut datagram = socket(7);
+        datagram.extend(socket(6));
+        datagram.extend(message(NLMSG_NOOP, 7, &[]));
+        datagram.extend(socket(7));
+        assert_eq!(read(&datagram), (Ok(false), 2));
+        datagram.extend(message(NLMSG_DONE, 7, &0i32.to_ne_bytes()));
+        assert_eq!(read(&datagram), (Ok(true), 2));
+        let refused = message(NLMSG_DONE, 7, &(-libc::EINVAL).to_ne_bytes());
+        assert_eq!(read(&refused).0, Err(Fault::Refused(libc::EINVAL)));
+        let mut error = (-libc::EPERM).to_ne_bytes().to_vec();
+        error.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            read(&message(NLMSG_ERROR, 7, &error)).0,
+            Err(Fault::Refused(libc::EPERM))
+        );
+        assert!(
+            matches!(read(&message(99, 7, &[])).0, Err(Fault::Malformed(what)) if what == "a message of type 99")
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbled_answers_are_errors_not_panics() {
+        let mut datagram = socket(7);
+        let whole = datagram.len();
+        datagram.extend(message(NLMSG_DONE, 7, &0i32.to_ne_bytes()));
+        for end in 0..datagram.len() {
+            let (result, _) = read(&datagram[..end]);
+            // Cut between messages, a datagram is whole; anywhere else, not.
+            let between = end == 0 || end == whole;
+            assert_eq!(result.is_err(), !between, "{end} bytes: {result:?}");
+        }
+        // A socket's payload cut short, and length fields that lie.
+        let short = message(SOCK_DIAG_BY_FAMILY, 7, &[AF_INET, 1, 0, 0, 0]);
+        assert!(matches!(read(&short).0, Err(Fault::Malformed(_))));
+        for length in [0u32, 15, 1000] {
+            let mut lying = socket(7);
+            lying[..4].copy_from_slice(&length.to_ne_bytes());
+            assert!(
+                matches!(read(&lying).0, Err(Fault::Malformed(_))),
+                "length {length}"
+            );
+        }
+        // Every byte flipped in turn, and noise.
+        for index in 0..datagram.len() {
+            let mut flipped = datagram.clone();
+            flipped[index] ^= 0xff;
+            let _ = read(&flipped);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let noise: Vec<u8> = (0..(state % 200) as usize)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = read(&noise);
+        }
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct Status {
     pub restarts: Restarts,
     /// Each configured check, in configuration order.
     pub checks: Vec<CheckStatus>,
+    /// The VIP ports of TCP rules without a listening socket in herd's network namespace at
+    /// the last look (in the first minute after the node came up), as `198.18.0.100:80`:
+    /// their connections break at every join, leave or drain.
+    #[serde(default)]
+    pub unseen_listeners: Vec<String>,
     /// The node's membership: the farm view, each node's state and share, the drain, the
     /// dataplane's counts.
     pub membership: Snapshot,

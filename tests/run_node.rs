@@ -644,6 +644,10 @@ stop = "echo stop $HERD_REASON >> {dir}/app.log; rm -f {dir}/healthy"
 
 [admin]
 metrics = "127.0.0.1:9477"
+
+[[rule]]
+protocol = "tcp"
+ports = ["8080"]
 "#
         )
     });
@@ -669,6 +673,17 @@ metrics = "127.0.0.1:9477"
     assert!(metrics.contains("herd_owned_buckets 64\n"), "{metrics}");
     assert!(
         metrics.contains("herd_check_healthy{check=\"app\",kind=\"command\"} 1\n"),
+        "{metrics}"
+    );
+    // Nothing listens on the TCP rule's port: as if the application ran in a container.
+    wait(0, "no listening socket in herd's network namespace");
+    assert_eq!(
+        herd.status().unwrap()["unseen_listeners"],
+        serde_json::json!([format!("{VIP}:8080")])
+    );
+    let (_, metrics) = get(topology.node(), "/metrics");
+    assert!(
+        metrics.contains("herd_vip_ports_without_listener 1\n"),
         "{metrics}"
     );
 

@@ -2,10 +2,12 @@
 //! `herd_packet::classify`'s verdict in the kernel or redirect VIP traffic to AF_XDP sockets, and
 //! the AF_XDP workers ([`afxdp`]) with their way back to the stack ([`handoff`]); the egress
 //! guard ([`egress`]), which keeps the kernel from mapping a VIP to the node's MAC; the pins
-//! that keep both attached past a killed herd ([`pin`]).
+//! that keep both attached past a killed herd ([`pin`]); the node's TCP sockets as its kernel
+//! lists them ([`sockets`]), which say when a drain is over.
 
 pub mod afxdp;
 pub mod egress;
 pub mod handoff;
 pub mod pin;
+pub mod sockets;
 pub mod xdp;

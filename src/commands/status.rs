@@ -92,6 +92,12 @@ fn render(status: &Status) -> String {
         });
         line(format!("  draining: {} views, {left}", drain.views));
     }
+    if !status.unseen_listeners.is_empty() {
+        line(format!(
+            "  listeners: none in herd's network namespace for {}: a join, a leave or a drain breaks their connections (run herd in the application's network namespace)",
+            status.unseen_listeners.join(", ")
+        ));
+    }
     let restarts = &status.restarts;
     line(format!(
         "  restarts: {} of {} allowed within {} s ({} since herd started)",

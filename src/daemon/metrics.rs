@@ -291,6 +291,16 @@ pub fn render(status: &Status) -> String {
     );
     family(
         &mut out,
+        "herd_vip_ports_without_listener",
+        "gauge",
+        "VIP ports of TCP rules (one per VIP and rule) without a listening socket in herd's \
+         network namespace at the last look, in the first minute after the node came up: an \
+         application in another namespace, whose connections break at every join, leave or \
+         drain.",
+        vec![Sample::new(&[], status.unseen_listeners.len())],
+    );
+    family(
+        &mut out,
         "herd_check_healthy",
         "gauge",
         "1 when the check is healthy, 0 when it failed or has not risen yet.",
@@ -826,6 +836,7 @@ mod tests {
                     failures: 0,
                 },
             ],
+            unseen_listeners: vec!["198.18.0.100:80".into()],
             membership: Snapshot {
                 state: State::Up,
                 incarnation: 3,
@@ -925,6 +936,7 @@ mod tests {
             r#"herd_datagrams_refused_total{reason="replayed"} 0"#,
             "herd_draining_views 0",
             "herd_drain_connections 0",
+            "herd_vip_ports_without_listener 1",
             r#"herd_check_healthy{check="web",kind="http"} 1"#,
             r#"herd_check_healthy{check="gateway",kind="ping"} 0"#,
             r#"herd_check_health{check="web",health="unknown"} 0"#,

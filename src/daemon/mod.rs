@@ -13,7 +13,9 @@
 
 mod announcer;
 mod control_server;
+mod drain_count;
 mod host_watch;
+mod listener_watch;
 mod lock;
 mod metrics;
 mod packet_path;

@@ -14,16 +14,25 @@ use core_affinity::CoreId;
 use herd_config::{DataplaneMode, FarmConfig};
 use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
 use herd_dataplane::handoff::Port;
+use herd_dataplane::sockets::Sockets;
 use herd_dataplane::xdp::XdpProgram;
 use herd_membership::driver::{Dataplane, DataplaneError};
 use herd_packet::counts::Traffic;
-use herd_packet::table::{self, ModeTable, SharedTable};
+use herd_packet::table::{self, BucketMode, ModeTable, SharedTable};
 use herd_packet::{FarmRules, FarmTable};
 
+use super::drain_count::DrainCount;
 use crate::host::Host;
 
+/// The packet path of one mode, and the count of its connections that still drain.
+pub struct PacketPath {
+    mode: Mode,
+    /// Counts the draining connections from the kernel's sockets of herd's namespace.
+    drain_count: DrainCount,
+}
+
 /// The packet path of one mode.
-pub enum PacketPath {
+enum Mode {
     /// The in-kernel mode: the verdict and the flow table in the XDP program.
     InKernel {
         /// The classifier.
@@ -56,7 +65,67 @@ impl PacketPath {
         ttl: Duration,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let rules = FarmRules::from_config(config);
+        let rules = Arc::new(FarmRules::from_config(config));
+        // Opened here, in the interface's network namespace (herd's), whose sockets count.
+        let sockets = Sockets::open()?;
+        let drain_count = DrainCount::start(sockets, Arc::clone(&rules))
+            .context("cannot start the thread that counts the draining connections")?;
+        let mode = Mode::load(config, config_path, host, ttl, stop, rules)?;
+        Ok(Self { mode, drain_count })
+    }
+
+    /// The mode's name, as the configuration and `herd status` write it.
+    pub fn mode(&self) -> &'static str {
+        match self.mode {
+            Mode::InKernel { .. } => "xdp",
+            Mode::Workers { .. } => "afxdp",
+        }
+    }
+
+    /// The XDP program the mode attaches.
+    pub fn program(&mut self) -> &mut XdpProgram {
+        match &mut self.mode {
+            Mode::InKernel { program } => program,
+            Mode::Workers { redirect, .. } => redirect,
+        }
+    }
+
+    /// Stops counting, waits for the workers, if any, to stop (their stop flag raised), and
+    /// logs what they did.
+    pub fn join(self) {
+        drop(self.drain_count);
+        let Mode::Workers { workers, .. } = self.mode else {
+            return;
+        };
+        for worker in workers {
+            let queue = worker.queue();
+            let Finished { totals, batches } = worker.join();
+            tracing::info!(
+                queue,
+                received = totals.received,
+                accepted = totals.accepted,
+                dropped = totals.dropped,
+                handed_off = totals.handed_off,
+                errors = totals.errors,
+                batches = batches.len(),
+                batch_p50_ns = batches.value_at_quantile(0.5),
+                batch_p99_ns = batches.value_at_quantile(0.99),
+                "worker stopped"
+            );
+        }
+    }
+}
+
+impl Mode {
+    /// Loads the mode `config` asks for, as [`PacketPath::load`] says.
+    fn load(
+        config: &FarmConfig,
+        config_path: &Path,
+        host: &mut Host,
+        ttl: Duration,
+        stop: Arc<AtomicBool>,
+        rules: Arc<FarmRules>,
+    ) -> anyhow::Result<Self> {
         let nothing = ModeTable::none(config.farm.buckets as usize)
             .expect("a configuration's bucket count is a valid table size");
         match config.dataplane.mode {
@@ -101,7 +170,6 @@ impl PacketPath {
                 let ports = Port::tap(&stack, sockets.len())?;
                 host.prepare_stack_device(&stack)?;
                 tracing::info!(device = %stack, queues, "created the TAP device that takes accepted frames to the stack");
-                let rules = Arc::new(rules);
                 let table = Arc::new(SharedTable::new(FarmTable::new(
                     Arc::clone(&rules),
                     nothing,
@@ -128,45 +196,6 @@ impl PacketPath {
             }
         }
     }
-
-    /// The mode's name, as the configuration and `herd status` write it.
-    pub fn mode(&self) -> &'static str {
-        match self {
-            Self::InKernel { .. } => "xdp",
-            Self::Workers { .. } => "afxdp",
-        }
-    }
-
-    /// The XDP program the mode attaches.
-    pub fn program(&mut self) -> &mut XdpProgram {
-        match self {
-            Self::InKernel { program } => program,
-            Self::Workers { redirect, .. } => redirect,
-        }
-    }
-
-    /// Waits for the workers, if any, to stop (their stop flag raised), and logs what they did.
-    pub fn join(self) {
-        let Self::Workers { workers, .. } = self else {
-            return;
-        };
-        for worker in workers {
-            let queue = worker.queue();
-            let Finished { totals, batches } = worker.join();
-            tracing::info!(
-                queue,
-                received = totals.received,
-                accepted = totals.accepted,
-                dropped = totals.dropped,
-                handed_off = totals.handed_off,
-                errors = totals.errors,
-                batches = batches.len(),
-                batch_p50_ns = batches.value_at_quantile(0.5),
-                batch_p99_ns = batches.value_at_quantile(0.99),
-                "worker stopped"
-            );
-        }
-    }
 }
 
 impl Dataplane for &mut PacketPath {
@@ -176,44 +205,45 @@ impl Dataplane for &mut PacketPath {
         modes: &[table::BucketMode],
     ) -> Result<(), DataplaneError> {
         let modes = ModeTable::new(generation, modes.to_vec())?;
-        match self {
-            PacketPath::InKernel { program } => Ok(program.install(&modes)?),
-            PacketPath::Workers { table, rules, .. } => {
-                table.publish(FarmTable::new(Arc::clone(rules), modes));
-                Ok(())
+        match &mut self.mode {
+            Mode::InKernel { program } => program.install(&modes)?,
+            Mode::Workers {
+                table,
+                rules,
+                redirect,
+                ..
+            } => {
+                // The redirect program asks the kernel while some bucket keeps known
+                // connections: from before the workers read such a table to after they stop.
+                let lookups = modes.modes().iter().any(|m| m.contains(BucketMode::KNOWN));
+                if lookups {
+                    redirect.set_lookups(true)?;
+                }
+                table.publish(FarmTable::new(Arc::clone(rules), modes.clone()));
+                if !lookups {
+                    redirect.set_lookups(false)?;
+                }
             }
         }
+        self.drain_count.install(modes);
+        Ok(())
     }
 
     fn keep_alive(&mut self, ttl: Duration) -> Result<(), DataplaneError> {
         Ok(self.program().keep_alive(ttl)?)
     }
 
+    /// Counted from the kernel's sockets under the modes installed last, whichever the mode.
     fn draining_flows(&mut self, generation: u64) -> Result<Option<u64>, DataplaneError> {
-        match self {
-            // The program's count is made against the table installed last, this generation's.
-            PacketPath::InKernel { program } => Ok(Some(program.draining_flows()? as u64)),
-            PacketPath::Workers { workers, .. } => {
-                let mut total = 0;
-                for worker in workers.iter() {
-                    match worker.counters().drained() {
-                        Some(drained) if drained.generation == generation => {
-                            total += drained.flows as u64
-                        }
-                        _ => return Ok(None),
-                    }
-                }
-                Ok(Some(total))
-            }
-        }
+        Ok(self.drain_count.counted(generation))
     }
 
     fn traffic(&mut self) -> Result<Traffic, DataplaneError> {
-        match self {
-            PacketPath::InKernel { program } => Ok(program.traffic()?),
+        match &mut self.mode {
+            Mode::InKernel { program } => Ok(program.traffic()?),
             // The workers count what they take; the redirect program what it passes or drops
             // before them.
-            PacketPath::Workers {
+            Mode::Workers {
                 redirect, workers, ..
             } => {
                 let kernel = redirect.traffic()?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::Scope;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use crossbeam_channel::{select, Receiver, Sender};
 use herd_checkers::check::{self, Host, Prepared};
 use herd_checkers::health::{Health, Tracker};
@@ -19,6 +19,7 @@ use herd_config::FarmConfig;
 use herd_membership::driver::{Command, Handle, Notice};
 
 use super::host_watch::{self, HostWatch};
+use super::listener_watch::{self, ListenerWatch};
 use super::shutdown::Shutdown;
 use super::signals::Stop;
 use crate::control::{Incoming, Reply, Request};
@@ -109,6 +110,8 @@ pub struct Supervisor {
     /// A signal asked the node to stop.
     stopping: bool,
     started: Instant,
+    /// The look for the application's listeners after the node comes up.
+    listeners: ListenerWatch,
 }
 
 impl Supervisor {
@@ -157,6 +160,8 @@ impl Supervisor {
             &identity.farm,
             &config.farm.vips,
         );
+        let listeners = ListenerWatch::new(config)
+            .context("cannot open a socket to look for the application's listeners")?;
         let now = Instant::now();
         Ok(Self {
             identity,
@@ -168,6 +173,7 @@ impl Supervisor {
             reason: Some("starting".into()),
             stopping: false,
             started: now,
+            listeners,
         })
     }
 
@@ -199,6 +205,7 @@ impl Supervisor {
                 spawn_check(scope, index, name, probe, probed_tx.clone(), shutdown)?;
             }
         }
+        let looks = crossbeam_channel::tick(listener_watch::INTERVAL);
         self.lifecycle.start();
         loop {
             self.act(membership, &ended_tx)?;
@@ -233,6 +240,12 @@ impl Supervisor {
                         if self.signalled(stop) {
                             return Ok(Ending::Forced);
                         }
+                    }
+                }
+                recv(looks) -> _ => {
+                    let up_for = self.state_since.elapsed();
+                    if self.lifecycle.state() == NodeState::Up && up_for <= listener_watch::WINDOW {
+                        self.listeners.look();
                     }
                 }
             }
@@ -453,6 +466,7 @@ impl Supervisor {
                 total: self.restarts,
             },
             checks,
+            unseen_listeners: self.listeners.unseen().to_vec(),
             membership: (**membership.snapshot.load()).clone(),
         }
     }

@@ -7,7 +7,9 @@
 //   client from the `clients4`/`clients6` maps (a per-CPU sequence number picks which, so the
 //   receiver sees every flow in turn), stamps the send time into the payload and returns
 //   XDP_TX, which live-frames mode turns into a transmission out of the sender's veth, that is
-//   into the receiver.
+//   into the receiver. A TCP template is a SYN of the SYN flood: it gets the client's address
+//   but a random source port and sequence number, so that every SYN opens a new connection,
+//   as a flood from spoofed sources does, and no send time.
 // - `perf_drop`, the baseline: counts the frame and drops it, the least any XDP filter does.
 // - `perf_drop_read`, the same after reading a byte of the addresses: the least any
 //   filter that looks at a header does, since the first read of a frame the generator wrote
@@ -17,7 +19,8 @@
 //   receives frames sent by XDP when its peer has an XDP program or GRO on).
 //
 // The templates are built by herd-perf (src/mix.rs): Ethernet, IPv4 without options or IPv6
-// without extension headers, UDP, and a payload that starts with the 8-byte send time.
+// without extension headers, then UDP and a payload that starts with the 8-byte send time, or
+// a TCP SYN (its header, options included, and no payload).
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -28,6 +31,11 @@
 #define IPV4_LEN 20
 #define IPV6_LEN 40
 #define UDP_LEN 8
+#define TCP_LEN 20
+#define PROTO_TCP 6
+// The SYN flood's source ports: the unprivileged range, 1024 to 65535.
+#define FIRST_PORT 1024
+#define PORTS (65536 - FIRST_PORT)
 #define STAMP_LEN 8
 
 // A client of each family: its address, then its UDP port in network order, then padding, as
@@ -128,6 +136,43 @@ static __always_inline __u32 rewrite(__u8 *to, const __u8 *from, int n, __u32 su
 	return sum;
 }
 
+// Adds the change of `n` bytes (a multiple of 2) from `old` to `new` to `sum`, writing nothing:
+// for a checksum that covers bytes another checksum also covers.
+static __always_inline __u32 add_change(__u32 sum, const __u8 *old, const __u8 *new, int n)
+{
+#pragma unroll
+	for (int i = 0; i < n; i += 2)
+		sum = csum_replace(sum, load16(old + i), load16(new + i));
+	return sum;
+}
+
+// A SYN's random source port and sequence number, in network order, as the TCP header holds
+// them.
+struct syn_fields {
+	__u8 port[2];
+	__u8 seq[4];
+};
+
+static __always_inline void random_syn_fields(struct syn_fields *f)
+{
+	__u16 port = FIRST_PORT + bpf_get_prandom_u32() % PORTS;
+	__u32 seq = bpf_get_prandom_u32();
+	f->port[0] = port >> 8;
+	f->port[1] = port;
+	__builtin_memcpy(f->seq, &seq, 4);
+}
+
+// Gives the SYN at `tcp` its random port and sequence number; `sum` already holds the change of
+// the addresses its checksum covers.
+static __always_inline void rewrite_syn(__u8 *tcp, __u32 sum)
+{
+	struct syn_fields f;
+	random_syn_fields(&f);
+	sum = rewrite(tcp, f.port, 2, sum);
+	sum = rewrite(tcp + 4, f.seq, 4, sum);
+	store16(tcp + 16, ~csum_fold(sum));
+}
+
 static __always_inline __u64 next_sequence(void)
 {
 	__u32 zero = 0;
@@ -143,6 +188,46 @@ static __always_inline __u32 clients(__u32 family)
 	return count ? *count : 0;
 }
 
+// An IPv4 SYN: the client's address into the source; the header and TCP checksums follow.
+static __always_inline int generate_syn_v4(__u8 *ip, const void *end)
+{
+	__u8 *tcp = ip + IPV4_LEN;
+	if ((void *)(tcp + TCP_LEN) > end)
+		return XDP_DROP;
+	__u32 n = clients(0);
+	if (!n)
+		return XDP_DROP;
+	__u32 index = next_sequence() % n;
+	const struct client4 *c = bpf_map_lookup_elem(&clients4, &index);
+	if (!c)
+		return XDP_DROP;
+	__u32 tcp_sum = add_change((__u16)~load16(tcp + 16), ip + 12, c->addr, 4);
+	__u32 sum = (__u16)~load16(ip + 10);
+	sum = rewrite(ip + 12, c->addr, 4, sum);
+	store16(ip + 10, ~csum_fold(sum));
+	rewrite_syn(tcp, tcp_sum);
+	return XDP_TX;
+}
+
+// IPv6: the same, the address covered by the TCP checksum alone.
+static __always_inline int generate_syn_v6(__u8 *ip, const void *end)
+{
+	__u8 *tcp = ip + IPV6_LEN;
+	if ((void *)(tcp + TCP_LEN) > end)
+		return XDP_DROP;
+	__u32 n = clients(1);
+	if (!n)
+		return XDP_DROP;
+	__u32 index = next_sequence() % n;
+	const struct client6 *c = bpf_map_lookup_elem(&clients6, &index);
+	if (!c)
+		return XDP_DROP;
+	__u32 sum = (__u16)~load16(tcp + 16);
+	sum = rewrite(ip + 8, c->addr, 16, sum);
+	rewrite_syn(tcp, sum);
+	return XDP_TX;
+}
+
 // IPv4: the client's address into the source (the header checksum follows), its port into the
 // UDP source port and the send time into the payload. The UDP checksum stays 0 ("none"), which
 // IPv4 allows.
@@ -150,6 +235,10 @@ static __always_inline int generate_v4(__u8 *data, const void *end)
 {
 	__u8 *ip = data + ETH_LEN;
 	__u8 *udp = ip + IPV4_LEN;
+	if ((void *)(ip + IPV4_LEN) > end)
+		return XDP_DROP;
+	if (ip[9] == PROTO_TCP)
+		return generate_syn_v4(ip, end);
 	if ((void *)(udp + UDP_LEN + STAMP_LEN) > end)
 		return XDP_DROP;
 	__u32 n = clients(0);
@@ -173,6 +262,10 @@ static __always_inline int generate_v6(__u8 *data, const void *end)
 {
 	__u8 *ip = data + ETH_LEN;
 	__u8 *udp = ip + IPV6_LEN;
+	if ((void *)(ip + IPV6_LEN) > end)
+		return XDP_DROP;
+	if (ip[6] == PROTO_TCP)
+		return generate_syn_v6(ip, end);
 	if ((void *)(udp + UDP_LEN + STAMP_LEN) > end)
 		return XDP_DROP;
 	__u32 n = clients(1);

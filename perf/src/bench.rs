@@ -1,8 +1,9 @@
 //! The measurements: for each contender and traffic, the contender set up on the receiver,
 //! the generator sending, a warm-up, then a window over which the contender's counters, the
-//! CPU time of the receiver's threads and the latency of accepted packets are taken.
+//! CPU time of the receiver's threads and the latency of accepted packets (or, under a SYN
+//! flood, the receiver's TCP counters) are taken.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, ScopedJoinHandle};
@@ -13,11 +14,13 @@ use hdrhistogram::Histogram;
 use herd_testbed::address::{VIP4, VIP6};
 
 use crate::contender::{Contender, Counts, Kind, Receiver};
-use crate::farm::{BenchFarm, PORT};
+use crate::farm::{BenchFarm, PORT, SYN_PORT};
 use crate::generator::{self, Generator};
 use crate::latency::{self, Listen};
 use crate::mix::{self, Clients, MixSpec, Template, Traffic};
+use crate::runtime::{Runs, Timing};
 use crate::sched;
+use crate::stack::{self, StackCounts};
 use crate::topology::Topology;
 
 /// Sending before the window opens: the receiver's rings and caches reach a steady state.
@@ -64,6 +67,10 @@ pub struct Measurement {
     pub expected_share: f64,
     /// The latencies of accepted packets read by the latency sockets (ns), if any was read.
     pub latency: Option<Histogram<u64>>,
+    /// Under a SYN flood, what the receiver's TCP stack counted in the window.
+    pub stack: Option<StackCounts>,
+    /// Under a SYN flood, the kernel's timing of herd's eBPF program over the window.
+    pub program_runs: Option<Runs>,
 }
 
 /// The clients and templates of one traffic.
@@ -88,34 +95,61 @@ impl Prepared {
             clients,
         })
     }
+
+    /// A SYN flood with `owned_share` of its SYNs in node 0's buckets. Only herd is measured on
+    /// it, so only herd's view of the owner matters.
+    fn syn_flood(spec: &MixSpec, owned_share: f64, farm: &BenchFarm) -> anyhow::Result<Self> {
+        let keeps = |addr: IpAddr, _port| Some(farm.herd_keeps_syn(addr));
+        let clients = Clients::choose(spec, owned_share, keeps)?;
+        Ok(Self {
+            templates: mix::syn_templates(spec.ipv6_share, &clients),
+            owned_share: clients.owned_share(spec.ipv6_share),
+            clients,
+        })
+    }
 }
 
-/// The two traffics every contender may be measured on.
+/// The traffics of one run; each contender is measured on those of its traffics that are
+/// here.
 pub struct Traffics {
-    mix: Prepared,
-    drop_path: Prepared,
+    prepared: Vec<(Traffic, Prepared)>,
 }
 
 impl Traffics {
-    /// Chooses the clients of the mix `spec` describes, and of the same mix with nothing
+    /// The dataplane comparison's: the mix `spec` describes, and the same mix with nothing
     /// owned.
     pub fn new(spec: &MixSpec, farm: &BenchFarm) -> anyhow::Result<Self> {
         Ok(Self {
-            mix: Prepared::new(spec, spec.owned_share, farm)?,
-            drop_path: Prepared::new(spec, 0.0, farm)?,
+            prepared: vec![
+                (Traffic::Mix, Prepared::new(spec, spec.owned_share, farm)?),
+                (Traffic::DropPath, Prepared::new(spec, 0.0, farm)?),
+            ],
         })
     }
 
-    /// The share of the mix's packets node 0 owns, after rounding to whole clients.
-    pub fn owned_share(&self) -> f64 {
-        self.mix.owned_share
+    /// The SYN flood's: every SYN owned by node 0, and `spec.owned_share` of them owned.
+    pub fn syn_flood(spec: &MixSpec, farm: &BenchFarm) -> anyhow::Result<Self> {
+        Ok(Self {
+            prepared: vec![
+                (Traffic::OwnedSyns, Prepared::syn_flood(spec, 1.0, farm)?),
+                (
+                    Traffic::MixedSyns,
+                    Prepared::syn_flood(spec, spec.owned_share, farm)?,
+                ),
+            ],
+        })
     }
 
-    fn get(&self, traffic: Traffic) -> &Prepared {
-        match traffic {
-            Traffic::Mix => &self.mix,
-            Traffic::DropPath => &self.drop_path,
-        }
+    /// The share of `traffic`'s packets node 0 owns, after rounding to whole clients.
+    pub fn owned_share(&self, traffic: Traffic) -> Option<f64> {
+        self.get(traffic).map(|p| p.owned_share)
+    }
+
+    fn get(&self, traffic: Traffic) -> Option<&Prepared> {
+        self.prepared
+            .iter()
+            .find(|(t, _)| *t == traffic)
+            .map(|(_, p)| p)
     }
 }
 
@@ -136,6 +170,8 @@ struct Window {
     counts: Counts,
     receiver_cpu: Duration,
     latency: Option<Histogram<u64>>,
+    stack: Option<StackCounts>,
+    program_runs: Option<Runs>,
 }
 
 /// How a wait ended.
@@ -153,6 +189,8 @@ struct Snapshot {
     counts: Counts,
     receiver_cpu: Duration,
     sent: u64,
+    stack: Option<StackCounts>,
+    program_runs: Option<Runs>,
 }
 
 /// Sets a flag when dropped, so that the threads of a window stop whatever path leaves it.
@@ -188,6 +226,9 @@ impl<'a> Bench<'a> {
         let mut measurements = Vec::new();
         for kind in self.settings.contenders.clone() {
             for &traffic in kind.traffics() {
+                if self.traffics.get(traffic).is_none() {
+                    continue;
+                }
                 tracing::info!("measuring {} on the {}", kind.label(), traffic.label());
                 let measurement = self
                     .measure(kind, traffic)
@@ -200,7 +241,10 @@ impl<'a> Bench<'a> {
     }
 
     fn measure(&mut self, kind: Kind, traffic: Traffic) -> anyhow::Result<Measurement> {
-        let prepared = self.traffics.get(traffic);
+        let prepared = self
+            .traffics
+            .get(traffic)
+            .context("the traffic was not prepared")?;
         self.generator
             .prepare(&prepared.clients, prepared.templates.clone())?;
         let expected_share = if kind.keeps_owned() {
@@ -208,8 +252,18 @@ impl<'a> Bench<'a> {
         } else {
             0.0
         };
-        let listen = if expected_share > 0.0 {
-            listen_addrs(&prepared.clients)
+        let syn_flood = traffic.is_syn_flood();
+        let listen = if expected_share > 0.0 && !syn_flood {
+            listen_addrs(&prepared.clients, PORT)
+        } else {
+            Vec::new()
+        };
+        // Kept open over the window: the flood's SYNs are answered by these.
+        let _listeners = if syn_flood {
+            stack::listen(
+                &self.topology.receiver,
+                &listen_addrs(&prepared.clients, SYN_PORT),
+            )?
         } else {
             Vec::new()
         };
@@ -223,7 +277,7 @@ impl<'a> Bench<'a> {
         };
         let measured = contender
             .setup(&receiver)
-            .and_then(|()| self.window(&*contender, &listen));
+            .and_then(|()| self.window(&*contender, &listen, syn_flood));
         let torn_down = contender.teardown();
         let window = measured?;
         torn_down.context("cannot take the contender off the receiver")?;
@@ -236,11 +290,20 @@ impl<'a> Bench<'a> {
             receiver_cpu: window.receiver_cpu,
             expected_share,
             latency: window.latency,
+            stack: window.stack,
+            program_runs: window.program_runs,
         })
     }
 
-    /// One window with the generator sending and, on `listen`, latency readers.
-    fn window(&self, contender: &dyn Contender, listen: &[SocketAddr]) -> anyhow::Result<Window> {
+    /// One window with the generator sending and, on `listen`, latency readers; with the
+    /// receiver's TCP counters and the kernel's timing of herd's program read at each end
+    /// when `count_stack`.
+    fn window(
+        &self,
+        contender: &dyn Contender,
+        listen: &[SocketAddr],
+        count_stack: bool,
+    ) -> anyhow::Result<Window> {
         let settings = self.settings;
         let topology = self.topology;
         let generator = &self.generator;
@@ -251,6 +314,8 @@ impl<'a> Bench<'a> {
                 topology.receiver_if
             );
         }
+        let program = contender.program_id().filter(|_| count_stack);
+        let _timing = program.map(|_| Timing::start()).transpose()?;
         let done = AtomicBool::new(false);
         let recording = AtomicBool::new(false);
         thread::scope(|scope| {
@@ -298,11 +363,18 @@ impl<'a> Bench<'a> {
                 for &tid in &receiver_threads {
                     receiver_cpu += sched::runtime(tid)?;
                 }
+                let stack = if count_stack {
+                    Some(StackCounts::read(&topology.receiver)?)
+                } else {
+                    None
+                };
                 Ok(Snapshot {
                     at,
                     counts,
                     receiver_cpu,
                     sent: generator.sent()?,
+                    stack,
+                    program_runs: program.map(Runs::of).transpose()?,
                 })
             };
             if pause(WARM_UP, self.interrupted, &sender)? == Waited::GeneratorStopped {
@@ -330,19 +402,24 @@ impl<'a> Bench<'a> {
                 counts: after.counts.since(&before.counts),
                 receiver_cpu: after.receiver_cpu.saturating_sub(before.receiver_cpu),
                 latency: latency.filter(|h| !h.is_empty()),
+                stack: after.stack.zip(before.stack).map(|(a, b)| a.since(&b)),
+                program_runs: after
+                    .program_runs
+                    .zip(before.program_runs)
+                    .map(|(a, b)| a.since(&b)),
             })
         })
     }
 }
 
-/// The latency sockets for a traffic: the VIP of each family that sends.
-fn listen_addrs(clients: &Clients) -> Vec<SocketAddr> {
+/// The sockets a traffic reaches: `port` on the VIP of each family that sends.
+fn listen_addrs(clients: &Clients, port: u16) -> Vec<SocketAddr> {
     let mut addrs = Vec::new();
     if !clients.v4.is_empty() {
-        addrs.push(SocketAddr::new(VIP4.into(), PORT));
+        addrs.push(SocketAddr::new(VIP4.into(), port));
     }
     if !clients.v6.is_empty() {
-        addrs.push(SocketAddr::new(VIP6.into(), PORT));
+        addrs.push(SocketAddr::new(VIP6.into(), port));
     }
     addrs
 }

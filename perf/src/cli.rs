@@ -1,5 +1,5 @@
-//! The command line: the dataplane comparison (the default, or `herd-perf dataplane`) and
-//! `herd-perf failover`.
+//! The command line: the dataplane comparison (the default, or `herd-perf dataplane`),
+//! `herd-perf syn-flood` and `herd-perf failover`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +30,11 @@ pub enum Command {
     /// herd's two dataplane modes against a bare XDP_DROP program and an nftables `jhash`
     /// rule, on the same generated traffic (what herd-perf runs without a subcommand).
     Dataplane(Args),
+    /// herd's two dataplane modes under a flood of TCP SYNs from spoofed clients with random
+    /// source ports: the SYNs received, the SYNs of owned buckets absorbed (accepted and handed
+    /// to the stack, whose listeners answer them), what the stack did with them, and the CPU
+    /// per SYN on the receiver's core; once with every SYN owned, once with a share owned.
+    SynFlood(SynFloodArgs),
     /// A 3-node farm of `herd run` processes in network namespaces, with default membership
     /// settings: the failover time after `kill -9` (p50/p99/max over --runs runs, each on a
     /// fresh farm, the victim rotating over the nodes), the connections broken by a planned
@@ -44,7 +49,7 @@ impl Cli {
         match &self.command {
             None => Some(&self.dataplane),
             Some(Command::Dataplane(args)) => Some(args),
-            Some(Command::Failover(_)) => None,
+            Some(Command::Failover(_) | Command::SynFlood(_)) => None,
         }
     }
 }
@@ -191,26 +196,7 @@ pub struct Args {
 impl Args {
     /// The settings of the run, once the cores are checked against this machine.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let cores: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|core| core.id)
-            .collect();
-        for (what, core) in [
-            ("--generator-core", self.generator_core),
-            ("--receiver-core", self.receiver_core),
-        ] {
-            if !cores.contains(&core) {
-                bail!("{what} {core}: this process may run on cores {cores:?} only");
-            }
-        }
-        if self.generator_core == self.receiver_core {
-            bail!(
-                "--generator-core and --receiver-core are both {}: the receiver's cost is only \
-                 seen on a core of its own",
-                self.generator_core
-            );
-        }
+        check_cores(self.generator_core, self.receiver_core)?;
         Ok(Settings {
             window: Duration::from_secs_f64(self.seconds),
             spec: MixSpec {
@@ -227,6 +213,106 @@ impl Args {
             receiver_core: self.receiver_core,
         })
     }
+}
+
+/// The SYN flood's options.
+#[derive(Debug, clap::Args)]
+pub struct SynFloodArgs {
+    /// Seconds each row is measured for, after a 0.5 s warm-up (0.1 to 600).
+    #[arg(long, default_value_t = 3.0, value_parser = seconds)]
+    pub seconds: f64,
+
+    /// Spoofed client addresses the SYNs come from, IPv4 and IPv6 together; each SYN has a
+    /// random source port, so every SYN opens a connection of its own.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub flows: u32,
+
+    /// Share of the SYNs that are IPv6, 0 to 1.
+    #[arg(long, default_value = "0.25", value_parser = share)]
+    pub ipv6_share: f64,
+
+    /// Share of the mixed flood's SYNs whose client this node (node 0 of 3) owns, 0 to 1 or a
+    /// fraction such as 1/3; the other flood is all owned.
+    #[arg(long, default_value = "1/3", value_parser = share)]
+    pub owned_share: f64,
+
+    /// Prints the results as JSON instead of markdown.
+    #[arg(long)]
+    pub json: bool,
+
+    /// herd's modes to measure, comma-separated (xdp, afxdp); both when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Kind>,
+
+    /// The core the generator is pinned to.
+    #[arg(long, default_value_t = 0)]
+    pub generator_core: usize,
+
+    /// The core the receiver's veth NAPI thread and herd's AF_XDP worker are pinned to; must
+    /// differ from the generator's.
+    #[arg(long, default_value_t = 1)]
+    pub receiver_core: usize,
+}
+
+/// herd's modes, the contenders of the SYN flood.
+const SYN_FLOOD_CONTENDERS: [Kind; 2] = [Kind::Xdp, Kind::Afxdp];
+
+impl SynFloodArgs {
+    /// The settings of the run, once the cores and contenders are checked.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        if let Some(other) = self
+            .only
+            .iter()
+            .find(|kind| !SYN_FLOOD_CONTENDERS.contains(kind))
+        {
+            bail!(
+                "--only {}: the SYN flood measures herd's modes only (xdp, afxdp)",
+                other
+                    .to_possible_value()
+                    .map_or("?".into(), |v| v.get_name().to_owned())
+            );
+        }
+        check_cores(self.generator_core, self.receiver_core)?;
+        Ok(Settings {
+            window: Duration::from_secs_f64(self.seconds),
+            spec: MixSpec {
+                flows: self.flows,
+                ipv6_share: self.ipv6_share,
+                sizes: Vec::new(),
+                owned_share: self.owned_share,
+            },
+            contenders: SYN_FLOOD_CONTENDERS
+                .into_iter()
+                .filter(|kind| self.only.is_empty() || self.only.contains(kind))
+                .collect(),
+            generator_core: self.generator_core,
+            receiver_core: self.receiver_core,
+        })
+    }
+}
+
+/// Fails unless both cores are this process's to run on, and differ.
+fn check_cores(generator_core: usize, receiver_core: usize) -> anyhow::Result<()> {
+    let cores: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|core| core.id)
+        .collect();
+    for (what, core) in [
+        ("--generator-core", generator_core),
+        ("--receiver-core", receiver_core),
+    ] {
+        if !cores.contains(&core) {
+            bail!("{what} {core}: this process may run on cores {cores:?} only");
+        }
+    }
+    if generator_core == receiver_core {
+        bail!(
+            "--generator-core and --receiver-core are both {generator_core}: the receiver's \
+             cost is only seen on a core of its own"
+        );
+    }
+    Ok(())
 }
 
 /// A share: a number from 0 to 1, or a fraction `a/b`.
@@ -291,7 +377,7 @@ mod tests {
         match cli.command {
             None => Ok(cli.dataplane),
             Some(Command::Dataplane(args)) => Ok(args),
-            Some(Command::Failover(_)) => panic!("not a dataplane command line"),
+            Some(_) => panic!("not a dataplane command line"),
         }
     }
 
@@ -323,6 +409,30 @@ mod tests {
         let args = dataplane(&["herd-perf", "dataplane", "--seconds", "5"]).unwrap();
         assert_eq!(args.seconds, 5.0);
         assert!(Cli::try_parse_from(["herd-perf", "--seconds", "5", "failover"]).is_err());
+    }
+
+    /// The SYN flood's options of a command line.
+    fn syn_flood(line: &[&str]) -> Result<SynFloodArgs, clap::Error> {
+        match Cli::try_parse_from(line)?.command {
+            Some(Command::SynFlood(args)) => Ok(args),
+            _ => panic!("not a syn-flood command line"),
+        }
+    }
+
+    #[test]
+    fn the_syn_flood_measures_herds_modes_only() {
+        let args = syn_flood(&["herd-perf", "syn-flood"]).unwrap();
+        assert_eq!((args.seconds, args.flows), (3.0, 1024));
+        assert!((args.owned_share - 1.0 / 3.0).abs() < 1e-12);
+        let cli = Cli::try_parse_from(["herd-perf", "syn-flood"]).unwrap();
+        assert!(cli.dataplane_args().is_none());
+        let args = syn_flood(&["herd-perf", "syn-flood", "--only", "afxdp"]).unwrap();
+        assert_eq!(args.only, [Kind::Afxdp]);
+        let args = syn_flood(&["herd-perf", "syn-flood", "--only", "nftables"]).unwrap();
+        let error = args.settings().unwrap_err().to_string();
+        assert!(error.contains("--only nftables"), "{error}");
+        assert!(syn_flood(&["herd-perf", "syn-flood", "--size", "64"]).is_err());
+        assert!(syn_flood(&["herd-perf", "syn-flood", "--owned-share", "2"]).is_err());
     }
 
     #[test]

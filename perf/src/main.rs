@@ -1,7 +1,7 @@
 //! herd-perf: herd's two dataplane modes against a bare XDP_DROP program and an nftables rule,
-//! on the same generated traffic, on a veth pair between two network namespaces; and
-//! (`herd-perf failover`) a 3-node farm's failover time, false positives and broken
-//! connections. See `--help`.
+//! on the same generated traffic, on a veth pair between two network namespaces; the same two
+//! modes under a SYN flood (`herd-perf syn-flood`); and (`herd-perf failover`) a 3-node
+//! farm's failover time, false positives and broken connections. See `--help`.
 
 mod bench;
 mod cli;
@@ -16,7 +16,10 @@ mod latency;
 mod mix;
 mod programs;
 mod report;
+mod runtime;
 mod sched;
+mod stack;
+mod syn_report;
 mod topology;
 
 use std::process::ExitCode;
@@ -29,11 +32,13 @@ use herd_testbed::{command, stale};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
-use crate::bench::{Bench, Traffics};
-use crate::cli::{Args, Cli, Command};
+use crate::bench::{Bench, Measurement, Settings, Traffics};
+use crate::cli::{Args, Cli, Command, SynFloodArgs};
 use crate::contender::Kind;
 use crate::farm::BenchFarm;
+use crate::mix::Traffic;
 use crate::report::{Report, Setup};
+use crate::syn_report::{SynFloodReport, SynSetup};
 use crate::topology::{Topology, TAG};
 
 fn main() -> ExitCode {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         (Some(Command::Failover(args)), _) => {
             failover(args).map(|report| print!("{}", report.markdown()))
         }
+        (Some(Command::SynFlood(args)), _) => syn_flood(args),
         (_, Some(args)) => dataplane(args),
         (_, None) => Ok(()),
     };
@@ -63,6 +69,35 @@ fn main() -> ExitCode {
 /// The dataplane comparison, printed as markdown or JSON.
 fn dataplane(args: &Args) -> anyhow::Result<()> {
     let report = run(args)?;
+    if args.json {
+        let json =
+            serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
+        println!("{json}");
+    } else {
+        print!("{}", report.markdown());
+    }
+    Ok(())
+}
+
+/// The SYN flood, printed as markdown or JSON.
+fn syn_flood(args: &SynFloodArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    needs_root()?;
+    let interrupted = interruptions()?;
+    let farm = BenchFarm::new()?;
+    let traffics = Traffics::syn_flood(&settings.spec, &farm)?;
+    let (_topology, measurements) = measure(&settings, &farm, &traffics, &interrupted)?;
+    let setup = SynSetup {
+        seconds: args.seconds,
+        generator_core: settings.generator_core,
+        receiver_core: settings.receiver_core,
+        flows: args.flows,
+        ipv6_share: args.ipv6_share,
+        owned_share: traffics
+            .owned_share(Traffic::MixedSyns)
+            .unwrap_or(args.owned_share),
+    };
+    let report = SynFloodReport::new(command_line(), setup, &measurements);
     if args.json {
         let json =
             serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
@@ -114,17 +149,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     let interrupted = interruptions()?;
     let farm = BenchFarm::new()?;
     let traffics = Traffics::new(&settings.spec, &farm)?;
-    stale::remove(TAG)?;
-    let topology = Topology::create().context("cannot build the test bed")?;
-    tracing::info!(
-        "test bed: {} ({}) -> {} ({})",
-        topology.sender.name(),
-        topology.sender_if,
-        topology.receiver.name(),
-        topology.receiver_if
-    );
-    let mut bench = Bench::new(&topology, &farm, &settings, &traffics, &interrupted)?;
-    let measurements = bench.run()?;
+    let (topology, measurements) = measure(&settings, &farm, &traffics, &interrupted)?;
     tracing::info!("timing the eBPF program with BPF_PROG_TEST_RUN");
     let costs = cost::measure(&farm)?;
     let setup = Setup {
@@ -134,13 +159,11 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         flows: args.flows,
         ipv6_share: args.ipv6_share,
         sizes: args.sizes.clone(),
-        owned_share: traffics.owned_share(),
+        owned_share: traffics
+            .owned_share(Traffic::Mix)
+            .unwrap_or(args.owned_share),
     };
-    let command = std::iter::once("herd-perf".to_owned())
-        .chain(std::env::args().skip(1))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut report = Report::new(command, setup, &measurements, costs);
+    let mut report = Report::new(command_line(), setup, &measurements, costs);
     if settings
         .contenders
         .iter()
@@ -154,4 +177,33 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         )?;
     }
     Ok(report)
+}
+
+/// Builds the test bed (after removing any a killed run left) and measures every contender of
+/// `settings` on `traffics`; the bed is returned for further measurements.
+fn measure(
+    settings: &Settings,
+    farm: &BenchFarm,
+    traffics: &Traffics,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<(Topology, Vec<Measurement>)> {
+    stale::remove(TAG)?;
+    let topology = Topology::create().context("cannot build the test bed")?;
+    tracing::info!(
+        "test bed: {} ({}) -> {} ({})",
+        topology.sender.name(),
+        topology.sender_if,
+        topology.receiver.name(),
+        topology.receiver_if
+    );
+    let measurements = Bench::new(&topology, farm, settings, traffics, interrupted)?.run()?;
+    Ok((topology, measurements))
+}
+
+/// This run's command line, as the reports quote it.
+fn command_line() -> String {
+    std::iter::once("herd-perf".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -1,22 +1,24 @@
 //! The traffic: which clients send, in which address family and frame sizes, and which of
-//! them the receiver's node owns; the template frames the generator starts from; and the order
-//! in which it sends them.
+//! them the receiver's node owns; the template frames the generator starts from (UDP
+//! datagrams, or the SYN flood's TCP SYNs); and the order in which it sends them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::bail;
 use herd_packet::craft::{self, Fragment};
 use herd_packet::wire::ethernet::ethertype;
-use herd_packet::wire::{checksum, ip_proto};
+use herd_packet::wire::{checksum, ip_proto, tcp};
 use herd_testbed::address::{VIP4, VIP6};
 use serde::Serialize;
 
-use crate::farm::PORT;
+use crate::farm::{PORT, SYN_PORT};
 
 /// Ethernet, IPv4 and UDP headers.
 const V4_HEADERS: usize = 14 + 20 + 8;
 /// Ethernet, IPv6 and UDP headers.
 const V6_HEADERS: usize = 14 + 40 + 8;
+/// A SYN's TCP options: the maximum segment size (1460), as every real SYN carries.
+const SYN_OPTIONS: [u8; 4] = [2, 4, 0x05, 0xb4];
 /// The send time the generator stamps at the start of the payload.
 const STAMP_LEN: usize = 8;
 /// The smallest frame: Ethernet's minimum without the frame check sequence.
@@ -42,6 +44,11 @@ pub enum Traffic {
     Mix,
     /// The configured mix with no client the receiver owns: every packet takes the drop path.
     DropPath,
+    /// A flood of TCP SYNs from spoofed clients, every one of them in a bucket the receiver
+    /// owns.
+    OwnedSyns,
+    /// The same flood, of which the receiver owns the configured share.
+    MixedSyns,
 }
 
 impl Traffic {
@@ -50,7 +57,14 @@ impl Traffic {
         match self {
             Traffic::Mix => "mix",
             Traffic::DropPath => "drop path",
+            Traffic::OwnedSyns => "owned SYNs",
+            Traffic::MixedSyns => "mixed SYNs",
         }
+    }
+
+    /// Whether the traffic is a SYN flood, which the receiver's stack answers.
+    pub fn is_syn_flood(self) -> bool {
+        matches!(self, Traffic::OwnedSyns | Traffic::MixedSyns)
     }
 }
 
@@ -272,7 +286,7 @@ pub fn frame(client: Client, size: usize) -> Vec<u8> {
         IpAddr::V6(src) => {
             let payload = vec![0; size.saturating_sub(V6_HEADERS).max(STAMP_LEN)];
             let mut udp = craft::udp(client.port, PORT, &payload);
-            let sum = udp6_checksum(src.octets(), VIP6.octets(), &udp);
+            let sum = transport_checksum(&src.octets(), &VIP6.octets(), ip_proto::UDP, &udp);
             udp[6..8].copy_from_slice(&sum.to_be_bytes());
             let ip = craft::ipv6(src.octets(), VIP6.octets(), ip_proto::UDP, 64, &udp);
             craft::ethernet(&[], ethertype::IPV6, &ip)
@@ -280,16 +294,67 @@ pub fn frame(client: Client, size: usize) -> Vec<u8> {
     }
 }
 
-/// The UDP checksum over IPv6, which the receiver's kernel verifies (it is mandatory there).
-fn udp6_checksum(src: [u8; 16], dst: [u8; 16], udp: &[u8]) -> u16 {
-    let mut bytes = Vec::with_capacity(40 + udp.len());
-    bytes.extend_from_slice(&src);
-    bytes.extend_from_slice(&dst);
-    bytes.extend_from_slice(&(udp.len() as u32).to_be_bytes());
-    bytes.extend_from_slice(&[0, 0, 0, ip_proto::UDP]);
-    bytes.extend_from_slice(udp);
+/// The SYN flood's templates: one SYN per family that sends, with the family's share of the
+/// packets. `clients` gives each family's first client, whose address the generator replaces
+/// with the next client's, and whose port and sequence number with random ones.
+pub fn syn_templates(ipv6_share: f64, clients: &Clients) -> Vec<Template> {
+    [
+        (clients.v4.first(), 1.0 - ipv6_share),
+        (clients.v6.first(), ipv6_share),
+    ]
+    .into_iter()
+    .filter(|&(_, share)| share > 0.0)
+    .filter_map(|(client, share)| {
+        Some(Template {
+            frame: syn_frame(*client?),
+            share,
+        })
+    })
+    .collect()
+}
+
+/// A TCP SYN from `client` to [`SYN_PORT`] on the VIP of its family, with a valid checksum:
+/// the receiver's kernel verifies it before its listener sees the SYN.
+pub fn syn_frame(client: Client) -> Vec<u8> {
+    let mut segment = craft::tcp(client.port, SYN_PORT, tcp::SYN, &SYN_OPTIONS);
+    // The data offset, in 32-bit words: the options belong to the header.
+    segment[12] = ((tcp::MIN_HEADER_LEN + SYN_OPTIONS.len()) as u8 / 4) << 4;
+    let (src, vip): (Vec<u8>, Vec<u8>) = match client.addr {
+        IpAddr::V4(src) => (src.octets().into(), VIP4.octets().into()),
+        IpAddr::V6(src) => (src.octets().into(), VIP6.octets().into()),
+    };
+    let sum = transport_checksum(&src, &vip, ip_proto::TCP, &segment);
+    segment[16..18].copy_from_slice(&sum.to_be_bytes());
+    match client.addr {
+        IpAddr::V4(src) => {
+            let ip = craft::ipv4(
+                src.octets(),
+                VIP4.octets(),
+                ip_proto::TCP,
+                Fragment::default(),
+                &segment,
+            );
+            craft::ethernet(&[], ethertype::IPV4, &ip)
+        }
+        IpAddr::V6(src) => {
+            let ip = craft::ipv6(src.octets(), VIP6.octets(), ip_proto::TCP, 64, &segment);
+            craft::ethernet(&[], ethertype::IPV6, &ip)
+        }
+    }
+}
+
+/// The checksum of a TCP or UDP `segment` from `src` to `dst` (both IPv4 or both IPv6),
+/// pseudo-header included. The IPv6 layout of the pseudo-header serves IPv4 too: its words
+/// sum to the same.
+fn transport_checksum(src: &[u8], dst: &[u8], protocol: u8, segment: &[u8]) -> u16 {
+    let mut bytes = Vec::with_capacity(40 + segment.len());
+    bytes.extend_from_slice(src);
+    bytes.extend_from_slice(dst);
+    bytes.extend_from_slice(&(segment.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&[0, 0, 0, protocol]);
+    bytes.extend_from_slice(segment);
     match checksum(&bytes) {
-        // 0 means "no checksum", which IPv6 forbids; 0xffff is the same value.
+        // 0 means "no checksum" in UDP, which IPv6 forbids; 0xffff is the same value.
         0 => 0xffff,
         sum => sum,
     }
@@ -329,6 +394,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herd_packet::wire::ipv4::Ipv4Packet;
     use herd_packet::wire::ipv6::Ipv6Packet;
 
     fn spec(flows: u32, ipv6_share: f64) -> MixSpec {
@@ -435,6 +501,80 @@ mod tests {
         bytes.extend_from_slice(&[0, 0, 0, ip_proto::UDP]);
         bytes.extend_from_slice(udp);
         assert_eq!(checksum(&bytes), 0);
+    }
+
+    /// The client, destination and flags of a SYN frame, once its checksums are checked.
+    fn syn_of(frame: &[u8]) -> (Client, IpAddr, u16, u8) {
+        let (src, dst, segment): (IpAddr, IpAddr, &[u8]) = match frame[12..14] {
+            [0x08, 0x00] => {
+                let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+                assert_eq!(ip.protocol(), ip_proto::TCP);
+                assert_eq!(checksum(&frame[14..34]), 0, "IPv4 header checksum");
+                (ip.src().into(), ip.dst().into(), &frame[34..])
+            }
+            [0x86, 0xdd] => {
+                let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
+                assert_eq!(frame[14 + 6], ip_proto::TCP);
+                assert_eq!(ip.payload_len(), frame.len() - 54);
+                (ip.src().into(), ip.dst().into(), &frame[54..])
+            }
+            _ => panic!("neither IPv4 nor IPv6"),
+        };
+        let octets = |addr: IpAddr| match addr {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let mut pseudo = octets(src);
+        pseudo.extend(octets(dst));
+        pseudo.extend((segment.len() as u32).to_be_bytes());
+        pseudo.extend([0, 0, 0, ip_proto::TCP]);
+        pseudo.extend_from_slice(segment);
+        assert_eq!(checksum(&pseudo), 0, "TCP checksum");
+        let view = herd_packet::wire::tcp::TcpPacket::new_checked(segment).unwrap();
+        assert_eq!(
+            usize::from(segment[12] >> 4) * 4,
+            segment.len(),
+            "options in the header"
+        );
+        let client = Client {
+            addr: src,
+            port: view.src_port(),
+        };
+        (client, dst, view.dst_port(), view.flags())
+    }
+
+    #[test]
+    fn syn_templates_are_syns_to_the_vip_from_the_first_clients() {
+        let spec = spec(100, 0.25);
+        let clients = Clients::choose(&spec, 1.0, keeps).unwrap();
+        let templates = syn_templates(0.25, &clients);
+        let sent: Vec<(Client, IpAddr, u16, u8)> =
+            templates.iter().map(|t| syn_of(&t.frame)).collect();
+        assert_eq!(
+            sent,
+            [
+                (clients.v4[0], IpAddr::V4(VIP4), SYN_PORT, tcp::SYN),
+                (clients.v6[0], IpAddr::V6(VIP6), SYN_PORT, tcp::SYN),
+            ]
+        );
+        let shares: Vec<f64> = templates.iter().map(|t| t.share).collect();
+        assert_eq!(shares, [0.75, 0.25]);
+        assert_eq!(syn_templates(0.0, &clients).len(), 1);
+        assert!(syn_templates(0.5, &Clients::default()).is_empty());
+    }
+
+    #[test]
+    fn syn_frames_from_any_client_check_out() {
+        for i in [0, 1, 255, 60000] {
+            for addr in [v4_candidate(i), v6_candidate(i)] {
+                let client = Client {
+                    addr,
+                    port: 1024 + i as u16,
+                };
+                let (from, _, port, flags) = syn_of(&syn_frame(client));
+                assert_eq!((from, port, flags), (client, SYN_PORT, tcp::SYN));
+            }
+        }
     }
 
     #[test]

@@ -458,6 +458,8 @@ mod tests {
             receiver_cpu: Duration::from_millis(busy_ms),
             expected_share: if accepted > 0 { 1.0 / 3.0 } else { 0.0 },
             latency: (accepted > 0).then_some(latency),
+            stack: None,
+            program_runs: None,
         }
     }
 

@@ -18,6 +18,9 @@ use crate::sched;
 /// The tag of every bed of this program, whose names are `TAG-PID-...`: a bed left by a killed
 /// run is found again by its process id.
 pub const TAG: &str = "herd-perf";
+/// The receiver's IPv6 gateway to the clients: a link-local address that stands for the
+/// sender, whose own IPv6 is off.
+const GATEWAY6: &str = "fe80::a";
 /// A kernel thread's name is cut to 15 bytes.
 const COMM_LEN: usize = 15;
 
@@ -79,9 +82,29 @@ impl Topology {
             netns.ip(&["link", "set", device, "up"])?;
         }
         // Routes back to the clients, so that the receiver's reverse-path check passes
-        // whatever the namespace's rp_filter default.
-        receiver.ip(&["route", "add", V4_CLIENTS, "dev", rif])?;
-        receiver.ip(&["route", "add", V6_CLIENTS, "dev", rif])?;
+        // whatever the namespace's rp_filter default; through the sender as a gateway whose
+        // MAC is known, as a node's clients are behind a router, so that the SYN flood's
+        // SYN-ACKs leave at once rather than wait for the address resolution of each spoofed
+        // client (the sender's kernel drops them).
+        let sender_mac = mac_text(MAC_A);
+        let gateway4 = node4(1).to_string();
+        receiver.ip(&["route", "add", V4_CLIENTS, "via", &gateway4, "dev", rif])?;
+        receiver.ip(&[
+            "-6", "route", "add", V6_CLIENTS, "via", GATEWAY6, "dev", rif,
+        ])?;
+        for gateway in [gateway4.as_str(), GATEWAY6] {
+            receiver.ip(&[
+                "neigh",
+                "replace",
+                gateway,
+                "lladdr",
+                &sender_mac,
+                "dev",
+                rif,
+                "nud",
+                "permanent",
+            ])?;
+        }
         let bpf_dir = bed.bpf_dir("bench")?;
         Ok(Topology {
             sender,
@@ -117,6 +140,11 @@ impl Topology {
         }
         Ok(threads)
     }
+}
+
+/// A MAC address as `ip` writes it.
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|byte| format!("{byte:02x}")).join(":")
 }
 
 /// The threads (kernel threads included) whose name starts with `prefix`.

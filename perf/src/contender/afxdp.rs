@@ -31,6 +31,7 @@ const BATCH: usize = 64;
 pub struct HerdAfxdp {
     handoff: Handoff,
     redirect: Option<XdpProgram>,
+    program_id: Option<u32>,
     worker: Option<Worker>,
     stop: Arc<AtomicBool>,
     netns: Option<Netns>,
@@ -42,6 +43,7 @@ impl HerdAfxdp {
         Self {
             handoff,
             redirect: None,
+            program_id: None,
             worker: None,
             stop: Arc::new(AtomicBool::new(false)),
             netns: None,
@@ -75,6 +77,7 @@ impl Contender for HerdAfxdp {
         receiver
             .netns
             .run(|| redirect.attach(receiver.interface, &pin, false))??;
+        self.program_id = Some(redirect.id()?);
         self.redirect = Some(redirect);
         Ok(())
     }
@@ -92,6 +95,10 @@ impl Contender for HerdAfxdp {
     fn threads(&self) -> anyhow::Result<Vec<libc::pid_t>> {
         let worker = self.worker.as_ref().context("herd afxdp is not set up")?;
         Ok(vec![worker.tid()])
+    }
+
+    fn program_id(&self) -> Option<u32> {
+        self.program_id
     }
 
     fn teardown(&mut self) -> anyhow::Result<()> {

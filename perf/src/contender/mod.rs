@@ -66,6 +66,11 @@ pub trait Contender {
     fn threads(&self) -> anyhow::Result<Vec<libc::pid_t>> {
         Ok(Vec::new())
     }
+    /// The kernel's id of herd's eBPF program on the interface, once set up, for its
+    /// run-time statistics; `None` for the contenders that are not herd.
+    fn program_id(&self) -> Option<u32> {
+        None
+    }
     /// Takes the filter off the interface.
     fn teardown(&mut self) -> anyhow::Result<()>;
 }
@@ -115,12 +120,20 @@ impl Kind {
         }
     }
 
-    /// The traffics the contender is measured on. The baseline drops everything, so the drop
-    /// path would only repeat its row.
+    /// The traffics the contender may be measured on, of which a run measures those it
+    /// prepared. The baseline drops everything, so the drop path would only repeat its row;
+    /// the SYN flood is herd's own question (what recording, or not recording, an owned SYN
+    /// costs).
     pub fn traffics(self) -> &'static [Traffic] {
         match self {
             Kind::Baseline | Kind::BaselineRead => &[Traffic::Mix],
-            Kind::Nftables | Kind::Xdp | Kind::Afxdp => &[Traffic::Mix, Traffic::DropPath],
+            Kind::Nftables => &[Traffic::Mix, Traffic::DropPath],
+            Kind::Xdp | Kind::Afxdp => &[
+                Traffic::Mix,
+                Traffic::DropPath,
+                Traffic::OwnedSyns,
+                Traffic::MixedSyns,
+            ],
             // The way back to the stack only matters for what is accepted.
             Kind::AfxdpVeth => &[Traffic::Mix],
         }

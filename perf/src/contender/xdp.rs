@@ -20,6 +20,7 @@ const ALIVE_FOR: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 pub struct HerdXdp {
     classifier: Option<XdpProgram>,
+    program_id: Option<u32>,
 }
 
 impl Contender for HerdXdp {
@@ -32,6 +33,7 @@ impl Contender for HerdXdp {
         receiver
             .netns
             .run(|| classifier.attach(receiver.interface, &pin, false))??;
+        self.program_id = Some(classifier.id()?);
         self.classifier = Some(classifier);
         Ok(())
     }
@@ -48,6 +50,10 @@ impl Contender for HerdXdp {
             }
         }
         Ok(counts)
+    }
+
+    fn program_id(&self) -> Option<u32> {
+        self.program_id
     }
 
     fn teardown(&mut self) -> anyhow::Result<()> {

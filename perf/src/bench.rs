@@ -491,3 +491,54 @@ fn check_share(m: &Measurement) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use herd_config::Protocol;
+
+    use super::*;
+    use crate::farm::LOCAL;
+    use crate::mix::tests::syn_of;
+    use herd_packet::wire::tcp;
+
+    /// Whether the farm's table gives node 0 the bucket of a SYN from `addr`, from a port of
+    /// its own: the farm's view, not the one the traffic was chosen by.
+    fn owned(farm: &BenchFarm, addr: IpAddr, port: u16) -> bool {
+        let hash = farm
+            .rules()
+            .client_flow_hash(Protocol::Tcp, SYN_PORT, addr, port)
+            .unwrap();
+        farm.table().owner(farm.table().bucket_of(hash)) == LOCAL
+    }
+
+    #[test]
+    fn the_syn_floods_own_the_share_the_farm_table_gives_node_0() {
+        let farm = BenchFarm::new().unwrap();
+        let spec = MixSpec {
+            flows: 1200,
+            ipv6_share: 0.25,
+            sizes: Vec::new(),
+            owned_share: 1.0 / 3.0,
+        };
+        let traffics = Traffics::syn_flood(&spec, &farm).unwrap();
+        for (traffic, share) in [(Traffic::OwnedSyns, 1.0), (Traffic::MixedSyns, 1.0 / 3.0)] {
+            let prepared = traffics.get(traffic).unwrap();
+            for (family, count) in [(&prepared.clients.v4, 900.0), (&prepared.clients.v6, 300.0)] {
+                assert_eq!(family.len() as f64, count);
+                // The generator gives each SYN a random port: any port must do.
+                let kept = family
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, c)| owned(&farm, c.addr, 1024 + *i as u16))
+                    .count();
+                assert_eq!(kept as f64, count * share, "{}", traffic.label());
+            }
+            assert!((traffics.owned_share(traffic).unwrap() - share).abs() < 1e-9);
+            for template in &prepared.templates {
+                let (_, _, port, flags) = syn_of(&template.frame);
+                assert_eq!((port, flags), (SYN_PORT, tcp::SYN));
+            }
+        }
+        assert_eq!(traffics.owned_share(Traffic::Mix), None);
+    }
+}

@@ -196,6 +196,63 @@ fn ifindex(interface: &str) -> anyhow::Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::farm::SYN_PORT;
+    use crate::mix::tests::syn_of;
+    use crate::mix::{self, MixSpec};
+    use herd_packet::wire::tcp;
+    use herd_testbed::address::{VIP4, VIP6};
+
+    /// Needs root, as every test that loads an eBPF program.
+    #[test]
+    fn syns_leave_with_their_client_a_random_port_and_valid_checksums() {
+        let spec = MixSpec {
+            flows: 4,
+            ipv6_share: 0.5,
+            sizes: Vec::new(),
+            owned_share: 1.0,
+        };
+        let clients = Clients::choose(&spec, 1.0, |_, _| Some(true)).unwrap();
+        // The templates come from each family's first client, the generator sends from its
+        // second: every address word changes, and both checksums with it.
+        let templates = mix::syn_templates(spec.ipv6_share, &clients);
+        let mut sending = clients.clone();
+        sending.v4.remove(0);
+        sending.v6.remove(0);
+        let mut generator = Generator::new().unwrap();
+        generator.prepare(&sending, templates.clone()).unwrap();
+        let program: &Xdp = generator
+            .ebpf
+            .program(Program::Generate.name())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        for (template, (client, vip)) in templates.iter().zip([
+            (sending.v4[0], IpAddr::V4(VIP4)),
+            (sending.v6[0], IpAddr::V6(VIP6)),
+        ]) {
+            let mut ports = Vec::new();
+            for _ in 0..3 {
+                let mut out = vec![0; template.frame.len()];
+                let run = program
+                    .test_run(TestRunOptions {
+                        data_in: Some(&template.frame),
+                        data_out: Some(&mut out),
+                        repeat: 1,
+                        ..TestRunOptions::default()
+                    })
+                    .unwrap();
+                assert_eq!(run.return_value, 3, "XDP_TX");
+                let (from, to, port, flags) = syn_of(&out);
+                assert_eq!(
+                    (from.addr, to, port, flags),
+                    (client.addr, vip, SYN_PORT, tcp::SYN)
+                );
+                assert!(from.port >= 1024);
+                ports.push(from.port);
+            }
+            assert!(ports.iter().any(|&p| p != ports[0]), "ports {ports:?}");
+        }
+    }
 
     #[test]
     fn client_entries_follow_the_c_layout() {

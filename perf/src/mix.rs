@@ -392,7 +392,7 @@ impl Schedule {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use herd_packet::wire::ipv4::Ipv4Packet;
     use herd_packet::wire::ipv6::Ipv6Packet;
@@ -504,7 +504,7 @@ mod tests {
     }
 
     /// The client, destination and flags of a SYN frame, once its checksums are checked.
-    fn syn_of(frame: &[u8]) -> (Client, IpAddr, u16, u8) {
+    pub(crate) fn syn_of(frame: &[u8]) -> (Client, IpAddr, u16, u8) {
         let (src, dst, segment): (IpAddr, IpAddr, &[u8]) = match frame[12..14] {
             [0x08, 0x00] => {
                 let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();

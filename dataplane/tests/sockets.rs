@@ -435,12 +435,12 @@ fn the_vip_ports_with_a_listener_are_listed() {
         .unwrap();
 }
 
-/// Where a process started by [`a_count_of_many_sockets_is_timed`] connects, and how many
-/// times: `ADDRESS COUNT`.
+/// Where a process started by [`a_count_of_many_sockets_is_timed`] connects, how many times
+/// and from which address: `ADDRESS COUNT SOURCE`.
 const HOLD: &str = "HERD_SOCKETS_HOLD";
 
 /// What one count costs with many sockets: `HERD_SOCKETS_CONNECTIONS` connections (150,000
-/// when unset: 300,000 sockets, both ends in the namespace) to three VIP listeners. The
+/// when unset: 300,000 sockets, both ends in the namespace) to two VIP listeners. The
 /// servers' ends wait in the listeners' queues (they hold no file); the clients' ends are
 /// held by copies of this test binary (see [`holds_connections`]), each within the open
 /// files limit. Then timed dumps. Run by hand: `cargo test --release -p herd-dataplane --test
@@ -465,14 +465,24 @@ fn a_count_of_many_sockets_is_timed() {
     netns
         .write_sysctl("net/ipv4/ip_local_port_range", "1024 65535")
         .unwrap();
-    netns.write_sysctl("net/core/somaxconn", "65535").unwrap();
+    netns.write_sysctl("net/core/somaxconn", "262144").unwrap();
+    // One source address per holder: the kernel's search for a free port slows down as a
+    // source's ports fill up.
+    let holders = connections.div_ceil(per_process);
+    let sources: Vec<Ipv4Addr> = (0..holders)
+        .map(|holder| Ipv4Addr::new(198, 19, 1 + (holder / 250) as u8, 1 + (holder % 250) as u8))
+        .collect();
+    let batch: String = sources
+        .iter()
+        .map(|source| format!("addr add {source}/32 dev lo\n"))
+        .collect();
+    netns.ip_batch(&batch).unwrap();
     netns
         .run(|| {
             let (rules, modes) = (rules(), half_draining());
             let vips = [
                 SocketAddr::new(VIP4.into(), PORT_BY_CONNECTION),
                 SocketAddr::new(VIP4.into(), PORT_BY_CLIENT),
-                SocketAddr::new(VIP6.into(), PORT_BY_CONNECTION),
             ];
             let _listeners: Vec<socket2::Socket> = vips
                 .iter()
@@ -484,7 +494,7 @@ fn a_count_of_many_sockets_is_timed() {
                     )
                     .unwrap();
                     listener.bind(&vip.into()).unwrap();
-                    listener.listen(65535).unwrap();
+                    listener.listen(262_144).unwrap();
                     listener
                 })
                 .collect();
@@ -493,14 +503,14 @@ fn a_count_of_many_sockets_is_timed() {
             let mut left = connections;
             let mut index = 0;
             while left > 0 {
-                let count = left.min(per_process).min(connections / vips.len() + 1);
-                let vip = vips[index % vips.len()];
+                let count = left.min(per_process);
+                let (vip, source) = (vips[index % vips.len()], sources[index]);
                 index += 1;
                 left -= count;
                 // Started from this thread, the copy is in the namespace too.
                 let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
                     .args(["--ignored", "--exact", "holds_connections", "--nocapture"])
-                    .env(HOLD, format!("{vip} {count}"))
+                    .env(HOLD, format!("{vip} {count} {source}"))
                     .stdin(std::process::Stdio::piped())
                     .stdout(std::process::Stdio::piped())
                     .spawn()
@@ -564,10 +574,19 @@ fn holds_connections() {
     let Ok(hold) = std::env::var(HOLD) else {
         return;
     };
-    let (address, count) = hold.split_once(' ').expect("ADDRESS COUNT");
+    let [address, count, source] = hold.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{HOLD} is not ADDRESS COUNT SOURCE: {hold}");
+    };
     let address: SocketAddr = address.parse().unwrap();
+    let source = SocketAddr::new(source.parse().unwrap(), 0);
     let held: Vec<TcpStream> = (0..count.parse::<usize>().unwrap())
-        .map(|_| TcpStream::connect(address).unwrap())
+        .map(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&source.into()).unwrap();
+            socket.connect(&address.into()).unwrap();
+            TcpStream::from(socket)
+        })
         .collect();
     println!("held {}", held.len());
     std::io::stdin().read_to_end(&mut Vec::new()).unwrap();

@@ -41,8 +41,8 @@ use crate::wire::{State, MAX_DATAGRAM};
 /// thread and below the kernel's own real-time threads (which use 50 and up).
 pub const RT_PRIORITY: i32 = 2;
 
-/// How often the dataplane is asked, while this node drains, whether its connections are gone.
-/// Counting may cost the kernel map a walk (XDP mode), so not at every heartbeat.
+/// How often the dataplane is asked, while this node drains, whether its connections are gone:
+/// as often as it counts them at most (a dump of the kernel's sockets, on a thread of its own).
 const DRAIN_POLL_MS: u64 = 250;
 
 /// Datagrams read in one turn of the loop: a flood of them on the farm port must not hold up
@@ -476,7 +476,7 @@ impl<D: Dataplane> Driver<D> {
                 what: "count its draining connections",
                 source,
             })?;
-        // Not counted under the latest table yet (the AF_XDP workers recount every 100 ms):
+        // Not counted under the latest table yet (the count of its sockets is under way):
         // asked again soon, since a drain that ends on the first count is the common case.
         let next = if left.is_some() {
             DRAIN_POLL_MS

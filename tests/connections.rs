@@ -137,9 +137,7 @@ impl Farm {
             .text();
         let config = bed.bed().write_private("farm.toml", &text).unwrap();
         // The nodes answer the flood's spoofed sources through the client, which drops it.
-        for node in &bed.nodes {
-            flood::route_replies(&node.netns, family, family.client()).unwrap();
-        }
+        flood::sink_replies(&bed.nodes, &bed.client, family).unwrap();
         let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), &config);
         let herds = (0..NODES.len())
             .map(|node| (node != JOINER).then(|| bed.start_herd(node, &run).expect("herd runs")))

@@ -4,9 +4,9 @@
 //! system call (`sendmmsg`) and past the queueing discipline (`PACKET_QDISC_BYPASS`). A flood
 //! is bounded by a count and a deadline, and says how many SYNs it sent.
 //!
-//! The nodes answer the spoofed sources through a route of [`route_replies`], to the
-//! flooding host, whose kernel drops them (it forwards nothing): the SYN-ACKs cross the hub
-//! and go no further.
+//! The nodes answer the spoofed sources through a route of [`sink_replies`], to a host of the
+//! bed that forwards nothing (the flooding host), whose kernel drops them: the SYN-ACKs cross
+//! the hub and go no further.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::address::Family;
+use crate::farm::Host;
 use crate::netns::Netns;
 
 /// The IPv4 sources a flood spoofs: the upper half of 198.19.0.0/16, where the plan puts no
@@ -181,17 +182,25 @@ impl Drop for Running {
     }
 }
 
-/// Routes `netns`'s traffic to the spoofed sources of `family` through `via`, a host on the
-/// hub that forwards nothing: a node's SYN-ACKs to them then need no neighbour entry per
-/// source (there would be millions, each resolved in vain) and end at that host.
-pub fn route_replies(netns: &Netns, family: Family, via: IpAddr) -> anyhow::Result<()> {
+/// Routes the `nodes`' traffic to the spoofed sources of `family` through `sink`, another host
+/// on the hub, made to forward nothing: the nodes' SYN-ACKs to those sources then need no
+/// neighbour entry each (there would be millions, each resolved in vain), and `sink` drops
+/// them.
+pub fn sink_replies(nodes: &[Host], sink: &Host, family: Family) -> anyhow::Result<()> {
+    sink.netns.write_sysctl("net/ipv4/ip_forward", "0")?;
+    sink.netns
+        .write_sysctl("net/ipv6/conf/all/forwarding", "0")?;
     let (prefix, flag) = match family {
         Family::V4 => (format!("{}/{}", SPOOFED4.0, SPOOFED4.1), "-4"),
         Family::V6 => (format!("{}/{}", SPOOFED6.0, SPOOFED6.1), "-6"),
     };
-    netns
-        .ip(&[flag, "route", "add", &prefix, "via", &via.to_string()])
-        .with_context(|| format!("cannot route {prefix} via {via} in {}", netns.name()))
+    let via = family.of(sink.address).to_string();
+    for node in nodes {
+        node.netns
+            .ip(&[flag, "route", "add", &prefix, "via", &via])
+            .with_context(|| format!("cannot route {prefix} via {via} on {}", node.name))?;
+    }
+    Ok(())
 }
 
 /// An `AF_PACKET` socket that writes whole frames out of one interface.

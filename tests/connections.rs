@@ -476,9 +476,18 @@ fn a_join_after_heavy_connection_churn_breaks_no_connection(variant: Variant) {
     farm.moved(&marks, ALL);
     let mut broken = Vec::new();
     let at_join = check_again(&mut held, &mut broken, "joined");
+    let after = farm.owners(ALL);
+    let unmoved = broken
+        .iter()
+        .filter(|b| {
+            let owner = |owners: &Owners| owners.of(Protocol::Tcp, LONG_PORT, b.from).unwrap();
+            owner(&before) == owner(&after)
+        })
+        .count();
     eprintln!(
         "{} mode, {}: {count} long-lived connections, {moved_at_join} in buckets moved by the \
-         join ({} from alpha, {} from charlie); broken: {at_join}; the whole test {:?}",
+         join ({} from alpha, {} from charlie); broken: {at_join} ({unmoved} of them in buckets \
+         that did not move); the whole test {:?}",
         variant.mode,
         variant.family,
         from[0],

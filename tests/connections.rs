@@ -73,14 +73,14 @@ const FLOOD_SYNS: u64 = 2_000_000;
 /// The most SYNs a flood sends, to bound it however long the test takes.
 const FLOOD_MOST: u64 = 20_000_000;
 /// How long a flood lasts at most.
-const FLOOD_TIME: Duration = Duration::from_secs(150);
+const FLOOD_TIME: Duration = Duration::from_secs(180);
 /// How long a flood may take to send what a step of the test waits for.
-const FLOOD_WAIT: Duration = Duration::from_secs(60);
+const FLOOD_WAIT: Duration = Duration::from_secs(90);
 
 /// Connections the churn must open.
 const CHURN: usize = 300_000;
 /// How long the churn may take.
-const CHURN_TIME: Duration = Duration::from_secs(90);
+const CHURN_TIME: Duration = Duration::from_secs(120);
 /// Connections the churn opens at once.
 const CHURN_IN_FLIGHT: usize = 512;
 

@@ -133,8 +133,10 @@ http {{
 
 /// Node `node`'s farm configuration: the farm is the same for every node; the check (on the
 /// node's own address) is the node's own. The scripts are the same on every node, each finding
-/// its nginx by `$HERD_NODE`. The stop script waits until nginx has removed its pid file on
-/// exit, or removes a stale one (after a crash).
+/// its nginx by `$HERD_NODE`. The stop script asks nginx to quit and waits until its master is
+/// gone or a zombie, then removes the pid file if it is left: a crashed master leaves its pid
+/// file, and may still be a zombie, which takes the quit signal without error, when the stop
+/// script runs a moment after the crash.
 fn farm_conf(mode: DataplaneMode, family: Family, dir: &Path, node: usize) -> String {
     let (name, address) = (NODES[node], http(family.node(node)));
     let root = dir.display();
@@ -157,7 +159,7 @@ action = "restart"
 
 [scripts]
 start = '{nginx}'
-stop = '{nginx} -s quit 2>/dev/null || rm -f {root}/$HERD_NODE/nginx.pid; while [ -e {root}/$HERD_NODE/nginx.pid ]; do sleep 0.05; done'
+stop = 'pid=$(cat {root}/$HERD_NODE/nginx.pid 2>/dev/null); {nginx} -s quit 2>/dev/null; while [ -n "$pid" ] && grep -qs "^State:[[:space:]]*[^Z]" /proc/$pid/status; do sleep 0.05; done; rm -f {root}/$HERD_NODE/nginx.pid'
 timeout_s = 10
 "#
     );

@@ -3,7 +3,9 @@
 //! learns) or by a veth pair, addressed from the benchmarking range 198.18.0.0/15 and its IPv6
 //! twin in fd00::/8; a scratch directory and a BPF file system of the bed's own; the farm's
 //! configuration file and key; `herd run` processes with their logs; responders that answer
-//! with the node's name; and which node owns a client, computed as every node computes it.
+//! with the node's name; and which node owns a client, computed as every node computes it. The
+//! loads a farm must withstand come from it too: a SYN flood from spoofed sources, the churn
+//! of many short connections, and long-lived connections held open and checked together.
 //!
 //! A [`Bed`] owns what it makes and removes all of it when dropped, in one order, whether its
 //! user succeeded, failed or panicked: the processes started in it, its namespaces (with their
@@ -15,10 +17,13 @@
 pub mod address;
 pub mod bed;
 pub mod bpffs;
+pub mod churn;
 pub mod client;
 pub mod command;
 pub mod config;
 pub mod farm;
+pub mod flood;
+pub mod held;
 pub mod link;
 pub mod log;
 pub mod neighbour;

@@ -31,6 +31,9 @@ pub enum Kind {
     /// Every line of a TCP connection with `NAME:LINE` until the client closes it: the
     /// long-lived connections, each served by a thread of its own.
     TcpLines,
+    /// Accepts each TCP connection and closes it at once, unrecorded: the churn of short
+    /// connections, by the hundred thousand.
+    TcpAccept,
 }
 
 /// Where a service listens.
@@ -127,6 +130,7 @@ enum Bound {
     Udp(UdpSocket),
     TcpOnce(TcpListener),
     TcpLines(TcpListener),
+    TcpAccept(TcpListener),
 }
 
 impl Responders {
@@ -163,6 +167,7 @@ impl Responders {
                         Bound::Udp(socket) => serve_udp(&shared, &socket),
                         Bound::TcpOnce(listener) => serve_once(&shared, &listener, line_wait),
                         Bound::TcpLines(listener) => serve_connections(&shared, &listener),
+                        Bound::TcpAccept(listener) => serve_accept(&shared, &listener),
                     })
                     .context("cannot start a responder thread")?;
                 responders.threads.push(thread);
@@ -203,15 +208,15 @@ fn bind(service: &Service, node: &Host, settings: &Settings) -> anyhow::Result<B
             socket.set_read_timeout(Some(TICK))?;
             Bound::Udp(socket)
         }
-        Kind::TcpOnce | Kind::TcpLines => {
+        Kind::TcpOnce | Kind::TcpLines | Kind::TcpAccept => {
             let listener = TcpListener::bind(at)
                 .with_context(|| format!("cannot listen on {at} on node {}", node.name))?;
             // accept() gives up after the receive time-out, so that the stop flag is seen.
             socket::set_receive_timeout(&listener, TICK)?;
-            if service.kind == Kind::TcpOnce {
-                Bound::TcpOnce(listener)
-            } else {
-                Bound::TcpLines(listener)
+            match service.kind {
+                Kind::TcpOnce => Bound::TcpOnce(listener),
+                Kind::TcpLines => Bound::TcpLines(listener),
+                _ => Bound::TcpAccept(listener),
             }
         }
     })
@@ -247,6 +252,14 @@ fn serve_once(shared: &Shared, listener: &TcpListener, line_wait: Duration) {
             let answer = shared.answer(format!("{}\n", line.trim()).as_bytes());
             let _ = (&stream).write_all(&answer);
         }
+    }
+}
+
+/// Accepts connections and closes them until stopped.
+fn serve_accept(shared: &Shared, listener: &TcpListener) {
+    while !shared.stopped() {
+        // The time-out, or a connection reset before it was accepted: go on either way.
+        let _ = listener.accept();
     }
 }
 

@@ -31,8 +31,9 @@
 // here exactly as `herd_classify` handles it, so the workers only see what needs the table.
 // Every frame it hands a worker starts with 4 bytes of what the kernel says of its connection:
 // while some bucket keeps known connections (`lookups` in `struct farm`), it asks the kernel
-// about every TCP segment but a SYN; otherwise, and for other frames, the answer is nothing. With no live socket on the queue (herd killed) or a stale deadline (herd
-// frozen), VIP traffic is dropped. It counts the frames it keeps as `herd_classify` does, since no worker
+// about every TCP segment but a SYN; otherwise, and for other frames, the answer is nothing.
+// With no live socket on the queue (herd killed) or a stale deadline (herd frozen), VIP
+// traffic is dropped. It counts the frames it keeps as `herd_classify` does, since no worker
 // sees them (the traffic passed to the kernel above all), and those it redirects.
 
 #include <linux/bpf.h>

@@ -50,8 +50,8 @@
 //!    In a bucket owned outright (`OWN`) or not at all (`NONE`), no packet touches the flow
 //!    table or asks the kernel. Modes let a bucket move between live nodes without breaking
 //!    connections: the old owner keeps the ones its kernel serves (`DRAIN`) while the new one
-//!    takes the new ones (`GAIN`). The old owner never takes the cookie of a handshake the new
-//!    owner answered, since only the new owner's kernel knows its secret.
+//!    takes the new ones (`GAIN`). On separate machines the old owner never takes the cookie of
+//!    a handshake the new owner answered, since only the new owner's kernel knows its secret.
 //!
 //! The most common frame, untagged IPv4 TCP or UDP without options or fragmentation, is decided
 //! by a straight-line fast path first (`fast_v4`); everything else, and anything malformed,
@@ -181,9 +181,9 @@ impl Segment {
     }
 }
 
-/// Records a connection whose SYN a `GAIN` bucket `taken`, or forgets it when the bucket took
-/// none: the node that did answers the connection's later segments. Out of line: the SYNs of a
-/// bucket owned outright, or not at all, never reach it.
+/// Records a connection whose SYN a bucket with `KNOWN` has `taken` (`GAIN`), or forgets it
+/// when the bucket took none: the node that did answers the connection's later segments. Out
+/// of line: the SYNs of a bucket owned outright, or not at all, never reach it.
 #[inline(never)]
 fn recorded(flows: &mut Flows, connection: Connection, taken: bool, now: u64) {
     if taken {

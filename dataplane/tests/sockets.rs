@@ -14,7 +14,7 @@ use herd_config::{Affinity, Protocol};
 use herd_dataplane::sockets::Sockets;
 use herd_packet::craft;
 use herd_packet::table::{BucketMode, ModeTable};
-use herd_packet::wire::{checksum, ip_proto};
+use herd_packet::wire::{ip_proto, transport_checksum};
 use herd_packet::FarmRules;
 use herd_testbed::{Bed, Netns};
 
@@ -256,7 +256,8 @@ fn the_draining_connections_are_counted_from_the_kernel() {
                 left -= 1;
             }
             await_count(&mut sockets, &rules, &modes, left);
-            let time_wait = netns_time_wait();
+            let time_wait =
+                herd_testbed::socket::time_wait_sockets().expect("reads the socket tables");
             assert!(
                 time_wait >= 3,
                 "{time_wait} sockets in TIME_WAIT, not the 3 closed"
@@ -303,25 +304,12 @@ fn take_draining(connections: &mut Vec<Connection>, count: usize) -> Vec<Connect
     taken
 }
 
-/// How many TCP sockets of the calling thread's namespace are in TIME_WAIT, as `ss` sees them
-/// (the test's own witness, independent of the code under test).
-fn netns_time_wait() -> usize {
-    let output = std::process::Command::new("ss")
-        .args(["-Htan", "state", "time-wait"])
-        .output()
-        .expect("ss runs");
-    String::from_utf8_lossy(&output.stdout).lines().count()
-}
-
 /// A SYN from `client` to `vip`, its checksums filled in, as a raw socket sends it.
 fn syn(client: SocketAddrV4, vip: SocketAddrV4) -> Vec<u8> {
     let mut segment = craft::tcp(client.port(), vip.port(), 0x02, &[]);
-    let mut pseudo = client.ip().octets().to_vec();
-    pseudo.extend_from_slice(&vip.ip().octets());
-    pseudo.extend_from_slice(&[0, ip_proto::TCP]);
-    pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
-    pseudo.extend_from_slice(&segment);
-    segment[16..18].copy_from_slice(&checksum(&pseudo).to_be_bytes());
+    let (src, dst) = (client.ip().octets(), vip.ip().octets());
+    let sum = transport_checksum(&src, &dst, ip_proto::TCP, &segment);
+    segment[16..18].copy_from_slice(&sum.to_be_bytes());
     craft::ipv4(
         client.ip().octets(),
         vip.ip().octets(),

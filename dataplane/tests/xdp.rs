@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +29,9 @@ use herd_packet::flows::Connection;
 use herd_packet::kernel::{Kernel, NoSockets, Served};
 use herd_packet::neighbor::virtual_mac;
 use herd_packet::table::{BucketMode, BucketTable, ModeTable, NodeId, SharedTable};
-use herd_packet::wire::{ethernet::ethertype, ip_proto};
+use herd_packet::wire::{ethernet::ethertype, ip_proto, transport_checksum};
 use herd_packet::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
+use herd_testbed::socket::time_wait_sockets;
 use herd_testbed::Bed;
 use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
 
@@ -916,8 +917,10 @@ impl std::ops::Add for Cases {
 struct Sockets {
     open: HashSet<Connection>,
     time_wait: HashSet<Connection>,
-    /// The sockets themselves, kept open: listeners, and both ends of each connection.
-    _held: Vec<Socket>,
+    /// Both ends of each open connection, kept open.
+    _connections: Vec<TcpStream>,
+    /// The listeners, kept open.
+    _listeners: Vec<TcpListener>,
 }
 
 impl Kernel for Sockets {
@@ -937,11 +940,12 @@ impl Sockets {
     fn open(clients: &[Client], rng: &mut Rng) -> Self {
         ip(&["link", "set", "lo", "up"]);
         let mut addresses: HashSet<IpAddr> = HashSet::new();
-        let mut listeners: HashMap<SocketAddr, Socket> = HashMap::new();
+        let mut listeners: HashMap<SocketAddr, TcpListener> = HashMap::new();
         let mut sockets = Sockets {
             open: HashSet::new(),
             time_wait: HashSet::new(),
-            _held: Vec::new(),
+            _connections: Vec::new(),
+            _listeners: Vec::new(),
         };
         let mut closing = Vec::new();
         for client in clients {
@@ -951,33 +955,19 @@ impl Sockets {
             let (local, vip) = client.addresses();
             for address in [local.ip(), vip.ip()] {
                 if addresses.insert(address) {
-                    if address.is_ipv6() {
-                        ip(&[
-                            "addr",
-                            "add",
-                            &format!("{address}/128"),
-                            "dev",
-                            "lo",
-                            "nodad",
-                        ]);
-                    } else {
-                        ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
-                    }
+                    on_loopback(address);
                 }
             }
-            let listener = listeners.entry(vip).or_insert_with(|| {
-                let listener = tcp_socket(vip);
-                listener.bind(&vip.into()).expect("binds the listener");
-                listener.listen(64).expect("listens");
-                listener
-            });
+            let listener = listeners
+                .entry(vip)
+                .or_insert_with(|| TcpListener::bind(vip).expect("listens"));
             let outbound = connected(local, vip);
             let (inbound, _) = listener.accept().expect("accepts");
             if rng.chance(3) {
                 closing.push((client.key(), inbound, outbound));
             } else {
                 sockets.open.insert(client.key());
-                sockets._held.extend([inbound, outbound]);
+                sockets._connections.extend([inbound, outbound]);
             }
         }
         // The VIP's side closes first, so that its socket ends in TIME_WAIT once the client's
@@ -991,60 +981,37 @@ impl Sockets {
             sockets.time_wait.insert(key);
         }
         wait_for("the closed connections to reach TIME_WAIT", || {
-            time_wait_sockets() == sockets.time_wait.len()
+            time_wait_sockets().expect("reads the socket tables") == sockets.time_wait.len()
         });
-        sockets._held.extend(listeners.into_values());
+        sockets._listeners.extend(listeners.into_values());
         sockets
     }
 }
 
-/// A TCP socket from `local` connected to `remote`. A new IPv6 address's routes come from a
-/// work queue, and until then a connection from it may find the network unreachable: it is
-/// tried again, for a few seconds at most.
-fn connected(local: SocketAddr, remote: SocketAddr) -> Socket {
-    let mut socket = None;
-    let mut error = None;
+/// Gives this thread's namespace `address`, on its loopback interface.
+fn on_loopback(address: IpAddr) {
+    if address.is_ipv6() {
+        let address = format!("{address}/128");
+        ip(&["addr", "add", &address, "dev", "lo", "nodad"]);
+    } else {
+        ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+    }
+}
+
+/// A TCP connection from `local` to `remote`. A new IPv6 address's routes come from a work
+/// queue, and until then a connection from it may find the network unreachable: it is tried
+/// again, for a few seconds at most.
+fn connected(local: SocketAddr, remote: SocketAddr) -> TcpStream {
+    let mut stream = None;
     wait_for("a connection from a new address", || {
-        let attempt = tcp_socket(local);
-        attempt
-            .bind(&local.into())
-            .expect("binds the client's address and port");
-        match attempt.connect(&remote.into()) {
-            Ok(()) => socket = Some(attempt),
-            Err(failed) if failed.raw_os_error() == Some(libc::ENETUNREACH) => error = Some(failed),
-            Err(failed) => panic!("connects {local} to {remote}: {failed}"),
+        match herd_testbed::socket::connect(local, remote, Duration::from_secs(5)) {
+            Ok(connected) => stream = Some(connected),
+            Err(error) if error.raw_os_error() == Some(libc::ENETUNREACH) => {}
+            Err(error) => panic!("connects {local} to {remote}: {error}"),
         }
-        socket.is_some()
+        stream.is_some()
     });
-    socket.unwrap_or_else(|| panic!("connects {local} to {remote}: {error:?}"))
-}
-
-/// A TCP socket of `address`'s family that may reuse a port in TIME_WAIT.
-fn tcp_socket(address: SocketAddr) -> Socket {
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(SocketProtocol::TCP),
-    )
-    .expect("creates a TCP socket");
-    socket.set_reuse_address(true).expect("sets SO_REUSEADDR");
-    socket
-}
-
-/// How many TCP sockets of this thread's namespace are in TIME_WAIT (state 06 in
-/// /proc/net/tcp and tcp6).
-fn time_wait_sockets() -> usize {
-    ["tcp", "tcp6"]
-        .iter()
-        .map(|table| {
-            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{table}"))
-                .expect("reads the socket table");
-            text.lines()
-                .skip(1)
-                .filter(|line| line.split_whitespace().nth(3) == Some("06"))
-                .count()
-        })
-        .sum()
+    stream.expect("connected")
 }
 
 /// Sequences of TCP segments of a few connections, among other frames, under random bucket
@@ -1177,24 +1144,9 @@ fn cookie_handshake(v6: bool) {
         ([198, 19, 0, 7].into(), VIP.into())
     };
     for address in [client, vip] {
-        if v6 {
-            ip(&[
-                "addr",
-                "add",
-                &format!("{address}/128"),
-                "dev",
-                "lo",
-                "nodad",
-            ]);
-        } else {
-            ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
-        }
+        on_loopback(address);
     }
-    let listener = tcp_socket(SocketAddr::new(vip, 80));
-    listener
-        .bind(&SocketAddr::new(vip, 80).into())
-        .expect("binds the listener");
-    listener.listen(8).expect("listens");
+    let _listener = TcpListener::bind((vip, 80)).expect("listens");
     let cookie = syn_ack_cookie(client, client_port, vip);
     let mut ack = craft::tcp(client_port, 80, ACK, &[]);
     ack[4..8].copy_from_slice(&SYN_SEQUENCE.wrapping_add(1).to_be_bytes());
@@ -1278,10 +1230,7 @@ fn syn_ack_cookie(client: IpAddr, port: u16, vip: IpAddr) -> u32 {
     syn[4..8].copy_from_slice(&SYN_SEQUENCE.to_be_bytes());
     match (client, vip) {
         (IpAddr::V4(client), IpAddr::V4(vip)) => {
-            let mut pseudo = [client.octets(), vip.octets()].concat();
-            pseudo.extend_from_slice(&[0, ip_proto::TCP, 0, syn.len() as u8]);
-            pseudo.extend_from_slice(&syn);
-            let sum = herd_packet::wire::checksum(&pseudo);
+            let sum = transport_checksum(&client.octets(), &vip.octets(), ip_proto::TCP, &syn);
             syn[16..18].copy_from_slice(&sum.to_be_bytes());
         }
         _ => {
@@ -1346,13 +1295,11 @@ fn cost_per_packet() {
 fn time_each_mode() {
     ip(&["link", "set", "lo", "up"]);
     let client = [198, 19, 1, 2];
-    for address in ["198.18.0.100/32", "198.19.1.2/32"] {
-        ip(&["addr", "add", address, "dev", "lo"]);
+    for address in [VIP, client] {
+        on_loopback(IpAddr::from(address));
     }
     let vip = SocketAddr::new(IpAddr::from(VIP), 80);
-    let listener = tcp_socket(vip);
-    listener.bind(&vip.into()).expect("binds the listener");
-    listener.listen(8).expect("listens");
+    let _listener = TcpListener::bind(vip).expect("listens");
     let _served = connected(SocketAddr::new(IpAddr::from(client), 40000), vip);
     let rules = FarmRules::from_config(&farm(true, MacMode::Unicast));
     let frames = [

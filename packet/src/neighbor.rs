@@ -15,10 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use herd_config::MacMode;
 
 use crate::wire::arp::ArpPacket;
-use crate::wire::checksum;
 use crate::wire::ethernet::{ethertype, EthernetFrame};
 use crate::wire::ip_proto;
 use crate::wire::ipv6::Ipv6Packet;
+use crate::wire::transport_checksum;
 
 /// The all-nodes multicast address, ff02::1.
 const ALL_NODES: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -199,12 +199,8 @@ fn icmpv6_frame(
     (src, dst): ([u8; 16], [u8; 16]),
     mut message: Vec<u8>,
 ) {
-    let mut pseudo = src.to_vec();
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    pseudo.extend_from_slice(&[0, 0, 0, ip_proto::ICMPV6]);
-    pseudo.extend_from_slice(&message);
-    message[2..4].copy_from_slice(&checksum(&pseudo).to_be_bytes());
+    let sum = transport_checksum(&src, &dst, ip_proto::ICMPV6, &message);
+    message[2..4].copy_from_slice(&sum.to_be_bytes());
     frame.extend_from_slice(&dst_mac);
     frame.extend_from_slice(&src_mac);
     frame.extend_from_slice(&ethertype::IPV6.to_be_bytes());
@@ -219,7 +215,7 @@ fn icmpv6_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::arp;
+    use crate::wire::{arp, checksum};
 
     const IF_MAC: [u8; 6] = [2, 0, 0, 0, 0, 7];
 

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use herd_packet::wire::{checksum, ip_proto, transport_checksum};
 
 use crate::address::Family;
 use crate::farm::Host;
@@ -336,13 +337,13 @@ impl Frames {
                 // Don't fragment, as a Linux client sets it.
                 ip[6] = 0x40;
                 ip[8] = 64;
-                ip[9] = herd_packet::wire::ip_proto::TCP;
+                ip[9] = ip_proto::TCP;
                 ip[16..20].copy_from_slice(&to.octets());
             }
             IpAddr::V6(to) => {
                 ip[0] = 0x60;
                 ip[4..6].copy_from_slice(&24u16.to_be_bytes());
-                ip[6] = herd_packet::wire::ip_proto::TCP;
+                ip[6] = ip_proto::TCP;
                 ip[7] = 64;
                 ip[24..40].copy_from_slice(&to.octets());
             }
@@ -392,18 +393,11 @@ fn fill_v4(frame: &mut [u8; MAX_FRAME], source: [u8; 4], port: u16, sequence: u3
     let tcp = IP + 20;
     frame[ip + 12..ip + 16].copy_from_slice(&source);
     frame[ip + 10..ip + 12].fill(0);
-    let header = herd_packet::wire::checksum(&frame[ip..tcp]);
+    let header = checksum(&frame[ip..tcp]);
     frame[ip + 10..ip + 12].copy_from_slice(&header.to_be_bytes());
     frame[tcp..tcp + 2].copy_from_slice(&port.to_be_bytes());
     frame[tcp + 4..tcp + 8].copy_from_slice(&sequence.to_be_bytes());
-    let mut pseudo = [0u8; 12 + 24];
-    pseudo[..8].copy_from_slice(&frame[ip + 12..ip + 20]);
-    pseudo[9] = herd_packet::wire::ip_proto::TCP;
-    pseudo[10..12].copy_from_slice(&24u16.to_be_bytes());
-    frame[tcp + 16..tcp + 18].fill(0);
-    pseudo[12..].copy_from_slice(&frame[tcp..tcp + 24]);
-    let sum = herd_packet::wire::checksum(&pseudo);
-    frame[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
+    fill_tcp_checksum(frame, (ip + 12, ip + 16, 4), tcp);
 }
 
 /// An IPv6 SYN's source, port and sequence number, and its TCP checksum.
@@ -413,13 +407,23 @@ fn fill_v6(frame: &mut [u8; MAX_FRAME], source: [u8; 16], port: u16, sequence: u
     frame[ip + 8..ip + 24].copy_from_slice(&source);
     frame[tcp..tcp + 2].copy_from_slice(&port.to_be_bytes());
     frame[tcp + 4..tcp + 8].copy_from_slice(&sequence.to_be_bytes());
-    let mut pseudo = [0u8; 40 + 24];
-    pseudo[..32].copy_from_slice(&frame[ip + 8..ip + 40]);
-    pseudo[34..36].copy_from_slice(&24u16.to_be_bytes());
-    pseudo[39] = herd_packet::wire::ip_proto::TCP;
+    fill_tcp_checksum(frame, (ip + 8, ip + 24, 16), tcp);
+}
+
+/// The checksum of the 24-byte SYN at `tcp`, whose addresses (`len` bytes each) are at the
+/// offsets `src` and `dst` of `frame`.
+fn fill_tcp_checksum(
+    frame: &mut [u8; MAX_FRAME],
+    (src, dst, len): (usize, usize, usize),
+    tcp: usize,
+) {
     frame[tcp + 16..tcp + 18].fill(0);
-    pseudo[40..].copy_from_slice(&frame[tcp..tcp + 24]);
-    let sum = herd_packet::wire::checksum(&pseudo);
+    let sum = transport_checksum(
+        &frame[src..src + len],
+        &frame[dst..dst + len],
+        ip_proto::TCP,
+        &frame[tcp..tcp + 24],
+    );
     frame[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
 }
 
@@ -446,7 +450,6 @@ impl XorShift {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herd_packet::wire::checksum;
 
     fn frames(to: SocketAddr) -> Frames {
         let mut frames = Frames::new([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], to);

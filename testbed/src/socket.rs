@@ -1,7 +1,7 @@
 //! The socket calls the standard library does not offer: a TCP connection from a chosen source
 //! address and port (started without blocking, or given up after a time-out), a UDP socket on
 //! an address another socket may have used a moment ago, a raw ICMP or ICMPv6 socket, an accept
-//! time-out, and `poll`.
+//! time-out, `poll`, and the count of the calling thread's namespace's sockets in TIME_WAIT.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
@@ -185,6 +185,22 @@ pub fn pollfd(socket: &impl AsRawFd, events: libc::c_short) -> libc::pollfd {
         events,
         revents: 0,
     }
+}
+
+/// How many TCP sockets of the calling thread's network namespace are in TIME_WAIT (state 06
+/// of the kernel's /proc/net/tcp and tcp6 tables, read for this thread): a witness that does
+/// not go through sock_diag, which herd counts its connections with.
+pub fn time_wait_sockets() -> io::Result<usize> {
+    let mut count = 0;
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/thread-self/net/{table}"))?;
+        count += text
+            .lines()
+            .skip(1)
+            .filter(|line| line.split_whitespace().nth(3) == Some("06"))
+            .count();
+    }
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -58,6 +58,28 @@ pub mod ip_proto {
 /// The Internet checksum (RFC 1071) of `bytes`: 0 over a header or message whose checksum
 /// field is right.
 pub fn checksum(bytes: &[u8]) -> u16 {
+    fold(sum(bytes))
+}
+
+/// The checksum of a TCP, UDP or ICMPv6 message of IP protocol `protocol` sent from `src` to
+/// `dst` (both 4 or both 16 bytes): the Internet checksum over the IPv4 (RFC 793) or IPv6
+/// (RFC 8200, 8.1) pseudo-header and `message`, whose checksum field counts as written (zero
+/// to compute it; 0 comes out of a right one). Both pseudo-headers sum to the same words.
+pub fn transport_checksum(src: &[u8], dst: &[u8], protocol: u8, message: &[u8]) -> u16 {
+    let length = message.len() as u32;
+    fold(
+        sum(src)
+            + sum(dst)
+            + u32::from(protocol)
+            + (length >> 16)
+            + (length & 0xffff)
+            + sum(message),
+    )
+}
+
+/// The 16-bit words of `bytes` added up (a last odd byte as the high half of a word), not
+/// folded.
+fn sum(bytes: &[u8]) -> u32 {
     let mut sum: u32 = 0;
     let mut words = bytes.chunks_exact(2);
     for word in words.by_ref() {
@@ -66,6 +88,11 @@ pub fn checksum(bytes: &[u8]) -> u16 {
     if let [last] = words.remainder() {
         sum += u32::from(*last) << 8;
     }
+    sum
+}
+
+/// A sum of words folded into 16 bits, complemented.
+fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -91,4 +118,39 @@ pub fn transport_ports(buf: &[u8]) -> Result<(u16, u16), Error> {
         return Err(Error::Truncated);
     }
     Ok((be16(buf, 0), be16(buf, 2)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pseudo-header of RFC 793 (IPv4) or RFC 8200 (IPv6) written out, then the message.
+    fn with_pseudo_header(src: &[u8], dst: &[u8], protocol: u8, message: &[u8]) -> Vec<u8> {
+        let mut bytes = [src, dst].concat();
+        if src.len() == 4 {
+            bytes.extend_from_slice(&[0, protocol]);
+            bytes.extend_from_slice(&(message.len() as u16).to_be_bytes());
+        } else {
+            bytes.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, protocol]);
+        }
+        bytes.extend_from_slice(message);
+        bytes
+    }
+
+    #[test]
+    fn a_transport_checksum_is_the_checksum_over_the_pseudo_header() {
+        let message: Vec<u8> = (0..37u8).map(|i| i.wrapping_mul(53)).collect();
+        let v4 = ([198, 19, 0, 7], [198, 18, 0, 100]);
+        let v6 = ([0xfd; 16], [0x20; 16]);
+        for (src, dst) in [(&v4.0[..], &v4.1[..]), (&v6.0[..], &v6.1[..])] {
+            for protocol in [ip_proto::TCP, ip_proto::UDP, ip_proto::ICMPV6] {
+                let written = with_pseudo_header(src, dst, protocol, &message);
+                assert_eq!(
+                    transport_checksum(src, dst, protocol, &message),
+                    checksum(&written)
+                );
+            }
+        }
+    }
 }

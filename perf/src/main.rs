@@ -69,12 +69,21 @@ fn main() -> ExitCode {
 /// The dataplane comparison, printed as markdown or JSON.
 fn dataplane(args: &Args) -> anyhow::Result<()> {
     let report = run(args)?;
-    if args.json {
+    print_report(&report, args.json, || report.markdown())
+}
+
+/// Prints `report` as JSON when `json`, as its `markdown` otherwise.
+fn print_report(
+    report: &impl serde::Serialize,
+    json: bool,
+    markdown: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
         let json =
-            serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
+            serde_json::to_string_pretty(report).context("cannot write the report as JSON")?;
         println!("{json}");
     } else {
-        print!("{}", report.markdown());
+        print!("{}", markdown());
     }
     Ok(())
 }
@@ -98,14 +107,7 @@ fn syn_flood(args: &SynFloodArgs) -> anyhow::Result<()> {
             .unwrap_or(args.owned_share),
     };
     let report = SynFloodReport::new(command_line(), setup, &measurements);
-    if args.json {
-        let json =
-            serde_json::to_string_pretty(&report).context("cannot write the report as JSON")?;
-        println!("{json}");
-    } else {
-        print!("{}", report.markdown());
-    }
-    Ok(())
+    print_report(&report, args.json, || report.markdown())
 }
 
 /// The failover scenario.

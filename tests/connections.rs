@@ -186,32 +186,35 @@ impl Farm {
     /// Waits until every node in `up` has installed, since `marks`, a table that gives it its
     /// whole share of the farm of `up`: each bucket wholly its owner's.
     fn settle(&self, marks: &[usize], up: [bool; 3]) {
-        let shares = self.owners(up).shares();
-        for node in (0..3).filter(|&node| up[node]) {
-            let whole = format!("all_tcp={0} non_tcp={0}", shares[node]);
-            assert!(
-                self.herd(node)
-                    .wait_for(marks[node], |line| line.contains(&whole), SETTLE)
-                    .is_some(),
-                "{} takes its share of {} buckets within {SETTLE:?}",
-                NODES[node].0,
-                shares[node]
-            );
-        }
+        let whole = |share| format!("all_tcp={share} non_tcp={share}");
+        self.each_installs(marks, up, whole, "its share of");
     }
 
     /// Waits until every node in `up` has installed, since `marks`, a table in which it takes
     /// the new connections of its share of the farm of `up`: the buckets have moved (those that
     /// left a node may still drain there).
     fn moved(&self, marks: &[usize], up: [bool; 3]) {
+        let takes = |share| format!("new_connections={share} ");
+        self.each_installs(marks, up, takes, "the new connections of its");
+    }
+
+    /// Waits until every node in `up` has logged, since `marks`, the install line that
+    /// `logged` writes for its share of the farm of `up` (`what` it then takes).
+    fn each_installs(
+        &self,
+        marks: &[usize],
+        up: [bool; 3],
+        logged: impl Fn(usize) -> String,
+        what: &str,
+    ) {
         let shares = self.owners(up).shares();
         for node in (0..3).filter(|&node| up[node]) {
-            let takes = format!("new_connections={} ", shares[node]);
+            let line = logged(shares[node]);
             assert!(
                 self.herd(node)
-                    .wait_for(marks[node], |line| line.contains(&takes), SETTLE)
+                    .wait_for(marks[node], |text| text.contains(&line), SETTLE)
                     .is_some(),
-                "{} takes the new connections of its {} buckets within {SETTLE:?}",
+                "{} takes {what} {} buckets within {SETTLE:?}",
                 NODES[node].0,
                 shares[node]
             );

@@ -3,7 +3,8 @@
 //! what tells the holder apart (its pid, node and control socket), for the refusal to name it.
 //! The kernel releases the lock when the holder ends, however it ends; a holder that ends
 //! cleanly also removes the file, and a herd that starts removes the files nobody holds (those
-//! of killed herds), so that no files pile up.
+//! of killed herds), so that no files pile up. Takers hold a lock on the directory itself while
+//! they look, so that one herd's sweep never holds, for a moment, the lock another herd takes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, Write};
@@ -81,6 +82,7 @@ impl InterfaceLock {
             .context("cannot tell this process's network namespace (/proc/self/ns/net)")?
             .ino();
         let path = dir.join(format!("{interface}@net{namespace}"));
+        let _sweeping = lock_directory(dir)?;
         remove_unheld(dir, &path);
         let mut file = loop {
             let file = lock_file(&path, interface)?;
@@ -111,9 +113,22 @@ impl Drop for InterfaceLock {
     }
 }
 
+/// The lock on `dir` itself, held while a taker sweeps it and takes its own file: herds that
+/// start together (one per interface or namespace, at boot) then never see each other's
+/// sweep as a holder. Held for the time of a few file operations, so waiting for it is brief.
+fn lock_directory(dir: &Path) -> anyhow::Result<File> {
+    let directory = File::open(dir)
+        .with_context(|| format!("cannot open the lock directory {}", dir.display()))?;
+    // SAFETY: flock takes an open descriptor, which `directory` holds, and no memory.
+    if unsafe { libc::flock(directory.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let error = std::io::Error::last_os_error();
+        bail!("cannot lock the lock directory {}: {error}", dir.display());
+    }
+    Ok(directory)
+}
+
 /// Removes the lock files in `dir` but `own` that nobody holds: those left by killed herds.
-/// Each is locked before it is removed, so a held one is left alone; a herd that opened one
-/// just before may be refused once, naming the dead holder, and succeeds when started again.
+/// Each is locked before it is removed, so a held one is left alone.
 fn remove_unheld(dir: &Path, own: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -222,6 +237,39 @@ mod tests {
             "and still refuses"
         );
         drop((held, other));
+        std::fs::remove_dir(&dir).expect("the lock directory is left empty");
+    }
+
+    #[test]
+    fn herds_that_start_together_never_take_each_other_s_sweep_for_a_holder() {
+        let dir = std::env::temp_dir().join(format!("herd-lock-race-{}", std::process::id()));
+        let holder = Holder {
+            pid: 4242,
+            node: "alpha".into(),
+            control: PathBuf::from("/run/herd/alpha.sock"),
+        };
+        for round in 0..200 {
+            // Each round, a killed herd's file for every interface, then one taker per interface
+            // at once: every taker sweeps the files of the others.
+            let interfaces: Vec<String> = (0..4).map(|i| format!("vn{i}")).collect();
+            std::fs::create_dir_all(&dir).unwrap();
+            for interface in &interfaces {
+                let stale = dir.join(format!("{interface}@net{}", namespace()));
+                std::fs::write(stale, holder.line()).unwrap();
+            }
+            let taken: Vec<anyhow::Result<InterfaceLock>> = std::thread::scope(|scope| {
+                let takers: Vec<_> = interfaces
+                    .iter()
+                    .map(|interface| scope.spawn(|| InterfaceLock::take(&dir, interface, &holder)))
+                    .collect();
+                takers.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            for (interface, lock) in interfaces.iter().zip(&taken) {
+                if let Err(error) = lock {
+                    panic!("round {round}: {interface} refused: {error:#}");
+                }
+            }
+        }
         std::fs::remove_dir(&dir).expect("the lock directory is left empty");
     }
 

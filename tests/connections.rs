@@ -133,6 +133,10 @@ impl Farm {
             .key_file(&key)
             .rule(Protocol::Tcp, &[LONG_PORT], Some(Affinity::ClientIpPort))
             .rule(Protocol::Tcp, &[CHURN_PORT], Some(Affinity::ClientIpPort))
+            // The long-lived connections stay open to the end, so every drain lasts until
+            // drain_s, which breaks them: far beyond a test's length on a loaded machine (a
+            // flood at a tenth of its usual rate once took 27 s through a join).
+            .tables("[membership]\ndrain_s = 600\n")
             .text();
         let config = bed.bed().write_private("farm.toml", &text).unwrap();
         // The nodes answer the flood's spoofed sources through the client, which drops it.

@@ -4,9 +4,11 @@
 //! other nodes own, and hands the rest to the stack through its [`Port`]. Each worker keeps
 //! the handshakes it records in a flow table of its own ([`Flows`]), which it alone reads and
 //! writes; what the kernel says of a connection comes in front of each frame, put there by the
-//! redirect program ([`Served::from_prefix`]).
+//! redirect program ([`Served::from_prefix`]). How a worker waits for its frames, driving the
+//! NAPI processing itself or woken by it, is [`crate::wait`]'s.
 
 use std::num::NonZeroU32;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +22,7 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::handoff::Port;
+use crate::wait::{self, Waiting};
 use herd_packet::classify::{classify, FarmTable, Verdict};
 use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
@@ -31,12 +34,22 @@ use herd_packet::table::SharedTable;
 /// socket only receives, so none is kept for sending.
 const FRAMES: u32 = 2048;
 
-/// How many empty polls of the RX ring a worker makes before it sleeps in `poll(2)`: long
-/// enough to ride out the gaps of a busy link, short enough that an idle worker sleeps.
+/// How many empty polls of the RX ring a busy-polling worker makes before it sleeps in
+/// `poll(2)`: long enough to ride out the gaps of a busy link, short enough that an idle worker
+/// sleeps.
 const SPINS_BEFORE_SLEEP: u32 = 1024;
+
+/// Frames the NAPI processing a busy-polling worker drives takes at once: NAPI's usual weight.
+const BUSY_POLL_BUDGET: u16 = 64;
 
 /// How long a sleeping worker waits for a frame before it looks at the stop flag again.
 const SLEEP_MS: i32 = 100;
+
+/// How often a busy worker asks its socket how many frames the kernel dropped before it.
+const SHED_READ_NS: u64 = 100_000_000;
+
+/// How often at most a worker that cannot keep up says so.
+const SHED_LOG_NS: u64 = 10_000_000_000;
 
 /// What can go wrong opening a socket or starting a worker.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +103,8 @@ impl AfXdpError {
 pub struct QueueSocket {
     queue: u32,
     zero_copy: bool,
+    /// Whether the kernel took the busy-polling options.
+    busy_poll_asked: bool,
     umem: Umem,
     rx: RxQueue,
     fill: FillQueue,
@@ -164,9 +179,21 @@ impl QueueSocket {
             .map_err(|error| socket_error(with_source(&error), errno(&error)))?;
         let (fill, completion) =
             rings.ok_or_else(|| socket_error("no fill ring for a new memory".into(), None))?;
+        let busy_poll_asked = match wait::prefer_busy_poll(rx.fd().as_raw_fd(), BUSY_POLL_BUDGET) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::info!(
+                    %interface,
+                    queue,
+                    "the kernel refused preferred busy polling ({error}): the worker is woken by it"
+                );
+                false
+            }
+        };
         Ok(Self {
             queue,
             zero_copy,
+            busy_poll_asked,
             umem,
             rx,
             fill,
@@ -212,6 +239,9 @@ pub struct Counters {
     pub handed_off: AtomicU64,
     /// Frames the port refused.
     pub errors: AtomicU64,
+    /// Frames the kernel dropped before the worker saw them, its ring being full or no frame
+    /// of its memory free: the worker could not keep up, and the kernel shed the excess.
+    pub shed: AtomicU64,
 }
 
 impl Counters {
@@ -232,6 +262,7 @@ impl Counters {
             accepted: read(&self.accepted, &self.accepted_bytes),
             dropped: read(&self.dropped, &self.dropped_bytes),
             passed: Count::default(),
+            shed: self.shed.load(Ordering::Relaxed),
         }
     }
 }
@@ -351,6 +382,8 @@ pub struct Totals {
     pub handed_off: u64,
     /// Frames the port refused.
     pub errors: u64,
+    /// Frames the kernel shed before the worker (see [`Counters::shed`]).
+    pub shed: u64,
 }
 
 impl Totals {
@@ -375,6 +408,7 @@ impl Totals {
             .store(self.dropped_bytes, Ordering::Relaxed);
         to.handed_off.store(self.handed_off, Ordering::Relaxed);
         to.errors.store(self.errors, Ordering::Relaxed);
+        to.shed.store(self.shed, Ordering::Relaxed);
     }
 }
 
@@ -389,6 +423,9 @@ struct Loop<'a> {
     flows: Flows,
     /// Batch processing times in nanoseconds, 1 ns to 10 s: recording never allocates.
     batches: Histogram<u64>,
+    /// When the socket's drop counts are read next, and when the worker last said it sheds.
+    next_shed_read: u64,
+    shed_logged: Option<(u64, u64)>,
 }
 
 impl<'a> Loop<'a> {
@@ -411,12 +448,16 @@ impl<'a> Loop<'a> {
             totals: Totals::default(),
             flows: Flows::new(),
             batches,
+            next_shed_read: 0,
+            shed_logged: None,
         }
     }
 
     fn run(mut self) -> Finished {
         let mut batch: Vec<FrameDesc> =
             self.socket.frames[..self.settings.batch.min(FRAMES as usize)].to_vec();
+        // Decided once the first frames say which NAPI instance fills the ring.
+        let mut waiting = None;
         let mut empty_polls = 0;
         while !self.settings.stop.load(Ordering::Relaxed) {
             // SAFETY: `batch` holds descriptors of this socket's memory; consume overwrites them.
@@ -424,7 +465,9 @@ impl<'a> Loop<'a> {
             let now = coarse_monotonic_ns();
             if received == 0 {
                 empty_polls += 1;
-                if empty_polls >= SPINS_BEFORE_SLEEP || self.socket.fill.needs_wakeup() {
+                if waiting == Some(Waiting::BusyPoll) && empty_polls < SPINS_BEFORE_SLEEP {
+                    wait::drive_napi(self.socket.rx.fd().as_raw_fd());
+                } else {
                     // Sleeps until a frame arrives (and wakes the driver if it asked to be).
                     let _ = self.socket.rx.poll(SLEEP_MS);
                     empty_polls = 0;
@@ -432,20 +475,77 @@ impl<'a> Loop<'a> {
                 continue;
             }
             empty_polls = 0;
+            if waiting.is_none() {
+                waiting = Some(self.choose_waiting());
+            }
             let start = Instant::now();
             self.process(&mut batch[..received], now);
             // SAFETY: the frames came from this socket's RX ring and are done with.
             unsafe { self.socket.fill.produce(&batch[..received]) };
-            if self.socket.fill.needs_wakeup() {
+            if waiting == Some(Waiting::Woken) && self.socket.fill.needs_wakeup() {
                 let _ = self.socket.fill.wakeup(self.socket.rx.fd_mut(), 0);
+            }
+            if now >= self.next_shed_read {
+                self.read_shed(now);
             }
             self.totals.publish(self.counters);
             self.batches.saturating_record(duration_ns(start.elapsed()));
         }
+        self.read_shed(coarse_monotonic_ns());
         Finished {
             totals: self.totals,
             batches: self.batches,
         }
+    }
+
+    /// Reads how many frames the kernel shed before the worker, and says so when it sheds,
+    /// once every [`SHED_LOG_NS`] at most.
+    fn read_shed(&mut self, now: u64) {
+        self.next_shed_read = now + SHED_READ_NS;
+        let Ok(statistics) = self.socket.rx.fd().xdp_statistics() else {
+            return;
+        };
+        self.totals.shed = statistics.rx_ring_full() + statistics.rx_dropped();
+        let (logged_at, logged_shed) = self.shed_logged.unwrap_or((0, 0));
+        if self.totals.shed > logged_shed && now.saturating_sub(logged_at) >= SHED_LOG_NS {
+            tracing::warn!(
+                queue = self.socket.queue,
+                shed = self.totals.shed - logged_shed,
+                "the worker cannot keep up: the kernel dropped frames at its full ring \
+                 (herd_packets_shed_total counts them)"
+            );
+            self.shed_logged = Some((now, self.totals.shed));
+        }
+    }
+
+    /// How the worker waits from now on, once frames have come: busy polling where the socket
+    /// knows its NAPI instance, woken by the kernel at real-time priority otherwise.
+    fn choose_waiting(&self) -> Waiting {
+        let queue = self.socket.queue;
+        let napi = wait::napi_id(self.socket.rx.fd().as_raw_fd()).unwrap_or(0);
+        if self.socket.busy_poll_asked && napi != 0 {
+            tracing::info!(
+                queue,
+                napi,
+                "busy polling: the worker runs its queue's NAPI processing itself"
+            );
+            return Waiting::BusyPoll;
+        }
+        if self.socket.busy_poll_asked {
+            tracing::info!(
+                queue,
+                "busy polling does not reach this queue (its AF_XDP socket has no NAPI id, as on \
+                 veth): the worker is woken by the kernel and sleeps when its ring is empty"
+            );
+        }
+        if let Err(refused) = wait::run_promptly() {
+            tracing::warn!(
+                queue,
+                "real-time scheduling refused ({refused}): the worker runs at nice -20, and \
+                 busy NAPI processing on its core may delay it by a time slice"
+            );
+        }
+        Waiting::Woken
     }
 
     /// Classifies a batch that arrived at `now` and hands the accepted frames to the stack.

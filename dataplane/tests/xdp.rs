@@ -572,44 +572,104 @@ fn in_a_namespace_of_its_own<T: Send + 'static>(test: impl FnOnce() -> T + Send 
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-fn afxdp_traffic() {
-    // A BPF file system of the test's own for the pin, none being assumed at /sys/fs/bpf;
-    // declared first, so that it goes last.
-    let bed = Bed::create(&format!("herd-xdp-counts-{}", std::process::id()))
-        .expect("mounts a BPF file system");
-    // Interfaces with IPv6 send listener reports and solicitations of their own, which the
-    // program would count among the test's frames.
-    for conf in ["all", "default"] {
-        std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
-            .expect("turns IPv6 off in the namespace");
+/// The AF_XDP mode on a veth pair of the test's namespace: the redirect program (generic XDP)
+/// on `herd-a` under a table where node 1 of 5 owns some buckets, one socket on its queue and
+/// a worker on `core` handing off to a TAP device, and a packet socket that sends into
+/// `herd-b`, the other end.
+struct AfxdpBed {
+    redirect: XdpProgram,
+    table: FarmTable,
+    worker: Worker,
+    stop: Arc<AtomicBool>,
+    sender: Port,
+    // Declared last, so that it goes last: the program's pin is on its BPF file system.
+    _bed: Bed,
+}
+
+impl AfxdpBed {
+    fn new(tag: &str, core: usize) -> Self {
+        // A BPF file system of the test's own for the pin, none being assumed at /sys/fs/bpf.
+        let bed = Bed::create(&format!("herd-xdp-{tag}-{}", std::process::id()))
+            .expect("mounts a BPF file system");
+        // Interfaces with IPv6 send listener reports and solicitations of their own, which the
+        // program would count among the test's frames.
+        for conf in ["all", "default"] {
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
+                .expect("turns IPv6 off in the namespace");
+        }
+        ip(&[
+            "link", "add", "herd-a", "type", "veth", "peer", "name", "herd-b",
+        ]);
+        ip(&["link", "set", "herd-a", "up"]);
+        ip(&["link", "set", "herd-b", "up"]);
+
+        let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
+        let table = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
+        let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+        let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
+        redirect.add_socket(0, socket.fd()).unwrap();
+        let to_stack = Port::tap("herd-t", 1)
+            .expect("creates a TAP device")
+            .remove(0);
+        ip(&["link", "set", "herd-t", "up"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let settings = WorkerSettings {
+            core: CoreId { id: core },
+            batch: 64,
+            if_mac: IF_MAC,
+            table: Arc::new(SharedTable::new(table.clone())),
+            stop: Arc::clone(&stop),
+        };
+        let worker = Worker::spawn(socket, to_stack, settings).expect("starts the worker");
+        let pin = bed.bpf_dir(tag).unwrap().join("herd-a");
+        redirect.attach("herd-a", &pin, true).expect("attaches");
+        // SAFETY: the name is a NUL-terminated string that outlives the call.
+        let peer = unsafe { libc::if_nametoindex(c"herd-b".as_ptr()) };
+        let sender = Port::packet(peer, 1)
+            .expect("opens a packet socket")
+            .remove(0);
+        Self {
+            redirect,
+            table,
+            worker,
+            stop,
+            sender,
+            _bed: bed,
+        }
     }
-    ip(&[
-        "link", "add", "herd-a", "type", "veth", "peer", "name", "herd-b",
-    ]);
-    ip(&["link", "set", "herd-a", "up"]);
-    ip(&["link", "set", "herd-b", "up"]);
 
-    let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
-    let table = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
-    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
-    let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
-    redirect.add_socket(0, socket.fd()).unwrap();
-    let to_stack = Port::tap("herd-t", 1)
-        .expect("creates a TAP device")
-        .remove(0);
-    ip(&["link", "set", "herd-t", "up"]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let settings = WorkerSettings {
-        core: CoreId { id: 0 },
-        batch: 64,
-        if_mac: IF_MAC,
-        table: Arc::new(SharedTable::new(table.clone())),
-        stop: Arc::clone(&stop),
-    };
-    let worker = Worker::spawn(socket, to_stack, settings).expect("starts the worker");
-    let pin = bed.bpf_dir("counts").unwrap().join("herd-a");
-    redirect.attach("herd-a", &pin, true).expect("attaches");
+    /// What the redirect program counted: what it kept and what it redirected.
+    fn in_program(&self) -> u64 {
+        let counted: u64 = self.redirect.counts().unwrap().iter().map(|c| c.1).sum();
+        counted + self.redirect.redirected().unwrap()
+    }
 
+    /// Sends `frames` a few at a time, so that none overflows the interface's backlog.
+    fn send(&self, frames: &[Vec<u8>]) {
+        let before = self.in_program();
+        for (sent, chunk) in frames.chunks(50).enumerate() {
+            for frame in chunk {
+                self.sender.send(frame).expect("sends a frame");
+            }
+            let sent = (sent * 50 + chunk.len()) as u64;
+            wait_for("the program to count every frame", || {
+                self.in_program() - before == sent
+            });
+        }
+    }
+
+    /// Stops the worker and detaches the program; the worker's final totals.
+    fn finish(mut self) -> herd_dataplane::afxdp::Totals {
+        self.stop.store(true, Ordering::Relaxed);
+        let totals = self.worker.join().totals;
+        self.redirect.detach().unwrap();
+        totals
+    }
+}
+
+fn afxdp_traffic() {
+    let afxdp = AfxdpBed::new("counts", 0);
+    let table = &afxdp.table;
     let mut rng = Rng(0xaf0d_c0de_0000_0001);
     let frames: Vec<Vec<u8>> = (0..800).map(|i| afxdp_frame(&mut rng, i)).collect();
     // What the whole mode counts, what the redirect program keeps, what the worker takes.
@@ -629,26 +689,9 @@ fn afxdp_traffic() {
         );
     }
 
-    // SAFETY: the name is a NUL-terminated string that outlives the call.
-    let peer = unsafe { libc::if_nametoindex(c"herd-b".as_ptr()) };
-    let sender = Port::packet(peer, 1)
-        .expect("opens a packet socket")
-        .remove(0);
-    let in_program = |redirect: &XdpProgram| {
-        let counted: u64 = redirect.counts().unwrap().iter().map(|c| c.1).sum();
-        counted + redirect.redirected().unwrap()
-    };
-    // A few frames at a time, so that none overflows the interface's backlog.
-    for (sent, chunk) in frames.chunks(50).enumerate() {
-        for frame in chunk {
-            sender.send(frame).expect("sends a frame");
-        }
-        let sent = (sent * 50 + chunk.len()) as u64;
-        wait_for("the program to count every frame", || {
-            in_program(&redirect) == sent
-        });
-    }
-    let counters = worker.counters();
+    afxdp.send(&frames);
+    let redirect = &afxdp.redirect;
+    let counters = afxdp.worker.counters();
     wait_for("the worker to count every redirected frame", || {
         counters.received.load(Ordering::Relaxed) == redirect.redirected().unwrap()
     });
@@ -665,9 +708,9 @@ fn afxdp_traffic() {
     }
     let received_bytes = counters.received_bytes.load(Ordering::Relaxed);
     assert_eq!(received_bytes, taken.accepted.bytes + taken.dropped.bytes);
+    assert_eq!(in_worker.shed, 0, "a worker that keeps up sheds nothing");
 
-    stop.store(true, Ordering::Relaxed);
-    let totals = worker.join().totals;
+    let totals = afxdp.finish();
     assert_eq!(
         (
             totals.received_bytes,
@@ -677,7 +720,72 @@ fn afxdp_traffic() {
         (received_bytes, taken.accepted.bytes, taken.dropped.bytes),
         "the worker's final totals"
     );
-    redirect.detach().unwrap();
+}
+
+/// A worker that cannot keep up does not make the kernel queue without bound: the frames its
+/// full ring cannot take are dropped by the kernel before the worker, and counted as shed.
+/// Every redirected frame is then either received by the worker or shed. The worker is kept
+/// off its core by a real-time thread of higher priority while the frames arrive from the
+/// other core.
+#[test]
+fn a_worker_that_cannot_keep_up_has_the_excess_shed_and_counted() {
+    needs_root();
+    in_a_namespace_of_its_own(|| {
+        let afxdp = AfxdpBed::new("shed", 0);
+        // More owned frames than the worker's ring and memory hold (2048 each).
+        let client = |i: usize| [198, 19, (i >> 8) as u8, i as u8];
+        let frames: Vec<Vec<u8>> = (0..6000)
+            .map(|i| {
+                let udp = craft::udp(40000, 5000, &[0x55; 18]);
+                let ip = craft::ipv4(client(i), VIP, ip_proto::UDP, Fragment::default(), &udp);
+                craft::ethernet(&[], ethertype::IPV4, &ip)
+            })
+            .collect();
+        let hog_stop = Arc::new(AtomicBool::new(false));
+        let hog = {
+            let hog_stop = Arc::clone(&hog_stop);
+            let (started, running) = std::sync::mpsc::channel();
+            let hog = std::thread::spawn(move || {
+                assert!(core_affinity::set_for_current(CoreId { id: 0 }));
+                let param = libc::sched_param { sched_priority: 2 };
+                // SAFETY: `param` is a valid sched_param; pid 0 is the calling thread.
+                let raised = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+                started.send(raised).unwrap();
+                // Bounded: the sender stops it, or two seconds do.
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !hog_stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    std::hint::spin_loop();
+                }
+            });
+            assert_eq!(
+                running.recv().unwrap(),
+                0,
+                "the hog runs at real-time priority"
+            );
+            hog
+        };
+        assert!(core_affinity::set_for_current(CoreId { id: 1 }));
+        afxdp.send(&frames);
+        hog_stop.store(true, Ordering::Relaxed);
+        hog.join().unwrap();
+        let redirected = afxdp.redirect.redirected().unwrap();
+        let counters = afxdp.worker.counters();
+        wait_for(
+            "the worker to take or count as shed every redirected frame",
+            || {
+                let traffic = counters.traffic();
+                counters.received.load(Ordering::Relaxed) + traffic.shed == redirected
+            },
+        );
+        let totals = afxdp.finish();
+        assert!(
+            totals.shed > 0 && totals.received > 0,
+            "shed {} and received {} of {redirected}",
+            totals.shed,
+            totals.received
+        );
+        assert_eq!(totals.received + totals.shed, redirected);
+    });
 }
 
 /// Frame `i` of the AF_XDP test, of every outcome: VIP flows of the workers (UDP, TCP, ICMP,

@@ -41,6 +41,11 @@ pub struct Traffic {
     pub dropped: Count,
     /// Packets for anything but a VIP, which the kernel gets untouched.
     pub passed: Count,
+    /// VIP packets the kernel dropped before an AF_XDP worker could see them, its ring being
+    /// full: the worker could not keep up. Packets only (the kernel does not count their
+    /// bytes); always 0 in the in-kernel mode.
+    #[serde(default)]
+    pub shed: u64,
 }
 
 impl Traffic {
@@ -52,6 +57,7 @@ impl Traffic {
             accepted,
             dropped,
             passed,
+            ..
         } = *self;
         [
             ("accepted", accepted),
@@ -69,6 +75,7 @@ impl Add for Traffic {
             accepted: self.accepted + other.accepted,
             dropped: self.dropped + other.dropped,
             passed: self.passed + other.passed,
+            shed: self.shed + other.shed,
         }
     }
 }

@@ -133,6 +133,12 @@ fn render(status: &Status) -> String {
             count.packets, count.bytes
         ));
     }
+    if traffic.shed > 0 {
+        line(format!(
+            "  {:<16} {:>14} {:>16}  (a worker could not keep up)",
+            "shed", traffic.shed, "-"
+        ));
+    }
     let stats = &snapshot.stats;
     let refused: u64 = snapshot
         .refused

@@ -140,6 +140,14 @@ pub fn render(status: &Status) -> String {
     );
     family(
         &mut out,
+        "herd_packets_shed_total",
+        "counter",
+        "VIP packets the kernel dropped before an AF_XDP worker saw them, its ring being full: \
+         the worker could not keep up (always 0 in xdp mode).",
+        vec![Sample::new(&[], traffic.shed)],
+    );
+    family(
+        &mut out,
         "herd_buckets",
         "gauge",
         "The farm's bucket count.",
@@ -879,6 +887,7 @@ mod tests {
                         packets: 5,
                         bytes: 300,
                     },
+                    shed: 3,
                 },
             },
         }
@@ -912,6 +921,7 @@ mod tests {
             r#"herd_bytes_total{outcome="accepted"} 4200"#,
             r#"herd_bytes_total{outcome="dropped"} 2100"#,
             r#"herd_bytes_total{outcome="passed"} 300"#,
+            "herd_packets_shed_total 3",
             "herd_buckets 64",
             "herd_owned_buckets 40",
             "herd_view_epoch 17",

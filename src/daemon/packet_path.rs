@@ -107,6 +107,7 @@ impl PacketPath {
                 dropped = totals.dropped,
                 handed_off = totals.handed_off,
                 errors = totals.errors,
+                shed = totals.shed,
                 batches = batches.len(),
                 batch_p50_ns = batches.value_at_quantile(0.5),
                 batch_p99_ns = batches.value_at_quantile(0.99),

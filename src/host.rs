@@ -239,6 +239,23 @@ impl Host {
         Ok(())
     }
 
+    /// Sets one of the interface's own settings (`/sys/class/net/<interface>/<name>`), to be
+    /// put back.
+    pub fn set_device(&mut self, name: &str, value: &str) -> anyhow::Result<()> {
+        let path = format!("/sys/class/net/{}/{name}", self.interface);
+        let old = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let old = old.trim();
+        if !self.originals()?.device.contains_key(name) {
+            self.originals()?
+                .device
+                .insert(name.to_owned(), old.to_owned());
+            self.keep_originals()?;
+        }
+        fs::write(&path, value).with_context(|| format!("cannot write {value} to {path}"))?;
+        tracing::info!(setting = %path, old, new = value, "set the interface's setting");
+        Ok(())
+    }
+
     /// Turns promiscuous mode on, so the interface takes frames for the VIPs' virtual MACs.
     pub fn promiscuous(&mut self) -> anyhow::Result<()> {
         let interface = self.interface.clone();
@@ -370,6 +387,15 @@ impl Host {
             let path = format!("/proc/sys/net/ipv4/conf/{interface}/{name}");
             match fs::write(&path, value) {
                 Ok(()) => tracing::info!(sysctl = %path, %value, "restored sysctl"),
+                Err(error) => failed(anyhow::anyhow!("cannot restore {path}: {error}")),
+            }
+        }
+        for (name, value) in &originals.device {
+            let path = format!("/sys/class/net/{interface}/{name}");
+            match fs::write(&path, value) {
+                Ok(()) => {
+                    tracing::info!(setting = %path, %value, "restored the interface's setting")
+                }
                 Err(error) => failed(anyhow::anyhow!("cannot restore {path}: {error}")),
             }
         }

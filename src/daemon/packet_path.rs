@@ -140,6 +140,8 @@ impl Mode {
                 let interface = interface.as_str();
                 let queues = host.rx_queues()?;
                 let cores = worker_cores(&config.dataplane.cores, queues, config_path)?;
+                prepare_busy_polling(host)?;
+                warn_of_shared_cores(&cores);
                 let mut redirect = XdpProgram::load_redirect(&rules, host.mac())?;
                 redirect.keep_alive(ttl)?;
                 let mut sockets = Vec::with_capacity(queues as usize);
@@ -256,6 +258,29 @@ impl Dataplane for &mut PacketPath {
     }
 }
 
+/// How long the kernel holds a NAPI instance's interrupts off for a busy-polling worker that
+/// has not polled it, and how many times in a row (`gro_flush_timeout`, in ns, and
+/// `napi_defer_hard_irqs`): the values the kernel's NAPI documentation gives for preferred
+/// busy polling. A worker that stops polling hands the queue back to interrupts after that.
+const GRO_FLUSH_TIMEOUT_NS: &str = "200000";
+const NAPI_DEFER_HARD_IRQS: &str = "2";
+
+/// Sets the interface up for the workers' preferred busy polling (see
+/// `herd_dataplane::wait`): with its interrupts deferred, the driver leaves the queue to the
+/// worker that polls it. A virtual interface is left alone: veth gives AF_XDP sockets no NAPI
+/// id to poll, and the deferral would only delay its frames.
+fn prepare_busy_polling(host: &mut Host) -> anyhow::Result<()> {
+    if host.is_virtual() {
+        tracing::info!(
+            interface = host.name(),
+            "a virtual interface: no busy polling, its NAPI settings are left as they are"
+        );
+        return Ok(());
+    }
+    host.set_device("napi_defer_hard_irqs", NAPI_DEFER_HARD_IRQS)?;
+    host.set_device("gro_flush_timeout", GRO_FLUSH_TIMEOUT_NS)
+}
+
 /// The core of each RX queue's worker: `configured` in order, reused round the list when
 /// the interface has more queues, or queue `i` on core `i` when none is configured. Every
 /// core must exist on this machine.
@@ -282,6 +307,29 @@ fn worker_cores(configured: &[usize], queues: u32, path: &Path) -> anyhow::Resul
         );
     }
     Ok(wanted.into_iter().map(|id| CoreId { id }).collect())
+}
+
+/// Says which workers share a core (more RX queues than cores, or `[dataplane] cores` that
+/// name a core twice): each then gets a share of its core, and a flood on one queue slows the
+/// others.
+fn warn_of_shared_cores(cores: &[CoreId]) {
+    for (index, core) in cores.iter().enumerate() {
+        if cores[..index].iter().any(|earlier| earlier.id == core.id) {
+            continue;
+        }
+        let queues: Vec<usize> = (index..cores.len())
+            .filter(|&queue| cores[queue].id == core.id)
+            .collect();
+        if queues.len() > 1 {
+            tracing::warn!(
+                core = core.id,
+                ?queues,
+                "the workers of these RX queues share a core: each gets a share of it, and a \
+                 flood on one queue slows the others (give each a core with [dataplane] cores, \
+                 or fewer queues: ethtool -L)"
+            );
+        }
+    }
 }
 
 /// `0-3, 6` for cores 0, 1, 2, 3 and 6.

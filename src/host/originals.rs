@@ -30,6 +30,10 @@ pub struct Originals {
     /// with the values they had.
     #[serde(default)]
     pub ipv4_conf: BTreeMap<String, String>,
+    /// The interface's own settings (`/sys/class/net/<interface>/<name>`) herd has set, with
+    /// the values they had.
+    #[serde(default)]
+    pub device: BTreeMap<String, String>,
     /// The VIP addresses herd added: the interface had none of them.
     #[serde(default)]
     pub vips_added: Vec<IpAddr>,
@@ -56,7 +60,8 @@ impl Originals {
         let corrupt = |why: String| {
             anyhow::anyhow!(
                 "{}: not a record of {interface}'s original settings ({why}); check the \
-                 interface's promiscuous mode, arp_announce and addresses, then remove the file",
+                 interface's promiscuous mode, arp_announce, NAPI settings and addresses, then \
+                 remove the file",
                 path.display()
             )
         };
@@ -68,13 +73,14 @@ impl Originals {
                 originals.interface
             )));
         }
-        // The names become paths under /proc/sys.
+        // The names become paths under /proc/sys and /sys/class/net.
         if let Some(name) = originals
             .ipv4_conf
             .keys()
+            .chain(originals.device.keys())
             .find(|name| !is_sysctl_name(name))
         {
-            return Err(corrupt(format!("{name:?} is not a sysctl name")));
+            return Err(corrupt(format!("{name:?} is not a setting's name")));
         }
         Ok(Some(originals))
     }
@@ -117,7 +123,7 @@ impl Originals {
         if let Some(on) = self.promiscuous {
             parts.push(format!("promiscuous {}", if on { "on" } else { "off" }));
         }
-        for (name, value) in &self.ipv4_conf {
+        for (name, value) in self.ipv4_conf.iter().chain(&self.device) {
             parts.push(format!("{name} {value}"));
         }
         if !self.vips_added.is_empty() {
@@ -168,6 +174,7 @@ mod tests {
             interface: "eth0".to_owned(),
             promiscuous: Some(false),
             ipv4_conf: BTreeMap::from([("arp_announce".to_owned(), "0".to_owned())]),
+            device: BTreeMap::from([("gro_flush_timeout".to_owned(), "0".to_owned())]),
             vips_added: vec!["198.18.1.100".parse().unwrap(), "fd00::64".parse().unwrap()],
         }
     }
@@ -209,7 +216,7 @@ mod tests {
     fn a_record_says_what_it_holds() {
         assert_eq!(
             changed().describe(),
-            "promiscuous off, arp_announce 0, VIPs added 198.18.1.100 fd00::64"
+            "promiscuous off, arp_announce 0, gro_flush_timeout 0, VIPs added 198.18.1.100 fd00::64"
         );
         assert_eq!(Originals::new("eth0").describe(), "nothing changed");
     }
@@ -242,7 +249,11 @@ mod tests {
             ),
             (
                 "{\"interface\": \"eth0\", \"ipv4_conf\": {\"../../../../etc/passwd\": \"x\"}}",
-                "\"../../../../etc/passwd\" is not a sysctl name",
+                "\"../../../../etc/passwd\" is not a setting's name",
+            ),
+            (
+                "{\"interface\": \"eth0\", \"device\": {\"../../../etc/passwd\": \"x\"}}",
+                "\"../../../etc/passwd\" is not a setting's name",
             ),
         ] {
             let message = refused(text);

@@ -32,6 +32,10 @@
 // Every frame it hands a worker starts with 4 bytes of what the kernel says of its connection:
 // while some bucket keeps known connections (`lookups` in `struct farm`), it asks the kernel
 // about every TCP segment but a SYN; otherwise, and for other frames, the answer is nothing.
+// A worker that cannot keep up says so in `behind`: the redirect program then drops itself the
+// frames of the buckets this node does not serve at all (mode NONE), which the worker would
+// only drop, so that the worker spends itself on the frames it may accept. It reads the same
+// mode table as `herd_classify`, which the AF_XDP mode installs too.
 // With no live socket on the queue (herd killed) or a stale deadline (herd frozen), VIP
 // traffic is dropped. It counts the frames it keeps as `herd_classify` does, since no worker
 // sees them (the traffic passed to the kernel above all), and those it redirects.
@@ -195,6 +199,14 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } sockets SEC(".maps");
+
+// Whether the worker of each RX queue is behind (herd_redirect; written by the worker).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} behind SEC(".maps");
 
 // The frames of one verdict and their bytes (`Count` in packet/src/counts.rs): one value,
 // so that counting both takes one lookup.
@@ -742,24 +754,33 @@ static __always_inline int known_accepted(struct xdp_md *ctx, const struct ident
 	return (answer & SERVED_SOCKET) || (!(mode & MODE_SYN) && (answer & SERVED_COOKIE));
 }
 
+// This node's mode of the bucket of `id`, or -1 when the table cannot be read.
+static __always_inline int bucket_mode(const struct farm *f, const struct identity *id)
+{
+	__u32 zero = 0;
+	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
+	if (!table)
+		return -1;
+	__u32 bucket = (__u32)flow_hash(f, id) & f->mask & (MAX_BUCKETS - 1);
+	__u32 key = (*table & 1) * MAX_BUCKETS + bucket;
+	const __u8 *entry = bpf_map_lookup_elem(&buckets, &key);
+	if (!entry)
+		return -1;
+	return *entry;
+}
+
 // Step 6: what this node's mode of the packet's bucket says. The packets of a bucket owned
 // outright (OWN) or not at all (NONE) never touch the flow table nor ask the kernel.
 static __always_inline enum verdict mode_verdict(struct xdp_md *ctx, const struct farm *f,
 						 const struct identity *id, __u32 l3)
 {
-	__u32 zero = 0;
 	__u64 now = bpf_ktime_get_coarse_ns();
 	if (!alive(now))
 		return V_DROP_NOT_OWNER;
-	const __u32 *table = bpf_map_lookup_elem(&active, &zero);
-	if (!table)
+	int found = bucket_mode(f, id);
+	if (found < 0)
 		return V_DROP_NOT_OWNER;
-	__u32 bucket = (__u32)flow_hash(f, id) & f->mask & (MAX_BUCKETS - 1);
-	__u32 key = (*table & 1) * MAX_BUCKETS + bucket;
-	const __u8 *entry = bpf_map_lookup_elem(&buckets, &key);
-	if (!entry)
-		return V_DROP_NOT_OWNER;
-	__u32 mode = *entry;
+	__u32 mode = found;
 	int accepted;
 	if (!id->tcp)
 		accepted = mode & MODE_OTHER;
@@ -996,6 +1017,10 @@ int herd_redirect(struct xdp_md *ctx)
 	enum verdict v = id.verdict;
 	if (v == V_ACCEPT)
 		v = alive(bpf_ktime_get_coarse_ns()) ? V_REDIRECTED : V_DROP_NOT_OWNER;
+	__u32 queue = ctx->rx_queue_index;
+	const __u32 *late = bpf_map_lookup_elem(&behind, &queue);
+	if (v == V_REDIRECTED && late && *late && bucket_mode(f, &id) == 0)
+		v = V_DROP_NOT_OWNER;
 	count(ctx, v);
 	if (v != V_REDIRECTED)
 		return act(ctx, f, v, l3);
@@ -1004,7 +1029,7 @@ int herd_redirect(struct xdp_md *ctx)
 		answer = served(ctx, &id, l3);
 	if (!prepend_answer(ctx, answer))
 		return XDP_DROP;
-	return bpf_redirect_map(&sockets, ctx->rx_queue_index, XDP_DROP);
+	return bpf_redirect_map(&sockets, queue, XDP_DROP);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

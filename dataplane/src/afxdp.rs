@@ -5,7 +5,8 @@
 //! the handshakes it records in a flow table of its own ([`Flows`]), which it alone reads and
 //! writes; what the kernel says of a connection comes in front of each frame, put there by the
 //! redirect program ([`Served::from_prefix`]). How a worker waits for its frames, driving the
-//! NAPI processing itself or woken by it, is [`crate::wait`]'s.
+//! NAPI processing itself or woken by it, is [`crate::wait`]'s; when it is behind, and what
+//! the kernel then sheds for it, [`crate::overload`]'s.
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -22,7 +23,9 @@ use xsk_rs::config::{BindFlags, LibxdpFlags, QueueSize, SocketConfig, UmemConfig
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::handoff::Port;
+use crate::overload::Overload;
 use crate::wait::{self, Waiting};
+use crate::xdp::BehindSwitch;
 use herd_packet::classify::{classify, FarmTable, Verdict};
 use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
@@ -279,6 +282,8 @@ pub struct WorkerSettings {
     pub table: Arc<SharedTable<FarmTable>>,
     /// Set to make the worker finish.
     pub stop: Arc<AtomicBool>,
+    /// How the worker tells the redirect program it is behind.
+    pub behind: BehindSwitch,
 }
 
 /// A running worker.
@@ -426,6 +431,9 @@ struct Loop<'a> {
     /// When the socket's drop counts are read next, and when the worker last said it sheds.
     next_shed_read: u64,
     shed_logged: Option<(u64, u64)>,
+    /// Whether the worker is behind, and when it last said it fell behind.
+    overload: Overload,
+    behind_logged: Option<u64>,
 }
 
 impl<'a> Loop<'a> {
@@ -450,6 +458,8 @@ impl<'a> Loop<'a> {
             batches,
             next_shed_read: 0,
             shed_logged: None,
+            overload: Overload::default(),
+            behind_logged: None,
         }
     }
 
@@ -463,6 +473,7 @@ impl<'a> Loop<'a> {
             // SAFETY: `batch` holds descriptors of this socket's memory; consume overwrites them.
             let received = unsafe { self.socket.rx.consume(&mut batch) };
             let now = coarse_monotonic_ns();
+            self.note_batch(received, batch.len(), now);
             if received == 0 {
                 empty_polls += 1;
                 if waiting == Some(Waiting::BusyPoll) && empty_polls < SPINS_BEFORE_SLEEP {
@@ -495,6 +506,30 @@ impl<'a> Loop<'a> {
         Finished {
             totals: self.totals,
             batches: self.batches,
+        }
+    }
+
+    /// Tells the redirect program whether the worker is behind, after a batch of `received`
+    /// frames of at most `capacity` (0: the ring was empty) at `now`.
+    #[inline]
+    fn note_batch(&mut self, received: usize, capacity: usize, now: u64) {
+        let behind = self.overload.observe(received, capacity, now);
+        if let Err(error) = self.settings.behind.set(behind) {
+            tracing::warn!(
+                queue = self.socket.queue,
+                "cannot tell the redirect program whether the worker is behind: {error}"
+            );
+        } else if behind
+            && self
+                .behind_logged
+                .is_none_or(|logged| now.saturating_sub(logged) >= SHED_LOG_NS)
+        {
+            tracing::info!(
+                queue = self.socket.queue,
+                "the worker is behind (full batches one after another): the kernel drops the \
+                 frames of other nodes' buckets for it while the flood lasts"
+            );
+            self.behind_logged = Some(now);
         }
     }
 

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, XskMap};
 use aya::programs::links::FdLink;
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfError, EbpfLoader, Pod};
@@ -122,9 +122,9 @@ pub enum XdpError {
         /// The offered size.
         got: usize,
     },
-    /// A mode table offered to, or flows asked of, the redirect program, which has neither
-    /// (the workers do), or lookups asked of the classifier, which makes them as its modes say.
-    #[error("the AF_XDP redirect program holds no mode table and no flow, and only it is told when to ask the kernel")]
+    /// Flows asked of the redirect program, which has none (the workers do), or lookups or a
+    /// worker's switch asked of the classifier, which has no workers.
+    #[error("the AF_XDP redirect program holds no flow, and only it is told when to ask the kernel and which worker is behind")]
     NoTable,
     /// A socket for an RX queue past [`MAX_QUEUES`].
     #[error("RX queue {0}: the AF_XDP mode serves at most {MAX_QUEUES} queues")]
@@ -146,6 +146,27 @@ pub struct TestOutcome {
     pub frame: Vec<u8>,
 }
 
+/// How a worker tells the redirect program whether it is behind: while it is, the program
+/// drops the frames of buckets this node does not serve at all, instead of handing them to
+/// the worker to drop.
+pub struct BehindSwitch {
+    behind: Array<MapData, u32>,
+    queue: u32,
+    /// What the program was told last.
+    on: bool,
+}
+
+impl BehindSwitch {
+    /// Tells the program whether the worker is behind; a system call only when it changes.
+    pub fn set(&mut self, behind: bool) -> Result<(), XdpError> {
+        if behind != self.on {
+            self.behind.set(self.queue, u32::from(behind), 0)?;
+            self.on = behind;
+        }
+        Ok(())
+    }
+}
+
 /// The object's XDP program `name`.
 fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, XdpError> {
     let program = ebpf.program_mut(name).ok_or(XdpError::Missing(name))?;
@@ -161,8 +182,7 @@ pub struct XdpProgram {
     program: &'static str,
     /// Which half of the `buckets` map packets read.
     active: u32,
-    /// The mode table packets read; every table installed must have its bucket count. `None`
-    /// for the redirect program.
+    /// The mode table packets read; every table installed must have its bucket count.
     modes: Option<ModeTable>,
     /// The attachment, pinned so that it outlives a killed herd (see [`XdpProgram::attach`]).
     attached: Option<Pin>,
@@ -183,14 +203,43 @@ impl XdpProgram {
         Ok(classifier)
     }
 
-    /// Loads the AF_XDP mode's redirect program for a farm with `rules` on an interface whose
-    /// MAC is `if_mac`; [`XdpProgram::add_socket`] gives it the sockets. Alive until
-    /// [`XdpProgram::keep_alive`] first sets a deadline.
-    pub fn load_redirect(rules: &FarmRules, if_mac: [u8; 6]) -> Result<Self, XdpError> {
+    /// Loads the AF_XDP mode's redirect program for a farm with `rules` and the modes of
+    /// `table` on an interface whose MAC is `if_mac`; [`XdpProgram::add_socket`] gives it the
+    /// sockets. It reads the table only for a worker that is behind ([`BehindSwitch`]): the
+    /// workers classify under theirs. Alive until [`XdpProgram::keep_alive`] first sets a
+    /// deadline.
+    pub fn load_redirect(
+        rules: &FarmRules,
+        table: &ModeTable,
+        if_mac: [u8; 6],
+    ) -> Result<Self, XdpError> {
         // The redirect program keeps no flow: a one-entry map spares the kernel the memory.
         let mut redirect = Self::load_program(REDIRECT, 1)?;
-        redirect.write_rules(rules, 0, if_mac)?;
+        redirect.write_rules(rules, (table.len() - 1) as u32, if_mac)?;
+        redirect.modes = Some(table.clone());
+        redirect.install(table)?;
         Ok(redirect)
+    }
+
+    /// The switch with which the worker of RX queue `queue` tells the redirect program it is
+    /// behind; a handle of its own on the program's `behind` map, for the worker's thread.
+    pub fn behind_switch(&self, queue: u32) -> Result<BehindSwitch, XdpError> {
+        if self.program != REDIRECT {
+            return Err(XdpError::NoTable);
+        }
+        if queue >= MAX_QUEUES {
+            return Err(XdpError::Queue(queue));
+        }
+        let map = self.ebpf.map("behind").ok_or(XdpError::Missing("behind"))?;
+        let Map::Array(data) = map else {
+            return Err(XdpError::Missing("behind"));
+        };
+        let own = MapData::from_id(data.info()?.id())?;
+        Ok(BehindSwitch {
+            behind: Map::Array(own).try_into()?,
+            queue,
+            on: false,
+        })
     }
 
     /// Loads `program` with a `flows` map of `flows` entries.
@@ -312,7 +361,7 @@ impl XdpProgram {
     /// workers' table keeps known connections ([`herd_packet::table::BucketMode::KNOWN`]), and
     /// only then, since a lookup costs every such segment a socket lookup.
     pub fn set_lookups(&mut self, lookups: bool) -> Result<(), XdpError> {
-        if self.modes.is_some() {
+        if self.program != REDIRECT {
             return Err(XdpError::NoTable);
         }
         let mut farm = self.array::<FarmSettings>("farm")?;
@@ -324,7 +373,7 @@ impl XdpProgram {
 
     /// The program's flow table; the redirect program has none.
     fn flow_map(&self) -> Result<HashMap<&MapData, FlowKey, u64>, XdpError> {
-        if self.modes.is_none() {
+        if self.program == REDIRECT {
             return Err(XdpError::NoTable);
         }
         let map = self.ebpf.map("flows").ok_or(XdpError::Missing("flows"))?;

@@ -497,8 +497,9 @@ fn the_redirect_program_hands_the_workers_exactly_the_flows_classify_looks_up() 
 fn redirects_exactly_the_flows_classify_looks_up(mac: MacMode) {
     let config = farm(true, mac);
     let rules = Arc::new(FarmRules::from_config(&config));
-    let rust = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
-    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+    let modes = ModeTable::of_owner(&owners(5), 1);
+    let rust = FarmTable::new(Arc::clone(&rules), modes.clone());
+    let mut redirect = XdpProgram::load_redirect(&rules, &modes, IF_MAC).expect("loads");
     let mut rng = Rng(0x7ed1_4ec7_5eed_0001);
     let frames: Vec<Vec<u8>> = (0..3000).map(|_| frame(&mut rng)).collect();
     let looked_up = |verdict| {
@@ -545,6 +546,46 @@ fn redirects_exactly_the_flows_classify_looks_up(mac: MacMode) {
     redirect.keep_alive(Duration::ZERO).unwrap();
     assert_eq!(check(&redirect, false), 0);
     assert_eq!(redirect.traffic().unwrap().accepted, Count::default());
+
+    // Alive again, with the worker of queue 0 behind: the program drops itself the flows of
+    // the buckets this node does not serve, and still hands the worker every flow it accepts.
+    redirect.keep_alive(Duration::from_secs(60)).unwrap();
+    let mut behind = redirect.behind_switch(0).unwrap();
+    behind.set(true).unwrap();
+    let (mut handed, mut shed) = (0, 0);
+    for frame in &frames {
+        let expected = classify(frame, &rust, &mut Flows::with_capacity(8), &NoSockets, 0);
+        let outcome = redirect.test_run(frame).unwrap();
+        match expected {
+            Verdict::Accept => {
+                assert_eq!(outcome.verdict, None, "frame {frame:02x?}");
+                handed += 1;
+            }
+            Verdict::Drop(DropReason::NotOwner) => {
+                assert_eq!(
+                    outcome.verdict,
+                    Some(Verdict::Drop(DropReason::NotOwner)),
+                    "frame {frame:02x?}"
+                );
+                shed += 1;
+            }
+            _ => assert_eq!(outcome.verdict, Some(expected), "frame {frame:02x?}"),
+        }
+    }
+    assert!(handed > 100 && shed > 100, "{handed} handed, {shed} shed");
+    behind.set(false).unwrap();
+    let frame = frames
+        .iter()
+        .find(|frame| {
+            let verdict = classify(frame, &rust, &mut Flows::with_capacity(8), &NoSockets, 0);
+            verdict == Verdict::Drop(DropReason::NotOwner)
+        })
+        .unwrap();
+    assert_eq!(
+        redirect.test_run(frame).unwrap().verdict,
+        None,
+        "caught up: the worker drops other nodes' flows again"
+    );
 }
 
 /// The AF_XDP mode counts every frame once, with its length: the redirect program what the
@@ -604,8 +645,9 @@ impl AfxdpBed {
         ip(&["link", "set", "herd-b", "up"]);
 
         let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
-        let table = FarmTable::new(Arc::clone(&rules), ModeTable::of_owner(&owners(5), 1));
-        let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+        let modes = ModeTable::of_owner(&owners(5), 1);
+        let table = FarmTable::new(Arc::clone(&rules), modes.clone());
+        let mut redirect = XdpProgram::load_redirect(&rules, &modes, IF_MAC).expect("loads");
         let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
         redirect.add_socket(0, socket.fd()).unwrap();
         let to_stack = Port::tap("herd-t", 1)
@@ -619,6 +661,7 @@ impl AfxdpBed {
             if_mac: IF_MAC,
             table: Arc::new(SharedTable::new(table.clone())),
             stop: Arc::clone(&stop),
+            behind: redirect.behind_switch(0).unwrap(),
         };
         let worker = Worker::spawn(socket, to_stack, settings).expect("starts the worker");
         let pin = bed.bpf_dir(tag).unwrap().join("herd-a");
@@ -1152,7 +1195,9 @@ fn the_program_and_classify_agree_on_sequences_of_connections_with_real_sockets(
 fn sequence_with_sockets(sequence: u64) -> Cases {
     let rules = Arc::new(FarmRules::from_config(&farm(true, MacMode::Unicast)));
     let mut cases = Cases::default();
-    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+    let mut redirect =
+        XdpProgram::load_redirect(&rules, &ModeTable::none(BUCKETS as usize).unwrap(), IF_MAC)
+            .expect("loads");
     redirect.set_lookups(true).expect("turns the lookups on");
     let mut rng = Rng(0x5e9_ce00_0000 + sequence * 7919);
     let clients: Vec<Client> = (0..16).map(|_| Client::random(&mut rng)).collect();
@@ -1300,7 +1345,9 @@ fn cookie_handshake(v6: bool) {
         let outcome = xdp.test_run(&frame).expect("runs the eBPF program");
         assert_eq!(outcome.verdict, Some(verdict), "{mode:?}, IPv6 {v6}");
     }
-    let mut redirect = XdpProgram::load_redirect(&rules, IF_MAC).expect("loads");
+    let mut redirect =
+        XdpProgram::load_redirect(&rules, &ModeTable::none(BUCKETS as usize).unwrap(), IF_MAC)
+            .expect("loads");
     redirect.set_lookups(true).unwrap();
     let handed = redirect
         .test_run(&frame)

@@ -142,7 +142,7 @@ impl Mode {
                 let cores = worker_cores(&config.dataplane.cores, queues, config_path)?;
                 prepare_busy_polling(host)?;
                 warn_of_shared_cores(&cores);
-                let mut redirect = XdpProgram::load_redirect(&rules, host.mac())?;
+                let mut redirect = XdpProgram::load_redirect(&rules, &nothing, host.mac())?;
                 redirect.keep_alive(ttl)?;
                 let mut sockets = Vec::with_capacity(queues as usize);
                 for queue in 0..queues {
@@ -186,6 +186,7 @@ impl Mode {
                         if_mac: host.mac(),
                         table: Arc::clone(&table),
                         stop: Arc::clone(&stop),
+                        behind: redirect.behind_switch(queue)?,
                     };
                     workers.push(Worker::spawn(socket, port, settings)?);
                     tracing::info!(queue, core = core.id, "started the worker");
@@ -222,6 +223,9 @@ impl Dataplane for &mut PacketPath {
                 if lookups {
                     redirect.set_lookups(true)?;
                 }
+                // The table a worker that is behind has the kernel drop by: NONE there is NONE
+                // in the workers' table too, one write later.
+                redirect.install(&modes)?;
                 table.publish(FarmTable::new(Arc::clone(rules), modes.clone()));
                 if !lookups {
                     redirect.set_lookups(false)?;

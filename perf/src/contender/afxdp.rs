@@ -54,7 +54,8 @@ impl HerdAfxdp {
 impl Contender for HerdAfxdp {
     fn setup(&mut self, receiver: &Receiver<'_>) -> anyhow::Result<()> {
         let farm = receiver.farm;
-        let mut redirect = XdpProgram::load_redirect(farm.rules(), MAC_B)?;
+        let modes = ModeTable::of_owner(farm.table(), LOCAL);
+        let mut redirect = XdpProgram::load_redirect(farm.rules(), &modes, MAC_B)?;
         redirect.keep_alive(ALIVE_FOR)?;
         self.netns = Some(receiver.netns.clone());
         let socket = receiver
@@ -62,7 +63,6 @@ impl Contender for HerdAfxdp {
             .run(|| QueueSocket::open(receiver.interface, 0, ZeroCopy::Auto))??;
         redirect.add_socket(0, socket.fd())?;
         let port = self.handoff.port(receiver.netns)?;
-        let modes = ModeTable::of_owner(farm.table(), LOCAL);
         let table = FarmTable::new(Arc::new(farm.rules().clone()), modes);
         let settings = WorkerSettings {
             core: CoreId { id: receiver.core },
@@ -70,6 +70,7 @@ impl Contender for HerdAfxdp {
             if_mac: MAC_B,
             table: Arc::new(SharedTable::new(table)),
             stop: Arc::clone(&self.stop),
+            behind: redirect.behind_switch(0)?,
         };
         let worker = Worker::spawn(socket, port, settings)?;
         self.worker = Some(worker);

@@ -83,12 +83,16 @@ impl Contender for HerdAfxdp {
         Ok(())
     }
 
+    /// The worker's counts, and what the redirect program dropped itself for a worker that
+    /// was behind.
     fn counts(&self) -> anyhow::Result<Counts> {
         let worker = self.worker.as_ref().context("herd afxdp is not set up")?;
+        let redirect = self.redirect.as_ref().context("herd afxdp is not set up")?;
         let counters = worker.counters();
+        let in_kernel = redirect.traffic()?.dropped.packets;
         Ok(Counts {
-            received: counters.received.load(Ordering::Relaxed),
-            dropped: counters.dropped.load(Ordering::Relaxed),
+            received: counters.received.load(Ordering::Relaxed) + in_kernel,
+            dropped: counters.dropped.load(Ordering::Relaxed) + in_kernel,
             accepted: counters.accepted.load(Ordering::Relaxed),
         })
     }

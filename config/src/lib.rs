@@ -281,15 +281,16 @@ impl Default for Membership {
     }
 }
 
-/// How the packet path runs, the `[dataplane]` value of `mode`.
+/// How the packet path runs, the `[dataplane]` value of `mode`. The default is the mode that
+/// measured faster on herd-perf's mix (the README's performance section has the table).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DataplaneMode {
     /// AF_XDP sockets served by poll-mode worker threads, one per core of
     /// [`Dataplane::cores`].
-    #[default]
     Afxdp,
     /// The whole verdict in the kernel's XDP hook; no worker threads, so
     /// [`Dataplane::cores`], [`Dataplane::zero_copy`] and [`Dataplane::batch`] are not used.
+    #[default]
     Xdp,
 }
 

@@ -21,7 +21,8 @@ const TOOLS: [(&str, &str); 2] = [("ip", "iproute2"), ("ethtool", "ethtool")];
 /// `herd demo`'s options.
 #[derive(clap::Args)]
 pub struct Options {
-    /// The dataplane mode of every node.
+    /// The dataplane mode of every node; by default the configuration's default, the mode
+    /// that measured faster on this machine (README, Performance).
     #[arg(long, value_name = "MODE", default_value = "xdp")]
     mode: Mode,
     /// How many nodes, 2 to 8: at least two, so that one can take over from another; at most
@@ -141,4 +142,25 @@ fn leftovers(made: &Made) -> Vec<String> {
         ));
     }
     left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Demo {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    #[test]
+    fn the_demo_runs_the_mode_a_configuration_gets_by_default() {
+        let demo = Demo::try_parse_from(["demo"]).unwrap();
+        assert_eq!(
+            demo.options.mode.name(),
+            herd_config::DataplaneMode::default().to_string()
+        );
+    }
 }

@@ -112,7 +112,7 @@ fn the_dataplane_table_does_not_change_it() {
     let base = digest(BASE);
     let tables = [
         "[dataplane]\n",
-        "[dataplane]\nmode = \"xdp\"\n",
+        "[dataplane]\nmode = \"afxdp\"\n",
         "[dataplane]\ncores = [2, 3]\n",
         "[dataplane]\nzero_copy = \"on\"\n",
         "[dataplane]\nbatch = 512\n",

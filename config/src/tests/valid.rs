@@ -69,7 +69,7 @@ fn example_file_parses_to_what_it_says() {
             quorum: false,
         },
         dataplane: Dataplane {
-            mode: DataplaneMode::Afxdp,
+            mode: DataplaneMode::Xdp,
             cores: vec![],
             zero_copy: ZeroCopy::Auto,
             batch: 64,
@@ -242,7 +242,7 @@ fn membership_limits_are_accepted() {
 #[test]
 fn without_a_dataplane_table_the_defaults_apply() {
     let defaults = Dataplane {
-        mode: DataplaneMode::Afxdp,
+        mode: DataplaneMode::Xdp,
         cores: vec![],
         zero_copy: ZeroCopy::Auto,
         batch: 64,

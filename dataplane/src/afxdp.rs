@@ -37,6 +37,10 @@ use herd_packet::table::SharedTable;
 /// socket only receives, so none is kept for sending.
 const FRAMES: u32 = 2048;
 
+/// The bytes in front of every frame a worker takes: the kernel's answer
+/// ([`Served::from_prefix`]), put there by the redirect program.
+const PREFIX: usize = 4;
+
 /// How many empty polls of the RX ring a busy-polling worker makes before it sleeps in
 /// `poll(2)`: long enough to ride out the gaps of a busy link, short enough that an idle worker
 /// sleeps.
@@ -392,14 +396,6 @@ pub struct Totals {
 }
 
 impl Totals {
-    #[inline]
-    fn hand_off(&mut self, port: &Port, frame: &[u8]) {
-        match port.send(frame) {
-            Ok(()) => self.handed_off += 1,
-            Err(_) => self.errors += 1,
-        }
-    }
-
     fn publish(&self, to: &Counters) {
         // One writer per counter: plain stores, no read-modify-write.
         to.received.store(self.received, Ordering::Relaxed);
@@ -426,6 +422,9 @@ struct Loop<'a> {
     totals: Totals,
     /// The handshakes this worker recorded.
     flows: Flows,
+    /// The frames of the batch under way that go to the stack, handed off together once the
+    /// batch is classified; as long as a batch, so that it never grows.
+    handoffs: Vec<FrameDesc>,
     /// Batch processing times in nanoseconds, 1 ns to 10 s: recording never allocates.
     batches: Histogram<u64>,
     /// When the socket's drop counts are read next, and when the worker last said it sheds.
@@ -446,6 +445,7 @@ impl<'a> Loop<'a> {
     ) -> Self {
         let batches = Histogram::new_with_bounds(1, 10_000_000_000, 3)
             .expect("the bounds are valid constants");
+        let handoffs = Vec::with_capacity(settings.batch.min(FRAMES as usize));
         // SAFETY: the frames are this socket's own, and none is in use: all go to the kernel.
         unsafe { socket.fill.produce(&socket.frames) };
         Self {
@@ -455,6 +455,7 @@ impl<'a> Loop<'a> {
             counters,
             totals: Totals::default(),
             flows: Flows::new(),
+            handoffs,
             batches,
             next_shed_read: 0,
             shed_logged: None,
@@ -583,41 +584,63 @@ impl<'a> Loop<'a> {
         Waiting::Woken
     }
 
-    /// Classifies a batch that arrived at `now` and hands the accepted frames to the stack.
+    /// Classifies a batch that arrived at `now` and hands the accepted frames to the stack,
+    /// all at once.
     #[inline]
     fn process(&mut self, batch: &mut [FrameDesc], now: u64) {
         let table = self.settings.table.load();
         let totals = &mut self.totals;
         let flows = &mut self.flows;
+        let handoffs = &mut self.handoffs;
+        handoffs.clear();
         totals.received += batch.len() as u64;
         for desc in batch {
             // SAFETY: `desc` came from this socket's RX ring, so it is a frame of this memory
             // that the kernel has finished with and that nothing else touches until it goes
             // back on the fill ring.
             let mut data = unsafe { self.socket.umem.data_mut(desc) };
-            let Some((prefix, frame)) = data.contents_mut().split_first_chunk_mut() else {
+            let Some((prefix, frame)) = data.contents_mut().split_first_chunk_mut::<PREFIX>()
+            else {
                 // The redirect program puts the kernel's answer in front of every frame.
                 totals.dropped += 1;
                 continue;
             };
             let bytes = frame.len() as u64;
             totals.received_bytes += bytes;
-            match classify(frame, &table, flows, &Served::from_prefix(*prefix), now) {
+            let to_stack = match classify(frame, &table, flows, &Served::from_prefix(*prefix), now)
+            {
                 Verdict::Accept => {
                     totals.accepted += 1;
                     totals.accepted_bytes += bytes;
                     frame[..6].copy_from_slice(&self.settings.if_mac);
-                    totals.hand_off(&self.port, frame);
+                    true
                 }
                 // The redirect program keeps these; one reaching a worker goes where the
                 // in-kernel mode would send it.
-                Verdict::Pass => totals.hand_off(&self.port, frame),
+                Verdict::Pass => true,
                 Verdict::Drop(_) | Verdict::AnswerNeighbor => {
                     totals.dropped += 1;
                     totals.dropped_bytes += bytes;
+                    false
                 }
+            };
+            if to_stack {
+                handoffs.push(*desc);
             }
         }
+        if handoffs.is_empty() {
+            return;
+        }
+        let umem = &self.socket.umem;
+        let sent = self.port.send_batch(handoffs.iter().map(|desc| {
+            // SAFETY: as above: a frame of this memory, back on the fill ring only after
+            // this batch, and no longer written to.
+            let data = unsafe { umem.data(desc) };
+            // Only frames longer than the prefix were kept.
+            data.contents().get(PREFIX..).unwrap_or_default()
+        }));
+        totals.handed_off += sent.handed_off;
+        totals.errors += sent.refused;
     }
 }
 

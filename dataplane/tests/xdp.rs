@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use core_affinity::CoreId;
 use herd_config::{Affinity, FarmConfig, MacMode, Protocol, ZeroCopy};
 use herd_dataplane::afxdp::{QueueSocket, Worker, WorkerSettings};
-use herd_dataplane::handoff::Port;
+use herd_dataplane::handoff::{Port, Submit, TapReceive};
 use herd_dataplane::xdp::{TestOutcome, XdpProgram};
 use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
@@ -650,7 +650,7 @@ impl AfxdpBed {
         let mut redirect = XdpProgram::load_redirect(&rules, &modes, IF_MAC).expect("loads");
         let socket = QueueSocket::open("herd-a", 0, ZeroCopy::Off).expect("opens an AF_XDP socket");
         redirect.add_socket(0, socket.fd()).unwrap();
-        let to_stack = Port::tap("herd-t", 1)
+        let to_stack = Port::tap("herd-t", 1, TapReceive::Direct, Submit::Batch)
             .expect("creates a TAP device")
             .remove(0);
         ip(&["link", "set", "herd-t", "up"]);
@@ -668,7 +668,7 @@ impl AfxdpBed {
         redirect.attach("herd-a", &pin, true).expect("attaches");
         // SAFETY: the name is a NUL-terminated string that outlives the call.
         let peer = unsafe { libc::if_nametoindex(c"herd-b".as_ptr()) };
-        let sender = Port::packet(peer, 1)
+        let sender = Port::packet(peer, 1, Submit::Batch, false)
             .expect("opens a packet socket")
             .remove(0);
         Self {
@@ -688,12 +688,11 @@ impl AfxdpBed {
     }
 
     /// Sends `frames` a few at a time, so that none overflows the interface's backlog.
-    fn send(&self, frames: &[Vec<u8>]) {
+    fn send(&mut self, frames: &[Vec<u8>]) {
         let before = self.in_program();
         for (sent, chunk) in frames.chunks(50).enumerate() {
-            for frame in chunk {
-                self.sender.send(frame).expect("sends a frame");
-            }
+            let taken = self.sender.send_batch(chunk.iter().map(Vec::as_slice));
+            assert_eq!(taken.handed_off, chunk.len() as u64, "sends every frame");
             let sent = (sent * 50 + chunk.len()) as u64;
             wait_for("the program to count every frame", || {
                 self.in_program() - before == sent
@@ -711,7 +710,7 @@ impl AfxdpBed {
 }
 
 fn afxdp_traffic() {
-    let afxdp = AfxdpBed::new("counts", 0);
+    let mut afxdp = AfxdpBed::new("counts", 0);
     let table = &afxdp.table;
     let mut rng = Rng(0xaf0d_c0de_0000_0001);
     let frames: Vec<Vec<u8>> = (0..800).map(|i| afxdp_frame(&mut rng, i)).collect();
@@ -774,7 +773,7 @@ fn afxdp_traffic() {
 fn a_worker_that_cannot_keep_up_has_the_excess_shed_and_counted() {
     needs_root();
     in_a_namespace_of_its_own(|| {
-        let afxdp = AfxdpBed::new("shed", 0);
+        let mut afxdp = AfxdpBed::new("shed", 0);
         // More owned frames than the worker's ring and memory hold (2048 each).
         let client = |i: usize| [198, 19, (i >> 8) as u8, i as u8];
         let frames: Vec<Vec<u8>> = (0..6000)

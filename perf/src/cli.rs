@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::bench::Settings;
 use crate::contender::Kind;
+use crate::handoff::Handoff;
 use crate::mix::{MixSpec, MAX_SIZE, MIN_SIZE};
 
 /// herd's benchmarks. Without a subcommand, the dataplane comparison (`dataplane`). Needs root.
@@ -41,6 +42,11 @@ pub enum Command {
     /// leave (SIGTERM) and by a join, and false positives while stress-ng saturates every core
     /// for --quiet-minutes. Prints a markdown section with the goals.
     Failover(FailoverArgs),
+    /// The AF_XDP mode's ways back to the stack on their own: one thread writes owned UDP
+    /// frames to the VIP in batches of 64 through each way in turn (TAP device or veth pair,
+    /// written frame by frame, with io_uring or with sendmmsg), a socket on the VIP counts what
+    /// the stack delivers; the ways take turns within each of --runs rounds.
+    Handoff(HandoffArgs),
 }
 
 impl Cli {
@@ -49,7 +55,7 @@ impl Cli {
         match &self.command {
             None => Some(&self.dataplane),
             Some(Command::Dataplane(args)) => Some(args),
-            Some(Command::Failover(_) | Command::SynFlood(_)) => None,
+            Some(Command::Failover(_) | Command::SynFlood(_) | Command::Handoff(_)) => None,
         }
     }
 }
@@ -78,6 +84,44 @@ impl FarmMode {
             FarmMode::Xdp => herd_config::DataplaneMode::Xdp,
             FarmMode::Afxdp => herd_config::DataplaneMode::Afxdp,
         }
+    }
+}
+
+/// The hand-off comparison's options.
+#[derive(Debug, clap::Args)]
+pub struct HandoffArgs {
+    /// Rounds, each measuring every way once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+
+    /// Ways to measure, comma-separated; all when not given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Handoff>,
+
+    /// The core the writing thread is pinned to.
+    #[arg(long, default_value_t = 1)]
+    pub writer_core: usize,
+
+    /// The core the reading socket's thread is pinned to; must differ from the writer's.
+    #[arg(long, default_value_t = 0)]
+    pub reader_core: usize,
+
+    /// Prints the results as JSON instead of markdown.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl HandoffArgs {
+    /// The ways to measure, once the cores are checked against this machine.
+    pub fn ways(&self) -> anyhow::Result<Vec<Handoff>> {
+        check_two_cores(
+            ("--reader-core", self.reader_core),
+            ("--writer-core", self.writer_core),
+        )?;
+        Ok(Handoff::ALL
+            .into_iter()
+            .filter(|way| self.only.is_empty() || self.only.contains(way))
+            .collect())
     }
 }
 
@@ -293,23 +337,32 @@ impl SynFloodArgs {
 
 /// Fails unless both cores are this process's to run on, and differ.
 fn check_cores(generator_core: usize, receiver_core: usize) -> anyhow::Result<()> {
+    check_two_cores(
+        ("--generator-core", generator_core),
+        ("--receiver-core", receiver_core),
+    )
+}
+
+/// Fails unless both cores, each named by its option, are this process's to run on, and
+/// differ: the second's cost is only seen on a core of its own.
+fn check_two_cores(first: (&str, usize), second: (&str, usize)) -> anyhow::Result<()> {
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
         .map(|core| core.id)
         .collect();
-    for (what, core) in [
-        ("--generator-core", generator_core),
-        ("--receiver-core", receiver_core),
-    ] {
+    for (what, core) in [first, second] {
         if !cores.contains(&core) {
             bail!("{what} {core}: this process may run on cores {cores:?} only");
         }
     }
-    if generator_core == receiver_core {
+    if first.1 == second.1 {
         bail!(
-            "--generator-core and --receiver-core are both {generator_core}: the receiver's \
-             cost is only seen on a core of its own"
+            "{} and {} are both {}: the {} cost is only seen on a core of its own",
+            first.0,
+            second.0,
+            first.1,
+            second.0.trim_start_matches("--").trim_end_matches("-core")
         );
     }
     Ok(())

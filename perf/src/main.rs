@@ -33,7 +33,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 use crate::bench::{Bench, Measurement, Settings, Traffics};
-use crate::cli::{Args, Cli, Command, SynFloodArgs};
+use crate::cli::{Args, Cli, Command, HandoffArgs, SynFloodArgs};
 use crate::contender::Kind;
 use crate::farm::BenchFarm;
 use crate::mix::Traffic;
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             failover(args).map(|report| print!("{}", report.markdown()))
         }
         (Some(Command::SynFlood(args)), _) => syn_flood(args),
+        (Some(Command::Handoff(args)), _) => handoffs(args),
         (_, Some(args)) => dataplane(args),
         (_, None) => Ok(()),
     };
@@ -107,6 +108,30 @@ fn syn_flood(args: &SynFloodArgs) -> anyhow::Result<()> {
             .unwrap_or(args.owned_share),
     };
     let report = SynFloodReport::new(command_line(), setup, &measurements);
+    print_report(&report, args.json, || report.markdown())
+}
+
+/// The ways back to the stack, every way once per round, printed as markdown or JSON.
+fn handoffs(args: &HandoffArgs) -> anyhow::Result<()> {
+    let ways = args.ways()?;
+    needs_root()?;
+    let interrupted = interruptions()?;
+    stale::remove(TAG)?;
+    let topology = Topology::create().context("cannot build the test bed")?;
+    let mut rounds = Vec::new();
+    for round in 1..=args.runs {
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("interrupted");
+        }
+        tracing::info!("round {round} of {}", args.runs);
+        rounds.push(handoff::measure(
+            &topology.receiver,
+            &ways,
+            args.writer_core,
+            args.reader_core,
+        )?);
+    }
+    let report = handoff::HandoffReport::new(command_line(), rounds);
     print_report(&report, args.json, || report.markdown())
 }
 
@@ -174,6 +199,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
         tracing::info!("timing the AF_XDP mode's ways back to the stack");
         report.handoffs = handoff::measure(
             &topology.receiver,
+            &handoff::Handoff::ALL,
             settings.receiver_core,
             settings.generator_core,
         )?;

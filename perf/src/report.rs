@@ -317,20 +317,9 @@ impl Report {
         if !self.handoffs.is_empty() {
             out.push_str(
                 "\nThe AF_XDP mode's way back to the stack, one thread writing owned UDP frames \
-                 alone on the receiver's core, a socket on the VIP reading on the other:\n\n\
-                 | way | frames per second | writer CPU per frame | delivered |\n\
-                 | --- | ---: | ---: | ---: |\n",
+                 alone on the receiver's core, a socket on the VIP reading on the other:\n\n",
             );
-            for h in &self.handoffs {
-                let _ = writeln!(
-                    out,
-                    "| {} | {:.2} M | {:.0} ns | {:.1} % |",
-                    h.handoff.label(),
-                    h.frames_per_second / 1e6,
-                    h.writer_ns,
-                    h.delivered * 100.0
-                );
-            }
+            out.push_str(&crate::handoff::markdown(&self.handoffs));
         }
         if !self.goals.is_empty() {
             out.push_str("\n| goal | measured | target | |\n| --- | ---: | ---: | --- |\n");
@@ -616,14 +605,16 @@ mod tests {
         let mut report = report();
         assert!(!report.markdown().contains("way back to the stack"));
         report.handoffs = vec![HandoffCost {
-            handoff: crate::handoff::Handoff::Tap,
+            handoff: crate::handoff::Handoff::TapWrite,
             frames_per_second: 700_000.0,
             writer_ns: 1431.2,
+            helpers_ns: 0.4,
             delivered: 0.983,
+            read: 0.5,
         }];
         assert!(report
             .markdown()
-            .contains("| TAP device | 0.70 M | 1431 ns | 98.3 % |"));
+            .contains("| TAP, write(2) per frame | 0.70 M | 1431 ns | 0 ns | 98.3 % | 50.0 % |"));
     }
 
     #[test]

@@ -71,6 +71,18 @@ pub fn runtime(tid: libc::pid_t) -> anyhow::Result<Duration> {
     parse_schedstat(&text).with_context(|| format!("{path} does not start with a run time"))
 }
 
+/// The CPU time this whole process has run for, every thread counted, those that ended too
+/// (the kernel's io_uring workers among them).
+pub fn process_runtime() -> anyhow::Result<Duration> {
+    // SAFETY: timespec is plain data, valid when zeroed.
+    let mut now: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `now` is a valid timespec for the call to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return Err(io::Error::last_os_error()).context("cannot read the process's CPU time");
+    }
+    Ok(Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
+}
+
 /// The first field of a schedstat line: nanoseconds spent on a CPU.
 fn parse_schedstat(text: &str) -> Option<Duration> {
     let ns = text.split_whitespace().next()?.parse().ok()?;

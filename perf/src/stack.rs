@@ -73,6 +73,38 @@ impl StackCounts {
     }
 }
 
+/// The UDP datagrams the stack of `netns` has brought to a socket so far, IPv4 and IPv6
+/// together: those read from a socket (`InDatagrams`, counted as they are read) and those a
+/// full buffer refused (`RcvbufErrors`). Datagrams still queued are in neither.
+pub fn udp_arrivals(netns: &Netns) -> anyhow::Result<u64> {
+    let (snmp, snmp6) = netns.run(|| {
+        let read = |path| fs::read_to_string(path).with_context(|| format!("cannot read {path}"));
+        Ok::<_, anyhow::Error>((
+            read("/proc/thread-self/net/snmp")?,
+            read("/proc/thread-self/net/snmp6")?,
+        ))
+    })??;
+    let v4 = counters(&snmp)?;
+    let get = |name: &str| {
+        v4.get(name)
+            .copied()
+            .with_context(|| format!("the kernel's counters have no {name}"))
+    };
+    // snmp6 is a name and a value per line.
+    let v6: HashMap<&str, u64> = snmp6
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(char::is_whitespace)?;
+            Some((name, value.trim().parse().ok()?))
+        })
+        .collect();
+    let get6 = |name: &str| v6.get(name).copied().unwrap_or(0);
+    Ok(get("Udp:InDatagrams")?
+        + get("Udp:RcvbufErrors")?
+        + get6("Udp6InDatagrams")
+        + get6("Udp6RcvbufErrors"))
+}
+
 /// The counters of a `/proc/net/snmp` or `/proc/net/netstat` text, named `Group:Name`: each
 /// group is a line of names followed by a line of values. Negative values (`Tcp: MaxConn` is
 /// -1) are left out.

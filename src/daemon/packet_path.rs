@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use core_affinity::CoreId;
 use herd_config::{DataplaneMode, FarmConfig};
 use herd_dataplane::afxdp::{Finished, QueueSocket, Worker, WorkerSettings};
-use herd_dataplane::handoff::Port;
+use herd_dataplane::handoff::{Port, Submit, TapReceive};
 use herd_dataplane::sockets::Sockets;
 use herd_dataplane::xdp::XdpProgram;
 use herd_membership::driver::{Dataplane, DataplaneError};
@@ -170,7 +170,7 @@ impl Mode {
                     sockets.push(socket);
                 }
                 let stack = format!("herd{}", host.index());
-                let ports = Port::tap(&stack, sockets.len())?;
+                let ports = Port::tap(&stack, sockets.len(), TapReceive::Direct, Submit::Batch)?;
                 host.prepare_stack_device(&stack)?;
                 tracing::info!(device = %stack, queues, "created the TAP device that takes accepted frames to the stack");
                 let table = Arc::new(SharedTable::new(FarmTable::new(

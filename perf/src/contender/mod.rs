@@ -151,8 +151,8 @@ impl Kind {
             Kind::BaselineRead => Box::new(baseline::Baseline::new(Program::DropRead)),
             Kind::Nftables => Box::new(nftables::Nftables::default()),
             Kind::Xdp => Box::new(xdp::HerdXdp::default()),
-            Kind::Afxdp => Box::new(afxdp::HerdAfxdp::new(Handoff::Tap)),
-            Kind::AfxdpVeth => Box::new(afxdp::HerdAfxdp::new(Handoff::Veth)),
+            Kind::Afxdp => Box::new(afxdp::HerdAfxdp::new(Handoff::HERD)),
+            Kind::AfxdpVeth => Box::new(afxdp::HerdAfxdp::new(Handoff::VETH)),
         }
     }
 }

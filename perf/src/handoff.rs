@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::ValueEnum;
-use herd_dataplane::handoff::{Port, Submit, TapReceive};
+use herd_dataplane::handoff::{Port, Sent, Submit, TapReceive};
 use herd_packet::craft::{self, Fragment, MAC_B};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
 use herd_testbed::address::VIP4;
@@ -22,6 +22,7 @@ use herd_testbed::Netns;
 use serde::Serialize;
 
 use crate::farm::PORT;
+use crate::xsk_tx::XskTx;
 use crate::{sched, stack};
 
 /// The device the worker writes into: the TAP device, or the writing end of the veth pair.
@@ -57,11 +58,14 @@ pub enum Handoff {
     /// As [`Handoff::VethMmsg`], the socket bypassing the queueing discipline
     /// (`PACKET_QDISC_BYPASS`).
     VethMmsgBypass,
+    /// A veth pair, each batch copied into an AF_XDP socket's memory and sent from its TX
+    /// ring (copy mode).
+    VethXsk,
 }
 
 impl Handoff {
     /// Every way, in the order they are measured.
-    pub const ALL: [Handoff; 8] = [
+    pub const ALL: [Handoff; 9] = [
         Handoff::TapWrite,
         Handoff::TapNapi,
         Handoff::TapNapiFrags,
@@ -70,6 +74,7 @@ impl Handoff {
         Handoff::VethSend,
         Handoff::VethMmsg,
         Handoff::VethMmsgBypass,
+        Handoff::VethXsk,
     ];
 
     /// The way `herd run` uses.
@@ -89,6 +94,7 @@ impl Handoff {
             Handoff::VethSend => "veth, AF_PACKET send(2) per frame",
             Handoff::VethMmsg => "veth, AF_PACKET sendmmsg(2) per batch",
             Handoff::VethMmsgBypass => "veth, sendmmsg(2) with PACKET_QDISC_BYPASS",
+            Handoff::VethXsk => "veth, AF_XDP TX ring (copy mode) per batch",
         }
     }
 
@@ -100,23 +106,31 @@ impl Handoff {
             Handoff::TapNapiFrags => Some((TapReceive::NapiFrags, Submit::Each)),
             Handoff::TapUring => Some((TapReceive::Direct, Submit::Batch)),
             Handoff::TapNapiUring => Some((TapReceive::Napi, Submit::Batch)),
-            Handoff::VethSend | Handoff::VethMmsg | Handoff::VethMmsgBypass => None,
+            Handoff::VethSend | Handoff::VethMmsg | Handoff::VethMmsgBypass | Handoff::VethXsk => {
+                None
+            }
         }
     }
 
     /// Creates the device in `netns`, ready to take frames addressed to the receiver's MAC
-    /// to the stack, and returns a port that writes into it.
+    /// to the stack, and returns a port that writes into it, as a worker's.
     pub fn port(self, netns: &Netns) -> anyhow::Result<Port> {
+        match self.writer(netns)? {
+            Writer::Port(port) => Ok(port),
+            Writer::Xsk(_) => bail!("{}: not a way herd's workers hand off", self.label()),
+        }
+    }
+
+    /// Creates the device in `netns` as [`Handoff::port`] does, and returns what writes into
+    /// it.
+    fn writer(self, netns: &Netns) -> anyhow::Result<Writer> {
         if let Some((receive, submit)) = self.tap() {
             let port = netns.run(|| Port::tap(HANDOFF, 1, receive, submit))??;
             prepare_stack_device(netns, HANDOFF)?;
-            return port.into_iter().next().context("no TAP queue");
+            return Ok(Writer::Port(
+                port.into_iter().next().context("no TAP queue")?,
+            ));
         }
-        let (submit, bypass) = match self {
-            Handoff::VethSend => (Submit::Each, false),
-            Handoff::VethMmsgBypass => (Submit::Batch, true),
-            _ => (Submit::Batch, false),
-        };
         netns.exec(
             &[
                 "ip", "link", "add", HANDOFF, "type", "veth", "peer", "name", STACK_END,
@@ -125,19 +139,27 @@ impl Handoff {
         )?;
         netns.exec(&["ip", "link", "set", HANDOFF, "up"], None)?;
         prepare_stack_device(netns, STACK_END)?;
-        netns
-            .run(|| -> anyhow::Result<_> {
-                let name = CString::new(HANDOFF)?;
-                // SAFETY: `name` is a NUL-terminated string.
-                let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-                if index == 0 {
-                    bail!("{HANDOFF}: {}", std::io::Error::last_os_error());
-                }
-                Ok(Port::packet(index, 1, submit, bypass)?)
-            })??
-            .into_iter()
-            .next()
-            .context("no packet socket")
+        wait_for_carrier(netns, HANDOFF)?;
+        let (submit, bypass) = match self {
+            Handoff::VethSend => (Submit::Each, false),
+            Handoff::VethMmsgBypass => (Submit::Batch, true),
+            Handoff::VethXsk => {
+                return Ok(Writer::Xsk(Box::new(netns.run(|| XskTx::open(HANDOFF))??)))
+            }
+            _ => (Submit::Batch, false),
+        };
+        let port = netns.run(|| -> anyhow::Result<_> {
+            let name = CString::new(HANDOFF)?;
+            // SAFETY: `name` is a NUL-terminated string.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                bail!("{HANDOFF}: {}", std::io::Error::last_os_error());
+            }
+            Ok(Port::packet(index, 1, submit, bypass)?)
+        })??;
+        Ok(Writer::Port(
+            port.into_iter().next().context("no packet socket")?,
+        ))
     }
 
     /// Removes what [`Handoff::port`] created and its port does not remove by closing.
@@ -146,6 +168,21 @@ impl Handoff {
             netns.exec(&["ip", "link", "del", HANDOFF], None)?;
         }
         Ok(())
+    }
+}
+
+/// What writes a way's frames: a worker's port, or the AF_XDP socket only herd-perf has.
+enum Writer {
+    Port(Port),
+    Xsk(Box<XskTx>),
+}
+
+impl Writer {
+    fn send_batch<'f>(&mut self, frames: impl IntoIterator<Item = &'f [u8]>) -> Sent {
+        match self {
+            Writer::Port(port) => port.send_batch(frames),
+            Writer::Xsk(socket) => socket.send_batch(frames),
+        }
     }
 }
 
@@ -162,6 +199,22 @@ fn prepare_stack_device(netns: &Netns, device: &str) -> anyhow::Result<()> {
         None,
     )?;
     netns.write_sysctl(&format!("net/ipv4/conf/{device}/rp_filter"), "0")
+}
+
+/// Waits until `device` of `netns` has its carrier and its queueing discipline: until then it
+/// has the `noop` one, which drops what a packet socket sends through it without an error.
+fn wait_for_carrier(netns: &Netns, device: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !netns
+        .exec(&["ip", "-o", "link", "show", device], None)?
+        .contains("qdisc noqueue")
+    {
+        if Instant::now() > deadline {
+            bail!("{device} has no carrier after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 /// What one way back to the stack cost.
@@ -205,7 +258,7 @@ pub fn measure(
     );
     ways.iter()
         .map(|&handoff| {
-            let mut port = handoff.port(netns)?;
+            let mut port = handoff.writer(netns)?;
             let cost = time(
                 handoff,
                 netns,
@@ -225,7 +278,7 @@ pub fn measure(
 fn time(
     handoff: Handoff,
     netns: &Netns,
-    port: &mut Port,
+    port: &mut Writer,
     frame: &[u8],
     (writer_core, reader_core): (usize, usize),
 ) -> anyhow::Result<HandoffCost> {

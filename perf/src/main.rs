@@ -21,6 +21,7 @@ mod sched;
 mod stack;
 mod syn_report;
 mod topology;
+mod xsk_tx;
 
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;

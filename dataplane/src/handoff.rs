@@ -50,8 +50,9 @@ pub struct Sent {
 /// bound to the sending end of a veth pair.
 #[derive(Debug)]
 pub struct Port {
-    fd: OwnedFd,
+    // Before the descriptor, so that it goes first: nothing writes to a closed descriptor.
     writer: Writer,
+    fd: OwnedFd,
 }
 
 /// How a port's frames reach its descriptor, with what that reuses from batch to batch.
@@ -165,7 +166,7 @@ impl Port {
                         }
                     },
                 };
-                Ok(Port { fd, writer })
+                Ok(Port { writer, fd })
             })
             .collect()
     }
@@ -189,7 +190,7 @@ impl Port {
                     Submit::Each => Writer::Each,
                     Submit::Batch => Writer::Messages(Box::new(Messages::new())),
                 };
-                Ok(Port { fd, writer })
+                Ok(Port { writer, fd })
             })
             .collect()
     }

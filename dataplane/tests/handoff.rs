@@ -100,6 +100,39 @@ fn refused_frames_are_counted_and_the_rest_of_the_batch_goes_on() {
     }
 }
 
+#[test]
+fn a_tap_device_goes_with_its_last_port() {
+    needs_root();
+    for way in WAYS {
+        let Way::Tap(receive, submit) = way else {
+            continue;
+        };
+        in_a_namespace_of_its_own(move || {
+            let mut ports = Port::tap("herd-t", 2, receive, submit).expect("creates a TAP device");
+            ip(&["link", "set", "herd-t", "up"]);
+            for port in &mut ports {
+                let sent = port.send_batch([&frame(1)[..]]);
+                assert_eq!(sent.handed_off, 1, "{way:?}");
+            }
+            drop(ports);
+            // A process another test forks holds copies of the descriptors until it execs.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let links = herd_testbed::command::run("ip", &["-o", "link", "show"], None)
+                    .unwrap_or_else(|error| panic!("{error:#}"));
+                if !links.contains("herd-t") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{way:?}: the TAP device is left: {links}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    }
+}
+
 /// A port of `way` in the current namespace and a UDP socket on [`VIP`] that its frames reach.
 fn port_and_socket(way: Way) -> (Port, UdpSocket) {
     let mac = herd_testbed::link::mac_text(MAC_B);

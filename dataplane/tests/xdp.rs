@@ -718,7 +718,7 @@ fn afxdp_traffic() {
     let (mut whole, mut kept, mut taken) = Default::default();
     let mut flows = Flows::with_capacity(1024);
     for frame in &frames {
-        let verdict = classify(frame, &table, &mut flows, &NoSockets, coarse_monotonic_ns());
+        let verdict = classify(frame, table, &mut flows, &NoSockets, coarse_monotonic_ns());
         tally(&mut whole, verdict, frame.len());
         let looked_up = matches!(
             verdict,

@@ -81,7 +81,8 @@ impl Handoff {
     /// The way `herd run` uses.
     pub const HERD: Handoff = Handoff::TapUring;
 
-    /// The fastest way through a veth pair.
+    /// The cheapest way through a veth pair that a worker's [`Port`] can take (the AF_XDP TX
+    /// ring, cheaper still, is herd-perf's own).
     pub const VETH: Handoff = Handoff::VethMmsg;
 
     /// Its name in the report.

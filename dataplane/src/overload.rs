@@ -1,6 +1,6 @@
-//! When an AF_XDP worker is behind. A worker that takes full batches one after another is
-//! handed frames faster than it serves them: the interface's queue holds more than a NAPI
-//! budget each time. It then asks the redirect program to drop the frames of the buckets this
+//! When an AF_XDP worker is behind. A worker that takes full batches one after another, with
+//! no smaller one between them, is handed frames faster than it serves them: the interface's
+//! queue holds more than a NAPI budget each time. It then asks the redirect program to drop the frames of the buckets this
 //! node does not serve at all ([`crate::xdp::BehindSwitch`]), which it would only drop itself:
 //! the kernel sheds them at the in-kernel mode's cost, early, and the worker spends itself on
 //! the frames it may accept. Being behind lasts a lease, renewed by each full batch: once the
@@ -23,12 +23,14 @@ pub struct Overload {
 }
 
 impl Overload {
-    /// Takes the size of a batch (`received` frames of at most `capacity`; 0 when the worker
-    /// found its ring empty) at `now`, in ns, and says whether the worker is behind.
+    /// Takes the size of a batch (`received` frames of at most `capacity`, at least 1; 0 when
+    /// the worker found its ring empty) at `now`, in ns, and says whether the worker is behind.
     pub fn observe(&mut self, received: usize, capacity: usize, now: u64) -> bool {
-        if received > 0 && received >= capacity {
+        // A worker woken for each batch finds its ring empty after each: only a batch that is
+        // not full says the worker keeps up.
+        if received >= capacity {
             self.full_in_a_row = self.full_in_a_row.saturating_add(1);
-        } else {
+        } else if received > 0 {
             self.full_in_a_row = 0;
         }
         if self.full_in_a_row >= FULL_BATCHES_TO_BEHIND {
@@ -64,6 +66,17 @@ mod tests {
             assert!(!overload.observe(received, BATCH, now), "at {now}");
         }
         assert!(!overload.observe(0, BATCH, 1_000));
+    }
+
+    #[test]
+    fn an_empty_ring_between_full_batches_does_not_break_the_run() {
+        let mut overload = Overload::default();
+        for batch in 1..FULL_BATCHES_TO_BEHIND {
+            let now = u64::from(batch) * 2;
+            assert!(!overload.observe(BATCH, BATCH, now));
+            assert!(!overload.observe(0, BATCH, now + 1));
+        }
+        assert!(overload.observe(BATCH, BATCH, 1_000));
     }
 
     #[test]

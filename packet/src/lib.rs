@@ -3,8 +3,9 @@
 //! per-bucket modes the workers read ([`table`]), the handshakes a node answered in buckets it
 //! is taking over ([`flows`]), what its kernel says of a connection ([`kernel`]), the verdict
 //! on each frame ([`mod@classify`]), the packets and bytes per outcome ([`counts`]), the
-//! answers to ARP and neighbour discovery for the VIPs ([`neighbor`]), frames made for tests
-//! and benchmarks ([`craft`]) and the kernel clocks the verdict reads ([`clock`]).
+//! answers to ARP and neighbour discovery for the VIPs ([`neighbor`]), the transport checksums
+//! a sender's offload left unfinished ([`offload`]), frames made for tests and benchmarks
+//! ([`craft`]) and the kernel clocks the verdict reads ([`clock`]).
 //!
 //! Nothing here loads a program or opens a socket, so the membership protocol, the checkers and
 //! the fuzz targets build on it without a C toolchain; `herd-dataplane` runs it in the kernel
@@ -18,6 +19,7 @@ pub mod flows;
 pub mod hash;
 pub mod kernel;
 pub mod neighbor;
+pub mod offload;
 pub mod rules;
 pub mod table;
 pub mod wire;

@@ -66,15 +66,21 @@ pub fn checksum(bytes: &[u8]) -> u16 {
 /// (RFC 8200, 8.1) pseudo-header and `message`, whose checksum field counts as written (zero
 /// to compute it; 0 comes out of a right one). Both pseudo-headers sum to the same words.
 pub fn transport_checksum(src: &[u8], dst: &[u8], protocol: u8, message: &[u8]) -> u16 {
-    let length = message.len() as u32;
-    fold(
-        sum(src)
-            + sum(dst)
-            + u32::from(protocol)
-            + (length >> 16)
-            + (length & 0xffff)
-            + sum(message),
-    )
+    fold(pseudo_header_sum(src, dst, protocol, message.len()) + sum(message))
+}
+
+/// What a sender whose transmit checksum offload is on leaves in the checksum field of a TCP or
+/// UDP message of `length` bytes from `src` to `dst`, for the hardware to finish: the
+/// pseudo-header's sum folded into 16 bits, not complemented (Linux's `~csum_tcpudp_magic` and
+/// `~csum_ipv6_magic`).
+pub fn partial_checksum(src: &[u8], dst: &[u8], protocol: u8, length: usize) -> u16 {
+    !fold(pseudo_header_sum(src, dst, protocol, length))
+}
+
+/// The words of the IPv4 or IPv6 pseudo-header (both sum to the same words), not folded.
+fn pseudo_header_sum(src: &[u8], dst: &[u8], protocol: u8, length: usize) -> u32 {
+    let length = length as u32;
+    sum(src) + sum(dst) + u32::from(protocol) + (length >> 16) + (length & 0xffff)
 }
 
 /// The 16-bit words of `bytes` added up (a last odd byte as the high half of a word), not
@@ -136,6 +142,19 @@ mod tests {
         }
         bytes.extend_from_slice(message);
         bytes
+    }
+
+    #[test]
+    fn a_partial_checksum_is_the_pseudo_header_sum_folded() {
+        let v4 = ([198, 19, 0, 7], [198, 18, 0, 100]);
+        let v6 = ([0xfd; 16], [0x20; 16]);
+        for (src, dst) in [(&v4.0[..], &v4.1[..]), (&v6.0[..], &v6.1[..])] {
+            for protocol in [ip_proto::TCP, ip_proto::UDP] {
+                let header = &with_pseudo_header(src, dst, protocol, &[0; 37])[..];
+                let header = &header[..header.len() - 37];
+                assert_eq!(partial_checksum(src, dst, protocol, 37), !checksum(header));
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The AF_XDP mode: one AF_XDP socket per RX queue of the interface, each served by a poll-mode
 //! worker thread pinned to a core. The redirect program (see [`crate::xdp`]) hands the workers
 //! only VIP flows; a worker classifies them in batches with [`herd_packet::classify()`], drops what
-//! other nodes own, and hands the rest to the stack through its [`Port`]. Each worker keeps
-//! the handshakes it records in a flow table of its own ([`Flows`]), which it alone reads and
-//! writes; what the kernel says of a connection comes in front of each frame, put there by the
-//! redirect program ([`Served::from_prefix`]). How a worker waits for its frames, driving the
-//! NAPI processing itself or woken by it, is [`crate::wait`]'s; when it is behind, and what
-//! the kernel then sheds for it, [`crate::overload`]'s.
+//! other nodes own, and hands the rest to the stack through its [`Port`], once it has finished
+//! any transport checksum a sender's offload left unfinished ([`herd_packet::offload`]). Each
+//! worker keeps the handshakes it records in a flow table of its own ([`Flows`]), which it alone
+//! reads and writes; what the kernel says of a connection comes in front of each frame, put
+//! there by the redirect program ([`Served::from_prefix`]). How a worker waits for its frames,
+//! driving the NAPI processing itself or woken by it, is [`crate::wait`]'s; when it is behind,
+//! and what the kernel then sheds for it, [`crate::overload`]'s.
 
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
@@ -31,6 +32,7 @@ use herd_packet::clock::coarse_monotonic_ns;
 use herd_packet::counts::{Count, Traffic};
 use herd_packet::flows::Flows;
 use herd_packet::kernel::Served;
+use herd_packet::offload::{complete_partial_checksum, Completion};
 use herd_packet::table::SharedTable;
 
 /// Frames of a socket's memory, all of them on the fill ring or in the worker's hands: the
@@ -249,6 +251,8 @@ pub struct Counters {
     /// Frames the kernel dropped before the worker saw them, its ring being full or no frame
     /// of its memory free: the worker could not keep up, and the kernel shed the excess.
     pub shed: AtomicU64,
+    /// Frames whose TCP or UDP checksum the worker finished before the hand-off.
+    pub checksums_completed: AtomicU64,
 }
 
 impl Counters {
@@ -270,6 +274,7 @@ impl Counters {
             dropped: read(&self.dropped, &self.dropped_bytes),
             passed: Count::default(),
             shed: self.shed.load(Ordering::Relaxed),
+            checksums_completed: self.checksums_completed.load(Ordering::Relaxed),
         }
     }
 }
@@ -393,9 +398,20 @@ pub struct Totals {
     pub errors: u64,
     /// Frames the kernel shed before the worker (see [`Counters::shed`]).
     pub shed: u64,
+    /// Frames whose TCP or UDP checksum the worker finished before the hand-off.
+    pub checksums_completed: u64,
 }
 
 impl Totals {
+    /// Finishes `frame`'s transport checksum if the sender's offload left it unfinished: the
+    /// stack behind the port would drop the frame for it (see [`herd_packet::offload`]).
+    #[inline]
+    fn complete_checksum(&mut self, frame: &mut [u8]) {
+        if complete_partial_checksum(frame) == Ok(Completion::Completed) {
+            self.checksums_completed += 1;
+        }
+    }
+
     fn publish(&self, to: &Counters) {
         // One writer per counter: plain stores, no read-modify-write.
         to.received.store(self.received, Ordering::Relaxed);
@@ -410,6 +426,8 @@ impl Totals {
         to.handed_off.store(self.handed_off, Ordering::Relaxed);
         to.errors.store(self.errors, Ordering::Relaxed);
         to.shed.store(self.shed, Ordering::Relaxed);
+        to.checksums_completed
+            .store(self.checksums_completed, Ordering::Relaxed);
     }
 }
 
@@ -625,6 +643,7 @@ impl<'a> Loop<'a> {
                 }
             };
             if to_stack {
+                totals.complete_checksum(frame);
                 handoffs.push(*desc);
             }
         }

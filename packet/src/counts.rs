@@ -46,6 +46,11 @@ pub struct Traffic {
     /// bytes); always 0 in the in-kernel mode.
     #[serde(default)]
     pub shed: u64,
+    /// Handed-off packets whose TCP or UDP checksum the AF_XDP workers finished, which the
+    /// sender's transmit offload had left unfinished (see [`crate::offload`]); always 0 in the
+    /// in-kernel mode, which hands on the kernel's own packet buffers.
+    #[serde(default)]
+    pub checksums_completed: u64,
 }
 
 impl Traffic {
@@ -76,6 +81,7 @@ impl Add for Traffic {
             dropped: self.dropped + other.dropped,
             passed: self.passed + other.passed,
             shed: self.shed + other.shed,
+            checksums_completed: self.checksums_completed + other.checksums_completed,
         }
     }
 }

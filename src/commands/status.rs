@@ -139,6 +139,12 @@ fn render(status: &Status) -> String {
             "shed", traffic.shed, "-"
         ));
     }
+    if traffic.checksums_completed > 0 {
+        line(format!(
+            "  checksums completed: {} (of senders whose transmit offload left them unfinished)",
+            traffic.checksums_completed
+        ));
+    }
     let stats = &snapshot.stats;
     let refused: u64 = snapshot
         .refused

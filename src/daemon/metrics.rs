@@ -148,6 +148,15 @@ pub fn render(status: &Status) -> String {
     );
     family(
         &mut out,
+        "herd_checksums_completed_total",
+        "counter",
+        "Accepted packets whose TCP or UDP checksum the AF_XDP workers finished before handing \
+         them to the stack: the sender's transmit checksum offload had left it unfinished, as a \
+         veth's does by default (always 0 in the xdp mode).",
+        vec![Sample::new(&[], traffic.checksums_completed)],
+    );
+    family(
+        &mut out,
         "herd_buckets",
         "gauge",
         "The farm's bucket count.",
@@ -888,6 +897,7 @@ mod tests {
                         bytes: 300,
                     },
                     shed: 3,
+                    checksums_completed: 12,
                 },
             },
         }
@@ -922,6 +932,7 @@ mod tests {
             r#"herd_bytes_total{outcome="dropped"} 2100"#,
             r#"herd_bytes_total{outcome="passed"} 300"#,
             "herd_packets_shed_total 3",
+            "herd_checksums_completed_total 12",
             "herd_buckets 64",
             "herd_owned_buckets 40",
             "herd_view_epoch 17",

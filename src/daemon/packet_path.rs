@@ -108,6 +108,7 @@ impl PacketPath {
                 handed_off = totals.handed_off,
                 errors = totals.errors,
                 shed = totals.shed,
+                checksums_completed = totals.checksums_completed,
                 batches = batches.len(),
                 batch_p50_ns = batches.value_at_quantile(0.5),
                 batch_p99_ns = batches.value_at_quantile(0.99),

@@ -121,7 +121,7 @@ impl Farm {
             hub: HubKind::Learning,
             uplink: Uplink::Veth,
             sources: SOURCES,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: Offload::Default,
         })
         .expect("builds the farm's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();

@@ -7,7 +7,8 @@
 //!
 //! Each test takes a [`Variant`]: the dataplane mode and the IP family of the farm. The modules
 //! `xdp_v4`, `xdp_v6`, `afxdp_v4` and `afxdp_v6` run every test in each, on the learning bridge,
-//! and the first on a flooding hub too.
+//! and the first on a flooding hub too. The client keeps its veth's default offloads, which
+//! leave its checksums for the AF_XDP workers to finish; one test turns them off.
 //!
 //! Needs root (namespaces, XDP); `scripts/test` runs it as root, as CI does.
 
@@ -85,6 +86,8 @@ struct Variant {
     family: Family,
     /// How the bridge that joins the hosts forwards frames.
     hub: HubKind,
+    /// The client's checksum offload.
+    offload: Offload,
 }
 
 /// The farm's configuration in `variant`, whose heartbeats are signed with the key in
@@ -167,7 +170,12 @@ impl Farm {
     /// Builds the farm for test `tag` in `variant` and waits until every herd runs and every
     /// server listens.
     fn start(tag: &str, variant: Variant) -> Self {
-        let Variant { mode, family, hub } = variant;
+        let Variant {
+            mode,
+            family,
+            hub,
+            offload,
+        } = variant;
         let names = NODES.map(|(name, _)| name);
         let hub_name = match hub {
             HubKind::Learning => "",
@@ -183,7 +191,7 @@ impl Farm {
             hub,
             uplink: Uplink::Veth,
             sources: SOURCES,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: offload,
         })
         .expect("builds the farm's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();
@@ -429,6 +437,61 @@ fn assert_the_client_holds_the_virtual_mac(farm: &Farm, when: &str) {
     );
 }
 
+/// How long a node's `herd status` may take to show its dataplane's latest counts: it
+/// refreshes them every second.
+const COUNTS_REFRESH: Duration = Duration::from_secs(3);
+
+/// The count at JSON `pointer` in the running nodes' `herd status`, summed.
+fn summed_status(farm: &Farm, pointer: &str) -> u64 {
+    farm.herds
+        .iter()
+        .flatten()
+        .map(|herd| {
+            let status = herd.status().unwrap_or_else(|error| panic!("{error:#}"));
+            status
+                .pointer(pointer)
+                .and_then(Value::as_u64)
+                .unwrap_or_else(|| panic!("no count at {pointer} in {status:#}"))
+        })
+        .sum()
+}
+
+/// The checksums the nodes' AF_XDP workers finished so far.
+fn checksums_completed(farm: &Farm) -> u64 {
+    summed_status(farm, "/membership/traffic/checksums_completed")
+}
+
+/// The packets the nodes accepted so far.
+fn accepted(farm: &Farm) -> u64 {
+    summed_status(farm, "/membership/traffic/accepted/packets")
+}
+
+/// Asserts that the nodes finished at least `more` checksums since they counted `before` in
+/// the AF_XDP mode (waiting up to [`COUNTS_REFRESH`] for their counts), and none in the
+/// in-kernel mode, which hands the stack its own packet buffers with their offload marks;
+/// returns the count.
+fn assert_checksums_completed(farm: &Farm, variant: Variant, before: u64, more: usize) -> u64 {
+    let wanted = match variant.mode {
+        DataplaneMode::Afxdp => before + more as u64,
+        DataplaneMode::Xdp => 0,
+    };
+    let deadline = Instant::now() + COUNTS_REFRESH;
+    let mut completed = checksums_completed(farm);
+    while completed < wanted && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        completed = checksums_completed(farm);
+    }
+    match variant.mode {
+        DataplaneMode::Afxdp => assert!(
+            completed >= wanted,
+            "the workers finished {} checksums, fewer than the {more} sent unfinished",
+            completed.saturating_sub(before)
+        ),
+        DataplaneMode::Xdp => assert_eq!(completed, 0, "checksums finished in the xdp mode"),
+    }
+    completed
+}
+
 /// Every UDP request, TCP connection and ping to the VIP, from 64 client addresses and many
 /// ports, is answered exactly once, by the node `herd whois` names. Were a node to keep the
 /// packets it does not own, every flow would be answered two or three times; were the bridge to
@@ -447,6 +510,9 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(variant: Variant) {
     assert_the_client_holds_the_virtual_mac(&farm, "after the UDP flows");
     assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
     agree_with_whois(&farm.owners, &config, Protocol::Udp, UDP_PORT, &udp, 32);
+    // The client keeps its veth's default offloads, which leave its checksums unfinished: in
+    // the AF_XDP mode the workers must have finished every request's, or none was answered.
+    let mut completed = assert_checksums_completed(&farm, variant, 0, udp.len());
 
     for port in [STICKY_PORT, SPREAD_PORT] {
         let connections = farm.to_vip(&farm.flows(21000..21008), port);
@@ -460,6 +526,8 @@ fn every_flow_gets_exactly_one_answer_from_its_owner(variant: Variant) {
         assert_each_connection_answered_once(&farm, port, &connections, &replies);
         let clients: Vec<SocketAddr> = connections.iter().map(|c| c.0).collect();
         agree_with_whois(&farm.owners, &config, Protocol::Tcp, port, &clients, 16);
+        // At least the SYN, the ACK and the request of each connection.
+        completed = assert_checksums_completed(&farm, variant, completed, 3 * connections.len());
     }
 
     let before: Vec<u64> = farm
@@ -1043,6 +1111,36 @@ fn the_client_never_holds_a_node_s_mac_for_the_vip(variant: Variant) {
     assert_each_udp_flow_answered_once(&farm, &udp, &answers, before);
 }
 
+/// Clients whose transmit checksum offload is off send full checksums, as hosts on a wire do:
+/// the AF_XDP workers leave every one of them as it is, and every flow is answered.
+#[test]
+fn afxdp_leaves_full_checksums_alone() {
+    let variant = Variant {
+        mode: DataplaneMode::Afxdp,
+        family: Family::V4,
+        hub: HubKind::Learning,
+        offload: Offload::TxOff,
+    };
+    let farm = Farm::start("full", variant);
+    let udp = farm.flows(20000..20001);
+    let answers = udp_exchange(&farm, &udp, Duration::from_secs(2));
+    assert_each_udp_flow_answered_once(&farm, &udp, &answers, 0);
+    let connections = farm.to_vip(&farm.flows(21000..21001), SPREAD_PORT);
+    let replies = tcp_exchange(farm.client(), &connections);
+    assert_each_connection_answered_once(&farm, SPREAD_PORT, &connections, &replies);
+    // Once the nodes' counts show every request accepted, they show the checksums too.
+    let sent = (udp.len() + 3 * connections.len()) as u64;
+    let deadline = Instant::now() + COUNTS_REFRESH;
+    while accepted(&farm) < sent && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        accepted(&farm) >= sent,
+        "the nodes' counts show the requests"
+    );
+    assert_eq!(checksums_completed(&farm), 0, "full checksums rewritten");
+}
+
 /// Generates, for each dataplane mode and family, a module of `#[test]` wrappers around the
 /// tests above: every test on a learning bridge, and the first on a flooding hub too.
 macro_rules! variants {
@@ -1054,6 +1152,7 @@ macro_rules! variants {
                 mode: $mode,
                 family: $family,
                 hub: HubKind::Learning,
+                offload: Offload::Default,
             };
             const HUB: Variant = Variant {
                 hub: HubKind::Flooding,

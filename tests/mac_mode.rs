@@ -63,7 +63,7 @@ impl Farm {
             hub,
             uplink: Uplink::Veth,
             sources: 0,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: Offload::Default,
         })
         .expect("builds the farm's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();

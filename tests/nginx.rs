@@ -252,7 +252,7 @@ impl Bed {
             hub: HubKind::Learning,
             uplink: Uplink::Veth,
             sources: SOURCES,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: Offload::Default,
         })
         .expect("builds the farm's bed");
         let dir = farm.bed().scratch().to_owned();

@@ -55,7 +55,7 @@ impl Topology {
             hub: HubKind::Learning,
             uplink: Uplink::Veth,
             sources: 0,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: Offload::Default,
         })
         .expect("builds the node's bed");
         let key = bed.bed().write_private("farm.key", KEY).unwrap();

@@ -127,7 +127,7 @@ impl Farm {
             nodes: &NODES,
             hub: HubKind::Learning,
             sources: SOURCES,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: Offload::Default,
             uplink,
         })
         .expect("builds the farm's bed");

@@ -45,7 +45,7 @@ impl Bed {
             hub: HubKind::Learning,
             uplink: Uplink::Veth,
             sources: SOURCES,
-            client_offload: Offload::for_clients_of(mode),
+            client_offload: Offload::Default,
         })?;
         let files = farm.bed();
         let key = files.write_private("farm.key", &format!("1 {}\n", random_hex(32)?))?;

@@ -2,7 +2,6 @@
 //! host's interface.
 
 use anyhow::Context;
-use herd_config::DataplaneMode;
 
 use crate::netns::Netns;
 
@@ -135,21 +134,8 @@ pub enum Offload {
     #[default]
     Default,
     /// Transmit checksum offload off (`ethtool -K DEV tx off`), so that the host's frames
-    /// carry complete checksums, as frames on a wire do. An AF_XDP copy does not keep the
-    /// kernel's mark: the afxdp mode would hand the nodes' stacks packets whose checksums fail.
+    /// carry complete checksums, as frames on a wire do.
     TxOff,
-}
-
-impl Offload {
-    /// The clients' offload for a farm in `mode`: their default in the in-kernel mode, which
-    /// takes frames as they come; transmit checksum offload off in the AF_XDP mode, which hands
-    /// the stack what the offload left unfilled (issue 16).
-    pub fn for_clients_of(mode: DataplaneMode) -> Self {
-        match mode {
-            DataplaneMode::Xdp => Offload::Default,
-            DataplaneMode::Afxdp => Offload::TxOff,
-        }
-    }
 }
 
 /// Applies `offload` to `device` in `netns`.

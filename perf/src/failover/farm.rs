@@ -75,7 +75,7 @@ impl Farm {
             hub: HubKind::Learning,
             uplink: Uplink::Veth,
             sources: SOURCES,
-            client_offload: Offload::for_clients_of(spec.mode.dataplane()),
+            client_offload: Offload::Default,
         })?;
         let key = bed.bed().write_private("farm.key", KEY)?;
         let text = layout::config(spec.mode.dataplane(), spec.buckets, &key).text();

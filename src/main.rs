@@ -165,7 +165,7 @@ enum Command {
     /// pairs and bridge, and a scratch directory `herd-demo-<pid>-<hex>` in the temporary
     /// directory holding the farm's configuration, key and logs and a BPF file system mounted
     /// for the nodes' pins. It removes all of it when it ends, whether it succeeds, fails or is
-    /// interrupted (Ctrl-C, SIGTERM). Needs ip and ethtool. Exit status 1 when something did
+    /// interrupted (Ctrl-C, SIGTERM). Needs ip. Exit status 1 when something did
     /// not go as designed (the summary says what).
     Demo(commands::demo::Options),
     /// Drain the node: it takes no new connection and keeps its own until they end, leaving

@@ -16,7 +16,7 @@ use crate::demo::scenario::{self, Settings};
 use crate::demo::screen::Screen;
 
 /// The tools the demo runs, with the Debian package of each.
-const TOOLS: [(&str, &str); 2] = [("ip", "iproute2"), ("ethtool", "ethtool")];
+const TOOLS: [(&str, &str); 1] = [("ip", "iproute2")];
 
 /// `herd demo`'s options.
 #[derive(clap::Args)]

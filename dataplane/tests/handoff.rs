@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use herd_dataplane::handoff::{Port, Sent, Submit, TapReceive};
 use herd_packet::craft::{self, Fragment, MAC_B};
 use herd_packet::wire::{ethernet::ethertype, ip_proto};
+use herd_testbed::netns::in_a_namespace_of_its_own;
 
 /// The local address the frames go to, and its port.
 const VIP: [u8; 4] = [198, 18, 0, 100];
@@ -208,21 +209,6 @@ fn frame(number: u16) -> Vec<u8> {
             &craft::udp(40000, PORT, &number.to_be_bytes()),
         ),
     )
-}
-
-/// Runs `test` in a thread moved to a new network namespace, which goes with the thread, its
-/// interfaces and its sockets; a panic of the test is the caller's.
-fn in_a_namespace_of_its_own(test: impl FnOnce() + Send + 'static) {
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare takes no pointers; it moves this thread alone to a new network
-        // namespace.
-        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
-        test()
-    });
-    thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
 
 fn ip(args: &[&str]) {

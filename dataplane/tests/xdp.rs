@@ -31,6 +31,7 @@ use herd_packet::neighbor::virtual_mac;
 use herd_packet::table::{BucketMode, BucketTable, ModeTable, NodeId, SharedTable};
 use herd_packet::wire::{ethernet::ethertype, ip_proto, transport_checksum};
 use herd_packet::{classify, DropReason, FarmRules, FarmTable, Flows, Verdict};
+use herd_testbed::netns::in_a_namespace_of_its_own;
 use herd_testbed::socket::time_wait_sockets;
 use herd_testbed::Bed;
 use socket2::{Domain, Protocol as SocketProtocol, Socket, Type};
@@ -596,21 +597,6 @@ fn redirects_exactly_the_flows_classify_looks_up(mac: MacMode) {
 fn the_afxdp_mode_counts_the_packets_and_bytes_of_every_outcome() {
     needs_root();
     in_a_namespace_of_its_own(afxdp_traffic);
-}
-
-/// Runs `test` in a thread moved to a new network namespace, which goes with the thread, its
-/// interfaces and its sockets; a panic of the test is the caller's.
-fn in_a_namespace_of_its_own<T: Send + 'static>(test: impl FnOnce() -> T + Send + 'static) -> T {
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare takes no pointers; it moves this thread alone to a new network
-        // namespace.
-        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
-        test()
-    });
-    thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// The AF_XDP mode on a veth pair of the test's namespace: the redirect program (generic XDP)

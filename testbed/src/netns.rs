@@ -116,3 +116,21 @@ impl Netns {
         Ok(text.trim_end().to_owned())
     }
 }
+
+/// Runs `test` in a thread moved to a new, unnamed network namespace, which goes with the
+/// thread, its interfaces and its sockets, however the test ends; a panic of the test is the
+/// caller's.
+pub fn in_a_namespace_of_its_own<T: Send + 'static>(
+    test: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare takes no pointers; it moves this thread alone to a new network
+        // namespace.
+        let unshared = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(unshared, 0, "unshare: {}", std::io::Error::last_os_error());
+        test()
+    });
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}

@@ -11,6 +11,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use io_uring::{opcode, types, IoUring};
 
+use crate::socket_option;
+
 /// The most frames a port writes with one system call; a longer batch takes several.
 const BATCH_CAPACITY: usize = 256;
 
@@ -184,7 +186,12 @@ impl Port {
             .map(|_| {
                 let fd = packet_socket(ifindex, 0)?;
                 if qdisc_bypass {
-                    set_option(&fd, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
+                    socket_option::set(
+                        fd.as_raw_fd(),
+                        libc::SOL_PACKET,
+                        libc::PACKET_QDISC_BYPASS,
+                        1,
+                    )?;
                 }
                 let writer = match submit {
                     Submit::Each => Writer::Each,
@@ -335,29 +342,6 @@ fn tap_queue(name: &CString, receive: TapReceive) -> io::Result<OwnedFd> {
         ));
     }
     Ok(queue)
-}
-
-/// Sets the integer socket option `name` of `level` on `socket`.
-fn set_option(
-    socket: &OwnedFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `value` is a c_int that outlives the call, of the length passed.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if set < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// A raw packet socket bound to the interface with index `ifindex`, receiving frames of

@@ -11,6 +11,7 @@ pub mod egress;
 pub mod handoff;
 pub mod overload;
 pub mod pin;
+mod socket_option;
 pub mod sockets;
 pub mod wait;
 pub mod xdp;

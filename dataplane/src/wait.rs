@@ -18,6 +18,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::socket_option;
+
 /// `SO_BUSY_POLL`, `SO_INCOMING_NAPI_ID`, `SO_PREFER_BUSY_POLL` and `SO_BUSY_POLL_BUDGET`
 /// from `include/uapi/asm-generic/socket.h`: the libc crate has them for some platforms only.
 const SO_BUSY_POLL: libc::c_int = 46;
@@ -54,9 +56,14 @@ impl Waiting {
 
 /// Asks the kernel to let the socket `fd` drive its NAPI instance, `budget` frames at a time.
 pub fn prefer_busy_poll(fd: RawFd, budget: u16) -> io::Result<()> {
-    set_option(fd, SO_PREFER_BUSY_POLL, 1)?;
-    set_option(fd, SO_BUSY_POLL, BUSY_POLL_US)?;
-    set_option(fd, SO_BUSY_POLL_BUDGET, libc::c_int::from(budget))
+    socket_option::set(fd, libc::SOL_SOCKET, SO_PREFER_BUSY_POLL, 1)?;
+    socket_option::set(fd, libc::SOL_SOCKET, SO_BUSY_POLL, BUSY_POLL_US)?;
+    socket_option::set(
+        fd,
+        libc::SOL_SOCKET,
+        SO_BUSY_POLL_BUDGET,
+        libc::c_int::from(budget),
+    )
 }
 
 /// The id of the NAPI instance that delivered the socket's frames, 0 if none is known.
@@ -113,21 +120,4 @@ pub fn run_promptly() -> Result<(), io::Error> {
     // (on Linux, the calling thread).
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) };
     Err(refused)
-}
-
-fn set_option(fd: RawFd, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: `value` is a valid c_int for reads of the length passed.
-    let result = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of_val(&value) as libc::socklen_t,
-        )
-    };
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -38,11 +38,46 @@ impl Pair {
             address::assign(netns, device, &[own]).unwrap();
             netns.ip(&["link", "set", device, "up"]).unwrap();
         }
-        Pair {
+        let pair = Pair {
             node,
             peer,
             _bed: bed,
+        };
+        // Until the carrier is up, veth's queue drops what is sent (a first SYN, retried only
+        // after the probes' timeout).
+        assert_eq!(pair.interface_once("vn", Result::is_ok), Ok(()));
+        assert_eq!(pair.interface_once("vp", Result::is_ok), Ok(()));
+        pair
+    }
+
+    /// The probe's answer for `device` (the node's `vn` or the peer's `vp`) once it holds
+    /// `settled`. The kernel passes carrier changes on asynchronously (linkwatch, within a
+    /// second) and tells no one but netlink listeners, both when a link comes up and when it
+    /// goes down: the probe is asked until then.
+    fn interface_once(
+        &self,
+        device: &'static str,
+        settled: impl Fn(&probe::Probed) -> bool,
+    ) -> probe::Probed {
+        let ask = || {
+            let netns = if device == "vn" {
+                &self.node
+            } else {
+                &self.peer
+            };
+            netns
+                .run(|| probe::interface(device))
+                .expect("enters the namespace")
+        };
+        let mut answer = ask();
+        for _ in 0..60 {
+            if settled(&answer) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            answer = ask();
         }
+        answer
     }
 
     /// What `f` returns, run in the node's namespace.
@@ -116,27 +151,12 @@ fn http_probes_a_real_server() {
         .contains("status 503"));
 }
 
-/// The probe's answer for the node's `vn` once it holds `settled`. The kernel passes carrier
-/// changes on asynchronously (linkwatch, within a second) and tells no one but netlink
-/// listeners, both when a link comes up and when it goes down: the probe is asked until then.
-fn interface_once(pair: &Pair, settled: impl Fn(&probe::Probed) -> bool) -> probe::Probed {
-    let mut answer = pair.on_node(|| probe::interface("vn"));
-    for _ in 0..60 {
-        if settled(&answer) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        answer = pair.on_node(|| probe::interface("vn"));
-    }
-    answer
-}
-
 #[test]
 fn interface_sees_the_link_go_down_and_lose_its_carrier() {
     let pair = Pair::new("i");
-    assert_eq!(interface_once(&pair, Result::is_ok), Ok(()));
+    assert_eq!(pair.on_node(|| probe::interface("vn")), Ok(()));
     pair.peer.ip(&["link", "set", "vp", "down"]).unwrap();
-    let no_carrier = interface_once(&pair, Result::is_err);
+    let no_carrier = pair.interface_once("vn", Result::is_err);
     assert_eq!(no_carrier.unwrap_err().0, "interface vn: no carrier");
     pair.node.ip(&["link", "set", "vn", "down"]).unwrap();
     let down = pair.on_node(|| probe::interface("vn"));

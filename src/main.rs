@@ -9,8 +9,10 @@ mod control;
 mod daemon;
 mod demo;
 mod farm;
+mod farm_access;
 mod host;
 mod status;
+mod timeline;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -44,6 +44,13 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// Writes a key file as an operator must: its owner's only (mode 0600), or herd refuses it.
+fn write_key(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("herd-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -57,7 +64,7 @@ const KEY: &str = "1 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1
 /// holding `key`, and its interface the loopback.
 fn example_here(dir: &Path, key: &str) -> PathBuf {
     let key_file = dir.join("farm.key");
-    std::fs::write(&key_file, key).unwrap();
+    write_key(&key_file, key);
     let text = std::fs::read_to_string(example())
         .unwrap()
         .replace("/etc/herd/farm.key", key_file.to_str().unwrap())
@@ -148,7 +155,7 @@ fn check_config_refuses_a_bad_key_file_and_a_missing_interface() {
         ("1 not-hex-at-all-not-hex-at-all\n", "not hexadecimal"),
         ("000102030405060708090a0b0c0d0e0f\n", "expected `ID HEX`"),
     ] {
-        std::fs::write(&key, text).unwrap();
+        write_key(&key, text);
         let out = check("alpha");
         assert_eq!(out.status.code(), Some(1), "{text:?}");
         let message = stderr(&out);
@@ -161,7 +168,17 @@ fn check_config_refuses_a_bad_key_file_and_a_missing_interface() {
     std::fs::remove_file(&key).unwrap();
     let message = stderr(&check("alpha"));
     assert!(message.contains(key.to_str().unwrap()), "{message}");
-    std::fs::write(&key, KEY).unwrap();
+    write_key(&key, KEY);
+    // Readable by its group: refused, saying how to fix it.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let out = check("alpha");
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("mode 0640") && message.contains(&format!("chmod 600 {}", key.display())),
+        "{message}"
+    );
+    write_key(&key, KEY);
 
     let missing = std::fs::read_to_string(config)
         .unwrap()
@@ -413,7 +430,7 @@ fn run_names_a_missing_or_bad_key_file() {
         message.contains("auth_key_file") && message.contains(key.to_str().unwrap()),
         "{message}"
     );
-    std::fs::write(&key, "1 00112233\n").unwrap();
+    write_key(&key, "1 00112233\n");
     let out = run();
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);

@@ -12,7 +12,8 @@
 //! out of the digest. So are the `[[check]]` entries, which say how a node checks its
 //! application and what it does when a check fails, the optional `[scripts]` table, which
 //! starts and stops the application, and the optional `[admin]` table, which says where the
-//! node serves its metrics and health.
+//! node serves its metrics and health. [`secret::read`] reads a secret file (the farm key), refusing
+//! one that its group or others may read.
 
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ mod keyword;
 mod locate;
 mod ports;
 mod raw;
+pub mod secret;
 mod validate;
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub const MIN_KEY_LEN: usize = 16;
 /// rotation never needs every node to switch at the same moment.
 pub const MAX_KEYS: usize = 2;
 
+/// The largest key file read: two keys of a few hundred hex digits and comments fit in far
+/// less.
+pub const MAX_KEY_FILE: u64 = 64 * 1024;
+
 /// One shared key and its id.
 #[derive(Clone)]
 pub struct Key {
@@ -70,9 +74,9 @@ pub struct Keyring {
 /// What is wrong with a key file.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    /// The file could not be read.
-    #[error("cannot read the key file: {0}")]
-    Read(String),
+    /// The file could not be read, or others than its owner may read it.
+    #[error("{0}")]
+    File(#[from] herd_config::secret::SecretError),
     /// No key in the file.
     #[error("no key: the file needs a line `ID HEX` (a key id 0-255 and at least {MIN_KEY_LEN} bytes in hex)")]
     Empty,
@@ -121,11 +125,10 @@ pub enum KeyError {
 }
 
 impl Keyring {
-    /// Reads a key file (see [`Keyring::parse`]).
+    /// Reads a key file (see [`Keyring::parse`]), refusing one that its group or others may
+    /// read: whoever reads the key can command every node of the farm.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| KeyError::Read(format!("{}: {error}", path.display())))?;
-        Self::parse(&text)
+        Self::parse(&herd_config::secret::read(path, MAX_KEY_FILE)?)
     }
 
     /// Parses a key file: one key per line, `ID HEX` (a key id from 0 to 255, then the key in
@@ -356,7 +359,26 @@ mod tests {
         let error = Keyring::load(Path::new("/nonexistent/herd.key")).unwrap_err();
         assert!(error
             .to_string()
-            .starts_with("cannot read the key file: /nonexistent/herd.key"));
+            .starts_with("cannot read /nonexistent/herd.key: "));
+    }
+
+    #[test]
+    fn a_key_file_only_its_owner_may_read_is_loaded_and_another_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("herd-auth-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("farm.key");
+        std::fs::write(&path, format!("1 {KEY_A}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Keyring::load(&path).unwrap().signing().id, 1);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let error = Keyring::load(&path).unwrap_err().to_string();
+        assert!(
+            error.contains("mode 0640")
+                && error.ends_with(&format!("chmod 600 {}", path.display())),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -58,6 +58,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("farm.key");
         std::fs::write(&key, format!("1 {}\n", random_hex(32).unwrap())).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         for nodes in 2..=NAMES.len() {
             for mode in [DataplaneMode::Xdp, DataplaneMode::Afxdp] {
                 let path = dir.join("farm.toml");

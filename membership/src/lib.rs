@@ -11,10 +11,12 @@
 //! machine that turns all of it into the modes of the buckets this node's dataplane installs.
 //! [`driver`] runs that machine on its own thread with a UDP socket and the real clocks,
 //! publishing a [`snapshot`] of it for the rest of the node, and [`incarnation`] raises the
-//! number a node runs in at every start.
+//! number a node runs in at every start. [`command`] holds the farm's commands between nodes
+//! (drain, stop, start, restart, status), signed and checked like heartbeats.
 
 pub mod assign;
 pub mod auth;
+pub mod command;
 pub mod detector;
 pub mod driver;
 pub mod inbox;

@@ -10,6 +10,8 @@ mod daemon;
 mod demo;
 mod farm;
 mod farm_access;
+mod farm_client;
+mod farm_frame;
 mod host;
 mod status;
 mod timeline;

@@ -159,6 +159,11 @@ impl FarmClient {
         &self.nodes[self.local].0
     }
 
+    /// This node's index among [`FarmClient::nodes`].
+    pub fn local(&self) -> usize {
+        self.local
+    }
+
     /// Every node's name and farm address, in configuration order.
     pub fn nodes(&self) -> &[(String, SocketAddr)] {
         &self.nodes

@@ -3,6 +3,7 @@
 
 use herd_checkers::health::Health;
 use herd_checkers::lifecycle::{Action, NodeState};
+use herd_membership::command::Refused;
 use herd_membership::snapshot::Snapshot;
 use herd_membership::wire::State;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,18 @@ pub struct Status {
     /// The node's membership: the farm view, each node's state and share, the drain, the
     /// dataplane's counts.
     pub membership: Snapshot,
+    /// The farm commands other nodes (or this one) sent this node: carried out, and refused.
+    #[serde(default)]
+    pub farm_commands: FarmCommands,
+}
+
+/// The farm commands a node received since its daemon started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FarmCommands {
+    /// Verified and carried out, status requests included.
+    pub executed: u64,
+    /// Refused, by reason: they changed nothing.
+    pub refused: Refused,
 }
 
 impl Status {

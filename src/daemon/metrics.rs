@@ -410,6 +410,28 @@ pub fn render(status: &Status) -> String {
         "The most restarts allowed within the window; one more stops the node instead.",
         vec![Sample::new(&[], status.restarts.limit)],
     );
+    family(
+        &mut out,
+        "herd_farm_commands_total",
+        "counter",
+        "Farm commands (status, drain, stop, start, restart) this node received, verified and \
+         carried out.",
+        vec![Sample::new(&[], status.farm_commands.executed)],
+    );
+    family(
+        &mut out,
+        "herd_farm_commands_refused_total",
+        "counter",
+        "Farm commands this node refused unexecuted, by reason: malformed, forged (a wrong key \
+         or altered), wrong_farm (another configuration), unknown_node, wrong_target, stale \
+         (clocks apart or an old recording), replayed.",
+        status
+            .farm_commands
+            .refused
+            .by_reason()
+            .map(|(reason, count)| Sample::new(&[("reason", reason)], count))
+            .into(),
+    );
     out
 }
 
@@ -799,7 +821,7 @@ mod tests {
     use herd_packet::counts::{Count, Traffic};
 
     use super::*;
-    use crate::status::{CheckStatus, ProbeStatus, Restarts};
+    use crate::status::{CheckStatus, FarmCommands, ProbeStatus, Restarts};
 
     /// A node `alpha` up and owning 40 of 64 buckets, with a peer `bravo` heard, a peer
     /// `charlie` never heard, and two checks.
@@ -854,6 +876,14 @@ mod tests {
                 },
             ],
             unseen_listeners: vec!["198.18.0.100:80".into()],
+            farm_commands: FarmCommands {
+                executed: 6,
+                refused: herd_membership::command::Refused {
+                    forged: 2,
+                    replayed: 1,
+                    ..Default::default()
+                },
+            },
             membership: Snapshot {
                 state: State::Up,
                 incarnation: 3,
@@ -974,6 +1004,14 @@ mod tests {
             "herd_restarts_total 2",
             "herd_restarts_recent 1",
             "herd_restart_limit 3",
+            "herd_farm_commands_total 6",
+            r#"herd_farm_commands_refused_total{reason="malformed"} 0"#,
+            r#"herd_farm_commands_refused_total{reason="forged"} 2"#,
+            r#"herd_farm_commands_refused_total{reason="wrong_farm"} 0"#,
+            r#"herd_farm_commands_refused_total{reason="unknown_node"} 0"#,
+            r#"herd_farm_commands_refused_total{reason="wrong_target"} 0"#,
+            r#"herd_farm_commands_refused_total{reason="stale"} 0"#,
+            r#"herd_farm_commands_refused_total{reason="replayed"} 1"#,
         ];
         assert_eq!(samples(&text), expected, "{text}");
     }

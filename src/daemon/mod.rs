@@ -7,13 +7,15 @@
 //! that every thread watches, every thread joined, the host put back). The membership thread
 //! ([`herd_membership::driver`]) steers the packet path through the `Dataplane` seam: it
 //! installs the bucket modes the protocol decides and renews the liveness deadline with every
-//! heartbeat; the node starts owning nothing. The supervisor runs the start script, joins the
+//! heartbeat; the node starts owning nothing. The farm server takes the commands other nodes
+//! carry for an operator, on the node's address and the farm port (TCP). The supervisor runs the start script, joins the
 //! farm once the checks are healthy and answers the operator's requests and the signals. The
 //! announcer sends the VIPs' virtual MACs again after each new view and every period.
 
 mod announcer;
 mod control_server;
 mod drain_count;
+mod farm_server;
 mod host_watch;
 mod listener_watch;
 mod lock;
@@ -26,6 +28,7 @@ mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -37,7 +40,9 @@ use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
 use herd_packet::neighbor::multicast_group;
 
+use crate::farm_client::FarmClient;
 use crate::host::{format_mac, Groups, Host};
+use crate::timeline::Timeline;
 use crate::{control, farm};
 use announcer::Announcer;
 use control_server::Server;
@@ -127,6 +132,11 @@ struct Node {
     egress_pin: PathBuf,
     /// The control socket.
     control: Server,
+    /// How this node carries an operator's command to any node of the farm.
+    farm_client: Arc<FarmClient>,
+    /// What happened to the farm as this node saw it, shown by the farm channel's status
+    /// answers.
+    timeline: Arc<Timeline>,
     /// Held while the node runs: one herd per interface.
     _lock: InterfaceLock,
 }
@@ -177,6 +187,18 @@ impl Node {
                 .map(|node| SocketAddr::new(node.address, config.farm.port))
                 .collect(),
         };
+        let farm_client = FarmClient::new(
+            start.keys.clone(),
+            config.digest().0,
+            config
+                .nodes
+                .iter()
+                .map(|node| node.name.clone())
+                .zip(start.addresses.iter().copied())
+                .collect(),
+            local,
+            incarnation,
+        );
         let pin_dir = pin::pin_dir(paths.bpf_dir)?;
         let node = Self {
             name,
@@ -188,6 +210,8 @@ impl Node {
             host,
             groups: None,
             control,
+            farm_client: Arc::new(farm_client),
+            timeline: Arc::default(),
             _lock: lock,
         };
         node.check_vips_are_free()?;
@@ -312,6 +336,7 @@ impl Node {
             mode,
             incarnation = self.incarnation,
             control = %self.control.path().display(),
+            farm_commands = %self.farm_client.nodes()[self.farm_client.local()].1,
             "running: the node joins the farm once its application is up"
         );
         self.announcer().announce();
@@ -351,7 +376,31 @@ impl Node {
             self.egress.id()?,
         )
         .context("cannot open a routing netlink socket")?;
-        let supervisor = Supervisor::new(&self.config, identity, &checked, watch)?;
+        let farm_commands = Arc::new(farm_server::Counts::default());
+        let supervisor = Supervisor::new(
+            &self.config,
+            identity,
+            &checked,
+            watch,
+            Arc::clone(&farm_commands),
+        )?;
+        let farm_server = farm_server::Server::bind(
+            start.addresses[start.local],
+            farm_server::Identity {
+                keys: start.keys.clone(),
+                farm: self.config.digest().0,
+                nodes: self
+                    .config
+                    .nodes
+                    .iter()
+                    .map(|node| node.name.clone())
+                    .collect(),
+                local: start.local,
+            },
+            farm_commands,
+            Arc::clone(&self.timeline),
+        )?;
+        tracing::info!(address = %farm_server.address()?, "taking farm commands (TCP)");
         let (driver, membership) = Driver::new(start, path, false)?;
         let exit = membership.clone();
         shutdown.on_trigger(move || {
@@ -380,6 +429,9 @@ impl Node {
             let control = spawn("herd-control")
                 .spawn_scoped(scope, || self.control.serve(&requests, shutdown))
                 .context("cannot start the control thread")?;
+            let farm = spawn("herd-farm")
+                .spawn_scoped(scope, || farm_server.serve(&requests, shutdown))
+                .context("cannot start the farm command thread")?;
             let metrics = match &metrics {
                 Some(server) => Some(
                     spawn("herd-metrics")
@@ -393,6 +445,7 @@ impl Node {
             let stopped = joined(membership_thread).context("the membership thread stopped");
             joined(announcements);
             joined(control)?;
+            joined(farm)?;
             if let Some(metrics) = metrics {
                 joined(metrics)?;
             }

@@ -18,6 +18,7 @@ use herd_checkers::scripts::Scripts;
 use herd_config::FarmConfig;
 use herd_membership::driver::{Command, Handle, Notice};
 
+use super::farm_server;
 use super::host_watch::{self, HostWatch};
 use super::listener_watch::{self, ListenerWatch};
 use super::shutdown::Shutdown;
@@ -112,17 +113,20 @@ pub struct Supervisor {
     started: Instant,
     /// The look for the application's listeners after the node comes up.
     listeners: ListenerWatch,
+    /// The farm commands the farm server received.
+    farm_commands: Arc<farm_server::Counts>,
 }
 
 impl Supervisor {
     /// The supervisor of node `identity` configured by `config`, whose checks look at `host`,
     /// with herd's own check of the host, `watch`, after them: its first failure withdraws the
-    /// node, which comes back once it passes again.
+    /// node, which comes back once it passes again. Its status shows `farm_commands`.
     pub fn new(
         config: &FarmConfig,
         identity: Identity,
         host: &Host,
         watch: HostWatch,
+        farm_commands: Arc<farm_server::Counts>,
     ) -> anyhow::Result<Self> {
         let mut checks = Vec::with_capacity(config.checks.len() + 1);
         let mut tracked = Vec::with_capacity(config.checks.len() + 1);
@@ -173,6 +177,7 @@ impl Supervisor {
             reason: Some("starting".into()),
             stopping: false,
             started: now,
+            farm_commands,
             listeners,
         })
     }
@@ -468,6 +473,7 @@ impl Supervisor {
             checks,
             unseen_listeners: self.listeners.unseen().to_vec(),
             membership: (**membership.snapshot.load()).clone(),
+            farm_commands: self.farm_commands.get(),
         }
     }
 }

@@ -336,3 +336,219 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use herd_membership::command::Command;
+
+    use super::*;
+    use crate::farm_access::FarmCommand;
+    use crate::farm_client::{Answer, Ask, AskError, FarmClient};
+    use crate::timeline::{Event, EventKind};
+
+    const KEYS: &str = "1 000102030405060708090a0b0c0d0e0f\n";
+    const FARM: [u8; 32] = [9; 32];
+
+    fn keys() -> Keyring {
+        Keyring::parse(KEYS).unwrap()
+    }
+
+    /// A server of node `bravo` (index 1) on loopback, its counts, and a client of node
+    /// `alpha` that reaches it.
+    fn bravo() -> (Server, Arc<Counts>, FarmClient) {
+        let counts = Arc::new(Counts::default());
+        let timeline = Arc::new(Timeline::default());
+        timeline.record(Event {
+            at_ms: 1,
+            node: "bravo".into(),
+            kind: EventKind::Join,
+            text: "bravo joined".into(),
+        });
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Identity {
+                keys: keys(),
+                farm: FARM,
+                nodes: vec!["alpha".into(), "bravo".into()],
+                local: 1,
+            },
+            Arc::clone(&counts),
+            timeline,
+        )
+        .unwrap();
+        let nodes = vec![
+            ("alpha".into(), "127.0.0.1:9".parse().unwrap()),
+            ("bravo".into(), server.address().unwrap()),
+        ];
+        let client = FarmClient::new(keys(), FARM, nodes, 0, 1000);
+        (server, counts, client)
+    }
+
+    /// Runs `test` while `server` serves, with a supervisor that answers every request as
+    /// `supervisor` says.
+    fn serving(server: &Server, supervisor: impl Fn(Request) -> Reply + Send, test: impl FnOnce()) {
+        let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
+        let shutdown = &Shutdown::default();
+        std::thread::scope(|scope| {
+            // The request channel goes with the server: the supervisor ends when it is done.
+            let serve = scope.spawn(move || server.serve(&requests, shutdown));
+            scope.spawn(move || {
+                for (request, reply) in incoming {
+                    let _ = reply.send(supervisor(request));
+                }
+            });
+            test();
+            shutdown.trigger();
+            serve.join().unwrap().unwrap();
+        });
+    }
+
+    fn supervisor(request: Request) -> Reply {
+        match request {
+            Request::Status => Reply::Status(Box::new(crate::daemon::metrics::tests::status())),
+            Request::Drain => Reply::Done("draining".into()),
+            other => Reply::Refused(format!("no {other:?} here")),
+        }
+    }
+
+    #[test]
+    fn verified_commands_are_carried_out_and_answered() {
+        let (server, counts, client) = bravo();
+        serving(&server, supervisor, || {
+            let Answer::Status(report) = client.ask("bravo", Ask::Status, "test").unwrap() else {
+                panic!("a status answers a status")
+            };
+            assert_eq!(report.name, "bravo");
+            assert_eq!(
+                report.status.unwrap().node,
+                "alpha",
+                "the supervisor's status"
+            );
+            assert_eq!(report.timeline[0].text, "bravo joined");
+            let answer = client
+                .ask("bravo", Ask::Command(FarmCommand::Drain), "root on alpha")
+                .unwrap();
+            assert!(matches!(answer, Answer::Reply(Reply::Done(text)) if text == "draining"));
+            let report = client.report("test");
+            assert!(report.nodes[1].status.is_some(), "{:?}", report.nodes[1]);
+            assert_eq!(
+                report.nodes[0].error.as_deref(),
+                Some("connection refused: is herd running there?")
+            );
+        });
+        assert_eq!(counts.get().executed, 3);
+        assert_eq!(counts.get().refused, Default::default());
+    }
+
+    /// Sends `frame` to `server` and returns what comes back before the close.
+    fn send(server: &Server, frame: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(server.address().unwrap()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        farm_frame::write(&mut stream, frame).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn refused_commands_get_no_answer_and_are_counted() {
+        let (server, counts, _) = bravo();
+        let command = Command {
+            farm: FARM,
+            sender: "alpha".into(),
+            incarnation: 5,
+            sequence: 1,
+            sent_ms: wall_ms(),
+            target: "bravo".into(),
+            action: Action::Drain,
+            origin: "test".into(),
+        };
+        let other_key = Keyring::parse(&format!("1 {}", "ee".repeat(16))).unwrap();
+        let valid = command.encode(&keys()).unwrap();
+        let drains = std::sync::atomic::AtomicUsize::new(0);
+        serving(
+            &server,
+            |request| {
+                if request == Request::Drain {
+                    drains.fetch_add(1, Ordering::SeqCst);
+                }
+                supervisor(request)
+            },
+            || {
+                assert!(send(&server, &command.encode(&other_key).unwrap()).is_empty());
+                let other_farm = Command {
+                    farm: [1; 32],
+                    ..command.clone()
+                };
+                assert!(send(&server, &other_farm.encode(&keys()).unwrap()).is_empty());
+                assert!(
+                    !send(&server, &valid).is_empty(),
+                    "the first one is answered"
+                );
+                assert!(send(&server, &valid).is_empty(), "its replay is not");
+                assert!(send(&server, b"garbage").is_empty());
+                // A frame announced larger than any command is refused before it is read.
+                let mut stream = TcpStream::connect(server.address().unwrap()).unwrap();
+                stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).unwrap();
+                assert!(answer.is_empty());
+            },
+        );
+        assert_eq!(
+            drains.load(Ordering::SeqCst),
+            1,
+            "only the valid one drained"
+        );
+        let counts = counts.get();
+        assert_eq!(counts.executed, 1);
+        let refused: Vec<_> = counts
+            .refused
+            .by_reason()
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("malformed", 2),
+                ("forged", 1),
+                ("wrong_farm", 1),
+                ("replayed", 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_silent_client_is_dropped_and_does_not_block_others() {
+        let (server, counts, client) = bravo();
+        serving(&server, supervisor, || {
+            let started = Instant::now();
+            let silent: Vec<_> = (0..MAX_CONNECTIONS)
+                .map(|_| TcpStream::connect(server.address().unwrap()).unwrap())
+                .collect();
+            for mut stream in silent {
+                let mut answer = Vec::new();
+                let closed = stream.read_to_end(&mut answer);
+                assert!(
+                    closed.is_ok() && answer.is_empty(),
+                    "closed without an answer"
+                );
+            }
+            let took = started.elapsed();
+            assert!(
+                took >= READ_TIMEOUT && took < READ_TIMEOUT * 2,
+                "silent clients are held {took:?}"
+            );
+            // Once they are gone, the server answers again.
+            let error = client.ask("charlie", Ask::Status, "test").unwrap_err();
+            assert!(matches!(error, AskError::UnknownNode { .. }));
+            assert!(client.ask("bravo", Ask::Status, "test").is_ok());
+        });
+        assert_eq!(counts.get().executed, 1);
+    }
+}

@@ -811,7 +811,7 @@ fn not_serving(status: &Status) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::BufRead;
 
     use herd_checkers::lifecycle::Action;
@@ -825,7 +825,7 @@ mod tests {
 
     /// A node `alpha` up and owning 40 of 64 buckets, with a peer `bravo` heard, a peer
     /// `charlie` never heard, and two checks.
-    fn status() -> Status {
+    pub(crate) fn status() -> Status {
         let node = |name: &str, local: bool, alive: bool, buckets: usize| NodeSnapshot {
             name: name.into(),
             local,

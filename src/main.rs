@@ -13,6 +13,7 @@ mod farm_access;
 mod farm_client;
 mod farm_frame;
 mod host;
+mod rolling;
 mod status;
 mod timeline;
 

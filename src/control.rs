@@ -1,7 +1,9 @@
 //! The control socket: how `herd status`, `stop`, `start`, `restart` and `drain` talk to the
 //! running daemon. A unix stream socket, `<dir>/<node>.sock` (mode 0600, in a directory of
-//! mode 0700: root only), carries one request per connection, one JSON line each way. This
-//! module holds the requests, the replies and the operator's end; the daemon's end is
+//! mode 0700: root only), carries one request per connection, one JSON line each way. A
+//! command for another node of the farm, or the whole farm's status, is relayed: the local
+//! daemon asks the farm over its authenticated channel and sends the answer back. This module
+//! holds the requests, the replies and the operator's end; the daemon's end is
 //! [`crate::daemon`]'s.
 
 use std::io::{BufRead, BufReader, ErrorKind, Write};
@@ -13,6 +15,7 @@ use anyhow::{bail, Context};
 use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 
+use crate::farm_access::{FarmCommand, FarmReport};
 use crate::status::Status;
 
 /// Where the control sockets are when not told otherwise.
@@ -21,11 +24,15 @@ pub const CONTROL_DIR: &str = "/run/herd";
 /// How long either side waits for the other's line.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the operator's end waits for the answer to a relayed request: the daemon's own
+/// wait for the farm's answer, and some.
+pub const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The longest request line read: every request is a few bytes.
 pub const MAX_REQUEST: u64 = 4096;
 
 /// What an operator asks of the daemon.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "command")]
 pub enum Request {
     /// Where the node stands.
@@ -39,6 +46,31 @@ pub enum Request {
     /// Stop taking new connections and keep the old ones: the node leaves with a drain but
     /// the application keeps running (no stop script); `start` brings it back.
     Drain,
+    /// Carry `action` to node `node` of the farm (this node too), over the farm's channel.
+    Farm {
+        /// The node's name, from the configuration.
+        node: String,
+        /// What it is to do.
+        action: FarmCommand,
+    },
+    /// Every node's status and timeline, gathered from the nodes over the farm's channel.
+    FarmStatus,
+}
+
+impl Request {
+    /// Whether the daemon relays it to the farm rather than carrying it out itself.
+    pub fn relayed(&self) -> bool {
+        matches!(self, Request::Farm { .. } | Request::FarmStatus)
+    }
+
+    /// How long the operator's end waits for the answer.
+    fn timeout(&self) -> Duration {
+        if self.relayed() {
+            RELAY_TIMEOUT
+        } else {
+            IO_TIMEOUT
+        }
+    }
 }
 
 /// The daemon's answer.
@@ -51,6 +83,8 @@ pub enum Reply {
     Done(String),
     /// The command does not apply: why.
     Refused(String),
+    /// Every node's status, gathered by this node.
+    Farm(Box<FarmReport>),
 }
 
 /// A request received, with where its reply goes.
@@ -87,7 +121,7 @@ pub fn request(dir: &Path, node: Option<&str>, request: Request) -> anyhow::Resu
         }
         _ => anyhow::anyhow!("cannot reach herd at {}: {error}", path.display()),
     })?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(request.timeout()))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = serde_json::to_string(&request)?;
     line.push('\n');

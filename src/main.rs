@@ -23,6 +23,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::farm_access::FarmCommand;
+
 /// Exit status of a command that failed (invalid configuration, unknown node, no rule).
 const EXIT_FAILURE: u8 = 1;
 
@@ -121,31 +123,40 @@ enum Command {
     },
     /// Show the running node: its state, the farm view with each node's state and share of
     /// the buckets, the checks with their last result, the drain and the dataplane's counts.
+    /// With --farm, every node's state, gathered from the nodes.
     Status {
         #[command(flatten)]
         target: Target,
+        /// Every node of the farm: its state, share of the buckets, checks and counters, as
+        /// each node answers this host's herd over the farm's channel; a node that did not
+        /// answer is marked, with why.
+        #[arg(long)]
+        farm: bool,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Stop the node: it leaves the farm with a drain (its connections end on their own, at
+    /// Stop a node: it leaves the farm with a drain (its connections end on their own, at
     /// most drain_s), then its stop script runs. herd keeps running; `herd start` starts it
     /// again.
+    #[command(after_help = FARM_HELP)]
     Stop {
         #[command(flatten)]
-        target: Target,
+        target: FarmTarget,
     },
     /// Start a stopped or failed node: the start script, then the checks healthy, then the
     /// join. After `herd drain`, the application still runs: only the checks and the join.
+    #[command(after_help = FARM_HELP)]
     Start {
         #[command(flatten)]
-        target: Target,
+        target: FarmTarget,
     },
-    /// Restart the node's application: leave with a drain, the stop script, the start script,
-    /// the join once the checks are healthy.
+    /// Restart a node's application: leave with a drain, the stop script, the start script,
+    /// the join once the checks are healthy. With --all, a rolling restart of the farm.
+    #[command(after_help = FARM_HELP)]
     Restart {
         #[command(flatten)]
-        target: Target,
+        target: FarmTarget,
     },
     /// Show herd at work on this machine: a farm in network namespaces, one of its nodes
     /// killed and brought back, the failover measured (root).
@@ -173,19 +184,55 @@ enum Command {
     /// interrupted (Ctrl-C, SIGTERM). Needs ip. Exit status 1 when something did
     /// not go as designed (the summary says what).
     Demo(commands::demo::Options),
-    /// Drain the node: it takes no new connection and keeps its own until they end, leaving
+    /// Drain a node: it takes no new connection and keeps its own until they end, leaving
     /// the application running; `herd start` brings it back, `herd stop` stops the
     /// application.
+    #[command(after_help = FARM_HELP)]
     Drain {
         #[command(flatten)]
-        target: Target,
+        target: FarmTarget,
     },
 }
 
-/// Which running node a control command talks to.
+/// How the farm commands reach a node, for their help.
+const FARM_HELP: &str = "Without NODE, the command is for this host's node, over its control socket. With NODE (any node of the farm, this one too) or --all, this host's herd carries it to the node over the farm's authenticated channel (signed with the farm key), and both nodes log who asked. --all takes the nodes in configuration order, one at a time: each is asked only once the one before is back up (start, restart) or out (drain, stop), and none is taken out while another is not serving; the first node that refuses or does not come back within 10 minutes ends it. --node is another thing: which herd of this host to talk to, when several run here (test farms).";
+
+/// Which node a farm command is for, and through which of this host's daemons.
+#[derive(Args)]
+struct FarmTarget {
+    /// The node of the farm to act on, by its name in the configuration [default: this
+    /// host's node].
+    #[arg(value_name = "NODE", conflicts_with = "all")]
+    node: Option<String>,
+    /// Every node of the farm, one after another (a rolling restart for `restart --all`).
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    local: Target,
+}
+
+impl FarmTarget {
+    /// Carries `command` to the node, or to every node, or does it on this host's node.
+    fn carry(&self, command: FarmCommand) -> anyhow::Result<()> {
+        let (dir, local) = (&self.local.control_dir, self.local.node.as_deref());
+        match &self.node {
+            _ if self.all => commands::farm::roll(dir, local, command),
+            Some(node) => commands::farm::command(dir, local, node, command),
+            None => self.local.send(match command {
+                FarmCommand::Drain => control::Request::Drain,
+                FarmCommand::Stop => control::Request::Stop,
+                FarmCommand::Start => control::Request::Start,
+                FarmCommand::Restart => control::Request::Restart,
+            }),
+        }
+    }
+}
+
+/// Which of this host's running daemons a control command talks to.
 #[derive(Args)]
 struct Target {
-    /// The node, when several run on this host [default: the only one running].
+    /// Which herd of this host to talk to, when several run here (one per node, as in a test
+    /// farm) [default: the only one running]. Not the node to act on: that is NODE.
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
     /// Where the control sockets are (as given to `herd run`).
@@ -290,13 +337,18 @@ fn main() -> ExitCode {
             },
             common.json,
         ),
-        Command::Status { target, json } => {
+        Command::Status {
+            target,
+            farm: true,
+            json,
+        } => commands::farm::status(&target.control_dir, target.node.as_deref(), json),
+        Command::Status { target, json, .. } => {
             commands::status::status(&target.control_dir, target.node.as_deref(), json)
         }
-        Command::Stop { target } => target.send(control::Request::Stop),
-        Command::Start { target } => target.send(control::Request::Start),
-        Command::Restart { target } => target.send(control::Request::Restart),
-        Command::Drain { target } => target.send(control::Request::Drain),
+        Command::Stop { target } => target.carry(FarmCommand::Stop),
+        Command::Start { target } => target.carry(FarmCommand::Start),
+        Command::Restart { target } => target.carry(FarmCommand::Restart),
+        Command::Drain { target } => target.carry(FarmCommand::Drain),
         Command::Demo(options) => commands::demo::run(&options),
     };
     match result {

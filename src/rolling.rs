@@ -23,7 +23,8 @@ pub const POLL_EVERY: Duration = Duration::from_millis(500);
 /// What a roll needs of the farm.
 pub trait Farm {
     /// Every node's status, in configuration order; a node that did not answer has none.
-    fn report(&self) -> FarmReport;
+    /// Fails when the report cannot be had at all (the local daemon does not answer).
+    fn report(&self) -> anyhow::Result<FarmReport>;
     /// Carries `command` to node `node` and returns its reply.
     fn command(&self, node: &str, command: FarmCommand) -> anyhow::Result<Reply>;
 }
@@ -143,24 +144,30 @@ pub fn roll(
     let verb = verb(command);
     let deadline = clock.now_ms() + pace.limit.as_millis() as u64;
     let names: Vec<String> = farm
-        .report()
+        .report()?
         .nodes
         .into_iter()
         .map(|node| node.name)
         .collect();
+    if names.is_empty() {
+        bail!("the farm's report lists no node");
+    }
     progress(&format!(
         "{verb} every node, one after another: {}",
         names.join(", ")
     ));
     let mut left_out: Vec<&str> = Vec::new();
     for name in &names {
-        let report = farm.report();
+        let report = farm.report()?;
         let Some(node) = report.nodes.iter().find(|node| &node.name == name) else {
             bail!("{name} is no longer in the farm's report; the roll stops here");
         };
         // A restart has to be carried out on a node up; the other commands may be done already.
         let already = command != FarmCommand::Restart
-            && node.status.as_ref().is_some_and(|status| done(command, status, None));
+            && node
+                .status
+                .as_ref()
+                .is_some_and(|status| done(command, status, None));
         if already {
             progress(&format!(
                 "{name} is already {}: skipped",
@@ -191,8 +198,8 @@ pub fn roll(
             Ok(Reply::Refused(why)) => {
                 bail!("{name} refused to {verb}: {why}; the roll stops here")
             }
-            Ok(Reply::Status(_)) => {
-                bail!("{name} answered a status to {verb}; the roll stops here")
+            Ok(_) => {
+                bail!("{name} answered something else than a reply to {verb}; the roll stops here")
             }
             Err(error) => bail!("cannot ask {name} to {verb}: {error:#}; the roll stops here"),
         }
@@ -252,7 +259,7 @@ fn wait(
         // Taken before asking: the node answers later, so its state entered after `sent_at`
         // is older than this gap when it truly entered it after the command.
         let asked_at = clock.now_ms();
-        let report = farm.report();
+        let report = farm.report()?;
         let node = report.nodes.iter().find(|node| node.name == name);
         match node.and_then(|node| node.status.as_ref()) {
             Some(status) if done(command, status, Some(asked_at - sent_at)) => return Ok(()),
@@ -410,7 +417,7 @@ mod tests {
     }
 
     impl Farm for FakeFarm<'_> {
-        fn report(&self) -> FarmReport {
+        fn report(&self) -> anyhow::Result<FarmReport> {
             self.advance();
             let now = self.clock.now_ms();
             let nodes = self
@@ -425,16 +432,18 @@ mod tests {
                     error: (!node.answers).then(|| "timed out".into()),
                 })
                 .collect();
-            FarmReport {
+            Ok(FarmReport {
                 gathered_by: "alpha".into(),
                 at_ms: now,
                 nodes,
-            }
+            })
         }
 
         fn command(&self, name: &str, command: FarmCommand) -> anyhow::Result<Reply> {
             self.advance();
-            self.asked.borrow_mut().push(format!("{} {name}", verb(command)));
+            self.asked
+                .borrow_mut()
+                .push(format!("{} {name}", verb(command)));
             let now = self.clock.now_ms();
             let mut reply = Reply::Done(format!("{}ing", verb(command)));
             self.node(name, |node| {
@@ -487,7 +496,10 @@ mod tests {
             ["restart alpha", "restart bravo", "restart charlie"]
         );
         assert_eq!(farm.most_out.get(), 1, "never two nodes out at once");
-        assert!(said.iter().any(|line| line == "charlie is back up"), "{said:?}");
+        assert!(
+            said.iter().any(|line| line == "charlie is back up"),
+            "{said:?}"
+        );
         assert!(farm
             .nodes
             .borrow()
@@ -506,8 +518,8 @@ mod tests {
             poll: POLL_EVERY,
         };
         let error = roll(&wrapped, &clock, FarmCommand::Restart, pace, &mut |_| {})
-        .unwrap_err()
-        .to_string();
+            .unwrap_err()
+            .to_string();
         assert!(
             error.starts_with("alpha is not back up 20 s after the restart"),
             "{error}"
@@ -518,7 +530,7 @@ mod tests {
     struct IgnoringFarm<'a>(&'a FakeFarm<'a>);
 
     impl Farm for IgnoringFarm<'_> {
-        fn report(&self) -> FarmReport {
+        fn report(&self) -> anyhow::Result<FarmReport> {
             self.0.report()
         }
 
@@ -598,7 +610,8 @@ mod tests {
         result.unwrap();
         assert_eq!(*farm.asked.borrow(), ["start alpha", "start charlie"]);
         assert!(
-            said.iter().any(|line| line == "bravo is already up: skipped"),
+            said.iter()
+                .any(|line| line == "bravo is already up: skipped"),
             "{said:?}"
         );
     }
@@ -608,9 +621,15 @@ mod tests {
         let clock = FakeClock::default();
         let farm = FakeFarm::new(&clock, &["alpha", "bravo"]);
         let refusing = RefusingFarm(&farm);
-        let error = roll(&refusing, &clock, FarmCommand::Stop, Pace::default(), &mut |_| {})
-            .unwrap_err()
-            .to_string();
+        let error = roll(
+            &refusing,
+            &clock,
+            FarmCommand::Stop,
+            Pace::default(),
+            &mut |_| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             error,
             "alpha refused to stop: herd is stopping on a signal; the roll stops here"
@@ -621,7 +640,7 @@ mod tests {
     struct RefusingFarm<'a>(&'a FakeFarm<'a>);
 
     impl Farm for RefusingFarm<'_> {
-        fn report(&self) -> FarmReport {
+        fn report(&self) -> anyhow::Result<FarmReport> {
             self.0.report()
         }
 

@@ -2,6 +2,7 @@
 
 pub mod check_config;
 pub mod demo;
+pub mod farm;
 pub mod run;
 pub mod status;
 pub mod table;

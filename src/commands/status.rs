@@ -15,7 +15,7 @@ pub fn status(dir: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> 
     let status = match control::request(dir, node, Request::Status)? {
         Reply::Status(status) => status,
         Reply::Refused(why) => bail!("refused: {why}"),
-        Reply::Done(what) => bail!("herd answered something else than a status: {what}"),
+        _ => bail!("herd answered something else than its status"),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -33,7 +33,7 @@ pub fn command(dir: &Path, node: Option<&str>, request: Request) -> anyhow::Resu
             Ok(())
         }
         Reply::Refused(why) => bail!("refused: {why}"),
-        Reply::Status(_) => bail!("herd answered a status to a command"),
+        _ => bail!("herd answered something else than a reply to a command"),
     }
 }
 
@@ -200,7 +200,7 @@ fn check_row(check: &CheckStatus) -> String {
 }
 
 /// `850 ms`, `12.3 s`, `4 min 5 s`, `2 h 3 min`.
-fn duration(ms: u64) -> String {
+pub(super) fn duration(ms: u64) -> String {
     match ms {
         0..1000 => format!("{ms} ms"),
         1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),

@@ -1,23 +1,35 @@
 //! The daemon's end of the control socket (see [`crate::control`]): it listens on
-//! `<dir>/<node>.sock` and hands each request to the supervisor, until the shutdown.
+//! `<dir>/<node>.sock` and hands each request to the supervisor, until the shutdown. Requests
+//! for the farm are relayed to it here, each on a thread of its own, so that neither the
+//! supervisor's loop nor the next operator waits on the network.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use crossbeam_channel::Sender;
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use super::shutdown::Shutdown;
 use crate::control::{self, Incoming, Reply, Request, IO_TIMEOUT, MAX_REQUEST};
+use crate::farm_access::FarmAccess;
+use crate::rolling::verb;
+
+/// The most relayed requests under way at once; more are refused until one ends.
+const MAX_RELAYS: usize = 8;
 
 /// The daemon's end: a listening socket, removed when dropped.
 #[derive(Debug)]
 pub struct Server {
     listener: UnixListener,
     path: PathBuf,
+    /// The node's name, for the origin of relayed requests.
+    node: String,
 }
 
 impl Server {
@@ -51,7 +63,11 @@ impl Server {
         listener
             .set_nonblocking(true)
             .with_context(|| format!("cannot listen on {}", path.display()))?;
-        Ok(Self { listener, path })
+        Ok(Self {
+            listener,
+            path,
+            node: node.into(),
+        })
     }
 
     /// Where it listens.
@@ -59,16 +75,28 @@ impl Server {
         &self.path
     }
 
-    /// Answers the connections, one at a time, until the shutdown: each request goes to
-    /// `requests` with a channel for its reply.
-    pub fn serve(&self, requests: &Sender<Incoming>, shutdown: &Shutdown) -> anyhow::Result<()> {
+    /// Answers the connections until the shutdown: each request for this node goes to
+    /// `requests` with a channel for its reply, one at a time; each request for the farm goes
+    /// to `farm` on a thread of its own.
+    pub fn serve(
+        &self,
+        requests: &Sender<Incoming>,
+        farm: &Arc<dyn FarmAccess>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
         let mut readiness = shutdown
             .watch(self.listener.as_raw_fd())
             .context("cannot watch the control socket")?;
+        let relays = Arc::new(AtomicUsize::new(0));
         while let Some(stream) =
             readiness.accept("control socket", || Ok(self.listener.accept()?.0))?
         {
-            if let Err(error) = answer(stream, requests) {
+            let relay = Relay {
+                farm,
+                under_way: &relays,
+                node: &self.node,
+            };
+            if let Err(error) = answer(stream, requests, &relay) {
                 tracing::warn!("control socket: {error:#}");
             }
         }
@@ -82,8 +110,17 @@ impl Drop for Server {
     }
 }
 
+/// What relays the requests for the farm.
+struct Relay<'a> {
+    farm: &'a Arc<dyn FarmAccess>,
+    /// How many relayed requests are under way.
+    under_way: &'a Arc<AtomicUsize>,
+    /// This node's name.
+    node: &'a str,
+}
+
 /// Reads one request from `stream`, has it carried out and writes the reply.
-fn answer(stream: UnixStream, requests: &Sender<Incoming>) -> anyhow::Result<()> {
+fn answer(stream: UnixStream, requests: &Sender<Incoming>, relay: &Relay) -> anyhow::Result<()> {
     // Accepted from a non-blocking listener; the timeouts bound each connection instead.
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
@@ -97,6 +134,7 @@ fn answer(stream: UnixStream, requests: &Sender<Incoming>) -> anyhow::Result<()>
         return Ok(());
     }
     let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(request) if request.relayed() => return relayed(stream, request, relay),
         Ok(request) => {
             let (sender, receiver) = crossbeam_channel::bounded(1);
             match requests.send((request, sender)) {
@@ -108,17 +146,111 @@ fn answer(stream: UnixStream, requests: &Sender<Incoming>) -> anyhow::Result<()>
         }
         Err(error) => Reply::Refused(format!("not a request herd knows: {error}")),
     };
-    let mut text = serde_json::to_string(&reply)?;
+    write_reply(&stream, &reply)
+}
+
+fn write_reply(stream: &UnixStream, reply: &Reply) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string(reply)?;
     text.push('\n');
-    (&stream)
+    let mut stream = stream;
+    stream
         .write_all(text.as_bytes())
         .context("cannot write the reply")
 }
 
+/// Relays `request` to the farm on a thread of its own, which writes the reply, on behalf of
+/// the process at the other end of `stream`.
+fn relayed(stream: UnixStream, request: Request, relay: &Relay) -> anyhow::Result<()> {
+    let origin = origin(&stream, relay.node);
+    if relay.under_way.fetch_add(1, Ordering::AcqRel) >= MAX_RELAYS {
+        relay.under_way.fetch_sub(1, Ordering::AcqRel);
+        let why = format!("{MAX_RELAYS} farm requests are under way already: try again");
+        return write_reply(&stream, &Reply::Refused(why));
+    }
+    let farm = Arc::clone(relay.farm);
+    let under_way = Arc::clone(relay.under_way);
+    let spawned = std::thread::Builder::new()
+        .name("herd-relay".into())
+        .spawn(move || {
+            let reply = match request {
+                Request::Farm { node, action } => match farm.command(&node, action, &origin) {
+                    // Said whole, for the operator who asked another node.
+                    Ok(Reply::Refused(why)) => {
+                        Reply::Refused(format!("{node} refused to {}: {why}", verb(action)))
+                    }
+                    Ok(reply) => reply,
+                    Err(error) => Reply::Refused(format!("{error:#}")),
+                },
+                // The only other relayed request.
+                _ => Reply::Farm(Box::new(farm.report())),
+            };
+            if let Err(error) = write_reply(&stream, &reply) {
+                tracing::warn!("control socket: {error:#}");
+            }
+            under_way.fetch_sub(1, Ordering::AcqRel);
+        });
+    if let Err(error) = spawned {
+        relay.under_way.fetch_sub(1, Ordering::AcqRel);
+        bail!("cannot start a thread for a farm request: {error}");
+    }
+    Ok(())
+}
+
+/// Who asked, from the socket's peer credentials: "uid 0 (pid 4242) on alpha via the command
+/// line".
+fn origin(stream: &UnixStream, node: &str) -> String {
+    match getsockopt(stream, PeerCredentials) {
+        Ok(peer) => format!(
+            "uid {} (pid {}) on {node} via the command line",
+            peer.uid(),
+            peer.pid()
+        ),
+        Err(error) => format!("an unknown user ({error}) on {node} via the command line"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::control::request;
+    use crate::farm_access::{FarmCommand, FarmReport};
+
+    /// A farm that records who asked what, and has no node.
+    #[derive(Default)]
+    struct RecordingFarm {
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl FarmAccess for RecordingFarm {
+        fn report(&self) -> FarmReport {
+            FarmReport {
+                gathered_by: "alpha".into(),
+                at_ms: 7,
+                nodes: Vec::new(),
+            }
+        }
+
+        fn command(&self, node: &str, command: FarmCommand, origin: &str) -> anyhow::Result<Reply> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("{command:?} {node} for {origin}"));
+            match node {
+                "bravo" => Ok(Reply::Done("draining".into())),
+                _ => bail!("no node {node}"),
+            }
+        }
+
+        fn roll(&self, _: FarmCommand, _: &str) -> anyhow::Result<String> {
+            bail!("no roll here")
+        }
+    }
+
+    fn no_farm() -> Arc<dyn FarmAccess> {
+        Arc::new(RecordingFarm::default())
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("herd-control-{name}-{}", std::process::id()));
@@ -137,8 +269,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
         let shutdown = Shutdown::default();
+        let farm = no_farm();
         std::thread::scope(|scope| {
-            let serving = scope.spawn(|| server.serve(&requests, &shutdown));
+            let serving = scope.spawn(|| server.serve(&requests, &farm, &shutdown));
             // The daemon takes one request, then stops taking any.
             let daemon = scope.spawn(move || {
                 let (request, reply) = incoming.recv().unwrap();
@@ -168,6 +301,55 @@ mod tests {
                 .starts_with("herd is not running node alpha"),
             "{error}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_farm_request_is_relayed_with_who_asked() {
+        let dir = scratch("relay");
+        let server = Server::bind(&dir, "alpha").unwrap();
+        let (requests, _incoming) = crossbeam_channel::unbounded::<Incoming>();
+        let shutdown = Shutdown::default();
+        let recording = Arc::new(RecordingFarm::default());
+        let farm: Arc<dyn FarmAccess> = recording.clone();
+        std::thread::scope(|scope| {
+            let serving = scope.spawn(|| server.serve(&requests, &farm, &shutdown));
+            let drain = |node: &str| Request::Farm {
+                node: node.into(),
+                action: FarmCommand::Drain,
+            };
+            let reply = request(&dir, None, drain("bravo")).unwrap();
+            assert!(
+                matches!(&reply, Reply::Done(what) if what == "draining"),
+                "{reply:?}"
+            );
+            let reply = request(&dir, None, drain("zulu")).unwrap();
+            assert!(
+                matches!(&reply, Reply::Refused(why) if why == "no node zulu"),
+                "{reply:?}"
+            );
+            let reply = request(&dir, None, Request::FarmStatus).unwrap();
+            assert!(
+                matches!(&reply, Reply::Farm(report) if report.at_ms == 7),
+                "{reply:?}"
+            );
+            shutdown.trigger();
+            serving.join().unwrap().unwrap();
+        });
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let origin = format!(
+            "uid {uid} (pid {}) on alpha via the command line",
+            std::process::id()
+        );
+        assert_eq!(
+            *recording.asked.lock().unwrap(),
+            [
+                format!("Drain bravo for {origin}"),
+                format!("Drain zulu for {origin}")
+            ]
+        );
+        drop(server);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

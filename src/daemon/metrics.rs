@@ -784,7 +784,7 @@ fn fetch(requests: &Sender<Incoming>) -> Result<Status, &'static str> {
         })?;
     match receiver.recv_timeout(STATUS_TIMEOUT) {
         Ok(Reply::Status(status)) => Ok(*status),
-        Ok(Reply::Done(_) | Reply::Refused(_)) => Err("herd answered something else than a status"),
+        Ok(_) => Err("herd answered something else than a status"),
         Err(RecvTimeoutError::Timeout) => Err(SILENT),
         Err(RecvTimeoutError::Disconnected) => Err(STOPPING),
     }

@@ -16,6 +16,7 @@ mod announcer;
 mod control_server;
 mod drain_count;
 mod farm_server;
+mod farm_relay;
 mod host_watch;
 mod listener_watch;
 mod lock;
@@ -41,11 +42,13 @@ use herd_membership::{incarnation, Farm, Settings};
 use herd_packet::neighbor::multicast_group;
 
 use crate::farm_client::FarmClient;
+use crate::farm_access::FarmAccess;
 use crate::host::{format_mac, Groups, Host};
 use crate::timeline::Timeline;
 use crate::{control, farm};
 use announcer::Announcer;
 use control_server::Server;
+use farm_relay::FarmRelay;
 use host_watch::HostWatch;
 use lock::{Holder, InterfaceLock};
 use packet_path::PacketPath;
@@ -415,6 +418,16 @@ impl Node {
             }
             None => None,
         };
+        let farm_access: Arc<dyn FarmAccess> = Arc::new(FarmRelay::new(
+            Box::new(farm_relay::Unbuilt),
+            &self.config.farm.name,
+            &self.name,
+            self.config
+                .nodes
+                .iter()
+                .map(|node| node.name.clone())
+                .collect(),
+        ));
         let (requests, incoming) = crossbeam_channel::unbounded();
         let (ending, stopped) = std::thread::scope(|scope| {
             let _shutdown = shutdown.guard();
@@ -427,7 +440,7 @@ impl Node {
                 .spawn_scoped(scope, || announcer.run(&membership.views))
                 .context("cannot start the announcement thread")?;
             let control = spawn("herd-control")
-                .spawn_scoped(scope, || self.control.serve(&requests, shutdown))
+                .spawn_scoped(scope, || self.control.serve(&requests, &farm_access, shutdown))
                 .context("cannot start the control thread")?;
             let farm = spawn("herd-farm")
                 .spawn_scoped(scope, || farm_server.serve(&requests, shutdown))

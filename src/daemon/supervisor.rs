@@ -429,6 +429,11 @@ impl Supervisor {
                 Reply::Done("draining: the node takes no new connection and keeps its own until they end; `herd start` brings it back".into())
             }
             Request::Drain => refused(format!("the node is {state}, not up")),
+            // The control server relays these to the farm itself: the supervisor's loop does
+            // not wait on the network.
+            Request::Farm { .. } | Request::FarmStatus => {
+                refused("a farm request is the control server's to relay".into())
+            }
         }
     }
 

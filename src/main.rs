@@ -203,7 +203,7 @@ struct FarmTarget {
     /// The node of the farm to act on, by its name in the configuration [default: this
     /// host's node].
     #[arg(value_name = "NODE", conflicts_with = "all")]
-    node: Option<String>,
+    target: Option<String>,
     /// Every node of the farm, one after another (a rolling restart for `restart --all`).
     #[arg(long)]
     all: bool,
@@ -215,7 +215,7 @@ impl FarmTarget {
     /// Carries `command` to the node, or to every node, or does it on this host's node.
     fn carry(&self, command: FarmCommand) -> anyhow::Result<()> {
         let (dir, local) = (&self.local.control_dir, self.local.node.as_deref());
-        match &self.node {
+        match &self.target {
             _ if self.all => commands::farm::roll(dir, local, command),
             Some(node) => commands::farm::command(dir, local, node, command),
             None => self.local.send(match command {
@@ -232,7 +232,8 @@ impl FarmTarget {
 #[derive(Args)]
 struct Target {
     /// Which herd of this host to talk to, when several run here (one per node, as in a test
-    /// farm) [default: the only one running]. Not the node to act on: that is NODE.
+    /// farm) [default: the only one running]. The farm commands act on the node named by
+    /// NODE, not --node.
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
     /// Where the control sockets are (as given to `herd run`).
@@ -357,5 +358,17 @@ fn main() -> ExitCode {
             eprintln!("herd: {error:#}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
     }
 }

@@ -463,3 +463,150 @@ fn status_tells_sockets_left_by_killed_herds_from_running_nodes() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A daemon of node alpha on a control socket in `dir` that answers `connections` requests
+/// with `answer(request)`, and returns the requests it read.
+fn fake_daemon(
+    dir: &Path,
+    connections: usize,
+    answer: fn(&Value) -> String,
+) -> std::thread::JoinHandle<Vec<Value>> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("alpha.sock")).unwrap();
+    std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for stream in listener.incoming().take(connections) {
+            let mut stream = stream.unwrap();
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            let request: Value = serde_json::from_str(&line).unwrap();
+            stream
+                .write_all(format!("{}\n", answer(&request)).as_bytes())
+                .unwrap();
+            requests.push(request);
+        }
+        requests
+    })
+}
+
+/// `herd drain bravo` asks this host's daemon (picked by --node among several) to carry the
+/// drain to node bravo, prints what bravo does, and says why when the daemon refuses.
+#[test]
+fn a_command_for_another_node_is_relayed_by_this_host_s_daemon() {
+    let dir = temp_dir("relay");
+    let daemon = fake_daemon(&dir, 2, |request| {
+        if request["node"] == "bravo" {
+            r#"{"done":"draining: the node takes no new connection"}"#.into()
+        } else {
+            r#"{"refused":"no node zulu in farm web: its nodes are alpha, bravo"}"#.into()
+        }
+    });
+    let control = dir.to_str().unwrap();
+    let out = herd(&[
+        "drain",
+        "bravo",
+        "--node",
+        "alpha",
+        "--control-dir",
+        control,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "bravo: draining: the node takes no new connection\n"
+    );
+    let out = herd(&["drain", "zulu", "--node", "alpha", "--control-dir", control]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "herd: no node zulu in farm web: its nodes are alpha, bravo\n"
+    );
+    let requests = daemon.join().unwrap();
+    assert_eq!(
+        requests[0],
+        serde_json::json!({"command": "farm", "node": "bravo", "action": "drain"})
+    );
+    assert_eq!(requests[1]["node"], "zulu");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `herd status --farm` shows every node the daemon gathered, a node that did not answer
+/// marked with why; --json gives the report whole.
+#[test]
+fn status_of_the_farm_marks_a_node_that_did_not_answer() {
+    let dir = temp_dir("farm-status");
+    let daemon = fake_daemon(&dir, 2, |_| {
+        r#"{"farm":{"gathered_by":"alpha","at_ms":1,"nodes":[{"name":"bravo",
+            "address":"198.18.0.2:7946","status":null,"timeline":[],"error":"timed out"}]}}"#
+            .replace('\n', "")
+    });
+    let control = dir.to_str().unwrap();
+    let out = herd(&[
+        "status",
+        "--farm",
+        "--control-dir",
+        control,
+        "--node",
+        "alpha",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("1 did NOT ANSWER"), "{text}");
+    assert!(
+        text.contains("bravo: NO ANSWER from 198.18.0.2:7946: timed out"),
+        "{text}"
+    );
+    let report = json(&herd(&[
+        "status",
+        "--farm",
+        "--json",
+        "--control-dir",
+        control,
+        "--node",
+        "alpha",
+    ]));
+    assert_eq!(report["nodes"][0]["error"], "timed out");
+    let requests = daemon.join().unwrap();
+    assert!(requests
+        .iter()
+        .all(|request| *request == serde_json::json!({"command": "farmstatus"})));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// NODE and --all do not go together; without a daemon here, the farm commands say so; the
+/// help tells NODE (the node to act on) from --node (which herd of this host).
+#[test]
+fn farm_commands_explain_their_arguments_and_errors() {
+    let out = herd(&["restart", "bravo", "--all"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
+    for args in [
+        &["restart", "--all"][..],
+        &["drain", "bravo"],
+        &["status", "--farm"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--control-dir", "/nonexistent/herd"]);
+        let out = herd(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "herd: herd is not running (/nonexistent/herd does not exist)\n",
+            "{args:?}"
+        );
+    }
+    let help = stdout(&herd(&["drain", "--help"]));
+    for said in [
+        "[NODE]",
+        "The node of the farm to act on",
+        "--all",
+        "Which herd of this host to talk to",
+        "over the farm's authenticated channel",
+    ] {
+        assert!(help.contains(said), "{said:?} not in {help}");
+    }
+}

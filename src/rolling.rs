@@ -413,6 +413,7 @@ mod tests {
                 join_held: None,
                 traffic: Default::default(),
             },
+            farm_commands: Default::default(),
         }
     }
 

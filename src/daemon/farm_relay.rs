@@ -10,6 +10,7 @@ use anyhow::bail;
 
 use crate::control::Reply;
 use crate::farm_access::{FarmAccess, FarmCommand, FarmReport};
+use crate::farm_client::{Answer, Ask, FarmClient};
 use crate::rolling::{self, Pace, SystemClock};
 
 /// What the relay needs of the farm's channel: the daemon's farm client, or a fake in tests.
@@ -20,20 +21,17 @@ pub trait Channel: Send + Sync + 'static {
     fn report(&self, origin: &str) -> FarmReport;
 }
 
-/// TEMPORARY until the farm client lands: refuses everything.
-pub struct Unbuilt;
-
-impl Channel for Unbuilt {
-    fn ask(&self, node: &str, _: FarmCommand, _: &str) -> anyhow::Result<Reply> {
-        bail!("cannot reach {node}: the farm channel is not built yet")
+impl Channel for FarmClient {
+    fn ask(&self, node: &str, command: FarmCommand, origin: &str) -> anyhow::Result<Reply> {
+        match FarmClient::ask(self, node, Ask::Command(command), origin) {
+            Ok(Answer::Reply(reply)) => Ok(reply),
+            Ok(Answer::Status(_)) => bail!("{node} answered its status to a command"),
+            Err(error) => bail!("{node}: {error}"),
+        }
     }
 
     fn report(&self, origin: &str) -> FarmReport {
-        FarmReport {
-            gathered_by: origin.into(),
-            at_ms: 0,
-            nodes: Vec::new(),
-        }
+        FarmClient::report(self, origin)
     }
 }
 
@@ -43,7 +41,7 @@ pub struct FarmRelay {
 }
 
 struct Inner {
-    channel: Box<dyn Channel>,
+    channel: Arc<dyn Channel>,
     /// The farm's name, for messages.
     farm: String,
     /// This node's name, for messages.
@@ -58,12 +56,12 @@ struct Inner {
 
 impl FarmRelay {
     /// The relay of node `local` of farm `farm`, whose nodes are `nodes`, over `channel`.
-    pub fn new(channel: Box<dyn Channel>, farm: &str, local: &str, nodes: Vec<String>) -> Self {
+    pub fn new(channel: Arc<dyn Channel>, farm: &str, local: &str, nodes: Vec<String>) -> Self {
         Self::paced(channel, farm, local, nodes, Pace::default())
     }
 
     fn paced(
-        channel: Box<dyn Channel>,
+        channel: Arc<dyn Channel>,
         farm: &str,
         local: &str,
         nodes: Vec<String>,
@@ -228,7 +226,7 @@ mod tests {
             poll: Duration::from_millis(1),
         };
         let nodes = vec!["alpha".into(), "bravo".into()];
-        let relay = FarmRelay::paced(Box::new(channel), "web", "alpha", nodes, pace);
+        let relay = FarmRelay::paced(Arc::new(channel), "web", "alpha", nodes, pace);
         (relay, release, asked)
     }
 

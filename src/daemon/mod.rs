@@ -15,8 +15,8 @@
 mod announcer;
 mod control_server;
 mod drain_count;
-mod farm_server;
 mod farm_relay;
+mod farm_server;
 mod host_watch;
 mod listener_watch;
 mod lock;
@@ -41,8 +41,8 @@ use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
 use herd_packet::neighbor::multicast_group;
 
-use crate::farm_client::FarmClient;
 use crate::farm_access::FarmAccess;
+use crate::farm_client::FarmClient;
 use crate::host::{format_mac, Groups, Host};
 use crate::timeline::Timeline;
 use crate::{control, farm};
@@ -419,7 +419,7 @@ impl Node {
             None => None,
         };
         let farm_access: Arc<dyn FarmAccess> = Arc::new(FarmRelay::new(
-            Box::new(farm_relay::Unbuilt),
+            Arc::clone(&self.farm_client) as Arc<dyn farm_relay::Channel>,
             &self.config.farm.name,
             &self.name,
             self.config
@@ -440,7 +440,9 @@ impl Node {
                 .spawn_scoped(scope, || announcer.run(&membership.views))
                 .context("cannot start the announcement thread")?;
             let control = spawn("herd-control")
-                .spawn_scoped(scope, || self.control.serve(&requests, &farm_access, shutdown))
+                .spawn_scoped(scope, || {
+                    self.control.serve(&requests, &farm_access, shutdown)
+                })
                 .context("cannot start the control thread")?;
             let farm = spawn("herd-farm")
                 .spawn_scoped(scope, || farm_server.serve(&requests, shutdown))

@@ -14,6 +14,7 @@ use herd_membership::auth::Keyring;
 use herd_membership::command::{self, Action, Command, FrameError, Outcome, MAX_ORIGIN, MAX_REPLY};
 use herd_membership::driver::wall_ms;
 use serde::{Deserialize, Serialize};
+use socket2::{Domain, Socket, Type};
 
 use crate::control::Reply;
 use crate::farm_access::{FarmCommand, FarmReport, NodeReport};
@@ -232,6 +233,16 @@ impl FarmClient {
             })
     }
 
+    /// A connection to `address` from this node's own address: left to itself, the kernel
+    /// would pick a VIP as the source for an IPv6 node in the VIP's prefix (a `/128` VIP
+    /// matches longer than the node's `/64`), and the target's answer would go to its own VIP.
+    fn connect(&self, address: &SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+        let socket = Socket::new(Domain::for_address(*address), Type::STREAM, None)?;
+        socket.bind(&SocketAddr::new(self.nodes[self.local].1.ip(), 0).into())?;
+        socket.connect_timeout(&(*address).into(), timeout)?;
+        Ok(socket.into())
+    }
+
     /// Asks node `index` for `ask`, giving up at `deadline`; a timeout is reported as
     /// `overall` when given, else as the phase's own timeout.
     fn ask_until(
@@ -274,7 +285,8 @@ impl FarmClient {
             }
             _ => AskError::Unreachable(error),
         };
-        let mut stream = TcpStream::connect_timeout(address, left(CONNECT_TIMEOUT)?)
+        let mut stream = self
+            .connect(address, left(CONNECT_TIMEOUT)?)
             .map_err(|error| io_error(error, CONNECT_TIMEOUT))?;
         let io = |stream: &mut TcpStream| -> Result<Option<Vec<u8>>, AskError> {
             let _ = stream.set_nodelay(true);

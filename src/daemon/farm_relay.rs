@@ -128,7 +128,7 @@ impl FarmAccess for FarmRelay {
     fn report(&self) -> FarmReport {
         self.inner
             .channel
-            .report(&format!("{} (a status)", self.inner.local))
+            .report(&format!("an operator on {}", self.inner.local))
     }
 
     fn command(&self, node: &str, command: FarmCommand, origin: &str) -> anyhow::Result<Reply> {

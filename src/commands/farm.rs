@@ -114,7 +114,7 @@ fn render(report: &FarmReport) -> String {
                 notes.extend(troubles(&node.name, status));
             }
             None => {
-                out.push_str(&format!("  {:<16} {:<12}\n", node.name, "NO ANSWER"));
+                out.push_str(&format!("  {:<16} NO ANSWER\n", node.name));
                 notes.push(silence(node));
             }
         }

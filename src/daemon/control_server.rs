@@ -352,4 +352,73 @@ mod tests {
         drop(server);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A farm whose every command says it began, then waits for the test's word.
+    struct HeldFarm {
+        began: crossbeam_channel::Sender<()>,
+        release: crossbeam_channel::Receiver<()>,
+    }
+
+    impl FarmAccess for HeldFarm {
+        fn report(&self) -> FarmReport {
+            RecordingFarm::default().report()
+        }
+
+        fn command(&self, _: &str, _: FarmCommand, _: &str) -> anyhow::Result<Reply> {
+            let _ = self.began.send(());
+            let _ = self.release.recv();
+            Ok(Reply::Done("draining".into()))
+        }
+
+        fn roll(&self, _: FarmCommand, _: &str) -> anyhow::Result<String> {
+            bail!("no roll here")
+        }
+    }
+
+    #[test]
+    fn a_relayed_request_holds_up_no_other_request() {
+        let dir = scratch("held");
+        let server = Server::bind(&dir, "alpha").unwrap();
+        let (requests, incoming) = crossbeam_channel::unbounded::<Incoming>();
+        let shutdown = Shutdown::default();
+        let (release, held) = crossbeam_channel::unbounded();
+        let (began, beginning) = crossbeam_channel::unbounded();
+        let farm: Arc<dyn FarmAccess> = Arc::new(HeldFarm {
+            began,
+            release: held,
+        });
+        std::thread::scope(|scope| {
+            let serving = scope.spawn(|| server.serve(&requests, &farm, &shutdown));
+            let daemon = scope.spawn(move || {
+                let (request, reply) = incoming.recv().unwrap();
+                assert_eq!(request, Request::Stop);
+                reply.send(Reply::Done("stopping".into())).unwrap();
+            });
+            let relayed = scope.spawn(|| {
+                let drain = Request::Farm {
+                    node: "bravo".into(),
+                    action: FarmCommand::Drain,
+                };
+                request(&dir, Some("alpha"), drain).unwrap()
+            });
+            // Answered while the drain for bravo waits on the farm.
+            beginning.recv().unwrap();
+            let reply = request(&dir, Some("alpha"), Request::Stop).unwrap();
+            assert!(
+                matches!(&reply, Reply::Done(what) if what == "stopping"),
+                "{reply:?}"
+            );
+            release.send(()).unwrap();
+            let reply = relayed.join().unwrap();
+            assert!(
+                matches!(&reply, Reply::Done(what) if what == "draining"),
+                "{reply:?}"
+            );
+            daemon.join().unwrap();
+            shutdown.trigger();
+            serving.join().unwrap().unwrap();
+        });
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

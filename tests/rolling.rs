@@ -178,7 +178,10 @@ impl Watch {
     /// Polls every node until `stop`, recording which are out.
     fn run(&self, farm: &Farm, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
+            // Last node first, against the roll's order: a poll that saw a node out and then
+            // one the roll took earlier out too saw both out at once, not one after the other.
             let out: Vec<usize> = (0..NODES.len())
+                .rev()
                 .filter(|&node| farm.serving(node) != Some(true))
                 .collect();
             self.polls.lock().unwrap().push((Instant::now(), out));

@@ -3,7 +3,8 @@
 //! server on every node answering with the node's name): `herd restart --all` from one node
 //! restarts every node in turn while clients keep asking, never two nodes out at once and no
 //! request of the other nodes' clients lost; `herd drain NODE` from another node drains it;
-//! `herd status --farm` shows every node and marks one whose herd was killed.
+//! `herd status --farm` shows every node and marks one whose herd was killed, and a rolling
+//! restart then refuses to take any node out.
 //!
 //! The modules `xdp_v4` and `xdp_v6` run each test in each family. Needs root (namespaces,
 //! XDP); `scripts/test` runs it as root, as CI does.
@@ -311,9 +312,10 @@ fn a_rolling_restart_loses_no_other_node_s_client(family: Family) {
     drop(farm);
 }
 
-/// `herd drain charlie` from bravo drains charlie, with who asked in bravo's log; an unknown
-/// node is refused naming the farm's nodes; `herd status --farm` from alpha shows the three
-/// nodes, then marks charlie as not answering once its herd is killed.
+/// `herd drain charlie` from bravo drains charlie, with who asked in bravo's log, and a second
+/// drain is refused by charlie, saying why; an unknown node is refused naming the farm's
+/// nodes; `herd status --farm` from alpha shows the three nodes, then marks charlie as not
+/// answering once its herd is killed, and `herd restart --all` then restarts no node.
 fn farm_commands_reach_the_node_named(family: Family) {
     let mut farm = Farm::start("farmcmd", family);
     let out = farm.herd(1, &["drain", "charlie"]);
@@ -338,6 +340,13 @@ fn farm_commands_reach_the_node_named(family: Family) {
         "bravo logs that it asked charlie to drain, and for whom"
     );
     assert_eq!(farm.serving(0), Some(true), "alpha still serves");
+
+    let out = farm.herd(1, &["drain", "charlie"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "herd: charlie refused to drain: the node is stopped, not up\n"
+    );
 
     let out = farm.herd(1, &["drain", "zulu"]);
     assert_eq!(out.status.code(), Some(1));
@@ -377,6 +386,28 @@ fn farm_commands_reach_the_node_named(family: Family) {
     eprintln!("herd status --farm with charlie's herd killed:\n{said}");
     assert!(said.contains("1 did NOT ANSWER"), "{said}");
     assert!(said.contains("charlie: NO ANSWER from "), "{said}");
+
+    // No node is taken out while charlie is down: the roll stops before asking any.
+    let marks: Vec<usize> = (0..2)
+        .map(|node| farm.herds[node].as_ref().unwrap().logged())
+        .collect();
+    let out = farm.herd(0, &["restart", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(
+        said.starts_with("herd: not taking alpha out: charlie is not serving (no answer: "),
+        "{said}"
+    );
+    for (node, mark) in marks.into_iter().enumerate() {
+        let herd = farm.herds[node].as_ref().unwrap();
+        assert!(
+            !herd.has_logged(mark, |line| line
+                .contains("restarting on an operator's request")),
+            "{} was restarted",
+            NODES[node]
+        );
+        assert_eq!(farm.serving(node), Some(true), "{} serves", NODES[node]);
+    }
     drop(farm);
 }
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,8 @@ pub struct Server {
     farm: [u8; 32],
     name: String,
     gate: Mutex<CommandGate>,
+    /// Frames refused unread, larger than any command: malformed ones the gate never saw.
+    unread: AtomicU64,
     counts: Arc<Counts>,
     timeline: Arc<Timeline>,
     /// When each (address, reason) was last warned about.
@@ -106,6 +108,7 @@ impl Server {
             listener,
             name: nodes[local].clone(),
             gate: Mutex::new(CommandGate::new(keys.clone(), farm, nodes, local)),
+            unread: AtomicU64::new(0),
             keys,
             farm,
             counts,
@@ -183,7 +186,7 @@ impl Server {
         let verdict = {
             let mut gate = lock(&self.gate);
             let verdict = gate.accept(&frame, wall_ms());
-            lock(&self.counts.0).refused = gate.refused();
+            self.publish(&gate);
             verdict
         };
         let command = match verdict {
@@ -262,10 +265,16 @@ impl Server {
 
     /// Counts and warns about a frame larger than any command, refused unread.
     fn refuse_unread(&self, peer: SocketAddr, error: &io::Error) {
-        let mut counts = lock(&self.counts.0);
-        counts.refused.malformed += 1;
-        drop(counts);
+        self.unread.fetch_add(1, Ordering::Relaxed);
+        self.publish(&lock(&self.gate));
         self.warn(peer, "malformed", &format!("malformed command: {error}"));
+    }
+
+    /// Makes the refusals counted so far, `gate`'s and those refused unread, the status's.
+    fn publish(&self, gate: &CommandGate) {
+        let mut refused = gate.refused();
+        refused.malformed += self.unread.load(Ordering::Relaxed);
+        lock(&self.counts.0).refused = refused;
     }
 
     /// Logs a refused command from `peer`, once every [`WARN_EVERY`] for one reason from one
@@ -479,6 +488,12 @@ mod tests {
                 supervisor(request)
             },
             || {
+                // A frame announced larger than any command is refused before it is read.
+                let mut stream = TcpStream::connect(server.address().unwrap()).unwrap();
+                stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).unwrap();
+                assert!(answer.is_empty());
                 assert!(send(&server, &command.encode(&other_key).unwrap()).is_empty());
                 let other_farm = Command {
                     farm: [1; 32],
@@ -491,12 +506,6 @@ mod tests {
                 );
                 assert!(send(&server, &valid).is_empty(), "its replay is not");
                 assert!(send(&server, b"garbage").is_empty());
-                // A frame announced larger than any command is refused before it is read.
-                let mut stream = TcpStream::connect(server.address().unwrap()).unwrap();
-                stream.write_all(&u32::MAX.to_be_bytes()).unwrap();
-                let mut answer = Vec::new();
-                stream.read_to_end(&mut answer).unwrap();
-                assert!(answer.is_empty());
             },
         );
         assert_eq!(

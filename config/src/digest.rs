@@ -30,8 +30,8 @@ use crate::{Affinity, FarmConfig, MacMode, Membership, Protocol};
 /// which say how a node checks, starts and stops its own application: they are local to each
 /// node, as the application may be installed, and so checked, differently from node to node,
 /// and whatever they decide reaches the others only as the node joining or leaving; and the
-/// `[admin]` table, where a node serves its own metrics and health, which changes nothing of
-/// what the node does with packets.
+/// `[admin]` table, where a node serves its own metrics, health and console, which changes
+/// nothing of what the node does with packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FarmDigest(pub [u8; 32]);
 

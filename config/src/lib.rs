@@ -12,8 +12,9 @@
 //! out of the digest. So are the `[[check]]` entries, which say how a node checks its
 //! application and what it does when a check fails, the optional `[scripts]` table, which
 //! starts and stops the application, and the optional `[admin]` table, which says where the
-//! node serves its metrics and health. [`secret::read`] reads a secret file (the farm key), refusing
-//! one that its group or others may read.
+//! node serves its metrics and health and the farm's web console. [`secret::read`] reads a
+//! secret file (the farm key, the console's secret), refusing one that its group or others may
+//! read.
 
 #![warn(missing_docs)]
 
@@ -749,6 +750,23 @@ pub struct Admin {
     /// address, which may be unspecified (`0.0.0.0`, `::`) to listen on every address, and a
     /// port from 1 to 65535. `None`, when `metrics` is not given, for no such server.
     pub metrics: Option<SocketAddr>,
+    /// The farm's web console, `console` and `console_secret_file`; `None`, when `console` is
+    /// not given, for no console.
+    pub console: Option<Console>,
+}
+
+/// Where the node serves the farm's web console over plain HTTP, and the file of the secret
+/// that logs in to it: the values of `console` and `console_secret_file` of `[admin]`.
+///
+/// The secret file is only a path here: `herd run` reads it, and refuses to serve the console
+/// without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Console {
+    /// An IP address, which may be unspecified (`0.0.0.0`, `::`) to listen on every address,
+    /// and a port from 1 to 65535.
+    pub address: SocketAddr,
+    /// The file of the console's secret.
+    pub secret_file: PathBuf,
 }
 
 impl FarmConfig {

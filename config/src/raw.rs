@@ -192,6 +192,8 @@ pub(crate) struct RawScripts {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(crate) struct RawAdmin {
     pub metrics: Option<Spanned<RawSocketAddr>>,
+    pub console: Option<Spanned<RawSocketAddr>>,
+    pub console_secret_file: Option<Spanned<String>>,
 }
 
 /// The `restart_limit` of `[scripts]`.
@@ -301,8 +303,8 @@ impl Visitor<'_> for StatusVisitor {
     }
 }
 
-/// An address and port to listen on, such as `metrics` of `[admin]`: a string, parsed later by
-/// validation.
+/// An address and port to listen on, such as `metrics` or `console` of `[admin]`: a string,
+/// parsed later by validation.
 ///
 /// Its own type only to say what it looks like when it is not a string at all: `metrics = 9477`
 /// (the port alone) is a likely mistake.

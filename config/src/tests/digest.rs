@@ -159,6 +159,7 @@ fn the_admin_table_does_not_change_it() {
         "[admin]\n",
         "[admin]\nmetrics = \"127.0.0.1:9477\"\n",
         "[admin]\nmetrics = \"[::]:80\"\n",
+        "[admin]\nconsole = \"127.0.0.1:9480\"\nconsole_secret_file = \"/etc/herd/console.secret\"\n",
     ] {
         let text = format!("{BASE}\n{table}");
         let config = parse(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));

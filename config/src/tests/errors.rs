@@ -2235,13 +2235,13 @@ fn unknown_admin_keys_are_located_and_get_a_suggestion() {
     assert_eq!(
         shown(&with("[admin]\nmetric = \"127.0.0.1:9477\"\n")),
         "farm.toml:27:1: admin.metric: unknown key `metric` (did you mean `metrics`?); \
-         expected `metrics`"
+         expected one of `metrics`, `console`, `console_secret_file`"
     );
     assert_error(
         &with("[admin]\nmetrics = \"127.0.0.1:9477\"\nhealthz = \"/healthz\"\n"),
         (28, 1),
         "admin.healthz",
-        &["unknown key `healthz`; expected `metrics`"],
+        &["unknown key `healthz`; expected one of `metrics`, `console`, `console_secret_file`"],
     );
     assert_error(
         &with("[admn]\nmetrics = \"127.0.0.1:9477\"\n"),
@@ -2301,6 +2301,58 @@ fn the_metrics_address_must_be_an_address_and_a_port() {
             &["expected a string such as \"127.0.0.1:9477\" or \"[::1]:9477\""],
         );
     }
+}
+
+#[test]
+fn the_console_address_is_checked_as_the_metrics_one() {
+    let expected =
+        "expected an IP address and a port from 1 to 65535, such as \"127.0.0.1:9477\", \
+                    \"0.0.0.0:9477\" or \"[::1]:9477\" (host names are not resolved)";
+    let secret = "console_secret_file = \"/etc/herd/console.secret\"\n";
+    let cases = [
+        (
+            "localhost:9480",
+            "`localhost:9480` is not an IP address and port",
+        ),
+        ("127.0.0.1", "`127.0.0.1` has no port"),
+        ("127.0.0.1:0", "`127.0.0.1:0` has port 0"),
+        ("224.0.0.1:9480", "`224.0.0.1:9480` is a multicast address"),
+    ];
+    for (written, problem) in cases {
+        assert_error(
+            &with(&format!("[admin]\nconsole = \"{written}\"\n{secret}")),
+            (27, 11),
+            "admin.console",
+            &[&format!("{problem}; {expected}")],
+        );
+    }
+    assert_error(
+        &with(&format!("[admin]\nconsole = 9480\n{secret}")),
+        (27, 11),
+        "admin.console",
+        &["expected a string such as \"127.0.0.1:9477\" or \"[::1]:9477\""],
+    );
+}
+
+#[test]
+fn the_console_needs_its_secret_file() {
+    assert_eq!(
+        shown(&with("[admin]\nconsole = \"127.0.0.1:9480\"\n")),
+        "farm.toml:26:1: admin.console_secret_file: required key `console_secret_file` is \
+         missing; expected the path of the console's secret file, which the console needs"
+    );
+    assert_error(
+        &with("[admin]\nconsole = \"127.0.0.1:9480\"\nconsole_secret_file = \"\"\n"),
+        (28, 23),
+        "admin.console_secret_file",
+        &["the path is empty; expected the path of the console's secret file"],
+    );
+    assert_error(
+        &with("[admin]\nconsole = \"127.0.0.1:9480\"\nconsole_secret_file = 600\n"),
+        (28, 23),
+        "admin.console_secret_file",
+        &["invalid type: integer `600`, expected a string"],
+    );
 }
 
 #[test]

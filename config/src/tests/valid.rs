@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::{ip, parse, BASE};
 use crate::{
-    Admin, Affinity, Check, CheckAction, CheckKind, Dataplane, DataplaneMode, Farm, FarmConfig,
-    MacMode, Membership, Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule, Scripts,
-    ZeroCopy,
+    Admin, Affinity, Check, CheckAction, CheckKind, Console, Dataplane, DataplaneMode, Farm,
+    FarmConfig, MacMode, Membership, Node, PortRange, ProcessMatcher, Protocol, RestartLimit, Rule,
+    Scripts, ZeroCopy,
 };
 
 fn ports(list: &[(u16, u16)]) -> Vec<PortRange> {
@@ -77,7 +77,10 @@ fn example_file_parses_to_what_it_says() {
         // The example's checks and scripts are commented out.
         checks: vec![],
         scripts: Scripts::default(),
-        admin: Admin { metrics: None },
+        admin: Admin {
+            metrics: None,
+            console: None,
+        },
     };
     assert_eq!(config, expected);
 }
@@ -809,8 +812,14 @@ fn the_examples_commented_out_checks_and_scripts_are_valid() {
 // The [admin] table.
 
 #[test]
-fn without_an_admin_table_or_metrics_key_there_is_no_metrics_server() {
-    assert_eq!(Admin::default(), Admin { metrics: None });
+fn without_an_admin_table_or_its_keys_there_is_no_metrics_server_nor_console() {
+    assert_eq!(
+        Admin::default(),
+        Admin {
+            metrics: None,
+            console: None
+        }
+    );
     assert_eq!(parse(BASE).map(|config| config.admin), Ok(Admin::default()));
     for text in ["[admin]\n", "admin = {}\n"] {
         let config = parse(&format!("{text}{BASE}")).unwrap_or_else(|error| panic!("{error}"));
@@ -836,4 +845,48 @@ fn the_metrics_address_is_read() {
             "{written}"
         );
     }
+}
+
+#[test]
+fn the_console_address_and_secret_file_are_read() {
+    let cases = [
+        ("127.0.0.1:9480", "127.0.0.1:9480"),
+        ("0.0.0.0:9480", "0.0.0.0:9480"),
+        ("[::1]:9480", "[::1]:9480"),
+        ("[2001:db8::1]:443", "[2001:db8::1]:443"),
+    ];
+    for (written, address) in cases {
+        let config = with(&format!(
+            "[admin]\nconsole = \"{written}\"\nconsole_secret_file = \"/etc/herd/console.secret\"\n"
+        ));
+        assert_eq!(
+            config.admin,
+            Admin {
+                metrics: None,
+                console: Some(Console {
+                    address: address.parse().expect("test address"),
+                    secret_file: PathBuf::from("/etc/herd/console.secret"),
+                }),
+            },
+            "{written}"
+        );
+    }
+    // Both servers at once, and a relative path kept as written: `herd run` reads it.
+    let config = with(
+        "[admin]\nmetrics = \"127.0.0.1:9477\"\nconsole = \"198.18.0.1:9480\"\n\
+         console_secret_file = \"console.secret\"\n",
+    );
+    assert_eq!(
+        config.admin.metrics,
+        Some("127.0.0.1:9477".parse().expect("address"))
+    );
+    let console = config.admin.console.expect("a console");
+    assert_eq!(console.address, "198.18.0.1:9480".parse().expect("address"));
+    assert_eq!(console.secret_file, PathBuf::from("console.secret"));
+}
+
+#[test]
+fn a_secret_file_without_a_console_serves_nothing() {
+    let config = with("[admin]\nconsole_secret_file = \"/etc/herd/console.secret\"\n");
+    assert_eq!(config.admin, Admin::default());
 }

@@ -16,6 +16,7 @@ mod host;
 mod rolling;
 mod status;
 mod timeline;
+mod web;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

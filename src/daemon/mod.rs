@@ -3,7 +3,7 @@
 //!
 //! [`run`] holds its whole life: the setup (the configuration and key, the host, the packet
 //! path loaded and attached), the serving (the membership thread, the supervisor, the control
-//! and metrics servers, each on a thread of one scope) and the teardown (one shutdown signal
+//! socket's server and the web servers, each on a thread of one scope) and the teardown (one shutdown signal
 //! that every thread watches, every thread joined, the host put back). The membership thread
 //! ([`herd_membership::driver`]) steers the packet path through the `Dataplane` seam: it
 //! installs the bucket modes the protocol decides and renews the liveness deadline with every
@@ -20,7 +20,7 @@ mod farm_server;
 mod host_watch;
 mod listener_watch;
 mod lock;
-mod metrics;
+pub mod metrics;
 mod packet_path;
 mod pin;
 mod shutdown;
@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use crossbeam_channel::Receiver;
+use axum::Router;
+use crossbeam_channel::{Receiver, Sender};
 use herd_config::{FarmConfig, MacMode};
 use herd_dataplane::egress::{EgressError, EgressGuard};
 use herd_dataplane::xdp::XdpProgram;
@@ -41,10 +42,12 @@ use herd_membership::driver::{self, Command, Driver, Start};
 use herd_membership::{incarnation, Farm, Settings};
 use herd_packet::neighbor::multicast_group;
 
+use crate::control::Incoming;
 use crate::farm_access::FarmAccess;
 use crate::farm_client::FarmClient;
 use crate::host::{format_mac, Groups, Host};
 use crate::timeline::Timeline;
+use crate::web::{self, Web};
 use crate::{control, farm};
 use announcer::Announcer;
 use control_server::Server;
@@ -351,8 +354,8 @@ impl Node {
     }
 
     /// Runs the node over `path` until it has stopped: the membership thread, the supervisor
-    /// with its checks and scripts, and the control and metrics servers, all on threads of
-    /// one scope. When the supervisor is done (or a thread could not start) the shutdown is
+    /// with its checks and scripts, the control socket's server and the web servers, all on
+    /// threads of one scope. When the supervisor is done (or a thread could not start) the shutdown is
     /// signalled, and every thread is joined before this returns.
     fn serve(
         &self,
@@ -410,14 +413,6 @@ impl Node {
             // Already stopped if it failed: its own error then says why.
             let _ = exit.send(Command::Exit);
         });
-        let metrics = match self.config.admin.metrics {
-            Some(address) => {
-                let server = metrics::Server::bind(address)?;
-                tracing::info!(address = %server.address()?, "serving /metrics and /healthz");
-                Some(server)
-            }
-            None => None,
-        };
         let farm_access: Arc<dyn FarmAccess> = Arc::new(FarmRelay::new(
             Arc::clone(&self.farm_client) as Arc<dyn farm_relay::Channel>,
             &self.config.farm.name,
@@ -429,6 +424,7 @@ impl Node {
                 .collect(),
         ));
         let (requests, incoming) = crossbeam_channel::unbounded();
+        let web = self.web(&requests, shutdown)?;
         let (ending, stopped) = std::thread::scope(|scope| {
             let _shutdown = shutdown.guard();
             let spawn = |name: &str| std::thread::Builder::new().name(name.into());
@@ -447,11 +443,11 @@ impl Node {
             let farm = spawn("herd-farm")
                 .spawn_scoped(scope, || farm_server.serve(&requests, shutdown))
                 .context("cannot start the farm command thread")?;
-            let metrics = match &metrics {
-                Some(server) => Some(
-                    spawn("herd-metrics")
-                        .spawn_scoped(scope, || server.serve(&requests, shutdown))
-                        .context("cannot start the metrics thread")?,
+            let web = match web {
+                Some(web) => Some(
+                    spawn("herd-web")
+                        .spawn_scoped(scope, || web.run())
+                        .context("cannot start the web thread")?,
                 ),
                 None => None,
             };
@@ -461,8 +457,8 @@ impl Node {
             joined(announcements);
             joined(control)?;
             joined(farm)?;
-            if let Some(metrics) = metrics {
-                joined(metrics)?;
+            if let Some(web) = web {
+                joined(web)?;
             }
             anyhow::Ok((ending, stopped))
         })?;
@@ -476,6 +472,37 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// The web servers `[admin]` asks for, their listeners bound, stopped at the shutdown:
+    /// `/metrics` and `/healthz`, answered from the status asked for over `requests`, and the
+    /// console; `None` when neither is configured.
+    fn web(&self, requests: &Sender<Incoming>, shutdown: &Shutdown) -> anyhow::Result<Option<Web>> {
+        let admin = &self.config.admin;
+        if admin.metrics.is_none() && admin.console.is_none() {
+            return Ok(None);
+        }
+        let (mut web, stop) = Web::new();
+        if let Some(address) = admin.metrics {
+            let listener = web::Listener::bind(address, web::metrics::WHAT, web::metrics::KEY)?;
+            tracing::info!(address = %listener.address()?, "serving /metrics and /healthz");
+            web.serve(listener, web::metrics::router(requests.clone()));
+        }
+        if let Some(console) = &admin.console {
+            let router = self.console_router()?;
+            let listener = web::Listener::bind(console.address, "the console", "[admin] console")?;
+            tracing::info!(address = %listener.address()?, "serving the console");
+            web.serve(listener, router);
+        }
+        shutdown.on_trigger(move || stop.stop());
+        Ok(Some(web))
+    }
+
+    /// The console's router, which the console module (`crate::web::console`) is to make; a
+    /// node configured with a console refuses to start until it does, rather than serve
+    /// nothing on the console's address.
+    fn console_router(&self) -> anyhow::Result<Router> {
+        bail!("[admin] console is set, but this build of herd has no console yet")
     }
 
     /// Undoes everything: the groups and the VIPs first, since once the program is detached

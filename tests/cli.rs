@@ -117,6 +117,37 @@ fn check_config_accepts_the_example_and_shows_the_farm() {
 }
 
 #[test]
+fn check_config_shows_the_metrics_and_console_addresses() {
+    let dir = temp_dir("admin");
+    let path = example_here(&dir, KEY);
+    let text = stdout(&herd(&["check-config", path.to_str().unwrap()]));
+    assert!(text.contains("  metrics  off\n  console  off\n"), "{text}");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    config.push_str(
+        "[admin]\nmetrics = \"127.0.0.1:9477\"\nconsole = \"[::1]:9480\"\n\
+         console_secret_file = \"/etc/herd/console.secret\"\n",
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = herd(&["check-config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for expected in [
+        "  metrics  127.0.0.1:9477: /metrics and /healthz, without a login\n",
+        "  console  [::1]:9480: the farm's web console, secret in /etc/herd/console.secret\n",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let report = json(&herd(&["check-config", path.to_str().unwrap(), "--json"]));
+    assert_eq!(report["admin"]["metrics"], "127.0.0.1:9477");
+    assert_eq!(report["admin"]["console"], "[::1]:9480");
+    assert_eq!(
+        report["admin"]["console_secret_file"],
+        "/etc/herd/console.secret"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn check_config_shows_the_multicast_macs_and_their_groups() {
     let dir = temp_dir("multicast");
     let path = example_here(&dir, KEY);

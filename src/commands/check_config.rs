@@ -1,6 +1,6 @@
 //! `herd check-config`: validate the configuration and show the farm it describes.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use anyhow::bail;
@@ -32,6 +32,16 @@ struct Report {
     this_node_note: String,
     checks: Vec<CheckReport>,
     scripts: ScriptsReport,
+    admin: AdminReport,
+}
+
+/// The `[admin]` table: where the node serves its metrics and the console.
+#[derive(Serialize)]
+struct AdminReport {
+    metrics: Option<SocketAddr>,
+    console: Option<SocketAddr>,
+    /// Read by `herd run`, not by check-config.
+    console_secret_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +149,15 @@ pub fn run(path: &Path, node: Option<&str>, json: bool) -> anyhow::Result<()> {
             timeout_s: config.scripts.timeout_s,
             restart_limit: config.scripts.restart_limit.count,
             restart_within_s: config.scripts.restart_limit.within_s,
+        },
+        admin: AdminReport {
+            metrics: config.admin.metrics,
+            console: config.admin.console.as_ref().map(|console| console.address),
+            console_secret_file: config
+                .admin
+                .console
+                .as_ref()
+                .map(|console| console.secret_file.display().to_string()),
         },
     };
     if json {
@@ -343,6 +362,19 @@ fn print_text(r: &Report) {
     );
     for (name, script) in [("start", &scripts.start), ("stop", &scripts.stop)] {
         println!("  {name:<6} {}", script.as_deref().unwrap_or("(none)"));
+    }
+    let admin = &r.admin;
+    println!();
+    println!("admin (plain HTTP):");
+    match admin.metrics {
+        Some(address) => println!("  metrics  {address}: /metrics and /healthz, without a login"),
+        None => println!("  metrics  off"),
+    }
+    match (admin.console, &admin.console_secret_file) {
+        (Some(address), Some(secret)) => {
+            println!("  console  {address}: the farm's web console, secret in {secret}")
+        }
+        _ => println!("  console  off"),
     }
     println!();
     match &r.this_node {

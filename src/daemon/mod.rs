@@ -3,14 +3,15 @@
 //!
 //! [`run`] holds its whole life: the setup (the configuration and key, the host, the packet
 //! path loaded and attached), the serving (the membership thread, the supervisor, the control
-//! socket's server and the web servers, each on a thread of one scope) and the teardown (one shutdown signal
-//! that every thread watches, every thread joined, the host put back). The membership thread
-//! ([`herd_membership::driver`]) steers the packet path through the `Dataplane` seam: it
-//! installs the bucket modes the protocol decides and renews the liveness deadline with every
-//! heartbeat; the node starts owning nothing. The farm server takes the commands other nodes
-//! carry for an operator, on the node's address and the farm port (TCP). The supervisor runs the start script, joins the
-//! farm once the checks are healthy and answers the operator's requests and the signals. The
-//! announcer sends the VIPs' virtual MACs again after each new view and every period.
+//! socket's, farm and web servers, each on a thread of one scope) and the teardown (one
+//! shutdown signal that every thread watches, every thread joined, the host put back). The
+//! membership thread ([`herd_membership::driver`]) steers the packet path through the
+//! `Dataplane` seam: it installs the bucket modes the protocol decides and renews the liveness
+//! deadline with every heartbeat; the node starts owning nothing. The farm server takes the
+//! commands other nodes carry for an operator, on the node's address and the farm port (TCP).
+//! The supervisor runs the start script, joins the farm once the checks are healthy and
+//! answers the operator's requests and the signals. The announcer sends the VIPs' virtual MACs
+//! again after each new view and every period.
 
 mod announcer;
 mod control_server;
@@ -354,9 +355,9 @@ impl Node {
     }
 
     /// Runs the node over `path` until it has stopped: the membership thread, the supervisor
-    /// with its checks and scripts, the control socket's server and the web servers, all on
-    /// threads of one scope. When the supervisor is done (or a thread could not start) the shutdown is
-    /// signalled, and every thread is joined before this returns.
+    /// with its checks and scripts, the control socket's, farm and web servers, all on
+    /// threads of one scope. When the supervisor is done (or a thread could not start) the
+    /// shutdown is signalled, and every thread is joined before this returns.
     fn serve(
         &self,
         start: Start,

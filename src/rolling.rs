@@ -412,6 +412,8 @@ mod tests {
                 refused: Default::default(),
                 join_held: None,
                 traffic: Default::default(),
+                bucket_owners: Default::default(),
+                draining_buckets: Default::default(),
             },
             farm_commands: Default::default(),
         }

@@ -361,6 +361,9 @@ pub struct Membership {
     modes_changed: bool,
     /// What the modes were last computed from.
     mode_inputs: Option<ModeInputs>,
+    /// The buckets some node, this one or a live other, still drains under an earlier view,
+    /// as of the last computation of the modes.
+    drained: Arc<[bool]>,
     generation: u64,
     agreed: bool,
     /// A partition healed and the farm has not agreed on a view since.
@@ -399,6 +402,7 @@ impl Membership {
             modes: vec![BucketMode::NONE; farm.buckets],
             modes_changed: false,
             mode_inputs: None,
+            drained: vec![false; farm.buckets].into(),
             settings,
             local,
             incarnation,
@@ -602,6 +606,18 @@ impl Membership {
     /// The owner of each bucket in the current view.
     pub fn owners(&self) -> &[NodeId] {
         &self.owners
+    }
+
+    /// The owner of each bucket in the current view, shared.
+    pub fn shared_owners(&self) -> Arc<[NodeId]> {
+        Arc::clone(&self.owners)
+    }
+
+    /// Whether each bucket is still drained under an earlier view: its connections there
+    /// are served by the node the earlier view gave it to (this one, or a live node whose
+    /// heartbeats list the drain).
+    pub fn drained(&self) -> Arc<[bool]> {
+        Arc::clone(&self.drained)
     }
 
     /// The installed mode of each bucket.
@@ -975,6 +991,9 @@ impl Membership {
         let mine_drains: Vec<Arc<[NodeId]>> = drained
             .into_iter()
             .map(|members| self.table(members))
+            .collect();
+        self.drained = (0..self.modes.len())
+            .map(|bucket| busy[bucket] || mine_drains.iter().any(|owners| owners[bucket] == local))
             .collect();
         let crash_takeover = self.crash_takeover();
         let mut changed = std::mem::take(&mut self.modes_changed);

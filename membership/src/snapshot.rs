@@ -2,6 +2,8 @@
 //! and the metrics: the thread publishes a fresh [`Snapshot`] whenever something changes, and
 //! readers never wait for it.
 
+use std::sync::Arc;
+
 use herd_packet::counts::Traffic;
 use herd_packet::table::NodeId;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,14 @@ pub struct Snapshot {
     pub join_held: Option<String>,
     /// The dataplane's counts, as of the last refresh.
     pub traffic: Traffic,
+    /// The owner of each bucket in the current view, for the console's bucket map; not
+    /// serialised, to keep `herd status --json` small.
+    #[serde(skip)]
+    pub bucket_owners: Arc<[NodeId]>,
+    /// Whether each bucket is still drained under an earlier view (see
+    /// [`Membership::drained`]); not serialised either.
+    #[serde(skip)]
+    pub draining_buckets: Arc<[bool]>,
 }
 
 /// A node of the farm, as this node sees it.
@@ -128,6 +138,8 @@ impl Snapshot {
             refused: membership.refused(),
             join_held: membership.join_held(now_ms).map(ToString::to_string),
             traffic,
+            bucket_owners: membership.shared_owners(),
+            draining_buckets: membership.drained(),
         }
     }
 

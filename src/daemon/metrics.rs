@@ -576,6 +576,8 @@ pub(crate) mod tests {
                     shed: 3,
                     checksums_completed: 12,
                 },
+                bucket_owners: Default::default(),
+                draining_buckets: Default::default(),
             },
         }
     }

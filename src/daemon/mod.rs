@@ -27,6 +27,7 @@ mod pin;
 mod shutdown;
 mod signals;
 mod supervisor;
+mod timeline_recorder;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -452,12 +453,18 @@ impl Node {
                 ),
                 None => None,
             };
+            let recorder = spawn("herd-timeline")
+                .spawn_scoped(scope, || {
+                    timeline_recorder::run(&self.timeline, &requests, shutdown)
+                })
+                .context("cannot start the timeline thread")?;
             let ending = supervisor.run(scope, &membership, incoming, stops, shutdown);
             shutdown.trigger();
             let stopped = joined(membership_thread).context("the membership thread stopped");
             joined(announcements);
             joined(control)?;
             joined(farm)?;
+            joined(recorder);
             if let Some(web) = web {
                 joined(web)?;
             }

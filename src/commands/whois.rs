@@ -23,8 +23,9 @@ pub struct Query<'a> {
     pub down: &'a [String],
 }
 
-#[derive(Serialize)]
-struct Answer {
+/// Which node handles a client, and why: its bucket under the rule that balances its traffic.
+#[derive(Debug, Serialize)]
+pub struct Answer {
     client: IpAddr,
     client_port: Option<u16>,
     protocol: String,
@@ -40,6 +41,18 @@ struct Answer {
 /// Runs the command.
 pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
     let config = FarmConfig::load(path)?;
+    let answer = answer(&config, query)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", answer.lines().join("\n"));
+    }
+    Ok(())
+}
+
+/// Which node of `config`'s farm handles the client of `query`, with the nodes it names
+/// down: what `herd whois` and the console answer.
+pub fn answer(config: &FarmConfig, query: &Query<'_>) -> anyhow::Result<Answer> {
     let protocol: Protocol = query
         .protocol
         .parse()
@@ -50,7 +63,7 @@ pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
         _ => Some(
             query
                 .vip_port
-                .map_or_else(|| default_port(&config, protocol), Ok)?,
+                .map_or_else(|| default_port(config, protocol), Ok)?,
         ),
     };
     let Some(rule) = config.rule_for(protocol, vip_port.unwrap_or(0)) else {
@@ -70,7 +83,7 @@ pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
             }
         );
     }
-    let rules = FarmRules::from_config(&config);
+    let rules = FarmRules::from_config(config);
     let hash = rules
         .client_flow_hash(
             protocol,
@@ -79,14 +92,14 @@ pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
             client_port.unwrap_or(0),
         )
         .map_err(|_| anyhow!("no rule balances this traffic"))?;
-    let live = farm::live_set(&config, query.down)?;
-    let table = farm_table(&config, &live)?;
+    let live = farm::live_set(config, query.down)?;
+    let table = farm_table(config, &live)?;
     let bucket = table.bucket_of(hash);
     let owner = config
         .nodes
         .get(usize::from(table.owner(bucket)))
         .map(|n| n.name.clone());
-    let answer = Answer {
+    Ok(Answer {
         client,
         client_port,
         protocol: protocol.to_string(),
@@ -97,32 +110,35 @@ pub fn run(path: &Path, query: &Query<'_>, json: bool) -> anyhow::Result<()> {
         buckets: table.len(),
         owner,
         down: query.down.to_vec(),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-        return Ok(());
+    })
+}
+
+impl Answer {
+    /// The answer in words, one line each.
+    pub fn lines(&self) -> [String; 2] {
+        let client = match (self.client, self.client_port) {
+            (ip, Some(port)) => SocketAddr::new(ip, port).to_string(),
+            (ip, None) => ip.to_string(),
+        };
+        let to = match self.vip_port {
+            Some(port) => format!("{} to VIP port {port}", self.protocol),
+            None => self.protocol.clone(),
+        };
+        [
+            format!(
+                "client {client}, {to} (rule {} {}, {}): bucket {} of {}",
+                self.protocol,
+                self.rule_ports.join(","),
+                self.affinity,
+                self.bucket,
+                self.buckets
+            ),
+            match &self.owner {
+                Some(owner) => format!("owner: {owner}"),
+                None => "owner: none (no live node)".to_owned(),
+            },
+        ]
     }
-    let client_text = match (answer.client, answer.client_port) {
-        (ip, Some(port)) => SocketAddr::new(ip, port).to_string(),
-        (ip, None) => ip.to_string(),
-    };
-    let to = match answer.vip_port {
-        Some(port) => format!("{} to VIP port {port}", answer.protocol),
-        None => answer.protocol.clone(),
-    };
-    println!(
-        "client {client_text}, {to} (rule {} {}, {}): bucket {} of {}",
-        answer.protocol,
-        answer.rule_ports.join(","),
-        answer.affinity,
-        answer.bucket,
-        answer.buckets
-    );
-    match &answer.owner {
-        Some(owner) => println!("owner: {owner}"),
-        None => println!("owner: none (no live node)"),
-    }
-    Ok(())
 }
 
 /// The first port of the first rule for `protocol`, so that a farm with one rule needs no

@@ -10,6 +10,7 @@
 //! Each listener is bound by [`Listener::bind`] before the serving starts, so that a taken
 //! address is an error of `herd run` itself, naming the key.
 
+pub mod console;
 pub mod metrics;
 
 use std::net::SocketAddr;

@@ -1,0 +1,277 @@
+// The console's page: renders each `farm` event of /api/events and sends the operator's
+// commands with the session's CSRF token. No framework: the page is small.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const COLOURS = 8;
+const ACTIONS = ["drain", "stop", "start", "restart"];
+// The previous sample of each node's counters, for the packet rates.
+const previous = new Map();
+
+function element(tag, attributes, text) {
+  const made = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes || {})) {
+    made.setAttribute(name, value);
+  }
+  if (text !== undefined) {
+    made.textContent = text;
+  }
+  return made;
+}
+
+function clock(ms) {
+  return new Date(ms).toLocaleTimeString();
+}
+
+function showReply(text, ok) {
+  const reply = document.getElementById("reply");
+  reply.textContent = text;
+  reply.className = ok ? "" : "refused";
+}
+
+async function post(path) {
+  const answer = await fetch(path, {
+    method: "POST",
+    headers: { "X-CSRF-Token": csrf },
+    credentials: "same-origin",
+  });
+  if (answer.status === 401) {
+    window.location.assign("/login");
+    return null;
+  }
+  let body;
+  try {
+    body = await answer.json();
+  } catch (error) {
+    body = { ok: false, text: answer.status + " " + answer.statusText };
+  }
+  return body;
+}
+
+async function command(path, question) {
+  if (!window.confirm(question)) {
+    return;
+  }
+  showReply("asked: " + question.replace(/\?$/, "") + "…", true);
+  try {
+    const body = await post(path);
+    if (body) {
+      showReply(body.text, body.ok);
+    }
+  } catch (error) {
+    showReply("no answer from the console: " + error, false);
+  }
+}
+
+function rate(name, at_ms, traffic) {
+  const last = previous.get(name);
+  previous.set(name, { at_ms, traffic });
+  if (!last || at_ms <= last.at_ms) {
+    return ["…", "…"];
+  }
+  const seconds = (at_ms - last.at_ms) / 1000;
+  const per = (now, then) => Math.max(0, Math.round((now - then) / seconds)) + " pkt/s";
+  return [
+    per(traffic.accepted.packets, last.traffic.accepted.packets),
+    per(traffic.dropped.packets, last.traffic.dropped.packets),
+  ];
+}
+
+function checksCell(status) {
+  const cell = element("td", { class: "checks" });
+  if (!status.checks.length) {
+    cell.textContent = "none";
+  }
+  for (const check of status.checks) {
+    const last = check.last;
+    let text = check.name + " " + check.health;
+    if (last) {
+      text += last.ok ? " (ok, " + last.took_ms + " ms)" : " (" + (last.error || "failed") + ")";
+    }
+    const kind = check.health === "healthy" ? "ok" : check.health === "failed" ? "failed" : "unknown";
+    cell.append(element("div", { class: "check-" + kind }, text));
+  }
+  return cell;
+}
+
+function nodeRow(farm, index, owned, total) {
+  const node = farm.report.nodes[index];
+  const state = farm.states[index];
+  const row = element("tr", { "data-node": node.name, class: state.replace(/ /g, "-") });
+  row.append(element("td", { class: "name" }, node.name));
+  const stateCell = element("td", { class: "state" }, state);
+  if (node.error) {
+    stateCell.title = node.error;
+  } else if (node.status.reason) {
+    stateCell.title = node.status.reason;
+  }
+  row.append(stateCell);
+  row.append(element("td", { class: "num weight" }, String(farm.weights[index])));
+  const share = total ? Math.round((100 * owned) / total) : 0;
+  row.append(element("td", { class: "num buckets" }, owned + " (" + share + " %)"));
+  const status = node.status;
+  if (status) {
+    const [accepted, dropped] = rate(node.name, farm.report.at_ms, status.membership.traffic);
+    row.append(element("td", { class: "num accepted" }, accepted));
+    row.append(element("td", { class: "num dropped" }, dropped));
+    row.append(checksCell(status));
+    const restarts = status.restarts;
+    row.append(element("td", { class: "num restarts" },
+      restarts.total + " (" + restarts.recent + "/" + restarts.limit + " in " + restarts.within_s + " s)"));
+    const drain = status.membership.drain;
+    const connections = drain && drain.connections !== null ? ", " + drain.connections + " connections" : "";
+    row.append(element("td", { class: "drain" }, drain ? drain.views + " views" + connections : "—"));
+  } else {
+    previous.delete(node.name);
+    for (const name of ["accepted", "dropped", "checks", "restarts", "drain"]) {
+      row.append(element("td", { class: name }, "—"));
+    }
+  }
+  const actions = element("td", { class: "actions" });
+  for (const action of ACTIONS) {
+    const button = element("button", { type: "button", "data-action": action }, action);
+    button.addEventListener("click", () =>
+      command("/api/nodes/" + encodeURIComponent(node.name) + "/" + action, action + " node " + node.name + "?"));
+    actions.append(button);
+  }
+  row.append(actions);
+  return row;
+}
+
+function renderBuckets(map) {
+  const grid = document.getElementById("buckets");
+  while (grid.children.length > map.owners.length) {
+    grid.lastChild.remove();
+  }
+  while (grid.children.length < map.owners.length) {
+    grid.append(element("div", { class: "bucket" }));
+  }
+  map.owners.forEach((owner, bucket) => {
+    const cell = grid.children[bucket];
+    const name = owner === null ? "" : map.nodes[owner];
+    let classes = "bucket";
+    if (owner !== null) {
+      classes += " owner-" + (owner % COLOURS);
+    }
+    if (map.draining[bucket]) {
+      classes += " draining";
+    }
+    if (cell.className !== classes) {
+      cell.className = classes;
+    }
+    if (cell.dataset.owner !== name) {
+      cell.dataset.owner = name;
+      cell.title = "bucket " + bucket + ": " + (name || "no owner");
+    }
+  });
+  const legend = document.getElementById("bucket-legend");
+  legend.replaceChildren();
+  map.nodes.forEach((name, index) => {
+    const item = element("li", {}, name);
+    item.prepend(element("span", { class: "swatch owner-" + (index % COLOURS) }));
+    legend.append(item);
+  });
+  const unowned = element("li", {}, "no owner");
+  unowned.prepend(element("span", { class: "swatch" }));
+  legend.append(unowned);
+  const draining = element("li", {},
+    "striped: still draining (a node that owned it in an earlier view serves its old connections there)");
+  draining.prepend(element("span", { class: "swatch bucket draining" }));
+  legend.append(draining);
+}
+
+function renderTimeline(events) {
+  const list = document.getElementById("timeline");
+  list.replaceChildren();
+  for (const event of events) {
+    const item = element("li", { class: "event " + event.kind });
+    item.append(element("time", {}, clock(event.at_ms)));
+    item.append(element("span", { class: "kind" }, event.kind.replace(/_/g, " ")));
+    item.append(document.createTextNode(event.node + ": " + event.text));
+    list.append(item);
+  }
+  if (!events.length) {
+    list.append(element("li", { class: "empty" }, "nothing has happened yet"));
+  }
+}
+
+function render(farm) {
+  const total = farm.buckets.owners.length;
+  const owned = new Map();
+  for (const owner of farm.buckets.owners) {
+    if (owner !== null) {
+      const name = farm.buckets.nodes[owner];
+      owned.set(name, (owned.get(name) || 0) + 1);
+    }
+  }
+  const body = document.querySelector("#farm tbody");
+  body.replaceChildren(...farm.report.nodes.map((node, index) =>
+    nodeRow(farm, index, owned.get(node.name) || 0, total)));
+  const named = farm.report.nodes.find((node) => node.status);
+  document.getElementById("farm-name").textContent = named ? "farm " + named.status.farm : "";
+  renderBuckets(farm.buckets);
+  renderTimeline(farm.timeline);
+  const updated = document.getElementById("updated");
+  updated.textContent = clock(farm.report.at_ms);
+  updated.dateTime = new Date(farm.report.at_ms).toISOString();
+}
+
+async function loadOnce() {
+  const answer = await fetch("/api/farm", { credentials: "same-origin" });
+  if (answer.status === 401) {
+    window.location.assign("/login");
+    return;
+  }
+  if (answer.ok) {
+    render(await answer.json());
+  }
+}
+
+function listen() {
+  const source = new EventSource("/api/events");
+  const connection = document.getElementById("connection");
+  source.addEventListener("farm", (message) => {
+    connection.textContent = "";
+    connection.className = "";
+    render(JSON.parse(message.data));
+  });
+  source.addEventListener("error", () => {
+    connection.textContent = "(connection lost: retrying)";
+    connection.className = "lost";
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused, not merely cut: most likely the session ended.
+      loadOnce().then(() => setTimeout(listen, 2000));
+    }
+  });
+}
+
+async function whois(event) {
+  event.preventDefault();
+  const query = new URLSearchParams({
+    client: document.getElementById("whois-client").value,
+    proto: document.getElementById("whois-proto").value,
+  });
+  const port = document.getElementById("whois-port").value;
+  if (port) {
+    query.set("port", port);
+  }
+  const answer = await fetch("/api/whois?" + query, { credentials: "same-origin" });
+  if (answer.status === 401) {
+    window.location.assign("/login");
+    return;
+  }
+  const body = await answer.json();
+  document.getElementById("whois-answer").textContent = body.text;
+}
+
+async function logout() {
+  await post("/logout");
+  window.location.assign("/login");
+}
+
+document.getElementById("whois").addEventListener("submit", whois);
+document.getElementById("logout").addEventListener("click", logout);
+document.getElementById("roll-restart").addEventListener("click", () =>
+  command("/api/roll/restart", "restart every node of the farm, one after another?"));
+loadOnce();
+listen();

@@ -1,0 +1,134 @@
+//! What the console's page shows of the farm: every node's report with its state in one
+//! word, the bucket map as this node sees it, and one timeline merged from the nodes'.
+
+use herd_checkers::lifecycle::NodeState;
+use herd_config::FarmConfig;
+use herd_membership::snapshot::Snapshot;
+use herd_membership::wire::State;
+use herd_packet::table::NodeId;
+use serde::Serialize;
+
+use crate::farm_access::{FarmReport, NodeReport};
+use crate::timeline::{Event, EventKind};
+
+/// The most events the page is sent.
+const TIMELINE_EVENTS: usize = 100;
+
+/// The farm as the page shows it.
+#[derive(Serialize)]
+pub struct FarmView {
+    /// Every node's answer, in the configuration's order.
+    pub report: FarmReport,
+    /// Each node's state in one word, in the same order.
+    pub states: Vec<&'static str>,
+    /// Each node's configured weight, in the same order.
+    pub weights: Vec<u32>,
+    /// The bucket map.
+    pub buckets: BucketMap,
+    /// The farm's events, newest first.
+    pub timeline: Vec<Event>,
+}
+
+/// Every bucket's owner in the current view of this node, and whether it is still drained.
+#[derive(Serialize)]
+pub struct BucketMap {
+    /// The nodes, in the configuration's order: the owners index it.
+    pub nodes: Vec<String>,
+    /// Each bucket's owner, `None` when no node owns it.
+    pub owners: Vec<Option<NodeId>>,
+    /// Each bucket: whether a node still serves its connections under an earlier view.
+    pub draining: Vec<bool>,
+}
+
+impl FarmView {
+    /// The view of `report`, with the weights of `config` and the bucket map of this node's
+    /// membership `snapshot`.
+    pub fn new(report: FarmReport, config: &FarmConfig, snapshot: &Snapshot) -> Self {
+        Self {
+            states: report.nodes.iter().map(state_word).collect(),
+            weights: report
+                .nodes
+                .iter()
+                .map(|node| {
+                    config
+                        .node_index(&node.name)
+                        .map_or(0, |index| config.nodes[index].weight)
+                })
+                .collect(),
+            buckets: BucketMap::of(snapshot),
+            timeline: merged_timeline(&report),
+            report,
+        }
+    }
+}
+
+impl BucketMap {
+    /// The bucket map of `snapshot`.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        let nodes = snapshot
+            .nodes
+            .iter()
+            .map(|node| node.name.clone())
+            .collect();
+        let known = snapshot.nodes.len();
+        Self {
+            nodes,
+            owners: snapshot
+                .bucket_owners
+                .iter()
+                .map(|&owner| (usize::from(owner) < known).then_some(owner))
+                .collect(),
+            draining: snapshot.draining_buckets.to_vec(),
+        }
+    }
+}
+
+/// A node's state in one word: `no answer`, or what it does for the farm.
+pub fn state_word(node: &NodeReport) -> &'static str {
+    let Some(status) = &node.status else {
+        return "no answer";
+    };
+    match status.state {
+        NodeState::Stopped => "stopped",
+        NodeState::Starting => "starting",
+        NodeState::Failed => "failed",
+        NodeState::Withdrawing if status.membership.drain.is_some() => "draining",
+        NodeState::Withdrawing => "withdrawn",
+        NodeState::Up => match status.membership.state {
+            State::Up if !status.membership.quorum => "no quorum",
+            State::Up => "up",
+            State::Joining => "joining",
+            State::Leaving => "draining",
+            State::Withdrawn => "withdrawn",
+            State::Stopped => "stopped",
+        },
+    }
+}
+
+/// One timeline from the nodes': the farm's events (views, deaths, joins, leaves) as the node
+/// that gathered the report saw them, and each node's own events (its state, checks,
+/// restarts, drains) as it recorded them; newest first, at most [`TIMELINE_EVENTS`].
+pub fn merged_timeline(report: &FarmReport) -> Vec<Event> {
+    let mut events: Vec<Event> = report
+        .nodes
+        .iter()
+        .flat_map(|node| {
+            let gatherer = node.name == report.gathered_by;
+            node.timeline.iter().filter(move |event| {
+                let farm_wide = matches!(
+                    event.kind,
+                    EventKind::View | EventKind::Death | EventKind::Join | EventKind::Leave
+                );
+                if farm_wide {
+                    gatherer
+                } else {
+                    event.node == node.name
+                }
+            })
+        })
+        .cloned()
+        .collect();
+    events.sort_by_key(|event| std::cmp::Reverse(event.at_ms));
+    events.truncate(TIMELINE_EVENTS);
+    events
+}

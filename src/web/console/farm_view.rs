@@ -132,3 +132,102 @@ pub fn merged_timeline(report: &FarmReport) -> Vec<Event> {
     events.truncate(TIMELINE_EVENTS);
     events
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use herd_membership::snapshot::DrainSnapshot;
+
+    use super::*;
+    use crate::web::console::tests::status;
+
+    fn report_of(name: &str, state: Option<(NodeState, State)>) -> NodeReport {
+        NodeReport {
+            name: name.into(),
+            address: SocketAddr::from(([198, 18, 0, 1], 7400)),
+            status: state.map(|(node, membership)| {
+                let mut status = status(name);
+                status.state = node;
+                status.membership.state = membership;
+                status
+            }),
+            timeline: Vec::new(),
+            error: state.is_none().then(|| "timed out".to_owned()),
+        }
+    }
+
+    #[test]
+    fn state_words() {
+        let word = |state| state_word(&report_of("alpha", state));
+        assert_eq!(word(None), "no answer");
+        assert_eq!(word(Some((NodeState::Up, State::Up))), "up");
+        assert_eq!(word(Some((NodeState::Up, State::Joining))), "joining");
+        assert_eq!(
+            word(Some((NodeState::Starting, State::Withdrawn))),
+            "starting"
+        );
+        assert_eq!(
+            word(Some((NodeState::Stopped, State::Withdrawn))),
+            "stopped"
+        );
+        assert_eq!(word(Some((NodeState::Failed, State::Withdrawn))), "failed");
+        assert_eq!(
+            word(Some((NodeState::Withdrawing, State::Withdrawn))),
+            "withdrawn"
+        );
+        let mut draining = report_of("alpha", Some((NodeState::Withdrawing, State::Leaving)));
+        if let Some(status) = &mut draining.status {
+            status.membership.drain = Some(DrainSnapshot {
+                views: 1,
+                connections: Some(3),
+            });
+        }
+        assert_eq!(state_word(&draining), "draining");
+        let mut alone = report_of("alpha", Some((NodeState::Up, State::Up)));
+        if let Some(status) = &mut alone.status {
+            status.membership.quorum = false;
+        }
+        assert_eq!(state_word(&alone), "no quorum");
+    }
+
+    #[test]
+    fn one_timeline_without_the_farm_events_twice() {
+        let event = |at_ms, node: &str, kind| Event {
+            at_ms,
+            node: node.into(),
+            kind,
+            text: String::new(),
+        };
+        let mut alpha = report_of("alpha", None);
+        alpha.timeline = vec![
+            event(1, "charlie", EventKind::Death),
+            event(2, "alpha", EventKind::View),
+            event(5, "alpha", EventKind::CheckFailed),
+        ];
+        let mut bravo = report_of("bravo", None);
+        bravo.timeline = vec![
+            event(1, "charlie", EventKind::Death),
+            event(3, "bravo", EventKind::View),
+            event(4, "bravo", EventKind::Restart),
+        ];
+        let report = FarmReport {
+            gathered_by: "alpha".into(),
+            at_ms: 10,
+            nodes: vec![alpha, bravo],
+        };
+        let merged: Vec<(u64, EventKind)> = merged_timeline(&report)
+            .iter()
+            .map(|event| (event.at_ms, event.kind))
+            .collect();
+        assert_eq!(
+            merged,
+            [
+                (5, EventKind::CheckFailed),
+                (4, EventKind::Restart),
+                (2, EventKind::View),
+                (1, EventKind::Death),
+            ]
+        );
+    }
+}

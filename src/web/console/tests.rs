@@ -105,7 +105,7 @@ impl FarmAccess for FakeFarm {
     }
 }
 
-fn status(name: &str) -> Status {
+pub(super) fn status(name: &str) -> Status {
     Status {
         node: name.into(),
         farm: "web".into(),

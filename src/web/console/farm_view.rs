@@ -36,8 +36,9 @@ pub struct BucketMap {
     pub nodes: Vec<String>,
     /// Each bucket's owner, `None` when no node owns it.
     pub owners: Vec<Option<NodeId>>,
-    /// Each bucket: whether a node still serves its connections under an earlier view.
-    pub draining: Vec<bool>,
+    /// The buckets where a node still serves connections under an earlier view: few or none,
+    /// so listed rather than flagged.
+    pub draining: Vec<usize>,
 }
 
 impl FarmView {
@@ -78,7 +79,12 @@ impl BucketMap {
                 .iter()
                 .map(|&owner| (usize::from(owner) < known).then_some(owner))
                 .collect(),
-            draining: snapshot.draining_buckets.to_vec(),
+            draining: snapshot
+                .draining_buckets
+                .iter()
+                .enumerate()
+                .filter_map(|(bucket, &drained)| drained.then_some(bucket))
+                .collect(),
         }
     }
 }

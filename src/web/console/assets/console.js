@@ -5,7 +5,7 @@
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const COLOURS = 8;
 const ACTIONS = ["drain", "stop", "start", "restart"];
-// The previous sample of each node's counters, for the packet rates.
+// Each node's recent samples where its counters changed, for the packet rates.
 const previous = new Map();
 
 function element(tag, attributes, text) {
@@ -63,17 +63,37 @@ async function command(path, question) {
   }
 }
 
+// The counters come from each node's membership snapshot, refreshed about once a second, so
+// successive samples may show the same counts: rates are taken between the samples where the
+// counts changed, over the last RATE_WINDOW_MS.
+const RATE_WINDOW_MS = 5000;
+// Counts unchanged for this long mean no traffic.
+const STILL_MS = 3000;
+
 function rate(name, at_ms, traffic) {
-  const last = previous.get(name);
-  previous.set(name, { at_ms, traffic });
-  if (!last || at_ms <= last.at_ms) {
+  const changes = previous.get(name) || [];
+  previous.set(name, changes);
+  const last = changes[changes.length - 1];
+  if (!last || last.traffic.accepted.packets !== traffic.accepted.packets ||
+      last.traffic.dropped.packets !== traffic.dropped.packets) {
+    changes.push({ at_ms, traffic });
+  }
+  while (changes.length > 2 && changes[1].at_ms <= at_ms - RATE_WINDOW_MS) {
+    changes.shift();
+  }
+  const newest = changes[changes.length - 1];
+  if (changes.length < 2) {
     return ["…", "…"];
   }
-  const seconds = (at_ms - last.at_ms) / 1000;
+  if (at_ms - newest.at_ms > STILL_MS) {
+    return ["0 pkt/s", "0 pkt/s"];
+  }
+  const oldest = changes[0];
+  const seconds = (newest.at_ms - oldest.at_ms) / 1000;
   const per = (now, then) => Math.max(0, Math.round((now - then) / seconds)) + " pkt/s";
   return [
-    per(traffic.accepted.packets, last.traffic.accepted.packets),
-    per(traffic.dropped.packets, last.traffic.dropped.packets),
+    per(newest.traffic.accepted.packets, oldest.traffic.accepted.packets),
+    per(newest.traffic.dropped.packets, oldest.traffic.dropped.packets),
   ];
 }
 
@@ -140,6 +160,7 @@ function nodeRow(farm, index, owned, total) {
 
 function renderBuckets(map) {
   const grid = document.getElementById("buckets");
+  const draining = new Set(map.draining);
   while (grid.children.length > map.owners.length) {
     grid.lastChild.remove();
   }
@@ -153,7 +174,7 @@ function renderBuckets(map) {
     if (owner !== null) {
       classes += " owner-" + (owner % COLOURS);
     }
-    if (map.draining[bucket]) {
+    if (draining.has(bucket)) {
       classes += " draining";
     }
     if (cell.className !== classes) {
@@ -174,10 +195,10 @@ function renderBuckets(map) {
   const unowned = element("li", {}, "no owner");
   unowned.prepend(element("span", { class: "swatch" }));
   legend.append(unowned);
-  const draining = element("li", {},
+  const drained = element("li", {},
     "striped: still draining (a node that owned it in an earlier view serves its old connections there)");
-  draining.prepend(element("span", { class: "swatch bucket draining" }));
-  legend.append(draining);
+  drained.prepend(element("span", { class: "swatch bucket draining" }));
+  legend.append(drained);
 }
 
 function renderTimeline(events) {

@@ -97,65 +97,92 @@ function rate(name, at_ms, traffic) {
   ];
 }
 
-function checksCell(status) {
-  const cell = element("td", { class: "checks" });
-  if (!status.checks.length) {
-    cell.textContent = "none";
+// The cells of a node's row, by class, in order.
+const CELLS = ["name", "state", "weight", "buckets", "accepted", "dropped", "checks", "restarts", "drain"];
+const NUMERIC = new Set(["weight", "buckets", "accepted", "dropped", "restarts"]);
+
+// The row of node `name`, made with its buttons the first time. Rows are kept and only their
+// text changes, so that an update never replaces a button under the operator's pointer.
+function rowOf(body, name) {
+  for (const row of body.rows) {
+    if (row.dataset.node === name) {
+      return row;
+    }
   }
-  for (const check of status.checks) {
+  const row = element("tr", { "data-node": name });
+  for (const cell of CELLS) {
+    row.append(element("td", { class: NUMERIC.has(cell) ? "num " + cell : cell }));
+  }
+  row.querySelector("td.name").textContent = name;
+  const actions = element("td", { class: "actions" });
+  for (const action of ACTIONS) {
+    const button = element("button", { type: "button", "data-action": action }, action);
+    button.addEventListener("click", () =>
+      command("/api/nodes/" + encodeURIComponent(name) + "/" + action, action + " node " + name + "?"));
+    actions.append(button);
+  }
+  row.append(actions);
+  body.append(row);
+  return row;
+}
+
+function setCell(row, cell, text, title) {
+  const td = row.querySelector("td." + cell);
+  if (td.textContent !== text) {
+    td.textContent = text;
+  }
+  td.title = title || "";
+}
+
+function setChecks(row, status) {
+  const td = row.querySelector("td.checks");
+  const lines = status.checks.map((check) => {
     const last = check.last;
     let text = check.name + " " + check.health;
     if (last) {
       text += last.ok ? " (ok, " + last.took_ms + " ms)" : " (" + (last.error || "failed") + ")";
     }
     const kind = check.health === "healthy" ? "ok" : check.health === "failed" ? "failed" : "unknown";
-    cell.append(element("div", { class: "check-" + kind }, text));
+    return [kind, text];
+  });
+  const key = JSON.stringify(lines);
+  if (td.dataset.key === key) {
+    return;
   }
-  return cell;
+  td.dataset.key = key;
+  td.replaceChildren(...lines.map(([kind, text]) => element("div", { class: "check-" + kind }, text)));
+  if (!lines.length) {
+    td.textContent = "none";
+  }
 }
 
-function nodeRow(farm, index, owned, total) {
+function updateRow(row, farm, index, owned, total) {
   const node = farm.report.nodes[index];
   const state = farm.states[index];
-  const row = element("tr", { "data-node": node.name, class: state.replace(/ /g, "-") });
-  row.append(element("td", { class: "name" }, node.name));
-  const stateCell = element("td", { class: "state" }, state);
-  if (node.error) {
-    stateCell.title = node.error;
-  } else if (node.status.reason) {
-    stateCell.title = node.status.reason;
-  }
-  row.append(stateCell);
-  row.append(element("td", { class: "num weight" }, String(farm.weights[index])));
-  const share = total ? Math.round((100 * owned) / total) : 0;
-  row.append(element("td", { class: "num buckets" }, owned + " (" + share + " %)"));
+  row.className = state.replace(/ /g, "-");
   const status = node.status;
-  if (status) {
-    const [accepted, dropped] = rate(node.name, farm.report.at_ms, status.membership.traffic);
-    row.append(element("td", { class: "num accepted" }, accepted));
-    row.append(element("td", { class: "num dropped" }, dropped));
-    row.append(checksCell(status));
-    const restarts = status.restarts;
-    row.append(element("td", { class: "num restarts" },
-      restarts.total + " (" + restarts.recent + "/" + restarts.limit + " in " + restarts.within_s + " s)"));
-    const drain = status.membership.drain;
-    const connections = drain && drain.connections !== null ? ", " + drain.connections + " connections" : "";
-    row.append(element("td", { class: "drain" }, drain ? drain.views + " views" + connections : "—"));
-  } else {
+  setCell(row, "state", state, node.error || (status && status.reason) || "");
+  setCell(row, "weight", String(farm.weights[index]));
+  const share = total ? Math.round((100 * owned) / total) : 0;
+  setCell(row, "buckets", owned + " (" + share + " %)");
+  if (!status) {
     previous.delete(node.name);
-    for (const name of ["accepted", "dropped", "checks", "restarts", "drain"]) {
-      row.append(element("td", { class: name }, "—"));
+    for (const cell of ["accepted", "dropped", "checks", "restarts", "drain"]) {
+      setCell(row, cell, "—");
     }
+    row.querySelector("td.checks").dataset.key = "";
+    return;
   }
-  const actions = element("td", { class: "actions" });
-  for (const action of ACTIONS) {
-    const button = element("button", { type: "button", "data-action": action }, action);
-    button.addEventListener("click", () =>
-      command("/api/nodes/" + encodeURIComponent(node.name) + "/" + action, action + " node " + node.name + "?"));
-    actions.append(button);
-  }
-  row.append(actions);
-  return row;
+  const [accepted, dropped] = rate(node.name, farm.report.at_ms, status.membership.traffic);
+  setCell(row, "accepted", accepted);
+  setCell(row, "dropped", dropped);
+  setChecks(row, status);
+  const restarts = status.restarts;
+  setCell(row, "restarts",
+    restarts.total + " (" + restarts.recent + "/" + restarts.limit + " in " + restarts.within_s + " s)");
+  const drain = status.membership.drain;
+  const connections = drain && drain.connections !== null ? ", " + drain.connections + " connections" : "";
+  setCell(row, "drain", drain ? drain.views + " views" + connections : "—");
 }
 
 function renderBuckets(map) {
@@ -226,8 +253,16 @@ function render(farm) {
     }
   }
   const body = document.querySelector("#farm tbody");
-  body.replaceChildren(...farm.report.nodes.map((node, index) =>
-    nodeRow(farm, index, owned.get(node.name) || 0, total)));
+  const reported = new Set();
+  farm.report.nodes.forEach((node, index) => {
+    reported.add(node.name);
+    updateRow(rowOf(body, node.name), farm, index, owned.get(node.name) || 0, total);
+  });
+  for (const row of [...body.rows]) {
+    if (!reported.has(row.dataset.node)) {
+      row.remove();
+    }
+  }
   const named = farm.report.nodes.find((node) => node.status);
   document.getElementById("farm-name").textContent = named ? "farm " + named.status.farm : "";
   renderBuckets(farm.buckets);

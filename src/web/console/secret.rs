@@ -1,7 +1,6 @@
 //! The console's secret: one line of at least [`MIN_CHARS`] characters in a file only its
 //! owner may read.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
@@ -10,6 +9,9 @@ use subtle::ConstantTimeEq;
 
 /// The shortest secret accepted.
 pub const MIN_CHARS: usize = 16;
+
+/// The largest secret file read: a line of a passphrase is far shorter.
+const MAX_BYTES: u64 = 4096;
 
 /// The secret an operator logs in with. Its `Debug` shows nothing of it.
 pub struct Secret(String);
@@ -24,19 +26,8 @@ impl Secret {
     /// Reads the secret from `path`, refusing a file that its group or others may read
     /// (anyone who reads it may operate the farm), more than one line, or a short secret.
     pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let metadata = std::fs::metadata(path)
-            .with_context(|| format!("cannot read the console secret file {}", path.display()))?;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            bail!(
-                "the console secret file {} has mode {mode:04o}: its group or others may read \
-                 it, and with it operate the farm; `chmod 600 {}`",
-                path.display(),
-                path.display()
-            );
-        }
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the console secret file {}", path.display()))?;
+        let text = herd_config::secret::read(path, MAX_BYTES)
+            .context("cannot use the console secret file")?;
         Self::parse(&text).with_context(|| format!("the console secret file {}", path.display()))
     }
 
@@ -68,6 +59,7 @@ impl Secret {
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
 
@@ -104,7 +96,7 @@ mod tests {
             .write_all(b"0123456789abcdef\n")
             .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let refused = Secret::read(&path).unwrap_err().to_string();
+        let refused = format!("{:#}", Secret::read(&path).unwrap_err());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let read = Secret::read(&path);
         std::fs::remove_dir_all(&dir).unwrap();

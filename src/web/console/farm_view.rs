@@ -17,7 +17,8 @@ const TIMELINE_EVENTS: usize = 100;
 /// The farm as the page shows it.
 #[derive(Serialize)]
 pub struct FarmView {
-    /// Every node's answer, in the configuration's order.
+    /// Every node's answer, in the configuration's order; their timelines are merged into
+    /// `timeline`, so theirs are left empty.
     pub report: FarmReport,
     /// Each node's state in one word, in the same order.
     pub states: Vec<&'static str>,
@@ -44,7 +45,11 @@ pub struct BucketMap {
 impl FarmView {
     /// The view of `report`, with the weights of `config` and the bucket map of this node's
     /// membership `snapshot`.
-    pub fn new(report: FarmReport, config: &FarmConfig, snapshot: &Snapshot) -> Self {
+    pub fn new(mut report: FarmReport, config: &FarmConfig, snapshot: &Snapshot) -> Self {
+        let timeline = merged_timeline(&report);
+        for node in &mut report.nodes {
+            node.timeline = Vec::new();
+        }
         Self {
             states: report.nodes.iter().map(state_word).collect(),
             weights: report
@@ -57,7 +62,7 @@ impl FarmView {
                 })
                 .collect(),
             buckets: BucketMap::of(snapshot),
-            timeline: merged_timeline(&report),
+            timeline,
             report,
         }
     }

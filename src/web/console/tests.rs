@@ -346,6 +346,10 @@ async fn a_right_secret_gives_a_strict_cookie() {
     assert_eq!(farm["buckets"]["owners"][4], 1);
     assert_eq!(farm["buckets"]["draining"], serde_json::json!([5]));
     assert_eq!(farm["timeline"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        farm["report"]["nodes"][0]["timeline"],
+        serde_json::json!([])
+    );
 }
 
 #[tokio::test]

@@ -59,7 +59,8 @@ pub(super) async fn login(
 ) -> Response {
     let address = peer.ip();
     if let Err(wait) = console.logins.check(address) {
-        let seconds = wait.as_secs().max(1);
+        // Rounded up: a client that waits as long as told is let in.
+        let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         tracing::warn!(%peer, "console: refused a login: too many failed logins from this address");
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,

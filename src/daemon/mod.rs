@@ -35,12 +35,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use arc_swap::ArcSwap;
 use axum::Router;
 use crossbeam_channel::{Receiver, Sender};
 use herd_config::{FarmConfig, MacMode};
 use herd_dataplane::egress::{EgressError, EgressGuard};
 use herd_dataplane::xdp::XdpProgram;
 use herd_membership::driver::{self, Command, Driver, Start};
+use herd_membership::snapshot::Snapshot;
 use herd_membership::{incarnation, Farm, Settings};
 use herd_packet::neighbor::multicast_group;
 
@@ -49,6 +51,8 @@ use crate::farm_access::FarmAccess;
 use crate::farm_client::FarmClient;
 use crate::host::{format_mac, Groups, Host};
 use crate::timeline::Timeline;
+use crate::web::console::secret::Secret;
+use crate::web::console::ConsoleState;
 use crate::web::{self, Web};
 use crate::{control, farm};
 use announcer::Announcer;
@@ -426,7 +430,7 @@ impl Node {
                 .collect(),
         ));
         let (requests, incoming) = crossbeam_channel::unbounded();
-        let web = self.web(&requests, shutdown)?;
+        let web = self.web(&requests, &farm_access, &membership.snapshot, shutdown)?;
         let (ending, stopped) = std::thread::scope(|scope| {
             let _shutdown = shutdown.guard();
             let spawn = |name: &str| std::thread::Builder::new().name(name.into());
@@ -484,8 +488,15 @@ impl Node {
 
     /// The web servers `[admin]` asks for, their listeners bound, stopped at the shutdown:
     /// `/metrics` and `/healthz`, answered from the status asked for over `requests`, and the
-    /// console; `None` when neither is configured.
-    fn web(&self, requests: &Sender<Incoming>, shutdown: &Shutdown) -> anyhow::Result<Option<Web>> {
+    /// console, which reaches the farm through `farm` and draws the bucket map from this node's
+    /// `membership`; `None` when neither is configured.
+    fn web(
+        &self,
+        requests: &Sender<Incoming>,
+        farm: &Arc<dyn FarmAccess>,
+        membership: &Arc<ArcSwap<Snapshot>>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Option<Web>> {
         let admin = &self.config.admin;
         if admin.metrics.is_none() && admin.console.is_none() {
             return Ok(None);
@@ -497,7 +508,7 @@ impl Node {
             web.serve(listener, web::metrics::router(requests.clone()));
         }
         if let Some(console) = &admin.console {
-            let router = self.console_router()?;
+            let router = self.console_router(console, farm, membership)?;
             let listener = web::Listener::bind(console.address, "the console", "[admin] console")?;
             tracing::info!(address = %listener.address()?, "serving the console");
             web.serve(listener, router);
@@ -506,11 +517,22 @@ impl Node {
         Ok(Some(web))
     }
 
-    /// The console's router, which the console module (`crate::web::console`) is to make; a
-    /// node configured with a console refuses to start until it does, rather than serve
-    /// nothing on the console's address.
-    fn console_router(&self) -> anyhow::Result<Router> {
-        bail!("[admin] console is set, but this build of herd has no console yet")
+    /// The console's router, with its secret read from `console_secret_file`: without a
+    /// secret the console does not start, and neither does the node.
+    fn console_router(
+        &self,
+        console: &herd_config::Console,
+        farm: &Arc<dyn FarmAccess>,
+        membership: &Arc<ArcSwap<Snapshot>>,
+    ) -> anyhow::Result<Router> {
+        let secret = Secret::read(&console.secret_file).context("[admin] console_secret_file")?;
+        Ok(web::console::router(ConsoleState::new(
+            secret,
+            Arc::clone(farm),
+            self.name.clone(),
+            Arc::new(self.config.clone()),
+            Arc::clone(membership),
+        )))
     }
 
     /// Undoes everything: the groups and the VIPs first, since once the program is detached

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -161,8 +162,8 @@ async fn serve_site(
             accepted = listener.accept() => accepted,
             _ = stopped.wait_for(|stopped| *stopped) => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!("{what}: cannot accept a connection: {error}");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -173,7 +174,8 @@ async fn serve_site(
             tracing::debug!("{what}: {MAX_CONNECTIONS} connections already; one closed");
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        // The console limits failed logins by the client's address, and logs it.
+        let service = TowerToHyperService::new(router.clone().layer(Extension(ConnectInfo(peer))));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _slot = slot;
@@ -248,6 +250,33 @@ mod tests {
                 "{address} still listens"
             );
         }
+    }
+
+    #[test]
+    fn each_request_carries_its_clients_address() {
+        let (mut web, stop) = Web::new();
+        let address = "127.0.0.1:0".parse().expect("address");
+        let listener = Listener::bind(address, "a test server", "test").expect("bind");
+        let address = listener.address().expect("address");
+        web.serve(
+            listener,
+            Router::new().route(
+                "/peer",
+                get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+            ),
+        );
+        let running = std::thread::spawn(move || web.run());
+        let mut stream = TcpStream::connect(address).expect("connect");
+        let local = stream.local_addr().expect("local address");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(stream, "GET /peer HTTP/1.1\r\nHost: herd\r\n\r\n").expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        stop.stop();
+        running.join().expect("no panic").expect("served");
+        assert!(answer.ends_with(&format!("\r\n\r\n{local}")), "{answer}");
     }
 
     #[test]

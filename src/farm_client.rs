@@ -294,10 +294,10 @@ impl FarmClient {
                 .set_write_timeout(Some(left(IO_TIMEOUT)?))
                 .map_err(AskError::Unreachable)?;
             farm_frame::write(stream, &frame).map_err(|error| io_error(error, IO_TIMEOUT))?;
-            stream
-                .set_read_timeout(Some(left(IO_TIMEOUT)?))
-                .map_err(AskError::Unreachable)?;
-            farm_frame::read(stream, MAX_REPLY).map_err(|error| io_error(error, IO_TIMEOUT))
+            // The whole reply by the deadline, however slowly it comes.
+            let at = Instant::now() + left(IO_TIMEOUT)?;
+            farm_frame::read(&mut farm_frame::Deadline { stream, at }, MAX_REPLY)
+                .map_err(|error| io_error(error, IO_TIMEOUT))
         };
         let frame = io(&mut stream)?.ok_or(AskError::NoReply)?;
         let reply = command::Reply::decode(&frame, &self.keys).map_err(AskError::BadReply)?;
@@ -353,6 +353,7 @@ fn cut(text: &str, limit: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::net::TcpListener;
 
     use super::*;
@@ -512,5 +513,36 @@ mod tests {
             ]
         );
         drop(listener);
+    }
+
+    #[test]
+    fn a_reply_that_trickles_in_is_given_up_on_at_the_deadline() {
+        // Bravo sends a byte of a long reply every 100 ms: each read is quick, the whole is not.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = client(listener.local_addr().unwrap());
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let (mut stream, _) = listener.accept().unwrap();
+                farm_frame::read(&mut stream, command::MAX_COMMAND).unwrap();
+                let _ = stream.write_all(&1000u32.to_be_bytes());
+                for _ in 0..100 {
+                    if stream.write_all(b"x").is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            let report = client.report("test");
+            let took = started.elapsed();
+            assert!(
+                took < REPORT_TIMEOUT + Duration::from_millis(500),
+                "{took:?}"
+            );
+            assert_eq!(
+                report.nodes[1].error.as_deref(),
+                Some("no answer within 1.5 s")
+            );
+        });
     }
 }

@@ -3,6 +3,8 @@
 //! larger than its kind before reading it.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
 
 /// Writes `frame` with its length in front.
 pub fn write(stream: &mut impl Write, frame: &[u8]) -> io::Result<()> {
@@ -39,6 +41,26 @@ pub fn read(stream: &mut impl Read, limit: usize) -> io::Result<Option<Vec<u8>>>
     let mut frame = vec![0; len];
     stream.read_exact(&mut frame)?;
     Ok(Some(frame))
+}
+
+/// A stream read until a deadline: each read waits at most what is left, so a peer that
+/// sends a byte now and then cannot hold the reader past the deadline.
+pub struct Deadline<'a> {
+    /// The stream read.
+    pub stream: &'a TcpStream,
+    /// When reading gives up.
+    pub at: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 #[cfg(test)]

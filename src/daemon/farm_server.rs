@@ -12,7 +12,7 @@
 //! [`READ_TIMEOUT`], of at most [`MAX_COMMAND`] bytes.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -167,7 +167,7 @@ impl Server {
         stream.set_nonblocking(false)?;
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let read = farm_frame::read(
-            &mut Deadline {
+            &mut farm_frame::Deadline {
                 stream: &stream,
                 at: Instant::now() + READ_TIMEOUT,
             },
@@ -298,24 +298,6 @@ fn json_text(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 
-/// A stream read until a deadline: each read waits at most what is left, so a client that
-/// sends a byte now and then cannot hold its connection past the deadline.
-struct Deadline<'a> {
-    stream: &'a TcpStream,
-    at: Instant,
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
-    }
-}
-
 /// One of the [`MAX_CONNECTIONS`] connections served at once, given back when dropped, even
 /// by a thread that panics.
 struct Slot(Arc<AtomicUsize>);
@@ -348,7 +330,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     use herd_membership::command::Command;
 

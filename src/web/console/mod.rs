@@ -45,6 +45,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
     frame-ancestors 'none'; base-uri 'none'";
 
+/// How long a client has to send its whole login form: the server's deadline covers the
+/// request head only, and a client trickling a form's bytes would otherwise hold one of the
+/// few connections the console serves at once for ever.
+pub const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// What the console is made of.
 pub struct ConsoleState {
     /// The secret operators log in with.
@@ -59,10 +64,13 @@ pub struct ConsoleState {
     pub membership: Arc<ArcSwap<Snapshot>>,
     /// How long a session lasts.
     pub session_lifetime: Duration,
+    /// How long a client has to send its login form.
+    pub login_deadline: Duration,
 }
 
 impl ConsoleState {
-    /// The console of node `node`, whose sessions last [`session::LIFETIME`].
+    /// The console of node `node`, whose sessions last [`session::LIFETIME`] and whose login
+    /// forms must arrive within [`LOGIN_DEADLINE`].
     pub fn new(
         secret: Secret,
         farm: Arc<dyn FarmAccess>,
@@ -77,6 +85,7 @@ impl ConsoleState {
             config,
             membership,
             session_lifetime: session::LIFETIME,
+            login_deadline: LOGIN_DEADLINE,
         }
     }
 }
@@ -107,6 +116,7 @@ impl Console {
 /// The console's routes. The server must give each request its peer's address
 /// (`into_make_service_with_connect_info::<SocketAddr>`): the login limit and the logs use it.
 pub fn router(state: ConsoleState) -> Router {
+    let login_deadline = state.login_deadline;
     let console = Arc::new(Console {
         sessions: Sessions::new(state.session_lifetime),
         logins: LoginLimit::default(),
@@ -115,7 +125,16 @@ pub fn router(state: ConsoleState) -> Router {
     });
     Router::new()
         .route("/", get(pages::index))
-        .route("/login", get(pages::login_form).post(pages::login))
+        .route(
+            "/login",
+            get(pages::login_form)
+                .post(pages::login)
+                .layer(axum::middleware::from_fn(
+                    move |request: axum::extract::Request, next: axum::middleware::Next| {
+                        within(login_deadline, request, next)
+                    },
+                )),
+        )
         .route("/logout", post(pages::logout))
         .route("/assets/console.css", get(pages::style))
         .route("/assets/console.js", get(pages::script))
@@ -126,6 +145,22 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/api/whois", get(api::whois))
         .layer(axum::middleware::map_response(secure))
         .with_state(console)
+}
+
+/// Answers `request` if it is done within `deadline`, reading its body included; else 408.
+async fn within(
+    deadline: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    tokio::time::timeout(deadline, next.run(request))
+        .await
+        .unwrap_or_else(|_| {
+            api::error(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request did not arrive in time",
+            )
+        })
 }
 
 /// Adds to every answer the headers that keep the page to itself and out of caches.

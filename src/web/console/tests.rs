@@ -353,6 +353,37 @@ async fn a_right_secret_gives_a_strict_cookie() {
 }
 
 #[tokio::test]
+async fn a_login_form_that_does_not_arrive_in_time_is_answered_408() {
+    let farm = Arc::new(FakeFarm::default());
+    let mut state = ConsoleState::new(
+        Secret::parse(SECRET).unwrap(),
+        farm as Arc<dyn FarmAccess>,
+        "alpha".into(),
+        Arc::new(FarmConfig::parse(CONFIG, Path::new("herd.toml")).unwrap()),
+        Arc::new(ArcSwap::from_pointee(membership("alpha"))),
+    );
+    state.login_deadline = Duration::from_millis(100);
+    let router = router(state);
+    // A form announced and never sent: a client holding its connection open.
+    let never = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        send(
+            &router,
+            request(Method::POST, "/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::CONTENT_LENGTH, "64")
+                .body(Body::from_stream(never))
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("the console gives up on the form");
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(login(&router, SECRET).await.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_refused_and_the_sixth_failure_waits() {
     let fixture = fixture();
     for attempt in 1..=5 {

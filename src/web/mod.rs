@@ -280,6 +280,28 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_sends_nothing_is_closed_after_the_head_deadline() {
+        let (mut web, stop) = Web::new();
+        let address = "127.0.0.1:0".parse().expect("address");
+        let listener = Listener::bind(address, "a test server", "test").expect("bind");
+        let address = listener.address().expect("address");
+        web.serve(listener, Router::new());
+        let running = std::thread::spawn(move || web.run());
+        let mut silent = TcpStream::connect(address).expect("connect");
+        silent
+            .set_read_timeout(Some(HEAD_TIMEOUT * 5))
+            .expect("timeout");
+        let connected = Instant::now();
+        let mut answer = Vec::new();
+        let read = silent.read_to_end(&mut answer);
+        let held = connected.elapsed();
+        stop.stop();
+        running.join().expect("no panic").expect("served");
+        assert!(read.is_ok(), "still open after {held:?}: {read:?}");
+        assert!(held < HEAD_TIMEOUT * 2, "{held:?}");
+    }
+
+    #[test]
     fn dropping_the_stop_stops_the_servers() {
         let (mut web, stop) = Web::new();
         let address = "127.0.0.1:0".parse().expect("address");

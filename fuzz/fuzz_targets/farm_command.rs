@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let keys = Keyring::parse("1 000102030405060708090a0b0c0d0e0f").expect("a valid key");
-    let mut gate = CommandGate::new(keys.clone(), [0; 32], vec!["a".into(), "b".into()], 0);
+    let mut gate = CommandGate::new(keys.clone(), [0; 32], vec!["a".into(), "b".into()], 0, 0);
     let _ = gate.accept(data, 0);
     let mut signed = data.to_vec();
     signed.extend_from_slice(&keys.signing().tag(data));

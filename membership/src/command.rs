@@ -480,6 +480,16 @@ pub enum Refusal {
         /// What gave it away.
         replay: Replay,
     },
+    /// Sent before this node's herd started: the replay windows of the herd before it are
+    /// gone, so a command recorded then would otherwise pass again for the rest of its
+    /// freshness.
+    #[error("command from node {name} sent {early_ms} ms before this node's herd started: replayed, or the clocks disagree")]
+    BeforeStart {
+        /// The sender's name.
+        name: String,
+        /// How long before the start it was sent.
+        early_ms: u64,
+    },
 }
 
 impl Refusal {
@@ -492,7 +502,7 @@ impl Refusal {
             Refusal::UnknownNode(_) => "unknown_node",
             Refusal::WrongTarget { .. } => "wrong_target",
             Refusal::Stale { .. } => "stale",
-            Refusal::Replayed { .. } => "replayed",
+            Refusal::Replayed { .. } | Refusal::BeforeStart { .. } => "replayed",
         }
     }
 }
@@ -548,7 +558,7 @@ impl Refused {
             Refusal::UnknownNode(_) => &mut self.unknown_node,
             Refusal::WrongTarget { .. } => &mut self.wrong_target,
             Refusal::Stale { .. } => &mut self.stale,
-            Refusal::Replayed { .. } => &mut self.replayed,
+            Refusal::Replayed { .. } | Refusal::BeforeStart { .. } => &mut self.replayed,
         };
         *counter += 1;
     }
@@ -564,6 +574,8 @@ pub struct CommandGate {
     nodes: Vec<String>,
     /// This node's index.
     local: usize,
+    /// When the gate opened, in ms since the Unix epoch: commands sent earlier are refused.
+    opened_ms: u64,
     /// One replay guard per configured node (this one too: a node asks itself as any other).
     guards: Vec<ReplayGuard>,
     refused: Refused,
@@ -571,14 +583,24 @@ pub struct CommandGate {
 
 impl CommandGate {
     /// The gate of node `local` among `nodes` (the configuration's names, in order), in the
-    /// farm whose configuration digest is `farm`, checking tags with `keys`.
-    pub fn new(keys: Keyring, farm: [u8; 32], nodes: Vec<String>, local: usize) -> Self {
+    /// farm whose configuration digest is `farm`, checking tags with `keys`, opened at
+    /// `opened_ms` (ms since the Unix epoch; the daemon's start). Its replay windows start
+    /// empty, so it refuses every command sent before it opened: a command recorded before a
+    /// restart of herd cannot pass again after it.
+    pub fn new(
+        keys: Keyring,
+        farm: [u8; 32],
+        nodes: Vec<String>,
+        local: usize,
+        opened_ms: u64,
+    ) -> Self {
         let guards = vec![ReplayGuard::default(); nodes.len()];
         Self {
             keys,
             farm,
             nodes,
             local,
+            opened_ms,
             guards,
             refused: Refused::default(),
         }
@@ -626,6 +648,12 @@ impl CommandGate {
                 skew_ms,
             });
         }
+        if command.sent_ms < self.opened_ms {
+            return Err(Refusal::BeforeStart {
+                name: command.sender,
+                early_ms: self.opened_ms - command.sent_ms,
+            });
+        }
         // Last, so that only a command that passed everything else moves the window.
         if let Err(replay) = self.guards[sender].accept(command.incarnation, command.sequence) {
             return Err(Refusal::Replayed {
@@ -658,7 +686,7 @@ mod tests {
 
     fn gate() -> CommandGate {
         let nodes = ["alpha", "bravo", "charlie"].map(String::from).to_vec();
-        CommandGate::new(keys(), FARM, nodes, 0)
+        CommandGate::new(keys(), FARM, nodes, 0, NOW - 1_000)
     }
 
     fn command(sender: &str, sequence: u64) -> Command {
@@ -856,6 +884,28 @@ mod tests {
             "a node asks itself as any other"
         );
         assert_eq!(gate.refused().replayed, 1);
+    }
+
+    #[test]
+    fn a_command_sent_before_the_gate_opened_is_a_replay_across_a_restart() {
+        let nodes = ["alpha", "bravo", "charlie"].map(String::from).to_vec();
+        // The herd before this one took `sent`; this one started 2 ms after it was sent, with
+        // empty windows, and the frame is still fresh.
+        let sent = frame(&command("bravo", 1));
+        let mut restarted = CommandGate::new(keys(), FARM, nodes, 0, NOW + 2);
+        assert_eq!(
+            restarted.accept(&sent, NOW + 5),
+            Err(Refusal::BeforeStart {
+                name: "bravo".into(),
+                early_ms: 2
+            })
+        );
+        assert_eq!(restarted.refused().replayed, 1);
+        let after_the_start = Command {
+            sent_ms: NOW + 2,
+            ..command("bravo", 2)
+        };
+        assert!(restarted.accept(&frame(&after_the_start), NOW + 5).is_ok());
     }
 
     #[test]

@@ -107,7 +107,13 @@ impl Server {
         Ok(Self {
             listener,
             name: nodes[local].clone(),
-            gate: Mutex::new(CommandGate::new(keys.clone(), farm, nodes, local)),
+            gate: Mutex::new(CommandGate::new(
+                keys.clone(),
+                farm,
+                nodes,
+                local,
+                herd_membership::driver::wall_ms(),
+            )),
             unread: AtomicU64::new(0),
             keys,
             farm,

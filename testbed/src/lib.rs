@@ -17,6 +17,8 @@
 pub mod address;
 pub mod bed;
 pub mod bpffs;
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod churn;
 pub mod client;
 pub mod command;

@@ -1,6 +1,7 @@
 //! Named network namespaces, as `ip netns` makes them, and threads inside them.
 
-use std::fs::File;
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -10,6 +11,8 @@ use crate::command;
 
 /// Where `ip netns` keeps its namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
+/// The calling thread's network namespace.
+const THREAD_NETNS: &str = "/proc/thread-self/ns/net";
 
 /// A named network namespace: a handle, cheap to clone. The [`crate::Bed`] that made it
 /// deletes it.
@@ -54,6 +57,16 @@ impl Netns {
         let file = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         setns(&file, CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("cannot enter network namespace {}", self.name))
+    }
+
+    /// Whether the calling thread is inside the namespace.
+    pub fn holds_this_thread(&self) -> anyhow::Result<bool> {
+        let path = self.path();
+        let namespace =
+            fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
+        let own =
+            fs::metadata(THREAD_NETNS).with_context(|| format!("cannot stat {THREAD_NETNS}"))?;
+        Ok((namespace.dev(), namespace.ino()) == (own.dev(), own.ino()))
     }
 
     /// Runs `f` on a thread that has entered the namespace and returns what it returns. A

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -33,7 +33,15 @@ pub struct FarmToml {
     rules: Vec<RuleEntry>,
     mode: DataplaneMode,
     mac: Option<MacMode>,
+    console: Option<Console>,
     tables: String,
+}
+
+/// The console of `[admin]`: where it listens and the file of its secret.
+#[derive(Clone, Debug)]
+struct Console {
+    address: SocketAddr,
+    secret_file: PathBuf,
 }
 
 /// A `[[node]]` entry.
@@ -69,6 +77,7 @@ impl FarmToml {
             rules: Vec::new(),
             mode,
             mac: None,
+            console: None,
             tables: String::new(),
         }
     }
@@ -153,6 +162,17 @@ impl FarmToml {
         self
     }
 
+    /// The console on `address` (`[admin] console`), its secret in `secret_file`
+    /// (`console_secret_file`). The `[admin]` table is then this one's: [`FarmToml::tables`]
+    /// must not add another.
+    pub fn console(mut self, address: SocketAddr, secret_file: &Path) -> Self {
+        self.console = Some(Console {
+            address,
+            secret_file: secret_file.to_owned(),
+        });
+        self
+    }
+
     /// More tables, written as they are after the rest: `[membership]`, `[[check]]`,
     /// `[scripts]`, `[admin]`.
     pub fn tables(mut self, text: &str) -> Self {
@@ -212,6 +232,14 @@ impl FarmToml {
             }
         }
         let _ = write!(text, "\n[dataplane]\nmode = \"{}\"\n", self.mode);
+        if let Some(console) = &self.console {
+            let _ = write!(
+                text,
+                "\n[admin]\nconsole = {}\nconsole_secret_file = {}\n",
+                quoted(&console.address.to_string()),
+                quoted(&console.secret_file.display().to_string())
+            );
+        }
         if !self.tables.is_empty() {
             text.push('\n');
             text.push_str(&self.tables);
@@ -274,6 +302,25 @@ mod tests {
         assert_eq!(config.membership.drain_s, 7);
         assert_eq!(config.farm.mac, herd_config::MacMode::Multicast);
         assert!(text.starts_with("# a test farm\n"));
+    }
+
+    #[test]
+    fn the_console_is_in_the_admin_table() {
+        let address: SocketAddr = "[fd00:198:18::18:0:1]:9480".parse().unwrap();
+        let text = FarmToml::new("e2e", DataplaneMode::Xdp)
+            .node("alpha", node4(0))
+            .console(address, Path::new("/tmp/herd x/console.secret"))
+            .text();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let admin = table["admin"].as_table().unwrap();
+        assert_eq!(
+            admin["console"].as_str(),
+            Some("[fd00:198:18::18:0:1]:9480")
+        );
+        assert_eq!(
+            admin["console_secret_file"].as_str(),
+            Some("/tmp/herd x/console.secret")
+        );
     }
 
     #[test]

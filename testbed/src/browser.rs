@@ -322,4 +322,27 @@ mod tests {
             .unwrap();
         assert_eq!(processes_naming(&profile).unwrap(), Vec::<u32>::new());
     }
+
+    #[test]
+    fn a_browser_is_gone_after_a_failed_test() {
+        let mut bed = Bed::create(&format!("herd-browser-fail-{}", std::process::id())).unwrap();
+        let netns = bed.netns("client").unwrap();
+        let dir = bed.dir("browser").unwrap();
+        let profile = dir.join("chromium");
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            netns.run(|| {
+                let browser = Browser::start(&netns, &dir).unwrap();
+                browser.block_on(async {
+                    browser
+                        .client()
+                        .goto("data:text/html,<p>a page</p>")
+                        .await
+                        .unwrap();
+                    panic!("a test fails with the browser open");
+                })
+            })
+        }));
+        assert!(failed.is_err());
+        assert_eq!(processes_naming(&profile).unwrap(), Vec::<u32>::new());
+    }
 }

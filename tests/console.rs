@@ -56,6 +56,8 @@ struct Farm {
     console: SocketAddr,
     /// The console's secret.
     secret: String,
+    /// Each bucket's owner, in bucket order.
+    owners: Vec<&'static str>,
 }
 
 impl Farm {
@@ -92,9 +94,11 @@ impl Farm {
                 bed.start_herd(node, &run).expect("herd runs")
             })
             .collect();
-        let shares = Owners::load(&config, &[true; NODES.len()])
-            .expect("a valid configuration")
-            .shares();
+        let table = Owners::load(&config, &[true; NODES.len()]).expect("a valid configuration");
+        let shares = table.shares();
+        let owners: Vec<&str> = (0..BUCKETS)
+            .map(|bucket| NODES[table.owner(bucket)])
+            .collect();
         for (node, herd) in herds.iter().enumerate() {
             let whole = format!("all_tcp={0} non_tcp={0}", shares[node]);
             assert!(
@@ -105,13 +109,14 @@ impl Farm {
                 shares[node]
             );
         }
-        let stand_in = StandIn::start(&bed, console, &secret);
+        let stand_in = StandIn::start(&bed, console, &secret, &owners);
         Farm {
             _stand_in: stand_in,
             herds,
             bed,
             console,
             secret,
+            owners,
         }
     }
 }
@@ -167,69 +172,89 @@ fn the_console_logs_in_shows_the_farm_and_drains_a_node(family: Family) {
     let farm = Farm::start(family);
     let dir = farm.bed.bed().dir("browser").unwrap();
     let client_netns = &farm.bed.client.netns;
-    let base = format!("http://{}", farm.console);
     let screenshot = screenshot_path(&farm, family);
     client_netns
         .run(|| {
             let browser = Browser::start(client_netns, &dir).expect("a browser runs");
             browser.block_on(async {
                 let client = browser.client();
-                client.goto(&base).await.expect("the console answers");
-                let url = client.current_url().await.unwrap();
-                assert_eq!(url.path(), "/login", "a browser without a session is sent to the login");
-
-                log_in(client, "not the console's secret").await;
-                let error = client
-                    .wait()
-                    .at_most(SETTLE)
-                    .for_element(Locator::Css("#login-error"))
-                    .await
-                    .expect("a wrong secret is refused with #login-error");
-                let reason = error.text().await.unwrap();
-                assert!(!reason.trim().is_empty(), "#login-error says why");
-                assert_eq!(client.current_url().await.unwrap().path(), "/login");
-
-                log_in(client, &farm.secret).await;
-                client
-                    .wait()
-                    .at_most(SETTLE)
-                    .for_element(Locator::Css("#farm"))
-                    .await
-                    .unwrap_or_else(|error| panic!("the right secret shows #farm: {error}"));
-                let all_up = NODES
-                    .iter()
-                    .map(|name| format!("{} === 'up'", state_cell(name)))
-                    .collect::<Vec<_>>()
-                    .join(" && ");
-                assert!(
-                    page_holds(client, &format!("return {all_up};"), SETTLE).await,
-                    "the page shows the three nodes up within {SETTLE:?}"
-                );
-                let owners = client
-                    .execute(
-                        "return [...document.querySelectorAll('#buckets div.bucket')].map(b => b.dataset.owner);",
-                        vec![],
-                    )
-                    .await
-                    .unwrap();
-                let owners: Vec<String> = serde_json::from_value(owners).unwrap();
-                assert_eq!(owners.len(), BUCKETS as usize, "one div.bucket per bucket");
-                for owner in &owners {
-                    assert!(NODES.contains(&owner.as_str()), "a bucket owned by {owner:?}");
-                }
-                for name in NODES {
-                    assert!(owners.iter().any(|owner| owner == name), "{name} owns a bucket");
-                }
-
+                the_login_refuses_a_wrong_secret_and_takes_the_right_one(client, &farm).await;
+                the_page_shows_the_farm(client, &farm).await;
                 drain(client, &farm).await;
                 let png = client.screenshot().await.expect("a screenshot");
-                std::fs::write(&screenshot, png)
-                    .unwrap_or_else(|error| panic!("cannot write {}: {error}", screenshot.display()));
+                std::fs::write(&screenshot, png).unwrap_or_else(|error| {
+                    panic!("cannot write {}: {error}", screenshot.display())
+                });
                 eprintln!("screenshot: {}", screenshot.display());
             });
         })
         .unwrap();
-    drop(farm);
+}
+
+/// Goes to the console, is sent to the login, is refused with a wrong secret and let in with
+/// the right one.
+async fn the_login_refuses_a_wrong_secret_and_takes_the_right_one(client: &Client, farm: &Farm) {
+    client
+        .goto(&format!("http://{}", farm.console))
+        .await
+        .expect("the console answers");
+    assert_eq!(
+        client.current_url().await.unwrap().path(),
+        "/login",
+        "a browser without a session is sent to the login"
+    );
+    log_in(client, "not the console's secret").await;
+    let error = client
+        .wait()
+        .at_most(SETTLE)
+        .for_element(Locator::Css("#login-error"))
+        .await
+        .expect("a wrong secret is refused with #login-error");
+    let reason = error.text().await.unwrap();
+    assert!(!reason.trim().is_empty(), "#login-error says why");
+    assert_eq!(client.current_url().await.unwrap().path(), "/login");
+
+    log_in(client, &farm.secret).await;
+    client
+        .wait()
+        .at_most(SETTLE)
+        .for_element(Locator::Css("#farm"))
+        .await
+        .unwrap_or_else(|error| panic!("the right secret shows #farm: {error}"));
+    assert_eq!(client.current_url().await.unwrap().path(), "/");
+}
+
+/// The owner of every `div.bucket` of the bucket map, in its order.
+const BUCKET_OWNERS: &str =
+    "return [...document.querySelectorAll('#buckets div.bucket')].map(b => b.dataset.owner);";
+/// The node of every row of the farm's table.
+const ROWS: &str =
+    "return [...document.querySelectorAll('#farm tr[data-node]')].map(r => r.dataset.node);";
+
+/// Waits until the page shows the three nodes up, then checks the rows and the bucket map:
+/// every bucket in order, with its owner.
+async fn the_page_shows_the_farm(client: &Client, farm: &Farm) {
+    let all_up = NODES
+        .iter()
+        .map(|name| format!("{} === 'up'", state_cell(name)))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    assert!(
+        page_holds(client, &format!("return {all_up};"), SETTLE).await,
+        "the page shows the three nodes up within {SETTLE:?}"
+    );
+    let rows: Vec<String> =
+        serde_json::from_value(client.execute(ROWS, vec![]).await.unwrap()).unwrap();
+    assert_eq!(
+        rows, NODES,
+        "one row per node, in the configuration's order"
+    );
+    let owners: Vec<String> =
+        serde_json::from_value(client.execute(BUCKET_OWNERS, vec![]).await.unwrap()).unwrap();
+    assert_eq!(
+        owners, farm.owners,
+        "the bucket map shows every bucket's owner"
+    );
 }
 
 /// Types `secret` into the login form and submits it.
@@ -373,7 +398,7 @@ struct StandIn {
 }
 
 impl StandIn {
-    fn start(bed: &FarmBed, console: SocketAddr, secret: &str) -> Self {
+    fn start(bed: &FarmBed, console: SocketAddr, secret: &str, owners: &[&str]) -> Self {
         let dirs: Vec<String> = (0..NODES.len())
             .map(|node| bed.state_dir(node).unwrap().display().to_string())
             .collect();
@@ -392,6 +417,7 @@ impl StandIn {
             .arg(env!("CARGO_BIN_EXE_herd"))
             .args(NODES)
             .args(&dirs)
+            .arg(owners.join(","))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -409,7 +435,7 @@ impl Drop for StandIn {
 const STAND_IN: &str = r#"
 import http.server, json, socket, subprocess, sys, urllib.parse
 addr, port, secret, herd = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-names, dirs = sys.argv[5:8], sys.argv[8:11]
+names, dirs, owners = sys.argv[5:8], sys.argv[8:11], sys.argv[11].split(',')
 def status(i):
     out = subprocess.run([herd, 'status', '--json', '--node', names[i], '--control-dir', dirs[i]], capture_output=True).stdout
     try: s = json.loads(out)
@@ -433,7 +459,7 @@ class H(http.server.BaseHTTPRequestHandler):
         if not self.authed(): return self.send(303, '', [('Location', '/login')])
         if self.path == '/api/farm': return self.send(200, json.dumps({n: status(i) for i, n in enumerate(names)}))
         rows = ''.join('<tr data-node="%s"><td>%s</td><td class=state>%s</td><td><button data-node="%s" data-action=drain>drain</button></td></tr>' % (n, n, status(i), n) for i, n in enumerate(names))
-        buckets = ''.join('<div class=bucket data-owner="%s">%d</div>' % (names[b % 3], b) for b in range(64))
+        buckets = ''.join('<div class=bucket data-owner="%s">%d</div>' % (o, b) for b, o in enumerate(owners))
         self.send(200, PAGE % (rows, buckets))
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length', 0))).decode()

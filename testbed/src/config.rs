@@ -306,21 +306,19 @@ mod tests {
 
     #[test]
     fn the_console_is_in_the_admin_table() {
+        let dir = crate::scratch::Scratch::create("herd-testbed-console").unwrap();
+        let secret_file = dir.path().join("console secret");
         let address: SocketAddr = "[fd00:198:18::18:0:1]:9480".parse().unwrap();
         let text = FarmToml::new("e2e", DataplaneMode::Xdp)
             .node("alpha", node4(0))
-            .console(address, Path::new("/tmp/herd x/console.secret"))
+            .rule(Protocol::Tcp, &[80], None)
+            .console(address, &secret_file)
             .text();
-        let table: toml::Table = toml::from_str(&text).unwrap();
-        let admin = table["admin"].as_table().unwrap();
-        assert_eq!(
-            admin["console"].as_str(),
-            Some("[fd00:198:18::18:0:1]:9480")
-        );
-        assert_eq!(
-            admin["console_secret_file"].as_str(),
-            Some("/tmp/herd x/console.secret")
-        );
+        let path = dir.write_private("farm.toml", &text).unwrap();
+        let config = herd_config::FarmConfig::load(&path).unwrap();
+        let console = config.admin.console.expect("a console");
+        assert_eq!(console.address, address);
+        assert_eq!(console.secret_file, secret_file);
     }
 
     #[test]

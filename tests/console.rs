@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fantoccini::{Client, Locator};
@@ -47,9 +47,8 @@ const DRAINED_STATES: [&str; 3] = ["draining", "withdrawn", "stopped"];
 const SCREENSHOT_ENV: &str = "HERD_CONSOLE_SCREENSHOT";
 
 /// The farm: three nodes running herd, the console on one of them. Dropped in this order:
-/// the stand-in console, the herds, then the bed.
+/// the herds, then the bed.
 struct Farm {
-    _stand_in: StandIn,
     herds: Vec<Herd>,
     bed: FarmBed,
     /// The console's address.
@@ -85,12 +84,22 @@ impl Farm {
                 .buckets(BUCKETS),
             |farm, (node, name)| farm.node(name, family.node(node)),
         );
-        let _ = &secret_file;
-        let text = farm.key_file(&key).rule(Protocol::Tcp, &[80], None).text();
-        let config = bed.bed().write_private("farm.toml", &text).unwrap();
+        let farm = farm.key_file(&key).rule(Protocol::Tcp, &[80], None);
+        let config = bed.bed().write_private("farm.toml", &farm.text()).unwrap();
+        // `[admin]` is the node's own, outside the farm's digest: the console node's file adds
+        // it to the farm's.
+        let console_config = bed
+            .bed()
+            .write_private("console.toml", &farm.console(console, &secret_file).text())
+            .unwrap();
         let herds: Vec<Herd> = (0..NODES.len())
             .map(|node| {
-                let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), &config);
+                let config = if node == CONSOLE_NODE {
+                    &console_config
+                } else {
+                    &config
+                };
+                let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), config);
                 bed.start_herd(node, &run).expect("herd runs")
             })
             .collect();
@@ -109,9 +118,14 @@ impl Farm {
                 shares[node]
             );
         }
-        let stand_in = StandIn::start(&bed, console, &secret, &owners);
+        assert!(
+            herds[CONSOLE_NODE]
+                .wait_for(0, |line| line.contains("serving the console"), SETTLE)
+                .is_some(),
+            "{} serves the console within {SETTLE:?}",
+            NODES[CONSOLE_NODE]
+        );
         Farm {
-            _stand_in: stand_in,
             herds,
             bed,
             console,
@@ -130,20 +144,24 @@ fn epoch_ms(time: SystemTime) -> i64 {
 
 /// Waits, in the page, until `condition` (a JavaScript function body returning a boolean)
 /// holds, re-evaluating it at each change of the page, for up to `timeout`; whether it held.
+/// The condition is part of the script WebDriver runs, not compiled by the page: the console's
+/// Content-Security-Policy forbids `eval` and `new Function`.
 async fn page_holds(client: &Client, condition: &str, timeout: Duration) -> bool {
-    let script = r#"
-        const [condition, ms, done] = arguments;
-        const holds = () => { try { return Boolean(new Function(condition)()); } catch (e) { return false; } };
-        if (holds()) { done(true); return; }
-        const observer = new MutationObserver(() => {
-            if (holds()) { observer.disconnect(); clearTimeout(timer); done(true); }
-        });
-        observer.observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
-        const timer = setTimeout(() => { observer.disconnect(); done(holds()); }, ms);
-    "#;
+    let script = format!(
+        r#"
+        const [ms, done] = arguments;
+        const holds = () => {{ try {{ return Boolean((() => {{ {condition} }})()); }} catch (e) {{ return false; }} }};
+        if (holds()) {{ done(true); return; }}
+        const observer = new MutationObserver(() => {{
+            if (holds()) {{ observer.disconnect(); clearTimeout(timer); done(true); }}
+        }});
+        observer.observe(document, {{ subtree: true, childList: true, characterData: true, attributes: true }});
+        const timer = setTimeout(() => {{ observer.disconnect(); done(holds()); }}, ms);
+        "#
+    );
     let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     client
-        .execute_async(script, vec![condition.into(), ms.into()])
+        .execute_async(&script, vec![ms.into()])
         .await
         .expect("the page runs the wait")
         .as_bool()
@@ -314,10 +332,19 @@ async fn drain(client: &Client, farm: &Farm) {
         .expect("the drain button asks for confirmation");
     assert!(!question.is_empty(), "the confirmation says what it asks");
     client.accept_alert().await.unwrap();
-    assert!(
-        page_holds(client, "return window.herdChanged !== null;", SETTLE).await,
-        "the page shows {name}'s new state within {SETTLE:?}"
-    );
+    if !page_holds(client, "return window.herdChanged !== null;", SETTLE).await {
+        let shown = client
+            .execute(
+                &format!(
+                    "return [{}, document.querySelector('#updated').textContent];",
+                    state_cell(name)
+                ),
+                vec![],
+            )
+            .await
+            .unwrap();
+        panic!("the page shows {name}'s new state within {SETTLE:?}: it shows {shown}");
+    }
     let changed = client
         .execute("return window.herdChanged;", vec![])
         .await
@@ -389,91 +416,6 @@ impl StatusOf {
         }
     }
 }
-
-/// STAND-IN (harness development only, until the real console lands): a small server in the
-/// console node's namespace that follows the page contract, backed by `herd status` and
-/// `herd drain`.
-struct StandIn {
-    child: Child,
-}
-
-impl StandIn {
-    fn start(bed: &FarmBed, console: SocketAddr, secret: &str, owners: &[&str]) -> Self {
-        let dirs: Vec<String> = (0..NODES.len())
-            .map(|node| bed.state_dir(node).unwrap().display().to_string())
-            .collect();
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                bed.nodes[CONSOLE_NODE].netns.name(),
-                "python3",
-                "-c",
-                STAND_IN,
-            ])
-            .arg(console.ip().to_string())
-            .arg(console.port().to_string())
-            .arg(secret)
-            .arg(env!("CARGO_BIN_EXE_herd"))
-            .args(NODES)
-            .args(&dirs)
-            .arg(owners.join(","))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        StandIn { child }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const STAND_IN: &str = r#"
-import http.server, json, socket, subprocess, sys, urllib.parse
-addr, port, secret, herd = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-names, dirs, owners = sys.argv[5:8], sys.argv[8:11], sys.argv[11].split(',')
-def status(i):
-    out = subprocess.run([herd, 'status', '--json', '--node', names[i], '--control-dir', dirs[i]], capture_output=True).stdout
-    try: s = json.loads(out)
-    except Exception: return 'no answer'
-    return {'withdrawing': 'draining'}.get(s['state'], s['state'])
-LOGIN = '<form method=post action=/login><input id=secret name=secret type=password><button id=login>Log in</button>%s</form>'
-PAGE = """<h1>stand-in</h1><table id=farm>%s</table><div id=buckets>%s</div><script>
-document.querySelectorAll('button').forEach(b => b.onclick = () => { if (confirm('drain ' + b.dataset.node + '?')) fetch('/api/nodes/' + b.dataset.node + '/drain', {method: 'POST'}); });
-setInterval(async () => { const s = await (await fetch('/api/farm')).json();
-  for (const [n, v] of Object.entries(s)) { const c = document.querySelector('tr[data-node="' + n + '"] td.state'); if (c.textContent !== v) c.textContent = v; } }, 200);
-</script>"""
-class H(http.server.BaseHTTPRequestHandler):
-    def send(self, code, body='', headers=()):
-        self.send_response(code)
-        for k, v in headers: self.send_header(k, v)
-        self.send_header('Content-Type', 'application/json' if body.startswith('{') else 'text/html')
-        self.end_headers(); self.wfile.write(body.encode())
-    def authed(self): return 's=ok' in self.headers.get('Cookie', '')
-    def do_GET(self):
-        if self.path == '/login': return self.send(200, LOGIN % '')
-        if not self.authed(): return self.send(303, '', [('Location', '/login')])
-        if self.path == '/api/farm': return self.send(200, json.dumps({n: status(i) for i, n in enumerate(names)}))
-        rows = ''.join('<tr data-node="%s"><td>%s</td><td class=state>%s</td><td><button data-node="%s" data-action=drain>drain</button></td></tr>' % (n, n, status(i), n) for i, n in enumerate(names))
-        buckets = ''.join('<div class=bucket data-owner="%s">%d</div>' % (o, b) for b, o in enumerate(owners))
-        self.send(200, PAGE % (rows, buckets))
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get('Content-Length', 0))).decode()
-        if self.path == '/login':
-            if urllib.parse.parse_qs(body).get('secret') == [secret]:
-                return self.send(303, '', [('Location', '/'), ('Set-Cookie', 's=ok; HttpOnly')])
-            return self.send(200, LOGIN % '<p id=login-error>wrong secret</p>')
-        n = self.path.split('/')[3]
-        subprocess.run([herd, 'drain', '--node', n, '--control-dir', dirs[names.index(n)]])
-        self.send(200, '{}')
-class S(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6 if ':' in addr else socket.AF_INET
-S((addr, port), H).serve_forever()
-"#;
 
 mod v4 {
     #[test]

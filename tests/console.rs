@@ -359,7 +359,7 @@ async fn drain(client: &Client, farm: &Farm) {
         "{name}'s row shows {state:?}, not one of {DRAINED_STATES:?}"
     );
     let shown_ms = changed["at"].as_i64().expect("the page noted when");
-    let reported = poller
+    let (reported, took) = poller
         .join()
         .expect("the status poller ends")
         .unwrap_or_else(|error| panic!("{error:#}"));
@@ -369,10 +369,12 @@ async fn drain(client: &Client, farm: &Farm) {
         "{name}'s herd logs the drain"
     );
     eprintln!(
-        "console update latency ({name} {state}): {} ms from the click, {} ms from `herd status` \
-         on {name} first reporting it",
+        "console {} update latency ({name} {state}): {} ms from the click, {} ms from the start of \
+         the `herd status` call on {name} that first reported it (a call of {} ms)",
+        farm.console,
         shown_ms - epoch_ms(clicked),
-        shown_ms - epoch_ms(reported)
+        shown_ms - epoch_ms(reported),
+        took.as_millis()
     );
 }
 
@@ -393,18 +395,20 @@ impl StatusOf {
     }
 
     /// Asks `herd status --json` every [`STATUS_POLL`] until the node's state is no longer
-    /// `up`; returns when it first said so.
-    fn first_change(&self) -> anyhow::Result<SystemTime> {
+    /// `up`; returns when the call that first said so started, and how long it took (the
+    /// resolution of that moment).
+    fn first_change(&self) -> anyhow::Result<(SystemTime, Duration)> {
         let deadline = std::time::Instant::now() + STATUS_WAIT;
         loop {
+            let started = SystemTime::now();
             let output = Command::new(&self.exe)
                 .args(["status", "--json", "--node", &self.node, "--control-dir"])
                 .arg(&self.control_dir)
                 .output()?;
-            let at = SystemTime::now();
+            let took = started.elapsed().unwrap_or_default();
             let status: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
             if status["state"].as_str().is_some_and(|state| state != "up") {
-                return Ok(at);
+                return Ok((started, took));
             }
             if std::time::Instant::now() >= deadline {
                 anyhow::bail!(

@@ -386,6 +386,7 @@ mod tests {
             },
             checks: Vec::new(),
             unseen_listeners: Vec::new(),
+            drained: false,
             membership: Snapshot {
                 state: if node.state == NodeState::Up {
                     State::Up

@@ -23,6 +23,10 @@ pub struct Status {
     pub state: NodeState,
     /// Why the node is in that state, when it is not up.
     pub reason: Option<String>,
+    /// Whether the node is out after an operator's drain, its application still running
+    /// (`stopped` with the application up: `herd start` brings it back, checks first).
+    #[serde(default)]
+    pub drained: bool,
     /// How long ago the node entered that state.
     pub since_ms_ago: u64,
     /// Restarts of the application, against the restart limit.

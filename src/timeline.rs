@@ -286,6 +286,7 @@ mod tests {
                 failures: 0,
             }],
             unseen_listeners: Vec::new(),
+            drained: false,
             farm_commands: Default::default(),
             membership: Snapshot {
                 state: State::Up,

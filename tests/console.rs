@@ -41,7 +41,7 @@ const STATUS_WAIT: Duration = Duration::from_secs(15);
 const STATUS_POLL: Duration = Duration::from_millis(10);
 /// The states a drained node's row may show: draining while its connections last, then
 /// out of the farm, held (a node without connections goes through the drain at once).
-const DRAINED_STATES: [&str; 3] = ["draining", "withdrawn", "stopped"];
+const DRAINED_STATES: [&str; 3] = ["draining", "withdrawn", "drained"];
 
 /// Whether the screenshot goes to `docs/console.png`.
 const SCREENSHOT_ENV: &str = "HERD_CONSOLE_SCREENSHOT";

@@ -523,6 +523,7 @@ pub(crate) mod tests {
                 },
             ],
             unseen_listeners: vec!["198.18.0.100:80".into()],
+            drained: false,
             farm_commands: FarmCommands {
                 executed: 6,
                 refused: herd_membership::command::Refused {

@@ -477,6 +477,7 @@ impl Supervisor {
             },
             checks,
             unseen_listeners: self.listeners.unseen().to_vec(),
+            drained: self.lifecycle.state() == NodeState::Stopped && self.lifecycle.held(),
             membership: (**membership.snapshot.load()).clone(),
             farm_commands: self.farm_commands.get(),
         }

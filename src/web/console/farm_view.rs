@@ -100,6 +100,7 @@ pub fn state_word(node: &NodeReport) -> &'static str {
         return "no answer";
     };
     match status.state {
+        NodeState::Stopped if status.drained => "drained",
         NodeState::Stopped => "stopped",
         NodeState::Starting => "starting",
         NodeState::Failed => "failed",
@@ -195,6 +196,15 @@ mod tests {
             });
         }
         assert_eq!(state_word(&draining), "draining");
+        let mut drained = report_of("alpha", Some((NodeState::Stopped, State::Withdrawn)));
+        if let Some(status) = &mut drained.status {
+            status.drained = true;
+        }
+        assert_eq!(
+            state_word(&drained),
+            "drained",
+            "out, its application running"
+        );
         let mut alone = report_of("alpha", Some((NodeState::Up, State::Up)));
         if let Some(status) = &mut alone.status {
             status.membership.quorum = false;

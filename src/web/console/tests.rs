@@ -122,6 +122,7 @@ pub(super) fn status(name: &str) -> Status {
         },
         checks: Vec::new(),
         unseen_listeners: Vec::new(),
+        drained: false,
         farm_commands: Default::default(),
         membership: membership(name),
     }

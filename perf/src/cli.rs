@@ -1,5 +1,5 @@
 //! The command line: the dataplane comparison (the default, or `herd-perf dataplane`),
-//! `herd-perf syn-flood` and `herd-perf failover`.
+//! `herd-perf syn-flood`, `herd-perf failover` and `herd-perf console`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,12 @@ pub enum Command {
     /// written frame by frame, with io_uring or with sendmmsg), a socket on the VIP counts what
     /// the stack delivers; the ways take turns within each of --runs rounds.
     Handoff(HandoffArgs),
+    /// A 3-node farm of `herd run` processes in network namespaces, every node serving its
+    /// metrics and the first the web console: the CPU time of the console's node and of
+    /// another with no page open, one, five, and with `/metrics` scraped every second; then
+    /// the time a page takes to show a node drained with its button (min/median/max over
+    /// --runs). Prints a markdown section.
+    Console(ConsoleArgs),
 }
 
 impl Cli {
@@ -55,7 +61,12 @@ impl Cli {
         match &self.command {
             None => Some(&self.dataplane),
             Some(Command::Dataplane(args)) => Some(args),
-            Some(Command::Failover(_) | Command::SynFlood(_) | Command::Handoff(_)) => None,
+            Some(
+                Command::Failover(_)
+                | Command::SynFlood(_)
+                | Command::Handoff(_)
+                | Command::Console(_),
+            ) => None,
         }
     }
 }
@@ -85,6 +96,26 @@ impl FarmMode {
             FarmMode::Afxdp => herd_config::DataplaneMode::Afxdp,
         }
     }
+}
+
+/// The console measurement's options.
+#[derive(Debug, clap::Args)]
+pub struct ConsoleArgs {
+    /// Each CPU phase's length, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub phase_seconds: u32,
+
+    /// Drains timed for the page's update latency.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub runs: u32,
+
+    /// Leaves out the phase with `/metrics` scraped every second.
+    #[arg(long)]
+    pub skip_scrapes: bool,
+
+    /// The herd executable; by default the `herd` beside herd-perf.
+    #[arg(long)]
+    pub herd: Option<PathBuf>,
 }
 
 /// The hand-off comparison's options.
@@ -522,5 +553,30 @@ mod tests {
         assert!(args.skip_false_positives);
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--runs", "0"]).is_err());
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--mode", "dpdk"]).is_err());
+    }
+
+    #[test]
+    fn the_console_measurement_has_bounded_phases() {
+        let cli = Cli::try_parse_from(["herd-perf", "console"]).unwrap();
+        assert!(cli.dataplane_args().is_none());
+        let Some(Command::Console(args)) = cli.command else {
+            panic!("a console command line");
+        };
+        assert_eq!((args.phase_seconds, args.runs), (60, 10));
+        assert!(!args.skip_scrapes);
+        let line = [
+            "herd-perf",
+            "console",
+            "--phase-seconds",
+            "5",
+            "--runs",
+            "3",
+        ];
+        let Some(Command::Console(args)) = Cli::try_parse_from(line).unwrap().command else {
+            panic!("a console command line");
+        };
+        assert_eq!((args.phase_seconds, args.runs), (5, 3));
+        assert!(Cli::try_parse_from(["herd-perf", "console", "--phase-seconds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["herd-perf", "console", "--runs", "0"]).is_err());
     }
 }

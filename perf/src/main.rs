@@ -1,10 +1,12 @@
 //! herd-perf: herd's two dataplane modes against a bare XDP_DROP program and an nftables rule,
 //! on the same generated traffic, on a veth pair between two network namespaces; the same two
 //! modes under a SYN flood (`herd-perf syn-flood`); and (`herd-perf failover`) a 3-node
-//! farm's failover time, false positives and broken connections. See `--help`.
+//! farm's failover time, false positives and broken connections; and (`herd-perf console`) the
+//! web console's CPU cost and its page's update latency. See `--help`.
 
 mod bench;
 mod cli;
+mod console;
 mod contender;
 mod cost;
 mod failover;
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         (Some(Command::Failover(args)), _) => {
             failover(args).map(|report| print!("{}", report.markdown()))
         }
+        (Some(Command::Console(args)), _) => console(args),
         (Some(Command::SynFlood(args)), _) => syn_flood(args),
         (Some(Command::Handoff(args)), _) => handoffs(args),
         (_, Some(args)) => dataplane(args),
@@ -140,6 +143,15 @@ fn handoffs(args: &HandoffArgs) -> anyhow::Result<()> {
 fn failover(args: &cli::FailoverArgs) -> anyhow::Result<failover::FailoverReport> {
     needs_root()?;
     failover::run(args, &interruptions()?)
+}
+
+/// The console measurement, printed as markdown.
+fn console(args: &cli::ConsoleArgs) -> anyhow::Result<()> {
+    needs_root()?;
+    let interrupted = interruptions()?;
+    let report = console::run(args, &interrupted)?;
+    print!("{}", report.markdown());
+    Ok(())
 }
 
 /// Fails unless this process runs as root.

@@ -11,7 +11,7 @@ mod load;
 mod quiet;
 mod report;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,19 +44,7 @@ pub struct Settings {
 
 /// Runs the scenario as `args` say; `interrupted` is raised by SIGINT or SIGTERM.
 pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<FailoverReport> {
-    let herd = match &args.herd {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("cannot find herd-perf's own executable")?
-            .with_file_name("herd"),
-    };
-    if !herd.is_file() {
-        bail!(
-            "no herd at {} (build it with `cargo build --release -p herd --bin herd`, or give \
-             --herd PATH)",
-            herd.display()
-        );
-    }
+    let herd = herd_exe(args.herd.as_deref())?;
     if !args.skip_false_positives {
         command::run("stress-ng", &["--version"], None)
             .context("the false-positive run needs stress-ng (or pass --skip-false-positives)")?;
@@ -159,6 +147,24 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
     Ok(report)
 }
 
+/// The herd executable: `given`, or the one beside herd-perf's own.
+pub fn herd_exe(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let herd = match given {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe()
+            .context("cannot find herd-perf's own executable")?
+            .with_file_name("herd"),
+    };
+    if !herd.is_file() {
+        bail!(
+            "no herd at {} (build it with `cargo build --release -p herd --bin herd`, or give \
+             --herd PATH)",
+            herd.display()
+        );
+    }
+    Ok(herd)
+}
+
 /// Writes the markdown section to `path`.
 fn write_markdown(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -195,7 +201,7 @@ fn command_line() -> String {
 }
 
 /// Fails once the run has been interrupted.
-fn check(interrupted: &AtomicBool) -> anyhow::Result<()> {
+pub fn check(interrupted: &AtomicBool) -> anyhow::Result<()> {
     if interrupted.load(Ordering::Relaxed) {
         bail!("interrupted");
     }

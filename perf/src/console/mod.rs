@@ -49,6 +49,9 @@ const WEB_THREADS: &str = "herd-web";
 const SHOWN: Duration = Duration::from_secs(30);
 /// How long a started node may take to be up again.
 const BACK_UP: Duration = Duration::from_secs(60);
+/// How often the console samples the farm while a page is open: the drains are spread evenly
+/// over this period, as they would otherwise follow the sampling in step.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
 /// The pages of the busiest phase.
 const MANY_PAGES: usize = 5;
 
@@ -115,6 +118,7 @@ pub fn run(args: &ConsoleArgs, interrupted: &AtomicBool) -> anyhow::Result<Conso
     for run in 1..=args.runs {
         check(interrupted)?;
         tracing::info!("drain {run} of {}", args.runs);
+        pause(SAMPLE_PERIOD * (run - 1) / args.runs, interrupted)?;
         session.command(drained, "drain")?;
         let answered = Instant::now();
         let shown = page

@@ -143,7 +143,7 @@ pub fn run(args: &ConsoleArgs, interrupted: &AtomicBool) -> anyhow::Result<Conso
 }
 
 /// Builds the bed and starts every node's herd, each with its own `[admin]` table, and waits
-/// until each says that it runs.
+/// until each says that it runs, and the console's node that it serves the console.
 fn start(herd: &std::path::Path) -> anyhow::Result<Farm> {
     let bed = FarmBed::create(&FarmPlan {
         prefix: format!("{TAG}-{}-console", std::process::id()),
@@ -185,13 +185,20 @@ fn start(herd: &std::path::Path) -> anyhow::Result<Farm> {
         farm.herds.push(farm.bed.spawn_herd(node, &run)?);
     }
     for (node, herd) in farm.herds.iter().enumerate() {
+        // The console's listener may come after the node says that it runs.
+        let (what, said) = if node == CONSOLE_NODE {
+            ("that it serves the console", "serving the console")
+        } else {
+            ("that it runs", "running:")
+        };
         if herd
-            .wait_for(0, |line| line.contains("running:"), START)
+            .wait_for(0, |line| line.contains(said), START)
             .is_none()
         {
             bail!(
-                "{}'s herd did not say that it runs within {START:?}",
-                NODES[node]
+                "{}'s herd did not say {what} within {START:?}; its last lines: {:?}",
+                NODES[node],
+                herd.tail(5)
             );
         }
     }

@@ -258,6 +258,7 @@ impl Farm {
             to: SocketAddr::new(vip, LONG_PORT),
             count: FLOOD_MOST,
             within: FLOOD_TIME,
+            rate: None,
         }
     }
 }

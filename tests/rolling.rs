@@ -2,7 +2,8 @@
 //! joined by a learning bridge, a client namespace with many source addresses, a UDP echo
 //! server on every node answering with the node's name): `herd restart --all` from one node
 //! restarts every node in turn while clients keep asking, never two nodes out at once and no
-//! request of the other nodes' clients lost; `herd drain NODE` from another node drains it;
+//! request of the other nodes' clients lost, then the same under a SYN flood from spoofed
+//! sources to a TCP service of the VIP; `herd drain NODE` from another node drains it;
 //! `herd status --farm` shows every node and marks one whose herd was killed, and a rolling
 //! restart then refuses to take any node out.
 //!
@@ -16,9 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use herd_config::{Affinity, DataplaneMode, Protocol};
+use herd_config::{Affinity, DataplaneMode, MacMode, Protocol};
+use herd_packet::neighbor::virtual_mac;
 use herd_testbed::address::Family;
 use herd_testbed::config::{FarmToml, KEY};
+use herd_testbed::flood::{self, SynFlood};
 use herd_testbed::owner::Owners;
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings};
 use herd_testbed::{client, FarmBed, FarmPlan, Herd, HerdRun, HubKind, Offload, Uplink};
@@ -26,6 +29,18 @@ use serde_json::Value;
 
 /// The UDP echo service on the VIP, balanced per client address and port.
 const UDP_PORT: u16 = 7;
+/// The TCP service on the VIP that the SYN flood aims at: every node listens, so each SYN
+/// costs its owner a SYN-ACK (a cookie once the queue is full), as a real flood would.
+const FLOOD_PORT: u16 = 80;
+/// SYNs a second: a modest flood, leaving most of the machine's two cores to the farm.
+const FLOOD_RATE: u64 = 20_000;
+/// The SYNs the flood must have sent by the roll's end for the test to prove anything: five
+/// seconds of it, where a roll takes tens.
+const FLOOD_SYNS: u64 = 5 * FLOOD_RATE;
+/// How long a flood lasts at most: the roll and the settling before it.
+const FLOOD_TIME: Duration = Duration::from_secs(ROLL.as_secs() + SETTLE.as_secs());
+/// How long the flood may take to send its first second's SYNs.
+const FLOOD_WAIT: Duration = Duration::from_secs(30);
 /// The nodes, in configuration order.
 const NODES: [&str; 3] = ["alpha", "bravo", "charlie"];
 /// How many more addresses the client has: one flow from each per round.
@@ -74,10 +89,13 @@ impl Farm {
             FarmToml::new("roll", mode).vips(&[family.vip()]),
             |farm, (node, name)| farm.node(name, family.node(node)),
         );
-        let toml =
-            toml.key_file(&key)
-                .rule(Protocol::Udp, &[UDP_PORT], Some(Affinity::ClientIpPort));
+        let toml = toml
+            .key_file(&key)
+            .rule(Protocol::Udp, &[UDP_PORT], Some(Affinity::ClientIpPort))
+            .rule(Protocol::Tcp, &[FLOOD_PORT], Some(Affinity::ClientIpPort));
         let config = bed.bed().write_private("farm.toml", &toml.text()).unwrap();
+        // The nodes answer the flood's spoofed sources through the client, which drops it.
+        flood::sink_replies(&bed.nodes, &bed.client, family).unwrap();
         let owners = Owners::load(&config, &[true; NODES.len()]).unwrap();
         let run = HerdRun::echoed(Path::new(env!("CARGO_BIN_EXE_herd")), &config);
         let herds = (0..NODES.len())
@@ -91,12 +109,19 @@ impl Farm {
             line_wait: Duration::from_secs(2),
             record: false,
         };
-        let service = Service {
-            kind: Kind::Udp,
-            on: On::Vip,
-            port: UDP_PORT,
-        };
-        let servers = Responders::start(&bed.nodes, &[service], &settings).expect("servers listen");
+        let services = [
+            Service {
+                kind: Kind::Udp,
+                on: On::Vip,
+                port: UDP_PORT,
+            },
+            Service {
+                kind: Kind::TcpAccept,
+                on: On::Vip,
+                port: FLOOD_PORT,
+            },
+        ];
+        let servers = Responders::start(&bed.nodes, &services, &settings).expect("servers listen");
         let farm = Farm {
             _servers: servers,
             herds,
@@ -120,6 +145,21 @@ impl Farm {
             .arg(&self.control[node])
             .output()
             .expect("herd runs")
+    }
+
+    /// A flood of spoofed SYNs from the client to the VIP's TCP service, paced and bounded.
+    fn flood(&self, family: Family) -> SynFlood {
+        let client = &self.bed.client;
+        SynFlood {
+            netns: client.netns.clone(),
+            interface: client.interface.clone(),
+            from_mac: client.mac().unwrap(),
+            to_mac: virtual_mac(family.vip(), MacMode::Unicast),
+            to: SocketAddr::new(family.vip(), FLOOD_PORT),
+            count: FLOOD_RATE * FLOOD_TIME.as_secs(),
+            within: FLOOD_TIME,
+            rate: Some(FLOOD_RATE),
+        }
     }
 
     /// Node `node`'s own status, or `None` when its herd does not answer.
@@ -197,9 +237,10 @@ impl Watch {
 /// `herd restart --all`, run from alpha's namespace, restarts alpha, bravo and charlie in
 /// that order while the client sends a request from 64 flows every round: never two nodes
 /// out at once (as the nodes' logs and the polls of their states tell it), every node out once
-/// and back up, and every request lost is of a node's client while that node was out.
-fn a_rolling_restart_loses_no_other_node_s_client(family: Family) {
-    let farm = Farm::start("roll", family);
+/// and back up, and every request lost is of a node's client while that node was out. With
+/// `flood`, the client also floods the VIP with spoofed SYNs from before the roll to its end.
+fn a_rolling_restart_loses_no_other_node_s_client(family: Family, flood: bool) {
+    let farm = Farm::start(if flood { "rollflood" } else { "roll" }, family);
     let vip = SocketAddr::new(family.vip(), UDP_PORT);
     let flows: Vec<SocketAddr> = family.flows(30000..30001, SOURCES).collect();
     let owner = |flow: &SocketAddr| farm.owners.of(Protocol::Udp, UDP_PORT, *flow).unwrap();
@@ -207,6 +248,14 @@ fn a_rolling_restart_loses_no_other_node_s_client(family: Family) {
     let watch = Watch::default();
     let stop = AtomicBool::new(false);
     let mut rounds = Vec::new();
+    let flooding = flood.then(|| {
+        let flooding = farm.flood(family).start().unwrap();
+        assert!(
+            flooding.wait_sent(FLOOD_RATE, FLOOD_WAIT),
+            "the flood sends {FLOOD_RATE} SYNs within {FLOOD_WAIT:?}"
+        );
+        flooding
+    });
     let roll = std::thread::scope(|scope| {
         let watching = scope.spawn(|| watch.run(&farm, &stop));
         let rolling = scope.spawn(|| {
@@ -227,10 +276,24 @@ fn a_rolling_restart_loses_no_other_node_s_client(family: Family) {
         rolling.join().unwrap()
     });
     let (output, took) = roll;
+    let flooded = flooding.map(|flooding| flooding.stop().expect("the flood runs"));
     eprintln!(
         "herd restart --all took {took:?}:\n{}",
         text(&output.stdout)
     );
+    if let Some(flooded) = flooded {
+        eprintln!(
+            "{} SYNs flooded in {:?} ({:.0}/s)",
+            flooded.sent,
+            flooded.took,
+            flooded.rate()
+        );
+        assert!(
+            flooded.sent >= FLOOD_SYNS,
+            "the flood sent {} SYNs, fewer than {FLOOD_SYNS}",
+            flooded.sent
+        );
+    }
     assert!(
         output.status.success(),
         "herd restart --all: {}{}",
@@ -414,7 +477,12 @@ macro_rules! families {
         mod $module {
             #[test]
             fn a_rolling_restart_loses_no_other_node_s_client() {
-                super::a_rolling_restart_loses_no_other_node_s_client($family);
+                super::a_rolling_restart_loses_no_other_node_s_client($family, false);
+            }
+
+            #[test]
+            fn a_rolling_restart_under_a_syn_flood_loses_no_other_node_s_client() {
+                super::a_rolling_restart_loses_no_other_node_s_client($family, true);
             }
 
             #[test]

@@ -53,6 +53,9 @@ pub struct SynFlood {
     pub count: u64,
     /// How long the flood lasts at most.
     pub within: Duration,
+    /// The most SYNs a second, or `None` for as many as the host can write: a flood that
+    /// shares the machine with what it tests leaves it some of the cores.
+    pub rate: Option<u64>,
 }
 
 /// What a flood sent.
@@ -128,6 +131,11 @@ impl SynFlood {
             sent += socket.send(&frames.frames[..batch], frames.len)? as u64;
             *progress.sent.lock().unwrap_or_else(PoisonError::into_inner) = sent;
             progress.grew.notify_all();
+            if let Some(rate) = self.rate.filter(|&rate| rate > 0) {
+                // Paced: the next batch waits until the rate allows what was sent so far.
+                let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+                std::thread::sleep(due.min(until).saturating_duration_since(Instant::now()));
+            }
         }
         Ok(Flooded {
             sent,

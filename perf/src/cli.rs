@@ -201,6 +201,20 @@ pub struct FailoverArgs {
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub tcp_interval_ms: u64,
 
+    /// keepalived's advert intervals for the reference rows, in ms, comma-separated: multiples
+    /// of 10 (VRRPv3 counts centiseconds) up to 2000.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 100])]
+    pub keepalived_advert_ms: Vec<u32>,
+
+    /// Reference runs (the keepalived master's link cut) per advert interval; by default
+    /// --runs.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub keepalived_runs: Option<u32>,
+
+    /// Leaves out keepalived's reference rows.
+    #[arg(long)]
+    pub skip_keepalived: bool,
+
     /// Copies every herd's log into DIR (`run-N-NODE-K.log`).
     #[arg(long, value_name = "DIR")]
     pub keep_logs: Option<PathBuf>,

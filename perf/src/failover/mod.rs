@@ -4,6 +4,7 @@
 //! leave and by a join, and false positives while stress-ng saturates every core.
 
 mod farm;
+mod keepalived;
 mod kill;
 mod layout;
 mod leave_join;
@@ -50,6 +51,9 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
             .context("the false-positive run needs stress-ng (or pass --skip-false-positives)")?;
     }
     command::run("ethtool", &["--version"], None).context("the farm needs ethtool")?;
+    if !args.skip_keepalived {
+        keepalived::validate(&args.keepalived_advert_ms)?;
+    }
     if let Some(dir) = &args.keep_logs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -75,6 +79,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
         failed_runs: Vec::new(),
         leave_join: None,
         quiet: None,
+        keepalived: Vec::new(),
     };
     let heartbeat = Duration::from_millis(Membership::DEFAULT_HEARTBEAT_MS.into());
     let mut serial = 0;
@@ -120,6 +125,18 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
                 }
             }
         }
+    }
+    if !args.skip_keepalived {
+        report.keepalived = keepalived::run(
+            &mut serial,
+            &keepalived::Reference {
+                advert_ms: &args.keepalived_advert_ms,
+                runs: args.keepalived_runs.unwrap_or(args.runs),
+                flows: (args.buckets as usize).div_ceil(NODES.len()),
+                settings: &settings,
+            },
+            interrupted,
+        )?;
     }
     if !args.skip_leave_join {
         check(interrupted)?;

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::keepalived::{self, VrrpSet};
 use super::kill::{KillRun, RECOVERY_BOUND};
 use super::layout::NODES;
 use super::leave_join::LeaveJoin;
@@ -34,6 +35,8 @@ pub struct FailoverReport {
     pub leave_join: Option<LeaveJoin>,
     /// The false-positive run, unless skipped.
     pub quiet: Option<Quiet>,
+    /// keepalived's reference runs, one set per advert interval, unless skipped.
+    pub keepalived: Vec<VrrpSet>,
 }
 
 /// A row of the failover table: what it times, how to read it from a run, and whether the
@@ -42,17 +45,17 @@ pub struct FailoverReport {
 type Timing = (&'static str, fn(&KillRun) -> Option<f64>, bool);
 
 /// p50, p99 and max of some milliseconds, and how many were missing (not within the bound).
-struct Spread {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    missing: usize,
+pub(super) struct Spread {
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) max: f64,
+    pub(super) missing: usize,
     count: usize,
 }
 
 impl Spread {
     /// The spread of `values`, the missing ones counted at [`RECOVERY_BOUND`].
-    fn of(values: impl Iterator<Item = Option<f64>>) -> Option<Spread> {
+    pub(super) fn of(values: impl Iterator<Item = Option<f64>>) -> Option<Spread> {
         // Microseconds, 3 significant digits: 0.1 % at most off, well below the resolution.
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok()?;
         let (mut missing, mut count) = (0, 0);
@@ -74,7 +77,7 @@ impl Spread {
     }
 
     /// A table cell for a value: `> 10 s` for a missing one.
-    fn cell(&self, value: f64) -> String {
+    pub(super) fn cell(&self, value: f64) -> String {
         if self.missing > 0 && value >= RECOVERY_BOUND.as_secs_f64() * 1e3 - 1.0 {
             format!("> {} s", RECOVERY_BOUND.as_secs())
         } else {
@@ -187,6 +190,7 @@ impl FailoverReport {
             }
             writeln!(out)?;
         }
+        keepalived::write_markdown(out, &self.keepalived)?;
         if !self.failed_runs.is_empty() {
             writeln!(out, "Runs that could not be measured:\n")?;
             for failure in &self.failed_runs {

@@ -5,8 +5,8 @@
 //! every flow has been answered by the backup.
 //!
 //! The responders bind the VIP before either node holds it (`ip_nonlocal_bind` in each node's
-//! namespace), so the backup's answers as soon as keepalived adds the VIP there. Who holds
-//! the VIP is learnt from who answers, never from keepalived's log.
+//! namespace), so that the backup's responder answers as soon as keepalived adds the VIP there.
+//! Who holds the VIP is learnt from who answers, never from keepalived's log.
 
 use std::fmt::Write;
 use std::fs::File;
@@ -566,6 +566,44 @@ mod tests {
         assert!(backup.contains("advert_int 1.00\n"), "{backup}");
         assert!(backup.contains("state BACKUP\n"));
         assert!(backup.contains("priority 100\n"));
+    }
+
+    #[test]
+    fn reference_rows_give_each_interval_its_spread() {
+        let run = |udp_ms| VrrpRun {
+            delay_ms: 0.0,
+            udp_ms,
+            by_master_before: 86,
+            stray_before: 0,
+            udp_sent: 100,
+            udp_answers: 90,
+        };
+        let sets = [
+            VrrpSet {
+                advert_ms: 1000,
+                runs: vec![run(Some(3000.0)), run(Some(3600.0)), run(None)],
+                failed_runs: vec!["run 4: no bed".to_owned()],
+            },
+            VrrpSet {
+                advert_ms: 100,
+                runs: vec![run(Some(300.0))],
+                failed_runs: Vec::new(),
+            },
+        ];
+        let mut out = String::new();
+        write_markdown(&mut out, &sets).unwrap();
+        assert!(
+            out.contains("| keepalived, advert_int 1000 ms | 3 (1 not within 10 s) | 3600 ms | > 10 s | > 10 s |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| keepalived, advert_int 100 ms | 1 | 300 ms | 300 ms | 300 ms |"),
+            "{out}"
+        );
+        assert!(out.contains("- advert_int 1000 ms, run 4: no bed"), "{out}");
+        let mut none = String::new();
+        write_markdown(&mut none, &[]).unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]

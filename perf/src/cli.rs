@@ -40,7 +40,9 @@ pub enum Command {
     /// settings: the failover time after `kill -9` (p50/p99/max over --runs runs, each on a
     /// fresh farm, the victim rotating over the nodes), the connections broken by a planned
     /// leave (SIGTERM) and by a join, and false positives while stress-ng saturates every core
-    /// for --quiet-minutes. Prints a markdown section with the goals.
+    /// for --quiet-minutes; as the reference, keepalived's VRRPv3 failover after its master's
+    /// link is cut, 2 nodes on the same kind of bed, at each --keepalived-advert-ms. Prints a
+    /// markdown section with the goals.
     Failover(FailoverArgs),
     /// The AF_XDP mode's ways back to the stack on their own: one thread writes owned UDP
     /// frames to the VIP in batches of 64 through each way in turn (TAP device or veth pair,
@@ -215,7 +217,8 @@ pub struct FailoverArgs {
     #[arg(long)]
     pub skip_keepalived: bool,
 
-    /// Copies every herd's log into DIR (`run-N-NODE-K.log`).
+    /// Copies every herd's log into DIR (`run-N-NODE-K.log`), and keeps keepalived's there
+    /// (`vrrp-ADVERTms-run-N-NODE.log`).
     #[arg(long, value_name = "DIR")]
     pub keep_logs: Option<PathBuf>,
 }

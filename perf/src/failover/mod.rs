@@ -1,7 +1,8 @@
 //! `herd-perf failover`: a 3-node farm of `herd run` processes in network namespaces, with
 //! default membership settings, measured for the figures: the failover time after
 //! `kill -9` (p50/p99 over many runs, each on a fresh farm), connections broken by a planned
-//! leave and by a join, and false positives while stress-ng saturates every core.
+//! leave and by a join, and false positives while stress-ng saturates every core; and, as the
+//! reference, keepalived's failover on the same kind of bed (see [`keepalived`]).
 
 mod farm;
 mod keepalived;
@@ -134,6 +135,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
                 runs: args.keepalived_runs.unwrap_or(args.runs),
                 flows: (args.buckets as usize).div_ceil(NODES.len()),
                 settings: &settings,
+                keep_logs: args.keep_logs.as_deref(),
             },
             interrupted,
         )?;

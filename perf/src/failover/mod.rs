@@ -2,7 +2,7 @@
 //! default membership settings, measured for the figures: the failover time after
 //! `kill -9` (p50/p99 over many runs, each on a fresh farm), connections broken by a planned
 //! leave and by a join, and false positives while stress-ng saturates every core; and, as the
-//! reference, keepalived's failover on the same kind of bed (see [`keepalived`]).
+//! reference, keepalived's failover on the same kind of bed (the `keepalived` module).
 
 mod farm;
 mod keepalived;

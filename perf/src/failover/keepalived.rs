@@ -61,6 +61,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct VrrpRun {
     /// The delay added to the warm-up, in ms: where in an advert interval the cut fell.
     pub delay_ms: f64,
+    /// How long the cut (`ip link set PORT down` in the hub) took: counted in the times,
+    /// which start when it is started.
+    pub cut_ms: f64,
     /// Until every UDP flow was answered by the backup; `None`: not within the bound.
     pub udp_ms: Option<f64>,
     /// Until the first UDP flow was answered by the backup: the takeover, before the client
@@ -282,6 +285,7 @@ fn run_once(
     let cut_at = Instant::now();
     let _ = control.kill_at.set(cut_at);
     pair.bed.unplug(MASTER, INTERFACE)?;
+    let cut_ms = ms(cut_at, Instant::now());
     while !load.is_finished() {
         check(interrupted)?;
         std::thread::sleep(Duration::from_millis(20));
@@ -294,7 +298,6 @@ fn run_once(
         keepalived.check_running()?;
     }
 
-    let ms = |at: Instant| at.saturating_duration_since(cut_at).as_secs_f64() * 1e3;
     let by_master_before = records
         .udp
         .iter()
@@ -321,10 +324,11 @@ fn run_once(
         .copied()
         .collect::<Option<Vec<Instant>>>()
         .and_then(|firsts| firsts.into_iter().max())
-        .map(ms);
-    let first_ms = firsts.iter().flatten().min().copied().map(ms);
+        .map(|at| ms(cut_at, at));
+    let first_ms = firsts.iter().flatten().min().map(|&at| ms(cut_at, at));
     Ok(VrrpRun {
         delay_ms: delay.as_secs_f64() * 1e3,
+        cut_ms,
         udp_ms,
         first_ms,
         by_master_before,
@@ -332,6 +336,11 @@ fn run_once(
         udp_sent: records.udp_sent,
         udp_answers: records.udp.iter().map(|flow| flow.len() as u64).sum(),
     })
+}
+
+/// The milliseconds from `from` to `to`.
+fn ms(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1e3
 }
 
 /// Asks the VIP, from the calling thread's namespace (the client's), who holds it until the
@@ -557,6 +566,16 @@ pub fn write_markdown(out: &mut String, sets: &[VrrpSet]) -> std::fmt::Result {
         }
     }
     writeln!(out)?;
+    let longest_cut = sets
+        .iter()
+        .flat_map(|set| &set.runs)
+        .map(|run| run.cut_ms)
+        .fold(0.0, f64::max);
+    writeln!(
+        out,
+        "The times start when the cut's `ip link set` is started; it took at most {longest_cut:.0} \
+         ms.\n"
+    )?;
     let failed: Vec<String> = sets
         .iter()
         .flat_map(|set| {
@@ -605,6 +624,7 @@ mod tests {
     fn reference_rows_give_each_interval_its_spread() {
         let run = |udp_ms| VrrpRun {
             delay_ms: 0.0,
+            cut_ms: 2.0,
             udp_ms,
             first_ms: udp_ms.map(|ms| ms - 200.0),
             by_master_before: 86,
@@ -641,6 +661,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("- advert_int 1000 ms, run 4: no bed"), "{out}");
+        assert!(out.contains("it took at most 2 ms"), "{out}");
         let mut none = String::new();
         write_markdown(&mut none, &[]).unwrap();
         assert!(none.is_empty());

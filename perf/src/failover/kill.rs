@@ -6,19 +6,18 @@
 //! heartbeat, 400 ms by default); its servers, threads of herd-perf, keep answering. So only
 //! answers by each bucket's new owner count.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
-use herd_config::Protocol;
-use herd_testbed::address::flows;
+use anyhow::bail;
 use herd_testbed::Signal;
 use serde::Serialize;
 
-use super::farm::{without, Farm, FarmSpec, ALL_UP};
-use super::layout::{NODES, SHORT_PORT, SOURCES, UDP_PORT};
-use super::load::{self, Answer, Control, Goal, Plan, Records};
+use super::farm::{without, Farm, FarmSpec};
+use super::layout::NODES;
+use super::load::Records;
+use super::victim::{last_answer, recovered, served_before, VictimLoad};
 use super::{pause, Settings};
 
 /// How long the load runs before the kill, so that the victim is seen answering; each run adds
@@ -27,8 +26,6 @@ const WARM_UP: Duration = Duration::from_secs(1);
 /// How long after the kill the survivors have to answer for every bucket; a run that takes
 /// longer counts as not recovered.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(10);
-/// How long the load goes on once every bucket has answered.
-const LINGER: Duration = Duration::from_millis(100);
 
 /// What one run measured. Times are in milliseconds after the kill.
 #[derive(Clone, Debug, Serialize)]
@@ -85,66 +82,13 @@ pub fn run_once(
     interrupted: &Arc<AtomicBool>,
 ) -> anyhow::Result<KillRun> {
     let mut farm = Farm::start(serial, spec)?;
-    let before = farm.owners(ALL_UP)?;
-    let after = farm.owners(without(victim))?;
-    let buckets = before.buckets_of(victim);
-    let udp = before
-        .flows_in(
-            Protocol::Udp,
-            UDP_PORT,
-            &buckets,
-            1,
-            flows(30000..40000, SOURCES),
-        )?
-        .into_iter()
-        .filter_map(|flows| flows.into_iter().next())
-        .collect::<Vec<_>>();
-    // Enough addresses and ports for a connection every interval until the bound.
-    let per_bucket = ((WARM_UP + delay + RECOVERY_BOUND + Duration::from_secs(1)).as_secs_f64()
-        / settings.tcp_interval.as_secs_f64())
-    .ceil() as usize;
-    let tcp = before.flows_in(
-        Protocol::Tcp,
-        SHORT_PORT,
-        &buckets,
-        per_bucket,
-        flows(40000..65000, SOURCES),
-    )?;
-    let new_owners: Vec<usize> = buckets.iter().map(|&b| after.owner(b)).collect();
-    if new_owners.contains(&victim) {
-        bail!("the table without the victim still gives it a bucket");
-    }
-    let goal_owners = new_owners.clone();
-    let plan = Plan {
-        udp,
-        tcp,
-        udp_interval: settings.udp_interval,
-        tcp_interval: settings.tcp_interval,
-        tcp_timeout: settings.tcp_timeout,
-        goal: Some(Goal {
-            udp: new_owners.clone(),
-            tcp: new_owners,
-            linger: LINGER,
-        }),
-    };
-    let control = Arc::new(Control::default());
-    let until = Instant::now() + WARM_UP + delay + RECOVERY_BOUND + Duration::from_secs(1);
-    let client = farm.bed.client.netns.clone();
-    let thread_control = Arc::clone(&control);
-    let load = std::thread::Builder::new()
-        .name("load".into())
-        .spawn(move || {
-            client.enter()?;
-            load::run(&plan, &thread_control, until)
-        })
-        .context("cannot start the load thread")?;
-    // The load stops on every way out of here, or at its bound.
-    let stop = StopOnDrop(&control);
+    let span = WARM_UP + delay + RECOVERY_BOUND + Duration::from_secs(1);
+    let mut load = VictimLoad::start(&farm, victim, span, settings)?;
 
     pause(WARM_UP + delay, interrupted)?;
     let marks = farm.marks();
     let kill_at = Instant::now();
-    let _ = control.kill_at.set(kill_at);
+    load.failed_at(kill_at);
     farm.herd(victim)?.signal(Signal::SIGKILL)?;
     if farm
         .herd_mut(victim)?
@@ -154,16 +98,7 @@ pub fn run_once(
         bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim]);
     }
     farm.forget_herd(victim);
-    while !load.is_finished() {
-        if interrupted.load(Ordering::Relaxed) {
-            bail!("interrupted");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(stop);
-    let records = load
-        .join()
-        .map_err(|_| anyhow!("the load thread panicked"))??;
+    let records = load.finish(interrupted)?;
 
     let detected = farm
         .herds()
@@ -190,9 +125,9 @@ pub fn run_once(
     Ok(summarise(
         victim,
         delay,
-        &buckets,
+        &load.buckets,
         &records,
-        &goal_owners,
+        &load.new_owners,
         &moments,
     ))
 }
@@ -218,12 +153,6 @@ fn summarise(
 ) -> KillRun {
     let kill_at = moments.kill;
     let ms = |at: Instant| at.saturating_duration_since(kill_at).as_secs_f64() * 1e3;
-    let by_victim_before = |answers: &[Vec<Answer>]| {
-        answers
-            .iter()
-            .filter(|flow| flow.iter().any(|a| a.node == victim && a.at < kill_at))
-            .count()
-    };
     let stray_before = records
         .udp
         .iter()
@@ -231,54 +160,22 @@ fn summarise(
         .flatten()
         .filter(|a| a.node != victim && a.at < kill_at)
         .count();
-    // The moment every flow (or bucket) had been answered by its new owner: the latest of
-    // each one's first such answer after the kill.
-    let recovered = |answers: &[Vec<Answer>]| -> Option<f64> {
-        answers
-            .iter()
-            .zip(new_owners)
-            .map(|(flow, &owner)| {
-                flow.iter()
-                    .find(|a| a.node == owner && a.at > kill_at)
-                    .map(|a| a.at)
-            })
-            .collect::<Option<Vec<Instant>>>()
-            .and_then(|firsts| firsts.into_iter().max())
-            .map(ms)
-    };
-    let victim_last = records
-        .udp
-        .iter()
-        .chain(&records.tcp)
-        .flatten()
-        .filter(|a| a.node == victim && a.at > kill_at)
-        .map(|a| a.at)
-        .max();
     KillRun {
         victim,
         delay_ms: delay.as_secs_f64() * 1e3,
         buckets: buckets.len(),
-        udp_by_victim_before: by_victim_before(&records.udp),
-        tcp_by_victim_before: by_victim_before(&records.tcp),
+        udp_by_victim_before: served_before(&records.udp, victim, kill_at),
+        tcp_by_victim_before: served_before(&records.tcp, victim, kill_at),
         stray_before,
-        udp_ms: recovered(&records.udp),
-        tcp_ms: recovered(&records.tcp),
-        victim_last_ms: victim_last.map(ms),
+        udp_ms: recovered(&records.udp, new_owners, kill_at).map(ms),
+        tcp_ms: recovered(&records.tcp, new_owners, kill_at).map(ms),
+        victim_last_ms: last_answer(records, victim, kill_at).map(ms),
         detected_ms: moments.detected.map(ms),
         installed_ms: moments.installed.map(ms),
         udp_sent: records.udp_sent,
         udp_answers: records.udp.iter().map(|flow| flow.len() as u64).sum(),
         tcp_opened: records.tcp_opened,
         tcp_failed: records.tcp_failed,
-    }
-}
-
-/// Tells the load to stop when dropped.
-struct StopOnDrop<'a>(&'a Control);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.stop.store(true, Ordering::Relaxed);
     }
 }
 

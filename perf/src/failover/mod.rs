@@ -12,6 +12,7 @@ mod leave_join;
 mod load;
 mod quiet;
 mod report;
+mod victim;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

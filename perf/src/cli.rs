@@ -185,6 +185,15 @@ pub struct FailoverArgs {
     #[arg(long)]
     pub skip_leave_join: bool,
 
+    /// Runs of the application's failure (SIGKILL of the application a `tcp` or `http` check
+    /// watches) per check at the recommended check settings; half as many at the defaults.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub app_runs: u32,
+
+    /// Leaves out the application's failure.
+    #[arg(long)]
+    pub skip_app: bool,
+
     /// Also writes the markdown section to FILE.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
@@ -546,6 +555,8 @@ mod tests {
         assert_eq!(args.runs, 20);
         assert_eq!(args.quiet_minutes, 10);
         assert!(!args.skip_false_positives);
+        assert_eq!(args.app_runs, 10);
+        assert!(!args.skip_app);
         let cli = Cli::try_parse_from([
             "herd-perf",
             "failover",
@@ -568,6 +579,12 @@ mod tests {
             (FarmMode::Afxdp, 3, 1)
         );
         assert!(args.skip_false_positives);
+        let cli = Cli::try_parse_from(["herd-perf", "failover", "--app-runs", "4", "--skip-app"]);
+        let Some(Command::Failover(args)) = cli.unwrap().command else {
+            panic!("a failover command line");
+        };
+        assert_eq!((args.app_runs, args.skip_app), (4, true));
+        assert!(Cli::try_parse_from(["herd-perf", "failover", "--app-runs", "0"]).is_err());
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--runs", "0"]).is_err());
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--mode", "dpdk"]).is_err());
     }

@@ -1,5 +1,6 @@
-//! A running 3-node farm: the test bed's farm, `herd run` on each node, and the servers.
-//! Dropped in order: the servers stop, the herds are killed, then the bed goes.
+//! A running 3-node farm: the test bed's farm, `herd run` on each node, the servers, and the
+//! application the nodes check if asked for. Dropped in order: the applications are killed,
+//! the servers stop, the herds are killed, then the bed goes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use herd_testbed::process::START;
 use herd_testbed::responder::{Responders, Settings};
 use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Offload, Uplink};
 
+use super::app::{App, Apps};
 use super::layout::{self, NODES, SERVICES, SOURCES, VIP};
 use crate::cli::FarmMode;
 use crate::topology::TAG;
@@ -46,10 +48,13 @@ pub struct FarmSpec<'a> {
     pub keep_logs: Option<&'a Path>,
     /// The farm's name in log file names (`run-3`, `leave-join`, ...).
     pub tag: String,
+    /// The application every node runs and checks, if any.
+    pub app: Option<App>,
 }
 
 /// A running farm.
 pub struct Farm {
+    apps: Option<Apps>,
     servers: Option<Responders>,
     herds: Vec<Option<Herd>>,
     /// The namespaces and files.
@@ -78,10 +83,17 @@ impl Farm {
             client_offload: Offload::Default,
         })?;
         let key = bed.bed().write_private("farm.key", KEY)?;
-        let text = layout::config(spec.mode.dataplane(), spec.buckets, &key).text();
+        let mut toml = layout::config(spec.mode.dataplane(), spec.buckets, &key);
+        if let Some(app) = spec.app {
+            toml = toml.tables(&app.table());
+        }
+        let text = toml.text();
         let config_file = bed.bed().write_private("farm.toml", &text)?;
         let config = FarmConfig::load(&config_file).context("the farm's configuration")?;
+        // Before the herds, whose nodes join once their checks pass.
+        let apps = spec.app.map(|_| Apps::start(&bed)).transpose()?;
         let mut farm = Farm {
+            apps,
             servers: None,
             herds: (0..NODES.len()).map(|_| None).collect(),
             bed,
@@ -141,6 +153,14 @@ impl Farm {
             );
         }
         Ok(())
+    }
+
+    /// Kills node `node`'s application with SIGKILL; returns the moment of the kill.
+    pub fn kill_app(&mut self, node: usize) -> anyhow::Result<Instant> {
+        self.apps
+            .as_mut()
+            .context("the farm runs no application")?
+            .kill(node)
     }
 
     /// Node `node`'s herd.

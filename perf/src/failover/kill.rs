@@ -22,7 +22,7 @@ use super::{pause, Settings};
 
 /// How long the load runs before the kill, so that the victim is seen answering; each run adds
 /// its own delay within a heartbeat period (see [`kill_delay`]).
-const WARM_UP: Duration = Duration::from_secs(1);
+pub const WARM_UP: Duration = Duration::from_secs(1);
 /// How long after the kill the survivors have to answer for every bucket; a run that takes
 /// longer counts as not recovered.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(10);

@@ -1,9 +1,12 @@
 //! `herd-perf failover`: a 3-node farm of `herd run` processes in network namespaces, with
 //! default membership settings, measured for the figures: the failover time after
 //! `kill -9` (p50/p99 over many runs, each on a fresh farm), connections broken by a planned
-//! leave and by a join, and false positives while stress-ng saturates every core; and, as the
-//! reference, keepalived's failover on the same kind of bed (the `keepalived` module).
+//! leave and by a join, false positives while stress-ng saturates every core, and the time
+//! from an application's death (SIGKILL of the process a `tcp` or `http` check watches) to its
+//! node's withdrawal; and, as the reference, keepalived's failover on the same kind of bed (the
+//! `keepalived` module).
 
+mod app;
 mod farm;
 mod keepalived;
 mod kill;
@@ -56,6 +59,10 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
     if !args.skip_keepalived {
         keepalived::validate(&args.keepalived_advert_ms)?;
     }
+    if !args.skip_app {
+        command::run("nginx", &["-v"], None)
+            .context("the application-failure runs need nginx (or pass --skip-app)")?;
+    }
     if let Some(dir) = &args.keep_logs {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -71,6 +78,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
         herd: &herd,
         keep_logs: args.keep_logs.as_deref(),
         tag,
+        app: None,
     };
     let mut report = FailoverReport {
         command: command_line(),
@@ -82,6 +90,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
         leave_join: None,
         quiet: None,
         keepalived: Vec::new(),
+        app: None,
     };
     let heartbeat = Duration::from_millis(Membership::DEFAULT_HEARTBEAT_MS.into());
     let mut serial = 0;
@@ -140,6 +149,15 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
             },
             interrupted,
         )?;
+    }
+    if !args.skip_app {
+        report.app = Some(app::run(
+            &mut serial,
+            &spec,
+            args.app_runs,
+            &settings,
+            interrupted,
+        )?);
     }
     if !args.skip_leave_join {
         check(interrupted)?;

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::app::AppFailure;
 use super::keepalived::{self, VrrpSet};
 use super::kill::{KillRun, RECOVERY_BOUND};
 use super::layout::NODES;
@@ -37,6 +38,8 @@ pub struct FailoverReport {
     pub quiet: Option<Quiet>,
     /// keepalived's reference runs, one set per advert interval, unless skipped.
     pub keepalived: Vec<VrrpSet>,
+    /// The application's failure, unless skipped.
+    pub app: Option<AppFailure>,
 }
 
 /// A row of the failover table: what it times, how to read it from a run, and whether the
@@ -50,7 +53,7 @@ pub(super) struct Spread {
     pub(super) p99: f64,
     pub(super) max: f64,
     pub(super) missing: usize,
-    count: usize,
+    pub(super) count: usize,
 }
 
 impl Spread {
@@ -87,7 +90,7 @@ impl Spread {
 }
 
 /// PASS or SHORT.
-fn verdict(met: bool) -> &'static str {
+pub(super) fn verdict(met: bool) -> &'static str {
     if met {
         "PASS"
     } else {
@@ -201,6 +204,9 @@ impl FailoverReport {
         self.write_counts(out)?;
         if !self.runs.is_empty() {
             self.write_runs(out)?;
+        }
+        if let Some(app) = &self.app {
+            app.write(out)?;
         }
         Ok(())
     }
@@ -324,7 +330,7 @@ impl FailoverReport {
 }
 
 /// Milliseconds, or `-` when not measured.
-fn optional_ms(value: Option<f64>) -> String {
+pub(super) fn optional_ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"))
 }
 

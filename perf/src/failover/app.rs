@@ -368,7 +368,12 @@ pub fn run<'a>(
              no scripts; each run on a fresh farm, the same load as the failover runs, and \
              the victim's nginx killed with SIGKILL 1 s into the load plus a delay that spreads \
              the kills over the probe period. Only answers by a bucket's new owner count: the \
-             victim's herd runs on and its test servers answer until its buckets move."
+             victim's herd runs on and its test servers answer until its buckets move. A \
+             withdrawing node stops taking new TCP connections at once, and the new owners \
+             take them once the farm agrees; it keeps the non-TCP traffic (the UDP flows) of \
+             its buckets until its drain ends, when its kernel counts none of the connections \
+             it serves there (counted every 250 ms): here the load's short connections to its \
+             test servers, which outlive the application, so the UDP time includes that drain."
         ),
         series,
     })

@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use herd_config::Membership;
+
 use crate::bench::Settings;
 use crate::contender::Kind;
 use crate::handoff::Handoff;
@@ -36,13 +38,14 @@ pub enum Command {
     /// to the stack, whose listeners answer them), what the stack did with them, and the CPU
     /// per SYN on the receiver's core; once with every SYN owned, once with a share owned.
     SynFlood(SynFloodArgs),
-    /// A 3-node farm of `herd run` processes in network namespaces, with default membership
-    /// settings: the failover time after `kill -9` (p50/p99/max over --runs runs, each on a
+    /// A 3-node farm of `herd run` processes in network namespaces, with the membership
+    /// settings given (the defaults unless told): the failover time after `kill -9` of a
+    /// node's herd and after its link is cut (p50/p99/max over --runs runs of each, each on a
     /// fresh farm, the victim rotating over the nodes), the connections broken by a planned
-    /// leave (SIGTERM) and by a join, and false positives while stress-ng saturates every core
-    /// for --quiet-minutes; as the reference, keepalived's VRRPv3 failover after its master's
-    /// link is cut, 2 nodes on the same kind of bed, at each --keepalived-advert-ms. Prints a
-    /// markdown section with the goals.
+    /// leave (SIGTERM) and by a join, and false positives for --quiet-minutes while stress-ng
+    /// saturates every core and while a SYN flood keeps the dataplane busy; as the reference,
+    /// keepalived's VRRPv3 failover after its master's link is cut, 2 nodes on the same kind of
+    /// bed, at each --keepalived-advert-ms. Prints a markdown section with the goals.
     Failover(FailoverArgs),
     /// The AF_XDP mode's ways back to the stack on their own: one thread writes owned UDP
     /// frames to the VIP in batches of 64 through each way in turn (TAP device or veth pair,
@@ -96,6 +99,52 @@ impl FarmMode {
         match self {
             FarmMode::Xdp => herd_config::DataplaneMode::Xdp,
             FarmMode::Afxdp => herd_config::DataplaneMode::Afxdp,
+        }
+    }
+}
+
+/// How the victim of a failover run fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Failure {
+    /// `kill -9` of its herd: its pinned XDP program and its servers stay.
+    Kill,
+    /// Its link to the bridge cut: the bridge's port goes down, the node loses its carrier.
+    Link,
+}
+
+impl Failure {
+    /// Every kind, in the order they are run.
+    pub const ALL: [Failure; 2] = [Failure::Kill, Failure::Link];
+
+    /// The kind's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Kill => "kill",
+            Failure::Link => "link",
+        }
+    }
+}
+
+/// What keeps the farm busy in a false-positive run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuietLoad {
+    /// stress-ng saturating every core.
+    Cpu,
+    /// A flood of TCP SYNs to the VIP from spoofed sources: the dataplane busy.
+    Packets,
+}
+
+impl QuietLoad {
+    /// Every kind, in the order they are run.
+    pub const ALL: [QuietLoad; 2] = [QuietLoad::Cpu, QuietLoad::Packets];
+
+    /// The kind's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuietLoad::Cpu => "cpu",
+            QuietLoad::Packets => "packets",
         }
     }
 }
@@ -165,13 +214,41 @@ pub struct FailoverArgs {
     #[arg(long, value_enum, default_value_t = FarmMode::Xdp)]
     pub mode: FarmMode,
 
-    /// Failover runs (kill -9 of one node's herd), each on a fresh farm.
+    /// Failover runs of each kind of failure, each on a fresh farm.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub runs: u32,
 
-    /// Minutes the false-positive run saturates every core for.
+    /// Leaves out the failover runs (to run only the false-positive runs, say).
+    #[arg(long)]
+    pub skip_kills: bool,
+
+    /// How the victims fail, comma-separated or repeated: `kill` (kill -9 of the herd), `link`
+    /// (its link to the bridge cut).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Failure::ALL)]
+    pub failure: Vec<Failure>,
+
+    /// The membership's heartbeat period, in ms, written into the farm's `[membership]` table.
+    #[arg(long, default_value_t = Membership::DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u32,
+
+    /// The silence after which a node is dead, in ms, written into the farm's `[membership]`
+    /// table.
+    #[arg(long, default_value_t = Membership::DEFAULT_DEAD_AFTER_MS)]
+    pub dead_after_ms: u32,
+
+    /// Minutes each false-positive run lasts.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
     pub quiet_minutes: u32,
+
+    /// What keeps the farm busy in the false-positive runs, comma-separated or repeated: `cpu`
+    /// (stress-ng on every core), `packets` (a SYN flood to the VIP from spoofed sources).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = QuietLoad::ALL)]
+    pub quiet_load: Vec<QuietLoad>,
+
+    /// The SYN flood's rate in the `packets` false-positive run, in SYNs a second; as fast as
+    /// the client can write when not given.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub flood_rate: Option<u64>,
 
     /// The herd executable; by default the `herd` next to herd-perf's own.
     #[arg(long)]
@@ -587,6 +664,70 @@ mod tests {
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--app-runs", "0"]).is_err());
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--runs", "0"]).is_err());
         assert!(Cli::try_parse_from(["herd-perf", "failover", "--mode", "dpdk"]).is_err());
+    }
+
+    /// The failover scenario's options of a command line.
+    fn failover(line: &[&str]) -> Result<FailoverArgs, clap::Error> {
+        match Cli::try_parse_from(line)?.command {
+            Some(Command::Failover(args)) => Ok(args),
+            _ => panic!("not a failover command line"),
+        }
+    }
+
+    #[test]
+    fn failover_runs_every_failure_and_load_at_the_default_membership() {
+        let args = failover(&["herd-perf", "failover"]).unwrap();
+        assert_eq!(args.failure, Failure::ALL);
+        assert_eq!(args.quiet_load, QuietLoad::ALL);
+        assert_eq!(
+            (args.heartbeat_ms, args.dead_after_ms),
+            (
+                Membership::DEFAULT_HEARTBEAT_MS,
+                Membership::DEFAULT_DEAD_AFTER_MS
+            )
+        );
+        assert!(!args.skip_kills);
+        assert_eq!(args.flood_rate, None);
+    }
+
+    #[test]
+    fn failover_takes_the_membership_failures_and_loads_it_is_given() {
+        let args = failover(&[
+            "herd-perf",
+            "failover",
+            "--heartbeat-ms",
+            "20",
+            "--dead-after-ms",
+            "80",
+            "--failure",
+            "link",
+            "--quiet-load",
+            "packets",
+            "--flood-rate",
+            "100000",
+            "--skip-kills",
+        ])
+        .unwrap();
+        assert_eq!((args.heartbeat_ms, args.dead_after_ms), (20, 80));
+        assert_eq!(args.failure, [Failure::Link]);
+        assert_eq!(args.quiet_load, [QuietLoad::Packets]);
+        assert_eq!(args.flood_rate, Some(100_000));
+        assert!(args.skip_kills);
+        let args = failover(&["herd-perf", "failover", "--failure", "link,kill"]).unwrap();
+        assert_eq!(args.failure, [Failure::Link, Failure::Kill]);
+        let line = [
+            "herd-perf",
+            "failover",
+            "--quiet-load",
+            "cpu",
+            "--quiet-load",
+            "packets",
+        ];
+        assert_eq!(failover(&line).unwrap().quiet_load, QuietLoad::ALL);
+        assert!(failover(&["herd-perf", "failover", "--failure", "reboot"]).is_err());
+        assert!(failover(&["herd-perf", "failover", "--quiet-load", "disk"]).is_err());
+        assert!(failover(&["herd-perf", "failover", "--heartbeat-ms", "-1"]).is_err());
+        assert!(failover(&["herd-perf", "failover", "--flood-rate", "0"]).is_err());
     }
 
     #[test]

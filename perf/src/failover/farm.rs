@@ -14,7 +14,7 @@ use herd_testbed::responder::{Responders, Settings};
 use herd_testbed::{FarmBed, FarmPlan, Herd, HerdRun, HubKind, Offload, Uplink};
 
 use super::app::{App, Apps};
-use super::layout::{self, NODES, SERVICES, SOURCES, VIP};
+use super::layout::{self, Timing, NODES, SERVICES, SOURCES, VIP};
 use crate::cli::FarmMode;
 use crate::topology::TAG;
 
@@ -42,6 +42,8 @@ pub struct FarmSpec<'a> {
     pub mode: FarmMode,
     /// The number of buckets.
     pub buckets: u32,
+    /// The membership's timing.
+    pub timing: Timing,
     /// The herd executable.
     pub herd: &'a Path,
     /// Where the herds' logs are copied, if anywhere.
@@ -83,7 +85,7 @@ impl Farm {
             client_offload: Offload::Default,
         })?;
         let key = bed.bed().write_private("farm.key", KEY)?;
-        let mut toml = layout::config(spec.mode.dataplane(), spec.buckets, &key);
+        let mut toml = layout::config(spec.mode.dataplane(), spec.buckets, &key, spec.timing);
         if let Some(app) = spec.app {
             toml = toml.tables(&app.table());
         }

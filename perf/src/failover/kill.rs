@@ -1,17 +1,18 @@
-//! One failover run: a fresh farm, steady load in the victim's buckets, `kill -9` of the
-//! victim's herd, and the time until the survivors answer for every one of its buckets.
+//! One failover run: a fresh farm, steady load in the victim's buckets, the victim's failure
+//! (`kill -9` of its herd, or its link to the bridge cut), and the time until the survivors
+//! answer for every one of its buckets.
 //!
-//! After the kill, the victim's XDP program stays attached (herd pins it) and, in xdp mode,
+//! After a kill, the victim's XDP program stays attached (herd pins it) and, in xdp mode,
 //! keeps accepting the victim's buckets until its liveness deadline (dead_after minus one
-//! heartbeat, 400 ms by default); its servers, threads of herd-perf, keep answering. So only
-//! answers by each bucket's new owner count.
+//! heartbeat); its servers, threads of herd-perf, keep answering. So only answers by each
+//! bucket's new owner count. After a cut link, nothing of the victim's reaches the client.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use herd_testbed::Signal;
+use herd_testbed::{uplink, Signal};
 use serde::Serialize;
 
 use super::farm::{without, Farm, FarmSpec};
@@ -19,34 +20,38 @@ use super::layout::NODES;
 use super::load::Records;
 use super::victim::{last_answer, recovered, served_before, VictimLoad};
 use super::{pause, Settings};
+use crate::cli::Failure;
 
-/// How long the load runs before the kill, so that the victim is seen answering; each run adds
+/// How long the load runs before the failure, so that the victim is seen answering; each run adds
 /// its own delay within a heartbeat period (see [`kill_delay`]).
 pub const WARM_UP: Duration = Duration::from_secs(1);
-/// How long after the kill the survivors have to answer for every bucket; a run that takes
+/// How long after the failure the survivors have to answer for every bucket; a run that takes
 /// longer counts as not recovered.
 pub const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 
-/// What one run measured. Times are in milliseconds after the kill.
+/// What one run measured. Times are in milliseconds after the failure.
 #[derive(Clone, Debug, Serialize)]
 pub struct KillRun {
-    /// The node killed (index in [`NODES`]).
+    /// How the victim failed.
+    pub failure: Failure,
+    /// The node that failed (index in [`NODES`]).
     pub victim: usize,
-    /// The delay added to the warm-up, in ms: where in a heartbeat period the kill fell.
+    /// The delay added to the warm-up, in ms: where in a heartbeat period the failure fell.
     pub delay_ms: f64,
     /// The victim's buckets, one UDP flow and one stream of TCP connections in each.
     pub buckets: usize,
-    /// Of the UDP flows, those the victim answered before the kill.
+    /// Of the UDP flows, those the victim answered before the failure.
     pub udp_by_victim_before: usize,
-    /// Of the buckets, those where the victim answered a TCP connection before the kill.
+    /// Of the buckets, those where the victim answered a TCP connection before the failure.
     pub tcp_by_victim_before: usize,
-    /// Answers before the kill by another node than the victim (0 on a settled farm).
+    /// Answers before the failure by another node than the victim (0 on a settled farm).
     pub stray_before: usize,
     /// Until every UDP flow was answered by its new owner; `None`: not within the bound.
     pub udp_ms: Option<f64>,
     /// Until a TCP connection in every bucket was answered by its new owner.
     pub tcp_ms: Option<f64>,
-    /// The victim's last answer (UDP or TCP), while its pinned program still accepted.
+    /// The victim's last answer (UDP or TCP), while its pinned program still accepted (after a
+    /// kill; none is expected after a cut link).
     pub victim_last_ms: Option<f64>,
     /// A survivor's first `peer dead` line.
     pub detected_ms: Option<f64>,
@@ -62,9 +67,9 @@ pub struct KillRun {
     pub tcp_failed: u64,
 }
 
-/// The delay run `run` adds to the warm-up before its kill. The nodes send their heartbeats in
+/// The delay run `run` adds to the warm-up before its failure. The nodes send their heartbeats in
 /// step from the moment the farm agrees on its view, and a run's farm is settled when they
-/// have: after a fixed warm-up, every kill would fall at the same point of the heartbeat period,
+/// have: after a fixed warm-up, every failure would fall at the same point of the heartbeat period,
 /// right after a heartbeat, and every failover would take the longest. The delays spread the
 /// kills evenly over the period (a golden-ratio sequence: any few consecutive runs cover it).
 pub fn kill_delay(run: usize, heartbeat: Duration) -> Duration {
@@ -72,10 +77,12 @@ pub fn kill_delay(run: usize, heartbeat: Duration) -> Duration {
     heartbeat.mul_f64((run as f64 * GOLDEN).fract())
 }
 
-/// Runs failover run `serial`, killing node `victim` `delay` after the warm-up.
+/// Runs failover run `serial`, failing node `victim` as `failure` says `delay` after the
+/// warm-up.
 pub fn run_once(
     serial: usize,
     spec: &FarmSpec,
+    failure: Failure,
     victim: usize,
     delay: Duration,
     settings: &Settings,
@@ -89,19 +96,13 @@ pub fn run_once(
     let marks = farm.marks();
     let kill_at = Instant::now();
     load.failed_at(kill_at);
-    farm.herd(victim)?.signal(Signal::SIGKILL)?;
-    if farm
-        .herd_mut(victim)?
-        .wait_timeout(Duration::from_secs(5))?
-        .is_none()
-    {
-        bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim]);
-    }
-    farm.forget_herd(victim);
+    fail(&mut farm, failure, victim)?;
     let records = load.finish(interrupted)?;
 
+    // A cut-off victim runs on and logs its own `peer dead` lines about the others.
     let detected = farm
         .herds()
+        .filter(|&(node, _)| node != victim)
         .filter_map(|(node, herd)| {
             herd.lines_since(marks[node], |line| line.contains("peer dead"))
                 .first()
@@ -123,6 +124,7 @@ pub fn run_once(
         installed,
     };
     Ok(summarise(
+        failure,
         victim,
         delay,
         &load.buckets,
@@ -132,9 +134,28 @@ pub fn run_once(
     ))
 }
 
-/// The moments the herds' logs and the kill give.
+/// Fails node `victim` of `farm` as `failure` says.
+fn fail(farm: &mut Farm, failure: Failure, victim: usize) -> anyhow::Result<()> {
+    match failure {
+        Failure::Kill => {
+            farm.herd(victim)?.signal(Signal::SIGKILL)?;
+            if farm
+                .herd_mut(victim)?
+                .wait_timeout(Duration::from_secs(5))?
+                .is_none()
+            {
+                bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim]);
+            }
+            farm.forget_herd(victim);
+            Ok(())
+        }
+        Failure::Link => farm.bed.unplug(victim, uplink::VETH),
+    }
+}
+
+/// The moments the herds' logs and the failure give.
 struct Moments {
-    /// The kill.
+    /// The failure.
     kill: Instant,
     /// A survivor's first `peer dead` line.
     detected: Option<Instant>,
@@ -144,6 +165,7 @@ struct Moments {
 
 /// The figures of a run from what the load saw.
 fn summarise(
+    failure: Failure,
     victim: usize,
     delay: Duration,
     buckets: &[u32],
@@ -161,6 +183,7 @@ fn summarise(
         .filter(|a| a.node != victim && a.at < kill_at)
         .count();
     KillRun {
+        failure,
         victim,
         delay_ms: delay.as_secs_f64() * 1e3,
         buckets: buckets.len(),

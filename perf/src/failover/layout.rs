@@ -2,8 +2,10 @@
 //! configuration file. Its addresses are the test bed's plan ([`herd_testbed::address`]).
 
 use std::path::Path;
+use std::time::Duration;
 
-use herd_config::{Affinity, DataplaneMode, Protocol};
+use anyhow::anyhow;
+use herd_config::{Affinity, DataplaneMode, FarmConfig, Protocol};
 use herd_testbed::address::node4;
 use herd_testbed::config::FarmToml;
 use herd_testbed::responder::{Kind, On, Service};
@@ -41,8 +43,47 @@ pub const SERVICES: [Service; 3] = [
     },
 ];
 
-/// The configuration: default membership settings (no `[membership]` table).
-pub fn config(mode: DataplaneMode, buckets: u32, key_file: &Path) -> FarmToml {
+/// The membership's timing a farm runs with, written into its `[membership]` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// The heartbeat period, in ms.
+    pub heartbeat_ms: u32,
+    /// The silence after which a node is dead, in ms.
+    pub dead_after_ms: u32,
+}
+
+impl Timing {
+    /// The heartbeat period.
+    pub fn heartbeat(self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.into())
+    }
+
+    /// The `[membership]` table.
+    fn table(self) -> String {
+        format!(
+            "[membership]\nheartbeat_ms = {}\ndead_after_ms = {}\n",
+            self.heartbeat_ms, self.dead_after_ms
+        )
+    }
+
+    /// Fails, saying why, unless a farm's configuration takes this timing: checked by the
+    /// configuration's own validation, before any farm is built.
+    pub fn check(self) -> anyhow::Result<()> {
+        let text = config(DataplaneMode::Xdp, 256, Path::new("farm.key"), self).text();
+        FarmConfig::parse(&text, Path::new("the failover farm's configuration"))
+            .map(drop)
+            .map_err(|error| {
+                anyhow!(
+                    "--heartbeat-ms {} --dead-after-ms {}: {error}",
+                    self.heartbeat_ms,
+                    self.dead_after_ms
+                )
+            })
+    }
+}
+
+/// The configuration, with `timing` in its `[membership]` table.
+pub fn config(mode: DataplaneMode, buckets: u32, key_file: &Path, timing: Timing) -> FarmToml {
     NODES
         .iter()
         .enumerate()
@@ -58,4 +99,34 @@ pub fn config(mode: DataplaneMode, buckets: u32, key_file: &Path) -> FarmToml {
             &[SHORT_PORT, LONG_PORT],
             Some(Affinity::ClientIpPort),
         )
+        .tables(&timing.table())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timing_is_checked_as_the_configuration_is() {
+        let timing = |heartbeat_ms, dead_after_ms| Timing {
+            heartbeat_ms,
+            dead_after_ms,
+        };
+        timing(50, 200).check().unwrap();
+        timing(20, 80).check().unwrap();
+        let error = timing(20, 50).check().unwrap_err().to_string();
+        assert!(error.contains("--dead-after-ms 50"), "{error}");
+        assert!(error.contains("dead_after_ms"), "{error}");
+        let error = timing(5, 200).check().unwrap_err().to_string();
+        assert!(error.contains("heartbeat_ms"), "{error}");
+        let text = config(DataplaneMode::Afxdp, 64, Path::new("k"), timing(20, 80)).text();
+        let config = FarmConfig::parse(&text, Path::new("farm.toml")).unwrap();
+        assert_eq!(
+            (
+                config.membership.heartbeat_ms,
+                config.membership.dead_after_ms
+            ),
+            (20, 80)
+        );
+    }
 }

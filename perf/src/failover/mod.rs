@@ -1,9 +1,10 @@
-//! `herd-perf failover`: a 3-node farm of `herd run` processes in network namespaces, with
-//! default membership settings, measured for the issue's figures: the failover time after
-//! `kill -9` (p50/p99 over many runs, each on a fresh farm), connections broken by a planned
-//! leave and by a join, false positives while stress-ng saturates every core, and the time
-//! from an application's death (SIGKILL of the process a `tcp` or `http` check watches) to its
-//! node's withdrawal; and, as the reference, keepalived's failover on the same kind of bed (the
+//! `herd-perf failover`: a 3-node farm of `herd run` processes in network namespaces, with the
+//! membership timing asked for, measured for the issue's figures: the failover time after
+//! `kill -9` of a node's herd and after its link is cut (p50/p99 over many runs, each on a fresh
+//! farm), connections broken by a planned leave and by a join, false positives while stress-ng
+//! saturates every core and while a SYN flood keeps the dataplane busy, and the time from an
+//! application's death (SIGKILL of the process a `tcp` or `http` check watches) to its node's
+//! withdrawal; and, as the reference, keepalived's failover on the same kind of bed (the
 //! `keepalived` module).
 
 mod app;
@@ -27,9 +28,9 @@ use herd_config::Membership;
 use herd_testbed::{command, stale};
 
 use self::farm::FarmSpec;
-use self::layout::NODES;
+use self::layout::{Timing, NODES};
 pub use self::report::FailoverReport;
-use crate::cli::FailoverArgs;
+use crate::cli::{FailoverArgs, QuietLoad};
 use crate::topology::TAG;
 
 /// How long a TCP connection of the failover load may take to be answered before it is given
@@ -51,7 +52,12 @@ pub struct Settings {
 /// Runs the scenario as `args` say; `interrupted` is raised by SIGINT or SIGTERM.
 pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result<FailoverReport> {
     let herd = herd_exe(args.herd.as_deref())?;
-    if !args.skip_false_positives {
+    let timing = Timing {
+        heartbeat_ms: args.heartbeat_ms,
+        dead_after_ms: args.dead_after_ms,
+    };
+    timing.check()?;
+    if !args.skip_false_positives && args.quiet_load.contains(&QuietLoad::Cpu) {
         command::run("stress-ng", &["--version"], None)
             .context("the false-positive run needs stress-ng (or pass --skip-false-positives)")?;
     }
@@ -75,6 +81,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
     let spec = |tag: String| FarmSpec {
         mode: args.mode,
         buckets: args.buckets,
+        timing,
         herd: &herd,
         keep_logs: args.keep_logs.as_deref(),
         tag,
@@ -88,51 +95,51 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
         runs: Vec::new(),
         failed_runs: Vec::new(),
         leave_join: None,
-        quiet: None,
+        quiet: Vec::new(),
         keepalived: Vec::new(),
         app: None,
     };
-    let heartbeat = Duration::from_millis(Membership::DEFAULT_HEARTBEAT_MS.into());
     let mut serial = 0;
-    let mut in_a_row = 0;
-    for run in 0..args.runs as usize {
-        check(interrupted)?;
-        let victim = run % NODES.len();
-        tracing::info!(
-            "failover run {} of {}: killing {}",
-            run + 1,
-            args.runs,
-            NODES[victim]
-        );
-        serial += 1;
-        match kill::run_once(
-            serial,
-            &spec(format!("run-{}", run + 1)),
-            victim,
-            kill::kill_delay(run, heartbeat),
-            &settings,
-            interrupted,
-        ) {
-            Ok(result) => {
-                tracing::info!(
-                    "run {}: UDP {:?} ms, TCP {:?} ms, peer dead {:?} ms",
-                    run + 1,
-                    result.udp_ms.map(f64::round),
-                    result.tcp_ms.map(f64::round),
-                    result.detected_ms.map(f64::round)
-                );
-                report.runs.push(result);
-                in_a_row = 0;
-            }
-            Err(error) => {
-                check(interrupted)?;
-                tracing::warn!("run {} failed: {error:#}", run + 1);
-                report
-                    .failed_runs
-                    .push(format!("run {}: {error:#}", run + 1));
-                in_a_row += 1;
-                if in_a_row == FAILURES_IN_A_ROW {
-                    bail!("{FAILURES_IN_A_ROW} runs in a row failed; the last: {error:#}");
+    let failures = if args.skip_kills {
+        &[][..]
+    } else {
+        &args.failure[..]
+    };
+    for &failure in failures {
+        let mut in_a_row = 0;
+        for run in 0..args.runs as usize {
+            check(interrupted)?;
+            let victim = run % NODES.len();
+            let name = format!("{} run {}", failure.name(), run + 1);
+            tracing::info!("{name} of {}: {}", args.runs, NODES[victim]);
+            serial += 1;
+            match kill::run_once(
+                serial,
+                &spec(format!("{}-{}", failure.name(), run + 1)),
+                failure,
+                victim,
+                kill::kill_delay(run, timing.heartbeat()),
+                &settings,
+                interrupted,
+            ) {
+                Ok(result) => {
+                    tracing::info!(
+                        "{name}: UDP {:?} ms, TCP {:?} ms, peer dead {:?} ms",
+                        result.udp_ms.map(f64::round),
+                        result.tcp_ms.map(f64::round),
+                        result.detected_ms.map(f64::round)
+                    );
+                    report.runs.push(result);
+                    in_a_row = 0;
+                }
+                Err(error) => {
+                    check(interrupted)?;
+                    tracing::warn!("{name} failed: {error:#}");
+                    report.failed_runs.push(format!("{name}: {error:#}"));
+                    in_a_row += 1;
+                    if in_a_row == FAILURES_IN_A_ROW {
+                        bail!("{FAILURES_IN_A_ROW} runs in a row failed; the last: {error:#}");
+                    }
                 }
             }
         }
@@ -169,13 +176,20 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
             interrupted,
         )?);
     }
-    if !args.skip_false_positives {
+    let quiet_loads = if args.skip_false_positives {
+        &[][..]
+    } else {
+        &args.quiet_load[..]
+    };
+    for &kind in quiet_loads {
         check(interrupted)?;
         serial += 1;
-        report.quiet = Some(quiet::run(
+        report.quiet.push(quiet::run(
             serial,
-            &spec("quiet".to_owned()),
+            &spec(format!("quiet-{}", kind.name())),
             args.quiet_minutes,
+            kind,
+            args.flood_rate,
             interrupted,
         )?);
     }
@@ -210,18 +224,28 @@ fn write_markdown(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// The farm and the load in a sentence.
 fn setup(args: &FailoverArgs, settings: &Settings) -> String {
+    let defaults = if (args.heartbeat_ms, args.dead_after_ms)
+        == (
+            Membership::DEFAULT_HEARTBEAT_MS,
+            Membership::DEFAULT_DEAD_AFTER_MS,
+        ) {
+        "the default "
+    } else {
+        ""
+    };
     format!(
         "Farm: 3 nodes (weight 1 each) in network namespaces on a learning bridge, \
-         {} buckets, default membership settings (heartbeat {} ms, dead_after {} ms, drain {} s), \
+         {} buckets, {defaults}membership timing heartbeat {} ms, dead_after {} ms (drain {} s), \
          {} mode, each failover run on a fresh farm. Load of a failover run: one UDP flow per \
          bucket of the victim, each sending a request every {} ms (the resolution), and a short \
          TCP connection opened in each of its buckets every {} ms (given up after {} ms); the \
-         kill comes 1 s into the load plus a delay that spreads the kills over the heartbeat \
-         period. Only answers by a bucket's new owner count, as the killed node's pinned XDP \
-         program keeps accepting until its liveness deadline in xdp mode.",
+         failure (`kill -9` of the victim's herd, or its link to the bridge cut) comes 1 s into \
+         the load plus a delay that spreads the failures over the heartbeat period. Only answers \
+         by a bucket's new owner count, as a killed node's pinned XDP program keeps accepting \
+         until its liveness deadline in xdp mode.",
         args.buckets,
-        Membership::DEFAULT_HEARTBEAT_MS,
-        Membership::DEFAULT_DEAD_AFTER_MS,
+        args.heartbeat_ms,
+        args.dead_after_ms,
         Membership::DEFAULT_DRAIN_S,
         args.mode.name(),
         settings.udp_interval.as_millis(),

@@ -13,6 +13,7 @@ use super::kill::{KillRun, RECOVERY_BOUND};
 use super::layout::NODES;
 use super::leave_join::LeaveJoin;
 use super::quiet::Quiet;
+use crate::cli::{Failure, QuietLoad};
 
 /// The goal for the failover time's p99, in milliseconds.
 const GOAL_P99_MS: f64 = 500.0;
@@ -34,8 +35,8 @@ pub struct FailoverReport {
     pub failed_runs: Vec<String>,
     /// The leave and the join, unless skipped.
     pub leave_join: Option<LeaveJoin>,
-    /// The false-positive run, unless skipped.
-    pub quiet: Option<Quiet>,
+    /// The false-positive runs, one per load, unless skipped.
+    pub quiet: Vec<Quiet>,
     /// keepalived's reference runs, one set per advert interval, unless skipped.
     pub keepalived: Vec<VrrpSet>,
     /// The application's failure, unless skipped.
@@ -115,6 +116,32 @@ impl FailoverReport {
         writeln!(out, "```sh\n{}\n```\n", self.command)?;
         writeln!(out, "{}\n", self.machine)?;
         writeln!(out, "{}\n", self.setup)?;
+        for failure in Failure::ALL {
+            let runs: Vec<&KillRun> = self.runs.iter().filter(|r| r.failure == failure).collect();
+            if !runs.is_empty() {
+                Self::write_timings(out, failure, &runs)?;
+            }
+        }
+        keepalived::write_markdown(out, &self.keepalived)?;
+        if !self.failed_runs.is_empty() {
+            writeln!(out, "Runs that could not be measured:\n")?;
+            for failure in &self.failed_runs {
+                writeln!(out, "- {failure}")?;
+            }
+            writeln!(out)?;
+        }
+        self.write_counts(out)?;
+        if !self.runs.is_empty() {
+            self.write_runs(out)?;
+        }
+        if let Some(app) = &self.app {
+            app.write(out)?;
+        }
+        Ok(())
+    }
+
+    /// The spreads of the runs of one kind of failure against the goal.
+    fn write_timings(out: &mut String, failure: Failure, runs: &[&KillRun]) -> std::fmt::Result {
         let timings: [Timing; 5] = [
             (
                 "every UDP flow of the victim's buckets answered by its new owner",
@@ -139,23 +166,26 @@ impl FailoverReport {
                 false,
             ),
         ];
-        if !self.runs.is_empty() {
+        {
             writeln!(
                 out,
-                "Failover after `kill -9` of a node's herd, over {} runs, the victim rotating over \
-                 the nodes:\n",
-                self.runs.len()
+                "Failover after {}, over {} runs, the victim rotating over the nodes:\n",
+                match failure {
+                    Failure::Kill => "`kill -9` of a node's herd",
+                    Failure::Link => "a node's link to the bridge is cut",
+                },
+                runs.len()
             )?;
             writeln!(
                 out,
-                "| from the kill until | p50 | p99 | max | goal | verdict |"
+                "| from the failure until | p50 | p99 | max | goal | verdict |"
             )?;
             writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
             for (what, value, goal) in timings {
                 let spread = if goal {
-                    Spread::of(self.runs.iter().map(value))
+                    Spread::of(runs.iter().map(|run| value(run)))
                 } else {
-                    Spread::of(self.runs.iter().map(value).filter(Option::is_some))
+                    Spread::of(runs.iter().map(|run| value(run)).filter(Option::is_some))
                 };
                 let Some(spread) = spread else {
                     continue;
@@ -168,8 +198,8 @@ impl FailoverReport {
                 } else {
                     (String::new(), "")
                 };
-                let seen = if spread.count < self.runs.len() {
-                    format!(" (seen in {} of {} runs)", spread.count, self.runs.len())
+                let seen = if spread.count < runs.len() {
+                    format!(" (seen in {} of {} runs)", spread.count, runs.len())
                 } else {
                     String::new()
                 };
@@ -193,38 +223,30 @@ impl FailoverReport {
             }
             writeln!(out)?;
         }
-        keepalived::write_markdown(out, &self.keepalived)?;
-        if !self.failed_runs.is_empty() {
-            writeln!(out, "Runs that could not be measured:\n")?;
-            for failure in &self.failed_runs {
-                writeln!(out, "- {failure}")?;
-            }
-            writeln!(out)?;
-        }
-        self.write_counts(out)?;
-        if !self.runs.is_empty() {
-            self.write_runs(out)?;
-        }
-        if let Some(app) = &self.app {
-            app.write(out)?;
-        }
         Ok(())
     }
 
     fn write_counts(&self, out: &mut String) -> std::fmt::Result {
-        if self.quiet.is_none() && self.leave_join.is_none() {
+        if self.quiet.is_empty() && self.leave_join.is_none() {
             return Ok(());
         }
         writeln!(out, "| figure | measured | goal | verdict |")?;
         writeln!(out, "| --- | --- | --- | --- |")?;
-        if let Some(quiet) = &self.quiet {
+        for quiet in &self.quiet {
+            let load = match quiet.load {
+                QuietLoad::Cpu => format!("every core saturated (`{}`)", quiet.stress),
+                QuietLoad::Packets => format!(
+                    "the dataplane busy ({}; {:.0} SYNs a second reached)",
+                    quiet.stress,
+                    quiet.flood_rate.unwrap_or_default()
+                ),
+            };
             writeln!(
                 out,
-                "| false positives over {} min with every core saturated (`{}`) while the farm \
-                 serves light traffic | {} `peer dead` ({} `ran late`, {} other membership \
-                 changes; {} of {} requests answered, {} by a wrong node) | 0 | {} |",
+                "| false positives over {} min with {load} while the farm serves light traffic \
+                 | {} `peer dead` ({} `ran late`, {} other membership changes; {} of {} requests \
+                 answered, {} by a wrong node) | 0 | {} |",
                 quiet.minutes,
-                quiet.stress,
                 quiet.peer_dead,
                 quiet.ran_late,
                 quiet.other_alarms,
@@ -274,10 +296,11 @@ impl FailoverReport {
             }
             writeln!(out)?;
         }
-        if let Some(quiet) = self.quiet.as_ref().filter(|q| !q.excerpts.is_empty()) {
+        for quiet in self.quiet.iter().filter(|q| !q.excerpts.is_empty()) {
             writeln!(
                 out,
-                "Membership lines logged under load (the first ones):\n"
+                "Membership lines logged under the {} load (the first ones):\n",
+                quiet.load.name()
             )?;
             writeln!(out, "```")?;
             for line in &quiet.excerpts {
@@ -292,18 +315,19 @@ impl FailoverReport {
         writeln!(out, "<details><summary>Every run</summary>\n")?;
         writeln!(
             out,
-            "| run | victim | kill delay | buckets | answered by the victim before (UDP, TCP) | UDP | TCP | \
+            "| run | failure | victim | delay | buckets | answered by the victim before (UDP, TCP) | UDP | TCP | \
              `peer dead` | installed | victim's last answer | UDP answered | TCP failed |"
         )?;
         writeln!(
             out,
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         )?;
         for (i, run) in self.runs.iter().enumerate() {
             writeln!(
                 out,
-                "| {} | {} | {:.0} ms | {} | {}, {}{} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
+                "| {} | {} | {} | {:.0} ms | {} | {}, {}{} | {} | {} | {} | {} | {} | {} of {} | {} of {} |",
                 i + 1,
+                run.failure.name(),
                 NODES[run.victim],
                 run.delay_ms,
                 run.buckets,

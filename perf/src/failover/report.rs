@@ -166,63 +166,61 @@ impl FailoverReport {
                 false,
             ),
         ];
-        {
+        writeln!(
+            out,
+            "Failover after {}, over {} runs, the victim rotating over the nodes:\n",
+            match failure {
+                Failure::Kill => "`kill -9` of a node's herd",
+                Failure::Link => "a node's link to the bridge is cut",
+            },
+            runs.len()
+        )?;
+        writeln!(
+            out,
+            "| from the failure until | p50 | p99 | max | goal | verdict |"
+        )?;
+        writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+        for (what, value, goal) in timings {
+            let spread = if goal {
+                Spread::of(runs.iter().map(|run| value(run)))
+            } else {
+                Spread::of(runs.iter().map(|run| value(run)).filter(Option::is_some))
+            };
+            let Some(spread) = spread else {
+                continue;
+            };
+            let (goal, verdict) = if goal {
+                (
+                    format!("p99 ≤ {GOAL_P99_MS:.0} ms"),
+                    verdict(spread.missing == 0 && spread.p99 <= GOAL_P99_MS),
+                )
+            } else {
+                (String::new(), "")
+            };
+            let seen = if spread.count < runs.len() {
+                format!(" (seen in {} of {} runs)", spread.count, runs.len())
+            } else {
+                String::new()
+            };
+            let missing = if spread.missing > 0 {
+                format!(
+                    " ({} of {} runs not within {} s)",
+                    spread.missing,
+                    spread.count,
+                    RECOVERY_BOUND.as_secs()
+                )
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "Failover after {}, over {} runs, the victim rotating over the nodes:\n",
-                match failure {
-                    Failure::Kill => "`kill -9` of a node's herd",
-                    Failure::Link => "a node's link to the bridge is cut",
-                },
-                runs.len()
+                "| {what}{seen}{missing} | {} | {} | {} | {goal} | {verdict} |",
+                spread.cell(spread.p50),
+                spread.cell(spread.p99),
+                spread.cell(spread.max),
             )?;
-            writeln!(
-                out,
-                "| from the failure until | p50 | p99 | max | goal | verdict |"
-            )?;
-            writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
-            for (what, value, goal) in timings {
-                let spread = if goal {
-                    Spread::of(runs.iter().map(|run| value(run)))
-                } else {
-                    Spread::of(runs.iter().map(|run| value(run)).filter(Option::is_some))
-                };
-                let Some(spread) = spread else {
-                    continue;
-                };
-                let (goal, verdict) = if goal {
-                    (
-                        format!("p99 ≤ {GOAL_P99_MS:.0} ms"),
-                        verdict(spread.missing == 0 && spread.p99 <= GOAL_P99_MS),
-                    )
-                } else {
-                    (String::new(), "")
-                };
-                let seen = if spread.count < runs.len() {
-                    format!(" (seen in {} of {} runs)", spread.count, runs.len())
-                } else {
-                    String::new()
-                };
-                let missing = if spread.missing > 0 {
-                    format!(
-                        " ({} of {} runs not within {} s)",
-                        spread.missing,
-                        spread.count,
-                        RECOVERY_BOUND.as_secs()
-                    )
-                } else {
-                    String::new()
-                };
-                writeln!(
-                    out,
-                    "| {what}{seen}{missing} | {} | {} | {} | {goal} | {verdict} |",
-                    spread.cell(spread.p50),
-                    spread.cell(spread.p99),
-                    spread.cell(spread.max),
-                )?;
-            }
-            writeln!(out)?;
         }
+        writeln!(out)?;
         Ok(())
     }
 
@@ -389,6 +387,80 @@ pub fn machine() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run of `failure` that recovered after `ms`.
+    fn run(failure: Failure, ms: f64) -> KillRun {
+        KillRun {
+            failure,
+            victim: 0,
+            delay_ms: 0.0,
+            buckets: 85,
+            udp_by_victim_before: 85,
+            tcp_by_victim_before: 85,
+            stray_before: 0,
+            udp_ms: Some(ms),
+            tcp_ms: Some(ms),
+            victim_last_ms: None,
+            detected_ms: Some(ms),
+            installed_ms: Some(ms),
+            udp_sent: 100,
+            udp_answers: 100,
+            tcp_opened: 10,
+            tcp_failed: 0,
+        }
+    }
+
+    /// A false-positive run under `load`.
+    fn quiet(load: QuietLoad, flood_rate: Option<f64>) -> Quiet {
+        Quiet {
+            load,
+            minutes: 1,
+            stress: "the load".to_owned(),
+            flood_rate,
+            peer_dead: 0,
+            ran_late: 0,
+            other_alarms: 0,
+            excerpts: Vec::new(),
+            udp_sent: 600,
+            udp_answers: 600,
+            udp_wrong_node: 0,
+        }
+    }
+
+    #[test]
+    fn each_failure_and_each_load_gets_its_rows() {
+        let report = FailoverReport {
+            command: "herd-perf failover".to_owned(),
+            mode: "xdp".to_owned(),
+            machine: String::new(),
+            setup: String::new(),
+            runs: vec![
+                run(Failure::Link, 300.0),
+                run(Failure::Kill, 100.0),
+                run(Failure::Link, 300.0),
+            ],
+            failed_runs: Vec::new(),
+            leave_join: None,
+            quiet: vec![
+                quiet(QuietLoad::Cpu, None),
+                quiet(QuietLoad::Packets, Some(123_456.0)),
+            ],
+            keepalived: Vec::new(),
+            app: None,
+        };
+        let text = report.markdown();
+        let kill = text
+            .find("after `kill -9` of a node's herd, over 1 runs")
+            .unwrap();
+        let link = text
+            .find("after a node's link to the bridge is cut, over 2 runs")
+            .unwrap();
+        assert!(kill < link, "{text}");
+        assert!(text[kill..link].contains("| 100 ms |"), "{text}");
+        assert!(text[link..].contains("| 300 ms |"), "{text}");
+        assert!(text.contains("every core saturated (`the load`)"), "{text}");
+        assert!(text.contains("123456 SYNs a second reached"), "{text}");
+    }
 
     #[test]
     fn spreads_count_the_missing_at_the_bound() {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use herd_testbed::{uplink, Signal};
+use herd_testbed::Signal;
 use serde::Serialize;
 
+use super::cut::LinkCut;
 use super::farm::{without, Farm, FarmSpec};
 use super::layout::NODES;
 use super::load::Records;
@@ -92,11 +93,18 @@ pub fn run_once(
     let span = WARM_UP + delay + RECOVERY_BOUND + Duration::from_secs(1);
     let mut load = VictimLoad::start(&farm, victim, span, settings)?;
 
+    let cut = match failure {
+        Failure::Kill => None,
+        Failure::Link => Some(LinkCut::prepare(&farm.bed, victim)?),
+    };
     pause(WARM_UP + delay, interrupted)?;
     let marks = farm.marks();
     let kill_at = Instant::now();
     load.failed_at(kill_at);
-    fail(&mut farm, failure, victim)?;
+    match cut {
+        Some(cut) => cut.cut()?,
+        None => kill(&mut farm, victim)?,
+    }
     let records = load.finish(interrupted)?;
 
     // A cut-off victim runs on and logs its own `peer dead` lines about the others.
@@ -134,23 +142,18 @@ pub fn run_once(
     ))
 }
 
-/// Fails node `victim` of `farm` as `failure` says.
-fn fail(farm: &mut Farm, failure: Failure, victim: usize) -> anyhow::Result<()> {
-    match failure {
-        Failure::Kill => {
-            farm.herd(victim)?.signal(Signal::SIGKILL)?;
-            if farm
-                .herd_mut(victim)?
-                .wait_timeout(Duration::from_secs(5))?
-                .is_none()
-            {
-                bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim]);
-            }
-            farm.forget_herd(victim);
-            Ok(())
-        }
-        Failure::Link => farm.bed.unplug(victim, uplink::VETH),
+/// Kills node `victim`'s herd with SIGKILL and waits for its end.
+fn kill(farm: &mut Farm, victim: usize) -> anyhow::Result<()> {
+    farm.herd(victim)?.signal(Signal::SIGKILL)?;
+    if farm
+        .herd_mut(victim)?
+        .wait_timeout(Duration::from_secs(5))?
+        .is_none()
+    {
+        bail!("{}'s herd outlived SIGKILL by 5 s", NODES[victim]);
     }
+    farm.forget_herd(victim);
+    Ok(())
 }
 
 /// The moments the herds' logs and the failure give.

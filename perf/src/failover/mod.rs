@@ -8,6 +8,7 @@
 //! `keepalived` module).
 
 mod app;
+mod cut;
 mod farm;
 mod keepalived;
 mod kill;

@@ -59,8 +59,10 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
     };
     timing.check()?;
     if !args.skip_false_positives && args.quiet_load.contains(&QuietLoad::Cpu) {
-        command::run("stress-ng", &["--version"], None)
-            .context("the false-positive run needs stress-ng (or pass --skip-false-positives)")?;
+        command::run("stress-ng", &["--version"], None).context(
+            "the cpu false-positive run needs stress-ng (or pass --quiet-load packets, or \
+                 --skip-false-positives)",
+        )?;
     }
     command::run("ethtool", &["--version"], None).context("the farm needs ethtool")?;
     if !args.skip_keepalived {

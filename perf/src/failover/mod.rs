@@ -225,7 +225,7 @@ fn write_markdown(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The farm and the load in a sentence.
+/// The farm and, when failover runs are made, their load, in a few sentences.
 fn setup(args: &FailoverArgs, settings: &Settings) -> String {
     let defaults = if (args.heartbeat_ms, args.dead_after_ms)
         == (
@@ -236,21 +236,27 @@ fn setup(args: &FailoverArgs, settings: &Settings) -> String {
     } else {
         ""
     };
-    format!(
+    let farm = format!(
         "Farm: 3 nodes (weight 1 each) in network namespaces on a learning bridge, \
          {} buckets, {defaults}membership timing heartbeat {} ms, dead_after {} ms (drain {} s), \
-         {} mode, each failover run on a fresh farm. Load of a failover run: one UDP flow per \
+         {} mode.",
+        args.buckets,
+        args.heartbeat_ms,
+        args.dead_after_ms,
+        Membership::DEFAULT_DRAIN_S,
+        args.mode.name(),
+    );
+    if args.skip_kills {
+        return farm;
+    }
+    format!(
+        "{farm} Each failover run has a fresh farm. Load of a failover run: one UDP flow per \
          bucket of the victim, each sending a request every {} ms (the resolution), and a short \
          TCP connection opened in each of its buckets every {} ms (given up after {} ms); the \
          failure (`kill -9` of the victim's herd, or its link to the bridge cut) comes 1 s into \
          the load plus a delay that spreads the failures over the heartbeat period. Only answers \
          by a bucket's new owner count, as a killed node's pinned XDP program keeps accepting \
          until its liveness deadline in xdp mode.",
-        args.buckets,
-        args.heartbeat_ms,
-        args.dead_after_ms,
-        Membership::DEFAULT_DRAIN_S,
-        args.mode.name(),
         settings.udp_interval.as_millis(),
         settings.tcp_interval.as_millis(),
         settings.tcp_timeout.as_millis(),

@@ -160,8 +160,13 @@ impl FailoverReport {
                 false,
             ),
             (
-                "the victim's last answer (in xdp mode its pinned program accepts until its \
-                 liveness deadline)",
+                match failure {
+                    Failure::Kill => {
+                        "the victim's last answer (in xdp mode its pinned program accepts until \
+                         its liveness deadline)"
+                    }
+                    Failure::Link => "the victim's last answer (on its way when the link was cut)",
+                },
                 |r| r.victim_last_ms,
                 false,
             ),

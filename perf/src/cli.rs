@@ -303,7 +303,8 @@ pub struct FailoverArgs {
     #[arg(long)]
     pub skip_keepalived: bool,
 
-    /// Copies every herd's log into DIR (`run-N-NODE-K.log`), and keeps keepalived's there
+    /// Copies every herd's log into DIR (`FAILURE-N-NODE-K.log`, `quiet-LOAD-NODE-K.log`,
+    /// `leave-join-NODE-K.log`), and keeps keepalived's there
     /// (`vrrp-ADVERTms-run-N-NODE.log`).
     #[arg(long, value_name = "DIR")]
     pub keep_logs: Option<PathBuf>,

@@ -48,7 +48,7 @@ pub struct FarmSpec<'a> {
     pub herd: &'a Path,
     /// Where the herds' logs are copied, if anywhere.
     pub keep_logs: Option<&'a Path>,
-    /// The farm's name in log file names (`run-3`, `leave-join`, ...).
+    /// The farm's name in log file names (`kill-3`, `link-1`, `quiet-cpu`, `leave-join`, ...).
     pub tag: String,
     /// The application every node runs and checks, if any.
     pub app: Option<App>,

@@ -95,6 +95,7 @@ pub fn run(args: &FailoverArgs, interrupted: &Arc<AtomicBool>) -> anyhow::Result
         mode: args.mode.name().to_owned(),
         machine: report::machine(),
         setup: setup(args, &settings),
+        goal_p99_ms: args.goal_p99_ms.into(),
         runs: Vec::new(),
         failed_runs: Vec::new(),
         leave_join: None,

@@ -415,7 +415,8 @@ fn serving_node(tag: &str, mode: DataplaneMode) -> Topology {
 }
 
 /// Sends requests until one is not answered, which must come within the liveness deadline
-/// (renewed every 100 ms, 500 ms ahead) and some slack; then none may be answered.
+/// (renewed with every heartbeat, `dead_after_ms − heartbeat_ms` ahead) and some slack; then
+/// none may be answered.
 fn closes_within_the_deadline(topology: &Topology, what: &str) {
     let since = Instant::now();
     let mut first_refused = None;
@@ -445,7 +446,7 @@ fn a_node_whose_herd_is_frozen_closes_and_reopens_when_it_resumes(mode: Dataplan
     topology.signal_herd(Signal::SIGSTOP);
     closes_within_the_deadline(&topology, "frozen");
     topology.signal_herd(Signal::SIGCONT);
-    // Resumed, herd renews the deadline within 100 ms: wait for the first answer.
+    // Resumed, herd renews the deadline within a heartbeat period: wait for the first answer.
     let resumed = Instant::now();
     let mut answered = false;
     while !answered && resumed.elapsed() < Duration::from_secs(5) {

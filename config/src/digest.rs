@@ -18,9 +18,12 @@ use crate::{Affinity, FarmConfig, MacMode, Membership, Protocol};
 /// who owns a flow, not hear each other, or give clients different MACs for a VIP.
 ///
 /// The `[membership]` table, added after the first version of the encoding, is encoded only
-/// when it differs from [`Membership::default`]: a file without it hashes as it did before the
-/// table existed, and as the same file with the defaults written out. So is the MAC mode, when
-/// it is not the default `unicast`.
+/// when it differs from [`ENCODED_MEMBERSHIP_DEFAULTS`], the defaults of the release that added
+/// it: a file that writes those values out (or, for a release of that time, leaves the table
+/// out) hashes as it did before the table existed. A file without the table now runs the faster
+/// defaults of today, so it hashes differently from the same file under a release with the old
+/// defaults: nodes that would time each other out with different periods never form a farm.
+/// So is the MAC mode, when it is not the default `unicast`.
 ///
 /// Excluded: the interfaces, as NIC names are host-local and may legitimately differ between
 /// nodes; `auth_key_file`, which is only a path: the key itself is checked by every
@@ -52,13 +55,24 @@ impl fmt::Display for FarmDigest {
 /// different encodings see different digests rather than equal digests of different things.
 ///
 /// A section added after the fields of v1 does not change it when the section is encoded only
-/// where it differs from its defaults (see [`MEMBERSHIP_TAG`]): every configuration that v1 could
-/// express still encodes to the same bytes. The defaults of such a section are then part of the
-/// encoding: changing one means changing this name.
+/// where it differs from fixed values (see [`ENCODED_MEMBERSHIP_DEFAULTS`]): every
+/// configuration that v1 could express still encodes to the same bytes. Those values are then
+/// part of the encoding: changing one means changing this name.
 const VERSION: &[u8] = b"herd farm digest v1";
 
+/// The `[membership]` values the encoding leaves out: the defaults when the section was added
+/// (heartbeat 100 ms, dead after 500 ms). They stay fixed when the defaults change, so that a
+/// farm that writes them out keeps its digest across releases and can be upgraded one node at
+/// a time (README, "Upgrading").
+const ENCODED_MEMBERSHIP_DEFAULTS: Membership = Membership {
+    heartbeat_ms: 100,
+    dead_after_ms: 500,
+    drain_s: 30,
+    quorum: false,
+};
+
 /// Tag of the `[membership]` section, encoded after the fields of v1 only when it differs from
-/// its defaults. The v1 encoding is self-delimiting, so a section appended to it can never make
+/// [`ENCODED_MEMBERSHIP_DEFAULTS`]. The v1 encoding is self-delimiting, so a section appended to it can never make
 /// two configurations encode alike; the tag keeps sections added later apart from this one.
 const MEMBERSHIP_TAG: u8 = 1;
 
@@ -164,7 +178,7 @@ pub(crate) fn digest(config: &FarmConfig) -> FarmDigest {
     }
 
     let membership = &config.membership;
-    if *membership != Membership::default() {
+    if *membership != ENCODED_MEMBERSHIP_DEFAULTS {
         encoder.u8(MEMBERSHIP_TAG);
         encoder.u32(membership.heartbeat_ms);
         encoder.u32(membership.dead_after_ms);

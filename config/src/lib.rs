@@ -250,14 +250,14 @@ pub struct Membership {
 
 impl Membership {
     /// Heartbeat period when `heartbeat_ms` is not given.
-    pub const DEFAULT_HEARTBEAT_MS: u32 = 100;
+    pub const DEFAULT_HEARTBEAT_MS: u32 = 50;
     /// Shortest heartbeat period: below it, scheduling delays on a busy node are on the scale of
     /// the period itself.
     pub const MIN_HEARTBEAT_MS: u32 = 10;
     /// Longest heartbeat period: above it, detecting a failure would take most of a minute.
     pub const MAX_HEARTBEAT_MS: u32 = 10_000;
     /// Silence after which a node is dead when `dead_after_ms` is not given.
-    pub const DEFAULT_DEAD_AFTER_MS: u32 = 500;
+    pub const DEFAULT_DEAD_AFTER_MS: u32 = 200;
     /// Fewest heartbeat periods `dead_after_ms` spans, so that one or two lost heartbeats do not
     /// declare a live node dead.
     pub const DEAD_AFTER_HEARTBEATS: u32 = 3;

@@ -171,23 +171,39 @@ fn the_admin_table_does_not_change_it() {
     }
 }
 
-/// The digest of `BASE` as computed before the `[membership]` table existed.
-const BASE_DIGEST: &str = "5b862c844c6f0f10020032b2942275feea9d863b974b3781f5aa205014db69d0";
+/// The digest of `BASE`, whose membership settings are today's defaults.
+const BASE_DIGEST: &str = "219abb7ca64ece3aa470b01f90083a0c4eaa47b91e779e6b61aa3ed57e2cfd5f";
+
+/// The digest of `BASE` as computed before the `[membership]` table existed, when its defaults
+/// were a heartbeat of 100 ms and a node dead after 500 ms.
+const FIRST_DIGEST: &str = "5b862c844c6f0f10020032b2942275feea9d863b974b3781f5aa205014db69d0";
 
 #[test]
-fn a_file_without_a_membership_table_keeps_its_digest() {
+fn a_file_without_a_membership_table_runs_and_hashes_the_defaults_of_today() {
     assert_eq!(digest(BASE).to_string(), BASE_DIGEST);
+    assert_ne!(BASE_DIGEST, FIRST_DIGEST);
+}
+
+#[test]
+fn a_file_with_the_first_defaults_written_out_keeps_its_first_digest() {
+    for table in [
+        "[membership]\nheartbeat_ms = 100\ndead_after_ms = 500\n",
+        "[membership]\nheartbeat_ms = 100\ndead_after_ms = 500\ndrain_s = 30\nquorum = false\n",
+    ] {
+        let text = format!("{BASE}\n{table}");
+        assert_eq!(digest(&text).to_string(), FIRST_DIGEST, "{table}");
+    }
 }
 
 #[test]
 fn a_membership_table_of_defaults_is_the_same_as_none() {
     let tables = [
         "[membership]\n",
-        "[membership]\nheartbeat_ms = 100\n",
-        "[membership]\ndead_after_ms = 500\n",
+        "[membership]\nheartbeat_ms = 50\n",
+        "[membership]\ndead_after_ms = 200\n",
         "[membership]\ndrain_s = 30\n",
         "[membership]\nquorum = false\n",
-        "[membership]\nheartbeat_ms = 100\ndead_after_ms = 500\ndrain_s = 30\nquorum = false\n",
+        "[membership]\nheartbeat_ms = 50\ndead_after_ms = 200\ndrain_s = 30\nquorum = false\n",
     ];
     for table in tables {
         let text = format!("{BASE}\n{table}");
@@ -203,9 +219,9 @@ fn every_membership_value_changes_it() {
     let farm = format!("{BASE}\n[[node]]\nname = \"charlie\"\naddress = \"198.18.0.3\"\n");
     let tables = [
         "",
-        "[membership]\nheartbeat_ms = 101\n",
+        "[membership]\nheartbeat_ms = 51\n",
         "[membership]\nheartbeat_ms = 10\n",
-        "[membership]\ndead_after_ms = 501\n",
+        "[membership]\ndead_after_ms = 201\n",
         "[membership]\ndrain_s = 31\n",
         "[membership]\ndrain_s = 0\n",
         "[membership]\nquorum = true\n",

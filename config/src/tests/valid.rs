@@ -121,8 +121,8 @@ fn optional_keys_take_their_defaults() {
 #[test]
 fn without_a_membership_table_the_defaults_apply() {
     let defaults = Membership {
-        heartbeat_ms: 100,
-        dead_after_ms: 500,
+        heartbeat_ms: 50,
+        dead_after_ms: 200,
         drain_s: 30,
         quorum: false,
     };
@@ -213,9 +213,9 @@ fn membership_limits_are_accepted() {
             "heartbeat_ms = 10000\ndead_after_ms = 600000",
             (10_000, 600_000),
         ),
-        ("dead_after_ms = 300", (100, 300)),
-        // The longest heartbeat the default dead_after_ms allows: 3 × 166 = 498.
-        ("heartbeat_ms = 166", (166, 500)),
+        ("dead_after_ms = 300", (50, 300)),
+        // The longest heartbeat the default dead_after_ms allows: 3 × 66 = 198.
+        ("heartbeat_ms = 66", (66, 200)),
     ];
     for (body, (heartbeat_ms, dead_after_ms)) in cases {
         let config = parse(&format!("{BASE}\n[membership]\n{body}\n"))

@@ -510,10 +510,15 @@ impl Membership {
     /// incarnation (it was never declared dead). A leaving node joins again at once (an
     /// operator called its leave off): the connections it drains are kept until its drain
     /// ends, as any member's. Harmless in any other state.
+    ///
+    /// The view it last saw agreed before it left is forgotten: the others may have agreed on
+    /// views without it since, so it takes no bucket without a new agreement (a crash
+    /// takeover reasoned from that view could take a bucket another node already took).
     pub fn join(&mut self, now: Now) {
         self.enter(now);
         if matches!(self.state, State::Withdrawn | State::Leaving) {
             self.state = State::Joining;
+            self.last_agreed = None;
             self.started_ms = now.mono_ms;
             self.send_now = true;
         }

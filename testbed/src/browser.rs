@@ -216,19 +216,8 @@ fn spawn_driver(netns: &Netns, profile: &Path, log: &Path) -> anyhow::Result<Chi
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
         .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: prctl is one, and it touches no memory of the
-    // parent's.
-    unsafe {
-        command.pre_exec(|| {
-            // Should the starting thread end without dropping the browser, the browser goes
-            // with it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // Should the starting thread end without dropping the browser, the browser goes with it.
+    crate::process::dies_with_its_parent(&mut command);
     command
         .spawn()
         .with_context(|| format!("cannot start {CHROMEDRIVER} in {}", netns.name()))

@@ -100,17 +100,7 @@ impl Herd {
         if let Some(node) = spec.node {
             command.args(["--node", node]);
         }
-        // SAFETY: the closure runs in the child between fork and exec, where only
-        // async-signal-safe calls are allowed: prctl is one, and it touches no memory of the
-        // parent's.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        dies_with_its_parent(&mut command);
         let mut copy = match spec.log_file {
             Some(path) => Some(
                 OpenOptions::new()
@@ -291,6 +281,22 @@ impl Drop for Herd {
         if self.exited.is_none() {
             let _ = self.kill();
         }
+    }
+}
+
+/// Makes the child `command` starts get SIGKILL when the thread that started it ends, so that
+/// a test or harness that dies without dropping it leaves no process behind.
+pub fn dies_with_its_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: prctl is one, and it touches no memory of the
+    // parent's.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 

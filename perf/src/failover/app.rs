@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use herd_config::Check;
+use herd_testbed::process::dies_with_its_parent;
 use herd_testbed::FarmBed;
 use serde::Serialize;
 
@@ -156,17 +157,7 @@ impl Apps {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .process_group(0);
-            // SAFETY: the closure runs in the child between fork and exec, where only
-            // async-signal-safe calls are allowed: prctl is one, and it touches no memory of
-            // the parent's.
-            unsafe {
-                command.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            dies_with_its_parent(&mut command);
             // `ip netns exec` runs nginx in its own place: the child is nginx.
             let child = command
                 .spawn()

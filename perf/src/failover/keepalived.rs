@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use herd_testbed::address::{flows, CLIENT4};
 use herd_testbed::farm::INTERFACE;
+use herd_testbed::process::dies_with_its_parent;
 use herd_testbed::responder::{Kind, On, Responders, Service, Settings as ResponderSettings};
 use herd_testbed::{command, FarmBed, FarmPlan, HubKind, Offload, Uplink};
 use serde::Serialize;
 
+use super::cut::LinkCut;
 use super::kill::{kill_delay, RECOVERY_BOUND};
 use super::layout::{NODES, SOURCES, UDP_PORT, VIP};
 use super::load::{self, Control, Goal, Plan};
@@ -61,8 +63,8 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 pub struct VrrpRun {
     /// The delay added to the warm-up, in ms: where in an advert interval the cut fell.
     pub delay_ms: f64,
-    /// How long the cut (`ip link set PORT down` in the hub) took: counted in the times,
-    /// which start when it is started.
+    /// How long the cut (one `ioctl` taking the master's hub port down, as herd's link cuts)
+    /// took: counted in the times, which start when it is started.
     pub cut_ms: f64,
     /// Until every UDP flow was answered by the backup; `None`: not within the bound.
     pub udp_ms: Option<f64>,
@@ -281,10 +283,11 @@ fn run_once(
     // The load stops on every way out of here, or at its bound.
     let stop = StopOnDrop(&control);
 
+    let link = LinkCut::prepare(&pair.bed, MASTER)?;
     pause(WARM_UP + delay, interrupted)?;
     let cut_at = Instant::now();
     let _ = control.kill_at.set(cut_at);
-    pair.bed.unplug(MASTER, INTERFACE)?;
+    link.cut()?;
     let cut_ms = ms(cut_at, Instant::now());
     while !load.is_finished() {
         check(interrupted)?;
@@ -443,18 +446,8 @@ impl Keepalived {
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .process_group(0);
-        // SAFETY: the closure runs in the child between fork and exec, where only
-        // async-signal-safe calls are allowed: prctl is one, and it touches no memory of the
-        // parent's.
-        unsafe {
-            command.pre_exec(|| {
-                // Should herd-perf die without dropping it, keepalived goes with it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Should herd-perf die without dropping it, keepalived goes with it.
+        dies_with_its_parent(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("cannot start keepalived on {name}"))?;
@@ -573,8 +566,8 @@ pub fn write_markdown(out: &mut String, sets: &[VrrpSet]) -> std::fmt::Result {
         .fold(0.0, f64::max);
     writeln!(
         out,
-        "The times start when the cut's `ip link set` is started; it took at most {longest_cut:.0} \
-         ms.\n"
+        "The times start when the cut (the master's hub port taken down by one `ioctl`, as for \
+         herd's link cuts) is started; it took at most {longest_cut:.0} ms.\n"
     )?;
     let failed: Vec<String> = sets
         .iter()

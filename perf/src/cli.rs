@@ -1,5 +1,6 @@
 //! The command line: the dataplane comparison (the default, or `herd-perf dataplane`),
-//! `herd-perf syn-flood`, `herd-perf failover` and `herd-perf console`.
+//! `herd-perf syn-flood`, `herd-perf failover`, `herd-perf console` and
+//! `herd-perf membership`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use crate::bench::Settings;
 use crate::contender::Kind;
 use crate::handoff::Handoff;
 use crate::mix::{MixSpec, MAX_SIZE, MIN_SIZE};
+use herd_membership::wire::MAX_MEMBERS;
 
 /// herd's benchmarks. Without a subcommand, the dataplane comparison (`dataplane`). Needs root.
 #[derive(Debug, Parser)]
@@ -58,6 +60,12 @@ pub enum Command {
     /// the time a page takes to show a node drained with its button (min/median/max over
     /// --runs). Prints a markdown section.
     Console(ConsoleArgs),
+    /// Farms of 3, 16 and 64 real membership threads (herd's driver, over a dataplane that
+    /// does nothing) in one process, each node on its own address in one network namespace:
+    /// the heartbeats and datagrams per node per second, their size, each membership
+    /// thread's CPU time as a share of a core, and whether the farm stayed stable, over
+    /// --seconds once it has settled. Prints a markdown section.
+    Membership(MembershipArgs),
 }
 
 impl Cli {
@@ -70,7 +78,8 @@ impl Cli {
                 Command::Failover(_)
                 | Command::SynFlood(_)
                 | Command::Handoff(_)
-                | Command::Console(_),
+                | Command::Console(_)
+                | Command::Membership(_),
             ) => None,
         }
     }
@@ -167,6 +176,63 @@ pub struct ConsoleArgs {
     /// The herd executable; by default the `herd` beside herd-perf.
     #[arg(long)]
     pub herd: Option<PathBuf>,
+}
+
+/// The membership cost's options.
+#[derive(Debug, clap::Args)]
+pub struct MembershipArgs {
+    /// Farm sizes to measure, comma-separated, each from 2 to 64 nodes (the most a farm has).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "3,16,64",
+        value_parser = clap::value_parser!(u16).range(2..=MAX_MEMBERS as i64),
+    )]
+    pub nodes: Vec<u16>,
+
+    /// The heartbeat period, in ms, as `[membership] heartbeat_ms` (the configuration's
+    /// default when not given).
+    #[arg(long, default_value_t = herd_config::Membership::DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u32,
+
+    /// The silence after which a node is dead, in ms, as `[membership] dead_after_ms` (the
+    /// configuration's default when not given).
+    #[arg(long, default_value_t = herd_config::Membership::DEFAULT_DEAD_AFTER_MS)]
+    pub dead_after_ms: u32,
+
+    /// Seconds each farm is measured for, once it has settled.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=600))]
+    pub seconds: u32,
+}
+
+impl MembershipArgs {
+    /// The membership settings asked for, checked as the configuration checks them.
+    pub fn membership(&self) -> anyhow::Result<herd_config::Membership> {
+        use herd_config::Membership;
+        let heartbeats = Membership::DEAD_AFTER_HEARTBEATS;
+        let (heartbeat, dead_after) = (self.heartbeat_ms, self.dead_after_ms);
+        if !(Membership::MIN_HEARTBEAT_MS..=Membership::MAX_HEARTBEAT_MS).contains(&heartbeat) {
+            bail!(
+                "--heartbeat-ms {heartbeat}: the heartbeat period is from {} to {} ms",
+                Membership::MIN_HEARTBEAT_MS,
+                Membership::MAX_HEARTBEAT_MS
+            );
+        }
+        if dead_after < heartbeats * heartbeat || dead_after > Membership::MAX_DEAD_AFTER_MS {
+            bail!(
+                "--dead-after-ms {dead_after}: with --heartbeat-ms {heartbeat}, dead_after is \
+                 from {heartbeats} × {heartbeat} = {} to {} ms, so that a node is declared dead \
+                 only after {heartbeats} heartbeats are missed",
+                heartbeats * heartbeat,
+                Membership::MAX_DEAD_AFTER_MS
+            );
+        }
+        Ok(Membership {
+            heartbeat_ms: heartbeat,
+            dead_after_ms: dead_after,
+            ..Membership::default()
+        })
+    }
 }
 
 /// The hand-off comparison's options.
@@ -764,5 +830,73 @@ mod tests {
         assert_eq!((args.phase_seconds, args.runs), (5, 3));
         assert!(Cli::try_parse_from(["herd-perf", "console", "--phase-seconds", "0"]).is_err());
         assert!(Cli::try_parse_from(["herd-perf", "console", "--runs", "0"]).is_err());
+    }
+
+    /// The membership cost's options of a command line.
+    fn membership(line: &[&str]) -> Result<MembershipArgs, clap::Error> {
+        match Cli::try_parse_from(line)?.command {
+            Some(Command::Membership(args)) => Ok(args),
+            _ => panic!("not a membership command line"),
+        }
+    }
+
+    #[test]
+    fn the_membership_cost_defaults_to_the_configurations_settings() {
+        let args = membership(&["herd-perf", "membership"]).unwrap();
+        assert_eq!(args.nodes, [3, 16, 64]);
+        assert_eq!(args.seconds, 20);
+        assert_eq!(
+            args.membership().unwrap(),
+            herd_config::Membership::default()
+        );
+        let args = membership(&[
+            "herd-perf",
+            "membership",
+            "--nodes",
+            "2,64",
+            "--heartbeat-ms",
+            "20",
+            "--dead-after-ms",
+            "80",
+        ])
+        .unwrap();
+        assert_eq!(args.nodes, [2, 64]);
+        let settings = args.membership().unwrap();
+        assert_eq!((settings.heartbeat_ms, settings.dead_after_ms), (20, 80));
+        for line in [
+            &["herd-perf", "membership", "--nodes", "1"][..],
+            &["herd-perf", "membership", "--nodes", "65"],
+            &["herd-perf", "membership", "--seconds", "0"],
+            &["herd-perf", "membership", "--seconds", "601"],
+        ] {
+            assert!(membership(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn membership_settings_are_checked_as_the_configuration_checks_them() {
+        let error = |line: &[&str]| {
+            membership(line)
+                .unwrap()
+                .membership()
+                .unwrap_err()
+                .to_string()
+        };
+        let text = error(&["herd-perf", "membership", "--heartbeat-ms", "5"]);
+        assert!(text.contains("--heartbeat-ms 5"), "{text}");
+        let text = error(&[
+            "herd-perf",
+            "membership",
+            "--heartbeat-ms",
+            "20",
+            "--dead-after-ms",
+            "59",
+        ]);
+        assert!(
+            text.contains("--dead-after-ms 59") && text.contains("3 × 20 = 60"),
+            "{text}"
+        );
+        let text = error(&["herd-perf", "membership", "--dead-after-ms", "600001"]);
+        assert!(text.contains("600000"), "{text}");
     }
 }

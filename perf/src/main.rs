@@ -1,8 +1,9 @@
 //! herd-perf: herd's two dataplane modes against a bare XDP_DROP program and an nftables rule,
 //! on the same generated traffic, on a veth pair between two network namespaces; the same two
 //! modes under a SYN flood (`herd-perf syn-flood`); and (`herd-perf failover`) a 3-node
-//! farm's failover time, false positives and broken connections; and (`herd-perf console`) the
-//! web console's CPU cost and its page's update latency. See `--help`.
+//! farm's failover time, false positives and broken connections; (`herd-perf console`) the
+//! web console's CPU cost and its page's update latency; and (`herd-perf membership`) the
+//! membership's heartbeats and CPU per node as the farm grows. See `--help`.
 
 mod bench;
 mod cli;
@@ -15,6 +16,7 @@ mod generator;
 mod handoff;
 mod jhash;
 mod latency;
+mod membership;
 mod mix;
 mod programs;
 mod report;
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             failover(args).map(|report| print!("{}", report.markdown()))
         }
         (Some(Command::Console(args)), _) => console(args),
+        (Some(Command::Membership(args)), _) => membership_cost(args),
         (Some(Command::SynFlood(args)), _) => syn_flood(args),
         (Some(Command::Handoff(args)), _) => handoffs(args),
         (_, Some(args)) => dataplane(args),
@@ -150,6 +153,15 @@ fn console(args: &cli::ConsoleArgs) -> anyhow::Result<()> {
     needs_root()?;
     let interrupted = interruptions()?;
     let report = console::run(args, &interrupted)?;
+    print!("{}", report.markdown());
+    Ok(())
+}
+
+/// The membership cost, printed as markdown.
+fn membership_cost(args: &cli::MembershipArgs) -> anyhow::Result<()> {
+    needs_root()?;
+    let interrupted = interruptions()?;
+    let report = membership::run(args, &interrupted)?;
     print!("{}", report.markdown());
     Ok(())
 }

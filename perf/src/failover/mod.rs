@@ -30,7 +30,7 @@ use herd_testbed::{command, stale};
 
 use self::farm::FarmSpec;
 use self::layout::{Timing, NODES};
-pub use self::report::FailoverReport;
+pub use self::report::{machine, FailoverReport};
 use crate::cli::{FailoverArgs, QuietLoad};
 use crate::topology::TAG;
 

@@ -32,10 +32,11 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::auth::Keyring;
+use crate::datagrams::{Fanout, Inbound};
 use crate::inbox::Refusal;
 use crate::protocol::{DrainEnd, Event, Farm, Membership, Now, Output, Settings};
 use crate::snapshot::Snapshot;
-use crate::wire::{State, MAX_DATAGRAM};
+use crate::wire::State;
 
 /// The real-time priority of the membership thread: the lowest but one, above every normal
 /// thread and below the kernel's own real-time threads (which use 50 and up).
@@ -202,6 +203,10 @@ pub struct Driver<D> {
     socket: UdpSocket,
     /// The other nodes' farm ports, with their index.
     peers: Vec<(usize, SocketAddr)>,
+    /// The same ports, as one heartbeat to each is sent.
+    fanout: Fanout,
+    /// The datagrams read in one turn.
+    inbound: Inbound,
     /// Whether sending to each peer failed last time, so that a failure is logged once.
     send_failing: Vec<bool>,
     dataplane: D,
@@ -257,12 +262,13 @@ impl<D: Dataplane> Driver<D> {
         let address = addresses[local];
         let socket =
             UdpSocket::bind(address).map_err(|source| DriverError::Bind { address, source })?;
-        let peers = addresses
+        let peers: Vec<(usize, SocketAddr)> = addresses
             .iter()
             .copied()
             .enumerate()
             .filter(|&(node, _)| node != local)
             .collect();
+        let fanout = Fanout::new(peers.iter().map(|&(_, address)| address));
         let names: Vec<String> = farm.nodes.iter().map(|node| node.name.clone()).collect();
         let clock = Clock {
             start: Instant::now(),
@@ -303,6 +309,8 @@ impl<D: Dataplane> Driver<D> {
             names,
             socket,
             peers,
+            fanout,
+            inbound: Inbound::new(READS_PER_TURN),
             dataplane,
             poll,
             commands: inbox,
@@ -328,7 +336,6 @@ impl<D: Dataplane> Driver<D> {
             .register(&mut self.socket, SOCKET, Interest::READABLE)
             .map_err(DriverError::Poll)?;
         let mut events = Events::with_capacity(16);
-        let mut buffer = [0u8; MAX_DATAGRAM + 1];
         let mut unread = false;
         loop {
             let now = self.clock.now();
@@ -353,31 +360,38 @@ impl<D: Dataplane> Driver<D> {
             }
             let readable = events.iter().any(|event| event.token() == SOCKET);
             if unread || readable {
-                unread = self.receive(&mut buffer)?;
+                unread = self.receive()?;
             }
         }
     }
 
-    /// Reads the datagrams waiting on the socket, at most [`READS_PER_TURN`]; returns whether
-    /// some may be left (the socket is edge-triggered: they raise no new event).
-    fn receive(&mut self, buffer: &mut [u8]) -> Result<bool, DriverError> {
-        for _ in 0..READS_PER_TURN {
-            match self.socket.recv_from(buffer) {
-                Ok((length, from)) => {
-                    // A datagram longer than any heartbeat fills the buffer, one byte longer
-                    // than the longest, and is refused as too long.
-                    let now = self.clock.now();
-                    self.membership.handle_datagram(&buffer[..length], now);
-                    self.act(now, Some(from))?;
-                }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                // An ICMP error for an earlier send (a peer's port closed) shows up here: it
-                // says nothing about what is waiting, so reading goes on.
-                Err(error) => tracing::debug!("farm port: {error}"),
+    /// Reads the datagrams waiting on the socket, at most [`READS_PER_TURN`], in one call;
+    /// returns whether some may be left (the socket is edge-triggered: they raise no new
+    /// event).
+    fn receive(&mut self) -> Result<bool, DriverError> {
+        let count = match self.inbound.receive(&self.socket) {
+            Ok(count) => count,
+            Err(error) if error.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(error) if error.kind() == ErrorKind::Interrupted => return Ok(true),
+            // An ICMP error for an earlier send (a peer's port closed) shows up here: it
+            // says nothing about what is waiting, so reading goes on.
+            Err(error) => {
+                tracing::debug!("farm port: {error}");
+                return Ok(true);
             }
+        };
+        for index in 0..count {
+            let Some((datagram, from)) = self.inbound.datagram(index) else {
+                break;
+            };
+            // A datagram longer than any heartbeat fills its buffer, one byte longer than
+            // the longest, and is refused as too long.
+            let now = self.clock.now();
+            self.membership.handle_datagram(datagram, now);
+            self.act(now, from)?;
         }
-        Ok(true)
+        // Fewer than asked for: the call found the socket empty.
+        Ok(count == self.inbound.capacity())
     }
 
     /// How long the loop may sleep: until the protocol's next timeout, the next drain poll or
@@ -544,20 +558,29 @@ impl<D: Dataplane> Driver<D> {
     /// others count `dead_after` from this heartbeat, and the node stops accepting one
     /// heartbeat period before that, so that it never serves what they may already serve.
     fn send(&mut self, datagram: &[u8]) -> Result<(), DriverError> {
-        for &(node, address) in &self.peers {
-            match self.socket.send_to(datagram, address) {
-                Ok(_) => {
-                    if std::mem::take(&mut self.send_failing[node]) {
-                        tracing::info!(peer = %self.names[node], %address, "heartbeats reach the peer's host again");
+        let Self {
+            fanout,
+            socket,
+            peers,
+            send_failing,
+            names,
+            ..
+        } = self;
+        fanout.send(socket, datagram, |index, result| {
+            let (node, address) = peers[index];
+            match result {
+                Ok(()) => {
+                    if std::mem::take(&mut send_failing[node]) {
+                        tracing::info!(peer = %names[node], %address, "heartbeats reach the peer's host again");
                     }
                 }
                 Err(error) => {
-                    if !std::mem::replace(&mut self.send_failing[node], true) {
-                        tracing::warn!(peer = %self.names[node], %address, "cannot send heartbeats to the peer: {error}");
+                    if !std::mem::replace(&mut send_failing[node], true) {
+                        tracing::warn!(peer = %names[node], %address, "cannot send heartbeats to the peer: {error}");
                     }
                 }
             }
-        }
+        });
         let ttl = self
             .settings
             .dead_after_ms

@@ -9,7 +9,8 @@
 //! that sign them and the replay guard, [`inbox`] the gate every received datagram passes,
 //! [`detector`] the failure detector that decides who is alive, and [`protocol`] the state
 //! machine that turns all of it into the modes of the buckets this node's dataplane installs.
-//! [`driver`] runs that machine on its own thread with a UDP socket and the real clocks,
+//! [`driver`] runs that machine on its own thread with a UDP socket and the real clocks
+//! (sending and reading many [`datagrams`] per system call),
 //! publishing a [`snapshot`] of it for the rest of the node, and [`incarnation`] raises the
 //! number a node runs in at every start. [`command`] holds the farm's commands between nodes
 //! (drain, stop, start, restart, status), signed and checked like heartbeats.
@@ -17,6 +18,7 @@
 pub mod assign;
 pub mod auth;
 pub mod command;
+pub mod datagrams;
 pub mod detector;
 pub mod driver;
 pub mod inbox;

@@ -708,11 +708,14 @@ impl Membership {
             .settings
             .dead_after_ms
             .saturating_sub(self.settings.heartbeat_ms);
-        let takes_new = self
-            .modes
-            .iter()
-            .any(|mode| mode.0 & !BucketMode::KNOWN.0 != 0);
-        if silent_ms >= threshold && (takes_new || self.agreed) {
+        // The buckets are looked at only once the silence is long enough: every input
+        // passes here.
+        let takes_new = || {
+            self.modes
+                .iter()
+                .any(|mode| mode.0 & !BucketMode::KNOWN.0 != 0)
+        };
+        if silent_ms >= threshold && (self.agreed || takes_new()) {
             self.stats.pauses += 1;
             self.event(Event::Paused { silent_ms });
             self.start_over(now);
@@ -759,8 +762,10 @@ impl Membership {
                 self.event(Event::Up);
             }
         }
-        let view = self.current_view();
-        if view != self.view {
+        // Compared member by member: most inputs leave the view as it is, and need not
+        // build it.
+        if !self.current_view().eq(self.view.iter().copied()) {
+            let view = self.current_view().collect();
             self.change_view(view, now);
         }
         if !self.agreed && self.everyone_agrees() {
@@ -833,22 +838,20 @@ impl Membership {
     }
 
     /// The live nodes that are up, with this one while it is up.
-    fn current_view(&self) -> Vec<ViewMember> {
-        (0..self.alive.len())
-            .filter_map(|node| {
-                let incarnation = if node == self.local {
-                    (self.state == State::Up).then_some(self.incarnation)?
-                } else {
-                    let heartbeat = self.latest[node].as_ref()?;
-                    (self.alive[node] && heartbeat.state == State::Up)
-                        .then_some(heartbeat.incarnation)?
-                };
-                Some(ViewMember {
-                    node: node as u8,
-                    incarnation,
-                })
+    fn current_view(&self) -> impl Iterator<Item = ViewMember> + '_ {
+        (0..self.alive.len()).filter_map(|node| {
+            let incarnation = if node == self.local {
+                (self.state == State::Up).then_some(self.incarnation)?
+            } else {
+                let heartbeat = self.latest[node].as_ref()?;
+                (self.alive[node] && heartbeat.state == State::Up)
+                    .then_some(heartbeat.incarnation)?
+            };
+            Some(ViewMember {
+                node: node as u8,
+                incarnation,
             })
-            .collect()
+        })
     }
 
     /// Moves to a new view: its table, and a drain of the released buckets that held

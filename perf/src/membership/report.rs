@@ -135,8 +135,11 @@ impl MembershipReport {
              of headers (an Ethernet frame carries the same 42). CPU is each membership \
              thread's own CPU clock (user + system): on a loopback, the kernel's delivery of a \
              datagram to its receiver runs in the sender's system call and is counted to the \
-             sender, which a NIC's receive interrupt would take on a real farm. Stable: no peer \
-             declared dead, no new view, every node still up.\n",
+             sender, which a NIC's receive interrupt would take on a real farm. The nodes \
+             share this machine's cores: a farm whose threads together need most of them (the \
+             column of all nodes together) starves itself, sends fewer heartbeats than asked \
+             and declares its own nodes dead, which a real farm of one node per host does not. \
+             Stable: no peer declared dead, no new view, every node still up.\n",
             herd_config::Farm::DEFAULT_BUCKETS,
             self.seconds
         );

@@ -249,15 +249,22 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Heartbeat period when `heartbeat_ms` is not given.
+    /// Heartbeat period when `heartbeat_ms` is not given, in a farm of up to 17 nodes (see
+    /// [`Membership::default_for`]).
     pub const DEFAULT_HEARTBEAT_MS: u32 = 50;
     /// Shortest heartbeat period: below it, scheduling delays on a busy node are on the scale of
     /// the period itself.
     pub const MIN_HEARTBEAT_MS: u32 = 10;
     /// Longest heartbeat period: above it, detecting a failure would take most of a minute.
     pub const MAX_HEARTBEAT_MS: u32 = 10_000;
-    /// Silence after which a node is dead when `dead_after_ms` is not given.
+    /// Silence after which a node is dead when `dead_after_ms` is not given, in a farm of up
+    /// to 17 nodes: four heartbeat periods.
     pub const DEFAULT_DEAD_AFTER_MS: u32 = 200;
+    /// The most heartbeats a node receives a second at the default period. Each costs the
+    /// node's CPU (a wake-up, the kernel's UDP path, the HMAC): a larger farm gets a longer
+    /// default period, so that its membership stays under 1 % of a core per node (BENCHMARKS.md,
+    /// `herd-perf membership`).
+    pub const DEFAULT_HEARTBEATS_PER_S: u32 = 320;
     /// Fewest heartbeat periods `dead_after_ms` spans, so that one or two lost heartbeats do not
     /// declare a live node dead.
     pub const DEAD_AFTER_HEARTBEATS: u32 = 3;
@@ -271,8 +278,33 @@ impl Membership {
     /// Fewest nodes `quorum` may be set with: with fewer, the loss of one node can leave no
     /// majority anywhere and stop the whole farm.
     pub const QUORUM_MIN_NODES: usize = 3;
+
+    /// The settings of a farm of `nodes` nodes without a `[membership]` table: those of
+    /// [`Membership::default`] up to 17 nodes. In a larger farm the heartbeat period is the
+    /// shortest multiple of 10 ms at which a node receives at most
+    /// [`Membership::DEFAULT_HEARTBEATS_PER_S`] heartbeats a second (200 ms for 64 nodes),
+    /// and `dead_after_ms` spans as many periods as at the default.
+    pub fn default_for(nodes: usize) -> Membership {
+        let peers = u32::try_from(nodes.saturating_sub(1)).unwrap_or(u32::MAX);
+        let spread_ms = peers
+            .saturating_mul(1000)
+            .div_ceil(Membership::DEFAULT_HEARTBEATS_PER_S)
+            .div_ceil(10)
+            .saturating_mul(10);
+        let heartbeat_ms = spread_ms.clamp(
+            Membership::DEFAULT_HEARTBEAT_MS,
+            Membership::MAX_HEARTBEAT_MS,
+        );
+        let periods = Membership::DEFAULT_DEAD_AFTER_MS / Membership::DEFAULT_HEARTBEAT_MS;
+        Membership {
+            heartbeat_ms,
+            dead_after_ms: heartbeat_ms * periods,
+            ..Membership::default()
+        }
+    }
 }
 
+/// The settings of a farm of up to 17 nodes without a `[membership]` table.
 impl Default for Membership {
     fn default() -> Membership {
         Membership {

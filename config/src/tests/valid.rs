@@ -63,8 +63,8 @@ fn example_file_parses_to_what_it_says() {
             },
         ],
         membership: Membership {
-            heartbeat_ms: 100,
-            dead_after_ms: 500,
+            heartbeat_ms: 50,
+            dead_after_ms: 200,
             drain_s: 30,
             quorum: false,
         },
@@ -198,6 +198,63 @@ fn every_membership_key_is_read() {
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(config.membership, expected, "{body}");
     }
+}
+
+/// BASE with `extra` more nodes (charlie-1, charlie-2, ...) and then `table`.
+fn with_nodes(extra: usize, table: &str) -> String {
+    let nodes: String = (1..=extra)
+        .map(|n| format!("[[node]]\nname = \"charlie-{n}\"\naddress = \"198.19.0.{n}\"\n"))
+        .collect();
+    format!("{BASE}\n{nodes}\n{table}")
+}
+
+#[test]
+fn a_larger_farm_defaults_to_a_longer_heartbeat_period() {
+    // BASE has two nodes.
+    for (nodes, expected) in [
+        (2, (50, 200)),
+        (17, (50, 200)),
+        (18, (60, 240)),
+        (64, (200, 800)),
+    ] {
+        let config = parse(&with_nodes(nodes - 2, "")).unwrap_or_else(|error| panic!("{error}"));
+        let membership = config.membership;
+        assert_eq!(
+            (membership.heartbeat_ms, membership.dead_after_ms),
+            expected,
+            "{nodes} nodes"
+        );
+        assert_eq!(membership, Membership::default_for(nodes));
+        let peers = u32::try_from(nodes - 1).unwrap();
+        assert!(
+            peers * 1000 / membership.heartbeat_ms <= Membership::DEFAULT_HEARTBEATS_PER_S,
+            "{nodes} nodes"
+        );
+    }
+    // A key left out takes the farm's default; one given is kept.
+    let config = parse(&with_nodes(62, "[membership]\nheartbeat_ms = 50\n")).unwrap();
+    assert_eq!(
+        (
+            config.membership.heartbeat_ms,
+            config.membership.dead_after_ms
+        ),
+        (50, 800)
+    );
+    let config = parse(&with_nodes(62, "[membership]\ndead_after_ms = 600\n")).unwrap();
+    assert_eq!(
+        (
+            config.membership.heartbeat_ms,
+            config.membership.dead_after_ms
+        ),
+        (200, 600)
+    );
+    let error = parse(&with_nodes(62, "[membership]\ndead_after_ms = 500\n")).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("500 is less than 3 × heartbeat_ms = 3 × 200 (the default) = 600"),
+        "{error}"
+    );
 }
 
 #[test]

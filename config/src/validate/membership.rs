@@ -7,15 +7,16 @@ use crate::locate::Source;
 use crate::raw::RawMembership;
 use crate::{ConfigError, Membership, ValueError};
 
-/// The heartbeat settings; [`Membership::default`] when the file has no `[membership]`.
-/// `nodes` is the number of nodes, which `quorum` needs enough of.
+/// The heartbeat settings; [`Membership::default_for`] the farm's `nodes` where the file
+/// leaves them out. `quorum` needs enough nodes too.
 pub(super) fn check_membership(
     membership: Option<&Spanned<RawMembership>>,
     nodes: usize,
     source: &Source<'_>,
 ) -> Result<Membership, ConfigError> {
+    let defaults = Membership::default_for(nodes);
     let Some(membership) = membership else {
-        return Ok(Membership::default());
+        return Ok(defaults);
     };
     let raw = membership.get_ref();
     let heartbeat_ms = match &raw.heartbeat_ms {
@@ -25,9 +26,9 @@ pub(super) fn check_membership(
             "membership.heartbeat_ms",
             source,
         )?,
-        None => Membership::DEFAULT_HEARTBEAT_MS,
+        None => defaults.heartbeat_ms,
     };
-    let dead_after_ms = check_dead_after(raw, heartbeat_ms, source)?;
+    let dead_after_ms = check_dead_after(raw, heartbeat_ms, defaults.dead_after_ms, source)?;
     let drain_s = match &raw.drain_s {
         Some(drain) => integer(
             drain,
@@ -72,11 +73,13 @@ fn missed_heartbeats() -> String {
 }
 
 /// `dead_after_ms`, which must span [`Membership::DEAD_AFTER_HEARTBEATS`] heartbeats of
-/// `heartbeat_ms` (already checked). The error is on the key the file sets: `dead_after_ms`
-/// when it is given, else `heartbeat_ms`, whose period is too long for the default.
+/// `heartbeat_ms` (already checked), and is `default` when not given. The error is on the key
+/// the file sets: `dead_after_ms` when it is given, else `heartbeat_ms`, whose period is too
+/// long for the default.
 fn check_dead_after(
     raw: &RawMembership,
     heartbeat_ms: u32,
+    default: u32,
     source: &Source<'_>,
 ) -> Result<u32, ConfigError> {
     const KEY: &str = "membership.dead_after_ms";
@@ -109,8 +112,7 @@ fn check_dead_after(
             KEY,
             source,
         ),
-        (None, Some(heartbeat)) if Membership::DEFAULT_DEAD_AFTER_MS < shortest => {
-            let default = Membership::DEFAULT_DEAD_AFTER_MS;
+        (None, Some(heartbeat)) if default < shortest => {
             let error = ValueError::new(
                 format!(
                     "{heartbeats} × {heartbeat_ms} = {shortest} is more than dead_after_ms = \
@@ -130,6 +132,6 @@ fn check_dead_after(
                 error,
             ))
         }
-        (None, _) => Ok(Membership::DEFAULT_DEAD_AFTER_MS),
+        (None, _) => Ok(default),
     }
 }

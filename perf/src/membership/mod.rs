@@ -1,6 +1,7 @@
 //! `herd-perf membership`: what the membership costs a node as the farm grows. For each farm
 //! size, that many real membership threads ([`herd_membership::driver`]) run in this process,
-//! each on its own address in one network namespace, at the heartbeat settings asked for; once
+//! each on its own address in one network namespace, at the heartbeat settings its
+//! configuration would give it (the farm's default for its size, or the keys asked for); once
 //! every node is up and the farm has agreed, a window measures the heartbeats and datagrams
 //! per node, their size, each membership thread's CPU time, and whether the farm stayed as it
 //! was.
@@ -9,6 +10,7 @@ mod counts;
 mod farm;
 mod report;
 mod thread_cpu;
+mod timing;
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +25,7 @@ use self::counts::Counts;
 use self::farm::MemberFarm;
 use self::report::FarmCost;
 pub use self::report::MembershipReport;
+use self::timing::Timing;
 use crate::cli::MembershipArgs;
 use crate::failover::{check, pause};
 use crate::topology::TAG;
@@ -34,8 +37,12 @@ const SETTLE_POLL: Duration = Duration::from_millis(20);
 
 /// Runs the measurement as `args` say; `interrupted` is raised by SIGINT or SIGTERM.
 pub fn run(args: &MembershipArgs, interrupted: &AtomicBool) -> anyhow::Result<MembershipReport> {
-    let membership = args.membership()?;
-    let settings = Settings::from_config(&membership);
+    // Every size's settings are checked before any farm is built.
+    let timings = args
+        .nodes
+        .iter()
+        .map(|&nodes| Timing::resolve(nodes.into(), args.heartbeat_ms, args.dead_after_ms))
+        .collect::<anyhow::Result<Vec<Timing>>>()?;
     stale::remove(TAG)?;
     let mut bed = Bed::create(&format!("{TAG}-{}-membership", std::process::id()))?;
     let netns = bed.netns("farm")?;
@@ -43,13 +50,15 @@ pub fn run(args: &MembershipArgs, interrupted: &AtomicBool) -> anyhow::Result<Me
     address(&netns, largest)?;
     let window = Duration::from_secs(args.seconds.into());
     let mut farms = Vec::new();
-    for nodes in args.nodes.iter().copied().map(usize::from) {
+    for (nodes, timing) in args.nodes.iter().copied().map(usize::from).zip(timings) {
         check(interrupted)?;
         tracing::info!(
-            "{nodes} nodes: starting, then measuring for {} s",
+            "{nodes} nodes: starting at heartbeat {} ms, dead_after {} ms, then measuring for {} s",
+            timing.membership.heartbeat_ms,
+            timing.membership.dead_after_ms,
             args.seconds
         );
-        let farm = measure(&netns, nodes, settings, window, interrupted)?;
+        let farm = measure(&netns, nodes, timing, window, interrupted)?;
         let (mean, max) = farm.cpu();
         tracing::info!(
             "{nodes} nodes: {:.0} datagrams sent / node / s, CPU {mean:.3} % mean, {max:.3} % max, stable: {}",
@@ -61,9 +70,6 @@ pub fn run(args: &MembershipArgs, interrupted: &AtomicBool) -> anyhow::Result<Me
     Ok(MembershipReport {
         command: crate::command_line(),
         machine: crate::failover::machine(),
-        heartbeat_ms: membership.heartbeat_ms,
-        dead_after_ms: membership.dead_after_ms,
-        defaults: membership == herd_config::Membership::default(),
         seconds: args.seconds,
         farms,
     })
@@ -80,17 +86,17 @@ fn address(netns: &Netns, nodes: usize) -> anyhow::Result<()> {
         .with_context(|| format!("cannot address the loopback of {}", netns.name()))
 }
 
-/// Starts a farm of `nodes` in `netns`, waits until it has settled, and measures it for
-/// `window`.
+/// Starts a farm of `nodes` at `timing` in `netns`, waits until it has settled, and measures
+/// it for `window`.
 fn measure(
     netns: &Netns,
     nodes: usize,
-    settings: Settings,
+    timing: Timing,
     window: Duration,
     interrupted: &AtomicBool,
 ) -> anyhow::Result<FarmCost> {
     let started = Instant::now();
-    let farm = MemberFarm::start(netns, nodes, settings)?;
+    let farm = MemberFarm::start(netns, nodes, Settings::from_config(&timing.membership))?;
     while !farm.settled() {
         check(interrupted)?;
         if started.elapsed() > SETTLE {
@@ -110,6 +116,7 @@ fn measure(
     farm.stop()?;
     Ok(FarmCost {
         nodes,
+        timing,
         wall: after.2 - before.2,
         settled_in,
         used: after.0.since(&before.0),
@@ -162,15 +169,10 @@ mod tests {
             .expect("a bed (the test runs as root)");
         let netns = bed.netns("farm").unwrap();
         address(&netns, 3).unwrap();
-        let membership = herd_config::Membership {
-            heartbeat_ms: 20,
-            dead_after_ms: 100,
-            ..herd_config::Membership::default()
-        };
         let farm = measure(
             &netns,
             3,
-            Settings::from_config(&membership),
+            Timing::resolve(3, Some(20), Some(100)).unwrap(),
             Duration::from_secs(1),
             &AtomicBool::new(false),
         )

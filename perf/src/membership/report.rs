@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::counts::Counts;
 use super::farm::Sample;
+use super::timing::Timing;
 
 /// The issue's goal: a node's membership thread under 1 % of a core in a farm this large.
 pub const GOAL_NODES: usize = 64;
@@ -18,6 +19,8 @@ const HEADERS: f64 = 14.0 + 20.0 + 8.0;
 pub struct FarmCost {
     /// Its nodes.
     pub nodes: usize,
+    /// The heartbeat settings it ran at.
+    pub timing: Timing,
     /// How long it was measured.
     pub wall: Duration,
     /// How long it took to settle (every node up, agreed on the view of them all).
@@ -97,12 +100,6 @@ pub struct MembershipReport {
     pub command: String,
     /// The machine, in a sentence.
     pub machine: String,
-    /// The heartbeat period.
-    pub heartbeat_ms: u32,
-    /// The silence after which a node is dead.
-    pub dead_after_ms: u32,
-    /// Whether those are the configuration's defaults.
-    pub defaults: bool,
     /// The window asked for, in seconds.
     pub seconds: u32,
     /// A row per farm size, in the order asked.
@@ -113,15 +110,9 @@ impl MembershipReport {
     /// The report as a markdown section.
     pub fn markdown(&self) -> String {
         let mut text = String::new();
-        let settings = format!(
-            "heartbeat {} ms, dead_after {} ms{}",
-            self.heartbeat_ms,
-            self.dead_after_ms,
-            if self.defaults { " (the defaults)" } else { "" }
-        );
         let _ = writeln!(
             text,
-            "## Membership cost, {settings}\n\n`{}`\n\n{}\n",
+            "## Membership cost\n\n`{}`\n\n{}\n",
             self.command, self.machine
         );
         let _ = writeln!(
@@ -130,35 +121,46 @@ impl MembershipReport {
              `herd run`) in one process, each with its own UDP socket on its own address \
              (198.18.0.x on the loopback of one network namespace), over a dataplane that does \
              nothing; {} buckets; measured for {} s once every node was up and the farm had \
-             agreed on the view of them all. Datagrams are the kernel's UDP counts in the \
-             namespace, per node; the payload is the loopback's bytes per packet less 42 bytes \
-             of headers (an Ethernet frame carries the same 42). CPU is each membership \
-             thread's own CPU clock (user + system): on a loopback, the kernel's delivery of a \
-             datagram to its receiver runs in the sender's system call and is counted to the \
-             sender, which a NIC's receive interrupt would take on a real farm. The nodes \
-             share this machine's cores: a farm whose threads together need most of them (the \
-             column of all nodes together) starves itself, sends fewer heartbeats than asked \
-             and declares its own nodes dead, which a real farm of one node per host does not. \
+             agreed on the view of them all. Each farm runs at the heartbeat settings its \
+             configuration file would give it: the farm's default for its size ({} / {} ms in \
+             a small farm, a longer period in a larger one, so that a node receives at most {} \
+             heartbeats a second), with the keys --heartbeat-ms and --dead-after-ms set in its \
+             place. Datagrams are the kernel's UDP counts in the namespace, per node; the \
+             payload is the loopback's bytes per packet less 42 bytes of headers (an Ethernet \
+             frame carries the same 42). CPU is each membership thread's own CPU clock (user + \
+             system): on a loopback, the kernel's delivery of a datagram to its receiver runs in \
+             the sender's system call and is counted to the sender, which a NIC's receive \
+             interrupt would take on a real farm. The nodes share this machine's cores: a farm \
+             whose threads together need most of them (the column of all nodes together) \
+             starves itself, sends fewer heartbeats than asked and declares its own nodes dead, \
+             which a real farm of one node per host does not. \
              Stable: no peer declared dead, no new view, every node still up.\n",
             herd_config::Farm::DEFAULT_BUCKETS,
-            self.seconds
+            self.seconds,
+            herd_config::Membership::DEFAULT_HEARTBEAT_MS,
+            herd_config::Membership::DEFAULT_DEAD_AFTER_MS,
+            herd_config::Membership::DEFAULT_HEARTBEATS_PER_S
         );
         let _ = writeln!(
             text,
-            "| nodes | heartbeats / node / s | datagrams sent / node / s | datagrams received / \
-             node / s | UDP payload, bytes / datagram | membership thread, % of a core: mean | \
+            "| nodes | heartbeat / dead_after, ms | the farm's default | heartbeats / node / s | \
+             datagrams sent / node / s | datagrams received / node / s | UDP payload, bytes / datagram | membership thread, % of a core: mean | \
              max | all nodes together, % of a core | dropped datagrams | settled in | stable |"
         );
         let _ = writeln!(
             text,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for farm in &self.farms {
             let (mean, max) = farm.cpu();
             let _ = writeln!(
                 text,
-                "| {} | {:.1} | {:.0} | {:.0} | {} | {:.3} | {:.3} | {:.2} | {} | {:.1} s | {} |",
+                "| {} | {} / {} | {} | {:.1} | {:.0} | {:.0} | {} | {:.3} | {:.3} | {:.2} | {} | \
+                 {:.1} s | {} |",
                 farm.nodes,
+                farm.timing.membership.heartbeat_ms,
+                farm.timing.membership.dead_after_ms,
+                if farm.timing.default { "yes" } else { "no" },
                 farm.heartbeats(),
                 farm.sent(),
                 farm.received(),
@@ -179,8 +181,15 @@ impl MembershipReport {
                 writeln!(
                 text,
                 "\nGoal: a farm of {GOAL_NODES} nodes stays stable with each node's membership \
-                 under {GOAL_PERCENT} % of a core, at {settings}: mean {mean:.3} %, max \
-                 {max:.3} %, {}: **{}**.",
+                 under {GOAL_PERCENT} % of a core, at heartbeat {} ms, dead_after {} ms \
+                 ({}): mean {mean:.3} %, max {max:.3} %, {}: **{}**.",
+                farm.timing.membership.heartbeat_ms,
+                farm.timing.membership.dead_after_ms,
+                if farm.timing.default {
+                    "the farm's default"
+                } else {
+                    "not the farm's default"
+                },
                 if farm.stable() { "stable" } else { "not stable" },
                 if met { "met" } else { "not met" }
             );
@@ -212,6 +221,7 @@ mod tests {
     fn farm(nodes: usize, cpu_ms: &[u64], deaths: u64) -> FarmCost {
         FarmCost {
             nodes,
+            timing: Timing::resolve(nodes, None, None).unwrap(),
             wall: Duration::from_secs(10),
             settled_in: Duration::from_millis(1500),
             used: Sample {
@@ -253,24 +263,39 @@ mod tests {
         let report = |farms| MembershipReport {
             command: "herd-perf membership".to_owned(),
             machine: "Machine: test.".to_owned(),
-            heartbeat_ms: 50,
-            dead_after_ms: 200,
-            defaults: true,
             seconds: 10,
             farms,
         };
         let text = report(vec![farm(3, &[10, 10, 10], 0)]).markdown();
         assert!(
-            text.contains("| 3 | 20.0 | 40 | 40 | 300 | 0.100 | 0.100 | 0.30 | 0 | 1.5 s | yes |"),
+            text.contains(
+                "| 3 | 50 / 200 | yes | 20.0 | 40 | 40 | 300 | 0.100 | 0.100 | 0.30 | 0 | 1.5 s \
+                 | yes |"
+            ),
             "{text}"
         );
         assert!(!text.contains("Goal"), "{text}");
         let text = report(vec![farm(64, &[50; 64], 0)]).markdown();
-        assert!(text.contains("max 0.500 %, stable: **met**"), "{text}");
+        assert!(text.contains("| 64 | 200 / 800 | yes | "), "{text}");
+        assert!(
+            text.contains(
+                "at heartbeat 200 ms, dead_after 800 ms (the farm's default): mean 0.500 %, \
+                 max 0.500 %, stable: **met**"
+            ),
+            "{text}"
+        );
         let mut busy = vec![50; 64];
         busy[7] = 120;
         let text = report(vec![farm(64, &busy, 0)]).markdown();
         assert!(text.contains("max 1.200 %, stable: **not met**"), "{text}");
+        let mut given = farm(64, &[50; 64], 0);
+        given.timing = Timing::resolve(64, Some(50), None).unwrap();
+        let text = report(vec![given]).markdown();
+        assert!(text.contains("| 64 | 50 / 800 | no | "), "{text}");
+        assert!(
+            text.contains("at heartbeat 50 ms, dead_after 800 ms (not the farm's default)"),
+            "{text}"
+        );
         let text = report(vec![farm(64, &[50; 64], 2)]).markdown();
         assert!(text.contains("not stable: **not met**"), "{text}");
         assert!(

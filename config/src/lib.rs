@@ -262,8 +262,8 @@ impl Membership {
     pub const DEFAULT_DEAD_AFTER_MS: u32 = 200;
     /// The most heartbeats a node receives a second at the default period. Each costs the
     /// node's CPU (a wake-up, the kernel's UDP path, the HMAC): a larger farm gets a longer
-    /// default period, so that its membership stays under 1 % of a core per node (BENCHMARKS.md,
-    /// `herd-perf membership`).
+    /// default period, so that its membership costs a node about 1 % of a core at most
+    /// (0.9 % on average at 64 nodes in BENCHMARKS.md, `herd-perf membership`).
     pub const DEFAULT_HEARTBEATS_PER_S: u32 = 320;
     /// Fewest heartbeat periods `dead_after_ms` spans, so that one or two lost heartbeats do not
     /// declare a live node dead.

@@ -4,8 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use herd_config::{Affinity, DataplaneMode, FarmConfig, Protocol};
+use herd_config::{Affinity, DataplaneMode, Protocol};
 use herd_testbed::address::node4;
 use herd_testbed::config::FarmToml;
 use herd_testbed::responder::{Kind, On, Service};
@@ -66,19 +65,15 @@ impl Timing {
         )
     }
 
-    /// Fails, saying why, unless a farm's configuration takes this timing: checked by the
-    /// configuration's own validation, before any farm is built.
+    /// Fails, saying why, unless the configuration of a farm of [`NODES`] takes this timing:
+    /// checked by the configuration's own validation, before any farm is built.
     pub fn check(self) -> anyhow::Result<()> {
-        let text = config(DataplaneMode::Xdp, 256, Path::new("farm.key"), self).text();
-        FarmConfig::parse(&text, Path::new("the failover farm's configuration"))
-            .map(drop)
-            .map_err(|error| {
-                anyhow!(
-                    "--heartbeat-ms {} --dead-after-ms {}: {error}",
-                    self.heartbeat_ms,
-                    self.dead_after_ms
-                )
-            })
+        crate::membership::Timing::resolve(
+            NODES.len(),
+            Some(self.heartbeat_ms),
+            Some(self.dead_after_ms),
+        )
+        .map(drop)
     }
 }
 
@@ -104,6 +99,8 @@ pub fn config(mode: DataplaneMode, buckets: u32, key_file: &Path, timing: Timing
 
 #[cfg(test)]
 mod tests {
+    use herd_config::FarmConfig;
+
     use super::*;
 
     #[test]
@@ -112,8 +109,8 @@ mod tests {
             heartbeat_ms,
             dead_after_ms,
         };
-        timing(50, 200).check().unwrap();
-        timing(20, 80).check().unwrap();
+        timing(40, 160).check().unwrap();
+        timing(15, 60).check().unwrap();
         let error = timing(20, 50).check().unwrap_err().to_string();
         assert!(error.contains("--dead-after-ms 50"), "{error}");
         assert!(error.contains("dead_after_ms"), "{error}");

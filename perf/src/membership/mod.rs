@@ -25,7 +25,7 @@ use self::counts::Counts;
 use self::farm::MemberFarm;
 use self::report::FarmCost;
 pub use self::report::MembershipReport;
-use self::timing::Timing;
+pub use self::timing::Timing;
 use crate::cli::MembershipArgs;
 use crate::failover::{check, pause};
 use crate::topology::TAG;

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// How long a 10 s demo may take in all: starting the nodes, the traffic, the cleanup.
 const DEMO_BOUND: Duration = Duration::from_secs(120);
-/// The slowest failover accepted; the default membership settings give about 200 ms.
+/// The slowest failover accepted; the default membership settings give under 200 ms.
 const FAILOVER_BOUND_MS: f64 = 3000.0;
 
 /// Runs `herd demo --duration 10 --json --mode <mode>` and checks its summary and its

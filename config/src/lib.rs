@@ -249,21 +249,21 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Heartbeat period when `heartbeat_ms` is not given, in a farm of up to 17 nodes (see
+    /// Heartbeat period when `heartbeat_ms` is not given, in a farm of up to 13 nodes (see
     /// [`Membership::default_for`]).
-    pub const DEFAULT_HEARTBEAT_MS: u32 = 50;
+    pub const DEFAULT_HEARTBEAT_MS: u32 = 40;
     /// Shortest heartbeat period: below it, scheduling delays on a busy node are on the scale of
     /// the period itself.
     pub const MIN_HEARTBEAT_MS: u32 = 10;
     /// Longest heartbeat period: above it, detecting a failure would take most of a minute.
     pub const MAX_HEARTBEAT_MS: u32 = 10_000;
     /// Silence after which a node is dead when `dead_after_ms` is not given, in a farm of up
-    /// to 17 nodes: four heartbeat periods.
-    pub const DEFAULT_DEAD_AFTER_MS: u32 = 200;
+    /// to 13 nodes: four heartbeat periods.
+    pub const DEFAULT_DEAD_AFTER_MS: u32 = 160;
     /// The most heartbeats a node receives a second at the default period. Each costs the
     /// node's CPU (a wake-up, the kernel's UDP path, the HMAC): a larger farm gets a longer
-    /// default period, so that its membership costs a node about 1 % of a core at most
-    /// (0.9 % on average at 64 nodes in BENCHMARKS.md, `herd-perf membership`).
+    /// default period, so that its membership costs a node under 1 % of a core (0.62 % on
+    /// average and 0.84 % at most at 64 nodes in BENCHMARKS.md, `herd-perf membership`).
     pub const DEFAULT_HEARTBEATS_PER_S: u32 = 320;
     /// Fewest heartbeat periods `dead_after_ms` spans, so that one or two lost heartbeats do not
     /// declare a live node dead.
@@ -280,7 +280,7 @@ impl Membership {
     pub const QUORUM_MIN_NODES: usize = 3;
 
     /// The settings of a farm of `nodes` nodes without a `[membership]` table: those of
-    /// [`Membership::default`] up to 17 nodes. In a larger farm the heartbeat period is the
+    /// [`Membership::default`] up to 13 nodes. In a larger farm the heartbeat period is the
     /// shortest multiple of 10 ms at which a node receives at most
     /// [`Membership::DEFAULT_HEARTBEATS_PER_S`] heartbeats a second (200 ms for 64 nodes),
     /// and `dead_after_ms` spans as many periods as at the default.
@@ -304,7 +304,7 @@ impl Membership {
     }
 }
 
-/// The settings of a farm of up to 17 nodes without a `[membership]` table.
+/// The settings of a farm of up to 13 nodes without a `[membership]` table.
 impl Default for Membership {
     fn default() -> Membership {
         Membership {

@@ -74,8 +74,8 @@ impl Scenario {
                 _ => 1,
             })
             .collect();
-        // The default period most often, the tuned one of 20 ms, and slower ones.
-        let heartbeat_ms = [20, 50, 50, 100, 200][rng.range(0, 4) as usize];
+        // The default period most often, the tuned one of 15 ms, and slower ones.
+        let heartbeat_ms = [15, 40, 40, 100, 200][rng.range(0, 4) as usize];
         let dead_after_ms = heartbeat_ms * rng.range(3, 8);
         let settings = Settings {
             heartbeat_ms,
@@ -959,8 +959,8 @@ fn replay() {
 fn a_crash_is_taken_over_within_dead_after() {
     let default = herd_config::Membership::default();
     let tuned = herd_config::Membership {
-        heartbeat_ms: 20,
-        dead_after_ms: 80,
+        heartbeat_ms: 15,
+        dead_after_ms: 60,
         ..default
     };
     for membership in [default, tuned] {

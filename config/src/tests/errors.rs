@@ -1149,8 +1149,8 @@ fn a_node_is_dead_after_at_least_three_heartbeats() {
     let error = parse(&with_membership("dead_after_ms = 100\n")).expect_err("default heartbeat");
     assert_eq!(
         error.to_string(),
-        "farm.toml:27:17: membership.dead_after_ms: 100 is less than 3 × heartbeat_ms = 3 × 50 \
-         (the default) = 150; expected an integer from 150 to 600000, so that a node is declared \
+        "farm.toml:27:17: membership.dead_after_ms: 100 is less than 3 × heartbeat_ms = 3 × 40 \
+         (the default) = 120; expected an integer from 120 to 600000, so that a node is declared \
          dead only after 3 heartbeats are missed"
     );
     for bad in ["0", "-500"] {
@@ -1166,18 +1166,18 @@ fn a_node_is_dead_after_at_least_three_heartbeats() {
 #[test]
 fn a_heartbeat_too_slow_for_the_default_dead_after_is_reported_on_the_heartbeat() {
     let error =
-        parse(&with_membership("drain_s = 5\nheartbeat_ms = 100\n")).expect_err("3 × 100 > 200");
+        parse(&with_membership("drain_s = 5\nheartbeat_ms = 100\n")).expect_err("3 × 100 > 160");
     assert_eq!(
         error.to_string(),
-        "farm.toml:28:16: membership.heartbeat_ms: 3 × 100 = 300 is more than dead_after_ms = 200 \
-         (the default); expected an integer from 10 to 66, or dead_after_ms set to at least 300, \
+        "farm.toml:28:16: membership.heartbeat_ms: 3 × 100 = 300 is more than dead_after_ms = 160 \
+         (the default); expected an integer from 10 to 53, or dead_after_ms set to at least 300, \
          so that a node is declared dead only after 3 heartbeats are missed"
     );
     assert_error(
-        &with_membership("heartbeat_ms = 67\n"),
+        &with_membership("heartbeat_ms = 54\n"),
         (27, 16),
         "membership.heartbeat_ms",
-        &["3 × 67 = 201 is more than dead_after_ms = 200 (the default)"],
+        &["3 × 54 = 162 is more than dead_after_ms = 160 (the default)"],
     );
 }
 
@@ -1186,7 +1186,7 @@ fn a_node_is_dead_after_at_most_ten_minutes() {
     let error = parse(&with_membership("dead_after_ms = 600001\n")).expect_err("too long");
     assert_eq!(
         error.to_string(),
-        "farm.toml:27:17: membership.dead_after_ms: 600001 is out of range; expected an integer from 150 to 600000"
+        "farm.toml:27:17: membership.dead_after_ms: 600001 is out of range; expected an integer from 120 to 600000"
     );
     assert_error(
         &with_membership("heartbeat_ms = 10\ndead_after_ms = 18446744073709551616\n"),

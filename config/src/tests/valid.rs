@@ -63,8 +63,8 @@ fn example_file_parses_to_what_it_says() {
             },
         ],
         membership: Membership {
-            heartbeat_ms: 50,
-            dead_after_ms: 200,
+            heartbeat_ms: 40,
+            dead_after_ms: 160,
             drain_s: 30,
             quorum: false,
         },
@@ -121,8 +121,8 @@ fn optional_keys_take_their_defaults() {
 #[test]
 fn without_a_membership_table_the_defaults_apply() {
     let defaults = Membership {
-        heartbeat_ms: 50,
-        dead_after_ms: 200,
+        heartbeat_ms: 40,
+        dead_after_ms: 160,
         drain_s: 30,
         quorum: false,
     };
@@ -212,9 +212,9 @@ fn with_nodes(extra: usize, table: &str) -> String {
 fn a_larger_farm_defaults_to_a_longer_heartbeat_period() {
     // BASE has two nodes.
     for (nodes, expected) in [
-        (2, (50, 200)),
-        (17, (50, 200)),
-        (18, (60, 240)),
+        (2, (40, 160)),
+        (13, (40, 160)),
+        (14, (50, 200)),
         (64, (200, 800)),
     ] {
         let config = parse(&with_nodes(nodes - 2, "")).unwrap_or_else(|error| panic!("{error}"));
@@ -270,9 +270,9 @@ fn membership_limits_are_accepted() {
             "heartbeat_ms = 10000\ndead_after_ms = 600000",
             (10_000, 600_000),
         ),
-        ("dead_after_ms = 300", (50, 300)),
-        // The longest heartbeat the default dead_after_ms allows: 3 × 66 = 198.
-        ("heartbeat_ms = 66", (66, 200)),
+        ("dead_after_ms = 300", (40, 300)),
+        // The longest heartbeat the default dead_after_ms allows: 3 × 53 = 159.
+        ("heartbeat_ms = 53", (53, 160)),
     ];
     for (body, (heartbeat_ms, dead_after_ms)) in cases {
         let config = parse(&format!("{BASE}\n[membership]\n{body}\n"))

@@ -269,7 +269,7 @@ mod tests {
         let text = report(vec![farm(3, &[10, 10, 10], 0)]).markdown();
         assert!(
             text.contains(
-                "| 3 | 50 / 200 | yes | 20.0 | 40 | 40 | 300 | 0.100 | 0.100 | 0.30 | 0 | 1.5 s \
+                "| 3 | 40 / 160 | yes | 20.0 | 40 | 40 | 300 | 0.100 | 0.100 | 0.30 | 0 | 1.5 s \
                  | yes |"
             ),
             "{text}"

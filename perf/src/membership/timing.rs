@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn each_farm_size_defaults_to_its_own_settings() {
-        assert_eq!(resolved(3, None, None), (50, 200, true));
+        assert_eq!(resolved(3, None, None), (40, 160, true));
         assert_eq!(resolved(16, None, None), (50, 200, true));
         assert_eq!(resolved(64, None, None), (200, 800, true));
         let timing = Timing::resolve(64, None, None).unwrap();
@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(resolved(64, Some(20), Some(80)), (20, 80, false));
         assert_eq!(resolved(64, Some(50), None), (50, 800, false));
         assert_eq!(resolved(64, None, Some(600)), (200, 600, false));
-        assert_eq!(resolved(3, None, Some(600)), (50, 600, false));
+        assert_eq!(resolved(3, None, Some(600)), (40, 600, false));
         // The farm's own default, given in full, is still its default.
         assert_eq!(resolved(64, Some(200), Some(800)), (200, 800, true));
     }
@@ -132,8 +132,8 @@ mod tests {
             text.starts_with("--dead-after-ms 600001: ") && text.contains("600000"),
             "{text}"
         );
-        // 500 ms is enough at 3 nodes' 50 ms period, not at 64 nodes' 200 ms.
-        assert_eq!(resolved(3, None, Some(500)), (50, 500, false));
+        // 500 ms is enough at 3 nodes' 40 ms period, not at 64 nodes' 200 ms.
+        assert_eq!(resolved(3, None, Some(500)), (40, 500, false));
         let text = error(64, None, Some(500));
         assert!(
             text.starts_with("--dead-after-ms 500: ") && text.contains("64 nodes"),

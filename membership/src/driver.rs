@@ -53,8 +53,8 @@ const READS_PER_TURN: usize = 64;
 /// How many times a heartbeat period a node with more peers than this reads its socket, at
 /// most. Each read wakes the thread, and on a large farm the wake-ups cost more than the
 /// heartbeats they read (`herd-perf membership`, 64 nodes at 200 ms: 0.89 % of a core a node
-/// on average and 1.71 % at most without this, 0.62 % and 0.84 % with it). With this many peers or fewer, heartbeats come about this often
-/// anyway, and each is read as it comes.
+/// on average and 1.71 % at most without this, 0.62 % and 0.84 % with it). With this many
+/// peers or fewer, heartbeats come about this often anyway, and each is read as it comes.
 const READS_PER_PERIOD: u64 = 10;
 
 /// The senders of refused datagrams remembered for the rate limit of their log lines: a flood
